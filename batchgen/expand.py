@@ -1,0 +1,354 @@
+"""Expansion: a `Job` becomes the stream of API requests it stands for. Pure: no I/O.
+
+Each request is the merge of layers, lowest first: `defaults`, the entry's fixed fields, the
+matrix combination or CSV row, the `include` item. A layer is a list of assignments
+(field path, value); `None` deletes what a lower layer set. Requests are produced one at a
+time, so a 100,000-request job holds one merged body at a time, not 100,000.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from . import models
+from .spec import FieldPath, Job, Table, format_path
+
+DEFAULT_API_BASE = "https://api.pixwith.ai"
+
+Assignment = tuple[tuple[str, ...], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Which part of the job file produced a request (for messages; not part of its identity)."""
+
+    entry: int
+    combination: tuple[int, ...] | None = None  # index of the value taken on each matrix axis
+    include: int | None = None
+    row: int | None = None  # index into the entry's table rows
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    key: str
+    variant: int
+    body: dict[str, Any]
+    origin: Origin
+
+
+# One encoder for every call: json.dumps would build a new one each time (hot in big jobs).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def canonical_json(value: Any) -> str:
+    """SPEC §3's canonical JSON: sorted keys, no spaces, UTF-8 kept as is."""
+    return _CANONICAL.encode(value)
+
+
+def identity(api_base: str, body: dict[str, Any], variant: int) -> str:
+    """A request's key: SHA-256 of the canonical JSON of {api, body, variant} (SPEC §3)."""
+    document = {"api": api_base.rstrip("/"), "body": body, "variant": variant}
+    return hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
+
+
+def _identities(api_json: str, body: dict[str, Any], variants: int) -> list[str]:
+    # Same bytes as `identity` (the three keys are already in sorted order), with the API base
+    # encoded once per job and the body once for all its variants.
+    head = '{"api":%s,"body":%s,"variant":' % (api_json, canonical_json(body))
+    return [hashlib.sha256(f"{head}{v}}}".encode("utf-8")).hexdigest() for v in range(variants)]
+
+
+# -- layers ---------------------------------------------------------------------------------
+
+
+def split_path(field: str) -> tuple[str, ...]:
+    """`options.duration` → ("options", "duration")."""
+    return tuple(field.split("."))
+
+
+def assignments(fields: dict[str, Any] | None) -> list[Assignment]:
+    """The leaf assignments a mapping of fields makes. `options` objects are merged key by key."""
+    out: list[Assignment] = []
+    for name, value in (fields or {}).items():
+        if name in ("matrix", "include", "exclude", "rows", "repeat"):
+            continue
+        path = split_path(name)
+        if path == ("options",) and isinstance(value, dict):
+            out.extend((path + (k,), v) for k, v in value.items())
+        else:
+            out.append((path, value))
+    return out
+
+
+def apply(body: dict[str, Any], layer: list[Assignment]) -> None:
+    for path, value in layer:
+        target = body
+        for part in path[:-1]:
+            inner = target.get(part)
+            if not isinstance(inner, dict):
+                inner = target[part] = {}
+            target = inner
+        target[path[-1]] = value
+
+
+def _copy(body: dict[str, Any]) -> dict[str, Any]:
+    # Layers only replace values, never mutate lists, so two levels of copying suffice.
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in body.items()}
+
+
+def request_body(merged: dict[str, Any]) -> dict[str, Any]:
+    """The API body for merged job fields: model → model_id, no nulls, no empty image_urls."""
+    body: dict[str, Any] = {}
+    if merged.get("prompt") is not None:
+        body["prompt"] = merged["prompt"]
+    if merged.get("model") is not None:
+        body["model_id"] = models.model_id(merged["model"])
+    urls = merged.get("image_urls")
+    if isinstance(urls, str):
+        urls = [urls]
+    if urls:
+        body["image_urls"] = list(urls)
+    options = merged.get("options")
+    if isinstance(options, dict):
+        body["options"] = {k: v for k, v in options.items() if v is not None}
+    elif options is not None:
+        body["options"] = options
+    return body
+
+
+# -- entries --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Axis:
+    field: str
+    values: list[Any]
+
+    def layers(self) -> list[list[Assignment]]:
+        """The assignments each value of the axis makes, by value index."""
+        path = split_path(self.field)
+        if self.field == "options":
+            return [[(("options", k), v) for k, v in value.items()] if isinstance(value, dict) else [(path, value)] for value in self.values]
+        return [[(path, value)] for value in self.values]
+
+
+def axes(job: Job, index: int) -> list[_Axis]:
+    """The matrix axes of entry `index`, in the order written, prompt files read."""
+    matrix = job.entries[index].get("matrix") or {}
+    out = []
+    for field, values in matrix.items():
+        if isinstance(values, dict):  # {file: prompts.txt}
+            values = [prompt for prompt, _ in job.prompt_files[index].prompts]
+        out.append(_Axis(field, values))
+    return out
+
+
+def _combination_layers(job: Job, index: int) -> Iterator[tuple[Origin, list[Assignment]]]:
+    entry = job.entries[index]
+    if "matrix" in entry:
+        layers = [axis.layers() for axis in axes(job, index)]
+        for combo in itertools.product(*(range(len(by_value)) for by_value in layers)):
+            layer = [a for by_value, i in zip(layers, combo) for a in by_value[i]]
+            yield Origin(index, combination=combo), layer
+        for k, item in enumerate(entry.get("include") or []):
+            yield Origin(index, include=k), assignments(item)
+    elif "rows" in entry:
+        table = job.tables[index]
+        paths = [split_path(c) for c in table.columns]
+        for r, (_, values) in enumerate(table.rows):
+            layer = [(p, v) for p, v in zip(paths, values) if v is not Table.UNSET]
+            yield Origin(index, row=r), layer
+    else:
+        yield Origin(index), []
+
+
+def _excluded(merged: dict[str, Any], exclude: list[list[Assignment]]) -> bool:
+    return any(all(_same(_get(merged, path), value) for path, value in item) for item in exclude)
+
+
+def _get(merged: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = merged
+    for part in path:
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _same(actual: Any, wanted: Any) -> bool:
+    # Compare as the API will see them: a model by id, one image URL as a one-item list.
+    if isinstance(actual, str) and isinstance(wanted, str):
+        return models.model_id(actual) == models.model_id(wanted)
+    if isinstance(actual, str):
+        actual = [actual]
+    if isinstance(wanted, str):
+        wanted = [wanted]
+    return actual == wanted
+
+
+def merged_requests(job: Job, index: int) -> Iterator[tuple[Origin, dict[str, Any]]]:
+    """(origin, merged job fields) for every request of entry `index`, before repeat."""
+    entry = job.entries[index]
+    base: dict[str, Any] = {}
+    apply(base, assignments(job.data.get("defaults")))
+    apply(base, assignments(entry))
+    exclude = [assignments(item) for item in entry.get("exclude") or []]
+    for origin, layer in _combination_layers(job, index):
+        merged = _copy(base)
+        apply(merged, layer)
+        if origin.combination is not None and exclude and _excluded(merged, exclude):
+            continue
+        yield origin, merged
+
+
+def expand(job: Job, api_base: str = DEFAULT_API_BASE) -> Iterator[Request]:
+    """Every request of the job, in file order, duplicates included (see `Expansion`)."""
+    api_json = canonical_json(api_base.rstrip("/"))
+    for index in range(len(job.entries)):
+        repeat = job.repeat_for(index)
+        for origin, merged in merged_requests(job, index):
+            body = request_body(merged)
+            for variant, key in enumerate(_identities(api_json, body, repeat)):
+                yield Request(key, variant, body, origin)
+
+
+def upper_bound(job: Job) -> int:
+    """How many requests the job stands for before `exclude` and duplicates: cheap to compute."""
+    total = 0
+    for index, entry in enumerate(job.entries):
+        if "matrix" in entry:
+            count = math.prod(len(axis.values) for axis in axes(job, index)) + len(entry.get("include") or [])
+        elif "rows" in entry:
+            count = len(job.tables[index].rows)
+        else:
+            count = 1
+        total += count * job.repeat_for(index)
+    return total
+
+
+def unused_excludes(job: Job, index: int) -> list[int]:
+    """Indexes of the `exclude` items of entry `index` that match no combination."""
+    entry = job.entries[index]
+    items = [assignments(item) for item in entry.get("exclude") or []]
+    if not items:
+        return []
+    base: dict[str, Any] = {}
+    apply(base, assignments(job.data.get("defaults")))
+    apply(base, assignments(entry))
+    used: set[int] = set()
+    for origin, layer in _combination_layers(job, index):
+        if origin.combination is None:
+            continue
+        merged = _copy(base)
+        apply(merged, layer)
+        used.update(k for k, item in enumerate(items) if _excluded(merged, [item]))
+        if len(used) == len(items):
+            break
+    return [k for k in range(len(items)) if k not in used]
+
+
+# -- where a value came from ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a field of an expanded request was set: a place in the job file, or a CSV cell."""
+
+    file: str
+    line: int | None
+    column: int | None
+    path: str
+    layer: str  # "defaults", "entry", "combination", "row", "include", or "missing"
+
+
+def describe_origin(job: Job, origin: Origin) -> str:
+    """`requests[1], matrix combination prompt='A cat', model='wan2.2-fast'` and the like."""
+    where = f"requests[{origin.entry}]"
+    if origin.combination is not None:
+        parts = [f"{axis.field}={_brief(axis.values[i])}" for axis, i in zip(axes(job, origin.entry), origin.combination)]
+        return f"{where}, matrix combination " + ", ".join(parts)
+    if origin.include is not None:
+        return f"{where}, include[{origin.include}]"
+    if origin.row is not None:
+        table = job.tables[origin.entry]
+        return f"{where}, {table.file} row {origin.row + 1} (line {table.rows[origin.row][0]})"
+    return where
+
+
+def _brief(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return repr(text) if len(text) <= 40 else repr(text[:37] + "...")
+
+
+def locate(job: Job, origin: Origin, field: FieldPath) -> Source:
+    """The topmost layer that set `field` (a job field path) for the request from `origin`."""
+    index = origin.entry
+    entry_path: FieldPath = ("requests", index)
+    entry = job.entries[index]
+    candidates: list[tuple[str, FieldPath, dict[str, Any] | None]] = []
+    if origin.include is not None:
+        candidates.append(("include", entry_path + ("include", origin.include), entry["include"][origin.include]))
+    if origin.combination is not None:
+        source = _locate_in_combination(job, origin, field)
+        if source:
+            return source
+    if origin.row is not None:
+        table = job.tables[index]
+        line, values = table.rows[origin.row]
+        for number, (column, value) in enumerate(zip(table.columns, values), start=1):
+            if value is not Table.UNSET and _covers(split_path(column), field):
+                return Source(table.file, line, number, column, "row")
+    candidates.append(("entry", entry_path, entry))
+    candidates.append(("defaults", ("defaults",), job.data.get("defaults")))
+    for layer, prefix, fields in candidates:
+        found = _find_in_fields(fields, field)
+        if found is not None:
+            return _source(job, prefix + found, layer)
+    return _source(job, entry_path, "missing")
+
+
+def _locate_in_combination(job: Job, origin: Origin, field: FieldPath) -> Source | None:
+    for axis, i in zip(axes(job, origin.entry), origin.combination or ()):
+        covered = split_path(axis.field)
+        value = axis.values[i]
+        if axis.field == "options" and isinstance(value, dict):
+            if len(field) < 2 or field[1] not in value:
+                continue
+        elif not _covers(covered, field):
+            continue
+        prompt_file = job.prompt_files.get(origin.entry)
+        if axis.field == "prompt" and prompt_file is not None:
+            return Source(prompt_file.file, prompt_file.prompts[i][1], 1, "prompt", "combination")
+        return _source(job, ("requests", origin.entry, "matrix", axis.field, i), "combination")
+    return None
+
+
+def _covers(setter: tuple[str, ...], field: FieldPath) -> bool:
+    """Whether setting `setter` decides `field` (setting `options` decides `options.duration`)."""
+    return tuple(field[: len(setter)]) == setter or tuple(setter[: len(field)]) == tuple(field)
+
+
+def _find_in_fields(fields: dict[str, Any] | None, field: FieldPath) -> FieldPath | None:
+    """The path within `fields` that sets `field` (or deletes it with null), if any."""
+    if not isinstance(fields, dict) or not field:
+        return None
+    dotted = ".".join(str(p) for p in field)
+    if dotted in fields:  # include items may use dotted paths
+        return (dotted,)
+    head = field[0]
+    if head not in fields:
+        return None
+    value = fields[head]
+    if len(field) == 1 or not isinstance(value, dict):
+        return (head,)
+    inner = _find_in_fields(value, field[1:])
+    return (head,) + inner if inner else None
+
+
+def _source(job: Job, path: FieldPath, layer: str) -> Source:
+    mark = job.marks.at(path)
+    line, column = mark if mark else (None, None)
+    return Source(job.file, line, column, format_path(path), layer)

@@ -1,0 +1,107 @@
+"""Plan: what a run of a job would do with each request, given what the ledger already knows."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+from . import models
+from .expand import Request
+from .validate import Expansion, validate_job
+
+# What a run does with a request, from the state the ledger holds for its key.
+ACTIONS = ("new", "done", "failed", "rejected", "in_doubt", "sending")
+
+# key → ledger state, for the keys the ledger knows; the others are new.
+StateLookup = Callable[[Iterable[str]], dict[str, str]]
+
+
+def no_ledger(keys: Iterable[str]) -> dict[str, str]:
+    return {}
+
+
+_ACTION_OF_STATE = {
+    "submitted": "done",
+    "failed": "failed",
+    "rejected": "rejected",
+    "in_doubt": "in_doubt",
+    "sending": "sending",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedRequest:
+    request: Request
+    action: str
+
+    @property
+    def model(self) -> str:
+        return models.label(str(self.request.body.get("model_id")))
+
+
+@dataclass
+class Plan:
+    job: str
+    api_base: str
+    counts: Counter[str] = field(default_factory=Counter)
+    by_model: dict[str, Counter[str]] = field(default_factory=dict)
+
+    def count(self, planned: PlannedRequest) -> None:
+        self.counts[planned.action] += 1
+        self.by_model.setdefault(planned.model, Counter())[planned.action] += 1
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "total": sum(self.counts.values()),
+            **{action: self.counts.get(action, 0) for action in ACTIONS},
+            "by_model": {m: dict(c) for m, c in sorted(self.by_model.items())},
+        }
+
+
+class Planner:
+    """Decides the action of each request as requests arrive, looking keys up in batches."""
+
+    def __init__(self, plan: Plan, states: StateLookup = no_ledger, batch: int = 500):
+        self.plan = plan
+        self.states = states
+        self.batch = batch
+        self.pending: list[Request] = []
+
+    def add(self, request: Request) -> None:
+        self.pending.append(request)
+        if len(self.pending) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        for item in _decide(self.pending, self.states):
+            self.plan.count(item)
+        self.pending = []
+
+
+def plan_job(path: str, api_base: str, states: StateLookup = no_ledger) -> tuple[Expansion, Plan]:
+    """Validate the job at `path` and count what a run would do, in one pass over it."""
+    result = Plan("", api_base.rstrip("/"))
+    planner = Planner(result, states)
+    expansion = validate_job(path, api_base, visit=planner.add)
+    planner.flush()
+    result.job = expansion.job.name
+    return expansion, result
+
+
+def planned(expansion: Expansion, states: StateLookup = no_ledger, batch: int = 500) -> Iterator[PlannedRequest]:
+    """Each distinct request of the job with its action, looked up in batches of keys."""
+    pending: list[Request] = []
+    for request in expansion.requests():
+        pending.append(request)
+        if len(pending) >= batch:
+            yield from _decide(pending, states)
+            pending = []
+    yield from _decide(pending, states)
+
+
+def _decide(requests: list[Request], states: StateLookup) -> Iterator[PlannedRequest]:
+    known = states([r.key for r in requests]) if requests else {}
+    for request in requests:
+        state = known.get(request.key)
+        yield PlannedRequest(request, _ACTION_OF_STATE.get(state, "new") if state else "new")

@@ -1,0 +1,398 @@
+"""Reading a job file: safe YAML with line marks, checked against `job.schema.json`.
+
+The result is a `Job`: the parsed data, where every value and key stands in the file, and the
+contents of the prompt files and CSV tables it refers to (so expansion needs no I/O).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from . import schemas
+from .errors import JobError, Problem
+
+FieldPath = tuple[str | int, ...]
+Mark = tuple[int, int]  # 1-based line and column
+
+DEFAULT_MAX_REQUESTS = 10_000
+
+
+@dataclass
+class Marks:
+    """Where each value (and each mapping key) of a YAML document stands."""
+
+    values: dict[FieldPath, Mark] = field(default_factory=dict)
+    keys: dict[FieldPath, Mark] = field(default_factory=dict)
+
+    def at(self, path: FieldPath) -> Mark | None:
+        """The mark of `path`, or of its nearest ancestor that has one."""
+        for end in range(len(path), -1, -1):
+            mark = self.values.get(tuple(path[:end]))
+            if mark:
+                return mark
+        return None
+
+    def key_at(self, path: FieldPath) -> Mark | None:
+        return self.keys.get(tuple(path)) or self.at(path)
+
+
+@dataclass(frozen=True)
+class PromptFile:
+    """A prompts file: one prompt per non-blank line not starting with `#`, trimmed."""
+
+    file: str
+    prompts: list[tuple[str, int]]  # (prompt, line)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A CSV of requests: its header (field paths) and, per row, its line and typed values.
+
+    A cell left empty sets nothing (the row inherits); a value of `None` deletes the field.
+    Rows are tuples aligned with `columns`, with `Table.UNSET` for empty cells.
+    """
+
+    file: str
+    columns: list[str]
+    rows: list[tuple[int, tuple[Any, ...]]]
+
+    UNSET = object()
+
+
+@dataclass
+class Job:
+    """A job file, parsed and checked against the job schema."""
+
+    path: Path
+    file: str  # as the user named it, for messages
+    name: str
+    data: dict[str, Any]
+    marks: Marks
+    prompt_files: dict[int, PromptFile] = field(default_factory=dict)
+    tables: dict[int, Table] = field(default_factory=dict)
+
+    @property
+    def entries(self) -> list[dict[str, Any]]:
+        return self.data["requests"]
+
+    @property
+    def limits(self) -> dict[str, int]:
+        return self.data.get("limits") or {}
+
+    @property
+    def max_requests(self) -> int:
+        return self.limits.get("max_requests", DEFAULT_MAX_REQUESTS)
+
+    def repeat_for(self, index: int) -> int:
+        return self.entries[index].get("repeat") or self.data.get("repeat") or 1
+
+    def problem(self, path: FieldPath, message: str, *, hint: str | None = None, key: bool = False) -> Problem:
+        mark = self.marks.key_at(path) if key else self.marks.at(path)
+        line, column = mark if mark else (None, None)
+        return Problem(self.file, line, column, format_path(path), message, hint)
+
+
+def format_path(path: FieldPath) -> str:
+    """`requests[2].options.duration` for ("requests", 2, "options", "duration")."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def load_job(path: str | Path) -> Job:
+    """Read, parse and check one job file, with the files it refers to; raise `JobError`."""
+    file = str(path)
+    path = Path(path)
+    text = _read_text(path, file)
+    data, marks = parse_yaml(text, file)
+    job = Job(path=path, file=file, name=_default_name(path), data=data, marks=marks)
+    problems = list(check_structure(job))
+    if problems:
+        raise JobError(problems)
+    job.name = data.get("name") or job.name
+    _load_referenced_files(job)
+    return job
+
+
+def _read_text(path: Path, file: str) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise JobError([Problem(file, None, None, "", "no such file")]) from None
+    except IsADirectoryError:
+        raise JobError([Problem(file, None, None, "", "is a directory, not a job file")]) from None
+    except OSError as e:
+        raise JobError([Problem(file, None, None, "", f"cannot read: {e.strerror}")]) from None
+    return decode_utf8(raw, file)
+
+
+def decode_utf8(raw: bytes, file: str) -> str:
+    """The text of `raw` (a leading BOM dropped), or a located error for bytes that aren't UTF-8."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        bad = raw[e.start : e.start + 1].hex()
+        raise JobError(
+            [Problem(file, line, column, "", f"not valid UTF-8 (byte 0x{bad})", hint="save the file as UTF-8")]
+        ) from None
+
+
+def _default_name(path: Path) -> str:
+    # The name names a folder under outputs/, so the stem is made safe for that.
+    name = re.sub(r"[^A-Za-z0-9._ -]+", "-", path.stem).strip(" .-")
+    return name[:100] or "job"
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, Marks]:
+    """Safe-load one YAML document, with the mark of every value and key.
+
+    Only plain YAML types are constructed: a `!!python/...` tag is an error, never executed.
+    A key given twice in one mapping is an error (YAML loaders usually keep the last silently).
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise JobError([Problem(file, 1, 1, "", "the file is empty", hint="start with 'version: 1'")])
+        data = loader.construct_document(node)
+        marks = Marks()
+        problems: list[Problem] = []
+        _mark(loader, node, (), marks, problems, file, set())
+    except yaml.MarkedYAMLError as e:
+        raise JobError([_yaml_problem(e, file)]) from None
+    except yaml.YAMLError as e:  # errors without a position (rare: reader errors)
+        raise JobError([Problem(file, None, None, "", f"not valid YAML: {e}")]) from None
+    finally:
+        loader.dispose()
+    if problems:
+        raise JobError(problems)
+    return data, marks
+
+
+def _yaml_problem(e: yaml.MarkedYAMLError, file: str) -> Problem:
+    mark = e.problem_mark or e.context_mark
+    message = " ".join(str(part) for part in (e.context, e.problem) if part) or "not valid YAML"
+    hint = None
+    if "python/" in message or "could not determine a constructor" in message:
+        message = message.replace("could not determine a constructor for the tag", "tag not allowed:")
+        hint = "job files are plain YAML; tags that construct objects are refused"
+    elif "found character '\\t'" in message:
+        hint = "indent with spaces, not tabs"
+    line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
+    return Problem(file, line, column, "", f"YAML: {message}", hint)
+
+
+def _mark(
+    loader: yaml.SafeLoader,
+    node: yaml.Node,
+    path: FieldPath,
+    marks: Marks,
+    problems: list[Problem],
+    file: str,
+    seen: set[int],
+) -> None:
+    marks.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    # An alias shares its anchor's node: marking it once keeps an alias bomb linear.
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: dict[Any, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                key = str(key)
+            if key in first:
+                problems.append(
+                    Problem(
+                        file,
+                        key_node.start_mark.line + 1,
+                        key_node.start_mark.column + 1,
+                        format_path(path + (str(key),)),
+                        f"key '{key}' is given twice in this mapping",
+                        hint=f"the first is on line {first[key].start_mark.line + 1}; keep one",
+                    )
+                )
+                continue
+            first[key] = key_node
+            child = path + (key,)
+            marks.keys[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            _mark(loader, value_node, child, marks, problems, file, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _mark(loader, item, path + (i,), marks, problems, file, seen)
+
+
+def check_structure(job: Job) -> Iterator[Problem]:
+    """Step 1: the file against `job.schema.json`, every error located."""
+    validator = schemas.validator("job")
+    for error in sorted(validator.iter_errors(job.data), key=lambda e: list(map(str, e.absolute_path))):
+        for leaf in schemas.leaf_errors(error):
+            yield from _located(job, leaf)
+
+
+def _located(job: Job, error: Any) -> Iterator[Problem]:
+    path = tuple(error.absolute_path)
+    unexpected = schemas.unexpected_keys(error)
+    if unexpected:
+        for key in unexpected:
+            yield job.problem(
+                path + (key,),
+                f"unknown field '{key}'",
+                hint=schemas.suggest(key, schemas.allowed_keys(error)) or _allowed_hint(error),
+                key=True,
+            )
+        return
+    message, hint = schemas.describe(error)
+    if not hint and isinstance(error.instance, (bool, int, float)) and "string" in message:
+        hint = "put it in quotes to keep it as text"
+    if path == () and not isinstance(job.data, dict):
+        message, hint = "a job file is a mapping with version: 1 and requests: [...]", None
+    yield job.problem(path, message, hint=hint)
+
+
+def _allowed_hint(error: Any) -> str | None:
+    keys = schemas.allowed_keys(error)
+    return f"allowed here: {', '.join(keys)}" if keys else None
+
+
+# -- files a job refers to ---------------------------------------------------------------
+
+
+def _load_referenced_files(job: Job) -> None:
+    problems: list[Problem] = []
+    for index, entry in enumerate(job.entries):
+        matrix = entry.get("matrix") or {}
+        if isinstance(matrix.get("prompt"), dict):
+            loaded = _read_referenced(job, ("requests", index, "matrix", "prompt", "file"), problems)
+            if loaded is not None:
+                job.prompt_files[index] = _parse_prompts(job, index, *loaded, problems)
+        if "rows" in entry:
+            loaded = _read_referenced(job, ("requests", index, "rows", "file"), problems)
+            if loaded is not None:
+                job.tables[index] = parse_table(*loaded, problems)
+    if problems:
+        raise JobError(problems)
+
+
+def _read_referenced(job: Job, path: FieldPath, problems: list[Problem]) -> tuple[str, str] | None:
+    """(display name, text) of the file named at `path`, relative to the job file."""
+    entry: Any = job.data
+    for part in path:
+        entry = entry[part]
+    target = job.path.parent / entry
+    display = str(Path(job.file).parent / entry)
+    try:
+        return display, decode_utf8(target.read_bytes(), display)
+    except FileNotFoundError:
+        problems.append(job.problem(path, f"file not found: {display}", hint="paths are relative to the job file"))
+    except IsADirectoryError:
+        problems.append(job.problem(path, f"{display} is a directory"))
+    except OSError as e:
+        problems.append(job.problem(path, f"cannot read {display}: {e.strerror}"))
+    except JobError as e:
+        problems.extend(e.problems)
+    return None
+
+
+def _parse_prompts(job: Job, index: int, display: str, text: str, problems: list[Problem]) -> PromptFile:
+    prompts = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            prompts.append((stripped, number))
+    if not prompts:
+        problems.append(
+            job.problem(("requests", index, "matrix", "prompt", "file"), f"{display} holds no prompts")
+        )
+    return PromptFile(display, prompts)
+
+
+def _column_types() -> dict[str, str]:
+    """Each CSV header a table may use, and how its cells are typed, from the job schema."""
+    combination = schemas.schema("job")["$defs"]["combination"]["properties"]
+    request_defs = schemas.schema("request")["$defs"]
+    types = {}
+    for column in combination:
+        if column == "options":
+            continue  # an object: no way to write one in a cell
+        leaf = column.rsplit(".", 1)[-1]
+        types[column] = "list" if column == "image_urls" else request_defs.get(leaf, {}).get("type", "string")
+    return types
+
+
+def parse_table(display: str, text: str, problems: list[Problem]) -> Table:
+    """A CSV table of requests, its cells typed by the schema; problems located by line."""
+    types = _column_types()
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+    except csv.Error as e:
+        problems.append(Problem(display, 1, None, "", f"CSV: {e}"))
+        return Table(display, [], [])
+    if not header or not any(h.strip() for h in header):
+        problems.append(Problem(display, 1, None, "", "the CSV has no header row", hint="name the columns: prompt,model,..."))
+        return Table(display, [], [])
+    columns = [h.strip() for h in header]
+    for number, column in enumerate(columns, start=1):
+        if column not in types:
+            hint = schemas.suggest(column, types) or f"columns can be: {', '.join(types)}"
+            problems.append(Problem(display, 1, number, column, f"unknown column '{column}'", hint))
+        elif columns.index(column) != number - 1:
+            problems.append(Problem(display, 1, number, column, f"column '{column}' is given twice"))
+    rows: list[tuple[int, tuple[Any, ...]]] = []
+    line = reader.line_num
+    try:
+        for cells in reader:
+            start, line = line + 1, reader.line_num
+            if not any(c.strip() for c in cells):
+                continue
+            if len(cells) > len(columns):
+                problems.append(Problem(display, start, None, "", f"row has {len(cells)} cells, the header {len(columns)}"))
+                continue
+            values = tuple(
+                _cell(display, start, number, column, types.get(column, "string"), cell, problems)
+                for number, (column, cell) in enumerate(zip(columns, cells), start=1)
+            ) + (Table.UNSET,) * (len(columns) - len(cells))
+            rows.append((start, values))
+    except csv.Error as e:
+        problems.append(Problem(display, reader.line_num, None, "", f"CSV: {e}"))
+    if not rows and not problems:
+        problems.append(Problem(display, 1, None, "", "the CSV has a header but no rows"))
+    return Table(display, columns, rows)
+
+
+_TRUE = {"true", "yes", "1"}
+_FALSE = {"false", "no", "0"}
+
+
+def _cell(display: str, line: int, number: int, column: str, kind: str, cell: str, problems: list[Problem]) -> Any:
+    text = cell.strip()
+    if text == "":
+        return Table.UNSET
+    if text == "null" and kind != "string":
+        return None
+    if kind == "list":
+        return text.split()
+    if kind == "boolean":
+        if text.lower() in _TRUE | _FALSE:
+            return text.lower() in _TRUE
+        problems.append(Problem(display, line, number, column, f"'{text}' is not true or false"))
+        return Table.UNSET
+    if kind == "integer":
+        try:
+            return int(text)
+        except ValueError:
+            problems.append(Problem(display, line, number, column, f"'{text}' is not a whole number"))
+            return Table.UNSET
+    return text

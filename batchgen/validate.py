@@ -1,0 +1,258 @@
+"""Step 2 of validation: every expanded request against `request.schema.json`.
+
+Runs over the whole expansion before anything is sent, reports every problem (grouped when
+many combinations share it), and counts what the job stands for. It keeps only the keys seen,
+never the bodies, so memory stays flat in the number of requests.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from jsonschema.exceptions import ValidationError
+
+from . import models, schemas
+from .errors import JobError, Problem
+from .expand import (
+    DEFAULT_API_BASE,
+    Origin,
+    Request,
+    canonical_json,
+    describe_origin,
+    expand,
+    locate,
+    merged_requests,
+    unused_excludes,
+    upper_bound,
+)
+from .spec import FieldPath, Job, load_job
+
+# Stands in for the prompt while the rest of a body is checked (see `_RequestChecker`).
+_PLACEHOLDER_PROMPT = "x"
+
+
+@dataclass
+class Expansion:
+    """What validation learned about a job: sizes, the models used, and the warnings."""
+
+    job: Job
+    api_base: str
+    expanded: int = 0  # requests before duplicates collapse
+    unique: int = 0
+    by_model: Counter[str] = field(default_factory=Counter)
+    warnings: list[Problem] = field(default_factory=list)
+
+    def requests(self) -> Iterator[Request]:
+        """The job's distinct requests, in file order (a fresh pass over the expansion)."""
+        seen: set[str] = set()
+        for request in expand(self.job, self.api_base):
+            if request.key not in seen:
+                seen.add(request.key)
+                yield request
+
+
+class _RequestChecker:
+    """`request.schema.json` over many bodies, fast.
+
+    A jsonschema check of a body costs ~200 µs, too slow for 100,000 requests. Bodies of one
+    job mostly differ only in their prompt, and no rule of the schema reads the prompt except
+    the prompt's own subschema (tests/test_schemas.py asserts this). So the rest of a body is
+    checked once per distinct rest (with a placeholder prompt), and the prompt on its own.
+    The prompt's subschema only constrains its type and length (asserted too), so its verdict
+    is remembered per (type, length).
+    """
+
+    def __init__(self) -> None:
+        self.body_validator = schemas.validator("request")
+        self.prompt_validator = schemas.validator("request", "/$defs/prompt")
+        self.memo: dict[Any, list[ValidationError]] = {}
+        self.prompt_memo: dict[tuple[str, int], bool] = {}
+
+    def errors(self, body: dict[str, Any]) -> list[ValidationError]:
+        has_prompt = "prompt" in body
+        rest = {k: v for k, v in body.items() if k != "prompt"}
+        memo_key = _memo_key(has_prompt, rest)
+        found = self.memo.get(memo_key)
+        if found is None:
+            probe = dict(rest, prompt=_PLACEHOLDER_PROMPT) if has_prompt else rest
+            found = self.memo[memo_key] = self._leaves(self.body_validator.iter_errors(probe))
+        if has_prompt and not self._prompt_ok(body["prompt"]):
+            prompt_errors = self._leaves(self.prompt_validator.iter_errors(body["prompt"]))
+            for error in prompt_errors:
+                error.path.appendleft("prompt")
+            return found + prompt_errors
+        return found
+
+    def _prompt_ok(self, prompt: Any) -> bool:
+        shape = (type(prompt).__name__, len(prompt) if isinstance(prompt, str) else -1)
+        ok = self.prompt_memo.get(shape)
+        if ok is None:
+            ok = self.prompt_memo[shape] = self.prompt_validator.is_valid(prompt)
+        return ok
+
+    @staticmethod
+    def _leaves(errors: Iterator[ValidationError]) -> list[ValidationError]:
+        return [leaf for error in errors for leaf in schemas.leaf_errors(error)]
+
+
+def _memo_key(has_prompt: bool, rest: dict[str, Any]) -> Any:
+    # A tuple is several times cheaper than canonical JSON; values a tuple can't hold (lists
+    # in options, from a hand-written mistake) fall back to JSON.
+    try:
+        options = rest.get("options")
+        items = tuple(sorted(options.items())) if isinstance(options, dict) else options
+        key = (has_prompt, rest.get("model_id"), tuple(rest.get("image_urls") or ()), items, tuple(sorted(rest)))
+        hash(key)
+        return key
+    except TypeError:
+        return (has_prompt, canonical_json(rest))
+
+
+def check(
+    job: Job, api_base: str = DEFAULT_API_BASE, visit: Callable[[Request], None] | None = None
+) -> Expansion:
+    """Validate every request of `job` (step 2); raise `JobError` with every problem found.
+
+    `visit`, if given, sees each distinct request as it is checked: a caller that only needs
+    to count (plan) does it in this one pass, and discards its counts if this raises.
+    """
+    api_base = api_base.rstrip("/")
+    _check_size(job)
+    result = Expansion(job, api_base)
+    checker = _RequestChecker()
+    problems: dict[tuple[Any, ...], Problem] = {}
+    duplicates: dict[tuple[int, int], Problem] = {}
+    first_entry: dict[str, int] = {}
+    for request in expand(job, api_base):
+        result.expanded += 1
+        earlier = first_entry.get(request.key)
+        if earlier is not None:
+            _note_duplicate(job, request.origin, earlier, duplicates)
+            continue
+        first_entry[request.key] = request.origin.entry
+        result.unique += 1
+        result.by_model[models.label(str(request.body.get("model_id")))] += 1
+        if visit:
+            visit(request)
+        if request.variant == 0:
+            for error in checker.errors(request.body):
+                _add(problems, _problem(job, request.origin, error))
+    if problems:
+        raise JobError(sorted(problems.values(), key=_order))
+    result.warnings = list(duplicates.values()) + _unused_exclude_warnings(job)
+    return result
+
+
+def _check_size(job: Job) -> None:
+    limit = job.max_requests
+    bound = upper_bound(job)
+    if bound <= limit:
+        return
+    has_exclude = any(entry.get("exclude") for entry in job.entries)
+    if has_exclude:  # count exactly, but stop as soon as the limit is passed
+        count = 0
+        for index in range(len(job.entries)):
+            repeat = job.repeat_for(index)
+            for _ in merged_requests(job, index):
+                count += repeat
+                if count > limit:
+                    break
+            if count > limit:
+                break
+        if count <= limit:
+            return
+        size = f"more than {limit:,} requests (up to {bound:,} before exclude)"
+    else:
+        size = f"{bound:,} requests"
+    where = ("limits", "max_requests") if "max_requests" in job.limits else ("requests",)
+    raise JobError(
+        [
+            job.problem(
+                where,
+                f"the job expands to {size}, past limits.max_requests ({limit:,}); nothing was sent",
+                hint="split the job, or raise limits.max_requests if you mean it",
+            )
+        ]
+    )
+
+
+def _field_of(body_path: FieldPath) -> FieldPath:
+    """The job-file field for a body path: model_id is written `model`; URLs as a whole list."""
+    if not body_path:
+        return ()
+    if body_path[0] == "model_id":
+        return ("model",)
+    if body_path[0] == "image_urls":
+        return ("image_urls",)
+    return tuple(body_path)
+
+
+def _problem(job: Job, origin: Origin, error: ValidationError) -> Problem:
+    body_path = tuple(error.path)
+    message, hint = schemas.describe(error)
+    field = _field_of(body_path)
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if k not in (error.instance or {})]
+        field = _field_of(body_path + (missing[0],)) if missing else field
+        if not schemas.schema_has_custom(error):
+            message = f"missing {'.'.join(map(str, field))}"
+        hint = "set it in defaults or in this entry"
+    if field == ("model",) and error.validator == "enum":
+        names = [m.name for m in models.catalogue()]
+        hint = schemas.suggest(error.instance, names) or f"models: {', '.join(names)}"
+    source = locate(job, origin, field)
+    if error.validator == "not" and source.layer not in ("missing",):
+        leaf = field[-1] if field else ""
+        if source.layer == "defaults" or (source.layer == "entry" and origin != Origin(origin.entry)):
+            hint = f"set {leaf}: null for this entry (it is inherited from {source.path})"
+        else:
+            hint = f"remove {leaf}"
+    return Problem(
+        source.file, source.line, source.column, source.path, message, hint, origin=describe_origin(job, origin)
+    )
+
+
+def _add(problems: dict[tuple[Any, ...], Problem], problem: Problem) -> None:
+    group = (problem.file, problem.line, problem.column, problem.path, problem.message)
+    seen = problems.get(group)
+    if seen is None:
+        problems[group] = problem
+    else:
+        problems[group] = Problem(**{**seen.to_dict(), "count": seen.count + 1})
+
+
+def _order(problem: Problem) -> tuple[str, int, int]:
+    return (problem.file, problem.line or 0, problem.column or 0)
+
+
+def _note_duplicate(job: Job, origin: Origin, earlier: int, found: dict[tuple[int, int], Problem]) -> None:
+    group = (origin.entry, earlier)
+    seen = found.get(group)
+    if seen:
+        found[group] = Problem(**{**seen.to_dict(), "count": seen.count + 1})
+        return
+    same = "an earlier request of this entry" if earlier == origin.entry else f"requests[{earlier}]"
+    problem = job.problem(
+        ("requests", origin.entry),
+        f"same request as {same}: it is sent once",
+        hint="use repeat: N to ask for several variants of one request",
+    )
+    found[group] = Problem(**{**problem.to_dict(), "severity": "warning", "origin": describe_origin(job, origin)})
+
+
+def _unused_exclude_warnings(job: Job) -> list[Problem]:
+    warnings = []
+    for index in range(len(job.entries)):
+        for k in unused_excludes(job, index):
+            problem = job.problem(("requests", index, "exclude", k), "this exclude matches no combination")
+            warnings.append(Problem(**{**problem.to_dict(), "severity": "warning"}))
+    return warnings
+
+
+def validate_job(
+    path: str, api_base: str = DEFAULT_API_BASE, visit: Callable[[Request], None] | None = None
+) -> Expansion:
+    """Both steps for the job file at `path`; raise `JobError` with every problem found."""
+    return check(load_job(path), api_base, visit)

@@ -1,0 +1,63 @@
+"""The command line for job files: validate, plan, schema."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from batchgen import __version__
+
+from helpers import REPO
+
+EXAMPLE = REPO / "jobs" / "example.yaml"
+
+
+def test_version_and_help(cli):
+    assert __version__ in cli("--version").stdout
+    for command in ("validate", "plan", "schema"):
+        assert cli(command, "--help").exit_code == 0
+
+
+def test_validate_the_example(cli):
+    result = cli("validate", EXAMPLE)
+    assert result.exit_code == 0
+    assert "ok, 18 requests (7 wan2.2-fast, 1 wan2.2-lite, 10 wan2.2-pro)" in result.stdout
+
+
+def test_validate_several_files_exits_2_if_any_is_broken(cli):
+    result = cli("validate", EXAMPLE, REPO / "tests" / "broken" / "enum_typo.yaml")
+    assert result.exit_code == 2
+    assert "example.yaml: ok" in result.stdout
+
+
+def test_plan_json_keys_are_reproduced_by_an_independent_sha256(cli):
+    result = cli("plan", EXAMPLE, "--json")
+    assert result.exit_code == 0
+    plan = json.loads(result.stdout)
+    assert plan["job"] == "garden-cats" and plan["api_base"] == "https://api.pixwith.ai"
+    assert plan["counts"]["total"] == plan["counts"]["new"] == len(plan["requests"]) == 18
+    for row in plan["requests"]:
+        document = {"api": plan["api_base"], "body": row["body"], "variant": row["variant"]}
+        canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert row["key"] == hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        assert row["action"] == "new"
+        assert set(row["body"]) <= {"prompt", "model_id", "image_urls", "options"}
+
+
+def test_plan_counts_by_model(cli):
+    result = cli("plan", EXAMPLE)
+    assert result.exit_code == 0
+    assert "wan2.2-pro     new 10" in result.stdout
+
+
+def test_plan_of_a_broken_job_exits_2_without_traceback(cli):
+    result = cli("plan", REPO / "tests" / "broken" / "lite_duration.yaml")
+    assert result.exit_code == 2
+    assert "lite_duration.yaml:6:" in result.stderr
+
+
+def test_base_url_changes_the_keys(cli):
+    default = json.loads(cli("plan", EXAMPLE, "--json").stdout)
+    sandbox = json.loads(cli("plan", EXAMPLE, "--json", "--base-url", "http://127.0.0.1:8787/").stdout)
+    assert sandbox["api_base"] == "http://127.0.0.1:8787"
+    assert not {r["key"] for r in default["requests"]} & {r["key"] for r in sandbox["requests"]}

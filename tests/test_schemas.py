@@ -1,0 +1,95 @@
+"""The shipped schemas: real JSON Schema, consistent with the catalogue, usable by other tools."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import jsonschema
+import pytest
+
+from batchgen import models, schemas
+
+from helpers import REPO
+
+
+@pytest.mark.parametrize("name", schemas.SCHEMA_NAMES)
+def test_schemas_are_valid_draft_2020_12(name):
+    schema = schemas.schema(name)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    jsonschema.Draft202012Validator.check_schema(schema)
+
+
+@pytest.mark.parametrize("name", schemas.SCHEMA_NAMES)
+def test_the_installed_schema_is_the_one_in_the_repo(cli, name):
+    # In CI batchgen is installed as a wheel: this checks the wheel ships schemas/ unchanged.
+    printed = cli("schema", name).stdout
+    assert json.loads(printed) == json.loads((REPO / "schemas" / f"{name}.schema.json").read_text())
+
+
+def test_the_catalogue_agrees_with_both_schemas():
+    request = schemas.schema("request")
+    job = schemas.schema("job")
+    ids = [m.id for m in models.catalogue()]
+    assert request["$defs"]["model_id"]["enum"] == ids
+    assert job["$defs"]["model"]["enum"] == [m.name for m in models.catalogue()] + ids
+    ruled = set()
+    for rule in request["allOf"]:
+        condition = rule["if"]["properties"]["model_id"]
+        ruled.update(condition.get("enum", [condition.get("const")]))
+    assert ruled == set(ids), "every model needs its rules in request.schema.json"
+
+
+def test_no_request_rule_reads_the_prompt_except_its_own_subschema():
+    # validate._RequestChecker relies on this to check a job's bodies once per distinct rest.
+    request = schemas.schema("request")
+    found = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "prompt" or value == "prompt":
+                    found.append(path + (key,))
+                walk(value, path + (key,))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                if value == "prompt":
+                    found.append(path + (i,))
+                walk(value, path + (i,))
+
+    walk(request, ())
+    assert sorted(found) == sorted([("required", 0), ("properties", "prompt"), ("$defs", "prompt")])
+
+
+def test_the_prompt_rule_depends_only_on_type_and_length():
+    # validate._RequestChecker remembers the prompt's verdict per (type, length).
+    prompt = schemas.schema("request")["$defs"]["prompt"]
+    assert set(prompt) <= {"type", "minLength", "maxLength", "description", "title", "errorMessage"}
+
+
+def test_the_example_job_shows_every_feature_of_the_format():
+    text = (REPO / "jobs" / "example.yaml").read_text()
+    assert text.startswith("# yaml-language-server: $schema=../schemas/job.schema.json")
+    for feature in ("name:", "limits:", "defaults:", "matrix:", "exclude:", "include:", "rows:", "repeat:", "{file: prompts/", "null"):
+        assert feature in text, feature
+
+
+def test_check_jsonschema_accepts_the_shipped_jobs():
+    jobs = sorted(str(p) for p in (REPO / "jobs").glob("*.yaml"))
+    result = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--schemafile", str(REPO / "schemas" / "job.schema.json"), *jobs],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_check_jsonschema_rejects_a_broken_job():
+    broken = REPO / "tests" / "broken" / "option_typo.yaml"
+    result = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--schemafile", str(REPO / "schemas" / "job.schema.json"), str(broken)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
