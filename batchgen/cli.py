@@ -5,12 +5,14 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import time
 from typing import Any, Callable
 
 import click
 
 from . import __version__, schemas
-from .errors import EXIT_USAGE, BatchgenError, JobError
+from . import sandbox as sandbox_mod
+from .errors import EXIT_USAGE, BatchgenError, JobError, UsageError
 from .expand import DEFAULT_API_BASE, canonical_json
 from .plan import Plan, plan_job, planned
 from .report import problem_lines, problems_json
@@ -128,6 +130,42 @@ def _plan_json(expansion: Expansion, result: Plan) -> None:
         row = {"key": item.request.key, "variant": item.request.variant, "body": item.request.body, "action": item.action}
         out.write(("," if i else "") + json.dumps(row, ensure_ascii=False))
     out.write('],"counts":%s}\n' % json.dumps(result.summary()))
+
+
+@main.command()
+@click.option("--port", type=int, default=sandbox_mod.DEFAULT_PORT, show_default=True, help="0 picks a free port.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random decision.")
+@click.option("--key", "keys", multiple=True, help="Accept this API key too (the test key is always accepted).")
+@click.option("--time-scale", type=float, default=1.0, show_default=True, help="Multiply each model's ETA (0.01: minutes become seconds).")
+@click.option("--fail-fraction", type=float, default=0.0, show_default=True, help="Tasks that end in status 3.")
+@click.option("--credit", type=int, help="Tasks to create before answering 'insufficient credit'.")
+@click.option("--latency-ms", type=float, default=0.0, show_default=True, help="Added to every API answer.")
+@click.option("--rpm-limit", type=int, help="Create calls per 60 s before answering 429 with Retry-After.")
+@click.option("--rate-429", type=float, default=0.0, show_default=True, help="Random 429 with Retry-After.")
+@click.option("--rate-503", type=float, default=0.0, show_default=True, help="Random 503 with Retry-After.")
+@click.option("--rate-500", type=float, default=0.0, show_default=True, help="Random 500 (nothing created).")
+@click.option("--drop-rate", type=float, default=0.0, show_default=True, help="Close the connection before processing.")
+@click.option("--lose-answer-rate", type=float, default=0.0, show_default=True, help="Create the task, then close without answering.")
+@click.option("--slow-rate", type=float, default=0.0, show_default=True, help="Create the task, answer after --slow-seconds.")
+@click.option("--slow-seconds", type=float, default=5.0, show_default=True)
+@click.option("--cut-download-rate", type=float, default=0.0, show_default=True, help="Close result files half way.")
+@fails_cleanly
+def sandbox(port: int, keys: tuple[str, ...], **settings: Any) -> None:
+    """Serve the built-in sandbox API on 127.0.0.1 until Ctrl-C.
+
+    Same endpoints and rules as the real API; accepts the test key
+    key_00000000000000000000000000000000. GET /_sandbox/stats shows what it received.
+    """
+    config = sandbox_mod.SandboxConfig(keys=(sandbox_mod.TEST_KEY, *keys), **settings)
+    try:
+        with sandbox_mod.running(config, port) as served:
+            click.echo(f"sandbox listening on {served.base_url} (test key {sandbox_mod.TEST_KEY}); Ctrl-C stops it")
+            while True:
+                time.sleep(3600)
+    except sandbox_mod.SandboxPortBusy as e:
+        raise UsageError(f"{e}; pick another with --port") from None
+    except KeyboardInterrupt:
+        click.echo("sandbox stopped")
 
 
 @main.command()

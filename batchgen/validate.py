@@ -19,7 +19,6 @@ from .expand import (
     DEFAULT_API_BASE,
     Origin,
     Request,
-    canonical_json,
     describe_origin,
     expand,
     locate,
@@ -28,10 +27,6 @@ from .expand import (
     upper_bound,
 )
 from .spec import FieldPath, Job, load_job
-
-# Stands in for the prompt while the rest of a body is checked (see `_RequestChecker`).
-_PLACEHOLDER_PROMPT = "x"
-
 
 @dataclass
 class Expansion:
@@ -53,63 +48,6 @@ class Expansion:
                 yield request
 
 
-class _RequestChecker:
-    """`request.schema.json` over many bodies, fast.
-
-    A jsonschema check of a body costs ~200 µs, too slow for 100,000 requests. Bodies of one
-    job mostly differ only in their prompt, and no rule of the schema reads the prompt except
-    the prompt's own subschema (tests/test_schemas.py asserts this). So the rest of a body is
-    checked once per distinct rest (with a placeholder prompt), and the prompt on its own.
-    The prompt's subschema only constrains its type and length (asserted too), so its verdict
-    is remembered per (type, length).
-    """
-
-    def __init__(self) -> None:
-        self.body_validator = schemas.validator("request")
-        self.prompt_validator = schemas.validator("request", "/$defs/prompt")
-        self.memo: dict[Any, list[ValidationError]] = {}
-        self.prompt_memo: dict[tuple[str, int], bool] = {}
-
-    def errors(self, body: dict[str, Any]) -> list[ValidationError]:
-        has_prompt = "prompt" in body
-        rest = {k: v for k, v in body.items() if k != "prompt"}
-        memo_key = _memo_key(has_prompt, rest)
-        found = self.memo.get(memo_key)
-        if found is None:
-            probe = dict(rest, prompt=_PLACEHOLDER_PROMPT) if has_prompt else rest
-            found = self.memo[memo_key] = self._leaves(self.body_validator.iter_errors(probe))
-        if has_prompt and not self._prompt_ok(body["prompt"]):
-            prompt_errors = self._leaves(self.prompt_validator.iter_errors(body["prompt"]))
-            for error in prompt_errors:
-                error.path.appendleft("prompt")
-            return found + prompt_errors
-        return found
-
-    def _prompt_ok(self, prompt: Any) -> bool:
-        shape = (type(prompt).__name__, len(prompt) if isinstance(prompt, str) else -1)
-        ok = self.prompt_memo.get(shape)
-        if ok is None:
-            ok = self.prompt_memo[shape] = self.prompt_validator.is_valid(prompt)
-        return ok
-
-    @staticmethod
-    def _leaves(errors: Iterator[ValidationError]) -> list[ValidationError]:
-        return [leaf for error in errors for leaf in schemas.leaf_errors(error)]
-
-
-def _memo_key(has_prompt: bool, rest: dict[str, Any]) -> Any:
-    # A tuple is several times cheaper than canonical JSON; values a tuple can't hold (lists
-    # in options, from a hand-written mistake) fall back to JSON.
-    try:
-        options = rest.get("options")
-        items = tuple(sorted(options.items())) if isinstance(options, dict) else options
-        key = (has_prompt, rest.get("model_id"), tuple(rest.get("image_urls") or ()), items, tuple(sorted(rest)))
-        hash(key)
-        return key
-    except TypeError:
-        return (has_prompt, canonical_json(rest))
-
-
 def check(
     job: Job, api_base: str = DEFAULT_API_BASE, visit: Callable[[Request], None] | None = None
 ) -> Expansion:
@@ -121,7 +59,7 @@ def check(
     api_base = api_base.rstrip("/")
     _check_size(job)
     result = Expansion(job, api_base)
-    checker = _RequestChecker()
+    checker = schemas.RequestChecker()
     problems: dict[tuple[Any, ...], Problem] = {}
     duplicates: dict[tuple[int, int], Problem] = {}
     first_entry: dict[str, int] = {}
@@ -194,8 +132,8 @@ def _problem(job: Job, origin: Origin, error: ValidationError) -> Problem:
     message, hint = schemas.describe(error)
     field = _field_of(body_path)
     if error.validator == "required":
-        missing = [k for k in error.validator_value if k not in (error.instance or {})]
-        field = _field_of(body_path + (missing[0],)) if missing else field
+        missing = schemas.missing_property(error)
+        field = _field_of(body_path + (missing,)) if missing else field
         if not schemas.schema_has_custom(error):
             message = f"missing {'.'.join(map(str, field))}"
         hint = "set it in defaults or in this entry"
@@ -209,8 +147,10 @@ def _problem(job: Job, origin: Origin, error: ValidationError) -> Problem:
             hint = f"set {leaf}: null for this entry (it is inherited from {source.path})"
         else:
             hint = f"remove {leaf}"
+    described = describe_origin(job, origin)
     return Problem(
-        source.file, source.line, source.column, source.path, message, hint, origin=describe_origin(job, origin)
+        source.file, source.line, source.column, source.path, message, hint,
+        origin=None if described == source.path else described,
     )
 
 

@@ -26,6 +26,8 @@ CASES = {
     "pro_three_images.yaml": ("pro_three_images.yaml", 5, "1 or 2 image URLs"),
     "fast_no_duration.yaml": ("fast_no_duration.yaml", 5, "need options.duration: 5 or 8"),
     "no_model.yaml": ("no_model.yaml", 3, "missing model"),
+    "no_prompt.yaml": ("no_prompt.yaml", 6, "missing prompt"),
+    "two_missing_options.yaml": ("two_missing_options.yaml", 4, "missing options.resolution"),
     "csv_unknown_column.yaml": ("unknown_column.csv", 1, "did you mean 'options.duration'?"),
     "csv_bad_cell.yaml": ("bad_cell.csv", 3, "'five' is not a whole number"),
     "csv_rule_broken.yaml": ("csv_rule_broken.yaml", 4, "lite_row.csv row 2 (line 3)"),

@@ -1,0 +1,484 @@
+"""The sandbox: a local stand-in for the pixwith.ai task API, with its bad days on demand.
+
+Same endpoints, envelope and rules as the real API (bodies are checked with the same
+`request.schema.json`), over real HTTP on 127.0.0.1. It accepts the documented test key,
+answers with task ids and ETAs, moves tasks from processing (1) to completed (2) or, for a
+fraction, failed (3), and serves a small playable MP4 for each completed task. Faults are
+injected at configured rates from a seeded random generator.
+
+Task ids carry their own state (creation time, ETA, model, outcome) under an HMAC, so a
+sandbox started later, on the same port, answers for tasks an earlier one created: that is
+what lets `run --sandbox` be followed by `poll --sandbox` and `download --sandbox`.
+
+Everything it received is recorded (`Sandbox.calls`, `GET /_sandbox/stats`), so a test can
+assert from the server's side that a request body was created exactly once.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import email.utils
+import hashlib
+import hmac
+import json
+import math
+import random
+import re
+import secrets
+import socket
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any, Iterator
+
+from . import schemas
+from .models import catalogue
+
+TEST_KEY = "key_00000000000000000000000000000000"
+DEFAULT_PORT = 47878  # `run --sandbox` uses this port so that its requests keep one identity
+
+# Seconds a task takes at time_scale 1 (invented: the API documents only `estimated_time`).
+BASE_ETA = {"2-8": 150, "2-9": 240, "2-10": 90}
+_SAMPLE = {"2-8": "sample-lite.mp4", "2-9": "sample-pro.mp4", "2-10": "sample-fast.mp4"}
+
+# Not a secret: it only makes task ids tamper-evident, so made-up ids are "not found".
+_ID_KEY = b"batchgen sandbox task ids"
+_TASK_ID = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass
+class SandboxConfig:
+    """How the sandbox behaves. Rates are probabilities per call, from 0 to 1."""
+
+    seed: int = 0
+    keys: tuple[str, ...] = (TEST_KEY,)
+    time_scale: float = 1.0  # multiplies the model's ETA (0.01: 240 s becomes 2.4 s)
+    fail_fraction: float = 0.0  # tasks that end in status 3
+    credit: int | None = None  # tasks it will create before answering "insufficient credit"
+    latency_ms: float = 0.0  # added to every API answer
+    rpm_limit: int | None = None  # create calls per sliding 60 s before 429 + Retry-After
+    rate_429: float = 0.0  # random 429 with Retry-After (seconds or an HTTP date)
+    rate_503: float = 0.0  # random 503 with Retry-After
+    rate_500: float = 0.0  # random 500, nothing created
+    drop_rate: float = 0.0  # connection closed before processing: nothing created
+    lose_answer_rate: float = 0.0  # task created, then the connection closed: no answer
+    slow_rate: float = 0.0  # task created, answer held back `slow_seconds` (provokes read timeouts)
+    slow_seconds: float = 5.0
+    retry_after: float = 1.0  # seconds given in Retry-After for random 429/503
+    cut_download_rate: float = 0.0  # result file closed half way (for download tests)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call the sandbox received, and what it did about it."""
+
+    at: float  # time.time() when it arrived
+    endpoint: str
+    outcome: str  # created, answered, invalid, unauthorized, 429, 503, 500, dropped, lost, ...
+    body: Any = None
+    task_id: str | None = None
+    api_key_ok: bool = True
+    content_type: str | None = None
+
+
+@dataclass
+class Sandbox:
+    """The sandbox's state: configuration, the record of calls, and its address once serving."""
+
+    config: SandboxConfig = field(default_factory=SandboxConfig)
+    base_url: str = ""
+    calls: list[Call] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._random = random.Random(self.config.seed)
+        self._window: collections.deque[float] = collections.deque()
+        self._created = 0
+        self.checker = schemas.RequestChecker()
+
+    # -- the record ---------------------------------------------------------------------
+
+    def record(self, call: Call) -> None:
+        with self._lock:
+            self.calls.append(call)
+
+    def created(self) -> list[Call]:
+        """Create calls that created a task (answered or not)."""
+        return [c for c in self.calls if c.task_id and c.endpoint == "create"]
+
+    def created_per_body(self) -> collections.Counter[str]:
+        """How many tasks each distinct body (canonical JSON) created."""
+        return collections.Counter(_canonical(c.body) for c in self.created())
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            calls = list(self.calls)
+        creates = [c for c in calls if c.endpoint == "create"]
+        per_body = collections.Counter(_canonical(c.body) for c in creates if c.task_id)
+        return {
+            "base_url": self.base_url,
+            "config": asdict(self.config) | {"keys": len(self.config.keys)},
+            "calls": len(calls),
+            "create_calls": len(creates),
+            "created": sum(per_body.values()),
+            "bodies_created_more_than_once": sum(1 for n in per_body.values() if n > 1),
+            "outcomes": dict(collections.Counter(c.outcome for c in calls)),
+            "create_times": [c.at for c in creates if c.outcome not in ("dropped",)],
+        }
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def chance(self, rate: float) -> bool:
+        if rate <= 0:
+            return False
+        with self._lock:
+            return self._random.random() < rate
+
+    def rpm_wait(self) -> float:
+        """0 if a create call may go ahead now (and counts it), else seconds until it may."""
+        limit = self.config.rpm_limit
+        if not limit:
+            return 0.0
+        now = time.monotonic()
+        with self._lock:
+            while self._window and now - self._window[0] >= 60:
+                self._window.popleft()
+            if len(self._window) >= limit:
+                return 60 - (now - self._window[0])
+            self._window.append(now)
+            return 0.0
+
+    def take_credit(self) -> bool:
+        with self._lock:
+            if self.config.credit is not None and self._created >= self.config.credit:
+                return False
+            self._created += 1
+            return True
+
+    # -- task ids -------------------------------------------------------------------------
+
+    def new_task(self, model_id: str) -> tuple[str, int]:
+        """A task id that carries its own state, and the ETA to announce (whole seconds)."""
+        eta_ms = int(BASE_ETA[model_id] * 1000 * self.config.time_scale)
+        fails = self.chance(self.config.fail_fraction)
+        model_index = [m.id for m in catalogue()].index(model_id)
+        head = f"{int(time.time() * 1000):012x}{eta_ms:08x}{model_index:x}{int(fails):x}{secrets.randbits(24):06x}"
+        return head + _mac(head), math.ceil(eta_ms / 1000)
+
+
+def _mac(head: str) -> str:
+    return hmac.new(_ID_KEY, head.encode(), hashlib.sha256).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Task:
+    task_id: str
+    created_ms: int
+    eta_ms: int
+    model_id: str
+    fails: bool
+
+    def status(self, now: float | None = None) -> int:
+        now_ms = (time.time() if now is None else now) * 1000
+        if now_ms < self.created_ms + self.eta_ms:
+            return 1
+        return 3 if self.fails else 2
+
+
+def parse_task_id(task_id: object) -> Task | None:
+    """The task a sandbox id stands for, or None for an id no sandbox issued."""
+    if not isinstance(task_id, str) or not _TASK_ID.match(task_id):
+        return None
+    head, mac = task_id[:28], task_id[28:]
+    if not hmac.compare_digest(_mac(head), mac):
+        return None
+    models = catalogue()
+    index = int(head[20], 16)
+    if index >= len(models):
+        return None
+    return Task(task_id, int(head[:12], 16), int(head[12:20], 16), models[index].id, head[21] == "1")
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def sample_video(model_id: str) -> bytes:
+    """The small playable MP4 served for a completed task of `model_id`."""
+    return (resources.files("batchgen") / "data" / _SAMPLE[model_id]).read_bytes()
+
+
+# -- HTTP ---------------------------------------------------------------------------------
+
+
+class _Drop(Exception):
+    """Close the connection without an answer."""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "SandboxServer"
+    protocol_version = "HTTP/1.1"  # keep-alive, as clients pool connections
+    # One write per answer and no Nagle: headers and body sent apart, with Nagle on, cost a
+    # delayed ACK (~40 ms) per call on loopback.
+    wbufsize = 64 * 1024
+    disable_nagle_algorithm = True
+    server_version = "batchgen-sandbox"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: the record is the log
+        pass
+
+    @property
+    def sandbox(self) -> Sandbox:
+        return self.server.sandbox
+
+    # -- routing --------------------------------------------------------------------------
+
+    def do_POST(self) -> None:
+        endpoint = {"/api/task/create": "create", "/api/task/get": "get"}.get(self.path)
+        body = self._read_body()
+        if endpoint is None:
+            self._answer(HTTPStatus.NOT_FOUND, 0, f"no such endpoint: POST {self.path}")
+            return
+        try:
+            if endpoint == "create":
+                self._create(body)
+            else:
+                self._get(body)
+        except _Drop:
+            self.close_connection = True
+
+    def do_GET(self) -> None:
+        if self.path == "/_sandbox/stats":
+            self._send(HTTPStatus.OK, json.dumps(self.sandbox.stats()).encode(), "application/json")
+        elif self.path == "/_sandbox/calls":
+            calls = [asdict(c) for c in list(self.sandbox.calls)]
+            self._send(HTTPStatus.OK, json.dumps(calls).encode(), "application/json")
+        elif self.path.startswith("/_sandbox/files/"):
+            self._file(self.path.rsplit("/", 1)[-1])
+        elif self.path.startswith("/api/"):
+            self._answer(HTTPStatus.METHOD_NOT_ALLOWED, 0, "the API takes POST with a JSON body")
+        else:
+            self._answer(HTTPStatus.NOT_FOUND, 0, f"no such endpoint: GET {self.path}")
+
+    # -- endpoints ------------------------------------------------------------------------
+
+    def _create(self, raw: bytes | None) -> None:
+        sandbox, config = self.sandbox, self.sandbox.config
+        arrived = time.time()
+        key_ok = self.headers.get("Api-Key") in config.keys
+        body = _json_or_none(raw)
+
+        def record(outcome: str, task_id: str | None = None) -> None:
+            sandbox.record(Call(arrived, "create", outcome, body, task_id, key_ok, self.headers.get("Content-Type")))
+
+        if sandbox.chance(config.drop_rate):
+            record("dropped")
+            raise _Drop
+        self._delay()
+        wait = sandbox.rpm_wait()
+        if wait:
+            record("429")
+            self._answer(429, 0, "rate limit exceeded", {"Retry-After": str(math.ceil(wait))})
+            return
+        for status in (429, 503, 500):
+            if sandbox.chance(getattr(config, f"rate_{status}")):
+                record(str(status))
+                headers = {"Retry-After": self._retry_after()} if status != 500 else {}
+                self._answer(status, 0, HTTPStatus(status).phrase.lower(), headers)
+                return
+        problem = self._refusal(raw, body, key_ok)
+        if problem:
+            record(problem[0])
+            self._answer(*problem[1:])
+            return
+        problems = schemas.body_problems(body, sandbox.checker)
+        if problems:
+            record("invalid")
+            self._answer(HTTPStatus.OK, 0, "; ".join(problems))
+            return
+        if not sandbox.take_credit():
+            record("no_credit")
+            self._answer(HTTPStatus.OK, 0, "insufficient credit: top up your balance")
+            return
+        task_id, eta = sandbox.new_task(body["model_id"])
+        if sandbox.chance(config.lose_answer_rate):
+            record("lost", task_id)
+            raise _Drop
+        if sandbox.chance(config.slow_rate):
+            record("slow", task_id)
+            time.sleep(config.slow_seconds)
+        else:
+            record("created", task_id)
+        self._answer(HTTPStatus.OK, 1, "success", data={"task_id": task_id, "estimated_time": eta})
+
+    def _get(self, raw: bytes | None) -> None:
+        sandbox = self.sandbox
+        arrived = time.time()
+        key_ok = self.headers.get("Api-Key") in sandbox.config.keys
+        body = _json_or_none(raw)
+        self._delay()
+        problem = self._refusal(raw, body, key_ok)
+        if problem:
+            sandbox.record(Call(arrived, "get", problem[0], body, None, key_ok))
+            self._answer(*problem[1:])
+            return
+        task = parse_task_id(body.get("task_id") if isinstance(body, dict) else None)
+        if task is None:
+            sandbox.record(Call(arrived, "get", "not_found", body, None, key_ok))
+            self._answer(HTTPStatus.OK, 0, "task not found: task_id is unknown")
+            return
+        status = task.status()
+        data: dict[str, Any] = {"task_id": task.task_id, "status": status, "result_urls": []}
+        if status == 2:
+            data["result_urls"] = [f"{sandbox.base_url}/_sandbox/files/{task.task_id}.mp4"]
+        if status == 3:
+            data["error"] = "generation failed"
+        sandbox.record(Call(arrived, "get", "answered", body, task.task_id, key_ok))
+        self._answer(HTTPStatus.OK, 1, "success", data=data)
+
+    def _file(self, name: str) -> None:
+        task = parse_task_id(name.removesuffix(".mp4"))
+        if task is None or task.status() != 2 or not name.endswith(".mp4"):
+            self._answer(HTTPStatus.NOT_FOUND, 0, "no such file")
+            return
+        video = sample_video(task.model_id)
+        if self.sandbox.chance(self.sandbox.config.cut_download_rate):
+            self.sandbox.record(Call(time.time(), "file", "cut", None, task.task_id))
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", "video/mp4")
+            self.send_header("Content-Length", str(len(video)))
+            self.end_headers()
+            self.wfile.write(video[: len(video) // 2])
+            self.close_connection = True
+            return
+        self.sandbox.record(Call(time.time(), "file", "served", None, task.task_id))
+        self._send(HTTPStatus.OK, video, "video/mp4")
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _refusal(self, raw: bytes | None, body: Any, key_ok: bool) -> tuple[str, int, int, str] | None:
+        """(outcome, HTTP status, code, message) for a call refused before its body is read."""
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            return ("bad_content_type", HTTPStatus.UNSUPPORTED_MEDIA_TYPE, 0, "Content-Type must be application/json")
+        if raw is None:
+            return ("no_length", HTTPStatus.LENGTH_REQUIRED, 0, "a Content-Length header is required")
+        if body is None and raw.strip() != b"null":
+            return ("bad_json", HTTPStatus.BAD_REQUEST, 0, "the body is not valid JSON")
+        if not key_ok:
+            return ("unauthorized", HTTPStatus.OK, 2, "Invalid API key: check the Api-Key header")
+        return None
+
+    def _retry_after(self) -> str:
+        seconds = self.sandbox.config.retry_after
+        # Half the time the HTTP-date form, which clients must also understand.
+        if self.sandbox.chance(0.5):
+            return email.utils.formatdate(time.time() + seconds, usegmt=True)
+        return str(math.ceil(seconds))
+
+    def _delay(self) -> None:
+        if self.sandbox.config.latency_ms:
+            time.sleep(self.sandbox.config.latency_ms / 1000)
+
+    def _read_body(self) -> bytes | None:
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            return None
+        return self.rfile.read(int(length))
+
+    def _answer(
+        self,
+        status: int,
+        code: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        envelope: dict[str, Any] = {"code": code, "message": message}
+        if data is not None:
+            envelope["data"] = data
+        self._send(status, json.dumps(envelope).encode(), "application/json", headers)
+
+    def _send(self, status: int, payload: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (read timeout)
+            self.close_connection = True
+
+
+def _json_or_none(raw: bytes | None) -> Any:
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+class SandboxServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def __init__(self, sandbox: Sandbox, port: int = 0):
+        self.sandbox = sandbox
+        super().__init__(("127.0.0.1", port), _Handler)
+        sandbox.base_url = f"http://127.0.0.1:{self.server_address[1]}"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-call is normal here (timeouts, kills): not worth a trace.
+        pass
+
+
+@contextlib.contextmanager
+def running(config: SandboxConfig | None = None, port: int = 0) -> Iterator[Sandbox]:
+    """Serve a sandbox on 127.0.0.1 in a background thread for the duration of the block."""
+    sandbox = Sandbox(config or SandboxConfig())
+    try:
+        server = SandboxServer(sandbox, port)
+    except OSError as e:
+        raise SandboxPortBusy(port, e) from None
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield sandbox
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class SandboxPortBusy(OSError):
+    def __init__(self, port: int, cause: OSError):
+        super().__init__(f"cannot serve the sandbox on 127.0.0.1:{port}: {cause.strerror}")
+        self.port = port
+
+
+def is_sandbox(base_url: str, timeout: float = 1.0) -> bool:
+    """Whether a batchgen sandbox answers at `base_url` (one already running on the port)."""
+    import httpx
+
+    try:
+        answer = httpx.get(f"{base_url}/_sandbox/stats", timeout=timeout)
+        return answer.status_code == 200 and "create_calls" in answer.json()
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
