@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import functools
 import json
+import os
 import sys
 import time
-from typing import Any, Callable
+from collections import Counter
+from typing import Any, Callable, Iterator
 
 import click
 
-from . import __version__, schemas
+from . import __version__, api, models, schemas
 from . import sandbox as sandbox_mod
-from .errors import EXIT_USAGE, BatchgenError, JobError, UsageError
+from .display import ProgressDisplay, summary_lines, table, when_due
+from .ledger import STATES, Ledger
+from .limits import Backoff
+from .spec import load_job
+from .submit import DEFAULT_CONCURRENCY, DEFAULT_MAX_IDENTICAL_ERRORS, DEFAULT_RPM, Interrupted, RunSettings, Submission
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, BatchgenError, JobError, UsageError
 from .expand import DEFAULT_API_BASE, canonical_json
-from .plan import Plan, plan_job, planned
+from .plan import Plan, plan_job, planned, prepare_run
 from .report import problem_lines, problems_json
 from .validate import Expansion, validate_job
 
@@ -130,6 +139,247 @@ def _plan_json(expansion: Expansion, result: Plan) -> None:
         row = {"key": item.request.key, "variant": item.request.variant, "body": item.request.body, "action": item.action}
         out.write(("," if i else "") + json.dumps(row, ensure_ascii=False))
     out.write('],"counts":%s}\n' % json.dumps(result.summary()))
+
+
+# -- sending ----------------------------------------------------------------------------------
+
+CONFIRM_ABOVE = 20  # on a terminal, ask before sending more requests than this
+SANDBOX_TIME_SCALE = 0.02  # `--sandbox`: a 240 s generation takes about 5 s
+
+
+def read_api_key(api_key_file: str | None) -> str | None:
+    """The key from --api-key-file, else PIXWITH_API_KEY. Never echoed anywhere."""
+    if api_key_file:
+        try:
+            key = open(api_key_file, encoding="utf-8").read().strip()
+        except OSError as e:
+            raise UsageError(f"cannot read the API key file {api_key_file}: {e.strerror}") from None
+        if not key:
+            raise UsageError(f"the API key file {api_key_file} is empty")
+        return key
+    return os.environ.get("PIXWITH_API_KEY") or None
+
+
+@contextlib.contextmanager
+def api_target(use_sandbox: bool, base_url: str, api_key_file: str | None, *, need_key: bool) -> Iterator[tuple[str, str]]:
+    """(base URL, key) to send to: the built-in sandbox, or the configured API."""
+    if not use_sandbox:
+        base = api.check_base_url(base_url)
+        key = read_api_key(api_key_file)
+        if need_key and not key:
+            raise UsageError("no API key: set PIXWITH_API_KEY or pass --api-key-file (or try --sandbox)")
+        yield base, key or ""
+        return
+    port = sandbox_mod.DEFAULT_PORT
+    base = f"http://127.0.0.1:{port}"
+    if sandbox_mod.is_sandbox(base, timeout=0.5):  # `batchgen sandbox` is already serving there
+        yield base, sandbox_mod.TEST_KEY
+        return
+    config = sandbox_mod.SandboxConfig(time_scale=SANDBOX_TIME_SCALE)
+    try:
+        with sandbox_mod.running(config, port) as served:
+            yield served.base_url, sandbox_mod.TEST_KEY
+    except sandbox_mod.SandboxPortBusy as e:
+        raise UsageError(f"{e}: --sandbox needs that port (it is part of the sandbox requests' identity)") from None
+
+
+def send_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Where to send, with what key: shared by run, poll and download."""
+    for option in reversed(
+        [
+            click.option("--sandbox", is_flag=True, help="Start the built-in sandbox and use it with the test key."),
+            click.option("--api-key-file", type=click.Path(dir_okay=False), help="Read the API key from this file (else PIXWITH_API_KEY)."),
+        ]
+    ):
+        command = option(command)
+    return api_base_option(command)
+
+
+@main.command()
+@click.argument("job", type=click.Path(dir_okay=True))
+@click.option("--rpm", type=click.IntRange(1), help=f"Create calls per minute, at most (job's limits.rpm, else {DEFAULT_RPM}).")
+@click.option("--concurrency", type=click.IntRange(1, 256), help=f"Calls in flight, at most (job's limits.concurrency, else {DEFAULT_CONCURRENCY}).")
+@click.option("--limit", type=click.IntRange(0), help="Send at most N requests this run.")
+@click.option("--dry-run", is_flag=True, help="Show what would be sent; send and write nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Don't ask for confirmation.")
+@click.option("--retry-rejected", is_flag=True, help="Send again the requests the API rejected.")
+@click.option("--resubmit-in-doubt", is_flag=True, help="Send again the requests whose outcome is unknown (may duplicate).")
+@click.option("--wait", is_flag=True, help="Then poll until every task of the job has ended.")
+@click.option("--max-identical-errors", type=click.IntRange(1), default=DEFAULT_MAX_IDENTICAL_ERRORS, show_default=True, help="Stop after this many requests in a row end with the same error.")
+@click.option("--max-attempts", type=click.IntRange(1), default=Backoff.max_attempts, show_default=True, help="Calls per request when the API refuses before processing (429, 503, connect errors).")
+@click.option("--read-timeout", type=click.FloatRange(0.1), default=api.DEFAULT_TIMEOUT.read, show_default=True, help="Seconds to wait for an answer; past it the request is in doubt.")
+@send_options
+@click.pass_context
+@fails_cleanly
+def run(ctx: click.Context, job: str, sandbox: bool, api_key_file: str | None, base_url: str, **flags: Any) -> None:
+    """Validate JOB, then send every request not done yet, recording each in the ledger."""
+    with api_target(sandbox, base_url, api_key_file, need_key=not flags["dry_run"]) as (api_base, api_key):
+        expansion = validate_job(job, api_base)
+        _echo_warnings(expansion)
+        limits = expansion.job.limits
+        settings = RunSettings(
+            rpm=flags["rpm"] or limits.get("rpm") or DEFAULT_RPM,
+            concurrency=flags["concurrency"] or limits.get("concurrency") or DEFAULT_CONCURRENCY,
+            retry_rejected=flags["retry_rejected"],
+            resubmit_in_doubt=flags["resubmit_in_doubt"],
+            backoff=Backoff(base=float(os.environ.get("BATCHGEN_BACKOFF_BASE", Backoff.base)), max_attempts=flags["max_attempts"]),
+            max_identical_errors=flags["max_identical_errors"],
+        )
+        with Ledger(ctx.obj["ledger"]) as ledger:
+            recovered = ledger.recover() if not flags["dry_run"] else 0
+            if recovered:
+                click.echo(f"{recovered} requests left 'sending' by an earlier run that ended are now in_doubt", err=True)
+            plan, to_send = prepare_run(expansion, ledger, settings.resendable(), job, link=not flags["dry_run"])
+            if flags["limit"] is not None:
+                to_send = to_send[: flags["limit"]]
+            click.echo(_plan_line(plan, len(to_send), settings, api_base))
+            if flags["dry_run"]:
+                for request in to_send:
+                    click.echo(f"  would send {request.key[:12]} v{request.variant} {models.label(request.body['model_id'])}: {request.body.get('prompt', '')[:60]}")
+                return
+            if to_send and len(to_send) > CONFIRM_ABOVE and not flags["yes"] and _interactive():
+                click.confirm(f"send {len(to_send)} requests (each may be billed)?", abort=True)
+            exit_code = _send(ctx, ledger, expansion, job, api_base, api_key, settings, to_send, flags)
+    sys.exit(exit_code)
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _plan_line(plan: Plan, sending: int, settings: RunSettings, api_base: str) -> str:
+    counts = ", ".join(f"{n} {a}" for a, n in sorted(plan.counts.items()))
+    rpm = f"rpm {settings.rpm}" if settings.rpm else "no rpm ceiling"
+    return f"{plan.job}: {sum(plan.counts.values())} requests ({counts}); sending {sending} to {api_base} ({rpm}, concurrency {settings.concurrency})"
+
+
+def _send(
+    ctx: click.Context,
+    ledger: Ledger,
+    expansion: Expansion,
+    job_file: str,
+    api_base: str,
+    api_key: str,
+    settings: RunSettings,
+    to_send: list[Any],
+    flags: dict[str, Any],
+) -> int:
+    name = expansion.job.name
+    run_id = ledger.start_run(name, job_file, api_base, {k: v for k, v in flags.items()} | {"rpm": settings.rpm, "concurrency": settings.concurrency})
+    progress = ProgressDisplay(len(to_send))
+    timeout = api.DEFAULT_TIMEOUT
+    timeout = api.httpx.Timeout(connect=timeout.connect, read=flags["read_timeout"], write=timeout.write, pool=timeout.pool)
+    with api.Api(api_base, api_key, timeout=timeout, max_connections=settings.concurrency) as client:
+        submission = Submission(ledger, client, settings, job=name, api_base=api_base, run_id=run_id, progress=progress)
+
+        def interrupted(in_flight: int) -> None:
+            click.echo(f"\nstopping: waiting for {in_flight} calls in flight (Ctrl-C again to quit at once)", err=True)
+
+        try:
+            report = submission.run(to_send, on_interrupt=interrupted)
+        except Interrupted:
+            ledger.end_run(run_id, {"interrupted": "twice"}, EXIT_INTERRUPTED)
+            click.echo("quit: calls in flight are now in_doubt", err=True)
+            return EXIT_INTERRUPTED
+    states = ledger_states(ledger, name)
+    unsent = ledger.unsent_count(name)
+    for line in summary_lines(name, job_file, report, states, last_due(ledger, name), unsent):
+        click.echo(line)
+    unresolved = sum(states.get(s, 0) for s in ("rejected", "failed", "in_doubt"))
+    exit_code = report.exit_code(unresolved)
+    ledger.end_run(run_id, dict(report.outcomes) | {"calls": report.calls, "aborted": report.aborted}, exit_code)
+    return exit_code
+
+
+def ledger_states(ledger: Ledger, job: str) -> Counter[str]:
+    return Counter({row["state"]: row["n"] for row in ledger.query(
+        "SELECT t.state, count(*) AS n FROM tasks t JOIN job_tasks j ON j.key = t.key WHERE j.job = ? GROUP BY t.state", [job]
+    )})
+
+
+def last_due(ledger: Ledger, job: str) -> str | None:
+    rows = ledger.query(
+        "SELECT max(t.eta_at) FROM tasks t JOIN job_tasks j ON j.key = t.key WHERE j.job = ? AND t.state = 'submitted'"
+        " AND (t.status IS NULL OR t.status = 'processing')",
+        [job],
+    )
+    return rows[0][0]
+
+
+# -- reading the ledger -----------------------------------------------------------------------
+
+
+def resolve_job(ledger: Ledger, job: str | None) -> str | None:
+    """A job's name in the ledger, from a job file or a name; None means every job."""
+    if job is None:
+        return None
+    if os.path.isfile(job):
+        return load_job(job).name
+    if job in ledger.job_names():
+        return job
+    known = ", ".join(ledger.job_names()) or "none yet"
+    raise UsageError(f"no job file or job named {job!r} in the ledger {ledger.path} (jobs: {known})")
+
+
+@main.command()
+@click.argument("job", required=False)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.pass_context
+@fails_cleanly
+def status(ctx: click.Context, job: str | None, as_json: bool) -> None:
+    """Counts per state and generation status, by model; when the last task is due."""
+    with Ledger(ctx.obj["ledger"]) as ledger:
+        name = resolve_job(ledger, job)
+        sql = (
+            "SELECT t.model_id, t.state, coalesce(t.status, '') AS status, count(*) AS n FROM tasks t"
+            + (" JOIN job_tasks j ON j.key = t.key WHERE j.job = ?" if name else "")
+            + " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        )
+        rows = [dict(r) for r in ledger.query(sql, [name] if name else [])]
+        due = last_due(ledger, name) if name else ledger.query(
+            "SELECT max(eta_at) FROM tasks WHERE state = 'submitted' AND (status IS NULL OR status = 'processing')"
+        )[0][0]
+        unsent = ledger.unsent_count(name) if name else 0
+    if as_json:
+        for row in rows:
+            row["model"] = models.label(row["model_id"])
+        click.echo(json.dumps({"job": name, "counts": rows, "not_sent": unsent, "last_due": due}))
+        return
+    if not rows:
+        click.echo(f"nothing in the ledger{' for ' + name if name else ''} yet")
+        return
+    click.echo("\n".join(table(((models.label(r["model_id"]), r["state"], r["status"], r["n"]) for r in rows), ("model", "state", "status", "count"))))
+    if unsent:
+        click.echo(f"{unsent} requests of {name} not sent yet")
+    if due:
+        click.echo(f"last task due: {when_due(due)}")
+
+
+TASK_COLUMNS = ("key", "job", "model_id", "variant", "state", "status", "task_id", "attempts", "submitted_at", "eta_at", "error", "prompt")
+
+
+@main.command()
+@click.argument("job", required=False)
+@click.option("--state", type=click.Choice(STATES), help="Only tasks in this state.")
+@click.option("--json", "fmt", flag_value="json", help="One JSON object per line (every column).")
+@click.option("--csv", "fmt", flag_value="csv", help="CSV with a header (every column).")
+@click.pass_context
+@fails_cleanly
+def tasks(ctx: click.Context, job: str | None, state: str | None, fmt: str | None) -> None:
+    """The ledger's rows for JOB (or every job)."""
+    with Ledger(ctx.obj["ledger"]) as ledger:
+        name = resolve_job(ledger, job)
+        rows = list(ledger.rows(name, state))
+    if fmt == "json":
+        for row in rows:
+            click.echo(json.dumps(row, ensure_ascii=False))
+    elif fmt == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else list(TASK_COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        shown = [(r["key"][:12], models.label(r["model_id"] or ""), r["variant"], r["state"], r["status"], r["task_id"], (r["error"] or r["prompt"] or "")[:50]) for r in rows]
+        click.echo("\n".join(table(shown, ("key", "model", "v", "state", "status", "task_id", "prompt / error"))))
 
 
 @main.command()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from . import models
 from .expand import Request
 from .validate import Expansion, validate_job
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
 
 # What a run does with a request, from the state the ledger holds for its key.
 ACTIONS = ("new", "done", "failed", "rejected", "in_doubt", "sending")
@@ -105,3 +108,36 @@ def _decide(requests: list[Request], states: StateLookup) -> Iterator[PlannedReq
     for request in requests:
         state = known.get(request.key)
         yield PlannedRequest(request, _ACTION_OF_STATE.get(state, "new") if state else "new")
+
+
+def prepare_run(
+    expansion: Expansion, ledger: "Ledger", allow: set[str], job_file: str, *, link: bool = True
+) -> tuple[Plan, list[Request]]:
+    """The run's plan and the requests it will try to send, in file order.
+
+    Every request of the job is linked to it in `job_tasks` (so a request another job got
+    done counts for this one too); those whose ledger state is new or in `allow` are to send.
+    """
+    result = Plan(expansion.job.name, expansion.api_base)
+    to_send: list[Request] = []
+    batch: list[Request] = []
+
+    def flush() -> None:
+        if link:
+            ledger.link(result.job, job_file, (r.key for r in batch))
+        for item in _decide(batch, ledger.states):
+            result.count(item)
+            state = _STATE_OF_ACTION.get(item.action)
+            if item.action == "new" or state in allow:
+                to_send.append(item.request)
+        batch.clear()
+
+    for request in expansion.requests():
+        batch.append(request)
+        if len(batch) >= 500:
+            flush()
+    flush()
+    return result, to_send
+
+
+_STATE_OF_ACTION = {action: state for state, action in _ACTION_OF_STATE.items()}

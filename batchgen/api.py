@@ -1,0 +1,216 @@
+"""The provider's two calls over httpx, and what every possible outcome of a call means.
+
+The one question that matters for money: could this call have created (and billed) a task?
+- `RETRY`: certainly not (refused before processing: 429, 503, or the request never left:
+  connect error, connect or pool timeout). Safe to send again.
+- `IN_DOUBT`: maybe (read timeout, connection lost after sending, 500/502/504, an answer that
+  is not the documented JSON). Never resent without the user saying so.
+- `OK`, `REJECTED` (the API answered code ≠ 1), `AUTH` (key refused), `NO_CREDIT`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import enum
+import ipaddress
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from . import __version__
+from .errors import UsageError
+
+MAX_ANSWER_BYTES = 1 << 20  # an answer larger than this is not the documented JSON
+
+# Timeouts are set on purpose. Connecting and waiting for a pooled connection happen before
+# anything is sent, so they may be short and are retried. Reading is the answer to a call
+# that may have created a task: a timeout there makes the request `in_doubt`, so it is long.
+DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=30.0, pool=60.0)
+
+
+class Kind(enum.Enum):
+    OK = "ok"
+    RETRY = "retry"
+    IN_DOUBT = "in_doubt"
+    REJECTED = "rejected"
+    AUTH = "auth"
+    NO_CREDIT = "no_credit"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: Kind
+    message: str = ""
+    task_id: str | None = None
+    estimated_time: float | None = None
+    retry_after: float | None = None  # seconds, from a Retry-After header
+    data: dict[str, Any] | None = None  # get-task's `data`
+
+
+_CREDIT = re.compile(r"credit|balance|insufficient|quota|recharge", re.I)
+_AUTH = re.compile(r"api[ _-]?key|unauthori[sz]ed|forbidden", re.I)
+
+
+def check_base_url(base_url: str) -> str:
+    """The base URL without a trailing slash; plain http only to a loopback host."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"base URL {base_url!r} is not an http(s) URL")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise UsageError(f"base URL {base_url!r}: plain http is only allowed to a loopback host (the key would travel in clear)")
+    return base_url.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class Api:
+    """The pixwith.ai task API at `base_url`, authenticated with `api_key`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        max_connections: int = 16,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self._key = api_key
+        self.client = httpx.Client(
+            base_url=self.base_url,
+            headers={"Api-Key": api_key, "Content-Type": "application/json", "User-Agent": f"batchgen/{__version__}"},
+            timeout=timeout,
+            transport=transport,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def create(self, body: dict[str, Any]) -> Outcome:
+        """POST /api/task/create, classified. Never raises for anything the network does."""
+        return self._call("/api/task/create", body, creating=True)
+
+    def get(self, task_id: str) -> Outcome:
+        """POST /api/task/get. Safe to repeat, so every transport error is RETRY."""
+        return self._call("/api/task/get", {"task_id": task_id}, creating=False)
+
+    def _call(self, path: str, body: dict[str, Any], *, creating: bool) -> Outcome:
+        outcome = self._send(path, body, creating=creating)
+        if self._key and self._key in outcome.message:
+            # The key is never written anywhere, even if an answer were to echo it.
+            outcome = dataclasses.replace(outcome, message=outcome.message.replace(self._key, "<api key>"))
+        return outcome
+
+    def _send(self, path: str, body: dict[str, Any], *, creating: bool) -> Outcome:
+        payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        try:
+            with self.client.stream("POST", path, content=payload) as response:
+                raw = _read_capped(response)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
+            return Outcome(Kind.RETRY, f"not sent: {_describe(e)}")
+        except httpx.TransportError as e:
+            # Read/write timeouts, connection lost after sending, protocol errors: the API
+            # may have acted on it.
+            return Outcome(Kind.IN_DOUBT if creating else Kind.RETRY, f"no answer: {_describe(e)}")
+        except _TooLarge:
+            return Outcome(Kind.IN_DOUBT if creating else Kind.RETRY, f"answer larger than {MAX_ANSWER_BYTES} bytes")
+        return classify(response.status_code, response.headers.get("Retry-After"), raw, creating=creating)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _read_capped(response: httpx.Response) -> bytes:
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _describe(error: httpx.HTTPError) -> str:
+    text = str(error) or type(error).__name__
+    return f"{type(error).__name__}: {text}" if text != type(error).__name__ else text
+
+
+def classify(status: int, retry_after: str | None, raw: bytes, *, creating: bool) -> Outcome:
+    """What an HTTP answer means for the request (see the module docstring)."""
+    doubt = Kind.IN_DOUBT if creating else Kind.RETRY
+    if status in (429, 503):
+        return Outcome(Kind.RETRY, f"HTTP {status}", retry_after=parse_retry_after(retry_after))
+    if status in (401, 403):
+        return Outcome(Kind.AUTH, f"HTTP {status}: the API refused the key")
+    if status >= 500:
+        return Outcome(doubt, f"HTTP {status}")
+    answer = _json(raw)
+    if not isinstance(answer, dict) or "code" not in answer:
+        if 400 <= status < 500:
+            return Outcome(Kind.REJECTED, f"HTTP {status}")
+        return Outcome(doubt, f"HTTP {status}: the answer is not the documented JSON")
+    message = str(answer.get("message") or "")[:500]
+    code = answer.get("code")
+    if code == 1 and status < 300:
+        data = answer.get("data")
+        if not isinstance(data, dict):
+            return Outcome(doubt, "answer code 1 without data")
+        if not creating:
+            return Outcome(Kind.OK, message, data=data)
+        task_id = data.get("task_id")
+        if not isinstance(task_id, str) or not task_id.strip():
+            return Outcome(doubt, "answer code 1 without a task id")
+        eta = data.get("estimated_time")
+        eta = float(eta) if isinstance(eta, (int, float)) and not isinstance(eta, bool) and eta >= 0 else None
+        return Outcome(Kind.OK, message, task_id=task_id, estimated_time=eta)
+    if code == 2 or _AUTH.search(message):
+        return Outcome(Kind.AUTH, f"code {code}: {message}")
+    if _CREDIT.search(message):
+        return Outcome(Kind.NO_CREDIT, f"code {code}: {message}")
+    return Outcome(Kind.REJECTED, f"code {code}: {message}" if message else f"code {code}")
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None

@@ -1,0 +1,132 @@
+"""What people read: progress while sending, the summary after, status tables."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import datetime
+from typing import Any, Iterable, TextIO
+
+from .ledger import now, parse_timestamp
+from .submit import RunReport
+
+
+class ProgressDisplay:
+    """A one-line bar on a terminal (done/total, rate, errors, time left); otherwise a plain
+    line every few seconds, so logs stay readable."""
+
+    def __init__(self, total: int, *, stream: TextIO = sys.stderr, tty: bool | None = None, every: float = 5.0):
+        self.total = total
+        self.stream = stream
+        self.tty = stream.isatty() if tty is None else tty
+        self.every = every
+        self.started = time.monotonic()
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, report: RunReport) -> None:
+        with self._lock:
+            now_ = time.monotonic()
+            finished = report.done >= self.total
+            if not finished and now_ - self._last < (0.1 if self.tty else self.every):
+                return
+            self._last = now_
+            line = self.line(report, now_ - self.started)
+            if self.tty:
+                self.stream.write("\r" + line.ljust(100)[:100] + ("\n" if finished else ""))
+            else:
+                self.stream.write(line + "\n")
+            self.stream.flush()
+
+    def line(self, report: RunReport, elapsed: float) -> str:
+        done, total = report.done, self.total
+        rate = done / elapsed if elapsed > 0 else 0.0
+        errors = sum(report.outcomes[s] for s in ("rejected", "failed", "in_doubt"))
+        left = f"{_duration((total - done) / rate)} left" if rate > 0 and done < total else ""
+        width = 24
+        filled = int(width * done / total) if total else width
+        bar = "#" * filled + "-" * (width - filled)
+        text = f"[{bar}] {done}/{total} sent, {rate * 60:.0f}/min, {errors} errors"
+        if self.tty:
+            return f"{text} {left}".rstrip()
+        return f"progress: {done}/{total} done, {report.outcomes['submitted']} submitted, {errors} errors {left}".rstrip()
+
+    def finish(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def when_due(eta_at: str | None) -> str:
+    if not eta_at:
+        return "unknown"
+    due = parse_timestamp(eta_at)
+    delta = (due - now()).total_seconds()
+    local = due.astimezone().strftime("%H:%M:%S")
+    return f"{local} (in {_duration(delta)})" if delta > 0 else f"{local} (past)"
+
+
+def summary_lines(
+    job: str,
+    job_file: str,
+    report: RunReport,
+    job_states: Counter[str],
+    last_due: str | None,
+    unsent: int,
+) -> list[str]:
+    """The run's summary: what it did, what the job now stands at, and what to do next."""
+    lines = []
+    verb = "stopped" if report.interrupted else "aborted" if report.aborted else "done"
+    did = ", ".join(f"{n} {state}" for state, n in sorted(report.outcomes.items())) or "nothing sent"
+    lines.append(f"run {verb}: {report.calls} create calls; {did}")
+    for model, counts in sorted(report.by_model.items()):
+        lines.append(f"  {model:<14} " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    if report.aborted:
+        lines.append(f"stopped early: {report.aborted}; the rest was not sent")
+    standing = ", ".join(f"{n} {state}" for state, n in sorted(job_states.items()))
+    lines.append(f"job {job}: {standing or 'nothing in the ledger yet'}" + (f"; {unsent} not sent yet" if unsent else ""))
+    if job_states.get("submitted"):
+        lines.append(f"last task due: {when_due(last_due)}")
+    if job_states.get("in_doubt"):
+        lines.append(
+            f"{job_states['in_doubt']} in doubt: sent but no answer, they may have been created (and billed). "
+            f"See them: batchgen tasks {job} --state in_doubt; resend: batchgen run {job_file} --resubmit-in-doubt (may duplicate)"
+        )
+    if job_states.get("failed"):
+        lines.append(f"{job_states['failed']} failed (never created): the next batchgen run {job_file} sends them again")
+    if job_states.get("rejected"):
+        lines.append(
+            f"{job_states['rejected']} rejected by the API: batchgen tasks {job} --state rejected shows why;"
+            " --retry-rejected sends them again"
+        )
+    if job_states.get("sending"):
+        lines.append(f"{job_states['sending']} being sent by another run right now")
+    for message, n in report.errors.most_common(3):
+        lines.append(f"  {n} x {message}")
+    return lines
+
+
+def table(rows: Iterable[Iterable[Any]], header: Iterable[str]) -> list[str]:
+    rows = [[("" if v is None else str(v)) for v in row] for row in rows]
+    header = list(header)
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
+    out += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
+    return out
+
+
+def iso_local(text: str | None) -> str:
+    if not text:
+        return ""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone().strftime("%Y-%m-%d %H:%M:%S")

@@ -1,0 +1,87 @@
+"""The ledger's schema, as numbered migrations applied in order and recorded in a table.
+
+Each migration is a small function; a ledger created by any version of batchgen is brought
+up to date by applying the ones it lacks. Never edit a migration that has shipped: add one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Callable
+
+import sqlite_utils
+
+Migration = Callable[[sqlite_utils.Database], None]
+MIGRATIONS: list[tuple[str, Migration]] = []
+TABLE = "_batchgen_migrations"
+
+
+def migration(function: Migration) -> Migration:
+    MIGRATIONS.append((function.__name__, function))
+    return function
+
+
+def migrate(db: sqlite_utils.Database) -> list[str]:
+    """Apply the migrations `db` lacks, each in its own transaction; return their names."""
+    if TABLE not in db.table_names():
+        db[TABLE].create({"name": str, "applied_at": str}, pk="name")
+    done = {row["name"] for row in db[TABLE].rows}
+    applied = []
+    for name, function in MIGRATIONS:
+        if name in done:
+            continue
+        with db.conn:  # one transaction: a migration applies whole or not at all
+            function(db)
+            db[TABLE].insert({"name": name, "applied_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        applied.append(name)
+    return applied
+
+
+@migration
+def m001_tasks_jobs_runs(db: sqlite_utils.Database) -> None:
+    db["tasks"].create(
+        {
+            "key": str,  # SHA-256 of {api, body, variant}: the request's identity
+            "job": str,  # the first job that asked for it
+            "api_base": str,
+            "model_id": str,
+            "prompt": str,
+            "request": str,  # the body as sent (JSON)
+            "variant": int,
+            "state": str,  # sending, submitted, rejected, failed, in_doubt
+            "task_id": str,
+            "estimated_time": float,
+            "submitted_at": str,
+            "eta_at": str,
+            "attempts": int,
+            "error": str,
+            "status": str,  # processing, completed, failed
+            "result_urls": str,  # JSON list
+            "checked_at": str,
+            "files": str,  # JSON list of paths
+            "updated_at": str,
+            "run_id": int,  # the run that last claimed it (to tell a crashed run's rows)
+        },
+        pk="key",
+        not_null={"job", "api_base", "request", "variant", "state", "attempts"},
+        defaults={"attempts": 0},
+    )
+    db["tasks"].create_index(["state"])
+    db["tasks"].create_index(["task_id"])
+    db["job_tasks"].create({"job": str, "job_file": str, "key": str}, pk=("job", "key"))
+    db["job_tasks"].create_index(["key"])
+    db["runs"].create(
+        {
+            "id": int,
+            "started_at": str,
+            "ended_at": str,
+            "job": str,
+            "job_file": str,
+            "api_base": str,
+            "flags": str,  # JSON: the options the run was given
+            "counts": str,  # JSON: what it did
+            "exit_code": int,
+            "pid": int,
+        },
+        pk="id",
+    )
