@@ -8,22 +8,24 @@ import functools
 import json
 import os
 import sys
+import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import click
 
-from . import __version__, api, models, schemas
+from . import __version__, api, models, results, schemas
 from . import sandbox as sandbox_mod
 from .display import ProgressDisplay, summary_lines, table, when_due
 from .ledger import STATES, Ledger
-from .limits import Backoff
+from .limits import Backoff, RateLimiter
 from .spec import load_job
 from .submit import DEFAULT_CONCURRENCY, DEFAULT_MAX_IDENTICAL_ERRORS, DEFAULT_RPM, Interrupted, RunSettings, Submission
-from .errors import EXIT_INTERRUPTED, EXIT_USAGE, BatchgenError, JobError, UsageError
+from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_USAGE, BatchgenError, JobError, UsageError
 from .expand import DEFAULT_API_BASE, canonical_json
-from .plan import Plan, plan_job, planned, prepare_run
+from .plan import Plan, StateLookup, no_ledger, plan_job, planned, prepare_run
 from .report import problem_lines, problems_json
 from .validate import Expansion, validate_job
 
@@ -108,20 +110,26 @@ def _requests_phrase(expansion: Expansion) -> str:
 @click.argument("job", type=click.Path(dir_okay=True))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: job, api_base, counts, requests.")
 @api_base_option
+@click.pass_context
 @fails_cleanly
-def plan(job: str, as_json: bool, base_url: str) -> None:
-    """Show what a run of JOB would send: counts by model and by action."""
-    if as_json:
-        expansion = validate_job(job, base_url)
-        _echo_warnings(expansion)
-        _plan_json(expansion, Plan(expansion.job.name, expansion.api_base))
-        return
-    expansion, result = plan_job(job, base_url)
+def plan(ctx: click.Context, job: str, as_json: bool, base_url: str) -> None:
+    """Show what a run of JOB would send: counts by model and by action (new, done,
+    failed, rejected, in_doubt) from what the ledger knows. Sends and writes nothing."""
+    with contextlib.ExitStack() as stack:
+        # Read the ledger if there is one; planning never creates one.
+        ledger = stack.enter_context(Ledger(ctx.obj["ledger"])) if os.path.exists(ctx.obj["ledger"]) else None
+        states = ledger.states if ledger else no_ledger
+        if as_json:
+            expansion = validate_job(job, base_url)
+            _echo_warnings(expansion)
+            _plan_json(expansion, Plan(expansion.job.name, expansion.api_base), states)
+            return
+        expansion, result = plan_job(job, base_url, states)
     _echo_warnings(expansion)
     click.echo(f"job {result.job} against {result.api_base}: {sum(result.counts.values())} requests")
     for model, counts in sorted(result.by_model.items()):
         click.echo(f"  {model:<14} " + "  ".join(f"{action} {n}" for action, n in sorted(counts.items())))
-    click.echo("would send " + str(result.counts.get("new", 0) + result.counts.get("failed", 0)))
+    click.echo("a run would send " + str(result.counts.get("new", 0) + result.counts.get("failed", 0)))
 
 
 def _echo_warnings(expansion: Expansion) -> None:
@@ -129,12 +137,12 @@ def _echo_warnings(expansion: Expansion) -> None:
         click.echo(line, err=True)
 
 
-def _plan_json(expansion: Expansion, result: Plan) -> None:
+def _plan_json(expansion: Expansion, result: Plan, states: StateLookup) -> None:
     # Streamed: the requests are written as they are planned, and the counts come last in the
     # text but are a normal key of the one JSON object.
     out = sys.stdout
     out.write('{"job":%s,"api_base":%s,"requests":[' % (json.dumps(result.job), json.dumps(result.api_base)))
-    for i, item in enumerate(planned(expansion)):
+    for i, item in enumerate(planned(expansion, states)):
         result.count(item)
         row = {"key": item.request.key, "variant": item.request.variant, "body": item.request.body, "action": item.action}
         out.write(("," if i else "") + json.dumps(row, ensure_ascii=False))
@@ -205,6 +213,7 @@ def send_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--retry-rejected", is_flag=True, help="Send again the requests the API rejected.")
 @click.option("--resubmit-in-doubt", is_flag=True, help="Send again the requests whose outcome is unknown (may duplicate).")
 @click.option("--wait", is_flag=True, help="Then poll until every task of the job has ended.")
+@click.option("--download", is_flag=True, help="Then download the completed videos to outputs/<job>/ (with --wait).")
 @click.option("--max-identical-errors", type=click.IntRange(1), default=DEFAULT_MAX_IDENTICAL_ERRORS, show_default=True, help="Stop after this many requests in a row end with the same error.")
 @click.option("--max-attempts", type=click.IntRange(1), default=Backoff.max_attempts, show_default=True, help="Calls per request when the API refuses before processing (429, 503, connect errors).")
 @click.option("--read-timeout", type=click.FloatRange(0.1), default=api.DEFAULT_TIMEOUT.read, show_default=True, help="Seconds to wait for an answer; past it the request is in doubt.")
@@ -240,6 +249,12 @@ def run(ctx: click.Context, job: str, sandbox: bool, api_key_file: str | None, b
             if to_send and len(to_send) > CONFIRM_ABOVE and not flags["yes"] and _interactive():
                 click.confirm(f"send {len(to_send)} requests (each may be billed)?", abort=True)
             exit_code = _send(ctx, ledger, expansion, job, api_base, api_key, settings, to_send, flags)
+            name = expansion.job.name
+            if flags["wait"] and exit_code in (0, EXIT_INCOMPLETE):
+                waited = _wait(ledger, api_base, api_key, name, settings.rpm)
+                exit_code = max(exit_code, waited) if waited != EXIT_INTERRUPTED else waited
+            if flags["download"] and exit_code in (0, EXIT_INCOMPLETE):
+                exit_code = max(exit_code, _download(ledger, name, Path("outputs") / name))
     sys.exit(exit_code)
 
 
@@ -304,6 +319,102 @@ def last_due(ledger: Ledger, job: str) -> str | None:
         [job],
     )
     return rows[0][0]
+
+
+# -- results -----------------------------------------------------------------------------------
+
+
+def _wait(ledger: Ledger, api_base: str, api_key: str, job: str, rpm: int | None) -> int:
+    """Poll until every task of `job` has ended; the exit code it deserves."""
+    tty = sys.stderr.isatty()
+    last = [""]
+
+    def show(counts: dict[str, int]) -> None:
+        line = f"waiting: {counts['processing']} processing, {counts['completed']} completed, {counts['failed']} failed"
+        if line != last[0]:
+            click.echo(("\r" + line.ljust(70)) if tty else line, err=True, nl=not tty)
+            last[0] = line
+
+    stop = threading.Event()
+    with api.Api(api_base, api_key) as client:
+        try:
+            report = results.wait_for(ledger, client, job, limiter=RateLimiter(rpm), on_progress=show, stop=stop)
+        except KeyboardInterrupt:
+            stop.set()
+            click.echo("\nstopped waiting; batchgen poll or run --wait picks up where this left", err=True)
+            return EXIT_INTERRUPTED
+    if tty:
+        click.echo("", err=True)
+    click.echo(f"tasks ended: {report.completed} completed, {report.failed} failed" + (f", {report.processing} still processing" if report.processing else ""))
+    if report.unknown:
+        click.echo(f"{len(report.unknown)} task ids unknown to the API: {', '.join(report.unknown[:5])}")
+    if report.aborted:
+        click.echo(f"stopped: {report.aborted}", err=True)
+        return EXIT_ABORTED
+    return EXIT_INCOMPLETE if report.failed or report.unknown or report.processing else 0
+
+
+@main.command()
+@click.argument("job", required=False)
+@click.option("--all", "all_tasks", is_flag=True, help="Check every unfinished task, not only those past their ETA.")
+@click.option("--wait", is_flag=True, help="Keep polling until every task has ended.")
+@click.option("--rpm", type=click.IntRange(1), default=DEFAULT_RPM, show_default=True, help="Get-task calls per minute, at most.")
+@send_options
+@click.pass_context
+@fails_cleanly
+def poll(ctx: click.Context, job: str | None, all_tasks: bool, wait: bool, rpm: int, sandbox: bool, api_key_file: str | None, base_url: str) -> None:
+    """Check submitted tasks that have not ended; record status and result URLs."""
+    with api_target(sandbox, base_url, api_key_file, need_key=True) as (api_base, api_key), Ledger(ctx.obj["ledger"]) as ledger:
+        name = resolve_job(ledger, job)
+        if wait:
+            if name is None:
+                raise UsageError("poll --wait needs a job")
+            sys.exit(_wait(ledger, api_base, api_key, name, rpm))
+        due = results.pending(ledger, name, due_only=not all_tasks)
+        with api.Api(api_base, api_key) as client:
+            report = results.poll(ledger, client, due, limiter=RateLimiter(rpm))
+    click.echo(f"checked {report.checked}: {report.completed} completed, {report.failed} failed, {report.processing} processing")
+    if report.unknown:
+        click.echo(f"{len(report.unknown)} task ids unknown to the API: {', '.join(report.unknown[:5])}", err=True)
+    if report.errors:
+        click.echo(f"{report.errors} could not be checked (network); poll again later", err=True)
+    if report.aborted:
+        click.echo(f"stopped: {report.aborted}", err=True)
+        sys.exit(EXIT_ABORTED)
+    sys.exit(EXIT_INCOMPLETE if report.unknown or report.errors else 0)
+
+
+@main.command()
+@click.argument("job")
+@click.option("--out", type=click.Path(file_okay=False), help="Folder for the videos (default outputs/<job>/).")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--sandbox", is_flag=True, help="Serve the built-in sandbox's result files while downloading.")
+@click.pass_context
+@fails_cleanly
+def download(ctx: click.Context, job: str, out: str | None, concurrency: int, sandbox: bool) -> None:
+    """Save every completed task's videos, atomically; skip those already on disk."""
+    with contextlib.ExitStack() as stack:
+        if sandbox:
+            stack.enter_context(api_target(True, "", None, need_key=False))
+        ledger = stack.enter_context(Ledger(ctx.obj["ledger"]))
+        name = resolve_job(ledger, job)
+        assert name is not None
+        exit_code = _download(ledger, name, Path(out) if out else Path("outputs") / name, concurrency)
+    sys.exit(exit_code)
+
+
+def _download(ledger: Ledger, name: str, folder: Path, concurrency: int = 4) -> int:
+    tty = sys.stderr.isatty()
+
+    def show(done: int, total: int) -> None:
+        if tty:
+            click.echo(f"\rdownloading {done}/{total}", err=True, nl=done == total)
+
+    report = results.download(ledger, name, folder, concurrency=concurrency, on_progress=show)
+    click.echo(f"{folder}: {report.downloaded} downloaded ({report.bytes:,} bytes), {report.skipped} already there; manifest.csv")
+    for failure in report.failed:
+        click.echo(f"  failed: {failure}", err=True)
+    return EXIT_INCOMPLETE if report.failed else 0
 
 
 # -- reading the ledger -----------------------------------------------------------------------

@@ -22,18 +22,28 @@ def migration(function: Migration) -> Migration:
 
 
 def migrate(db: sqlite_utils.Database) -> list[str]:
-    """Apply the migrations `db` lacks, each in its own transaction; return their names."""
-    if TABLE not in db.table_names():
-        db[TABLE].create({"name": str, "applied_at": str}, pk="name")
-    done = {row["name"] for row in db[TABLE].rows}
-    applied = []
-    for name, function in MIGRATIONS:
-        if name in done:
-            continue
-        with db.conn:  # one transaction: a migration applies whole or not at all
-            function(db)
-            db[TABLE].insert({"name": name, "applied_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-        applied.append(name)
+    """Apply the migrations `db` lacks, all in one transaction; return their names.
+
+    Under BEGIN IMMEDIATE, so two processes opening a new ledger at once don't both migrate:
+    the second waits, then finds the work done.
+    """
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (name TEXT PRIMARY KEY, applied_at TEXT)")
+        done = {row[0] for row in conn.execute(f"SELECT name FROM {TABLE}")}
+        applied = []
+        for name, function in MIGRATIONS:
+            if name in done:
+                continue
+            function(db)  # sqlite-utils joins the open transaction
+            stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            conn.execute(f"INSERT INTO {TABLE} (name, applied_at) VALUES (?, ?)", (name, stamp))
+            applied.append(name)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
     return applied
 
 

@@ -46,3 +46,78 @@ def cli():
         return runner.invoke(main, [str(a) for a in args], catch_exceptions=False, **kwargs)
 
     return invoke
+
+
+# -- running batchgen against a sandbox ---------------------------------------------------------
+
+import json as _json
+import os
+import subprocess
+import sys
+
+from batchgen.ledger import Ledger
+from batchgen.sandbox import TEST_KEY, SandboxConfig, running
+
+
+class Env:
+    """A sandbox and a ledger in a temporary folder, and ways to run batchgen against them."""
+
+    def __init__(self, tmp_path: Path, sandbox):
+        self.tmp = tmp_path
+        self.sandbox = sandbox
+        self.ledger_path = tmp_path / "ledger.db"
+        self.runner = CliRunner()
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "PIXWITH_API_KEY": TEST_KEY,
+            "PIXWITH_BASE_URL": self.sandbox.base_url,
+            "BATCHGEN_LEDGER": str(self.ledger_path),
+            "BATCHGEN_BACKOFF_BASE": "0.01",  # retries without real waiting
+        }
+
+    def cli(self, *args, env: dict[str, str] | None = None):
+        """batchgen in this process (fast); returns click's Result."""
+        return self.runner.invoke(main, [str(a) for a in args], env={**self.env, **(env or {})}, catch_exceptions=False)
+
+    def popen(self, *args, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """batchgen as a separate process (for kills, signals and concurrent runs)."""
+        full_env = {**os.environ, **self.env, **(env or {})}
+        return subprocess.Popen(
+            [sys.executable, "-m", "batchgen", *map(str, args)],
+            env=full_env,
+            cwd=self.tmp,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def ledger(self) -> Ledger:
+        return Ledger(self.ledger_path)
+
+    def rows(self) -> list[dict]:
+        with self.ledger() as ledger:
+            return list(ledger.rows())
+
+    def created_bodies(self):
+        """canonical body → number of tasks the sandbox created for it."""
+        return self.sandbox.created_per_body()
+
+
+def canonical(body) -> str:
+    return _json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@pytest.fixture
+def world(tmp_path):
+    """world(**sandbox_settings) → an Env with a fresh sandbox (stopped after the test)."""
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+
+        def make(**settings) -> Env:
+            sandbox = stack.enter_context(running(SandboxConfig(**settings)))
+            return Env(tmp_path, sandbox)
+
+        yield make

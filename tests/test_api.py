@@ -1,0 +1,129 @@
+"""What each outcome of a call means (httpx.MockTransport as the server)."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+import httpx
+import pytest
+
+from batchgen.api import Api, Kind, check_base_url, parse_retry_after
+from batchgen.errors import UsageError
+
+BODY = {"prompt": "a", "model_id": "2-9", "options": {}}
+
+
+def api_answering(handler) -> Api:
+    return Api("https://api.pixwith.ai", "key_secret", transport=httpx.MockTransport(handler))
+
+
+def answer(status=200, json=None, content=None, headers=None):
+    def handler(request):
+        return httpx.Response(status, json=json, content=content, headers=headers)
+
+    return handler
+
+
+def raising(error):
+    def handler(request):
+        raise error("boom", request=request)
+
+    return handler
+
+
+OK = {"code": 1, "message": "success", "data": {"task_id": "d425", "estimated_time": 150}}
+
+
+def test_success_carries_the_task_id_and_eta():
+    seen = {}
+
+    def handler(request):
+        seen.update(request.headers)
+        seen["url"] = str(request.url)
+        return httpx.Response(200, json=OK)
+
+    outcome = api_answering(handler).create(BODY)
+    assert (outcome.kind, outcome.task_id, outcome.estimated_time) == (Kind.OK, "d425", 150)
+    assert seen["api-key"] == "key_secret" and seen["content-type"] == "application/json"
+    assert seen["url"] == "https://api.pixwith.ai/api/task/create"
+
+
+@pytest.mark.parametrize(
+    "handler, kind",
+    [
+        (answer(429, {"code": 0}), Kind.RETRY),
+        (answer(503, content=b"busy"), Kind.RETRY),
+        (raising(httpx.ConnectError), Kind.RETRY),
+        (raising(httpx.ConnectTimeout), Kind.RETRY),
+        (raising(httpx.PoolTimeout), Kind.RETRY),
+        (raising(httpx.ReadTimeout), Kind.IN_DOUBT),
+        (raising(httpx.ReadError), Kind.IN_DOUBT),
+        (raising(httpx.WriteError), Kind.IN_DOUBT),
+        (raising(httpx.RemoteProtocolError), Kind.IN_DOUBT),
+        (answer(500, content=b"oops"), Kind.IN_DOUBT),
+        (answer(502, content=b"bad gateway"), Kind.IN_DOUBT),
+        (answer(504, content=b""), Kind.IN_DOUBT),
+        (answer(401, {"code": 2}), Kind.AUTH),
+        (answer(403, content=b"no"), Kind.AUTH),
+        (answer(200, {"code": 2, "message": "Invalid API key provided"}), Kind.AUTH),
+        (answer(200, {"code": 0, "message": "Insufficient credits, please recharge"}), Kind.NO_CREDIT),
+        (answer(200, {"code": 0, "message": "prompt violates the content policy"}), Kind.REJECTED),
+        (answer(400, content=b"bad request"), Kind.REJECTED),
+    ],
+)
+def test_every_outcome_is_classified(handler, kind):
+    assert api_answering(handler).create(BODY).kind is kind
+
+
+MALFORMED = [
+    answer(200, content=b"<html>gateway</html>"),
+    answer(200, content=b""),
+    answer(200, json=[1, 2]),
+    answer(200, json={"code": 1}),
+    answer(200, json={"code": 1, "data": {}}),
+    answer(200, json={"code": 1, "data": {"task_id": ""}}),
+    answer(200, json={"code": 1, "data": {"task_id": 42}}),
+    answer(200, json={"code": 1, "data": "d425"}),
+    answer(200, content=b"{" + b" " * (2 << 20) + b"}"),  # 2 MiB
+    answer(201, json={"code": "1", "data": {"task_id": "x"}}),
+]
+
+
+@pytest.mark.parametrize("handler", MALFORMED)
+def test_an_answer_that_is_not_the_documented_json_is_never_a_success(handler):
+    outcome = api_answering(handler).create(BODY)
+    assert outcome.kind is not Kind.OK and outcome.task_id is None
+
+
+def test_a_strange_eta_keeps_the_task():
+    outcome = api_answering(answer(200, {"code": 1, "data": {"task_id": "t", "estimated_time": "soon"}})).create(BODY)
+    assert outcome.kind is Kind.OK and outcome.estimated_time is None
+
+
+def test_get_task_errors_are_always_retryable():
+    assert api_answering(raising(httpx.ReadTimeout)).get("t").kind is Kind.RETRY
+    assert api_answering(answer(500)).get("t").kind is Kind.RETRY
+
+
+def test_the_key_is_scrubbed_from_messages():
+    outcome = api_answering(answer(200, {"code": 0, "message": "key key_secret is suspended"})).create(BODY)
+    assert "key_secret" not in outcome.message and "<api key>" in outcome.message
+
+
+def test_retry_after_in_both_forms():
+    assert parse_retry_after("7") == 7
+    later = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 28 <= parse_retry_after(later) <= 31
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+@pytest.mark.parametrize("url", ["https://api.pixwith.ai", "http://127.0.0.1:8000", "http://localhost:1/", "http://[::1]:5"])
+def test_allowed_base_urls(url):
+    assert check_base_url(url) == url.rstrip("/")
+
+
+@pytest.mark.parametrize("url", ["http://api.pixwith.ai", "ftp://x", "api.pixwith.ai"])
+def test_refused_base_urls(url):
+    with pytest.raises(UsageError):
+        check_base_url(url)
