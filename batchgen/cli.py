@@ -205,7 +205,7 @@ def send_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 @main.command()
 @click.argument("job", type=click.Path(dir_okay=True))
-@click.option("--rpm", type=click.IntRange(1), help=f"Create calls per minute, at most (job's limits.rpm, else {DEFAULT_RPM}).")
+@click.option("--rpm", type=click.IntRange(0), help=f"Create calls per minute, at most (job's limits.rpm, else {DEFAULT_RPM}); 0: no ceiling.")
 @click.option("--concurrency", type=click.IntRange(1, 256), help=f"Calls in flight, at most (job's limits.concurrency, else {DEFAULT_CONCURRENCY}).")
 @click.option("--limit", type=click.IntRange(0), help="Send at most N requests this run.")
 @click.option("--dry-run", is_flag=True, help="Show what would be sent; send and write nothing.")
@@ -227,7 +227,7 @@ def run(ctx: click.Context, job: str, sandbox: bool, api_key_file: str | None, b
         _echo_warnings(expansion)
         limits = expansion.job.limits
         settings = RunSettings(
-            rpm=flags["rpm"] or limits.get("rpm") or DEFAULT_RPM,
+            rpm=(flags["rpm"] if flags["rpm"] is not None else limits.get("rpm") or DEFAULT_RPM) or None,
             concurrency=flags["concurrency"] or limits.get("concurrency") or DEFAULT_CONCURRENCY,
             retry_rejected=flags["retry_rejected"],
             resubmit_in_doubt=flags["resubmit_in_doubt"],

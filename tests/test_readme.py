@@ -1,0 +1,46 @@
+"""The README's promises: two set-up commands, and the main one works as written."""
+
+from __future__ import annotations
+
+import csv
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+
+import pytest
+from helpers import REPO
+
+from batchgen.sandbox import DEFAULT_PORT, is_sandbox, port_is_free
+
+
+def setup_commands() -> list[str]:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Set up", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sh\n(.*?)\n```", section, re.S)
+
+
+def test_the_readme_has_exactly_two_set_up_commands_and_ci_runs_the_test_one():
+    main, tests = setup_commands()
+    assert main.startswith("pip install . && batchgen run jobs/example.yaml --sandbox")
+    assert tests == "pip install '.[test]' && pytest"
+    assert tests in (REPO / ".ci" / "run").read_text()
+
+
+def test_the_main_command_leaves_playable_videos_and_a_manifest(tmp_path):
+    if not port_is_free(DEFAULT_PORT) and not is_sandbox(f"http://127.0.0.1:{DEFAULT_PORT}"):
+        pytest.skip(f"port {DEFAULT_PORT}, which run --sandbox uses, is taken by something else")
+    main, _ = setup_commands()
+    command = shlex.split(main.split("&&", 1)[1])
+    assert command[0] == "batchgen"
+    shutil.copytree(REPO / "jobs", tmp_path / "jobs")
+    result = subprocess.run([sys.executable, "-m", "batchgen", *command[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = tmp_path / "outputs" / "garden-cats"
+    videos = sorted(out.glob("*.mp4"))
+    assert len(videos) == 18
+    assert all(v.read_bytes()[4:8] == b"ftyp" for v in videos)
+    with open(out / "manifest.csv", newline="") as f:
+        assert sorted(r["file"] for r in csv.DictReader(f)) == [v.name for v in videos]
+    assert (tmp_path / "batchgen.db").exists()
