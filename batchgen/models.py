@@ -38,10 +38,16 @@ def lookup(name_or_id: str) -> Model | None:
     return _by_name_or_id().get(name_or_id)
 
 
+@functools.cache
+def _ids() -> dict[str, str]:
+    return {key: model.id for key, model in _by_name_or_id().items()}
+
+
 def model_id(name_or_id: object) -> object:
     """The API id for a name or id; anything else is returned unchanged for the schema to reject."""
-    model = lookup(name_or_id) if isinstance(name_or_id, str) else None
-    return model.id if model else name_or_id
+    if isinstance(name_or_id, str):
+        return _ids().get(name_or_id, name_or_id)
+    return name_or_id
 
 
 def label(model_id: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple
 
 from . import models
 from .expand import Request
@@ -33,14 +33,9 @@ _ACTION_OF_STATE = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedRequest:
+class PlannedRequest(NamedTuple):
     request: Request
     action: str
-
-    @property
-    def model(self) -> str:
-        return models.label(str(self.request.body.get("model_id")))
 
 
 @dataclass
@@ -48,11 +43,19 @@ class Plan:
     job: str
     api_base: str
     counts: Counter[str] = field(default_factory=Counter)
-    by_model: dict[str, Counter[str]] = field(default_factory=dict)
+    by_model_id: Counter[tuple[str, str]] = field(default_factory=Counter)  # (model_id, action)
 
     def count(self, planned: PlannedRequest) -> None:
         self.counts[planned.action] += 1
-        self.by_model.setdefault(planned.model, Counter())[planned.action] += 1
+        self.by_model_id[(planned.request.body.get("model_id"), planned.action)] += 1
+
+    @property
+    def by_model(self) -> dict[str, Counter[str]]:
+        """model name → action → count."""
+        out: dict[str, Counter[str]] = {}
+        for (model_id, action), n in self.by_model_id.items():
+            out.setdefault(models.label(str(model_id)), Counter())[action] += n
+        return out
 
     def summary(self) -> dict[str, object]:
         return {
@@ -85,9 +88,15 @@ class Planner:
 def plan_job(path: str, api_base: str, states: StateLookup = no_ledger) -> tuple[Expansion, Plan]:
     """Validate the job at `path` and count what a run would do, in one pass over it."""
     result = Plan("", api_base.rstrip("/"))
-    planner = Planner(result, states)
-    expansion = validate_job(path, api_base, visit=planner.add)
-    planner.flush()
+    if states is no_ledger:  # every request is new: validation's own counts are the plan
+        expansion = validate_job(path, api_base)
+        for model_id, n in expansion.by_model_id.items():
+            result.counts["new"] += n
+            result.by_model_id[(model_id, "new")] += n
+    else:
+        planner = Planner(result, states)
+        expansion = validate_job(path, api_base, visit=planner.add)
+        planner.flush()
     result.job = expansion.job.name
     return expansion, result
 

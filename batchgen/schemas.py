@@ -244,27 +244,11 @@ class RequestChecker:
         return [leaf for error in errors for leaf in leaf_errors(error)]
 
 
-def _memo_key(has_prompt: bool, rest: dict[str, Any]) -> Any:
-    # A tuple is several times cheaper than JSON. Each value carries its type, since
-    # True == 1 and 5 == 5.0 in Python but not to the schema. Anything a tuple can't hold
-    # (lists inside options, say) falls back to JSON, which tells those apart too.
-    try:
-        urls, options = rest.get("image_urls"), rest.get("options")
-        key = (
-            has_prompt,
-            tuple(sorted(rest)),
-            _typed(rest.get("model_id")),
-            tuple(map(_typed, urls)) if isinstance(urls, list) else _typed(urls),
-            tuple((k, _typed(v)) for k, v in sorted(options.items())) if isinstance(options, dict) else _typed(options),
-        )
-        hash(key)
-        return key
-    except TypeError:
-        return (has_prompt, json.dumps(rest, sort_keys=True))
-
-
-def _typed(value: Any) -> tuple[str, Any]:
-    return (type(value).__name__, value)
+def _memo_key(has_prompt: bool, rest: dict[str, Any]) -> tuple[bool, str]:
+    # repr() of JSON data (dicts, lists, strings, numbers, booleans, None) tells apart every
+    # two values the schema could judge differently: True from 1, 5 from 5.0, "5" from 5.
+    # It is one C call; key order only costs a cache miss, never a wrong verdict.
+    return (has_prompt, repr(rest))
 
 
 def body_problems(body: Any, checker: RequestChecker) -> list[str]:

@@ -36,8 +36,13 @@ class Expansion:
     api_base: str
     expanded: int = 0  # requests before duplicates collapse
     unique: int = 0
-    by_model: Counter[str] = field(default_factory=Counter)
+    by_model_id: Counter[str] = field(default_factory=Counter)
     warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def by_model(self) -> Counter[str]:
+        """Distinct requests by model name."""
+        return Counter({models.label(str(m)): n for m, n in self.by_model_id.items()})
 
     def requests(self) -> Iterator[Request]:
         """The job's distinct requests, in file order (a fresh pass over the expansion)."""
@@ -71,7 +76,7 @@ def check(
             continue
         first_entry[request.key] = request.origin.entry
         result.unique += 1
-        result.by_model[models.label(str(request.body.get("model_id")))] += 1
+        result.by_model_id[request.body.get("model_id")] += 1
         if visit:
             visit(request)
         if request.variant == 0:

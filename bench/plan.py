@@ -17,29 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def write_job(folder: Path, requests: int) -> Path:
-    # prompts × 2 models × 2 durations: every request distinct, most of each body shared.
-    prompts = requests // 4
-    with open(folder / "prompts.txt", "w", encoding="utf-8") as f:
-        for i in range(prompts):
-            f.write(f"Shot {i}: a cat crosses the garden at dusk, camera tracking left, take {i * 7919 % 1000}\n")
-    job = folder / "big.yaml"
-    job.write_text(
-        f"""version: 1
-limits: {{max_requests: {requests}}}
-defaults:
-  model: wan2.2-pro
-  options: {{prompt_optimization: true, aspect_ratio: "16:9", resolution: 480p, duration: 5}}
-requests:
-  - matrix:
-      prompt: {{file: prompts.txt}}
-      model: [wan2.2-pro, wan2.2-fast]
-      options.duration: [5, 8]
-""",
-        encoding="utf-8",
-    )
-    return job
+from common import write_job
 
 
 def run_once(job: Path, extra: list[str]) -> tuple[float, float]:
@@ -68,7 +46,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="time `plan --json` (every request printed)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        job = write_job(Path(tmp), args.requests)
+        job = write_job(Path(tmp), args.requests)  # every request distinct, most of each body shared
         extra = ["--json"] if args.json else []
         results = [run_once(job, extra) for _ in range(args.runs)]
     seconds = statistics.median(r[0] for r in results)
