@@ -248,10 +248,12 @@ def run(ctx: click.Context, job: str, sandbox: bool, api_key_file: str | None, b
                 return
             if to_send and len(to_send) > CONFIRM_ABOVE and not flags["yes"] and _interactive():
                 click.confirm(f"send {len(to_send)} requests (each may be billed)?", abort=True)
-            exit_code = _send(ctx, ledger, expansion, job, api_base, api_key, settings, to_send, flags)
+            # One limiter for the whole run: get-task calls after the sends share its pace.
+            limiter = RateLimiter(settings.rpm)
+            exit_code = _send(ctx, ledger, expansion, job, api_base, api_key, settings, to_send, flags, limiter)
             name = expansion.job.name
             if flags["wait"] and exit_code in (0, EXIT_INCOMPLETE):
-                waited = _wait(ledger, api_base, api_key, name, settings.rpm)
+                waited = _wait(ledger, api_base, api_key, name, limiter)
                 exit_code = max(exit_code, waited) if waited != EXIT_INTERRUPTED else waited
             if flags["download"] and exit_code in (0, EXIT_INCOMPLETE):
                 exit_code = max(exit_code, _download(ledger, name, Path("outputs") / name))
@@ -278,6 +280,7 @@ def _send(
     settings: RunSettings,
     to_send: list[Any],
     flags: dict[str, Any],
+    limiter: RateLimiter,
 ) -> int:
     name = expansion.job.name
     run_id = ledger.start_run(name, job_file, api_base, {k: v for k, v in flags.items()} | {"rpm": settings.rpm, "concurrency": settings.concurrency})
@@ -285,7 +288,9 @@ def _send(
     timeout = api.DEFAULT_TIMEOUT
     timeout = api.httpx.Timeout(connect=timeout.connect, read=flags["read_timeout"], write=timeout.write, pool=timeout.pool)
     with api.Api(api_base, api_key, timeout=timeout, max_connections=settings.concurrency) as client:
-        submission = Submission(ledger, client, settings, job=name, api_base=api_base, run_id=run_id, progress=progress)
+        submission = Submission(
+            ledger, client, settings, job=name, api_base=api_base, run_id=run_id, progress=progress, limiter=limiter
+        )
 
         def interrupted(in_flight: int) -> None:
             click.echo(f"\nstopping: waiting for {in_flight} calls in flight (Ctrl-C again to quit at once)", err=True)
@@ -324,7 +329,7 @@ def last_due(ledger: Ledger, job: str) -> str | None:
 # -- results -----------------------------------------------------------------------------------
 
 
-def _wait(ledger: Ledger, api_base: str, api_key: str, job: str, rpm: int | None) -> int:
+def _wait(ledger: Ledger, api_base: str, api_key: str, job: str, limiter: RateLimiter) -> int:
     """Poll until every task of `job` has ended; the exit code it deserves."""
     tty = sys.stderr.isatty()
     last = [""]
@@ -338,7 +343,7 @@ def _wait(ledger: Ledger, api_base: str, api_key: str, job: str, rpm: int | None
     stop = threading.Event()
     with api.Api(api_base, api_key) as client:
         try:
-            report = results.wait_for(ledger, client, job, limiter=RateLimiter(rpm), on_progress=show, stop=stop)
+            report = results.wait_for(ledger, client, job, limiter=limiter, on_progress=show, stop=stop)
         except KeyboardInterrupt:
             stop.set()
             click.echo("\nstopped waiting; batchgen poll or run --wait picks up where this left", err=True)
@@ -369,7 +374,7 @@ def poll(ctx: click.Context, job: str | None, all_tasks: bool, wait: bool, rpm: 
         if wait:
             if name is None:
                 raise UsageError("poll --wait needs a job")
-            sys.exit(_wait(ledger, api_base, api_key, name, rpm))
+            sys.exit(_wait(ledger, api_base, api_key, name, RateLimiter(rpm)))
         due = results.pending(ledger, name, due_only=not all_tasks)
         with api.Api(api_base, api_key) as client:
             report = results.poll(ledger, client, due, limiter=RateLimiter(rpm))
