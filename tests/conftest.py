@@ -121,3 +121,21 @@ def world(tmp_path):
             return Env(tmp_path, sandbox)
 
         yield make
+
+
+# -- the fault suite's table --------------------------------------------------------------------
+
+FAULT_TABLE: list[dict] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not FAULT_TABLE:
+        return
+    columns = ["scenario", "requests", "faults", "kills", "interrupts", "duplicates", "lost"]
+    write = terminalreporter.write_line
+    write("")
+    write("fault suite: " + ", ".join(f"{sum(r[c] for r in FAULT_TABLE)} {c}" for c in columns[1:]) + f" over {len(FAULT_TABLE)} scenarios")
+    write("| " + " | ".join(columns) + " |")
+    write("|" + "---|" * len(columns))
+    for row in FAULT_TABLE:
+        write("| " + " | ".join(str(row[c]) for c in columns) + " |")
