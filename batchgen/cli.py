@@ -363,21 +363,25 @@ def _wait(ledger: Ledger, api_base: str, api_key: str, job: str, limiter: RateLi
 @click.argument("job", required=False)
 @click.option("--all", "all_tasks", is_flag=True, help="Check every unfinished task, not only those past their ETA.")
 @click.option("--wait", is_flag=True, help="Keep polling until every task has ended.")
-@click.option("--rpm", type=click.IntRange(1), default=DEFAULT_RPM, show_default=True, help="Get-task calls per minute, at most.")
+@click.option("--rpm", type=click.IntRange(0), default=DEFAULT_RPM, show_default=True, help="Get-task calls per minute, at most; 0: no ceiling.")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True, help="Get-task calls in flight, at most.")
 @send_options
 @click.pass_context
 @fails_cleanly
-def poll(ctx: click.Context, job: str | None, all_tasks: bool, wait: bool, rpm: int, sandbox: bool, api_key_file: str | None, base_url: str) -> None:
+def poll(
+    ctx: click.Context, job: str | None, all_tasks: bool, wait: bool, rpm: int, concurrency: int,
+    sandbox: bool, api_key_file: str | None, base_url: str,
+) -> None:
     """Check submitted tasks that have not ended; record status and result URLs."""
     with api_target(sandbox, base_url, api_key_file, need_key=True) as (api_base, api_key), Ledger(ctx.obj["ledger"]) as ledger:
         name = resolve_job(ledger, job)
         if wait:
             if name is None:
                 raise UsageError("poll --wait needs a job")
-            sys.exit(_wait(ledger, api_base, api_key, name, RateLimiter(rpm)))
+            sys.exit(_wait(ledger, api_base, api_key, name, RateLimiter(rpm or None)))
         due = results.pending(ledger, name, due_only=not all_tasks)
         with api.Api(api_base, api_key) as client:
-            report = results.poll(ledger, client, due, limiter=RateLimiter(rpm))
+            report = results.poll(ledger, client, due, limiter=RateLimiter(rpm or None), concurrency=concurrency)
     click.echo(f"checked {report.checked}: {report.completed} completed, {report.failed} failed, {report.processing} processing")
     if report.unknown:
         click.echo(f"{len(report.unknown)} task ids unknown to the API: {', '.join(report.unknown[:5])}", err=True)
