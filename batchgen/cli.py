@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 import click
 
 from . import __version__, api, models, results, schemas
+from . import gallery as gallery_mod
 from . import sandbox as sandbox_mod
 from .display import ProgressDisplay, summary_lines, table, when_due
 from .ledger import STATES, Ledger
@@ -214,6 +215,7 @@ def send_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--resubmit-in-doubt", is_flag=True, help="Send again the requests whose outcome is unknown (may duplicate).")
 @click.option("--wait", is_flag=True, help="Then poll until every task of the job has ended.")
 @click.option("--download", is_flag=True, help="Then download the completed videos to outputs/<job>/ (with --wait).")
+@click.option("--gallery", is_flag=True, help="Then write outputs/<job>/index.html, the videos side by side.")
 @click.option("--max-identical-errors", type=click.IntRange(1), default=DEFAULT_MAX_IDENTICAL_ERRORS, show_default=True, help="Stop after this many requests in a row end with the same error.")
 @click.option("--max-attempts", type=click.IntRange(1), default=Backoff.max_attempts, show_default=True, help="Calls per request when the API refuses before processing (429, 503, connect errors).")
 @click.option("--read-timeout", type=click.FloatRange(0.1), default=api.DEFAULT_TIMEOUT.read, show_default=True, help="Seconds to wait for an answer; past it the request is in doubt.")
@@ -257,6 +259,8 @@ def run(ctx: click.Context, job: str, sandbox: bool, api_key_file: str | None, b
                 exit_code = max(exit_code, waited) if waited != EXIT_INTERRUPTED else waited
             if flags["download"] and exit_code in (0, EXIT_INCOMPLETE):
                 exit_code = max(exit_code, _download(ledger, name, Path("outputs") / name))
+            if flags["gallery"] and exit_code in (0, EXIT_INCOMPLETE):
+                _gallery(ledger, name, Path("outputs") / name)
     sys.exit(exit_code)
 
 
@@ -424,6 +428,41 @@ def _download(ledger: Ledger, name: str, folder: Path, concurrency: int = 4) -> 
     for failure in report.failed:
         click.echo(f"  failed: {failure}", err=True)
     return EXIT_INCOMPLETE if report.failed else 0
+
+
+def _axes(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+@main.command()
+@click.argument("job")
+@click.option("--out", type=click.Path(file_okay=False), help="The job's download folder (default outputs/<job>/).")
+@click.option("--rows", help="Comma-separated fields for rows (default: prompt).")
+@click.option("--cols", help="Comma-separated fields for columns (default: the other fields that vary).")
+@click.option("--open", "open_it", is_flag=True, help="Open the page in a browser.")
+@click.pass_context
+@fails_cleanly
+def gallery(ctx: click.Context, job: str, out: str | None, rows: str | None, cols: str | None, open_it: bool) -> None:
+    """Write a page showing the job's videos side by side: index.html beside them."""
+    with Ledger(ctx.obj["ledger"]) as ledger:
+        name = resolve_job(ledger, job)
+        assert name is not None
+        path = _gallery(ledger, name, Path(out) if out else Path("outputs") / name, _axes(rows), _axes(cols))
+    if open_it:
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
+
+
+def _gallery(ledger: Ledger, name: str, folder: Path, rows: list[str] | None = None, cols: list[str] | None = None) -> Path:
+    known = set(gallery_mod.BASE_AXES) | {f"options.{o}" for o in ("prompt_optimization", "aspect_ratio", "resolution", "duration")}
+    for axis in (rows or []) + (cols or []):
+        if axis not in known:
+            hint = schemas.suggest(axis, sorted(known)) or f"fields: {', '.join(sorted(known))}"
+            raise UsageError(f"unknown field {axis!r} for --rows/--cols; {hint}")
+    path = gallery_mod.write(ledger, name, folder, rows, cols)
+    click.echo(f"gallery: {path}")
+    return path
 
 
 # -- reading the ledger -----------------------------------------------------------------------

@@ -1,0 +1,133 @@
+"""The gallery page: structure, escaping, and a real headless browser loading it from file://."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import pytest
+from helpers import PRO_DEFAULTS
+
+HOSTILE = '<script>alert("x")</script> & a "cat"'
+
+
+def job_with_a_hostile_prompt() -> str:
+    return (
+        "version: 1\nname: gallery\n"
+        + PRO_DEFAULTS
+        + "requests:\n  - matrix:\n"
+        + f"      prompt: [{json.dumps(HOSTILE)}, A cat asleep, A cat on a skateboard]\n"
+        + "      model: [wan2.2-pro, wan2.2-fast]\n"
+    )
+
+
+class Page(HTMLParser):
+    """The parts of the page the tests look at."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.videos: list[str] = []
+        self.figures: list[dict] = []
+        self.scripts = 0
+        self.external: list[str] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "video":
+            self.videos.append(attrs["src"])
+        if tag == "figure":
+            self.figures.append(attrs)
+        if tag == "script":
+            self.scripts += 1
+        for name in ("src", "href"):
+            if attrs.get(name, "").startswith(("http:", "https:", "//")):
+                self.external.append(attrs[name])
+
+
+@pytest.fixture
+def gallery_run(world, write_job, monkeypatch):
+    """A sandbox run where some tasks fail, downloaded and rendered in one command."""
+    env = world(time_scale=0, fail_fraction=0.3, seed=4)
+    job = write_job(job_with_a_hostile_prompt())
+    monkeypatch.chdir(env.tmp)
+    result = env.cli("run", job, "--yes", "--rpm", "0", "--wait", "--download", "--gallery")
+    assert result.exit_code in (0, 1), result.output
+    assert "gallery: outputs/gallery/index.html" in result.output
+    return env, env.tmp / "outputs" / "gallery"
+
+
+def test_the_page_shows_every_file_and_every_task(gallery_run):
+    env, folder = gallery_run
+    text = (folder / "index.html").read_text()
+    page = Page(text)
+    files = sorted(p.name for p in folder.glob("*.mp4"))
+    assert sorted(page.videos) == files  # every file, linked relatively
+    assert page.external == [] and page.scripts == 1  # self-contained: no CDN, one inline script
+    rows = env.rows()
+    assert len(page.figures) == len(rows) == 6
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert failed, "the seed should fail some tasks"
+    assert sum("failed" in f["class"] for f in page.figures) == len(failed)  # shown, not hidden
+    for row in failed:
+        assert row["task_id"] in text
+
+
+def test_every_prompt_is_text_never_html(gallery_run):
+    _, folder = gallery_run
+    text = (folder / "index.html").read_text()
+    assert HOSTILE not in text
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; a &quot;cat&quot;" in text
+    assert text.count("<script>") == 1
+
+
+def test_rows_are_prompts_and_columns_what_varies(gallery_run):
+    _, folder = gallery_run
+    text = (folder / "index.html").read_text()
+    header = re.search(r"<thead>(.*?)</thead>", text, re.S).group(1)
+    assert ">model wan2.2-pro<" in header and ">model wan2.2-fast<" in header
+    assert text.count("<tr><th scope=row>") == 3
+
+
+def test_rows_and_cols_can_be_chosen(gallery_run):
+    env, folder = gallery_run
+    result = env.cli("gallery", "gallery", "--rows", "model", "--cols", "prompt")
+    assert result.exit_code == 0
+    text = (folder / "index.html").read_text()
+    assert text.count("<tr><th scope=row>") == 2
+    bad = env.cli("gallery", "gallery", "--rows", "modle")
+    assert bad.exit_code == 2 and "did you mean 'model'?" in bad.output
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_the_page_loads_in_a_real_browser_with_every_video_playable(gallery_run, tmp_path):
+    browser = chromium()
+    if browser is None:
+        pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium where it can)")
+    _, folder = gallery_run
+    result = subprocess.run(
+        [
+            browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}", "--autoplay-policy=no-user-gesture-required",
+            "--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000",
+            "--dump-dom", (folder / "index.html").resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
+    assert console == [], console  # headless Chromium logs every console message this way
+    durations = re.findall(r'<video[^>]*data-duration="([0-9.]+)"', result.stdout)
+    videos = re.findall(r"<video", result.stdout)
+    assert videos and len(durations) == len(videos), "a video did not load its metadata"
+    assert all(float(d) > 0 for d in durations)
+    assert 'data-error="1"' not in result.stdout
