@@ -34,6 +34,11 @@ MAX_ANSWER_BYTES = 1 << 20  # an answer larger than this is not the documented J
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=30.0, pool=60.0)
 
 
+def timeout(read: float) -> httpx.Timeout:
+    """The default timeouts with another read timeout (`--read-timeout`)."""
+    return httpx.Timeout(connect=DEFAULT_TIMEOUT.connect, read=read, write=DEFAULT_TIMEOUT.write, pool=DEFAULT_TIMEOUT.pool)
+
+
 class Kind(enum.Enum):
     OK = "ok"
     RETRY = "retry"

@@ -7,6 +7,7 @@ import csv
 import functools
 import json
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -45,6 +46,14 @@ def fails_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
         except BatchgenError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(e.exit_code)
+        except KeyboardInterrupt:  # outside a run's own handling: nothing was being sent
+            click.echo("\ninterrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except sqlite3.Error as e:
+            # The ledger failed under us (disk full, locked past the timeout). Rows that were
+            # being sent stay `sending` and become in_doubt at the next run: none is lost.
+            click.echo(f"error: the ledger failed: {e}", err=True)
+            sys.exit(EXIT_INCOMPLETE)
 
     return wrapper
 
@@ -289,9 +298,7 @@ def _send(
     name = expansion.job.name
     run_id = ledger.start_run(name, job_file, api_base, {k: v for k, v in flags.items()} | {"rpm": settings.rpm, "concurrency": settings.concurrency})
     progress = ProgressDisplay(len(to_send))
-    timeout = api.DEFAULT_TIMEOUT
-    timeout = api.httpx.Timeout(connect=timeout.connect, read=flags["read_timeout"], write=timeout.write, pool=timeout.pool)
-    with api.Api(api_base, api_key, timeout=timeout, max_connections=settings.concurrency) as client:
+    with api.Api(api_base, api_key, timeout=api.timeout(flags["read_timeout"]), max_connections=settings.concurrency) as client:
         submission = Submission(
             ledger, client, settings, job=name, api_base=api_base, run_id=run_id, progress=progress, limiter=limiter
         )
@@ -305,29 +312,14 @@ def _send(
             ledger.end_run(run_id, {"interrupted": "twice"}, EXIT_INTERRUPTED)
             click.echo("quit: calls in flight are now in_doubt", err=True)
             return EXIT_INTERRUPTED
-    states = ledger_states(ledger, name)
+    states = Counter(ledger.job_states(name))
     unsent = ledger.unsent_count(name)
-    for line in summary_lines(name, job_file, report, states, last_due(ledger, name), unsent):
+    for line in summary_lines(name, job_file, report, states, ledger.last_due(name), unsent):
         click.echo(line)
     unresolved = sum(states.get(s, 0) for s in ("rejected", "failed", "in_doubt"))
     exit_code = report.exit_code(unresolved)
     ledger.end_run(run_id, dict(report.outcomes) | {"calls": report.calls, "aborted": report.aborted}, exit_code)
     return exit_code
-
-
-def ledger_states(ledger: Ledger, job: str) -> Counter[str]:
-    return Counter({row["state"]: row["n"] for row in ledger.query(
-        "SELECT t.state, count(*) AS n FROM tasks t JOIN job_tasks j ON j.key = t.key WHERE j.job = ? GROUP BY t.state", [job]
-    )})
-
-
-def last_due(ledger: Ledger, job: str) -> str | None:
-    rows = ledger.query(
-        "SELECT max(t.eta_at) FROM tasks t JOIN job_tasks j ON j.key = t.key WHERE j.job = ? AND t.state = 'submitted'"
-        " AND (t.status IS NULL OR t.status = 'processing')",
-        [job],
-    )
-    return rows[0][0]
 
 
 # -- results -----------------------------------------------------------------------------------
@@ -489,15 +481,8 @@ def status(ctx: click.Context, job: str | None, as_json: bool) -> None:
     """Counts per state and generation status, by model; when the last task is due."""
     with Ledger(ctx.obj["ledger"]) as ledger:
         name = resolve_job(ledger, job)
-        sql = (
-            "SELECT t.model_id, t.state, coalesce(t.status, '') AS status, count(*) AS n FROM tasks t"
-            + (" JOIN job_tasks j ON j.key = t.key WHERE j.job = ?" if name else "")
-            + " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
-        )
-        rows = [dict(r) for r in ledger.query(sql, [name] if name else [])]
-        due = last_due(ledger, name) if name else ledger.query(
-            "SELECT max(eta_at) FROM tasks WHERE state = 'submitted' AND (status IS NULL OR status = 'processing')"
-        )[0][0]
+        rows = ledger.status_counts(name)
+        due = ledger.last_due(name)
         unsent = ledger.unsent_count(name) if name else 0
     if as_json:
         for row in rows:

@@ -142,6 +142,29 @@ class Ledger:
         for row in self.query(sql, params):
             yield dict(row)
 
+    def job_states(self, job: str) -> dict[str, int]:
+        """state → how many of the job's requests are in it."""
+        rows = self.query(
+            "SELECT t.state, count(*) AS n FROM tasks t JOIN job_tasks j ON j.key = t.key WHERE j.job = ? GROUP BY t.state",
+            [job],
+        )
+        return {row["state"]: row["n"] for row in rows}
+
+    def status_counts(self, job: str | None) -> list[dict[str, Any]]:
+        """(model_id, state, status, n) rows for `job`, or for every task if None."""
+        sql = "SELECT t.model_id, t.state, coalesce(t.status, '') AS status, count(*) AS n FROM tasks t"
+        if job is not None:
+            sql += " JOIN job_tasks j ON j.key = t.key WHERE j.job = ?"
+        return [dict(r) for r in self.query(sql + " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", [job] if job is not None else [])]
+
+    def last_due(self, job: str | None) -> str | None:
+        """The latest ETA among the submitted tasks (of `job`) still processing."""
+        sql = "SELECT max(t.eta_at) FROM tasks t"
+        if job is not None:
+            sql += " JOIN job_tasks j ON j.key = t.key AND j.job = ?"
+        sql += " WHERE t.state = 'submitted' AND coalesce(t.status, 'processing') = 'processing'"
+        return self.query(sql, [job] if job is not None else [])[0][0]
+
     def unsent_count(self, job: str) -> int:
         """Requests linked to `job` that were never claimed (a --limit run, say)."""
         rows = self.query(
