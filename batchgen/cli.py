@@ -26,7 +26,7 @@ from .limits import Backoff, RateLimiter
 from .spec import load_job
 from .submit import DEFAULT_CONCURRENCY, DEFAULT_MAX_IDENTICAL_ERRORS, DEFAULT_RPM, Interrupted, RunSettings, Submission
 from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_USAGE, BatchgenError, JobError, UsageError
-from .expand import DEFAULT_API_BASE, canonical_json
+from .expand import DEFAULT_API_BASE
 from .plan import Plan, StateLookup, no_ledger, plan_job, planned, prepare_run
 from .report import problem_lines, problems_json
 from .validate import Expansion, validate_job
@@ -308,6 +308,7 @@ def _send(
 
         try:
             report = submission.run(to_send, on_interrupt=interrupted)
+            progress.finish()
         except Interrupted:
             ledger.end_run(run_id, {"interrupted": "twice"}, EXIT_INTERRUPTED)
             click.echo("quit: calls in flight are now in_doubt", err=True)

@@ -6,7 +6,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from datetime import datetime
 from typing import Any, Iterable, TextIO
 
 from .ledger import now, parse_timestamp
@@ -24,6 +23,7 @@ class ProgressDisplay:
         self.every = every
         self.started = time.monotonic()
         self._last = 0.0
+        self._open = False
         self._lock = threading.Lock()
 
     def __call__(self, report: RunReport) -> None:
@@ -36,6 +36,7 @@ class ProgressDisplay:
             line = self.line(report, now_ - self.started)
             if self.tty:
                 self.stream.write("\r" + line.ljust(100)[:100] + ("\n" if finished else ""))
+                self._open = not finished
             else:
                 self.stream.write(line + "\n")
             self.stream.flush()
@@ -54,9 +55,11 @@ class ProgressDisplay:
         return f"progress: {done}/{total} done, {report.outcomes['submitted']} submitted, {errors} errors {left}".rstrip()
 
     def finish(self) -> None:
-        if self.tty:
+        """End the bar's line if a stopped run left it open, so the summary starts clean."""
+        if self._open:
             self.stream.write("\n")
             self.stream.flush()
+            self._open = False
 
 
 def _duration(seconds: float) -> str:
@@ -124,9 +127,3 @@ def table(rows: Iterable[Iterable[Any]], header: Iterable[str]) -> list[str]:
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
     out += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
     return out
-
-
-def iso_local(text: str | None) -> str:
-    if not text:
-        return ""
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone().strftime("%Y-%m-%d %H:%M:%S")

@@ -9,12 +9,10 @@ reports the median wall time and the peak resident memory of the child.
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from common import write_job

@@ -61,3 +61,34 @@ def test_base_url_changes_the_keys(cli):
     sandbox = json.loads(cli("plan", EXAMPLE, "--json", "--base-url", "http://127.0.0.1:8787/").stdout)
     assert sandbox["api_base"] == "http://127.0.0.1:8787"
     assert not {r["key"] for r in default["requests"]} & {r["key"] for r in sandbox["requests"]}
+
+
+def test_the_progress_bar_on_a_terminal_ends_its_line_when_a_run_stops_early():
+    import io
+
+    from batchgen.display import ProgressDisplay
+    from batchgen.submit import RunReport
+
+    stream = io.StringIO()
+    bar = ProgressDisplay(10, stream=stream, tty=True)
+    report = RunReport()
+    report.outcomes["submitted"] = 3
+    bar(report)
+    assert "[#######-----------------] 3/10 sent" in stream.getvalue() and not stream.getvalue().endswith("\n")
+    bar.finish()
+    assert stream.getvalue().endswith("\n")
+    bar.finish()  # nothing more to close
+    assert stream.getvalue().count("\n") == 1
+
+
+def test_plain_progress_lines_off_a_terminal():
+    import io
+
+    from batchgen.display import ProgressDisplay
+    from batchgen.submit import RunReport
+
+    stream = io.StringIO()
+    report = RunReport()
+    report.outcomes.update(submitted=9, in_doubt=1)
+    ProgressDisplay(10, stream=stream, tty=False)(report)
+    assert stream.getvalue() == "progress: 10/10 done, 9 submitted, 1 errors\n"

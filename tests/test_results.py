@@ -90,7 +90,7 @@ def test_an_interrupted_download_leaves_no_partial_file_and_the_next_call_comple
 
 def test_download_defaults_to_outputs_job(world, write_job, monkeypatch):
     env = world(time_scale=0)
-    job = done_job(env, write_job, n=1)
+    done_job(env, write_job, n=1)
     monkeypatch.chdir(env.tmp)
     assert env.cli("download", "shots").exit_code == 0
     assert len(list((env.tmp / "outputs" / "shots").glob("*.mp4"))) == 1

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import time
 
-import pytest
 from conftest import canonical
 from helpers import PRO_DEFAULTS
 
