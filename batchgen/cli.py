@@ -544,6 +544,7 @@ def tasks(ctx: click.Context, job: str | None, state: str | None, fmt: str | Non
 @click.option("--slow-rate", type=float, default=0.0, show_default=True, help="Create the task, answer after --slow-seconds.")
 @click.option("--slow-seconds", type=float, default=5.0, show_default=True)
 @click.option("--cut-download-rate", type=float, default=0.0, show_default=True, help="Close result files half way.")
+@click.option("--reject-rate", type=float, default=0.0, show_default=True, help="Refuse valid bodies with code 0 (like moderation).")
 @fails_cleanly
 def sandbox(port: int, keys: tuple[str, ...], **settings: Any) -> None:
     """Serve the built-in sandbox API on 127.0.0.1 until Ctrl-C.

@@ -70,6 +70,7 @@ class SandboxConfig:
     slow_seconds: float = 5.0
     retry_after: float = 1.0  # seconds given in Retry-After for random 429/503
     cut_download_rate: float = 0.0  # result file closed half way (for download tests)
+    reject_rate: float = 0.0  # valid bodies refused anyway, code 0 (as content moderation would)
 
 
 @dataclass(frozen=True)
@@ -300,6 +301,10 @@ class _Handler(BaseHTTPRequestHandler):
         if problems:
             record("invalid")
             self._answer(HTTPStatus.OK, 0, "; ".join(problems))
+            return
+        if sandbox.chance(config.reject_rate):
+            record("rejected")
+            self._answer(HTTPStatus.OK, 0, "prompt refused by content moderation")
             return
         if not sandbox.take_credit():
             record("no_credit")

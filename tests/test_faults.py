@@ -34,6 +34,7 @@ def scenario_faults(rng: random.Random) -> dict:
         drop_rate=rng.choice([0, 0.03, 0.06]),
         lose_answer_rate=rng.choice([0, 0.03, 0.06]),
         slow_rate=rng.choice([0, 0.02]),
+        reject_rate=rng.choice([0, 0.02]),
         slow_seconds=1.5,
         retry_after=0.05,
     )
@@ -77,7 +78,7 @@ def test_scenario(world, write_job, number):
     duplicates = sum(n - 1 for n in created.values() if n > 1)
     lost = sum(1 for body in created if rows.get(body, {}).get("state") not in ("submitted", "in_doubt"))
     outcomes = Counter(c.outcome for c in env.sandbox.calls)
-    injected = sum(outcomes[k] for k in ("429", "503", "500", "dropped", "lost", "slow"))
+    injected = sum(outcomes[k] for k in ("429", "503", "500", "dropped", "lost", "slow", "rejected"))
     with env.ledger() as ledger:
         integrity = ledger.integrity()
     FAULT_TABLE.append(

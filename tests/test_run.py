@@ -216,24 +216,15 @@ def test_a_run_of_identical_errors_stops(world, write_job):
 
 
 def test_rejected_requests_are_only_retried_when_asked(world, write_job):
-    env = world()
-    # The sandbox refuses a body only if it breaks the schema, which validate prevents; a
-    # provider rejection is simulated by taking a model away from the sandbox's catalogue.
+    env = world(reject_rate=1.0)
     job = write_job(job_text(prompts(2)))
-    original = env.sandbox.checker.errors
-    env.sandbox.checker.errors = lambda body: [type("E", (), {"message": "prompt refused by moderation", "path": [], "validator": "x", "schema": {}, "instance": None, "relative_path": [], "context": []})()]
-    try:
-        import batchgen.schemas as schemas_module
-
-        real = schemas_module.body_problems
-        schemas_module.body_problems = lambda body, checker: ["prompt: refused by moderation"]
-        result = env.cli("run", job, "--yes", "--rpm", "60000")
-    finally:
-        schemas_module.body_problems = real
-        env.sandbox.checker.errors = original
+    result = env.cli("run", job, "--yes", "--rpm", "60000")
     assert result.exit_code == 1 and "2 rejected" in result.output
+    assert "--retry-rejected" in result.output
+    assert {r["error"] for r in env.rows()} == {"code 0: prompt refused by content moderation"}
+    env.sandbox.config.reject_rate = 0
     env.cli("run", job, "--yes", "--rpm", "60000")
-    assert env.sandbox.created() == []
+    assert env.sandbox.created() == []  # not resent without the flag
     assert env.cli("run", job, "--yes", "--rpm", "60000", "--retry-rejected").exit_code == 0
     assert len(env.sandbox.created()) == 2
 
@@ -312,3 +303,19 @@ def test_ctrl_c_finishes_calls_in_flight_and_leaves_the_job_resumable(world, wri
     assert len(env.sandbox.created()) == len(rows)
     assert env.cli("run", job, "--yes", "--rpm", "60000").exit_code == 0
     assert len(env.sandbox.created()) == 30
+
+
+def test_on_a_terminal_a_big_run_asks_first_and_no_sends_nothing(world, write_job, monkeypatch):
+    import batchgen.cli
+
+    env = world()
+    job = write_job(job_text(prompts(25)))
+    monkeypatch.setattr(batchgen.cli, "_interactive", lambda: True)
+    declined = env.runner.invoke(batchgen.cli.main, ["run", str(job)], env=env.env, input="n\n")
+    assert "send 25 requests (each may be billed)?" in declined.output
+    assert declined.exit_code == 1 and env.sandbox.calls == []
+    assert env.rows() == []
+    accepted = env.runner.invoke(batchgen.cli.main, ["run", str(job), "--rpm", "60000"], env=env.env, input="y\n")
+    assert accepted.exit_code == 0 and len(env.sandbox.created()) == 25
+    small = write_job(job_text(prompts(3, tag="small")), name="small.yaml")
+    assert env.runner.invoke(batchgen.cli.main, ["run", str(small)], env=env.env).exit_code == 0  # 3 ≤ 20: no question

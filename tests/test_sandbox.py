@@ -232,6 +232,13 @@ def test_a_cut_download_is_incomplete(serve):
         httpx.get(url)
 
 
+def test_rejections_create_nothing(serve):
+    sandbox, client = serve(reject_rate=1.0)
+    answer = create(client, PRO_TEXT_TO_VIDEO).json()
+    assert answer["code"] == 0 and "moderation" in answer["message"]
+    assert sandbox.created() == []
+
+
 def test_faults_are_reproducible_from_the_seed(serve):
     def outcomes(seed):
         with running(SandboxConfig(seed=seed, rate_429=0.3, rate_500=0.2)) as sandbox:
