@@ -319,3 +319,23 @@ def test_on_a_terminal_a_big_run_asks_first_and_no_sends_nothing(world, write_jo
     assert accepted.exit_code == 0 and len(env.sandbox.created()) == 25
     small = write_job(job_text(prompts(3, tag="small")), name="small.yaml")
     assert env.runner.invoke(batchgen.cli.main, ["run", str(small)], env=env.env).exit_code == 0  # 3 ≤ 20: no question
+
+
+def test_a_second_ctrl_c_quits_at_once_and_calls_in_flight_become_in_doubt(world, write_job):
+    env = world(latency_ms=3000)
+    job = write_job(job_text(prompts(8)))
+    process = env.popen("run", job, "--yes", "--rpm", "60000", "--concurrency", "4")
+    time.sleep(1.5)  # four calls are in flight, each answered after 3 s
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert time.monotonic() - started < 1.4  # did not wait for the answers
+    assert "calls in flight are now in_doubt" in err
+    rows = env.rows()
+    assert rows and {r["state"] for r in rows} == {"in_doubt"}
+    assert len(rows) == 4
+    result = env.cli("run", job, "--yes", "--rpm", "60000")  # not resent without the flag
+    assert result.exit_code == 1 and len(env.sandbox.created()) == 4 + 4
