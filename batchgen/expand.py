@@ -192,12 +192,18 @@ def _same(actual: Any, wanted: Any) -> bool:
     return actual == wanted
 
 
+def _base(job: Job, index: int) -> dict[str, Any]:
+    """`defaults` with entry `index`'s own fields over them: what its combinations start from."""
+    base: dict[str, Any] = {}
+    apply(base, assignments(job.data.get("defaults")))
+    apply(base, assignments(job.entries[index]))
+    return base
+
+
 def merged_requests(job: Job, index: int) -> Iterator[tuple[Origin, dict[str, Any]]]:
     """(origin, merged job fields) for every request of entry `index`, before repeat."""
     entry = job.entries[index]
-    base: dict[str, Any] = {}
-    apply(base, assignments(job.data.get("defaults")))
-    apply(base, assignments(entry))
+    base = _base(job, index)
     exclude = [assignments(item) for item in entry.get("exclude") or []]
     for origin, layer in _combination_layers(job, index):
         merged = _copy(base)
@@ -238,9 +244,7 @@ def unused_excludes(job: Job, index: int) -> list[int]:
     items = [assignments(item) for item in entry.get("exclude") or []]
     if not items:
         return []
-    base: dict[str, Any] = {}
-    apply(base, assignments(job.data.get("defaults")))
-    apply(base, assignments(entry))
+    base = _base(job, index)
     used: set[int] = set()
     for origin, layer in _combination_layers(job, index):
         if origin.combination is None:

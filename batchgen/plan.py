@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 # What a run does with a request, from the state the ledger holds for its key.
 ACTIONS = ("new", "done", "failed", "rejected", "in_doubt", "sending")
 
+BATCH = 500  # keys looked up in the ledger at a time
+
 # key → ledger state, for the keys the ledger knows; the others are new.
 StateLookup = Callable[[Iterable[str]], dict[str, str]]
 
@@ -66,17 +68,17 @@ class Plan:
 
 
 class Planner:
-    """Decides the action of each request as requests arrive, looking keys up in batches."""
+    """Decides the action of each request as requests arrive (a `check` visitor), looking
+    their keys up in batches."""
 
-    def __init__(self, plan: Plan, states: StateLookup = no_ledger, batch: int = 500):
+    def __init__(self, plan: Plan, states: StateLookup = no_ledger):
         self.plan = plan
         self.states = states
-        self.batch = batch
         self.pending: list[Request] = []
 
     def add(self, request: Request) -> None:
         self.pending.append(request)
-        if len(self.pending) >= self.batch:
+        if len(self.pending) >= BATCH:
             self.flush()
 
     def flush(self) -> None:
@@ -101,15 +103,21 @@ def plan_job(path: str, api_base: str, states: StateLookup = no_ledger) -> tuple
     return expansion, result
 
 
-def planned(expansion: Expansion, states: StateLookup = no_ledger, batch: int = 500) -> Iterator[PlannedRequest]:
+def planned(expansion: Expansion, states: StateLookup = no_ledger) -> Iterator[PlannedRequest]:
     """Each distinct request of the job with its action, looked up in batches of keys."""
-    pending: list[Request] = []
-    for request in expansion.requests():
-        pending.append(request)
-        if len(pending) >= batch:
-            yield from _decide(pending, states)
-            pending = []
-    yield from _decide(pending, states)
+    for chunk in _in_batches(expansion.requests()):
+        yield from _decide(chunk, states)
+
+
+def _in_batches(requests: Iterable[Request], size: int = BATCH) -> Iterator[list[Request]]:
+    chunk: list[Request] = []
+    for request in requests:
+        chunk.append(request)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _decide(requests: list[Request], states: StateLookup) -> Iterator[PlannedRequest]:
@@ -129,23 +137,13 @@ def prepare_run(
     """
     result = Plan(expansion.job.name, expansion.api_base)
     to_send: list[Request] = []
-    batch: list[Request] = []
-
-    def flush() -> None:
+    for chunk in _in_batches(expansion.requests()):
         if link:
-            ledger.link(result.job, job_file, (r.key for r in batch))
-        for item in _decide(batch, ledger.states):
+            ledger.link(result.job, job_file, (r.key for r in chunk))
+        for item in _decide(chunk, ledger.states):
             result.count(item)
-            state = _STATE_OF_ACTION.get(item.action)
-            if item.action == "new" or state in allow:
+            if item.action == "new" or _STATE_OF_ACTION.get(item.action) in allow:
                 to_send.append(item.request)
-        batch.clear()
-
-    for request in expansion.requests():
-        batch.append(request)
-        if len(batch) >= 500:
-            flush()
-    flush()
     return result, to_send
 
 
