@@ -56,6 +56,12 @@ class Outcome:
     estimated_time: float | None = None
     retry_after: float | None = None  # seconds, from a Retry-After header
     data: dict[str, Any] | None = None  # get-task's `data`
+    http_status: int | None = None  # None when no answer came
+
+    @property
+    def throttled(self) -> bool:
+        """The API asked us to slow down (429 or 503): pause everyone, not only this call."""
+        return self.http_status in (429, 503)
 
 
 _CREDIT = re.compile(r"credit|balance|insufficient|quota|recharge", re.I)
@@ -183,7 +189,7 @@ def classify(status: int, retry_after: str | None, raw: bytes, *, creating: bool
     """What an HTTP answer means for the request (see the module docstring)."""
     doubt = Kind.IN_DOUBT if creating else Kind.RETRY
     if status in (429, 503):
-        return Outcome(Kind.RETRY, f"HTTP {status}", retry_after=parse_retry_after(retry_after))
+        return Outcome(Kind.RETRY, f"HTTP {status}", retry_after=parse_retry_after(retry_after), http_status=status)
     if status in (401, 403):
         return Outcome(Kind.AUTH, f"HTTP {status}: the API refused the key")
     if status >= 500:

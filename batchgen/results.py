@@ -73,7 +73,7 @@ def poll(
                 return
             outcome = api.get(row["task_id"])
             if outcome.kind is Kind.RETRY:
-                if outcome.retry_after is not None or outcome.message.startswith("HTTP"):
+                if outcome.throttled:
                     limiter.throttled(outcome.retry_after)
                 if stop.wait(backoff.delay(attempt)):
                     return

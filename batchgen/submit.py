@@ -186,7 +186,7 @@ class Submission:
                 self.report.calls += 1
             outcome = self.api.create(request.body)
             if outcome.kind is Kind.RETRY:
-                if outcome.retry_after is not None or outcome.message.startswith("HTTP"):
+                if outcome.throttled:
                     self.limiter.throttled(outcome.retry_after)
                 if attempt < self.settings.backoff.max_attempts and not self.stop.is_set():
                     if not self.stop.wait(self.settings.backoff.delay(attempt, self.rng)):

@@ -101,6 +101,13 @@ def test_a_strange_eta_keeps_the_task():
     assert outcome.kind is Kind.OK and outcome.estimated_time is None
 
 
+def test_only_429_and_503_ask_everyone_to_slow_down():
+    assert api_answering(answer(429, {"code": 0}, headers={"Retry-After": "3"})).create(BODY).throttled
+    assert api_answering(answer(503)).create(BODY).throttled
+    assert not api_answering(raising(httpx.ConnectError)).create(BODY).throttled
+    assert not api_answering(answer(500)).create(BODY).throttled
+
+
 def test_get_task_errors_are_always_retryable():
     assert api_answering(raising(httpx.ReadTimeout)).get("t").kind is Kind.RETRY
     assert api_answering(answer(500)).get("t").kind is Kind.RETRY
