@@ -27,6 +27,8 @@ from .ledger import Ledger, now, parse_timestamp
 from .limits import Backoff, RateLimiter
 
 STATUS = {1: "processing", 2: "completed", 3: "failed"}
+POLL_BACKOFF = Backoff(max_attempts=4)  # get-task is safe to retry; a round gives up sooner
+UNREACHABLE_ROUNDS = 5  # --wait gives up (resumably) after this many rounds with no answer
 
 
 @dataclass
@@ -59,7 +61,7 @@ def poll(
     *,
     limiter: RateLimiter,
     concurrency: int = 4,
-    backoff: Backoff = Backoff(max_attempts=4),
+    backoff: Backoff = POLL_BACKOFF,
     stop: threading.Event | None = None,
 ) -> PollReport:
     """Get-task for each of `tasks`; record status, result URLs and when it was checked."""
@@ -142,12 +144,14 @@ def wait_for(
     on_progress: Callable[[dict[str, int]], None] = lambda counts: None,
     stop: threading.Event | None = None,
     sleep: Callable[[float], bool] | None = None,
+    backoff: Backoff = POLL_BACKOFF,
 ) -> PollReport:
     """Poll the job's tasks until every one has ended (or is unknown to the API)."""
     stop = stop or threading.Event()
     sleep = sleep or stop.wait
     total = PollReport()
     unknown: set[str] = set()
+    unreachable = 0  # rounds in a row where no task could be checked
     while not stop.is_set():
         open_tasks = [r for r in pending(ledger, job, due_only=False) if r["task_id"] not in unknown]
         on_progress(generation_counts(ledger, job))
@@ -155,12 +159,16 @@ def wait_for(
             break
         due = [r for r in open_tasks if not r["eta_at"] or parse_timestamp(r["eta_at"]) <= now()]
         if due:
-            report = poll(ledger, api, due, limiter=limiter, stop=stop)
+            report = poll(ledger, api, due, limiter=limiter, stop=stop, backoff=backoff)
             unknown.update(report.unknown)
             total.checked += report.checked
             total.errors += report.errors
             if report.aborted:
                 total.aborted = report.aborted
+                break
+            unreachable = unreachable + 1 if report.errors and not report.checked else 0
+            if unreachable >= UNREACHABLE_ROUNDS:
+                total.aborted = f"the API could not be reached in {unreachable} rounds of polling; batchgen poll --wait resumes"
                 break
             open_tasks = [r for r in pending(ledger, job, due_only=False) if r["task_id"] not in unknown]
         delay = next_check(open_tasks, unknown)

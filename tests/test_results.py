@@ -94,3 +94,25 @@ def test_download_defaults_to_outputs_job(world, write_job, monkeypatch):
     monkeypatch.chdir(env.tmp)
     assert env.cli("download", "shots").exit_code == 0
     assert len(list((env.tmp / "outputs" / "shots").glob("*.mp4"))) == 1
+
+
+def test_wait_gives_up_when_the_api_stays_unreachable(world, write_job, tmp_path):
+    import httpx
+
+    from batchgen.api import Api
+    from batchgen.limits import Backoff, RateLimiter
+    from batchgen.results import wait_for
+
+    env = world(time_scale=0)
+    job = write_job(job_text(prompts(2), name="down"))
+    env.cli("run", job, "--yes", "--rpm", "60000")
+
+    def unreachable(request):
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with env.ledger() as ledger, Api(env.sandbox.base_url, "k", transport=httpx.MockTransport(unreachable)) as api:
+        report = wait_for(
+            ledger, api, "down", limiter=RateLimiter(None), sleep=lambda seconds: False, backoff=Backoff(base=0, max_attempts=2)
+        )
+    assert report.aborted and "could not be reached" in report.aborted
+    assert report.processing == 2  # nothing recorded wrongly; poll --wait resumes later
