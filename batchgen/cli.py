@@ -353,6 +353,8 @@ def _wait(ledger: Ledger, api_base: str, api_key: str, job: str, limiter: RateLi
     if report.aborted:
         click.echo(f"stopped: {report.aborted}", err=True)
         return EXIT_ABORTED
+    if report.gave_up:
+        click.echo(f"stopped waiting: {report.gave_up}", err=True)
     return EXIT_INCOMPLETE if report.failed or report.unknown or report.processing else 0
 
 

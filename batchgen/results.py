@@ -40,7 +40,8 @@ class PollReport:
     processing: int = 0
     unknown: list[str] = field(default_factory=list)  # task ids the API does not know
     errors: int = 0  # calls that kept failing (tried again next time)
-    aborted: str | None = None
+    aborted: str | None = None  # the API refused the key: exit 3
+    gave_up: str | None = None  # the API stayed unreachable: resumable, exit 1
 
 
 def pending(ledger: Ledger, job: str | None, *, due_only: bool) -> list[dict[str, Any]]:
@@ -168,7 +169,7 @@ def wait_for(
                 break
             unreachable = unreachable + 1 if report.errors and not report.checked else 0
             if unreachable >= UNREACHABLE_ROUNDS:
-                total.aborted = f"the API could not be reached in {unreachable} rounds of polling; batchgen poll --wait resumes"
+                total.gave_up = f"the API could not be reached in {unreachable} rounds of polling; batchgen poll --wait resumes"
                 break
             open_tasks = [r for r in pending(ledger, job, due_only=False) if r["task_id"] not in unknown]
         delay = next_check(open_tasks, unknown)

@@ -114,5 +114,5 @@ def test_wait_gives_up_when_the_api_stays_unreachable(world, write_job, tmp_path
         report = wait_for(
             ledger, api, "down", limiter=RateLimiter(None), sleep=lambda seconds: False, backoff=Backoff(base=0, max_attempts=2)
         )
-    assert report.aborted and "could not be reached" in report.aborted
+    assert report.gave_up and "could not be reached" in report.gave_up and report.aborted is None
     assert report.processing == 2  # nothing recorded wrongly; poll --wait resumes later
