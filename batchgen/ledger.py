@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -53,13 +54,15 @@ class Ledger:
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             conn.row_factory = sqlite3.Row
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = _enable_wal(conn)
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=30000")
             self.db = sqlite_utils.Database(conn)
             self._lock = threading.RLock()
             with self._lock:
                 migrate(self.db)
+        except sqlite3.OperationalError as e:  # locked past the timeout, unreadable, ...
+            raise UsageError(f"{self.path}: cannot open the ledger ({e})") from None
         except sqlite3.DatabaseError as e:
             raise UsageError(f"{self.path}: not a batchgen ledger ({e})") from None
         if mode.lower() != "wal":
@@ -329,6 +332,22 @@ class Ledger:
 
     def integrity(self) -> str:
         return self.query("PRAGMA integrity_check")[0][0]
+
+
+def _enable_wal(conn: sqlite3.Connection, timeout: float = 30.0) -> str:
+    """Switch to WAL, waiting out another process doing the same to a new ledger.
+
+    SQLite does not call the busy handler for every lock this pragma takes, so two processes
+    opening a new ledger at once could fail with "database is locked" despite the timeout.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _alive(pid: int) -> bool:

@@ -106,3 +106,20 @@ def test_submitted_records_the_eta(ledger):
 
     assert (parse_timestamp(row["eta_at"]) - parse_timestamp(row["submitted_at"])).total_seconds() == 150
     assert row["submitted_at"].endswith("Z")
+
+
+def test_processes_opening_a_new_ledger_at_once_all_succeed(tmp_path):
+    # Two batchgen processes on a ledger that doesn't exist yet: both switch it to WAL and
+    # migrate it. Before the fix one of them failed with "database is locked" every few rounds.
+    import subprocess
+    import sys
+
+    path = tmp_path / "new.db"
+    for _ in range(10):
+        for suffix in ("", "-wal", "-shm"):
+            (tmp_path / f"new.db{suffix}").unlink(missing_ok=True)
+        command = [sys.executable, "-m", "batchgen", "--ledger", str(path), "status"]
+        processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        for process in processes:
+            _, err = process.communicate(timeout=60)
+            assert process.returncode == 0, err
