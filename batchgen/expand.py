@@ -60,8 +60,6 @@ def _identities(api_json: str, body: dict[str, Any], variants: int) -> list[str]
     # Same bytes as `identity` (the three keys are already in sorted order), with the API base
     # encoded once per job and the body once for all its variants.
     head = '{"api":' + api_json + ',"body":' + canonical_json(body) + ',"variant":'
-    if variants == 1:
-        return [hashlib.sha256((head + "0}").encode("utf-8")).hexdigest()]
     return [hashlib.sha256(f"{head}{v}}}".encode("utf-8")).hexdigest() for v in range(variants)]
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from . import models
+from . import models, schemas
+from .errors import UsageError
 from .ledger import Ledger, timestamp
 
 # Fields a row or a column can be keyed by; options.<name> are added from the job's requests.
@@ -194,8 +195,23 @@ def _tile_html(tile: Tile, rows: list[str], cols: list[str]) -> str:
     )
 
 
+def axis_names() -> list[str]:
+    """Every field a row or column can be keyed by (the options come from the request schema)."""
+    options = schemas.schema("request")["properties"]["options"]["properties"]
+    return [*BASE_AXES, *(f"options.{name}" for name in options)]
+
+
+def check_axes(axes: list[str]) -> None:
+    known = axis_names()
+    for axis in axes:
+        if axis not in known:
+            hint = schemas.suggest(axis, known) or f"fields: {', '.join(known)}"
+            raise UsageError(f"unknown field {axis!r} for --rows/--cols; {hint}")
+
+
 def write(ledger: Ledger, job: str, out: Path, rows: list[str] | None = None, cols: list[str] | None = None) -> Path:
     """Write `out/index.html` for `job`; return its path."""
+    check_axes((rows or []) + (cols or []))
     out.mkdir(parents=True, exist_ok=True)
     found = tiles(ledger, job, out)
     rows, cols = choose_axes(found, rows, cols)

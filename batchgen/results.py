@@ -240,25 +240,20 @@ def download(
 ) -> DownloadReport:
     """Save every completed task's videos under `out`; record their paths; write the manifest."""
     out.mkdir(parents=True, exist_ok=True)
-    rows = completed(ledger, job)
-    work = []
-    for row in rows:
-        urls = json.loads(row["result_urls"] or "[]")
-        for i, url in enumerate(urls):
-            work.append((row, url, out / file_name(row, i, len(urls))))
+    work = result_files(completed(ledger, job), out)
     report = DownloadReport()
     lock = threading.Lock()
     done = 0
     own_client = client is None
     client = client or httpx.Client(timeout=httpx.Timeout(30.0, read=120.0), follow_redirects=True)
 
-    def fetch(item: tuple[dict[str, Any], str, Path]) -> None:
+    def fetch(item: ResultFile) -> None:
         nonlocal done
-        row, url, path = item
+        path = item.path
         if path.exists():
             result = "skipped"
         else:
-            result = _fetch(client, url, path)
+            result = _fetch(client, item.url, path)
         with lock:
             if result == "skipped":
                 report.skipped += 1
@@ -276,14 +271,34 @@ def download(
     finally:
         if own_client:
             client.close()
+    present = [item for item in work if item.path.exists()]
+    by_task: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    for item in work:
+        by_task.setdefault(item.row["key"], (item.row, []))
+    for item in present:
+        by_task[item.row["key"]][1].append(str(item.path))
+    for row, paths in by_task.values():
+        if paths != json.loads(row["files"] or "[]"):
+            ledger.record_files(row["key"], paths)
+    write_manifest(present, out)
+    return report
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    """One result URL of a completed task, and where it goes on disk."""
+
+    row: dict[str, Any]
+    url: str
+    path: Path
+
+
+def result_files(rows: list[dict[str, Any]], out: Path) -> list[ResultFile]:
+    files = []
     for row in rows:
         urls = json.loads(row["result_urls"] or "[]")
-        paths = [str(out / file_name(row, i, len(urls))) for i in range(len(urls))]
-        present = [p for p in paths if os.path.exists(p)]
-        if present != json.loads(row["files"] or "[]"):
-            ledger.record_files(row["key"], present)
-    write_manifest(ledger, job, out)
-    return report
+        files.extend(ResultFile(row, url, out / file_name(row, i, len(urls))) for i, url in enumerate(urls))
+    return files
 
 
 def _fetch(client: httpx.Client, url: str, path: Path) -> int | str:
@@ -317,35 +332,30 @@ def _fetch(client: httpx.Client, url: str, path: Path) -> int | str:
 MANIFEST_COLUMNS = ("file", "key", "task_id", "model", "model_id", "prompt", "options", "image_urls", "variant", "status", "url")
 
 
-def write_manifest(ledger: Ledger, job: str, out: Path) -> Path:
+def write_manifest(files: list[ResultFile], out: Path) -> Path:
     """`manifest.csv`: every downloaded file with its prompt, model, options and task id."""
     path = out / "manifest.csv"
     part = path.with_name("manifest.csv.part")
     with open(part, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
         writer.writeheader()
-        for row in completed(ledger, job):
+        for item in files:
+            row = item.row
             body = json.loads(row["request"])
-            urls = json.loads(row["result_urls"] or "[]")
-            for i, url in enumerate(urls):
-                name = file_name(row, i, len(urls))
-                if not (out / name).exists():
-                    continue
-                writer.writerow(
-                    {
-                        "file": name,
-                        "key": row["key"],
-                        "task_id": row["task_id"],
-                        "model": models.label(row["model_id"]),
-                        "model_id": row["model_id"],
-                        "prompt": row["prompt"],
-                        "options": json.dumps(body.get("options", {}), sort_keys=True),
-                        "image_urls": " ".join(body.get("image_urls", [])),
-                        "variant": row["variant"],
-                        "status": row["status"],
-                        "url": url,
-                    }
-                )
+            writer.writerow(
+                {
+                    "file": item.path.name,
+                    "key": row["key"],
+                    "task_id": row["task_id"],
+                    "model": models.label(row["model_id"]),
+                    "model_id": row["model_id"],
+                    "prompt": row["prompt"],
+                    "options": json.dumps(body.get("options", {}), sort_keys=True),
+                    "image_urls": " ".join(body.get("image_urls", [])),
+                    "variant": row["variant"],
+                    "status": row["status"],
+                    "url": item.url,
+                }
+            )
     os.replace(part, path)
     return path
-

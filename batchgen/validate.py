@@ -8,7 +8,7 @@ never the bodies, so memory stays flat in the number of requests.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
 from jsonschema.exceptions import ValidationError
@@ -165,7 +165,7 @@ def _add(problems: dict[tuple[Any, ...], Problem], problem: Problem) -> None:
     if seen is None:
         problems[group] = problem
     else:
-        problems[group] = Problem(**{**seen.to_dict(), "count": seen.count + 1})
+        problems[group] = replace(seen, count=seen.count + 1)
 
 
 def _order(problem: Problem) -> tuple[str, int, int]:
@@ -176,7 +176,7 @@ def _note_duplicate(job: Job, origin: Origin, earlier: int, found: dict[tuple[in
     group = (origin.entry, earlier)
     seen = found.get(group)
     if seen:
-        found[group] = Problem(**{**seen.to_dict(), "count": seen.count + 1})
+        found[group] = replace(seen, count=seen.count + 1)
         return
     same = "an earlier request of this entry" if earlier == origin.entry else f"requests[{earlier}]"
     problem = job.problem(
@@ -184,7 +184,7 @@ def _note_duplicate(job: Job, origin: Origin, earlier: int, found: dict[tuple[in
         f"same request as {same}: it is sent once",
         hint="use repeat: N to ask for several variants of one request",
     )
-    found[group] = Problem(**{**problem.to_dict(), "severity": "warning", "origin": describe_origin(job, origin)})
+    found[group] = replace(problem, severity="warning", origin=describe_origin(job, origin))
 
 
 def _unused_exclude_warnings(job: Job) -> list[Problem]:
@@ -192,7 +192,7 @@ def _unused_exclude_warnings(job: Job) -> list[Problem]:
     for index in range(len(job.entries)):
         for k in unused_excludes(job, index):
             problem = job.problem(("requests", index, "exclude", k), "this exclude matches no combination")
-            warnings.append(Problem(**{**problem.to_dict(), "severity": "warning"}))
+            warnings.append(replace(problem, severity="warning"))
     return warnings
 
 
