@@ -13,13 +13,12 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 import enum
-import ipaddress
 import json
-import re
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus
 
 import httpx
 
@@ -27,6 +26,9 @@ from . import __version__
 from .errors import UsageError
 
 MAX_ANSWER_BYTES = 1 << 20  # an answer larger than this is not the documented JSON
+# An `estimated_time` past this (or not a finite number) is recorded as unknown: no generation
+# takes a month, and 1e308 seconds cannot even be added to a date.
+MAX_ESTIMATED_TIME = 30 * 24 * 3600.0
 
 # Timeouts are set on purpose. Connecting and waiting for a pooled connection happen before
 # anything is sent, so they may be short and are retried. Reading is the answer to a call
@@ -64,27 +66,52 @@ class Outcome:
         return self.http_status in (429, 503)
 
 
-_CREDIT = re.compile(r"credit|balance|insufficient|quota|recharge", re.I)
-_AUTH = re.compile(r"api[ _-]?key|unauthori[sz]ed|forbidden", re.I)
+def check_api_key(key: str, source: str) -> str:
+    """The key, if it can be sent as it is: printable ASCII, no whitespace.
+
+    Checked before anything is sent. A stray newline or tab (a key pasted from a file) would
+    otherwise make httpx refuse the header with an error that quotes the key in full. The
+    message never contains the key, only where it came from and what is wrong.
+    """
+    if len(key) < MIN_KEY_LENGTH:
+        raise UsageError(f"the API key from {source} is {len(key)} characters long; an API key has at least {MIN_KEY_LENGTH}")
+    for position, char in enumerate(key, start=1):
+        if not 33 <= ord(char) <= 126:
+            what = "whitespace" if char.isspace() else "a character that is not printable ASCII"
+            raise UsageError(
+                f"the API key from {source} has {what} at position {position} of {len(key)}; "
+                "an API key is printable ASCII with no spaces or line breaks"
+            )
+    return key
 
 
-def check_base_url(base_url: str) -> str:
-    """The base URL without a trailing slash; plain http only to a loopback host."""
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"base URL {base_url!r} is not an http(s) URL")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise UsageError(f"base URL {base_url!r}: plain http is only allowed to a loopback host (the key would travel in clear)")
-    return base_url.rstrip("/")
+MIN_KEY_LENGTH = 8  # the documented keys have 36; a shorter one is a mistake (and unredactable)
+_SECRETS: set[str] = set()
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def remember_secret(secret: str) -> None:
+    """Note a key this process holds, so no error message it prints can show it."""
+    if len(secret) >= MIN_KEY_LENGTH:
+        _SECRETS.add(secret)
+
+
+def redact_secrets(text: str) -> str:
+    """`text` with every key this process has held redacted (see `redact`)."""
+    for secret in _SECRETS:
+        text = redact(text, secret)
+    return text
+
+
+def redact(text: str, secret: str) -> str:
+    """`text` with `secret` replaced in every form it could appear in: as is, in a str or bytes
+    repr (escapes), and URL-encoded."""
+    if not secret:
+        return text
+    forms = {secret, repr(secret)[1:-1], repr(secret.encode("utf-8", "backslashreplace"))[2:-1], quote(secret, safe=""), quote_plus(secret)}
+    for form in sorted(forms, key=len, reverse=True):
+        if form:
+            text = text.replace(form, "<api key>")
+    return text
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -117,6 +144,7 @@ class Api:
     ):
         self.base_url = base_url.rstrip("/")
         self._key = api_key
+        remember_secret(api_key)
         self.client = httpx.Client(
             base_url=self.base_url,
             headers={"Api-Key": api_key, "Content-Type": "application/json", "User-Agent": f"batchgen/{__version__}"},
@@ -145,10 +173,9 @@ class Api:
 
     def _call(self, path: str, body: dict[str, Any], *, creating: bool) -> Outcome:
         outcome = self._send(path, body, creating=creating)
-        if self._key and self._key in outcome.message:
-            # The key is never written anywhere, even if an answer were to echo it.
-            outcome = dataclasses.replace(outcome, message=outcome.message.replace(self._key, "<api key>"))
-        return outcome
+        # The key is never written anywhere, even if an answer or an error were to echo it.
+        message = redact(outcome.message, self._key)
+        return outcome if message == outcome.message else dataclasses.replace(outcome, message=message)
 
     def _send(self, path: str, body: dict[str, Any], *, creating: bool) -> Outcome:
         payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
@@ -210,14 +237,33 @@ def classify(status: int, retry_after: str | None, raw: bytes, *, creating: bool
         task_id = data.get("task_id")
         if not isinstance(task_id, str) or not task_id.strip():
             return Outcome(doubt, "answer code 1 without a task id")
-        eta = data.get("estimated_time")
-        eta = float(eta) if isinstance(eta, (int, float)) and not isinstance(eta, bool) and eta >= 0 else None
-        return Outcome(Kind.OK, message, task_id=task_id, estimated_time=eta)
-    if code == 2 or _AUTH.search(message):
+        return Outcome(Kind.OK, message, task_id=task_id, estimated_time=estimated_time(data.get("estimated_time")))
+    # Only what the API documents decides that the whole run must stop: the key refused
+    # (code 2, or its message) or the credit exhausted (its message). Any other code 0 is this
+    # request's own rejection (moderation, bad parameters), whatever its words say.
+    if code == 2 or message.lower().startswith(KEY_REFUSED_MESSAGE):
         return Outcome(Kind.AUTH, f"code {code}: {message}")
-    if _CREDIT.search(message):
+    if message.lower().startswith(NO_CREDIT_MESSAGE):
         return Outcome(Kind.NO_CREDIT, f"code {code}: {message}")
     return Outcome(Kind.REJECTED, f"code {code}: {message}" if message else f"code {code}")
+
+
+# The documented messages (SPEC §1), compared case-insensitively by prefix.
+KEY_REFUSED_MESSAGE = "invalid api key"
+NO_CREDIT_MESSAGE = "credits not enough"
+
+
+def estimated_time(value: Any) -> float | None:
+    """Seconds, or None (unknown) for anything that is not a sane, finite, non-negative number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer with hundreds of digits
+        return None
+    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_ESTIMATED_TIME:
+        return None
+    return seconds
 
 
 def _json(raw: bytes) -> Any:

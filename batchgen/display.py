@@ -8,8 +8,8 @@ import time
 from collections import Counter
 from typing import Any, Iterable, TextIO
 
-from .ledger import now, parse_timestamp
 from .submit import RunReport
+from .times import now, parse_timestamp
 
 
 class ProgressDisplay:

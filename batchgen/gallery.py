@@ -19,7 +19,8 @@ from urllib.parse import quote
 
 from . import models, schemas
 from .errors import UsageError
-from .ledger import Ledger, timestamp
+from .ledger import Ledger
+from .times import timestamp
 
 # Fields a row or a column can be keyed by; options.<name> are added from the job's requests.
 BASE_AXES = ("prompt", "model", "variant", "image_urls")
@@ -62,9 +63,7 @@ class Tile:
 
 
 def tiles(ledger: Ledger, job: str, out: Path) -> list[Tile]:
-    rows = ledger.query(
-        "SELECT t.* FROM tasks t JOIN job_tasks j ON j.key = t.key WHERE j.job = ? ORDER BY t.submitted_at, t.key", [job]
-    )
+    rows = ledger.rows(job)
     found = []
     for row in rows:
         body = json.loads(row["request"])
@@ -212,7 +211,6 @@ def check_axes(axes: list[str]) -> None:
 def write(ledger: Ledger, job: str, out: Path, rows: list[str] | None = None, cols: list[str] | None = None) -> Path:
     """Write `out/index.html` for `job`; return its path."""
     check_axes((rows or []) + (cols or []))
-    out.mkdir(parents=True, exist_ok=True)
     found = tiles(ledger, job, out)
     rows, cols = choose_axes(found, rows, cols)
     page = render(job, found, rows, cols, unsent=ledger.unsent_count(job))

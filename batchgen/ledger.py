@@ -14,49 +14,55 @@ import os
 import sqlite3
 import threading
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import sqlite_utils
 
-from .errors import UsageError
+from . import journal, liveness
+from .errors import EXIT_ABORTED, BatchgenError, UsageError
 from .expand import Request
 from .migrations import migrate
+from .times import later, now, parse_timestamp, timestamp
 
 # What a run may send, by the state the ledger holds: the other states need a flag.
 RESENDABLE = {"failed"}
 STATES = ("sending", "submitted", "rejected", "failed", "in_doubt")
-ENDED_STATUSES = ("completed", "failed")
 
 _BATCH = 500  # keys per IN (...) query: well under SQLite's variable limit
+BUSY_TIMEOUT = 30.0  # seconds a statement waits for another process's write lock
 
 
-def now() -> datetime:
-    return datetime.now(timezone.utc)
+class NoLedger(UsageError):
+    """A command that only reads found no ledger (it never creates one)."""
 
 
-def timestamp(when: datetime | None = None) -> str:
-    """ISO 8601 UTC text, millisecond precision: sorts as it reads."""
-    return (when or now()).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+class LedgerUnsound(BatchgenError):
+    """The ledger cannot be trusted to keep the record: deleted, replaced or corrupt."""
 
-
-def parse_timestamp(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    exit_code = EXIT_ABORTED
 
 
 class Ledger:
-    """An open ledger. Safe to share between threads: every statement runs under one lock."""
+    """An open ledger. Safe to share between threads: every statement runs under one lock.
 
-    def __init__(self, path: str | Path):
+    Opening it also makes it whole again: answers kept in the journal are replayed, and rows
+    left `sending` by runs that are gone become `in_doubt` (see `recover`).
+    """
+
+    def __init__(self, path: str | Path, *, create: bool = True, busy_timeout: float = BUSY_TIMEOUT):
         self.path = Path(path)
+        if not create and not self.path.exists():
+            raise NoLedger(f"no ledger at {self.path}: nothing has been sent from this project yet")
         self._create_private(self.path)
+        self._refuse_hard_links()
+        self._identity = self._file_identity()
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
             conn.row_factory = sqlite3.Row
-            mode = _enable_wal(conn)
+            mode = _enable_wal(conn, busy_timeout)
             conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             self.db = sqlite_utils.Database(conn)
             self._lock = threading.RLock()
             with self._lock:
@@ -67,6 +73,8 @@ class Ledger:
             raise UsageError(f"{self.path}: not a batchgen ledger ({e})") from None
         if mode.lower() != "wal":
             raise UsageError(f"{self.path}: cannot switch the ledger to WAL mode (got {mode})")
+        self.replayed = self.replay_journal()
+        self.recovered = self.recover()
 
     @staticmethod
     def _create_private(path: Path) -> None:
@@ -79,6 +87,49 @@ class Ledger:
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         except OSError as e:
             raise UsageError(f"cannot create the ledger {path}: {e.strerror}") from None
+
+    def _refuse_hard_links(self) -> None:
+        # Two names for one ledger file get two -wal files: SQLite's locking no longer
+        # covers both, so two runs could each claim the same request and pay for it twice.
+        try:
+            info = os.stat(self.path)
+        except OSError as e:
+            raise UsageError(f"cannot open the ledger {self.path}: {e.strerror}") from None
+        if info.st_nlink > 1:
+            raise UsageError(
+                f"{self.path} has {info.st_nlink} hard links: a ledger must have one name "
+                "(SQLite cannot lock it through the others); copy it instead of linking it"
+            )
+        if not os.path.isfile(self.path):
+            raise UsageError(f"{self.path} is not a regular file")
+
+    def _file_identity(self) -> tuple[int, int]:
+        info = os.stat(self.path)
+        return (info.st_dev, info.st_ino)
+
+    def check_same_file(self) -> None:
+        """Raise `LedgerUnsound` if the ledger was deleted or replaced since it was opened:
+        anything written now would go to a file nobody will read."""
+        try:
+            identity = self._file_identity()
+        except FileNotFoundError:
+            raise LedgerUnsound(f"the ledger {self.path} was deleted while batchgen was using it") from None
+        if identity != self._identity:
+            raise LedgerUnsound(f"the ledger {self.path} was replaced by another file while batchgen was using it")
+
+    def quick_check(self) -> None:
+        """Raise `LedgerUnsound` if SQLite finds the ledger corrupt (a broken index would make
+        done requests look new, and send them again)."""
+        try:
+            rows = self._query("PRAGMA quick_check")
+        except sqlite3.DatabaseError as e:
+            raise LedgerUnsound(f"the ledger {self.path} is corrupt ({e}); nothing was sent") from None
+        problems = [row[0] for row in rows if row[0] != "ok"]
+        if problems:
+            raise LedgerUnsound(
+                f"the ledger {self.path} is corrupt ({problems[0]}); nothing was sent. "
+                f"Keep a copy, then try: sqlite3 {self.path} '.recover' | sqlite3 repaired.db"
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -103,9 +154,12 @@ class Ledger:
                 raise
             conn.execute("COMMIT")
 
-    def query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self.db.conn.execute(sql, tuple(params)).fetchall()
+
+    def columns(self, table: str = "tasks") -> list[str]:
+        return [row["name"] for row in self._query(f"PRAGMA table_info({table})")]
 
     # -- reading --------------------------------------------------------------------------
 
@@ -116,16 +170,16 @@ class Ledger:
         for start in range(0, len(keys), _BATCH):
             chunk = keys[start : start + _BATCH]
             marks = ",".join("?" * len(chunk))
-            for row in self.query(f"SELECT key, state FROM tasks WHERE key IN ({marks})", chunk):
+            for row in self._query(f"SELECT key, state FROM tasks WHERE key IN ({marks})", chunk):
                 found[row["key"]] = row["state"]
         return found
 
     def task(self, key: str) -> dict[str, Any] | None:
-        rows = self.query("SELECT * FROM tasks WHERE key = ?", [key])
+        rows = self._query("SELECT * FROM tasks WHERE key = ?", [key])
         return dict(rows[0]) if rows else None
 
     def job_names(self) -> list[str]:
-        return [row["job"] for row in self.query("SELECT DISTINCT job FROM job_tasks ORDER BY job")]
+        return [row["job"] for row in self._query("SELECT DISTINCT job FROM job_tasks ORDER BY job")]
 
     def rows(self, job: str | None = None, state: str | None = None) -> Iterator[dict[str, Any]]:
         """The tasks of `job` (every task if None) that the ledger has rows for, oldest first."""
@@ -142,12 +196,12 @@ class Ledger:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY t.submitted_at IS NULL, t.submitted_at, t.key"
-        for row in self.query(sql, params):
+        for row in self._query(sql, params):
             yield dict(row)
 
     def job_states(self, job: str) -> dict[str, int]:
         """state → how many of the job's requests are in it."""
-        rows = self.query(
+        rows = self._query(
             "SELECT t.state, count(*) AS n FROM tasks t JOIN job_tasks j ON j.key = t.key WHERE j.job = ? GROUP BY t.state",
             [job],
         )
@@ -158,7 +212,7 @@ class Ledger:
         sql = "SELECT t.model_id, t.state, coalesce(t.status, '') AS status, count(*) AS n FROM tasks t"
         if job is not None:
             sql += " JOIN job_tasks j ON j.key = t.key WHERE j.job = ?"
-        return [dict(r) for r in self.query(sql + " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", [job] if job is not None else [])]
+        return [dict(r) for r in self._query(sql + " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", [job] if job is not None else [])]
 
     def last_due(self, job: str | None) -> str | None:
         """The latest ETA among the submitted tasks (of `job`) still processing."""
@@ -166,15 +220,42 @@ class Ledger:
         if job is not None:
             sql += " JOIN job_tasks j ON j.key = t.key AND j.job = ?"
         sql += " WHERE t.state = 'submitted' AND coalesce(t.status, 'processing') = 'processing'"
-        return self.query(sql, [job] if job is not None else [])[0][0]
+        return self._query(sql, [job] if job is not None else [])[0][0]
 
     def unsent_count(self, job: str) -> int:
         """Requests linked to `job` that were never claimed (a --limit run, say)."""
-        rows = self.query(
+        rows = self._query(
             "SELECT count(*) FROM job_tasks j LEFT JOIN tasks t ON t.key = j.key WHERE j.job = ? AND t.key IS NULL",
             [job],
         )
         return rows[0][0]
+
+    def open_tasks(self, job: str | None) -> list[dict[str, Any]]:
+        """Submitted tasks (of `job`) whose generation has not ended, soonest ETA first."""
+        sql = "SELECT t.* FROM tasks t" + (" JOIN job_tasks j ON j.key = t.key AND j.job = ?" if job else "")
+        sql += " WHERE t.state = 'submitted' AND coalesce(t.status, 'processing') = 'processing' ORDER BY t.eta_at"
+        return [dict(r) for r in self._query(sql, [job] if job else [])]
+
+    def completed_tasks(self, job: str) -> list[dict[str, Any]]:
+        """The job's tasks whose generation completed, in the order they were submitted."""
+        return [
+            dict(r)
+            for r in self._query(
+                "SELECT t.* FROM tasks t JOIN job_tasks j ON j.key = t.key AND j.job = ?"
+                " WHERE t.state = 'submitted' AND t.status = 'completed' ORDER BY t.submitted_at, t.key",
+                [job],
+            )
+        ]
+
+    def generation_counts(self, job: str | None) -> dict[str, int]:
+        """processing / completed / failed → how many submitted tasks (of `job`) are in it."""
+        sql = "SELECT coalesce(t.status, 'processing') AS status, count(*) AS n FROM tasks t"
+        sql += " JOIN job_tasks j ON j.key = t.key AND j.job = ?" if job else ""
+        sql += " WHERE t.state = 'submitted' GROUP BY 1"
+        counts = {"processing": 0, "completed": 0, "failed": 0}
+        for row in self._query(sql, [job] if job else []):
+            counts[row["status"]] = row["n"]
+        return counts
 
     # -- writing --------------------------------------------------------------------------
 
@@ -235,22 +316,8 @@ class Ledger:
                     (previous, timestamp(), key),
                 )
 
-    def record_submitted(self, key: str, task_id: str, estimated_time: float | None) -> None:
-        submitted = now()
-        eta = timestamp(submitted + timedelta(seconds=estimated_time)) if estimated_time is not None else None
-        self._update(
-            key,
-            state="submitted",
-            task_id=task_id,
-            estimated_time=estimated_time,
-            submitted_at=timestamp(submitted),
-            eta_at=eta,
-            status="processing",
-            error=None,
-            result_urls=None,
-            files=None,
-            checked_at=None,
-        )
+    def record_submitted(self, key: str, task_id: str, estimated_time: float | None, submitted_at: str | None = None) -> None:
+        self._update(key, **_submitted(task_id, estimated_time, submitted_at))
 
     def record_outcome(self, key: str, state: str, error: str) -> None:
         """A request that did not get a task id: `rejected`, `failed` or `in_doubt`."""
@@ -312,29 +379,83 @@ class Ledger:
         """Rows left `sending` by a run that is gone (crashed, killed) become `in_doubt`.
 
         Their request may have gone out, so they are not resent without --resubmit-in-doubt.
-        Rows of a run that is still going (another process on this ledger) are left alone.
+        A run is gone when its lock can be taken (see liveness.py): rows of a run still going
+        in another process, in whatever PID namespace, are left alone.
         """
-        rows = self.query(
-            "SELECT t.key, t.run_id, r.pid, r.ended_at FROM tasks t LEFT JOIN runs r ON r.id = t.run_id"
-            " WHERE t.state = 'sending'"
-        )
-        gone = [r["key"] for r in rows if r["ended_at"] is not None or r["pid"] is None or not _alive(r["pid"])]
+        runs = [row[0] for row in self._query("SELECT DISTINCT run_id FROM tasks WHERE state = 'sending'")]
+        gone = [run for run in runs if run is None or not liveness.is_alive(self.path, run)]
         if not gone:
             return 0
+        recovered = 0
         with self.transaction() as conn:
-            conn.executemany(
-                "UPDATE tasks SET state = 'in_doubt', error = 'found sending after its run ended"
-                " (crash or kill): it may or may not have been created', updated_at = ?"
-                " WHERE key = ? AND state = 'sending'",
-                ((timestamp(), key) for key in gone),
-            )
-        return len(gone)
+            for run in gone:
+                # `run_id IS ?` and the state in the WHERE: a row another run reclaimed
+                # since the check belongs to that run now, and is not touched.
+                cursor = conn.execute(
+                    "UPDATE tasks SET state = 'in_doubt', error = 'found sending after its run ended"
+                    " (crash or kill): it may or may not have been created', updated_at = ?"
+                    " WHERE state = 'sending' AND run_id IS ?",
+                    (timestamp(), run),
+                )
+                recovered += cursor.rowcount
+        return recovered
+
+    def replay_journal(self) -> int:
+        """Record the answers a run kept in the journal because the ledger could not take them."""
+        entries = list(journal.entries(self.path))
+        if not entries:
+            return 0
+        with self.transaction() as conn:
+            for entry in entries:
+                row = conn.execute("SELECT state, task_id FROM tasks WHERE key = ?", (entry["key"],)).fetchone()
+                if row is not None and row["state"] == "submitted" and row["task_id"]:
+                    continue  # recorded after all (or replayed before a crash)
+                if row is None:  # the ledger was replaced: the row is rebuilt from the entry
+                    body = entry.get("body") or {}
+                    conn.execute(
+                        "INSERT INTO tasks (key, job, api_base, model_id, prompt, request, variant, state, attempts,"
+                        " updated_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, 'sending', 1, ?, ?)",
+                        (
+                            entry["key"], entry.get("job") or "", entry.get("api_base") or "", body.get("model_id"),
+                            body.get("prompt"), json.dumps(body, ensure_ascii=False), int(entry.get("variant") or 0),
+                            timestamp(), entry.get("run_id"),
+                        ),
+                    )
+                    if entry.get("job"):
+                        conn.execute(
+                            "INSERT OR IGNORE INTO job_tasks (job, job_file, key) VALUES (?, ?, ?)",
+                            (entry["job"], entry.get("job_file") or "", entry["key"]),
+                        )
+                fields = _submitted(entry["task_id"], entry.get("estimated_time"), entry.get("received_at"))
+                fields["updated_at"] = timestamp()
+                assignments = ", ".join(f"{name} = ?" for name in fields)
+                conn.execute(f"UPDATE tasks SET {assignments} WHERE key = ?", (*fields.values(), entry["key"]))
+        journal.clear(self.path)
+        return len(entries)
 
     def integrity(self) -> str:
-        return self.query("PRAGMA integrity_check")[0][0]
+        return str(self._query("PRAGMA integrity_check")[0][0])
 
 
-def _enable_wal(conn: sqlite3.Connection, timeout: float = 30.0) -> str:
+def _submitted(task_id: str, estimated_time: float | None, submitted_at: str | None) -> dict[str, Any]:
+    """The fields of a row whose create call answered with `task_id`."""
+    submitted = parse_timestamp(submitted_at) if submitted_at else now()
+    eta = later(submitted, estimated_time)
+    return {
+        "state": "submitted",
+        "task_id": task_id,
+        "estimated_time": estimated_time if eta is not None else None,
+        "submitted_at": timestamp(submitted),
+        "eta_at": timestamp(eta) if eta is not None else None,
+        "status": "processing",
+        "error": None,
+        "result_urls": None,
+        "files": None,
+        "checked_at": None,
+    }
+
+
+def _enable_wal(conn: sqlite3.Connection, timeout: float = BUSY_TIMEOUT) -> str:
     """Switch to WAL, waiting out another process doing the same to a new ledger.
 
     SQLite does not call the busy handler for every lock this pragma takes, so two processes
@@ -348,15 +469,3 @@ def _enable_wal(conn: sqlite3.Connection, timeout: float = 30.0) -> str:
             if "locked" not in str(e) or time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -1,19 +1,19 @@
-"""Pacing: the rpm ceiling, the pause a 429/503 asks for, and backoff between retries.
+"""Pacing and retrying: the rpm ceiling, the pause a 429/503 asks for, backoff between retries.
 
-Time is a seam: the limiter takes a clock and a sleep function, so tests drive it with a
-fake clock and no real waiting.
+Time is one seam, `Clock`: every wait in batchgen goes through `Clock.sleep`, which a stop
+event can cut short. Tests pass a fake clock and nothing really waits. `set_testing(True)`
+(or `BATCHGEN_TESTING=1` in the environment, for tests that run batchgen as a process)
+removes backoff sleeps, as stamina's testing mode does; pacing by rpm is kept.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
-
-Clock = Callable[[], float]
-Sleep = Callable[[float], None]
+from typing import Callable, Iterator
 
 # Calls are spaced a little wider than 60/rpm: the server counts arrivals, and network
 # jitter can bring two calls sent exactly 60/rpm apart closer than that on its side.
@@ -26,6 +26,32 @@ RECOVERY = 0.95
 # With no rpm ceiling, a slowdown needs a spacing to scale: this one.
 UNLIMITED_SLOW_SPACING = 0.05
 
+_testing = os.environ.get("BATCHGEN_TESTING", "") not in ("", "0")
+
+
+def set_testing(on: bool) -> None:
+    """Testing mode: retries happen without their backoff sleeps."""
+    global _testing
+    _testing = on
+
+
+class Clock:
+    """Real time: a monotonic `now()` and a `sleep()` that a stop event interrupts."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float, stop: threading.Event | None = None) -> bool:
+        """Wait `seconds`; True if `stop` was set (then it returns at once)."""
+        seconds = max(0.0, seconds)
+        if stop is None:
+            time.sleep(seconds)
+            return False
+        return stop.wait(seconds)
+
+
+REAL_CLOCK = Clock()
+
 
 class RateLimiter:
     """At most `rpm` calls in any 60 s window, spread evenly; a shared pause after a 429/503.
@@ -35,10 +61,9 @@ class RateLimiter:
     window, not only on average. `rpm=None` means no ceiling.
     """
 
-    def __init__(self, rpm: int | None, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep):
+    def __init__(self, rpm: int | None, *, clock: Clock = REAL_CLOCK):
         self.spacing = 60.0 / rpm * SPACING_MARGIN if rpm else 0.0
         self.clock = clock
-        self.sleep = sleep
         self.slowdown = 1.0
         self._next = 0.0
         self._paused_until = 0.0
@@ -47,7 +72,7 @@ class RateLimiter:
     def reserve(self) -> float:
         """Take the next slot; return the clock time at which it starts."""
         with self._lock:
-            now = self.clock()
+            now = self.clock.now()
             spacing = self._current_spacing()
             start = max(now, self._next, self._paused_until)
             self._next = start + spacing
@@ -57,20 +82,17 @@ class RateLimiter:
         """Block until a slot starts; False if `stop` was set meanwhile (the slot is wasted)."""
         start = self.reserve()
         while True:
-            delay = start - self.clock()
+            delay = start - self.clock.now()
             if delay <= 0:
-                return True
-            if stop is not None:
-                if stop.wait(min(delay, 0.25)):
-                    return False
-            else:
-                self.sleep(delay)
+                return not (stop is not None and stop.is_set())
+            if self.clock.sleep(delay, stop):
+                return False
 
     def throttled(self, retry_after: float | None) -> None:
         """The API said 429/503: pause every caller for `retry_after` seconds, then go slower."""
         with self._lock:
             if retry_after:
-                self._paused_until = max(self._paused_until, self.clock() + retry_after)
+                self._paused_until = max(self._paused_until, self.clock.now() + retry_after)
             self.slowdown = min(self.slowdown * SLOWDOWN, MAX_SLOWDOWN)
 
     def succeeded(self) -> None:
@@ -93,5 +115,27 @@ class Backoff:
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """The wait before retry number `attempt` (1 for the first retry)."""
+        if _testing:
+            return 0.0
         ceiling = min(self.cap, self.base * (2 ** (attempt - 1)))
         return (rng or random).uniform(0, ceiling)
+
+
+def attempts(
+    backoff: Backoff, *, wait: Callable[[float], bool], rng: random.Random | None = None
+) -> Iterator[int]:
+    """The one retry loop: yields attempt numbers 1, 2, … up to `backoff.max_attempts`.
+
+    The caller breaks (or returns) when an attempt needs no retry. Between attempts it waits
+    the backoff delay through `wait(seconds)`, which returns True to stop (Ctrl-C, an abort):
+    then no further attempt is made. There is no wait after the last attempt.
+
+        for attempt in attempts(backoff, wait=stop.wait):
+            outcome = call()
+            if not outcome.retryable:
+                break
+    """
+    for attempt in range(1, backoff.max_attempts + 1):
+        yield attempt
+        if attempt == backoff.max_attempts or wait(backoff.delay(attempt, rng)):
+            return

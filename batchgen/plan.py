@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple
 
 from . import models
@@ -87,17 +88,17 @@ class Planner:
         self.pending = []
 
 
-def plan_job(path: str, api_base: str, states: StateLookup = no_ledger) -> tuple[Expansion, Plan]:
+def plan_job(path: str, api_base: str, states: StateLookup = no_ledger, *, root: Path | None = None) -> tuple[Expansion, Plan]:
     """Validate the job at `path` and count what a run would do, in one pass over it."""
     result = Plan("", api_base.rstrip("/"))
     if states is no_ledger:  # every request is new: validation's own counts are the plan
-        expansion = validate_job(path, api_base)
+        expansion = validate_job(path, api_base, root=root)
         for model_id, n in expansion.by_model_id.items():
             result.counts["new"] += n
             result.by_model_id[(model_id, "new")] += n
     else:
         planner = Planner(result, states)
-        expansion = validate_job(path, api_base, visit=planner.add)
+        expansion = validate_job(path, api_base, visit=planner.add, root=root)
         planner.flush()
     result.job = expansion.job.name
     return expansion, result
@@ -128,7 +129,7 @@ def _decide(requests: list[Request], states: StateLookup) -> Iterator[PlannedReq
 
 
 def prepare_run(
-    expansion: Expansion, ledger: "Ledger", allow: set[str], job_file: str, *, link: bool = True
+    expansion: Expansion, ledger: "Ledger | None", allow: set[str], job_file: str, *, link: bool = True
 ) -> tuple[Plan, list[Request]]:
     """The run's plan and the requests it will try to send, in file order.
 
@@ -138,9 +139,9 @@ def prepare_run(
     result = Plan(expansion.job.name, expansion.api_base)
     to_send: list[Request] = []
     for chunk in _in_batches(expansion.requests()):
-        if link:
+        if link and ledger is not None:
             ledger.link(result.job, job_file, (r.key for r in chunk))
-        for item in _decide(chunk, ledger.states):
+        for item in _decide(chunk, ledger.states if ledger is not None else no_ledger):
             result.count(item)
             if item.action == "new" or _STATE_OF_ACTION.get(item.action) in allow:
                 to_send.append(item.request)

@@ -308,7 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if not sandbox.take_credit():
             record("no_credit")
-            self._answer(HTTPStatus.OK, 0, "insufficient credit: top up your balance")
+            self._answer(HTTPStatus.OK, 0, "Credits not enough")
             return
         task_id, eta = sandbox.new_task(body["model_id"])
         if sandbox.chance(config.lose_answer_rate):
@@ -376,7 +376,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None and raw.strip() != b"null":
             return ("bad_json", HTTPStatus.BAD_REQUEST, 0, "the body is not valid JSON")
         if not key_ok:
-            return ("unauthorized", HTTPStatus.OK, 2, "Invalid API key: check the Api-Key header")
+            return ("unauthorized", HTTPStatus.OK, 2, "Invalid API key. Get a valid API key at https://pixwith.ai/api")
         return None
 
     def _retry_after(self) -> str:

@@ -14,14 +14,24 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
+from yaml.composer import ComposerError
+from yaml.constructor import ConstructorError
 
 from . import schemas
 from .errors import JobError, Problem
+from .inputs import InputRefused, inside, read_regular
+from .project import find_root
 
 FieldPath = tuple[str | int, ...]
 Mark = tuple[int, int]  # 1-based line and column
 
 DEFAULT_MAX_REQUESTS = 10_000
+
+# Bounds on what a job file may ask of the parser (each refused with its line, in seconds):
+MAX_DEPTH = 64  # nesting of mappings and lists (a real job needs about 6)
+MAX_NODES = 1_000_000  # values in the file: about 200,000 explicit entries
+MAX_EXPANDED = 2_000_000  # values once aliases are expanded (an alias bomb is far past it)
+MAX_INT_DIGITS = 18  # an integer of more digits is no count, rpm or duration
 
 
 @dataclass
@@ -77,6 +87,7 @@ class Job:
     marks: Marks
     prompt_files: dict[int, PromptFile] = field(default_factory=dict)
     tables: dict[int, Table] = field(default_factory=dict)
+    root: Path | None = None  # the project: files the job refers to must lie inside it
 
     @property
     def entries(self) -> list[dict[str, Any]]:
@@ -107,13 +118,17 @@ def format_path(path: FieldPath) -> str:
     return text
 
 
-def load_job(path: str | Path) -> Job:
-    """Read, parse and check one job file, with the files it refers to; raise `JobError`."""
+def load_job(path: str | Path, root: Path | None = None) -> Job:
+    """Read, parse and check one job file, with the files it refers to; raise `JobError`.
+
+    `root` is the project folder the job's files must lie in (default: found from the job
+    file's folder, as its ledger is; see project.py)."""
     file = str(path)
     path = Path(path)
     text = _read_text(path, file)
     data, marks = parse_yaml(text, file)
     job = Job(path=path, file=file, name=_default_name(path), data=data, marks=marks)
+    job.root = root or find_root(path.resolve().parent)[0]
     problems = list(check_structure(job))
     if problems:
         raise JobError(problems)
@@ -124,13 +139,9 @@ def load_job(path: str | Path) -> Job:
 
 def _read_text(path: Path, file: str) -> str:
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise JobError([Problem(file, None, None, "", "no such file")]) from None
-    except IsADirectoryError:
-        raise JobError([Problem(file, None, None, "", "is a directory, not a job file")]) from None
-    except OSError as e:
-        raise JobError([Problem(file, None, None, "", f"cannot read: {e.strerror}")]) from None
+        raw = read_regular(path)
+    except InputRefused as e:
+        raise JobError([Problem(file, None, None, "", str(e), hint="a job file is a YAML file")]) from None
     return decode_utf8(raw, file)
 
 
@@ -159,24 +170,101 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Marks]:
     Only plain YAML types are constructed: a `!!python/...` tag is an error, never executed.
     A key given twice in one mapping is an error (YAML loaders usually keep the last silently).
     """
-    loader = yaml.SafeLoader(text)
+    loader = _BoundedLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
             raise JobError([Problem(file, 1, 1, "", "the file is empty", hint="start with 'version: 1'")])
+        _check_expansion(node, loader.nodes)
         data = loader.construct_document(node)
         marks = Marks()
         problems: list[Problem] = []
         _mark(loader, node, (), marks, problems, file, set())
     except yaml.MarkedYAMLError as e:
         raise JobError([_yaml_problem(e, file)]) from None
-    except yaml.YAMLError as e:  # errors without a position (rare: reader errors)
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow (NUL, ...)
+        line = text.count("\n", 0, e.position) + 1
+        column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        raise JobError([Problem(file, line, column, "", f"YAML: character {e.character!r} is not allowed in a YAML file")]) from None
+    except yaml.YAMLError as e:  # errors without a position (rare)
         raise JobError([Problem(file, None, None, "", f"not valid YAML: {e}")]) from None
+    except RecursionError:  # a last guard: _BoundedLoader stops far sooner
+        raise JobError([Problem(file, None, None, "", f"nested deeper than {MAX_DEPTH} levels")]) from None
     finally:
         loader.dispose()
     if problems:
         raise JobError(problems)
     return data, marks
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with bounds: nesting depth, number of values, integer size, and
+    strings that are valid Unicode (a lone surrogate like "\\ud800" cannot be sent as UTF-8)."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.depth = 0
+        self.nodes = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.depth += 1
+        self.nodes += 1
+        if self.depth > MAX_DEPTH:
+            raise ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
+        if self.nodes > MAX_NODES:
+            raise ComposerError(
+                None, None, f"more than {MAX_NODES:,} values in one job file; put prompts in a prompts file or a CSV",
+                self.peek_event().start_mark,
+            )
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_yaml_int(self, node: Any) -> int:
+        digits = str(node.value).lstrip("+-").replace("_", "")
+        if len(digits) > MAX_INT_DIGITS:
+            raise ConstructorError(None, None, f"an integer of {len(digits)} digits is too large", node.start_mark)
+        return int(super().construct_yaml_int(node))
+
+    def construct_yaml_str(self, node: Any) -> str:
+        value = super().construct_yaml_str(node)
+        if _SURROGATE.search(value):
+            raise ConstructorError(None, None, "a lone surrogate escape (like \\ud800) is not valid Unicode", node.start_mark)
+        return str(value)
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
+_BoundedLoader.add_constructor("tag:yaml.org,2002:str", _BoundedLoader.construct_yaml_str)
+
+
+def _check_expansion(root: yaml.Node, distinct: int) -> None:
+    """Refuse an alias bomb before anything walks the expanded document: the number of values
+    once every alias is expanded, counted in one pass over the distinct nodes."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(item) for item in node.value)
+        else:
+            total = 1
+        sizes[id(node)] = total
+        return total
+
+    expanded = size(root)
+    if expanded > max(MAX_EXPANDED, 20 * distinct):
+        raise ComposerError(
+            None, None, f"aliases expand to {expanded:,} values (from {distinct:,} written); that is an alias bomb, not a job",
+            root.start_mark,
+        )
 
 
 def _yaml_problem(e: yaml.MarkedYAMLError, file: str) -> Problem:
@@ -292,14 +380,16 @@ def _read_referenced(job: Job, path: FieldPath, problems: list[Problem]) -> tupl
         entry = entry[part]
     target = job.path.parent / entry
     display = str(Path(job.file).parent / entry)
+    if job.root is not None and not inside(target, job.root):
+        problems.append(
+            job.problem(path, f"{display} is outside the job's project ({job.root})", hint="a job may only use files inside its project")
+        )
+        return None
     try:
-        return display, decode_utf8(target.read_bytes(), display)
-    except FileNotFoundError:
-        problems.append(job.problem(path, f"file not found: {display}", hint="paths are relative to the job file"))
-    except IsADirectoryError:
-        problems.append(job.problem(path, f"{display} is a directory"))
-    except OSError as e:
-        problems.append(job.problem(path, f"cannot read {display}: {e.strerror}"))
+        return display, decode_utf8(read_regular(target), display)
+    except InputRefused as e:
+        hint = "paths are relative to the job file" if str(e) == "no such file" else None
+        problems.append(job.problem(path, f"{display}: {e}" if str(e) != "no such file" else f"file not found: {display}", hint=hint))
     except JobError as e:
         problems.extend(e.problems)
     return None
@@ -309,6 +399,9 @@ def _parse_prompts(job: Job, index: int, display: str, text: str, problems: list
     prompts = []
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
+        if "\x00" in stripped:
+            problems.append(Problem(display, number, stripped.index("\x00") + 1, "prompt", "a NUL byte in a prompt", hint="a prompts file is text"))
+            continue
         if stripped and not stripped.startswith("#"):
             prompts.append((stripped, number))
     if not prompts:
@@ -380,7 +473,7 @@ def _cell(display: str, line: int, number: int, column: str, kind: str, cell: st
     text = cell.strip()
     if text == "":
         return Table.UNSET
-    if text == "null" and kind != "string":
+    if text == "null" and column != "prompt":  # a prompt may well be the word "null"
         return None
     if kind == "list":
         return text.split()

@@ -9,19 +9,21 @@ directly, and Ctrl-C is handled in the main thread while workers finish their ca
 from __future__ import annotations
 
 import queue
-import sqlite3
 import random
+import sqlite3
+import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import models
+from . import journal, models
 from .api import Api, Kind, Outcome
 from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK
 from .expand import Request
-from .ledger import RESENDABLE, Ledger
-from .limits import Backoff, RateLimiter
+from .ledger import RESENDABLE, Ledger, LedgerUnsound
+from .limits import Backoff, RateLimiter, attempts
+from .times import timestamp
 
 DEFAULT_CONCURRENCY = 4
 DEFAULT_RPM = 60
@@ -51,12 +53,13 @@ class RunSettings:
 class RunReport:
     """What one run did with the requests it was given."""
 
-    total: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)  # submitted, rejected, failed, in_doubt, ...
     by_model: dict[str, Counter[str]] = field(default_factory=dict)
     calls: int = 0  # create calls made, retries included
     aborted: str | None = None  # why the run stopped early (key refused, credit, identical errors)
     interrupted: bool = False
+    signal: int | None = None  # the signal that interrupted it (SIGINT, SIGTERM, SIGHUP)
+    unrecorded: list[str] = field(default_factory=list)  # task ids kept in the journal, not the ledger
     errors: Counter[str] = field(default_factory=Counter)  # message → how many requests ended with it
 
     @property
@@ -70,7 +73,7 @@ class RunReport:
 
     def exit_code(self, unresolved_in_job: int = 0) -> int:
         if self.interrupted:
-            return EXIT_INTERRUPTED
+            return 128 + self.signal if self.signal else EXIT_INTERRUPTED
         if self.aborted:
             return EXIT_ABORTED
         if unresolved_in_job or any(self.outcomes[s] for s in ("rejected", "failed", "in_doubt")):
@@ -82,7 +85,28 @@ Progress = Callable[[RunReport], None]
 
 
 class Interrupted(Exception):
-    """A second Ctrl-C: the run exits at once; its calls in flight were marked in_doubt."""
+    """A second Ctrl-C (or SIGTERM/SIGHUP): the run exits at once; its calls in flight were
+    marked in_doubt."""
+
+    def __init__(self, signal: int | None = None):
+        super().__init__(signal)
+        self.signal = signal
+
+
+class StopSignal(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C, so a run handles all three
+    the same way (see cli's signal handlers)."""
+
+    def __init__(self, signal: int):
+        super().__init__(signal)
+        self.signal = signal
+
+
+Notice = Callable[[str], None]
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 class Submission:
@@ -101,6 +125,7 @@ class Submission:
         progress: Progress | None = None,
         limiter: RateLimiter | None = None,
         rng: random.Random | None = None,
+        notice: Notice = _to_stderr,
     ):
         self.ledger = ledger
         self.api = api
@@ -111,42 +136,60 @@ class Submission:
         self.progress = progress or (lambda report: None)
         self.limiter = limiter or RateLimiter(settings.rpm)
         self.rng = rng or random.Random()
+        self.notice = notice
         self.allow = settings.resendable()
         self.stop = threading.Event()
         self.report = RunReport()
         self._lock = threading.Lock()
         self._streak: tuple[str, int] = ("", 0)
         self._queue: queue.Queue[Request] = queue.Queue()
+        self._running = 0
+        self._all_done = threading.Event()
 
     # -- the run ----------------------------------------------------------------------------
 
     def run(self, requests: list[Request], on_interrupt: Callable[[int], None] | None = None) -> RunReport:
         """Send `requests`; returns the report. Ctrl-C once: finish the calls in flight and
         stop; twice: mark them in_doubt and raise `Interrupted`."""
-        self.report.total = len(requests)
         for request in requests:
             self._queue.put(request)
         workers = [
-            threading.Thread(target=self._work, name=f"batchgen-send-{i}", daemon=True)
+            threading.Thread(target=self._worker, name=f"batchgen-send-{i}", daemon=True)
             for i in range(max(1, min(self.settings.concurrency, len(requests))))
         ]
+        self._running = len(workers)
         for worker in workers:
             worker.start()
         interrupted = False
-        while any(w.is_alive() for w in workers):
+        # Workers say when they end (an Event, not Thread.join/is_alive: a KeyboardInterrupt
+        # inside join() can leave is_alive() wrong, and the run would exit with calls in flight).
+        while True:
             try:
-                for worker in workers:
-                    worker.join(timeout=0.1)
-            except KeyboardInterrupt:
+                if self._all_done.wait(0.1):
+                    break
+            except KeyboardInterrupt as e:
+                signal = getattr(e, "signal", None)
                 if interrupted:
-                    self.ledger.abandon_in_flight(self.run_id, "the run was stopped (second Ctrl-C) before the answer came")
-                    raise Interrupted from None
+                    self.ledger.abandon_in_flight(self.run_id, "the run was stopped (a second signal) before the answer came")
+                    raise Interrupted(signal or self.report.signal) from None
                 interrupted = True
                 self.report.interrupted = True
+                self.report.signal = signal
                 self.stop.set()
                 if on_interrupt:
-                    on_interrupt(sum(w.is_alive() for w in workers))
+                    with self._lock:
+                        running = self._running
+                    on_interrupt(running)
         return self.report
+
+    def _worker(self) -> None:
+        try:
+            self._work()
+        finally:
+            with self._lock:
+                self._running -= 1
+                if self._running <= 0:
+                    self._all_done.set()
 
     def _work(self) -> None:
         while not self.stop.is_set():
@@ -155,7 +198,13 @@ class Submission:
             except queue.Empty:
                 return
             try:
+                # A ledger deleted or replaced under the run would take the claim into a file
+                # nobody reads, and the next run would pay again: noticed before every claim.
+                self.ledger.check_same_file()
                 previous = self.ledger.claim(request, self.job, self.api_base, self.run_id, self.allow)
+            except LedgerUnsound as e:
+                self._abort(str(e))
+                return
             except sqlite3.Error as e:  # nothing sent: stop rather than guess
                 self._abort(f"the ledger failed: {e}")
                 return
@@ -176,31 +225,32 @@ class Submission:
         """Send a claimed request (retrying what is safe to retry) and record the outcome.
 
         Returns the outcome's name, or None if the run stopped before it was sent."""
-        attempt = 0
-        while True:
-            attempt += 1
+        backoff = self.settings.backoff
+        outcome: Outcome | None = None
+        tries = 0
+        for tries in attempts(backoff, wait=self.stop.wait, rng=self.rng):
             if not self.limiter.wait(self.stop):
-                self.ledger.release(request.key, previous)
-                return None
+                break
             with self._lock:
                 self.report.calls += 1
             outcome = self.api.create(request.body)
-            if outcome.kind is Kind.RETRY:
-                if outcome.throttled:
-                    self.limiter.throttled(outcome.retry_after)
-                if attempt < self.settings.backoff.max_attempts and not self.stop.is_set():
-                    if not self.stop.wait(self.settings.backoff.delay(attempt, self.rng)):
-                        continue
-                self.ledger.record_outcome(request.key, "failed", f"{outcome.message} (after {attempt} attempts)")
-                self._note_error(outcome.message)
-                return "failed"
-            return self._record(request, outcome)
+            if outcome.kind is not Kind.RETRY:
+                return self._record(request, outcome)
+            if outcome.throttled:
+                self.limiter.throttled(outcome.retry_after)
+        if outcome is None:  # stopped before the first call: it never went out
+            self.ledger.release(request.key, previous)
+            return None
+        # Refused before processing every time (or stopped between tries): never created.
+        self.ledger.record_outcome(request.key, "failed", f"{outcome.message} (after {tries} attempts)")
+        self._note_error(outcome.message)
+        return "failed"
 
     def _record(self, request: Request, outcome: Outcome) -> str:
         key = request.key
         if outcome.kind is Kind.OK:
-            assert outcome.task_id
-            self.ledger.record_submitted(key, outcome.task_id, outcome.estimated_time)
+            assert outcome.task_id  # classify() never says OK without one
+            self._record_submitted(request, outcome)
             self.limiter.succeeded()
             with self._lock:
                 self._streak = ("", 0)
@@ -215,6 +265,31 @@ class Submission:
         self.ledger.record_outcome(key, state, outcome.message)
         self._note_error(outcome.message)
         return state
+
+    def _record_submitted(self, request: Request, outcome: Outcome) -> None:
+        """Record a task id; if the ledger cannot take it, journal it and print it: a task
+        that was created is paid for, and its id must never be lost."""
+        assert outcome.task_id is not None
+        received = timestamp()
+        try:
+            self.ledger.check_same_file()
+            self.ledger.record_submitted(request.key, outcome.task_id, outcome.estimated_time, received)
+            return
+        except (sqlite3.Error, OSError, LedgerUnsound) as e:
+            problem = str(e)
+        entry = {
+            "key": request.key, "task_id": outcome.task_id, "estimated_time": outcome.estimated_time,
+            "received_at": received, "job": self.job, "api_base": self.api_base, "variant": request.variant,
+            "body": request.body, "run_id": self.run_id,
+        }
+        try:
+            where = f"kept in {journal.append(self.ledger.path, entry)}; the next batchgen command records it"
+        except OSError as e:
+            where = f"and the journal failed too ({e.strerror}): keep this line"
+        self.notice(f"task {outcome.task_id} (request {request.key}) was created but the ledger could not record it ({problem}); {where}")
+        with self._lock:
+            self.report.unrecorded.append(outcome.task_id)
+        self._abort(f"the ledger could not record a task id ({problem})")
 
     def _note_error(self, message: str) -> None:
         with self._lock:

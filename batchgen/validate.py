@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from jsonschema.exceptions import ValidationError
@@ -27,6 +28,8 @@ from .expand import (
     upper_bound,
 )
 from .spec import FieldPath, Job, load_job
+from .urls import canonical_base_url
+
 
 @dataclass
 class Expansion:
@@ -61,7 +64,7 @@ def check(
     `visit`, if given, sees each distinct request as it is checked: a caller that only needs
     to count (plan) does it in this one pass, and discards its counts if this raises.
     """
-    api_base = api_base.rstrip("/")
+    api_base = canonical_base_url(api_base)
     _check_size(job)
     result = Expansion(job, api_base)
     checker = schemas.RequestChecker()
@@ -197,7 +200,8 @@ def _unused_exclude_warnings(job: Job) -> list[Problem]:
 
 
 def validate_job(
-    path: str, api_base: str = DEFAULT_API_BASE, visit: Callable[[Request], None] | None = None
+    path: str, api_base: str = DEFAULT_API_BASE, visit: Callable[[Request], None] | None = None, *, root: Path | None = None
 ) -> Expansion:
-    """Both steps for the job file at `path`; raise `JobError` with every problem found."""
-    return check(load_job(path), api_base, visit)
+    """Both steps for the job file at `path`; raise `JobError` with every problem found.
+    `root`: the project its files must lie in (default: found from the job's folder)."""
+    return check(load_job(path, root), api_base, visit)

@@ -6,9 +6,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from batchgen import limits
 from batchgen.cli import main
 from batchgen.spec import Job, load_job
 
+
+@pytest.fixture(autouse=True, scope="session")
+def no_backoff_sleeps():
+    """Retries in the tests happen without their backoff sleeps (pacing by rpm is kept)."""
+    limits.set_testing(True)
+    yield
 
 
 @pytest.fixture
@@ -74,7 +81,7 @@ class Env:
             "PIXWITH_API_KEY": TEST_KEY,
             "PIXWITH_BASE_URL": self.sandbox.base_url,
             "BATCHGEN_LEDGER": str(self.ledger_path),
-            "BATCHGEN_BACKOFF_BASE": "0.01",  # retries without real waiting
+            "BATCHGEN_TESTING": "1",  # retries without backoff sleeps (limits.set_testing)
         }
 
     def cli(self, *args, env: dict[str, str] | None = None):

@@ -8,8 +8,9 @@ import time
 import httpx
 import pytest
 
-from batchgen.api import Api, Kind, check_base_url, parse_retry_after
+from batchgen.api import Api, Kind, check_api_key, classify, parse_retry_after, redact
 from batchgen.errors import UsageError
+from batchgen.urls import check_api_base as check_base_url
 
 BODY = {"prompt": "a", "model_id": "2-9", "options": {}}
 
@@ -67,7 +68,9 @@ def test_success_carries_the_task_id_and_eta():
         (answer(401, {"code": 2}), Kind.AUTH),
         (answer(403, content=b"no"), Kind.AUTH),
         (answer(200, {"code": 2, "message": "Invalid API key provided"}), Kind.AUTH),
-        (answer(200, {"code": 0, "message": "Insufficient credits, please recharge"}), Kind.NO_CREDIT),
+        (answer(200, {"code": 0, "message": "Credits not enough"}), Kind.NO_CREDIT),
+        (answer(200, {"code": 0, "message": "Invalid API KEY"}), Kind.AUTH),
+        (answer(200, {"code": 2, "message": "Invalid API key. Get a valid API key at https://pixwith.ai/api"}), Kind.AUTH),
         (answer(200, {"code": 0, "message": "prompt violates the content policy"}), Kind.REJECTED),
         (answer(400, content=b"bad request"), Kind.REJECTED),
     ],
@@ -134,3 +137,54 @@ def test_allowed_base_urls(url):
 def test_refused_base_urls(url):
     with pytest.raises(UsageError):
         check_base_url(url)
+
+
+# -- classification by what the API documents, not by words (issue 10.6) -------------------------
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Prompt contains forbidden content",  # was "the API refused the key" (exit 3)
+        "Image resolution insufficient",  # was "out of credit"
+        "Invalid image format",
+        "Invalid image url",
+        "Your balance of ideas is low; quota of patience exceeded",
+        "unauthorized content",
+    ],
+)
+def test_any_other_code_0_is_that_requests_rejection(message):
+    outcome = classify(200, None, json_bytes({"code": 0, "message": message}), creating=True)
+    assert outcome.kind is Kind.REJECTED and message in outcome.message
+
+
+def json_bytes(value) -> bytes:
+    import json
+
+    return json.dumps(value).encode()
+
+
+@pytest.mark.parametrize("eta", [1e308, float("inf"), float("nan"), -5, 10**400, 31 * 24 * 3600])
+def test_an_out_of_range_estimated_time_is_recorded_as_unknown(eta):
+    raw = b'{"code": 1, "data": {"task_id": "t1", "estimated_time": %s}}' % (
+        b"NaN" if eta != eta else b"Infinity" if eta == float("inf") else str(eta).encode()
+    )
+    outcome = classify(200, None, raw, creating=True)
+    assert outcome.kind is Kind.OK and outcome.task_id == "t1" and outcome.estimated_time is None
+
+
+# -- the key (issue 10.7) -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["key_abc\n", "key_abc\r", "\tkey_abc", "key abc", "kéy_abc", "key_\x00"])
+def test_a_key_that_cannot_be_sent_is_refused_without_showing_it(key):
+    with pytest.raises(UsageError) as caught:
+        check_api_key(key, "PIXWITH_API_KEY")
+    assert "key_abc" not in str(caught.value) and "PIXWITH_API_KEY" in str(caught.value)
+
+
+def test_redaction_covers_every_form_of_the_key():
+    key = "key_a'b\\c d/+"
+    forms = [key, repr(key), repr(key.encode()), "key_a%27b%5Cc%20d%2F%2B", "key_a%27b%5Cc+d%2F%2B"]
+    for form in forms:
+        assert "key_a" not in redact(f"error: {form} refused", key), form

@@ -7,8 +7,11 @@ import stat
 
 import pytest
 
+from batchgen import journal
+from batchgen.errors import UsageError
 from batchgen.expand import Origin, Request
-from batchgen.ledger import Ledger
+from batchgen.ledger import Ledger, LedgerUnsound
+from batchgen.liveness import RunLock
 from batchgen.migrations import MIGRATIONS
 
 BODY = {"prompt": "a", "model_id": "2-9", "options": {"duration": 5}}
@@ -24,15 +27,17 @@ def ledger(tmp_path):
         yield opened
 
 
-def test_tables_and_columns_are_the_documented_ones(ledger):
-    columns = {name: set(ledger.db[name].columns_dict) for name in ("tasks", "job_tasks", "runs")}
-    assert columns["tasks"] >= {
+def test_tables_and_columns_are_exactly_the_documented_ones(ledger):
+    # Pinned exactly, in order (as llm's test_migrate does): the tables are a public interface.
+    assert ledger.columns("tasks") == [
         "key", "job", "api_base", "model_id", "prompt", "request", "variant", "state", "task_id",
         "estimated_time", "submitted_at", "eta_at", "attempts", "error", "status", "result_urls",
-        "checked_at", "files", "updated_at",
-    }
-    assert columns["job_tasks"] == {"job", "job_file", "key"}
-    assert columns["runs"] >= {"started_at", "ended_at", "job", "flags", "counts", "exit_code"}
+        "checked_at", "files", "updated_at", "run_id",
+    ]
+    assert ledger.columns("job_tasks") == ["job", "job_file", "key"]
+    assert ledger.columns("runs") == [
+        "id", "started_at", "ended_at", "job", "job_file", "api_base", "flags", "counts", "exit_code", "pid",
+    ]
     assert ledger.db["tasks"].pks == ["key"]
 
 
@@ -45,14 +50,12 @@ def test_migrations_are_recorded_and_applied_once(tmp_path):
 
 
 def test_wal_full_sync_and_private_file(ledger):
-    assert ledger.query("PRAGMA journal_mode")[0][0] == "wal"
-    assert ledger.query("PRAGMA synchronous")[0][0] == 2  # FULL
+    assert ledger.db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert ledger.db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert stat.S_IMODE(os.stat(ledger.path).st_mode) == 0o600
 
 
 def test_not_a_ledger_is_a_clear_error(tmp_path):
-    from batchgen.errors import UsageError
-
     bogus = tmp_path / "notes.db"
     bogus.write_text("these are my notes, not a database" * 100)
     with pytest.raises(UsageError, match="not a batchgen ledger"):
@@ -61,6 +64,7 @@ def test_not_a_ledger_is_a_clear_error(tmp_path):
 
 def test_a_claim_is_taken_once(ledger, tmp_path):
     run = ledger.start_run("job", "job.yaml", "https://api", {})
+    RunLock(ledger.path, run)  # a live run (the lock goes with the test's process)
     assert ledger.claim(request(), "job", "https://api", run, allow={"failed"}) == "new"
     with Ledger(tmp_path / "ledger.db") as other:  # another process, in effect
         assert other.claim(request(), "job", "https://api", run + 1, allow={"failed"}) is None
@@ -87,13 +91,152 @@ def test_release_undoes_a_claim_that_was_never_sent(ledger):
 
 def test_sending_rows_of_a_run_that_is_gone_become_in_doubt(ledger):
     run = ledger.start_run("job", "job.yaml", "https://api", {})
+    lock = RunLock(ledger.path, run)
     ledger.claim(request("mine"), "job", "https://api", run, allow=set())
     dead = ledger.start_run("job", "job.yaml", "https://api", {})
-    ledger.db.conn.execute("UPDATE runs SET pid = 999999999 WHERE id = ?", [dead])
-    ledger.claim(request("theirs"), "job", "https://api", dead, allow=set())
+    ledger.claim(request("theirs"), "job", "https://api", dead, allow=set())  # it never held a lock
     assert ledger.recover() == 1
     assert ledger.task("theirs")["state"] == "in_doubt"
     assert ledger.task("mine")["state"] == "sending"  # this live run's row is left alone
+    lock.release()
+    assert ledger.recover() == 1 and ledger.task("mine")["state"] == "in_doubt"
+
+
+def test_liveness_is_the_lock_not_the_pid(ledger):
+    # A run whose recorded PID is alive (this very process, or PID 1 as inside a container)
+    # but which holds no lock is gone: its rows are recovered. The old PID check kept them
+    # `sending` forever.
+    run = ledger.start_run("job", "job.yaml", "https://api", {})
+    ledger.db.conn.execute("UPDATE runs SET pid = 1 WHERE id = ?", [run])
+    ledger.claim(request(), "job", "https://api", run, allow=set())
+    assert ledger.recover() == 1
+    assert ledger.task("k1")["state"] == "in_doubt"
+
+
+def test_a_lock_held_by_another_process_means_alive(ledger, tmp_path):
+    import subprocess
+    import sys
+
+    run = ledger.start_run("job", "job.yaml", "https://api", {})
+    ledger.claim(request(), "job", "https://api", run, allow=set())
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from batchgen.liveness import RunLock;"
+         f"RunLock(Path({str(ledger.path)!r}), {run}); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert not is_alive_elsewhere_gone(ledger)
+        assert ledger.task("k1")["state"] == "sending"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert ledger.recover() == 1  # killed: the kernel released its lock
+
+
+def is_alive_elsewhere_gone(ledger) -> bool:
+    return ledger.recover() > 0
+
+
+def test_recover_never_touches_a_row_another_run_reclaimed(ledger):
+    # The check and the update are apart: the update names the dead run, so a row some live
+    # run claimed in between is not flipped.
+    dead = ledger.start_run("job", "job.yaml", "https://api", {})
+    ledger.claim(request(), "job", "https://api", dead, allow=set())
+    live = ledger.start_run("job", "job.yaml", "https://api", {})
+    lock = RunLock(ledger.path, live)
+    ledger.db.conn.execute("UPDATE tasks SET run_id = ? WHERE key = 'k1'", [live])  # reclaimed meanwhile
+    try:
+        import batchgen.liveness
+
+        original = batchgen.liveness.is_alive
+        batchgen.liveness.is_alive = lambda path, run: run != dead and original(path, run)
+        ledger.db.conn.execute("UPDATE tasks SET run_id = ? WHERE key = 'k1'", [live])
+        assert ledger.recover() == 0
+    finally:
+        batchgen.liveness.is_alive = original
+        lock.release()
+    assert ledger.task("k1")["state"] == "sending"
+
+
+def test_a_ledger_with_two_hard_links_is_refused(tmp_path):
+    path = tmp_path / "ledger.db"
+    Ledger(path).close()
+    os.link(path, tmp_path / "other.db")
+    with pytest.raises(UsageError, match="hard links"):
+        Ledger(path)
+    with pytest.raises(UsageError, match="hard links"):
+        Ledger(tmp_path / "other.db")
+
+
+def test_a_corrupt_index_is_found_before_sending(tmp_path):
+    path = tmp_path / "ledger.db"
+    with Ledger(path) as ledger:
+        run = ledger.start_run("job", "job.yaml", "https://api", {})
+        for i in range(50):
+            ledger.claim(request(f"k{i:03d}"), "job", "https://api", run, allow=set())
+        ledger.db.conn.execute("UPDATE tasks SET state = 'submitted'")
+        ledger.db.conn.execute("PRAGMA writable_schema = ON")
+        # Point the primary key's index at the wrong page: SQLite's own way to a corrupt index.
+        ledger.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    corrupt_index(path, "sqlite_autoindex_tasks_1")
+    with Ledger(path) as ledger:
+        with pytest.raises(LedgerUnsound, match="corrupt"):
+            ledger.quick_check()
+
+
+def corrupt_index(path, index: str) -> None:
+    """Zero the first index page of `index` (the rows stay, the index forgets them)."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", [index]).fetchone()[0]
+    conn.close()
+    with open(path, "r+b") as f:
+        f.seek((root - 1) * page_size + 8)  # keep the page header's type byte: an empty leaf
+        f.write(b"\x00" * 4)
+
+
+def test_a_ledger_deleted_or_replaced_under_a_command_is_noticed(tmp_path):
+    path = tmp_path / "ledger.db"
+    with Ledger(path) as ledger:
+        ledger.check_same_file()
+        os.rename(path, tmp_path / "moved.db")
+        path.write_bytes(b"")
+        with pytest.raises(LedgerUnsound, match="replaced"):
+            ledger.check_same_file()
+        path.unlink()
+        with pytest.raises(LedgerUnsound, match="deleted"):
+            ledger.check_same_file()
+
+
+def test_the_journal_is_replayed_when_the_ledger_is_next_opened(tmp_path):
+    path = tmp_path / "ledger.db"
+    with Ledger(path) as ledger:
+        run = ledger.start_run("job", "job.yaml", "https://api", {})
+        ledger.claim(request("known"), "job", "https://api", run, allow=set())
+    entry = {"key": "known", "task_id": "t-known", "estimated_time": 1e308, "received_at": "2026-11-25T10:00:00.000Z"}
+    journal.append(path, entry)
+    journal.append(path, {"key": "lost", "task_id": "t-lost", "estimated_time": 30, "received_at": "2026-11-25T10:00:01.000Z",
+                          "job": "job", "api_base": "https://api", "variant": 0, "body": BODY})
+    with open(journal.journal_path(path), "a") as f:
+        f.write('{"key": "torn')  # a crash mid-write
+    with Ledger(path) as ledger:
+        assert ledger.replayed == 2
+        known, lost = ledger.task("known"), ledger.task("lost")
+        assert known["state"] == "submitted" and known["task_id"] == "t-known" and known["eta_at"] is None
+        assert lost["state"] == "submitted" and lost["task_id"] == "t-lost" and lost["eta_at"] == "2026-11-25T10:00:31.000Z"
+        assert [r["key"] for r in ledger.rows("job")] == ["lost"]  # rebuilt, and linked to its job
+    assert not journal.journal_path(path).exists()
+    with Ledger(path) as ledger:
+        assert ledger.replayed == 0
+
+
+def test_reading_never_creates_a_ledger(tmp_path):
+    with pytest.raises(UsageError, match="no ledger"):
+        Ledger(tmp_path / "none.db", create=False)
+    assert not (tmp_path / "none.db").exists()
 
 
 def test_submitted_records_the_eta(ledger):
@@ -118,7 +261,7 @@ def test_processes_opening_a_new_ledger_at_once_all_succeed(tmp_path):
     for _ in range(10):
         for suffix in ("", "-wal", "-shm"):
             (tmp_path / f"new.db{suffix}").unlink(missing_ok=True)
-        command = [sys.executable, "-m", "batchgen", "--ledger", str(path), "status"]
+        command = [sys.executable, "-c", f"from batchgen.ledger import Ledger; Ledger({str(path)!r}).close()"]
         processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
         for process in processes:
             _, err = process.communicate(timeout=60)

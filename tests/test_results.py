@@ -7,7 +7,7 @@ import json
 
 from test_run import job_text, prompts
 
-from batchgen.sandbox import parse_task_id, sample_video
+from batchgen.sandbox import TEST_KEY, parse_task_id, sample_video
 
 
 def test_run_wait_ends_with_each_task_as_the_sandbox_decided(world, write_job):
@@ -96,23 +96,72 @@ def test_download_defaults_to_outputs_job(world, write_job, monkeypatch):
     assert len(list((env.tmp / "outputs" / "shots").glob("*.mp4"))) == 1
 
 
-def test_wait_gives_up_when_the_api_stays_unreachable(world, write_job, tmp_path):
+class FakeClock:
+    def __init__(self):
+        self.at = 0.0
+        self.slept = []
+
+    def now(self):
+        return self.at
+
+    def sleep(self, seconds, stop=None):
+        self.slept.append(seconds)
+        self.at += seconds
+        return bool(stop and stop.is_set())
+
+
+def unreachable_wait(env, write_job, n: int, name: str):
+    """wait_for against an API that refuses every connection; (report, get calls, fake seconds)."""
     import httpx
 
     from batchgen.api import Api
-    from batchgen.limits import Backoff, RateLimiter
+    from batchgen.limits import RateLimiter
     from batchgen.results import wait_for
 
-    env = world(time_scale=0)
-    job = write_job(job_text(prompts(2), name="down"))
-    env.cli("run", job, "--yes", "--rpm", "60000")
+    job = write_job(job_text(prompts(n, tag=name), name=name), name=f"{name}.yaml")
+    assert env.cli("run", job, "--yes", "--rpm", "0").exit_code == 0
+    calls = []
 
     def unreachable(request):
+        calls.append(request)
         raise httpx.ConnectError("connection refused", request=request)
 
+    clock = FakeClock()
     with env.ledger() as ledger, Api(env.sandbox.base_url, "k", transport=httpx.MockTransport(unreachable)) as api:
-        report = wait_for(
-            ledger, api, "down", limiter=RateLimiter(None), sleep=lambda seconds: False, backoff=Backoff(base=0, max_attempts=2)
+        report = wait_for(ledger, api, name, limiter=RateLimiter(60, clock=clock), clock=clock)
+    return report, len(calls), clock.at
+
+
+def test_wait_gives_up_on_an_unreachable_api_within_a_bound_that_does_not_grow_with_the_tasks(world, write_job):
+    env = world(time_scale=0)
+    small = unreachable_wait(env, write_job, 4, "few")
+    large = unreachable_wait(env, write_job, 120, "many")
+    for report, calls, seconds in (small, large):
+        assert report.gave_up and "could not be reached" in report.gave_up and report.aborted is None
+        assert calls <= 3 * (6 + 4)  # UNREACHABLE_ROUNDS x (UNREACHABLE_CALLS + calls in flight)
+        assert seconds < 60  # at rpm 60: a minute of (fake) pacing at most
+    assert large[0].processing == 120  # nothing recorded wrongly; poll --wait resumes later
+    assert large[1] <= small[1] + 4
+
+
+def test_a_huge_eta_does_not_keep_wait_from_polling(world, write_job):
+    from datetime import timedelta
+
+    from batchgen.api import Api
+    from batchgen.limits import RateLimiter
+    from batchgen.results import MAX_SLEEP, REPOLL, wait_for
+    from batchgen.times import now, timestamp
+
+    env = world(time_scale=0)
+    job = write_job(job_text(prompts(2), name="slowpoke"))
+    env.cli("run", job, "--yes", "--rpm", "0")
+    with env.ledger() as ledger:  # the API promised a year; it was last heard of 11 minutes ago
+        ledger.db.conn.execute(
+            "UPDATE tasks SET eta_at = ?, submitted_at = ?",
+            [timestamp(now() + timedelta(days=365)), timestamp(now() - REPOLL - timedelta(minutes=1))],
         )
-    assert report.gave_up and "could not be reached" in report.gave_up and report.aborted is None
-    assert report.processing == 2  # nothing recorded wrongly; poll --wait resumes later
+    clock = FakeClock()
+    with env.ledger() as ledger, Api(env.sandbox.base_url, TEST_KEY) as api:
+        report = wait_for(ledger, api, "slowpoke", limiter=RateLimiter(None, clock=clock), clock=clock)
+    assert report.completed == 2
+    assert all(s <= MAX_SLEEP for s in clock.slept)

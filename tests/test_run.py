@@ -302,7 +302,7 @@ def test_ctrl_c_finishes_calls_in_flight_and_leaves_the_job_resumable(world, wri
     assert process.returncode == 130, err
     assert "stopping" in err
     rows = env.rows()
-    assert rows and {r["state"] for r in rows} == {"submitted"}  # nothing left 'sending'
+    assert rows and {r["state"] for r in rows} == {"submitted"}, [(r["state"], r["error"]) for r in rows if r["state"] != "submitted"]  # nothing left sending
     assert len(env.sandbox.created()) == len(rows)
     assert env.cli("run", job, "--yes", "--rpm", "60000").exit_code == 0
     assert len(env.sandbox.created()) == 30
@@ -313,7 +313,8 @@ def test_on_a_terminal_a_big_run_asks_first_and_no_sends_nothing(world, write_jo
 
     env = world()
     job = write_job(job_text(prompts(25)))
-    monkeypatch.setattr(batchgen.cli, "_interactive", lambda: True)
+    monkeypatch.setattr(batchgen.cli.Terminal, "interactive", True, raising=False)
+    monkeypatch.setattr(batchgen.cli.Terminal, "__init__", lambda self: setattr(self, "_stdout_closed", False))
     declined = env.runner.invoke(batchgen.cli.main, ["run", str(job)], env=env.env, input="n\n")
     assert "send 25 requests (each may be billed)?" in declined.output
     assert declined.exit_code == 1 and env.sandbox.calls == []

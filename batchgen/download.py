@@ -1,0 +1,290 @@
+"""Download: put a job's videos on disk, within bounds a hostile file host cannot stretch.
+
+Result URLs come from the API's answers, so they are treated as untrusted input:
+- only `https://` (or loopback URLs when the API itself is on loopback, as the sandbox is);
+- no private, link-local, loopback or reserved address (checked for every address the host
+  resolves to), so a URL cannot point batchgen at the user's own network;
+- redirects are followed by hand, at most `MAX_REDIRECTS`, each hop held to the same rules;
+- a size cap per file, a deadline per file and a stall timeout (no byte for that long);
+- transient failures (network errors, 5xx, a cut body) are retried within the command with
+  bounded backoff before being reported.
+
+Files go to `<name>.part`, are fsynced, and renamed into place once their length is right: a
+file under its final name is always complete. No API key is sent to file hosts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import threading
+import time
+import unicodedata
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from . import models
+from .ledger import Ledger
+from .limits import Backoff, attempts
+from .urls import UrlRefused, check_result_url, is_loopback_host
+
+MAX_REDIRECTS = 5
+DEFAULT_MAX_FILE_SIZE = 2 << 30  # 2 GiB
+DEFAULT_DEADLINE = 600.0  # seconds for one file, all hops and retries of one attempt included
+DEFAULT_STALL_TIMEOUT = 60.0  # seconds without a byte
+DOWNLOAD_BACKOFF = Backoff(base=0.5, cap=10.0, max_attempts=4)
+CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Bounds:
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE
+    deadline: float = DEFAULT_DEADLINE
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT
+    backoff: Backoff = DOWNLOAD_BACKOFF
+
+
+@dataclass
+class DownloadReport:
+    downloaded: int = 0
+    skipped: int = 0  # already complete on disk
+    failed: list[str] = field(default_factory=list)  # "file: reason"
+    bytes: int = 0
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    """One result URL of a completed task, and where it goes on disk."""
+
+    row: dict[str, Any]
+    url: str
+    path: Path
+
+    @property
+    def loopback_api(self) -> bool:
+        return is_loopback_host(urlsplit(self.row.get("api_base") or "").hostname)
+
+
+class Refused(Exception):
+    """This file will not be fetched (a rule, not bad luck): not retried."""
+
+
+class Transient(Exception):
+    """This attempt failed in a way another attempt may not."""
+
+
+def slug(text: str, length: int = 40) -> str:
+    """A short, safe, readable piece of a file name: `a-cat-walking-in-the-garden`."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    words = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return words[:length].rstrip("-") or "video"
+
+
+def file_name(row: dict[str, Any], index: int, count: int) -> str:
+    """`wan2.2-pro_a-cat-walking-in-the-garden_d6da5c44_v0.mp4` (`_2` etc. for more files)."""
+    model = models.label(row["model_id"] or "")
+    extra = f"_{index + 1}" if count > 1 else ""
+    return f"{model}_{slug(row['prompt'] or '')}_{row['key'][:8]}_v{row['variant']}{extra}.mp4"
+
+
+def result_files(rows: list[dict[str, Any]], out: Path) -> list[ResultFile]:
+    files = []
+    for row in rows:
+        try:
+            urls = json.loads(row["result_urls"] or "[]")
+        except ValueError:
+            urls = []
+        urls = [u for u in urls if isinstance(u, str)] if isinstance(urls, list) else []
+        files.extend(ResultFile(row, url, out / file_name(row, i, len(urls))) for i, url in enumerate(urls))
+    return files
+
+
+def download(
+    ledger: Ledger,
+    job: str,
+    out: Path,
+    *,
+    client: httpx.Client | None = None,
+    concurrency: int = 4,
+    bounds: Bounds = Bounds(),
+    rebase: Callable[[str], str] = lambda url: url,
+    on_progress: Callable[[int, int], None] = lambda done, total: None,
+    stop: threading.Event | None = None,
+) -> DownloadReport:
+    """Save every completed task's videos under `out`; record their paths; write the manifest.
+
+    `rebase` maps a recorded URL to the one to fetch (`download --sandbox` points the
+    sandbox's file URLs at the sandbox serving now)."""
+    work = result_files(ledger.completed_tasks(job), out)
+    report = DownloadReport()
+    lock = threading.Lock()
+    done = 0
+    stop = stop or threading.Event()
+    own_client = client is None
+    client = client or httpx.Client(
+        timeout=httpx.Timeout(30.0, read=bounds.stall_timeout), follow_redirects=False, trust_env=False
+    )
+
+    def fetch(item: ResultFile) -> None:
+        nonlocal done
+        result: int | str
+        if item.path.exists():
+            result = "skipped"
+        else:
+            result = fetch_file(client, rebase(item.url), item.path, loopback_api=item.loopback_api, bounds=bounds, stop=stop)
+        with lock:
+            if result == "skipped":
+                report.skipped += 1
+            elif isinstance(result, int):
+                report.downloaded += 1
+                report.bytes += result
+            else:
+                report.failed.append(f"{item.path.name}: {result}")
+            done += 1
+            on_progress(done, len(work))
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            list(pool.map(fetch, work))
+    finally:
+        if own_client:
+            client.close()
+    present = [item for item in work if item.path.exists()]
+    by_task: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    for item in work:
+        by_task.setdefault(item.row["key"], (item.row, []))
+    for item in present:
+        by_task[item.row["key"]][1].append(str(item.path))
+    for row, paths in by_task.values():
+        if paths != json.loads(row["files"] or "[]"):
+            ledger.record_files(row["key"], paths)
+    write_manifest(present, out)
+    return report
+
+
+def fetch_file(
+    client: httpx.Client,
+    url: str,
+    path: Path,
+    *,
+    loopback_api: bool,
+    bounds: Bounds = Bounds(),
+    stop: threading.Event | None = None,
+) -> int | str:
+    """Fetch `url` to `path` within `bounds`, retrying what may pass next time; the byte
+    count, or why it failed."""
+    stop = stop or threading.Event()
+    reason = "not tried"
+    for attempt in attempts(bounds.backoff, wait=stop.wait):
+        try:
+            return _fetch_once(client, url, path, loopback_api=loopback_api, bounds=bounds)
+        except Refused as e:
+            return str(e)
+        except Transient as e:
+            reason = str(e)
+            if attempt > 1:
+                reason += f" (after {attempt} attempts)"
+    return reason
+
+
+def _fetch_once(client: httpx.Client, url: str, path: Path, *, loopback_api: bool, bounds: Bounds) -> int:
+    part = path.with_name(path.name + ".part")
+    deadline = time.monotonic() + bounds.deadline
+    try:
+        for _hop in range(MAX_REDIRECTS + 1):
+            try:
+                check_result_url(url, loopback_api=loopback_api)
+            except UrlRefused as e:
+                raise Refused(f"refused {_brief(url)}: {e}") from None
+            with client.stream("GET", url) as response:
+                if response.is_redirect:
+                    location = response.headers.get("Location")
+                    if not location:
+                        raise Refused(f"HTTP {response.status_code} without a Location")
+                    url = urljoin(url, location)
+                    continue
+                if response.status_code >= 500 or response.status_code == 429:
+                    raise Transient(f"HTTP {response.status_code}")
+                if response.status_code != 200:
+                    raise Refused(f"HTTP {response.status_code}")
+                size = _save(response, part, bounds, deadline)
+            os.replace(part, path)
+            return size
+        raise Refused(f"more than {MAX_REDIRECTS} redirects")
+    except httpx.HTTPError as e:
+        raise Transient(f"{type(e).__name__}: {e}") from None
+    except OSError as e:
+        raise Refused(f"cannot write {part}: {e.strerror}") from None
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def _save(response: httpx.Response, part: Path, bounds: Bounds, deadline: float) -> int:
+    expected = response.headers.get("Content-Length")
+    declared = int(expected) if expected is not None and expected.isdigit() else None
+    if declared is not None and declared > bounds.max_file_size:
+        raise Refused(f"{declared:,} bytes is over --max-file-size ({bounds.max_file_size:,})")
+    size = 0
+    with open(part, "wb") as f:
+        for chunk in response.iter_bytes(CHUNK):
+            size += len(chunk)
+            if size > bounds.max_file_size:
+                raise Refused(f"over --max-file-size ({bounds.max_file_size:,} bytes); stopped there")
+            if time.monotonic() > deadline:
+                raise Transient(f"not done within {bounds.deadline:g} s ({size:,} bytes so far)")
+            f.write(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+    if declared is not None and declared != size:
+        raise Transient(f"got {size} of {declared} bytes")
+    return size
+
+
+def _brief(url: str) -> str:
+    return url if len(url) <= 80 else url[:77] + "..."
+
+
+MANIFEST_COLUMNS = ("file", "key", "task_id", "model", "model_id", "prompt", "options", "image_urls", "variant", "status", "url")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A cell a spreadsheet shows as text: one starting like a formula gets a leading `'`."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def write_manifest(files: list[ResultFile], out: Path) -> Path:
+    """`manifest.csv`: every downloaded file with its prompt, model, options and task id."""
+    path = out / "manifest.csv"
+    part = path.with_name("manifest.csv.part")
+    with open(part, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
+        writer.writeheader()
+        for item in files:
+            row = item.row
+            body = json.loads(row["request"])
+            cells = {
+                "file": item.path.name,
+                "key": row["key"],
+                "task_id": row["task_id"],
+                "model": models.label(row["model_id"]),
+                "model_id": row["model_id"],
+                "prompt": row["prompt"],
+                "options": json.dumps(body.get("options", {}), sort_keys=True),
+                "image_urls": " ".join(body.get("image_urls", [])),
+                "variant": row["variant"],
+                "status": row["status"],
+                "url": item.url,
+            }
+            writer.writerow({name: spreadsheet_safe(value) for name, value in cells.items()})
+    os.replace(part, path)
+    return path

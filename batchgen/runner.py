@@ -1,0 +1,365 @@
+"""The run, as a use case: settings in, an exit code out.
+
+`cli.py` parses the command line into a `RunOptions` and a `Target` and calls `execute_run`;
+everything between (which ledger, validation, planning, the confirmation, the run's record in
+`runs`, its lock, sending, the summary, the wait → download → gallery chain and the exit code)
+lives here. What people read goes through a `Console`, so this module prints nothing itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+from urllib.parse import urlsplit
+
+from . import api, models
+from . import gallery as gallery_mod
+from . import sandbox as sandbox_mod
+from .display import ProgressDisplay, summary_lines
+from .download import Bounds, download
+from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, UsageError
+from .inputs import InputRefused, read_regular
+from .ledger import Ledger
+from .limits import Backoff, RateLimiter
+from .liveness import RunLock
+from .plan import Plan, prepare_run
+from .project import Project
+from .results import wait_for
+from .submit import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_IDENTICAL_ERRORS,
+    DEFAULT_RPM,
+    Interrupted,
+    RunSettings,
+    StopSignal,
+    Submission,
+)
+from .urls import check_api_base
+from .validate import validate_job
+
+CONFIRM_ABOVE = 20  # on a terminal, ask before sending more requests than this
+SANDBOX_TIME_SCALE = 0.02  # `--sandbox`: a 240 s generation takes about 5 s
+# `--sandbox` requests are known by this base URL whatever port the run's own sandbox has, so
+# their identities stay the same from run to run (and match ledgers made before).
+SANDBOX_IDENTITY = f"http://127.0.0.1:{sandbox_mod.DEFAULT_PORT}"
+MAX_KEY_FILE = 4096
+
+
+class Console(Protocol):
+    """Where a command's words go: `out` for results (stdout), `err` for everything else."""
+
+    interactive: bool
+
+    def out(self, line: str) -> None: ...
+
+    def err(self, line: str) -> None: ...
+
+    def confirm(self, question: str) -> bool: ...
+
+
+# -- where to send, with what key ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """The API a command talks to: the base URL that is part of each request's identity (and
+    recorded in the ledger), the one calls go to (they differ only for the sandbox), the key."""
+
+    identity_base: str
+    base_url: str
+    key: str
+    sandbox_files: str | None = None  # `--sandbox`: the running sandbox's file URL prefix
+
+    def rebase(self, url: str) -> str:
+        """A recorded result URL, pointed at the sandbox serving now (for `--sandbox`)."""
+        if self.sandbox_files and "/_sandbox/files/" in url and urlsplit(url).hostname == "127.0.0.1":
+            return self.sandbox_files + url.split("/_sandbox/files/", 1)[1]
+        return url
+
+
+def read_api_key(api_key_file: str | None) -> str | None:
+    """The key from --api-key-file, else PIXWITH_API_KEY, checked; never echoed anywhere."""
+    if api_key_file:
+        source = f"--api-key-file {api_key_file}"
+        try:
+            raw = read_regular(api_key_file, limit=MAX_KEY_FILE)
+        except InputRefused as e:
+            raise UsageError(f"{source}: {e}") from None
+        try:
+            key = raw.decode("ascii").strip()  # the file's own line break is not part of the key
+        except UnicodeDecodeError:
+            raise UsageError(f"{source}: not a text file holding an API key (it has non-ASCII bytes)") from None
+        if not key:
+            raise UsageError(f"{source}: the file is empty")
+        api.remember_secret(key)
+        return api.check_api_key(key, source)
+    key = os.environ.get("PIXWITH_API_KEY") or None
+    if key is not None:
+        api.remember_secret(key)
+        api.check_api_key(key, "PIXWITH_API_KEY")
+    return key
+
+
+@contextlib.contextmanager
+def api_target(*, sandbox: bool, base_url: str, api_key_file: str | None, need_key: bool) -> Iterator[Target]:
+    """The configured API, or a sandbox of this command's own (on a free port)."""
+    if not sandbox:
+        base = check_api_base(base_url)
+        key = read_api_key(api_key_file)
+        if need_key and not key:
+            raise UsageError("no API key: set PIXWITH_API_KEY or pass --api-key-file (or try --sandbox)")
+        yield Target(base, base, key or "")
+        return
+    config = sandbox_mod.SandboxConfig(time_scale=SANDBOX_TIME_SCALE)
+    with sandbox_mod.running(config) as served:
+        yield Target(SANDBOX_IDENTITY, served.base_url, sandbox_mod.TEST_KEY, f"{served.base_url}/_sandbox/files/")
+
+
+# -- signals and interruption --------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def signals_as_interrupts() -> Iterator[None]:
+    """SIGTERM and SIGHUP act like Ctrl-C for the block: the first stops claiming and waits for
+    the calls in flight, a second quits at once. (Only the main thread may install handlers;
+    elsewhere, as in some test runners, the defaults stay.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise StopSignal(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def interrupted_exit(error: BaseException) -> int:
+    """130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
+    number = getattr(error, "signal", None)
+    return 128 + number if number else EXIT_INTERRUPTED
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    job_file: str
+    rpm: int | None = None  # None: the job's limits.rpm, else the default; 0: no ceiling
+    concurrency: int | None = None
+    limit: int | None = None
+    dry_run: bool = False
+    yes: bool = False
+    retry_rejected: bool = False
+    resubmit_in_doubt: bool = False
+    wait: bool = False
+    download: bool = False
+    gallery: bool = False
+    max_identical_errors: int = DEFAULT_MAX_IDENTICAL_ERRORS
+    max_attempts: int = Backoff.max_attempts
+    read_timeout: float = api.DEFAULT_TIMEOUT.read or 60.0
+    bounds: Bounds = field(default_factory=Bounds)
+
+    def settings(self, limits: dict[str, int]) -> RunSettings:
+        """The run's settings: flags first, then the job's `limits`, then the defaults."""
+        rpm = self.rpm if self.rpm is not None else limits.get("rpm") or DEFAULT_RPM
+        return RunSettings(
+            rpm=rpm or None,
+            concurrency=self.concurrency or limits.get("concurrency") or DEFAULT_CONCURRENCY,
+            retry_rejected=self.retry_rejected,
+            resubmit_in_doubt=self.resubmit_in_doubt,
+            backoff=Backoff(max_attempts=self.max_attempts),
+            max_identical_errors=self.max_identical_errors,
+        )
+
+    def flags(self) -> dict[str, Any]:
+        """What the run was asked, for `runs.flags`."""
+        flags = asdict(self)
+        flags.pop("job_file")
+        flags["bounds"] = {k: v for k, v in flags["bounds"].items() if k != "backoff"}
+        return flags
+
+
+def open_ledger(project: Project, console: Console, *, create: bool) -> Ledger:
+    """Open the project's ledger and say which one it is, and what opening it repaired."""
+    ledger = Ledger(project.ledger, create=create)
+    console.err(project.describe())
+    if ledger.replayed:
+        console.err(f"recorded {ledger.replayed} task ids kept in the journal by an earlier run")
+    if ledger.recovered:
+        console.err(f"{ledger.recovered} requests left 'sending' by an earlier run that ended are now in_doubt")
+    return ledger
+
+
+def execute_run(options: RunOptions, target: Target, project: Project, console: Console) -> int:
+    """validate, plan, send, record; then wait, download, gallery if asked. The exit code."""
+    expansion = validate_job(options.job_file, target.identity_base, root=project.root)
+    for problem in expansion.warnings:
+        console.err(str(problem))
+    settings = options.settings(expansion.job.limits)
+    if options.dry_run and not project.ledger.exists():
+        plan, to_send = prepare_run(expansion, None, settings.resendable(), options.job_file, link=False)
+        return _dry_run(plan, to_send[: options.limit] if options.limit is not None else to_send, settings, target, console)
+    with open_ledger(project, console, create=not options.dry_run) as ledger:
+        if not options.dry_run:
+            ledger.quick_check()
+        plan, to_send = prepare_run(expansion, ledger, settings.resendable(), options.job_file, link=not options.dry_run)
+        if options.limit is not None:
+            to_send = to_send[: options.limit]
+        if options.dry_run:
+            return _dry_run(plan, to_send, settings, target, console)
+        console.out(_plan_line(plan, len(to_send), settings, target))
+        if to_send and len(to_send) > CONFIRM_ABOVE and not options.yes and console.interactive:
+            if not console.confirm(f"send {len(to_send)} requests (each may be billed)?"):
+                console.err("nothing sent")
+                return EXIT_INCOMPLETE
+        # One limiter for the whole run: get-task calls after the sends share its pace.
+        limiter = RateLimiter(settings.rpm)
+        exit_code = _send(ledger, options, expansion.job.name, target, settings, to_send, limiter, console)
+        return _after_sending(ledger, options, expansion.job.name, target, limiter, console, exit_code)
+
+
+def _dry_run(plan: Plan, to_send: list[Any], settings: RunSettings, target: Target, console: Console) -> int:
+    console.out(_plan_line(plan, len(to_send), settings, target))
+    for request in to_send:
+        model = models.label(request.body["model_id"])
+        console.out(f"  would send {request.key[:12]} v{request.variant} {model}: {request.body.get('prompt', '')[:60]}")
+    return 0
+
+
+def _plan_line(plan: Plan, sending: int, settings: RunSettings, target: Target) -> str:
+    counts = ", ".join(f"{n} {a}" for a, n in sorted(plan.counts.items()))
+    rpm = f"rpm {settings.rpm}" if settings.rpm else "no rpm ceiling"
+    where = target.identity_base + (f" (the sandbox, serving at {target.base_url})" if target.sandbox_files else "")
+    return f"{plan.job}: {sum(plan.counts.values())} requests ({counts}); sending {sending} to {where} ({rpm}, concurrency {settings.concurrency})"
+
+
+def _send(
+    ledger: Ledger,
+    options: RunOptions,
+    name: str,
+    target: Target,
+    settings: RunSettings,
+    to_send: list[Any],
+    limiter: RateLimiter,
+    console: Console,
+) -> int:
+    run_id = ledger.start_run(name, options.job_file, target.identity_base, options.flags() | {"rpm": settings.rpm, "concurrency": settings.concurrency})
+    lock = RunLock(ledger.path, run_id)  # before the first claim: see liveness.py
+    progress = ProgressDisplay(len(to_send))
+    try:
+        client = api.Api(target.base_url, target.key, timeout=api.timeout(options.read_timeout), max_connections=settings.concurrency)
+        with client, signals_as_interrupts():
+            submission = Submission(
+                ledger, client, settings, job=name, api_base=target.identity_base, run_id=run_id,
+                progress=progress, limiter=limiter, notice=console.err,
+            )
+
+            def on_interrupt(in_flight: int) -> None:
+                console.err(f"\nstopping: waiting for {in_flight} calls in flight (a second Ctrl-C quits at once)")
+
+            try:
+                report = submission.run(to_send, on_interrupt=on_interrupt)
+                progress.finish()
+            except Interrupted as e:
+                exit_code = interrupted_exit(e)
+                ledger.end_run(run_id, {"interrupted": "twice"}, exit_code)
+                console.err("quit: calls in flight are now in_doubt")
+                return exit_code
+        states = Counter(ledger.job_states(name))
+        unsent = ledger.unsent_count(name)
+        for line in summary_lines(name, options.job_file, report, states, ledger.last_due(name), unsent):
+            console.out(line)
+        unresolved = sum(states.get(s, 0) for s in ("rejected", "failed", "in_doubt"))
+        exit_code = report.exit_code(unresolved)
+        if report.unrecorded:
+            exit_code = EXIT_ABORTED
+        ledger.end_run(run_id, dict(report.outcomes) | {"calls": report.calls, "aborted": report.aborted}, exit_code)
+        return exit_code
+    finally:
+        lock.release()
+
+
+def _after_sending(
+    ledger: Ledger, options: RunOptions, name: str, target: Target, limiter: RateLimiter, console: Console, exit_code: int
+) -> int:
+    """The wait → download → gallery chain, each step only if the one before went well."""
+    if options.wait and exit_code in (0, EXIT_INCOMPLETE):
+        waited = wait_until_done(ledger, target, name, limiter, console)
+        exit_code = waited if waited >= 128 else max(exit_code, waited)
+    folder = Path("outputs") / name
+    if options.download and exit_code in (0, EXIT_INCOMPLETE):
+        exit_code = max(exit_code, download_job(ledger, name, folder, target, console, bounds=options.bounds))
+    if options.gallery and exit_code in (0, EXIT_INCOMPLETE):
+        write_gallery(ledger, name, folder, console)
+    return exit_code
+
+
+def wait_until_done(ledger: Ledger, target: Target, job: str, limiter: RateLimiter, console: Console) -> int:
+    """Poll until every task of `job` has ended; the exit code it deserves."""
+    last = [""]
+
+    def show(counts: dict[str, int]) -> None:
+        line = f"waiting: {counts['processing']} processing, {counts['completed']} completed, {counts['failed']} failed"
+        if line != last[0]:
+            console.err(line)
+            last[0] = line
+
+    stop = threading.Event()
+    with api.Api(target.base_url, target.key) as client, signals_as_interrupts():
+        try:
+            report = wait_for(ledger, client, job, limiter=limiter, on_progress=show, stop=stop)
+        except KeyboardInterrupt as e:
+            stop.set()
+            console.err("\nstopped waiting; batchgen poll --wait or run --wait picks up where this left")
+            return interrupted_exit(e)
+    ended = f"tasks ended: {report.completed} completed, {report.failed} failed"
+    console.out(ended + (f", {report.processing} still processing" if report.processing else ""))
+    if report.unknown:
+        console.out(f"{len(report.unknown)} task ids unknown to the API: {', '.join(report.unknown[:5])}")
+    if report.aborted:
+        console.err(f"stopped: {report.aborted}")
+        return EXIT_ABORTED
+    if report.gave_up:
+        console.err(f"stopped waiting: {report.gave_up}")
+    return EXIT_INCOMPLETE if report.failed or report.unknown or report.processing else 0
+
+
+def download_job(
+    ledger: Ledger, name: str, folder: Path, target: Target | None, console: Console, *, concurrency: int = 4, bounds: Bounds = Bounds()
+) -> int:
+    prepare_folder(folder)
+    rebase: Callable[[str], str] = target.rebase if target else (lambda url: url)
+    report = download(ledger, name, folder, concurrency=concurrency, bounds=bounds, rebase=rebase)
+    console.out(f"{folder}: {report.downloaded} downloaded ({report.bytes:,} bytes), {report.skipped} already there; manifest.csv")
+    for failure in report.failed:
+        console.err(f"  failed: {failure}")
+    return EXIT_INCOMPLETE if report.failed else 0
+
+
+def prepare_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot use {folder} as a folder: {e.strerror}") from None
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise UsageError(f"cannot use {folder} as a folder: not a writable directory")
+
+
+def write_gallery(ledger: Ledger, name: str, folder: Path, console: Console, rows: list[str] | None = None, cols: list[str] | None = None) -> Path:
+    prepare_folder(folder)
+    path = gallery_mod.write(ledger, name, folder, rows, cols)
+    console.out(f"gallery: {path}")
+    return path
+
