@@ -410,22 +410,15 @@ class Ledger:
                 row = conn.execute("SELECT state, task_id FROM tasks WHERE key = ?", (entry["key"],)).fetchone()
                 if row is not None and row["state"] == "submitted" and row["task_id"]:
                     continue  # recorded after all (or replayed before a crash)
-                if row is None:  # the ledger was replaced: the row is rebuilt from the entry
-                    body = entry.get("body") or {}
-                    conn.execute(
-                        "INSERT INTO tasks (key, job, api_base, model_id, prompt, request, variant, state, attempts,"
-                        " updated_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, 'sending', 1, ?, ?)",
-                        (
-                            entry["key"], entry.get("job") or "", entry.get("api_base") or "", body.get("model_id"),
-                            body.get("prompt"), json.dumps(body, ensure_ascii=False), int(entry.get("variant") or 0),
-                            timestamp(), entry.get("run_id"),
-                        ),
-                    )
-                    if entry.get("job"):
-                        conn.execute(
-                            "INSERT OR IGNORE INTO job_tasks (job, job_file, key) VALUES (?, ?, ?)",
-                            (entry["job"], entry.get("job_file") or "", entry["key"]),
+                if not entry.get("task_id"):  # rescued as in_doubt: maybe created, never resent silently
+                    if row is None or row["state"] in ("sending", "failed"):
+                        _insert_entry(conn, entry, "in_doubt") if row is None else conn.execute(
+                            "UPDATE tasks SET state = 'in_doubt', error = ?, updated_at = ? WHERE key = ?",
+                            (entry.get("error") or "in doubt in a ledger that was lost", timestamp(), entry["key"]),
                         )
+                    continue
+                if row is None:  # the ledger was replaced: the row is rebuilt from the entry
+                    _insert_entry(conn, entry, "sending")
                 fields = _submitted(entry["task_id"], entry.get("estimated_time"), entry.get("received_at"))
                 fields["updated_at"] = timestamp()
                 assignments = ", ".join(f"{name} = ?" for name in fields)
@@ -433,8 +426,48 @@ class Ledger:
         journal.clear(self.path)
         return len(entries)
 
+    def rescue_to_journal(self) -> int:
+        """Copy every row that holds money (a task id, or a request in doubt) from the open
+        ledger file into the journal. For a run whose ledger was deleted or replaced: the file
+        it still has open is the only record left of what was paid for."""
+        rows = self._query(
+            "SELECT t.*, (SELECT j.job_file FROM job_tasks j WHERE j.key = t.key LIMIT 1) AS job_file FROM tasks t"
+            " WHERE t.task_id IS NOT NULL OR t.state IN ('in_doubt', 'sending')"
+        )
+        entries = [
+            {
+                "key": row["key"], "task_id": row["task_id"], "estimated_time": row["estimated_time"],
+                "received_at": row["submitted_at"], "job": row["job"], "job_file": row["job_file"],
+                "api_base": row["api_base"], "variant": row["variant"], "body": json.loads(row["request"]),
+                "run_id": row["run_id"], "state": "submitted" if row["task_id"] else "in_doubt",
+                "error": row["error"] or "in doubt when its ledger was lost",
+            }
+            for row in rows
+        ]
+        if entries:
+            journal.append(self.path, *entries)
+        return len(entries)
+
     def integrity(self) -> str:
         return str(self._query("PRAGMA integrity_check")[0][0])
+
+
+def _insert_entry(conn: sqlite3.Connection, entry: dict[str, Any], state: str) -> None:
+    body = entry.get("body") or {}
+    conn.execute(
+        "INSERT INTO tasks (key, job, api_base, model_id, prompt, request, variant, state, attempts, error,"
+        " updated_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
+        (
+            entry["key"], entry.get("job") or "", entry.get("api_base") or "", body.get("model_id"), body.get("prompt"),
+            json.dumps(body, ensure_ascii=False), int(entry.get("variant") or 0), state, entry.get("error"), timestamp(),
+            entry.get("run_id"),
+        ),
+    )
+    if entry.get("job"):
+        conn.execute(
+            "INSERT OR IGNORE INTO job_tasks (job, job_file, key) VALUES (?, ?, ?)",
+            (entry["job"], entry.get("job_file") or "", entry["key"]),
+        )
 
 
 def _submitted(task_id: str, estimated_time: float | None, submitted_at: str | None) -> dict[str, Any]:

@@ -95,3 +95,30 @@ def m001_tasks_jobs_runs(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
+
+
+@migration
+def m002_canonical_api_base(db: sqlite_utils.Database) -> None:
+    """Store each `api_base` in its canonical spelling, but only where the row's key stays
+    right: a key is the hash of {api, body, variant}, so a row whose key was made from another
+    spelling keeps that spelling (and its key). Ledgers made before keep working as they were."""
+    import hashlib
+    import json
+
+    from .errors import UsageError
+    from .urls import canonical_base_url
+
+    conn = db.conn
+    for (api_base,) in conn.execute("SELECT DISTINCT api_base FROM tasks").fetchall():
+        try:
+            canonical = canonical_base_url(api_base)
+        except UsageError:
+            continue
+        if canonical == api_base:
+            continue
+        rows = conn.execute("SELECT key, request, variant FROM tasks WHERE api_base = ?", (api_base,)).fetchall()
+        for key, request, variant in rows:
+            document = {"api": canonical, "body": json.loads(request), "variant": variant}
+            text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            if hashlib.sha256(text.encode("utf-8")).hexdigest() == key:
+                conn.execute("UPDATE tasks SET api_base = ? WHERE key = ?", (canonical, key))

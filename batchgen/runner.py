@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 from urllib.parse import urlsplit
 
-from . import api, models
+from . import api, journal, models
 from . import gallery as gallery_mod
 from . import sandbox as sandbox_mod
 from .display import ProgressDisplay, summary_lines
@@ -257,6 +257,7 @@ def _send(
 ) -> int:
     run_id = ledger.start_run(name, options.job_file, target.identity_base, options.flags() | {"rpm": settings.rpm, "concurrency": settings.concurrency})
     lock = RunLock(ledger.path, run_id)  # before the first claim: see liveness.py
+    journal.reserve(ledger.path)
     progress = ProgressDisplay(len(to_send))
     try:
         client = api.Api(target.base_url, target.key, timeout=api.timeout(options.read_timeout), max_connections=settings.concurrency)
@@ -288,6 +289,7 @@ def _send(
         ledger.end_run(run_id, dict(report.outcomes) | {"calls": report.calls, "aborted": report.aborted}, exit_code)
         return exit_code
     finally:
+        journal.release_reserve(ledger.path)
         lock.release()
 
 

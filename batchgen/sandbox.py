@@ -71,6 +71,7 @@ class SandboxConfig:
     retry_after: float = 1.0  # seconds given in Retry-After for random 429/503
     cut_download_rate: float = 0.0  # result file closed half way (for download tests)
     reject_rate: float = 0.0  # valid bodies refused anyway, code 0 (as content moderation would)
+    reject_message: str = "prompt refused by content moderation"
 
 
 @dataclass(frozen=True)
@@ -304,7 +305,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if sandbox.chance(config.reject_rate):
             record("rejected")
-            self._answer(HTTPStatus.OK, 0, "prompt refused by content moderation")
+            self._answer(HTTPStatus.OK, 0, config.reject_message)
             return
         if not sandbox.take_credit():
             record("no_credit")

@@ -129,6 +129,7 @@ def load_job(path: str | Path, root: Path | None = None) -> Job:
     data, marks = parse_yaml(text, file)
     job = Job(path=path, file=file, name=_default_name(path), data=data, marks=marks)
     job.root = root or find_root(path.resolve().parent)[0]
+    _refuse_too_many_entries(job)
     problems = list(check_structure(job))
     if problems:
         raise JobError(problems)
@@ -170,18 +171,20 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Marks]:
     Only plain YAML types are constructed: a `!!python/...` tag is an error, never executed.
     A key given twice in one mapping is an error (YAML loaders usually keep the last silently).
     """
-    loader = _BoundedLoader(text)
+    loader = None
     try:
+        _prescan(text)
+        loader = _BoundedLoader(text)
         node = loader.get_single_node()
         if node is None:
             raise JobError([Problem(file, 1, 1, "", "the file is empty", hint="start with 'version: 1'")])
-        _check_expansion(node, loader.nodes)
+        _check_expansion(node)
         data = loader.construct_document(node)
         marks = Marks()
         problems: list[Problem] = []
         _mark(loader, node, (), marks, problems, file, set())
     except yaml.MarkedYAMLError as e:
-        raise JobError([_yaml_problem(e, file)]) from None
+        raise JobError([_yaml_problem(e, file, text)]) from None
     except yaml.reader.ReaderError as e:  # a character YAML does not allow (NUL, ...)
         line = text.count("\n", 0, e.position) + 1
         column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
@@ -191,7 +194,8 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Marks]:
     except RecursionError:  # a last guard: _BoundedLoader stops far sooner
         raise JobError([Problem(file, None, None, "", f"nested deeper than {MAX_DEPTH} levels")]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if problems:
         raise JobError(problems)
     return data, marks
@@ -200,29 +204,49 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Marks]:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with bounds: nesting depth, number of values, integer size, and
-    strings that are valid Unicode (a lone surrogate like "\\ud800" cannot be sent as UTF-8)."""
+# libyaml's C loader when PyYAML has it (several times faster on big files), else the
+# pure-Python one; both give every node its line and column.
+try:
+    from yaml.cyaml import CParser as _Parser
+    from yaml.cyaml import CSafeLoader as _SafeLoader
+except ImportError:  # PyYAML built without libyaml
+    _Parser = yaml.SafeLoader  # type: ignore[assignment,misc]
+    _SafeLoader = yaml.SafeLoader  # type: ignore[assignment,misc]
 
-    def __init__(self, text: str):
-        super().__init__(text)
-        self.depth = 0
-        self.nodes = 0
+_OPENING = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+_CLOSING = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+_NODE = (yaml.ScalarEvent, yaml.AliasEvent, *_OPENING)
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        self.depth += 1
-        self.nodes += 1
-        if self.depth > MAX_DEPTH:
-            raise ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
-        if self.nodes > MAX_NODES:
-            raise ComposerError(
-                None, None, f"more than {MAX_NODES:,} values in one job file; put prompts in a prompts file or a CSV",
-                self.peek_event().start_mark,
-            )
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
+
+def _prescan(text: str) -> None:
+    """Enforce the depth and size bounds on the parser's events, before any node is built:
+    a huge or deeply nested file is refused in seconds and in little memory."""
+    parser = _Parser(text)
+    depth = nodes = 0
+    try:
+        while parser.check_event():
+            event = parser.get_event()
+            if isinstance(event, _NODE):
+                nodes += 1
+                if nodes > MAX_NODES:
+                    raise ComposerError(
+                        None, None, f"more than {MAX_NODES:,} values in one job file; put prompts in a prompts file or a CSV",
+                        event.start_mark,
+                    )
+                if isinstance(event, _OPENING):
+                    depth += 1
+                    if depth > MAX_DEPTH:
+                        raise ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+            elif isinstance(event, _CLOSING):
+                depth -= 1
+    finally:
+        parser.dispose()
+
+
+class _BoundedLoader(_SafeLoader):  # type: ignore[misc,valid-type]
+    """The safe loader, with integers and strings bounded: an integer of more than
+    MAX_INT_DIGITS digits, or a string with a lone surrogate (like "\\ud800", which cannot be
+    sent as UTF-8), is a located error. Depth and size are bounded by `_prescan`."""
 
     def construct_yaml_int(self, node: Any) -> int:
         digits = str(node.value).lstrip("+-").replace("_", "")
@@ -241,7 +265,7 @@ _BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct
 _BoundedLoader.add_constructor("tag:yaml.org,2002:str", _BoundedLoader.construct_yaml_str)
 
 
-def _check_expansion(root: yaml.Node, distinct: int) -> None:
+def _check_expansion(root: yaml.Node) -> None:
     """Refuse an alias bomb before anything walks the expanded document: the number of values
     once every alias is expanded, counted in one pass over the distinct nodes."""
     sizes: dict[int, int] = {}
@@ -260,6 +284,7 @@ def _check_expansion(root: yaml.Node, distinct: int) -> None:
         return total
 
     expanded = size(root)
+    distinct = len(sizes)
     if expanded > max(MAX_EXPANDED, 20 * distinct):
         raise ComposerError(
             None, None, f"aliases expand to {expanded:,} values (from {distinct:,} written); that is an alias bomb, not a job",
@@ -267,8 +292,10 @@ def _check_expansion(root: yaml.Node, distinct: int) -> None:
         )
 
 
-def _yaml_problem(e: yaml.MarkedYAMLError, file: str) -> Problem:
+def _yaml_problem(e: yaml.MarkedYAMLError, file: str, text: str = "") -> Problem:
     mark = e.problem_mark or e.context_mark
+    if mark is not None and _char_at(text, mark.line, mark.column) == "\t" and "'\\t'" not in str(e.problem):
+        e.problem = f"found character '\\t' that cannot start any token"  # libyaml does not name it
     message = " ".join(str(part) for part in (e.context, e.problem) if part) or "not valid YAML"
     hint = None
     if "python/" in message or "could not determine a constructor" in message:
@@ -278,6 +305,11 @@ def _yaml_problem(e: yaml.MarkedYAMLError, file: str) -> Problem:
         hint = "indent with spaces, not tabs"
     line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
     return Problem(file, line, column, "", f"YAML: {message}", hint)
+
+
+def _char_at(text: str, line: int, column: int) -> str:
+    lines = text.splitlines()
+    return lines[line][column : column + 1] if 0 <= line < len(lines) else ""
 
 
 def _mark(
@@ -319,6 +351,22 @@ def _mark(
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _mark(loader, item, path + (i,), marks, problems, file, seen)
+
+
+def _refuse_too_many_entries(job: Job) -> None:
+    """Before the schema check walks them all: a plain entry is at least one request, so more
+    plain entries than `limits.max_requests` can only be refused (the count says why)."""
+    if not isinstance(job.data, dict) or not isinstance(job.data.get("requests"), list):
+        return
+    limits = job.data.get("limits")
+    limit = limits.get("max_requests") if isinstance(limits, dict) else None
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        limit = DEFAULT_MAX_REQUESTS
+    plain = sum(1 for entry in job.data["requests"] if isinstance(entry, dict) and "matrix" not in entry and "rows" not in entry)
+    if plain > limit:
+        where = ("limits", "max_requests") if isinstance(limits, dict) and "max_requests" in limits else ("requests",)
+        raise JobError([job.problem(where, f"the job has {plain:,} request entries, past limits.max_requests ({limit:,}); nothing was sent",
+                                    hint="split the job, or raise limits.max_requests if you mean it")])
 
 
 def check_structure(job: Job) -> Iterator[Problem]:

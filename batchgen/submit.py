@@ -145,6 +145,7 @@ class Submission:
         self._queue: queue.Queue[Request] = queue.Queue()
         self._running = 0
         self._all_done = threading.Event()
+        self._lost = False
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -180,6 +181,13 @@ class Submission:
                     with self._lock:
                         running = self._running
                     on_interrupt(running)
+        if self._lost:
+            try:
+                rescued = self.ledger.rescue_to_journal()
+                self.notice(f"copied {rescued} rows that hold money from the lost ledger into {self.ledger.path}.journal;"
+                            " the next batchgen command records them")
+            except OSError as e:
+                self.notice(f"could not copy the lost ledger's rows to the journal ({e.strerror})")
         return self.report
 
     def _worker(self) -> None:
@@ -203,7 +211,7 @@ class Submission:
                 self.ledger.check_same_file()
                 previous = self.ledger.claim(request, self.job, self.api_base, self.run_id, self.allow)
             except LedgerUnsound as e:
-                self._abort(str(e))
+                self._ledger_lost(str(e))
                 return
             except sqlite3.Error as e:  # nothing sent: stop rather than guess
                 self._abort(f"the ledger failed: {e}")
@@ -275,7 +283,10 @@ class Submission:
             self.ledger.check_same_file()
             self.ledger.record_submitted(request.key, outcome.task_id, outcome.estimated_time, received)
             return
-        except (sqlite3.Error, OSError, LedgerUnsound) as e:
+        except LedgerUnsound as e:
+            self._ledger_lost(str(e))
+            problem = str(e)
+        except (sqlite3.Error, OSError) as e:
             problem = str(e)
         entry = {
             "key": request.key, "task_id": outcome.task_id, "estimated_time": outcome.estimated_time,
@@ -290,6 +301,13 @@ class Submission:
         with self._lock:
             self.report.unrecorded.append(outcome.task_id)
         self._abort(f"the ledger could not record a task id ({problem})")
+
+    def _ledger_lost(self, reason: str) -> None:
+        """The ledger was deleted or replaced: stop claiming; at the end of the run, everything
+        the open (lost) file holds goes to the journal (see `run`)."""
+        with self._lock:
+            self._lost = True
+        self._abort(reason)
 
     def _note_error(self, message: str) -> None:
         with self._lock:

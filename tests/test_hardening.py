@@ -1,0 +1,512 @@
+"""Money never leaks (issue 10 / SPEC §6.1): each hole an adversarial review found, as a test
+that failed before its fix. Judged from the sandbox's record and the ledger."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import canonical
+from test_run import assert_consistent, job_text, prompts
+
+from batchgen import journal
+from batchgen.ledger import Ledger
+from batchgen.sandbox import TEST_KEY
+
+FAST = ("--yes", "--rpm", "60000")
+
+
+# -- 1. the ledger belongs to the job's project -------------------------------------------------
+
+
+def test_the_same_job_run_from_any_directory_never_sends_twice(world, tmp_path, monkeypatch):
+    env = world()
+    project = tmp_path / "project"
+    (project / "jobs").mkdir(parents=True)
+    (project / ".git").mkdir()
+    job = project / "jobs" / "cats.yaml"
+    job.write_text(job_text(prompts(3)))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    no_ledger_env = {"BATCHGEN_LEDGER": None}
+    monkeypatch.chdir(elsewhere)
+    first = env.cli("run", job, *FAST, env=no_ledger_env)
+    assert first.exit_code == 0, first.output
+    assert f"ledger: {project / 'batchgen.db'}" in first.stderr
+    monkeypatch.chdir(project / "jobs")
+    second = env.cli("run", "cats.yaml", *FAST, env=no_ledger_env)
+    assert second.exit_code == 0 and "3 done" in second.output
+    assert len(env.sandbox.created()) == 3
+    assert not (elsewhere / "batchgen.db").exists() and not (project / "jobs" / "batchgen.db").exists()
+    monkeypatch.chdir(project / "jobs")  # a job's name walks up from the current directory
+    status = env.cli("status", "cats", env=no_ledger_env)
+    assert status.exit_code == 0 and "submitted" in status.output
+
+
+def test_an_existing_ledger_above_the_job_is_found_before_the_git_root(world, tmp_path, monkeypatch):
+    env = world()
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    Ledger(tmp_path / "sub" / "batchgen.db").close()
+    job = tmp_path / "sub" / "deeper" / "job.yaml"
+    job.write_text(job_text(prompts(1)))
+    monkeypatch.chdir(tmp_path)
+    result = env.cli("run", job, *FAST, env={"BATCHGEN_LEDGER": None})
+    assert result.exit_code == 0 and f"ledger: {tmp_path / 'sub' / 'batchgen.db'}" in result.stderr
+
+
+def test_reading_commands_never_create_a_ledger(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BATCHGEN_LEDGER", raising=False)
+    for args in (["status"], ["tasks"], ["status", "--json"]):
+        result = cli(*args)
+        assert result.exit_code == 0 and "no ledger" in result.stderr
+    assert cli("download", "somejob").exit_code == 2
+    assert cli("gallery", "somejob").exit_code == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- 2. one identity per API, however it is spelled ------------------------------------------------
+
+
+def test_spellings_of_one_base_url_are_one_api(world, write_job):
+    env = world()
+    job = write_job(job_text(prompts(3)))
+    host, port = env.sandbox.base_url.rsplit(":", 1)
+    spellings = [
+        env.sandbox.base_url,
+        f"HTTP://127.0.0.1:{port}/",
+        f"http://127.0.0.1:{port}/api/..",
+        f"http://127.0.0.1:{port}/./",
+    ]
+    for spelling in spellings:
+        result = env.cli("run", job, *FAST, "--base-url", spelling)
+        assert result.exit_code == 0, (spelling, result.output)
+    assert len(env.sandbox.created()) == 3
+    assert {r["api_base"] for r in env.rows()} == {env.sandbox.base_url}
+
+
+@pytest.mark.parametrize("suffix", ["?x=1", "#frag", "?"])
+def test_a_base_url_with_a_query_or_fragment_is_refused(world, write_job, suffix):
+    env = world()
+    job = write_job(job_text(prompts(1)))
+    result = env.cli("run", job, *FAST, "--base-url", env.sandbox.base_url + "/" + suffix)
+    assert result.exit_code == 2 and "base URL" in result.stderr
+    assert env.sandbox.calls == []
+
+
+def test_user_info_in_a_base_url_is_refused_without_echoing_it(world, write_job):
+    env = world()
+    job = write_job(job_text(prompts(1)))
+    secret_url = env.sandbox.base_url.replace("http://", "http://me:hunter2secret@")
+    result = env.cli("run", job, *FAST, "--base-url", secret_url)
+    assert result.exit_code == 2 and "hunter2secret" not in result.output
+    assert env.sandbox.calls == []
+
+
+def test_old_ledgers_keep_their_keys_through_the_migration(tmp_path):
+    import hashlib
+
+    from batchgen.migrations import m002_canonical_api_base
+
+    path = tmp_path / "old.db"
+    with Ledger(path) as ledger:
+        body = {"prompt": "a", "model_id": "2-9", "options": {}}
+        for api_base in ("HTTP://127.0.0.1:9/", "https://api.pixwith.ai"):
+            document = {"api": api_base, "body": body, "variant": 0}
+            key = hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+            ledger.db.conn.execute(
+                "INSERT INTO tasks (key, job, api_base, request, variant, state, attempts) VALUES (?, 'j', ?, ?, 0, 'submitted', 1)",
+                [key, api_base, json.dumps(body)],
+            )
+        before = {r["key"]: r["api_base"] for r in ledger.rows()}
+        m002_canonical_api_base(ledger.db)
+        assert {r["key"]: r["api_base"] for r in ledger.rows()} == before  # keys made from a spelling keep it
+
+
+# -- 3. liveness is a lock, across PID namespaces -------------------------------------------------
+
+
+def can_unshare_pid() -> bool:
+    if not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--kill-child", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not can_unshare_pid(), reason="unshare --pid is not permitted here (needs root or user namespaces)")
+def test_a_run_killed_inside_a_pid_namespace_is_recovered(world, write_job):
+    env = world(latency_ms=2000)
+    job = write_job(job_text(prompts(8)))
+    process = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-m", "batchgen", "run", str(job), *FAST, "--concurrency", "4"],
+        env={**os.environ, **env.env}, cwd=env.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len([c for c in env.sandbox.calls if c.endpoint == "create"]) < 4:
+        if len(env.rows()) >= 4 and any(r["state"] == "sending" for r in env.rows()):
+            break
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    time.sleep(2.5)  # the calls in flight reach the sandbox and create their tasks
+    with env.ledger() as ledger:
+        pid = ledger.db.conn.execute("SELECT pid FROM runs").fetchone()[0]
+        assert pid < 10  # a PID from inside the namespace: as a host PID it means another process
+        assert ledger.recovered >= 1
+    states = {r["state"] for r in env.rows()}
+    assert "sending" not in states and "in_doubt" in states
+    result = env.cli("run", job, *FAST)
+    assert "being sent by another run" not in result.output
+    assert_consistent(env)
+
+
+# -- 4. a received answer is never thrown away ------------------------------------------------------
+
+
+def submission_against(ledger, handler, n=3, **kwargs):
+    import httpx
+
+    from batchgen.api import Api
+    from batchgen.expand import Origin, Request
+    from batchgen.liveness import RunLock
+    from batchgen.submit import RunSettings, Submission
+
+    notices: list[str] = []
+    requests = [Request(f"{i:064x}", 0, {"prompt": f"p{i}", "model_id": "2-9", "options": {}}, Origin(0)) for i in range(n)]
+    run_id = ledger.start_run("j", "j.yaml", "https://api.pixwith.ai", {})
+    lock = RunLock(ledger.path, run_id)
+    with Api("https://api.pixwith.ai", "key_testtesttest", transport=httpx.MockTransport(handler)) as api:
+        settings = RunSettings(rpm=None, concurrency=1, max_identical_errors=1000)
+        report = Submission(ledger, api, settings, job="j", api_base="https://api.pixwith.ai", run_id=run_id,
+                            notice=notices.append, **kwargs).run(requests)
+    lock.release()
+    return report, notices
+
+
+def test_a_task_id_the_locked_ledger_cannot_take_is_journaled_printed_and_replayed(tmp_path):
+    import httpx
+
+    path = tmp_path / "ledger.db"
+    blocker = {}
+
+    def handler(request):
+        # While the call is out, another process takes the ledger's write lock and keeps it.
+        if "conn" not in blocker:
+            blocker["conn"] = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            blocker["conn"].execute("BEGIN IMMEDIATE")
+        return httpx.Response(200, json={"code": 1, "data": {"task_id": "task-locked-out", "estimated_time": 30}})
+
+    with Ledger(path, busy_timeout=0.3) as ledger:
+        report, notices = submission_against(ledger, handler)
+    assert report.aborted and "could not record" in report.aborted
+    assert report.unrecorded == ["task-locked-out"]
+    assert any("task-locked-out" in line and ".journal" in line for line in notices)
+    assert "task-locked-out" in journal.journal_path(path).read_text()
+    blocker["conn"].execute("ROLLBACK")
+    blocker["conn"].close()
+    with Ledger(path) as ledger:  # the next command records it
+        assert ledger.replayed == 1
+        row = ledger.task(f"{0:064x}")
+        assert row["state"] == "submitted" and row["task_id"] == "task-locked-out"
+        assert {r["state"] for r in ledger.rows()} == {"submitted"}  # the rest were never sent
+
+
+@pytest.mark.parametrize("eta", [b"1e308", b"Infinity", b"NaN", b"-1", b"1" + b"0" * 400])
+def test_an_absurd_estimated_time_is_recorded_as_unknown_not_a_crash(tmp_path, eta):
+    import httpx
+
+    def handler(request):
+        return httpx.Response(200, content=b'{"code": 1, "data": {"task_id": "t-' + str(len(eta)).encode() + b'", "estimated_time": ' + eta + b"}}")
+
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        report, _ = submission_against(ledger, handler, n=1)
+        row = next(ledger.rows())
+    assert report.outcomes["submitted"] == 1 and not report.unrecorded
+    assert row["state"] == "submitted" and row["estimated_time"] is None and row["eta_at"] is None
+
+
+def mount_tiny_tmpfs(folder) -> bool:
+    folder.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(folder)], capture_output=True).returncode == 0
+
+
+def test_disk_full_while_recording_keeps_the_task_id(tmp_path):
+    import httpx
+
+    small = tmp_path / "small"
+    if not mount_tiny_tmpfs(small):
+        pytest.skip("cannot mount a small tmpfs here (needs root and mount)")
+    try:
+        path = small / "ledger.db"
+        filler = small / "filler"
+
+        def handler(request):
+            # The disk fills while the call is out (another program writing).
+            if not filler.exists():
+                try:
+                    with open(filler, "wb") as f:
+                        while True:
+                            f.write(b"\0" * 4096)
+                            f.flush()
+                except OSError:
+                    pass
+            return httpx.Response(200, json={"code": 1, "data": {"task_id": "task-disk-full", "estimated_time": 30}})
+
+        with Ledger(path) as ledger:
+            ledger.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            journal.reserve(path)  # as a run does at its start
+            report, notices = submission_against(ledger, handler, n=2)
+        assert report.aborted and "could not record" in report.aborted
+        assert any("task-disk-full" in line and ".journal" in line for line in notices), notices
+        assert "task-disk-full" in journal.journal_path(path).read_text()
+        filler.unlink()  # space again
+        with Ledger(path) as ledger:
+            assert ledger.replayed == 1
+            row = ledger.task(f"{0:064x}")
+        assert row["state"] == "submitted" and row["task_id"] == "task-disk-full"
+    finally:
+        subprocess.run(["umount", "-l", str(small)], capture_output=True)
+
+
+# -- 5. SIGTERM, SIGHUP and a closed stdout -------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_sigterm_and_sighup_finish_the_calls_in_flight_like_ctrl_c(world, write_job, sig, code):
+    env = world(latency_ms=300)
+    job = write_job(job_text(prompts(30)))
+    process = env.popen("run", job, *FAST, "--concurrency", "4")
+    wait_for_calls(env, 4)
+    process.send_signal(sig)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == code, err
+    assert "stopping" in err
+    rows = env.rows()
+    assert rows and {r["state"] for r in rows} == {"submitted"}  # the calls in flight were recorded
+    assert len(env.sandbox.created()) == len(rows)
+    assert env.cli("run", job, *FAST).exit_code == 0
+    assert len(env.sandbox.created()) == 30 and set(env.created_bodies().values()) == {1}
+
+
+def test_a_second_sigterm_quits_at_once_and_leaves_in_doubt(world, write_job):
+    env = world(latency_ms=3000)
+    job = write_job(job_text(prompts(8)))
+    process = env.popen("run", job, *FAST, "--concurrency", "4")
+    wait_for_sending(env, 4)
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 143, err
+    assert {r["state"] for r in env.rows()} == {"in_doubt"}
+
+
+def wait_for_calls(env, n: int, timeout: float = 20) -> None:
+    """Until `n` create calls were answered (the sandbox records a call when it answers)."""
+    deadline = time.monotonic() + timeout
+    while len([c for c in env.sandbox.calls if c.endpoint == "create"]) < n:
+        assert time.monotonic() < deadline, "the run never started sending"
+        time.sleep(0.02)
+
+
+def wait_for_sending(env, n: int, timeout: float = 20) -> None:
+    """Until `n` rows are `sending`: calls in flight, not answered yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with sqlite3.connect(env.ledger_path) as conn:
+            try:
+                if conn.execute("SELECT count(*) FROM tasks WHERE state = 'sending'").fetchone()[0] >= n:
+                    return
+            except sqlite3.OperationalError:
+                pass
+        assert time.monotonic() < deadline, "the run never started sending"
+        time.sleep(0.02)
+
+
+def test_a_closed_stdout_loses_no_record(world, write_job):
+    env = world(latency_ms=20)
+    job = write_job(job_text(prompts(20)))
+    process = env.popen("run", job, *FAST, "--concurrency", "2")
+    first = process.stdout.readline()  # like `| head -1`
+    process.stdout.close()
+    _, err = process.communicate(timeout=60)
+    assert first.startswith("job: 20 requests")
+    assert process.returncode == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
+    assert {r["state"] for r in env.rows()} == {"submitted"} and len(env.rows()) == 20
+    with env.ledger() as ledger:
+        run = ledger.db.conn.execute("SELECT ended_at, exit_code FROM runs").fetchone()
+    assert run[0] is not None and run[1] == 0  # the run was closed in the ledger
+
+
+# -- 6. classification by what the API documents ------------------------------------------------------
+
+
+def test_a_moderation_refusal_is_a_rejection_and_the_batch_goes_on(world, write_job):
+    env = world(reject_rate=0.3, reject_message="Prompt contains forbidden content", seed=2)
+    job = write_job(job_text(prompts(20)))
+    result = env.cli("run", job, *FAST, "--concurrency", "1")
+    assert result.exit_code == 1, result.output  # not 3: the key was not refused
+    assert "refused the key" not in result.output and "credit" not in result.output
+    states = [r["state"] for r in env.rows()]
+    assert len(states) == 20 and "rejected" in states and "failed" not in states
+    assert states.count("submitted") == len(env.sandbox.created())
+    again = env.cli("run", job, *FAST)  # the rejected ones are not sent again first
+    assert again.exit_code == 1 and len(env.sandbox.created()) == states.count("submitted")
+
+
+# -- 7. the key appears nowhere ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [TEST_KEY + "\n", TEST_KEY + "\r", "\t" + TEST_KEY, TEST_KEY[:-1] + "é"])
+def test_a_key_with_whitespace_or_non_ascii_is_refused_and_shown_nowhere(world, write_job, bad):
+    env = world()
+    job = write_job(job_text(prompts(2)))
+    result = env.cli("run", job, *FAST, env={"PIXWITH_API_KEY": bad})
+    assert result.exit_code == 2, result.output
+    assert TEST_KEY[4:] not in result.output and "PIXWITH_API_KEY" in result.output
+    assert env.sandbox.calls == []
+    for path in env.tmp.rglob("*"):
+        if path.is_file():
+            assert TEST_KEY[4:].encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize("content", [b"\x7fELF\x02\x01\x01" + bytes(range(256)), b"", b"k\xc3\xa9y_0123456789"])
+def test_a_key_file_that_is_no_key_is_refused_without_a_traceback(world, write_job, content):
+    env = world()
+    key_file = env.tmp / "key.bin"
+    key_file.write_bytes(content)
+    result = env.cli("run", write_job(job_text(prompts(1))), *FAST, "--api-key-file", key_file, env={"PIXWITH_API_KEY": None})
+    assert result.exit_code == 2 and "--api-key-file" in result.output
+    assert env.sandbox.calls == []
+
+
+# -- 9. the ledger is trusted only when sound ------------------------------------------------------
+
+
+def test_a_hard_linked_ledger_is_refused_before_anything_is_sent(world, write_job):
+    env = world()
+    job = write_job(job_text(prompts(4)))
+    Ledger(env.ledger_path).close()
+    os.link(env.ledger_path, env.tmp / "second-name.db")
+    for ledger in (env.ledger_path, env.tmp / "second-name.db"):
+        result = env.cli("run", job, *FAST, env={"BATCHGEN_LEDGER": str(ledger)})
+        assert result.exit_code == 2 and "hard links" in result.output
+    assert env.sandbox.calls == []
+
+
+def test_a_corrupt_ledger_sends_nothing(world, write_job):
+    from test_ledger import corrupt_index
+
+    env = world()
+    job = write_job(job_text(prompts(40)))
+    assert env.cli("run", job, *FAST).exit_code == 0
+    with env.ledger() as ledger:
+        ledger.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    corrupt_index(env.ledger_path, "sqlite_autoindex_tasks_1")
+    result = env.cli("run", job, *FAST)
+    assert result.exit_code == 3 and "corrupt" in result.output
+    assert len(env.sandbox.created()) == 40  # nothing resent
+
+
+def test_a_ledger_deleted_mid_run_stops_the_run_and_the_journal_keeps_what_it_received(world, write_job):
+    env = world(latency_ms=150)
+    job = write_job(job_text(prompts(40)))
+    process = env.popen("run", job, *FAST, "--concurrency", "2")
+    wait_for_calls(env, 4)
+    for suffix in ("", "-wal", "-shm"):
+        (env.tmp / f"ledger.db{suffix}").unlink(missing_ok=True)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 3, err
+    assert "deleted" in err
+    created = len(env.sandbox.created())
+    assert created < 40  # it stopped
+    # The next command records what the journal kept; nothing the sandbox created is lost,
+    # and a rerun does not pay again for it.
+    result = env.cli("run", job, *FAST)
+    assert "task ids kept in the journal" in result.output
+    assert max(env.created_bodies().values()) == 1
+    known = {canonical(json.loads(r["request"])) for r in env.rows() if r["task_id"]}
+    first_run_bodies = [canonical(c.body) for c in env.sandbox.created()[:created]]
+    assert set(first_run_bodies) <= known
+
+
+# -- 11. smaller ones --------------------------------------------------------------------------------
+
+
+def test_a_null_csv_cell_deletes_in_every_column(cli, write_job):
+    job = write_job(
+        "version: 1\ndefaults:\n  model: wan2.2-pro\n"
+        "  options: {prompt_optimization: true, aspect_ratio: '16:9', resolution: 480p, duration: 5}\n"
+        "requests:\n  - rows: {file: shots.csv}\n",
+        files={"shots.csv": "prompt,model,options.aspect_ratio\nA cat,null,9:16\nA dog,wan2.2-fast,null\nnull,2-9,16:9\n"},
+    )
+    result = cli("validate", job)
+    assert result.exit_code == 2
+    assert "missing model" in result.stderr and "missing options.aspect_ratio" in result.stderr
+    assert '"null" is not one of' not in result.stderr  # not the text "null"
+    ok = write_job(
+        "version: 1\ndefaults:\n  model: wan2.2-pro\n  image_urls: https://e.com/a.jpg\n"
+        "  options: {prompt_optimization: true, aspect_ratio: '16:9', resolution: 480p, duration: 5}\n"
+        "requests:\n  - rows: {file: ok.csv}\n",
+        name="ok.yaml", files={"ok.csv": "prompt,image_urls\nnull,null\n"},
+    )
+    body = json.loads(cli("plan", ok, "--json").stdout)["requests"][0]["body"]
+    assert body["prompt"] == "null" and "image_urls" not in body  # a prompt may be the word null
+
+
+def test_tasks_csv_with_no_rows_has_every_column(world, write_job):
+    env = world()
+    job = write_job(job_text(prompts(1)))
+    env.cli("run", job, *FAST)
+    header = env.cli("tasks", "--csv", "--state", "rejected").stdout.splitlines()
+    with env.ledger() as ledger:
+        assert header == [",".join(ledger.columns())]
+    assert len(header[0].split(",")) == 20
+
+
+def test_manifest_cells_that_look_like_formulas_are_text(world, write_job):
+    import csv
+
+    env = world(time_scale=0)
+    hostile = ["=HYPERLINK(\"http://evil\",\"x\")", "+1+2", "-cmd", "@SUM(A1)"]
+    job = write_job(
+        "version: 1\nname: formulas\ndefaults:\n  model: wan2.2-pro\n"
+        "  options: {prompt_optimization: true, aspect_ratio: '16:9', resolution: 480p, duration: 5}\n"
+        "requests:\n  - matrix: {prompt: " + json.dumps(hostile) + "}\n"
+    )
+    assert env.cli("run", job, *FAST, "--wait").exit_code == 0
+    out = env.tmp / "videos"
+    assert env.cli("download", job, "--out", out).exit_code == 0
+    with open(out / "manifest.csv", newline="") as f:
+        prompts_written = sorted(row["prompt"] for row in csv.DictReader(f))
+    assert prompts_written == sorted("'" + p for p in hostile)
+
+
+def test_two_sandbox_runs_at_once_each_have_their_own_and_keys_stay_the_same(tmp_path, write_job):
+    job = write_job(job_text(prompts(3)))
+    other = write_job(job_text(prompts(3, tag="other")), name="other.yaml")
+    env = {**os.environ, "BATCHGEN_LEDGER": str(tmp_path / "ledger.db"), "BATCHGEN_TESTING": "1"}
+    runs = [
+        subprocess.Popen([sys.executable, "-m", "batchgen", "run", str(j), "--sandbox", "--yes", "--wait", "--rpm", "0"],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for j in (job, other)
+    ]
+    for process in runs:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, out + err
+    again = subprocess.run([sys.executable, "-m", "batchgen", "run", str(job), "--sandbox", "--yes"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "3 done" in again.stdout  # same identities from a new sandbox
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        assert {r["api_base"] for r in ledger.rows()} == {"http://127.0.0.1:47878"}
