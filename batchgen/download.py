@@ -40,7 +40,6 @@ DEFAULT_MAX_FILE_SIZE = 2 << 30  # 2 GiB
 DEFAULT_DEADLINE = 600.0  # seconds for one file, all hops and retries of one attempt included
 DEFAULT_STALL_TIMEOUT = 60.0  # seconds without a byte
 DOWNLOAD_BACKOFF = Backoff(base=0.5, cap=10.0, max_attempts=4)
-CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -233,7 +232,9 @@ def _save(response: httpx.Response, part: Path, bounds: Bounds, deadline: float)
         raise Refused(f"{declared:,} bytes is over --max-file-size ({bounds.max_file_size:,})")
     size = 0
     with open(part, "wb") as f:
-        for chunk in response.iter_bytes(CHUNK):
+        # As the bytes arrive (no chunk_size): a fixed chunk size would wait to fill each
+        # chunk, and a trickling server would never reach the deadline check below.
+        for chunk in response.iter_bytes():
             size += len(chunk)
             if size > bounds.max_file_size:
                 raise Refused(f"over --max-file-size ({bounds.max_file_size:,} bytes); stopped there")

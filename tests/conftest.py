@@ -138,10 +138,10 @@ FAULT_TABLE: list[dict] = []
 def pytest_terminal_summary(terminalreporter):
     if not FAULT_TABLE:
         return
-    columns = ["scenario", "requests", "faults", "kills", "interrupts", "duplicates", "lost"]
+    columns = ["scenario", "requests", "faults", "kills", "interrupts", "duplicates", "lost", "steps"]
     write = terminalreporter.write_line
     write("")
-    write("fault suite: " + ", ".join(f"{sum(r[c] for r in FAULT_TABLE)} {c}" for c in columns[1:]) + f" over {len(FAULT_TABLE)} scenarios")
+    write("fault suite: " + ", ".join(f"{sum(r[c] for r in FAULT_TABLE)} {c}" for c in columns[1:-1]) + f" over {len(FAULT_TABLE)} scenarios")
     write("| " + " | ".join(columns) + " |")
     write("|" + "---|" * len(columns))
     for row in FAULT_TABLE:

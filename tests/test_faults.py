@@ -9,14 +9,21 @@ alone on the ledger) the rpm ceiling held. The table is printed at the end of th
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
+import sqlite3
+import subprocess
+import sys
 import time
 from collections import Counter
 
 import pytest
 from conftest import FAULT_TABLE, canonical
+from test_hardening import can_unshare_pid
 from test_run import job_text, prompts
+
+UNSHARE = can_unshare_pid()
 
 pytestmark = pytest.mark.slow
 
@@ -40,6 +47,21 @@ def scenario_faults(rng: random.Random) -> dict:
     )
 
 
+def spelling(base_url: str, rng: random.Random) -> str:
+    """The sandbox's base URL as a user might write it: one API, one identity."""
+    port = base_url.rsplit(":", 1)[1]
+    return rng.choice([base_url, f"HTTP://127.0.0.1:{port}/", f"http://127.0.0.1:{port}/api/..", f"http://127.0.0.1:{port}/./"])
+
+
+def popen_in_pid_namespace(env, *args) -> subprocess.Popen:
+    """batchgen inside its own PID namespace (as in a container): its PID means nothing outside."""
+    return subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-m", "batchgen", *map(str, args)],
+        env={**os.environ, **env.env}, cwd=env.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+
+
 @pytest.mark.parametrize("number", SCENARIOS)
 def test_scenario(world, write_job, number):
     rng = random.Random(1000 + number)
@@ -49,23 +71,38 @@ def test_scenario(world, write_job, number):
     job = write_job(job_text(prompts(size, tag=f"s{number}")))
     flags = ["--yes", "--rpm", str(RPM), "--read-timeout", "1", "--max-identical-errors", "1000"]
     kills = interrupts = 0
+    actions = ["kill", "kill", "interrupt", "term", "concurrent", "rerun", "locked"] + (["namespace-kill"] if UNSHARE else [])
+    taken = []
     for step in range(rng.randint(3, 4)):
-        action = rng.choice(["kill", "kill", "interrupt", "concurrent", "rerun"])
+        action = rng.choice(actions)
+        taken.append(action)
+        base = ["--base-url", spelling(env.sandbox.base_url, rng)]
         if action == "concurrent":
-            runs = [env.popen("run", job, *flags, "--concurrency", "4") for _ in range(2)]
+            runs = [env.popen("run", job, *flags, *base, "--concurrency", "4") for _ in range(2)]
             for process in runs:
                 process.communicate(timeout=120)
             continue
-        process = env.popen("run", job, *flags, "--concurrency", str(rng.choice([2, 4, 8])))
+        command = ("run", job, *flags, *base, "--concurrency", str(rng.choice([2, 4, 8])))
+        process = popen_in_pid_namespace(env, *command) if action == "namespace-kill" else env.popen(*command)
         if action == "rerun":
+            process.communicate(timeout=120)
+        elif action == "locked":  # another program holds the ledger's write lock for a while
+            time.sleep(rng.uniform(0.3, 1.0))
+            with sqlite3.connect(env.ledger_path, timeout=30) as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                time.sleep(rng.uniform(0.5, 2.0))
+                conn.execute("ROLLBACK")
             process.communicate(timeout=120)
         else:
             time.sleep(rng.uniform(0.3, 1.5))
             if action == "kill":
                 process.kill()
                 kills += 1
+            elif action == "namespace-kill":
+                os.killpg(process.pid, signal.SIGKILL)
+                kills += 1
             else:
-                process.send_signal(signal.SIGINT)
+                process.send_signal(signal.SIGINT if action == "interrupt" else signal.SIGTERM)
                 interrupts += 1
             process.communicate(timeout=120)
     final_started = time.time()
@@ -83,7 +120,7 @@ def test_scenario(world, write_job, number):
         integrity = ledger.integrity()
     FAULT_TABLE.append(
         {"scenario": number, "requests": size, "faults": injected, "kills": kills, "interrupts": interrupts,
-         "duplicates": duplicates, "lost": lost}
+         "duplicates": duplicates, "lost": lost, "steps": " ".join(taken)}
     )
     assert duplicates == 0
     assert lost == 0

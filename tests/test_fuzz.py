@@ -5,8 +5,10 @@ however malformed, never marks a request submitted without a task id."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import string
+import sys
 
 import httpx
 import jsonschema
@@ -203,3 +205,96 @@ def test_a_submission_against_garbage_answers_records_nothing_false(tmp_path_fac
         assert row["state"] in ("submitted", "rejected", "failed", "in_doubt"), row["state"]
         if row["state"] == "submitted":
             assert isinstance(row["task_id"], str) and row["task_id"].strip()
+
+
+# -- hostile files: exit 2, located, in seconds and bounded memory (issue 10.10) ------------------
+
+PRO = "defaults:\n  model: wan2.2-pro\n  options: {prompt_optimization: true, aspect_ratio: '16:9', resolution: 480p, duration: 5}\n"
+MEMORY_LIMIT = 1 << 30  # address space for the whole process, interpreter included
+TIME_LIMIT = 20  # seconds; each case takes under 2 here
+
+
+def alias_bomb() -> str:
+    levels = "".join(f"    l{i + 1}: &l{i + 1} [{', '.join([f'*l{i}'] * 10)}]\n" for i in range(8))
+    return "version: 1\ndefaults:\n  model: wan2.2-pro\n  options:\n    l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n" + levels + "requests: [{prompt: a}]\n"
+
+
+def hostile_cases(folder):
+    """(name, batchgen arguments, words the message must hold) for each hostile input."""
+
+    def write(name: str, text: str | bytes) -> str:
+        path = folder / name
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        return str(path)
+
+    os.mkfifo(folder / "fifo.yaml")
+    os.mkfifo(folder / "fifo.txt")
+    os.symlink("/dev/zero", folder / "zero.txt")
+    (folder / "inner").mkdir()
+    os.symlink(folder / "fifo.txt", folder / "inner" / "link-to-fifo.txt")
+    ok = write("ok.yaml", "version: 1\n" + PRO + "requests:\n  - prompt: a\n")
+    return [
+        ("FIFO as job file", ["validate", str(folder / "fifo.yaml")], "FIFO"),
+        ("FIFO as prompts file", ["validate", write("fp.yaml", "version: 1\n" + PRO + "requests:\n  - matrix: {prompt: {file: fifo.txt}}\n")], "FIFO"),
+        ("symlink to a FIFO", ["validate", write("lf.yaml", "version: 1\n" + PRO + "requests:\n  - matrix: {prompt: {file: inner/link-to-fifo.txt}}\n")], "FIFO"),
+        ("symlink to /dev/zero as prompts", ["validate", write("zp.yaml", "version: 1\n" + PRO + "requests:\n  - matrix: {prompt: {file: zero.txt}}\n")], "zero.txt"),
+        ("symlink to /dev/zero as CSV", ["validate", write("zc.yaml", "version: 1\n" + PRO + "requests:\n  - rows: {file: zero.txt}\n")], "zero.txt"),
+        ("prompts outside the project", ["validate", write("out.yaml", "version: 1\n" + PRO + "requests:\n  - matrix: {prompt: {file: ../../../../etc/passwd}}\n")], "outside"),
+        ("flow nesting 5,000 deep", ["validate", write("deep.yaml", "version: 1\nrequests: " + "[" * 5000 + "]" * 5000 + "\n")], "nest"),
+        ("block nesting 3,000 deep", ["validate", write("deepb.yaml", "version: 1\nrequests:\n" + "".join("  " * i + "- \n" for i in range(1, 3000)))], "nested deeper"),
+        ("5,000-digit integer", ["validate", write("int.yaml", "version: 1\nlimits: {rpm: " + "9" * 5000 + "}\nrequests: [{prompt: a}]\n")], "too large"),
+        ("NUL byte", ["validate", write("nul.yaml", b"version: 1\nrequests:\n  - prompt: a\x00b\n")], "not allowed"),
+        ("lone surrogate escape", ["validate", write("sur.yaml", 'version: 1\n' + PRO + 'requests:\n  - prompt: "a\\ud800b"\n')], "nicode"),
+        ("alias bomb under defaults.options", ["validate", write("bomb.yaml", alias_bomb())], "alias"),
+        ("500,000 entries", ["validate", write("big.yaml", "version: 1\n" + PRO + "requests:\n" + "".join(f"- {{prompt: p{i}}}\n" for i in range(500_000)))], "values"),
+        ("--api-key-file /dev/zero", ["run", ok, "--yes", "--api-key-file", "/dev/zero"], "character device"),
+        ("--api-key-file a binary", ["run", ok, "--yes", "--api-key-file", sys.executable], "--api-key-file"),
+        ("--read-timeout nan", ["run", ok, "--yes", "--read-timeout", "nan"], "finite"),
+        ("--base-url http://[::1", ["run", ok, "--yes", "--base-url", "http://[::1"], "not a valid URL"),
+        ("sandbox --port 99999", ["sandbox", "--port", "99999"], "99999"),
+        ("--out /dev/null", ["download", ok, "--out", "/dev/null"], "/dev/null"),
+    ]
+
+
+def test_hostile_files_are_refused_in_seconds_and_bounded_memory(tmp_path):
+    import resource
+    import subprocess
+    import time
+
+    (tmp_path / ".git").mkdir()  # the project
+    from batchgen.ledger import Ledger
+
+    Ledger(tmp_path / "batchgen.db").close()  # so that download gets as far as --out
+
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+    env = {**os.environ, "PIXWITH_API_KEY": "key_00000000000000000000000000000000", "PIXWITH_BASE_URL": "http://127.0.0.1:9"}
+    env.pop("BATCHGEN_LEDGER", None)
+    failures = []
+    for name, args, words in hostile_cases(tmp_path):
+        started = time.monotonic()
+        try:
+            result = subprocess.run([sys.executable, "-m", "batchgen", *args], capture_output=True, text=True,
+                                    timeout=TIME_LIMIT, preexec_fn=limit_memory, cwd=tmp_path, env=env)
+        except subprocess.TimeoutExpired:
+            failures.append(f"{name}: still running after {TIME_LIMIT} s")
+            continue
+        took = time.monotonic() - started
+        said = result.stdout + result.stderr
+        if result.returncode != 2 or "Traceback" in said or words not in said:
+            failures.append(f"{name}: exit {result.returncode} in {took:.1f} s: {said[-300:]}")
+    assert not failures, "\n".join(failures)
+
+
+def test_every_hostile_job_file_names_its_line():
+    # The located ones above say file:line:column; this pins it for the parser's refusals.
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "deep.yaml"
+        path.write_text("version: 1\nrequests:\n" + "".join("  " * i + "- \n" for i in range(1, 200)))
+        result = subprocess.run([sys.executable, "-m", "batchgen", "validate", str(path)], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and f"{path}:66:" in result.stderr
