@@ -248,7 +248,7 @@ def classify(status: int, retry_after: str | None, raw: bytes, *, creating: bool
     return Outcome(Kind.REJECTED, f"code {code}: {message}" if message else f"code {code}")
 
 
-# The documented messages (SPEC §1), compared case-insensitively by prefix.
+# The messages the provider documents for these two cases, compared case-insensitively by prefix.
 KEY_REFUSED_MESSAGE = "invalid api key"
 NO_CREDIT_MESSAGE = "credits not enough"
 

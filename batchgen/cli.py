@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
-import os
 import sqlite3
 import sys
 import time
@@ -38,64 +36,19 @@ from .errors import (
 from .expand import DEFAULT_API_BASE
 from .ledger import STATES, Ledger, NoLedger
 from .limits import Backoff, RateLimiter
-from .plan import Plan, no_ledger, plan_job, planned
+from .plan import Plan, no_ledger, plan_job
 from .project import locate
-from .report import problem_lines, problems_json
+from .report import plan_lines, problem_lines, problems_json, write_plan_json
 from .results import pending
 from .results import poll as poll_tasks
 from .runner import (
-    RunOptions,
-    api_target,
-    download_job,
-    execute_run,
-    interrupted_exit,
-    open_ledger,
-    wait_until_done,
-    write_gallery,
+    RunOptions, api_target, download_job, execute_run, interrupted_exit, named_job, open_ledger, resolve_job,
+    wait_until_done, write_gallery,
 )
-from .spec import load_job
 from .submit import DEFAULT_CONCURRENCY, DEFAULT_MAX_IDENTICAL_ERRORS, DEFAULT_RPM
+from .terminal import Finite, Terminal
 from .urls import canonical_base_url
-from .validate import Expansion, validate_job
-
-
-class Terminal:
-    """The `Console` of a real command: results to stdout, the rest to stderr.
-
-    A stdout closed early (`batchgen run … | head -1`) stops the output, never the command:
-    the run goes on, records everything, and exits as it would have."""
-
-    def __init__(self) -> None:
-        self.interactive = sys.stdin.isatty() and sys.stdout.isatty()
-        self._stdout_closed = False
-
-    def out(self, line: str) -> None:
-        if self._stdout_closed:
-            return
-        try:
-            click.echo(line)
-        except BrokenPipeError:
-            self._stdout_closed = True
-            _point_stdout_at_devnull()
-
-    def err(self, line: str) -> None:
-        try:
-            click.echo(line, err=True)
-        except BrokenPipeError:
-            pass
-
-    def confirm(self, question: str) -> bool:
-        return click.confirm(question, default=False)
-
-
-def _point_stdout_at_devnull() -> None:
-    # So that the interpreter's last flush of stdout does not fail either.
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):
-        pass
+from .validate import ValidatedJob, validate_job
 
 
 class BatchgenGroup(click.Group):
@@ -121,26 +74,6 @@ class BatchgenGroup(click.Group):
             # received meanwhile are in the journal.
             console.err(f"error: the ledger failed: {e}")
             sys.exit(EXIT_ABORTED)
-
-
-class Finite(click.ParamType):
-    """A finite number within a range: `nan` and `inf` are refused, unlike click.FloatRange."""
-
-    name = "number"
-
-    def __init__(self, low: float | None = None, high: float | None = None):
-        self.low, self.high = low, high
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> float:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number", param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number", param, ctx)
-        if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):
-            self.fail(f"{value} is not in the range {self.low}–{self.high}", param, ctx)
-        return number
 
 
 RATE = Finite(0, 1)
@@ -234,33 +167,20 @@ def plan(job: str, as_json: bool, base_url: str) -> None:
         if as_json:
             expansion = validate_job(job, base_url, root=project.root)
             _echo_warnings(expansion)
-            _plan_json(expansion, Plan(expansion.job.name, expansion.api_base), states)
+            write_plan_json(sys.stdout, expansion, Plan(expansion.job.name, expansion.api_base), states)
             return
         expansion, result = plan_job(job, base_url, states, root=project.root)
     finally:
         if ledger:
             ledger.close()
     _echo_warnings(expansion)
-    click.echo(f"job {result.job} against {result.api_base}: {sum(result.counts.values())} requests")
-    for model, counts in sorted(result.by_model.items()):
-        click.echo(f"  {model:<14} " + "  ".join(f"{action} {n}" for action, n in sorted(counts.items())))
-    click.echo("a run would send " + str(result.counts.get("new", 0) + result.counts.get("failed", 0)))
+    for line in plan_lines(result):
+        click.echo(line)
 
 
-def _echo_warnings(expansion: Expansion) -> None:
+def _echo_warnings(expansion: ValidatedJob) -> None:
     for line in problem_lines(expansion.warnings):
         click.echo(line, err=True)
-
-
-def _plan_json(expansion: Expansion, result: Plan, states: Any) -> None:
-    # Streamed: the requests are written as they are planned; counts come last in the text.
-    out = sys.stdout
-    out.write('{"job":%s,"api_base":%s,"requests":[' % (json.dumps(result.job), json.dumps(result.api_base)))
-    for i, item in enumerate(planned(expansion, states)):
-        result.count(item)
-        row = {"key": item.request.key, "variant": item.request.variant, "body": item.request.body, "action": item.action}
-        out.write(("," if i else "") + json.dumps(row, ensure_ascii=False))
-    out.write('],"counts":%s}\n' % json.dumps(result.summary()))
 
 
 # -- sending ----------------------------------------------------------------------------------
@@ -333,7 +253,7 @@ def download(job: str, out: str | None, concurrency: int, sandbox: bool, **flags
     bounds = _bounds(flags)
     with api_target(sandbox=sandbox, base_url=DEFAULT_API_BASE, api_key_file=None, need_key=False) as target:
         with open_ledger(_project(job), console, create=False) as ledger:
-            name = _named(resolve_job(ledger, job))
+            name = named_job(resolve_job(ledger, job))
             folder = Path(out) if out else Path("outputs") / name
             sys.exit(download_job(ledger, name, folder, target if sandbox else None, console, concurrency=concurrency, bounds=bounds))
 
@@ -348,7 +268,7 @@ def gallery(job: str, out: str | None, rows: str | None, cols: str | None, open_
     """Write a page showing the job's videos side by side: index.html beside them."""
     console = Terminal()
     with open_ledger(_project(job), console, create=False) as ledger:
-        name = _named(resolve_job(ledger, job))
+        name = named_job(resolve_job(ledger, job))
         path = write_gallery(ledger, name, Path(out) if out else Path("outputs") / name, console, _axes(rows), _axes(cols))
     if open_it:
         import webbrowser
@@ -361,24 +281,6 @@ def _axes(text: str | None) -> list[str] | None:
 
 
 # -- reading the ledger -----------------------------------------------------------------------
-
-
-def resolve_job(ledger: Ledger, job: str | None) -> str | None:
-    """A job's name in the ledger, from a job file or a name; None means every job."""
-    if job is None:
-        return None
-    if os.path.isfile(job):
-        return load_job(job).name
-    if job in ledger.job_names():
-        return job
-    known = ", ".join(ledger.job_names()) or "none yet"
-    raise UsageError(f"no job file or job named {job!r} in the ledger {ledger.path} (jobs: {known})")
-
-
-def _named(name: str | None) -> str:
-    if name is None:  # only when no job was given, which these commands' arguments forbid
-        raise UsageError("a job is needed")
-    return name
 
 
 def _read_only(job: str | None) -> Ledger | None:

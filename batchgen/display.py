@@ -121,9 +121,9 @@ def summary_lines(
 
 
 def table(rows: Iterable[Iterable[Any]], header: Iterable[str]) -> list[str]:
-    rows = [[("" if v is None else str(v)) for v in row] for row in rows]
-    header = list(header)
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
-    out += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
+    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
+    names = list(header)
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(names)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(names, widths)).rstrip()]
+    out += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
     return out

@@ -32,7 +32,7 @@ import httpx
 
 from . import models
 from .ledger import Ledger
-from .limits import Backoff, attempts
+from .limits import REAL_CLOCK, Backoff, Clock, attempts
 from .urls import UrlRefused, check_result_url, is_loopback_host
 
 MAX_REDIRECTS = 5
@@ -94,7 +94,7 @@ def file_name(row: dict[str, Any], index: int, count: int) -> str:
 
 
 def result_files(rows: list[dict[str, Any]], out: Path) -> list[ResultFile]:
-    files = []
+    files: list[ResultFile] = []
     for row in rows:
         try:
             urls = json.loads(row["result_urls"] or "[]")
@@ -176,12 +176,13 @@ def fetch_file(
     loopback_api: bool,
     bounds: Bounds = Bounds(),
     stop: threading.Event | None = None,
+    clock: Clock = REAL_CLOCK,
 ) -> int | str:
     """Fetch `url` to `path` within `bounds`, retrying what may pass next time; the byte
     count, or why it failed."""
     stop = stop or threading.Event()
     reason = "not tried"
-    for attempt in attempts(bounds.backoff, wait=stop.wait):
+    for attempt in attempts(bounds.backoff, wait=lambda seconds: clock.sleep(seconds, stop)):
         try:
             return _fetch_once(client, url, path, loopback_api=loopback_api, bounds=bounds)
         except Refused as e:

@@ -1,4 +1,4 @@
-"""Expansion: a `Job` becomes the stream of API requests it stands for. Pure: no I/O.
+"""ValidatedJob: a `Job` becomes the stream of API requests it stands for. Pure: no I/O.
 
 Each request is the merge of layers, lowest first: `defaults`, the entry's fixed fields, the
 matrix combination or CSV row, the `include` item. A layer is a list of assignments
@@ -46,12 +46,13 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 
 
 def canonical_json(value: Any) -> str:
-    """SPEC §3's canonical JSON: sorted keys, no spaces, UTF-8 kept as is."""
+    """The identity's canonical JSON: sorted keys, no spaces, UTF-8 kept as is (README, "How
+    sending behaves")."""
     return _CANONICAL.encode(value)
 
 
 def identity(api_base: str, body: dict[str, Any], variant: int) -> str:
-    """A request's key: SHA-256 of the canonical JSON of {api, body, variant} (SPEC §3)."""
+    """A request's key: SHA-256 of the canonical JSON of {api, body, variant}."""
     document = {"api": api_base.rstrip("/"), "body": body, "variant": variant}
     return hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
 
@@ -212,7 +213,7 @@ def merged_requests(job: Job, index: int) -> Iterator[tuple[Origin, dict[str, An
 
 
 def expand(job: Job, api_base: str = DEFAULT_API_BASE) -> Iterator[Request]:
-    """Every request of the job, in file order, duplicates included (see `Expansion`)."""
+    """Every request of the job, in file order, duplicates included (see `ValidatedJob`)."""
     api_json = canonical_json(api_base.rstrip("/"))
     for index in range(len(job.entries)):
         repeat = job.repeat_for(index)

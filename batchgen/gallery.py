@@ -149,7 +149,7 @@ def _key(tile: Tile, axes: list[str]) -> tuple[str, ...]:
 
 
 def _ordered(keys: set[tuple[str, ...]], found: list[Tile], axes: list[str]) -> list[tuple[str, ...]]:
-    # In the order the job first produced them: the order the user wrote.
+    # In the order the tiles first show them (the ledger's order: first submitted first).
     first: dict[tuple[str, ...], int] = {}
     for i, tile in enumerate(found):
         first.setdefault(_key(tile, axes), i)

@@ -19,7 +19,6 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-
 RESERVE = 256 * 1024  # bytes kept free for the journal while a run sends
 
 

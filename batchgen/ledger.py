@@ -321,7 +321,8 @@ class Ledger:
 
     def record_outcome(self, key: str, state: str, error: str) -> None:
         """A request that did not get a task id: `rejected`, `failed` or `in_doubt`."""
-        assert state in ("rejected", "failed", "in_doubt"), state
+        if state not in ("rejected", "failed", "in_doubt"):
+            raise ValueError(f"not an outcome without a task id: {state}")
         self._update(key, state=state, error=error)
 
     def record_status(self, key: str, status: str, result_urls: list[str] | None, error: str | None = None) -> None:

@@ -49,7 +49,7 @@ def migrate(db: sqlite_utils.Database) -> list[str]:
 
 @migration
 def m001_tasks_jobs_runs(db: sqlite_utils.Database) -> None:
-    db["tasks"].create(
+    db.table("tasks").create(
         {
             "key": str,  # SHA-256 of {api, body, variant}: the request's identity
             "job": str,  # the first job that asked for it
@@ -76,11 +76,11 @@ def m001_tasks_jobs_runs(db: sqlite_utils.Database) -> None:
         not_null={"job", "api_base", "request", "variant", "state", "attempts"},
         defaults={"attempts": 0},
     )
-    db["tasks"].create_index(["state"])
-    db["tasks"].create_index(["task_id"])
-    db["job_tasks"].create({"job": str, "job_file": str, "key": str}, pk=("job", "key"))
-    db["job_tasks"].create_index(["key"])
-    db["runs"].create(
+    db.table("tasks").create_index(["state"])
+    db.table("tasks").create_index(["task_id"])
+    db.table("job_tasks").create({"job": str, "job_file": str, "key": str}, pk=("job", "key"))
+    db.table("job_tasks").create_index(["key"])
+    db.table("runs").create(
         {
             "id": int,
             "started_at": str,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple
 
 from . import models
 from .expand import Request
-from .validate import Expansion, validate_job
+from .validate import ValidatedJob, validate_job
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -50,7 +50,7 @@ class Plan:
 
     def count(self, planned: PlannedRequest) -> None:
         self.counts[planned.action] += 1
-        self.by_model_id[(planned.request.body.get("model_id"), planned.action)] += 1
+        self.by_model_id[(str(planned.request.body.get("model_id")), planned.action)] += 1
 
     @property
     def by_model(self) -> dict[str, Counter[str]]:
@@ -68,43 +68,16 @@ class Plan:
         }
 
 
-class Planner:
-    """Decides the action of each request as requests arrive (a `check` visitor), looking
-    their keys up in batches."""
-
-    def __init__(self, plan: Plan, states: StateLookup = no_ledger):
-        self.plan = plan
-        self.states = states
-        self.pending: list[Request] = []
-
-    def add(self, request: Request) -> None:
-        self.pending.append(request)
-        if len(self.pending) >= BATCH:
-            self.flush()
-
-    def flush(self) -> None:
-        for item in _decide(self.pending, self.states):
-            self.plan.count(item)
-        self.pending = []
+def plan_job(path: str, api_base: str, states: StateLookup = no_ledger, *, root: Path | None = None) -> tuple[ValidatedJob, Plan]:
+    """Validate the job at `path` and count what a run would do with each of its requests."""
+    validated = validate_job(path, api_base, root=root)
+    result = Plan(validated.job.name, validated.api_base)
+    for item in planned(validated, states):
+        result.count(item)
+    return validated, result
 
 
-def plan_job(path: str, api_base: str, states: StateLookup = no_ledger, *, root: Path | None = None) -> tuple[Expansion, Plan]:
-    """Validate the job at `path` and count what a run would do, in one pass over it."""
-    result = Plan("", api_base.rstrip("/"))
-    if states is no_ledger:  # every request is new: validation's own counts are the plan
-        expansion = validate_job(path, api_base, root=root)
-        for model_id, n in expansion.by_model_id.items():
-            result.counts["new"] += n
-            result.by_model_id[(model_id, "new")] += n
-    else:
-        planner = Planner(result, states)
-        expansion = validate_job(path, api_base, visit=planner.add, root=root)
-        planner.flush()
-    result.job = expansion.job.name
-    return expansion, result
-
-
-def planned(expansion: Expansion, states: StateLookup = no_ledger) -> Iterator[PlannedRequest]:
+def planned(expansion: ValidatedJob, states: StateLookup = no_ledger) -> Iterator[PlannedRequest]:
     """Each distinct request of the job with its action, looked up in batches of keys."""
     for chunk in _in_batches(expansion.requests()):
         yield from _decide(chunk, states)
@@ -129,7 +102,7 @@ def _decide(requests: list[Request], states: StateLookup) -> Iterator[PlannedReq
 
 
 def prepare_run(
-    expansion: Expansion, ledger: "Ledger | None", allow: set[str], job_file: str, *, link: bool = True
+    expansion: ValidatedJob, ledger: "Ledger | None", allow: set[str], job_file: str, *, link: bool = True
 ) -> tuple[Plan, list[Request]]:
     """The run's plan and the requests it will try to send, in file order.
 

@@ -47,7 +47,7 @@ def is_due(row: dict[str, Any], at: Any = None) -> bool:
     if not row["eta_at"] or parse_timestamp(row["eta_at"]) <= at:
         return True
     last = row.get("checked_at") or row.get("submitted_at")
-    return bool(last) and parse_timestamp(last) + REPOLL <= at
+    return isinstance(last, str) and parse_timestamp(last) + REPOLL <= at
 
 
 def pending(ledger: Ledger, job: str | None, *, due_only: bool) -> list[dict[str, Any]]:

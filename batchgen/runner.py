@@ -31,6 +31,7 @@ from .liveness import RunLock
 from .plan import Plan, prepare_run
 from .project import Project
 from .results import wait_for
+from .spec import load_job
 from .submit import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_IDENTICAL_ERRORS,
@@ -92,18 +93,18 @@ def read_api_key(api_key_file: str | None) -> str | None:
         except InputRefused as e:
             raise UsageError(f"{source}: {e}") from None
         try:
-            key = raw.decode("ascii").strip()  # the file's own line break is not part of the key
+            from_file = raw.decode("ascii").strip()  # the file's own line break is not part of the key
         except UnicodeDecodeError:
             raise UsageError(f"{source}: not a text file holding an API key (it has non-ASCII bytes)") from None
-        if not key:
+        if not from_file:
             raise UsageError(f"{source}: the file is empty")
-        api.remember_secret(key)
-        return api.check_api_key(key, source)
-    key = os.environ.get("PIXWITH_API_KEY") or None
-    if key is not None:
-        api.remember_secret(key)
-        api.check_api_key(key, "PIXWITH_API_KEY")
-    return key
+        api.remember_secret(from_file)
+        return api.check_api_key(from_file, source)
+    from_env = os.environ.get("PIXWITH_API_KEY") or None
+    if from_env is not None:
+        api.remember_secret(from_env)
+        api.check_api_key(from_env, "PIXWITH_API_KEY")
+    return from_env
 
 
 @contextlib.contextmanager
@@ -365,3 +366,20 @@ def write_gallery(ledger: Ledger, name: str, folder: Path, console: Console, row
     console.out(f"gallery: {path}")
     return path
 
+
+def resolve_job(ledger: Ledger, job: str | None) -> str | None:
+    """A job's name in the ledger, from a job file or a name; None means every job."""
+    if job is None:
+        return None
+    if os.path.isfile(job):
+        return load_job(job).name
+    if job in ledger.job_names():
+        return job
+    known = ", ".join(ledger.job_names()) or "none yet"
+    raise UsageError(f"no job file or job named {job!r} in the ledger {ledger.path} (jobs: {known})")
+
+
+def named_job(name: str | None) -> str:
+    if name is None:  # only when no job was given, which these commands' arguments forbid
+        raise UsageError("a job is needed")
+    return name

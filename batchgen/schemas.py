@@ -105,11 +105,16 @@ def _is_type_mismatch(error: ValidationError) -> bool:
     return not error.relative_path and error.validator in ("type", "const") and not error.context
 
 
+def _rule(error: ValidationError) -> Any:
+    """The value of the schema keyword that failed (`enum`'s list, `type`'s name, ...)."""
+    return error.validator_value
+
+
 def expected_types(error: ValidationError) -> list[str]:
     """For an anyOf whose every branch is a type mismatch: the types it would take."""
     found: list[str] = []
     for sub in error.context or []:
-        value = sub.validator_value if sub.validator == "type" else None
+        value = _rule(sub) if sub.validator == "type" else None
         for t in value if isinstance(value, list) else [value]:
             if t and t not in found:
                 found.append(t)
@@ -131,7 +136,7 @@ def allowed_keys(error: ValidationError) -> list[str]:
 def missing_property(error: ValidationError) -> str | None:
     """The property a `required` error is about (jsonschema raises one error per property,
     but says which only in its message: `'duration' is a required property`)."""
-    missing = [k for k in error.validator_value if isinstance(error.instance, dict) and k not in error.instance]
+    missing = [k for k in _rule(error) if isinstance(error.instance, dict) and k not in error.instance]
     for name in missing:
         if error.message.startswith(repr(name)):
             return name
@@ -148,16 +153,16 @@ def describe(error: ValidationError) -> tuple[str, str | None]:
     schema_here = error.schema if isinstance(error.schema, dict) else {}
     custom = schema_here.get("errorMessage")
     if error.validator == "enum":
-        options = ", ".join(json.dumps(v) for v in error.validator_value)
+        options = ", ".join(json.dumps(v) for v in _rule(error))
         message = f"{json.dumps(error.instance, ensure_ascii=False)} is not one of {options}"
-        return custom or message, suggest(error.instance, error.validator_value)
+        return custom or message, suggest(error.instance, _rule(error))
     if error.validator == "const":
-        message = f"{json.dumps(error.instance, ensure_ascii=False)} must be {json.dumps(error.validator_value)}"
+        message = f"{json.dumps(error.instance, ensure_ascii=False)} must be {json.dumps(_rule(error))}"
         return custom or message, None
     if error.validator == "required":
         return custom or f"missing required field '{missing_property(error)}'", None
     if error.validator == "type":
-        expected = error.validator_value
+        expected = _rule(error)
         expected = " or ".join(expected) if isinstance(expected, list) else expected
         found = _json_type(error.instance)
         return custom or f"expected {_article(expected)}, found {found} {_short(error.instance)}", None
@@ -166,7 +171,7 @@ def describe(error: ValidationError) -> tuple[str, str | None]:
         if types:
             wanted = " or ".join(_article(t) for t in types)
             return custom or f"expected {wanted}, found {_json_type(error.instance)} {_short(error.instance)}", None
-    if error.validator == "not" and not error.validator_value:
+    if error.validator == "not" and not _rule(error):
         return custom or "this field is not allowed here", None
     return custom or error.message, None
 

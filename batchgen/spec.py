@@ -207,7 +207,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 # libyaml's C loader when PyYAML has it (several times faster on big files), else the
 # pure-Python one; both give every node its line and column.
 try:
-    from yaml.cyaml import CParser as _Parser
+    from yaml.cyaml import CParser as _Parser  # type: ignore[attr-defined]
     from yaml.cyaml import CSafeLoader as _SafeLoader
 except ImportError:  # PyYAML built without libyaml
     _Parser = yaml.SafeLoader  # type: ignore[assignment,misc]
@@ -231,19 +231,19 @@ def _prescan(text: str) -> None:
                 if nodes > MAX_NODES:
                     raise ComposerError(
                         None, None, f"more than {MAX_NODES:,} values in one job file; put prompts in a prompts file or a CSV",
-                        event.start_mark,
+                        event.start_mark,  # type: ignore[arg-type]  # libyaml's Mark, same fields
                     )
                 if isinstance(event, _OPENING):
                     depth += 1
                     if depth > MAX_DEPTH:
-                        raise ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+                        raise ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark)  # type: ignore[arg-type]
             elif isinstance(event, _CLOSING):
                 depth -= 1
     finally:
         parser.dispose()
 
 
-class _BoundedLoader(_SafeLoader):  # type: ignore[misc,valid-type]
+class _BoundedLoader(_SafeLoader):
     """The safe loader, with integers and strings bounded: an integer of more than
     MAX_INT_DIGITS digits, or a string with a lone surrogate (like "\\ud800", which cannot be
     sent as UTF-8), is a located error. Depth and size are bounded by `_prescan`."""
@@ -295,7 +295,7 @@ def _check_expansion(root: yaml.Node) -> None:
 def _yaml_problem(e: yaml.MarkedYAMLError, file: str, text: str = "") -> Problem:
     mark = e.problem_mark or e.context_mark
     if mark is not None and _char_at(text, mark.line, mark.column) == "\t" and "'\\t'" not in str(e.problem):
-        e.problem = f"found character '\\t' that cannot start any token"  # libyaml does not name it
+        e.problem = "found character '\\t' that cannot start any token"  # libyaml does not name it
     message = " ".join(str(part) for part in (e.context, e.problem) if part) or "not valid YAML"
     hint = None
     if "python/" in message or "could not determine a constructor" in message:
@@ -313,7 +313,7 @@ def _char_at(text: str, line: int, column: int) -> str:
 
 
 def _mark(
-    loader: yaml.SafeLoader,
+    loader: Any,
     node: yaml.Node,
     path: FieldPath,
     marks: Marks,

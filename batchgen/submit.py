@@ -236,7 +236,8 @@ class Submission:
         backoff = self.settings.backoff
         outcome: Outcome | None = None
         tries = 0
-        for tries in attempts(backoff, wait=self.stop.wait, rng=self.rng):
+        wait = lambda seconds: self.limiter.clock.sleep(seconds, self.stop)  # noqa: E731
+        for tries in attempts(backoff, wait=wait, rng=self.rng):
             if not self.limiter.wait(self.stop):
                 break
             with self._lock:
@@ -256,9 +257,8 @@ class Submission:
 
     def _record(self, request: Request, outcome: Outcome) -> str:
         key = request.key
-        if outcome.kind is Kind.OK:
-            assert outcome.task_id  # classify() never says OK without one
-            self._record_submitted(request, outcome)
+        if outcome.kind is Kind.OK and outcome.task_id:  # classify() never says OK without one
+            self._record_submitted(request, outcome.task_id, outcome)
             self.limiter.succeeded()
             with self._lock:
                 self._streak = ("", 0)
@@ -274,14 +274,13 @@ class Submission:
         self._note_error(outcome.message)
         return state
 
-    def _record_submitted(self, request: Request, outcome: Outcome) -> None:
+    def _record_submitted(self, request: Request, task_id: str, outcome: Outcome) -> None:
         """Record a task id; if the ledger cannot take it, journal it and print it: a task
         that was created is paid for, and its id must never be lost."""
-        assert outcome.task_id is not None
         received = timestamp()
         try:
             self.ledger.check_same_file()
-            self.ledger.record_submitted(request.key, outcome.task_id, outcome.estimated_time, received)
+            self.ledger.record_submitted(request.key, task_id, outcome.estimated_time, received)
             return
         except LedgerUnsound as e:
             self._ledger_lost(str(e))
@@ -289,7 +288,7 @@ class Submission:
         except (sqlite3.Error, OSError) as e:
             problem = str(e)
         entry = {
-            "key": request.key, "task_id": outcome.task_id, "estimated_time": outcome.estimated_time,
+            "key": request.key, "task_id": task_id, "estimated_time": outcome.estimated_time,
             "received_at": received, "job": self.job, "api_base": self.api_base, "variant": request.variant,
             "body": request.body, "run_id": self.run_id,
         }
@@ -297,9 +296,9 @@ class Submission:
             where = f"kept in {journal.append(self.ledger.path, entry)}; the next batchgen command records it"
         except OSError as e:
             where = f"and the journal failed too ({e.strerror}): keep this line"
-        self.notice(f"task {outcome.task_id} (request {request.key}) was created but the ledger could not record it ({problem}); {where}")
+        self.notice(f"task {task_id} (request {request.key}) was created but the ledger could not record it ({problem}); {where}")
         with self._lock:
-            self.report.unrecorded.append(outcome.task_id)
+            self.report.unrecorded.append(task_id)
         self._abort(f"the ledger could not record a task id ({problem})")
 
     def _ledger_lost(self, reason: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from jsonschema.exceptions import ValidationError
 
@@ -32,12 +32,12 @@ from .urls import canonical_base_url
 
 
 @dataclass
-class Expansion:
-    """What validation learned about a job: sizes, the models used, and the warnings."""
+class ValidatedJob:
+    """A job that passed both validation steps, with what they learned: its distinct requests'
+    count by model, and the warnings (duplicates, excludes that match nothing)."""
 
     job: Job
     api_base: str
-    expanded: int = 0  # requests before duplicates collapse
     unique: int = 0
     by_model_id: Counter[str] = field(default_factory=Counter)
     warnings: list[Problem] = field(default_factory=list)
@@ -56,32 +56,23 @@ class Expansion:
                 yield request
 
 
-def check(
-    job: Job, api_base: str = DEFAULT_API_BASE, visit: Callable[[Request], None] | None = None
-) -> Expansion:
-    """Validate every request of `job` (step 2); raise `JobError` with every problem found.
-
-    `visit`, if given, sees each distinct request as it is checked: a caller that only needs
-    to count (plan) does it in this one pass, and discards its counts if this raises.
-    """
+def check(job: Job, api_base: str = DEFAULT_API_BASE) -> ValidatedJob:
+    """Validate every request of `job` (step 2); raise `JobError` with every problem found."""
     api_base = canonical_base_url(api_base)
     _check_size(job)
-    result = Expansion(job, api_base)
+    result = ValidatedJob(job, api_base)
     checker = schemas.RequestChecker()
     problems: dict[tuple[Any, ...], Problem] = {}
     duplicates: dict[tuple[int, int], Problem] = {}
     first_entry: dict[str, int] = {}
     for request in expand(job, api_base):
-        result.expanded += 1
         earlier = first_entry.get(request.key)
         if earlier is not None:
             _note_duplicate(job, request.origin, earlier, duplicates)
             continue
         first_entry[request.key] = request.origin.entry
         result.unique += 1
-        result.by_model_id[request.body.get("model_id")] += 1
-        if visit:
-            visit(request)
+        result.by_model_id[str(request.body.get("model_id"))] += 1
         if request.variant == 0:
             for error in checker.errors(request.body):
                 _add(problems, _problem(job, request.origin, error))
@@ -199,9 +190,7 @@ def _unused_exclude_warnings(job: Job) -> list[Problem]:
     return warnings
 
 
-def validate_job(
-    path: str, api_base: str = DEFAULT_API_BASE, visit: Callable[[Request], None] | None = None, *, root: Path | None = None
-) -> Expansion:
+def validate_job(path: str, api_base: str = DEFAULT_API_BASE, *, root: Path | None = None) -> ValidatedJob:
     """Both steps for the job file at `path`; raise `JobError` with every problem found.
     `root`: the project its files must lie in (default: found from the job's folder)."""
-    return check(load_job(path, root), api_base, visit)
+    return check(load_job(path, root), api_base)

@@ -57,7 +57,6 @@ def cli():
 
 # -- running batchgen against a sandbox ---------------------------------------------------------
 
-import json as _json
 import os
 import subprocess
 import sys
@@ -112,10 +111,6 @@ class Env:
         return self.sandbox.created_per_body()
 
 
-def canonical(body) -> str:
-    return _json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 @pytest.fixture
 def world(tmp_path):
     """world(**sandbox_settings) → an Env with a fresh sandbox (stopped after the test)."""
@@ -132,7 +127,7 @@ def world(tmp_path):
 
 # -- the fault suite's table --------------------------------------------------------------------
 
-FAULT_TABLE: list[dict] = []
+from helpers import FAULT_TABLE  # noqa: E402
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -1,6 +1,10 @@
-"""Constants the tests share (tests/ is on sys.path; the repo root is not, so `import batchgen`
-finds the installed package, the way a user's install would)."""
+"""What the tests share: paths, job texts, and the checks several test files make (tests/ is on
+sys.path; the repo root is not, so `import batchgen` finds the installed package, as a user's
+install would). Fixtures live in conftest.py; no test file imports another."""
 
+import json
+import shutil
+import subprocess
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -11,3 +15,59 @@ defaults:
   model: wan2.2-pro
   options: {prompt_optimization: true, aspect_ratio: "16:9", resolution: 480p, duration: 5}
 """
+
+
+# The fault suite's table: scenarios append their rows, conftest prints it at the end.
+FAULT_TABLE: list[dict] = []
+
+
+def canonical(body) -> str:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def job_text(prompts: list[str], *, name: str | None = None, repeat: int | None = None, limits: str = "") -> str:
+    axis = ", ".join(json.dumps(p) for p in prompts)
+    head = "version: 1\n" + (f"name: {name}\n" if name else "") + (f"limits: {limits}\n" if limits else "")
+    entry = f"  - matrix: {{prompt: [{axis}]}}\n" + (f"    repeat: {repeat}\n" if repeat else "")
+    return head + PRO_DEFAULTS + "requests:\n" + entry
+
+
+def prompts(n: int, tag: str = "p") -> list[str]:
+    return [f"{tag} {i}: a cat in the garden" for i in range(n)]
+
+
+def assert_consistent(env):
+    """The ledger and the sandbox's record agree; no body was created twice."""
+    created = env.created_bodies()
+    assert max(created.values(), default=0) <= 1, "a request was created twice"
+    task_ids = {c.task_id for c in env.sandbox.created()}
+    rows = {canonical(json.loads(r["request"])): r for r in env.rows()}
+    for body in created:  # everything the sandbox created is tracked, never lost
+        assert body in rows, "the sandbox created a task the ledger does not know"
+        assert rows[body]["state"] in ("submitted", "in_doubt")
+    for body, row in rows.items():
+        if row["state"] == "submitted":
+            assert row["task_id"] in task_ids
+        if row["state"] in ("failed", "rejected"):
+            assert body not in created, f"{row['state']} but created"
+        assert row["state"] != "sending"
+
+
+def corrupt_index(path, index: str) -> None:
+    """Zero the first index page of `index` (the rows stay, the index forgets them)."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", [index]).fetchone()[0]
+    conn.close()
+    with open(path, "r+b") as f:
+        f.seek((root - 1) * page_size + 8)  # keep the page header's type byte: an empty leaf
+        f.write(b"\x00" * 4)
+
+
+def can_unshare_pid() -> bool:
+    if not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--kill-child", "true"], capture_output=True)
+    return probe.returncode == 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 
-from batchgen import __version__
-
 from helpers import REPO
+
+from batchgen import __version__
 
 EXAMPLE = REPO / "jobs" / "example.yaml"
 

@@ -1,4 +1,4 @@
-"""Expansion, rule by rule: each test is an example of the job file format (SPEC §2)."""
+"""ValidatedJob, rule by rule: each test is an example of the job file format (README, "A job file")."""
 
 from __future__ import annotations
 
@@ -6,13 +6,12 @@ import hashlib
 
 import pytest
 import yaml
+from helpers import PRO_DEFAULTS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchgen.expand import expand, identity
 from batchgen.validate import check
-
-from helpers import PRO_DEFAULTS
 
 PRO_OPTIONS = {"prompt_optimization": True, "aspect_ratio": "16:9", "resolution": "480p", "duration": 5}
 
@@ -173,7 +172,7 @@ def test_repeat_asks_for_variants_and_the_variant_is_part_of_the_key(load):
     assert len({r.key for r in requests}) == 5
 
 
-def test_raising_repeat_keeps_the_keys_of_the_existing_variants(load, write_job):
+def test_raising_repeat_keeps_the_keys_of_the_existing_variants(load):
     two = load("version: 1\n" + PRO_DEFAULTS + "requests:\n  - {prompt: a, repeat: 2}\n")
     three = load("version: 1\n" + PRO_DEFAULTS + "requests:\n  - {prompt: a, repeat: 3}\n")
     old = {r.key for r in check(two).requests()}
@@ -204,7 +203,7 @@ def test_the_key_is_sha256_of_the_canonical_json_of_api_body_and_variant():
     assert identity("https://api.pixwith.ai/", body, 1) == hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def test_the_job_name_is_not_part_of_the_key_but_the_api_base_is(load, write_job):
+def test_the_job_name_is_not_part_of_the_key_but_the_api_base_is(load):
     a = load("version: 1\nname: one\n" + PRO_DEFAULTS + "requests:\n  - prompt: a\n")
     b = load("version: 1\nname: two\n" + PRO_DEFAULTS + "requests:\n  - prompt: a\n")
     assert [r.key for r in expand(a)] == [r.key for r in expand(b)]
@@ -281,4 +280,4 @@ def test_expansion_is_deterministic_and_independent_of_key_order(tmp_path_factor
     assert once == keys(first)  # deterministic
     assert sorted(once) == sorted(keys(second))  # the same requests whatever order keys are written in
     for key, _ in once:
-        assert len(key) == 64 and int(key, 16) >= 0
+        assert len(key) == 64 and set(key) <= set("0123456789abcdef")

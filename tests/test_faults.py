@@ -19,9 +19,7 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import FAULT_TABLE, canonical
-from test_hardening import can_unshare_pid
-from test_run import job_text, prompts
+from helpers import FAULT_TABLE, can_unshare_pid, canonical, job_text, prompts
 
 UNSHARE = can_unshare_pid()
 

@@ -14,9 +14,9 @@ import httpx
 import jsonschema
 import pytest
 import yaml
+from helpers import REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from helpers import REPO
 
 from batchgen import schemas
 from batchgen.api import Api, Kind, classify

@@ -1,4 +1,4 @@
-"""Money never leaks (issue 10 / SPEC §6.1): each hole an adversarial review found, as a test
+"""Money never leaks (issue 10): each hole an adversarial review found, as a test
 that failed before its fix. Judged from the sandbox's record and the ledger."""
 
 from __future__ import annotations
@@ -13,8 +13,14 @@ import sys
 import time
 
 import pytest
-from conftest import canonical
-from test_run import assert_consistent, job_text, prompts
+from helpers import (
+    assert_consistent,
+    can_unshare_pid,
+    canonical,
+    corrupt_index,
+    job_text,
+    prompts,
+)
 
 from batchgen import journal
 from batchgen.ledger import Ledger
@@ -132,13 +138,6 @@ def test_old_ledgers_keep_their_keys_through_the_migration(tmp_path):
 
 
 # -- 3. liveness is a lock, across PID namespaces -------------------------------------------------
-
-
-def can_unshare_pid() -> bool:
-    if not shutil.which("unshare"):
-        return False
-    probe = subprocess.run(["unshare", "--pid", "--fork", "--kill-child", "true"], capture_output=True)
-    return probe.returncode == 0
 
 
 @pytest.mark.skipif(not can_unshare_pid(), reason="unshare --pid is not permitted here (needs root or user namespaces)")
@@ -406,8 +405,6 @@ def test_a_hard_linked_ledger_is_refused_before_anything_is_sent(world, write_jo
 
 
 def test_a_corrupt_ledger_sends_nothing(world, write_job):
-    from test_ledger import corrupt_index
-
     env = world()
     job = write_job(job_text(prompts(40)))
     assert env.cli("run", job, *FAST).exit_code == 0

@@ -6,6 +6,7 @@ import os
 import stat
 
 import pytest
+from helpers import corrupt_index
 
 from batchgen import journal
 from batchgen.errors import UsageError
@@ -113,7 +114,7 @@ def test_liveness_is_the_lock_not_the_pid(ledger):
     assert ledger.task("k1")["state"] == "in_doubt"
 
 
-def test_a_lock_held_by_another_process_means_alive(ledger, tmp_path):
+def test_a_lock_held_by_another_process_means_alive(ledger):
     import subprocess
     import sys
 
@@ -183,19 +184,6 @@ def test_a_corrupt_index_is_found_before_sending(tmp_path):
     with Ledger(path) as ledger:
         with pytest.raises(LedgerUnsound, match="corrupt"):
             ledger.quick_check()
-
-
-def corrupt_index(path, index: str) -> None:
-    """Zero the first index page of `index` (the rows stay, the index forgets them)."""
-    import sqlite3
-
-    conn = sqlite3.connect(path)
-    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", [index]).fetchone()[0]
-    conn.close()
-    with open(path, "r+b") as f:
-        f.seek((root - 1) * page_size + 8)  # keep the page header's type byte: an empty leaf
-        f.write(b"\x00" * 4)
 
 
 def test_a_ledger_deleted_or_replaced_under_a_command_is_noticed(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
-from test_run import job_text, prompts
+from helpers import job_text, prompts
 
 from batchgen.sandbox import TEST_KEY, parse_task_id, sample_video
 

@@ -7,21 +7,9 @@ import random
 import signal
 import time
 
-from conftest import canonical
-from helpers import PRO_DEFAULTS
+from helpers import assert_consistent, canonical, job_text, prompts
 
 from batchgen.sandbox import TEST_KEY
-
-
-def job_text(prompts: list[str], *, name: str | None = None, repeat: int | None = None, limits: str = "") -> str:
-    axis = ", ".join(json.dumps(p) for p in prompts)
-    head = "version: 1\n" + (f"name: {name}\n" if name else "") + (f"limits: {limits}\n" if limits else "")
-    entry = f"  - matrix: {{prompt: [{axis}]}}\n" + (f"    repeat: {repeat}\n" if repeat else "")
-    return head + PRO_DEFAULTS + "requests:\n" + entry
-
-
-def prompts(n: int, tag: str = "p") -> list[str]:
-    return [f"{tag} {i}: a cat in the garden" for i in range(n)]
 
 
 def planned_bodies(env, job) -> list[dict]:
@@ -109,23 +97,10 @@ def test_plan_reports_what_the_ledger_knows(world, write_job):
     plan = json.loads(env.cli("plan", job, "--json").stdout)
     assert plan["counts"]["done"] == 3 and plan["counts"]["new"] == 1
     assert [r["action"] for r in plan["requests"]].count("done") == 3
-
-
-def assert_consistent(env):
-    """The ledger and the sandbox's record agree; no body was created twice."""
-    created = env.created_bodies()
-    assert max(created.values(), default=0) <= 1, "a request was created twice"
-    task_ids = {c.task_id for c in env.sandbox.created()}
-    rows = {canonical(json.loads(r["request"])): r for r in env.rows()}
-    for body in created:  # everything the sandbox created is tracked, never lost
-        assert body in rows, "the sandbox created a task the ledger does not know"
-        assert rows[body]["state"] in ("submitted", "in_doubt")
-    for body, row in rows.items():
-        if row["state"] == "submitted":
-            assert row["task_id"] in task_ids
-        if row["state"] in ("failed", "rejected"):
-            assert body not in created, f"{row['state']} but created"
-        assert row["state"] != "sending"
+    # The text report comes from the same path, and says the same.
+    text = env.cli("plan", job)
+    assert text.exit_code == 0 and "wan2.2-pro     done 3  new 1" in text.stdout and "a run would send 1" in text.stdout
+    assert "ledger: " in text.stderr
 
 
 FAULTS = dict(rate_429=0.15, rate_503=0.1, rate_500=0.1, drop_rate=0.1, lose_answer_rate=0.1, retry_after=0.05, seed=3)
@@ -149,14 +124,65 @@ def test_faults_never_create_twice_and_resubmitting_in_doubt_completes_the_job(w
     assert {r["state"] for r in env.rows()} == {"submitted"}
 
 
-def test_429_and_503_are_retried_honouring_retry_after(world, write_job):
-    env = world(rate_429=0.5, retry_after=0.2, seed=1)
+def test_429_and_503_are_retried_and_retry_after_pauses_sending(world, write_job):
+    # In the sandbox's record: throttled calls were retried until every request got through.
+    env = world(rate_429=0.3, rate_503=0.3, retry_after=0.2, seed=1)
     job = write_job(job_text(prompts(6)))
-    result = env.cli("run", job, "--yes", "--rpm", "60000", "--max-attempts", "20")
+    result = env.cli("run", job, "--yes", "--rpm", "60000", "--max-attempts", "30")
     assert result.exit_code == 0, result.output
-    assert len(env.sandbox.created()) == 6
-    refusals = [c.at for c in env.sandbox.calls if c.outcome == "429"]
-    assert refusals  # the faults happened, and were retried
+    assert len(env.sandbox.created()) == 6 and set(env.created_bodies().values()) == {1}
+    outcomes = {c.outcome for c in env.sandbox.calls}
+    assert {"429", "503"} <= outcomes
+
+
+def test_retry_after_in_seconds_and_as_a_date_pauses_every_call(tmp_path):
+    # On a fake clock: the pause each Retry-After asks for is waited, by the whole run.
+    import email.utils
+    import time as real_time
+
+    import httpx
+
+    from batchgen.api import Api
+    from batchgen.expand import Origin, Request
+    from batchgen.ledger import Ledger
+    from batchgen.limits import RateLimiter
+    from batchgen.liveness import RunLock
+    from batchgen.submit import RunSettings, Submission
+
+    class Clock:
+        at = 0.0
+
+        def now(self):
+            return self.at
+
+        def sleep(self, seconds, stop=None):
+            self.at += max(0.0, seconds)
+            return False
+
+    clock = Clock()
+    answers = [
+        httpx.Response(503, headers={"Retry-After": "20"}),
+        httpx.Response(429, headers={"Retry-After": email.utils.formatdate(real_time.time() + 40, usegmt=True)}),
+    ]
+    arrivals = []
+
+    def handler(request):
+        arrivals.append(clock.at)
+        if answers:
+            return answers.pop(0)
+        return httpx.Response(200, json={"code": 1, "data": {"task_id": f"t{len(arrivals)}", "estimated_time": 9}})
+
+    with Ledger(tmp_path / "ledger.db") as ledger, Api("https://api.pixwith.ai", "key_testtesttest", transport=httpx.MockTransport(handler)) as api:
+        run_id = ledger.start_run("j", "j.yaml", "https://api.pixwith.ai", {})
+        RunLock(ledger.path, run_id)
+        request = Request("a" * 64, 0, {"prompt": "p", "model_id": "2-9", "options": {}}, Origin(0))
+        limiter = RateLimiter(None, clock=clock)
+        report = Submission(ledger, api, RunSettings(rpm=None, concurrency=1), job="j", api_base="https://api.pixwith.ai",
+                            run_id=run_id, limiter=limiter).run([request])
+    assert report.outcomes["submitted"] == 1
+    assert arrivals[1] - arrivals[0] >= 20  # Retry-After: 20
+    assert arrivals[2] - arrivals[1] >= 38  # Retry-After: a date 40 s ahead (1 s resolution)
+    assert limiter.slowdown > 1  # and then slower for a while
 
 
 def test_a_refused_key_stops_at_once_with_exit_3_and_the_key_is_nowhere(world, write_job):

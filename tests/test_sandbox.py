@@ -239,7 +239,7 @@ def test_rejections_create_nothing(serve):
     assert sandbox.created() == []
 
 
-def test_faults_are_reproducible_from_the_seed(serve):
+def test_faults_are_reproducible_from_the_seed():
     def outcomes(seed):
         with running(SandboxConfig(seed=seed, rate_429=0.3, rate_500=0.2)) as sandbox:
             with httpx.Client(base_url=sandbox.base_url, headers=HEADERS) as client:

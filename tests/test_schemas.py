@@ -8,10 +8,9 @@ import sys
 
 import jsonschema
 import pytest
+from helpers import REPO
 
 from batchgen import models, schemas
-
-from helpers import REPO
 
 
 @pytest.mark.parametrize("name", schemas.SCHEMA_NAMES)
@@ -42,7 +41,7 @@ def test_the_catalogue_agrees_with_both_schemas():
 
 
 def test_no_request_rule_reads_the_prompt_except_its_own_subschema():
-    # validate._RequestChecker relies on this to check a job's bodies once per distinct rest.
+    # schemas.RequestChecker relies on this to check a job's bodies once per distinct rest.
     request = schemas.schema("request")
     found = []
 
@@ -63,7 +62,7 @@ def test_no_request_rule_reads_the_prompt_except_its_own_subschema():
 
 
 def test_the_prompt_rule_depends_only_on_type_and_length():
-    # validate._RequestChecker remembers the prompt's verdict per (type, length).
+    # schemas.RequestChecker remembers the prompt's verdict per (type, length).
     prompt = schemas.schema("request")["$defs"]["prompt"]
     assert set(prompt) <= {"type", "minLength", "maxLength", "description", "title", "errorMessage"}
 
