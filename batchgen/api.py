@@ -171,14 +171,26 @@ class Api:
         """POST /api/task/get. Safe to repeat, so every transport error is RETRY."""
         return self._call("/api/task/get", {"task_id": task_id}, creating=False)
 
-    def _call(self, path: str, body: dict[str, Any], *, creating: bool) -> Outcome:
+    def get_credits(self) -> Balance:
+        """POST /api/task/get_credits: the account's balance, or why it is not known."""
+        outcome = self._call("/api/task/get_credits", None, creating=False)
+        if outcome.kind is not Kind.OK:
+            return Balance(None, outcome.message or outcome.kind.value, outcome.kind)
+        credits = (outcome.data or {}).get("credits")
+        if isinstance(credits, bool) or not isinstance(credits, (int, float)) or not math.isfinite(credits) or credits < 0:
+            return Balance(None, f"the answer holds no balance (credits: {str(credits)[:40]!r})", Kind.IN_DOUBT)
+        if credits != int(credits) or credits > 10**15:
+            return Balance(None, f"the balance {credits!r} is not a whole number of credits", Kind.IN_DOUBT)
+        return Balance(int(credits), "", Kind.OK)
+
+    def _call(self, path: str, body: dict[str, Any] | None, *, creating: bool) -> Outcome:
         outcome = self._send(path, body, creating=creating)
         # The key is never written anywhere, even if an answer or an error were to echo it.
         message = redact(outcome.message, self._key)
         return outcome if message == outcome.message else dataclasses.replace(outcome, message=message)
 
-    def _send(self, path: str, body: dict[str, Any], *, creating: bool) -> Outcome:
-        payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
+    def _send(self, path: str, body: dict[str, Any] | None, *, creating: bool) -> Outcome:
+        payload = b"" if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
         try:
             with self.client.stream("POST", path, content=payload) as response:
                 raw = _read_capped(response)
@@ -191,6 +203,15 @@ class Api:
         except _TooLarge:
             return Outcome(Kind.IN_DOUBT if creating else Kind.RETRY, f"answer larger than {MAX_ANSWER_BYTES} bytes")
         return classify(response.status_code, response.headers.get("Retry-After"), raw, creating=creating)
+
+
+@dataclass(frozen=True)
+class Balance:
+    """What get_credits said: the balance, or None and why not (`kind` AUTH: the key)."""
+
+    credits: int | None
+    problem: str = ""
+    kind: Kind = Kind.OK
 
 
 class _TooLarge(Exception):

@@ -6,19 +6,17 @@ case lives in runner.py; which ledger a command uses is decided by project.py.
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import json
+import os
 import sqlite3
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import click
 
-from . import __version__, api, models, schemas
-from . import sandbox as sandbox_mod
-from .display import table, when_due
+from . import __version__, api, credits, schemas
 from .download import (
     DEFAULT_DEADLINE,
     DEFAULT_MAX_FILE_SIZE,
@@ -38,13 +36,29 @@ from .ledger import STATES, Ledger, NoLedger
 from .limits import Backoff, RateLimiter
 from .plan import Plan, no_ledger, plan_job
 from .project import locate
-from .report import plan_lines, problem_lines, problems_json, write_plan_json
+from .report import (
+    plan_lines,
+    problem_lines,
+    problems_json,
+    status_report,
+    write_plan_json,
+    write_tasks,
+)
 from .results import pending
 from .results import poll as poll_tasks
 from .runner import (
-    RunOptions, api_target, download_job, execute_run, interrupted_exit, named_job, open_ledger, resolve_job,
-    wait_until_done, write_gallery,
+    RunOptions,
+    api_target,
+    download_job,
+    execute_run,
+    interrupted_exit,
+    named_job,
+    open_ledger,
+    resolve_job,
+    wait_until_done,
+    write_gallery,
 )
+from .sandbox_cli import sandbox_command
 from .submit import DEFAULT_CONCURRENCY, DEFAULT_MAX_IDENTICAL_ERRORS, DEFAULT_RPM
 from .terminal import Finite, Terminal
 from .urls import canonical_base_url
@@ -76,7 +90,6 @@ class BatchgenGroup(click.Group):
             sys.exit(EXIT_ABORTED)
 
 
-RATE = Finite(0, 1)
 
 
 @click.group(cls=BatchgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -154,22 +167,26 @@ def validate(jobs: tuple[str, ...], fmt: str, base_url: str) -> None:
 @main.command()
 @click.argument("job", type=click.Path(dir_okay=True))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: job, api_base, counts, requests.")
+@click.option("--prices", "prices_file", type=click.Path(dir_okay=False), help="Price rules (a YAML file with prices: [...]), beside the job's.")
 @api_base_option
-def plan(job: str, as_json: bool, base_url: str) -> None:
-    """Show what a run of JOB would send: counts by model and by action (new, done,
-    failed, rejected, in_doubt) from what the ledger knows. Sends and writes nothing."""
+def plan(job: str, as_json: bool, base_url: str, prices_file: str | None) -> None:
+    """Show what a run of JOB would send and what it would cost: counts by model and by action
+    (new, done, failed, rejected, in_doubt) from what the ledger knows. Sends and writes nothing."""
     base_url = canonical_base_url(base_url)
     project = _project(job)
     console = Terminal()
     ledger = open_ledger(project, console, create=False) if project.ledger.exists() else None
+    if ledger is None:
+        console.err(f"ledger: none yet at {project.ledger}: every request is new")
     try:
         states = ledger.states if ledger else no_ledger
         if as_json:
             expansion = validate_job(job, base_url, root=project.root)
             _echo_warnings(expansion)
-            write_plan_json(sys.stdout, expansion, Plan(expansion.job.name, expansion.api_base), states)
+            book = credits.price_book(expansion, ledger, prices_file)
+            write_plan_json(sys.stdout, expansion, Plan(expansion.job.name, expansion.api_base), states, book)
             return
-        expansion, result = plan_job(job, base_url, states, root=project.root)
+        expansion, result = plan_job(job, base_url, states, root=project.root, prices=lambda v: credits.price_book(v, ledger, prices_file))
     finally:
         if ledger:
             ledger.close()
@@ -201,6 +218,10 @@ def _echo_warnings(expansion: ValidatedJob) -> None:
 @click.option("--max-identical-errors", type=click.IntRange(1), default=DEFAULT_MAX_IDENTICAL_ERRORS, show_default=True, help="Stop after this many requests in a row end with the same error.")
 @click.option("--max-attempts", type=click.IntRange(1, 100), default=Backoff.max_attempts, show_default=True, help="Calls per request when the API refuses before processing (429, 503, connect errors).")
 @click.option("--read-timeout", type=Finite(0.1, 86_400), default=api.DEFAULT_TIMEOUT.read, show_default=True, help="Seconds to wait for an answer; past it the request is in doubt.")
+@click.option("--max-credits", type=click.IntRange(1, 10**12), help="Credits this run may commit at most (job's limits.max_credits); needs known prices.")
+@click.option("--allow-partial", is_flag=True, help="If the balance does not cover the run, send in job order what it covers.")
+@click.option("--regenerate-failed", is_flag=True, help="Send again the requests whose generation failed (earlier task ids are kept).")
+@click.option("--prices", "prices_file", type=click.Path(dir_okay=False), help="Price rules (a YAML file with prices: [...]), beside the job's.")
 @download_options
 @send_options
 def run(job: str, sandbox: bool, api_key_file: str | None, base_url: str, **flags: Any) -> None:
@@ -307,19 +328,8 @@ def status(job: str | None, as_json: bool) -> None:
         rows = ledger.status_counts(name)
         due = ledger.last_due(name)
         unsent = ledger.unsent_count(name) if name else 0
-    if as_json:
-        for row in rows:
-            row["model"] = models.label(row["model_id"])
-        click.echo(json.dumps({"job": name, "counts": rows, "not_sent": unsent, "last_due": due}))
-        return
-    if not rows:
-        click.echo(f"nothing in the ledger{' for ' + name if name else ''} yet")
-        return
-    click.echo("\n".join(table(((models.label(r["model_id"]), r["state"], r["status"], r["n"]) for r in rows), ("model", "state", "status", "count"))))
-    if unsent:
-        click.echo(f"{unsent} requests of {name} not sent yet")
-    if due:
-        click.echo(f"last task due: {when_due(due)}")
+    for line in status_report(name, rows, unsent, due, as_json=as_json):
+        click.echo(line)
 
 
 @main.command()
@@ -336,55 +346,37 @@ def tasks(job: str | None, state: str | None, fmt: str | None) -> None:
         name = resolve_job(ledger, job)
         rows = list(ledger.rows(name, state))
         columns = ledger.columns()
-    if fmt == "json":
-        for row in rows:
-            click.echo(json.dumps(row, ensure_ascii=False))
-    elif fmt == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    else:
-        shown = [(r["key"][:12], models.label(r["model_id"] or ""), r["variant"], r["state"], r["status"], r["task_id"], (r["error"] or r["prompt"] or "")[:50]) for r in rows]
-        click.echo("\n".join(table(shown, ("key", "model", "v", "state", "status", "task_id", "prompt / error"))))
+    write_tasks(sys.stdout, rows, columns, fmt or "text")
 
 
 # -- the sandbox and the schemas ----------------------------------------------------------------
 
 
-@main.command()
-@click.option("--port", type=click.IntRange(0, 65535), default=sandbox_mod.DEFAULT_PORT, show_default=True, help="0 picks a free port.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random decision.")
-@click.option("--key", "keys", multiple=True, help="Accept this API key too (the test key is always accepted).")
-@click.option("--time-scale", type=Finite(0, 1000), default=1.0, show_default=True, help="Multiply each model's ETA (0.01: minutes become seconds).")
-@click.option("--fail-fraction", type=RATE, default=0.0, show_default=True, help="Tasks that end in status 3.")
-@click.option("--credit", type=click.IntRange(0), help="Tasks to create before answering 'Credits not enough'.")
-@click.option("--latency-ms", type=Finite(0, 600_000), default=0.0, show_default=True, help="Added to every API answer.")
-@click.option("--rpm-limit", type=click.IntRange(1), help="Create calls per 60 s before answering 429 with Retry-After.")
-@click.option("--rate-429", type=RATE, default=0.0, show_default=True, help="Random 429 with Retry-After.")
-@click.option("--rate-503", type=RATE, default=0.0, show_default=True, help="Random 503 with Retry-After.")
-@click.option("--rate-500", type=RATE, default=0.0, show_default=True, help="Random 500 (nothing created).")
-@click.option("--drop-rate", type=RATE, default=0.0, show_default=True, help="Close the connection before processing.")
-@click.option("--lose-answer-rate", type=RATE, default=0.0, show_default=True, help="Create the task, then close without answering.")
-@click.option("--slow-rate", type=RATE, default=0.0, show_default=True, help="Create the task, answer after --slow-seconds.")
-@click.option("--slow-seconds", type=Finite(0, 3600), default=5.0, show_default=True)
-@click.option("--cut-download-rate", type=RATE, default=0.0, show_default=True, help="Close result files half way.")
-@click.option("--reject-rate", type=RATE, default=0.0, show_default=True, help="Refuse valid bodies with code 0 (like moderation).")
-def sandbox(port: int, keys: tuple[str, ...], **settings: Any) -> None:
-    """Serve the built-in sandbox API on 127.0.0.1 until Ctrl-C.
+@main.command("credits")
+@send_options
+def credits_command(sandbox: bool, api_key_file: str | None, base_url: str) -> None:
+    """The account's balance (get_credits)."""
+    with api_target(sandbox=sandbox, base_url=base_url, api_key_file=api_key_file, need_key=True) as target:
+        with api.Api(target.base_url, target.key) as client:
+            balance, why = credits.read_balance(client)
+    if balance is None:
+        raise BatchgenError(f"the balance could not be read: {why}")
+    click.echo(f"{balance:,} credits")
 
-    Same endpoints and rules as the real API; accepts the test key
-    key_00000000000000000000000000000000. GET /_sandbox/stats shows what it received.
-    """
-    config = sandbox_mod.SandboxConfig(keys=(sandbox_mod.TEST_KEY, *keys), **settings)
-    try:
-        with sandbox_mod.running(config, port) as served:
-            click.echo(f"sandbox listening on {served.base_url} (test key {sandbox_mod.TEST_KEY}); Ctrl-C stops it")
-            while True:
-                time.sleep(3600)
-    except sandbox_mod.SandboxPortBusy as e:
-        raise UsageError(f"{e}; pick another with --port") from None
-    except KeyboardInterrupt:
-        click.echo("sandbox stopped")
+
+@main.command()
+@click.argument("job", required=False)
+@click.option("--prices", "prices_file", type=click.Path(dir_okay=False), help="Price rules (a YAML file with prices: [...]).")
+@api_base_option
+def prices(job: str | None, prices_file: str | None, base_url: str) -> None:
+    """Every known price and where it came from: declared (JOB's prices:, --prices) or learned
+    from a run's balance. With a job file: the price of each class of request it asks for."""
+    ledger = _read_only(job if job and os.path.isfile(job) else None)
+    with contextlib.ExitStack() as stack:
+        if ledger is not None:
+            stack.enter_context(ledger)
+        for line in credits.price_report(job if job and os.path.isfile(job) else None, ledger, prices_file, canonical_base_url(base_url)):
+            click.echo(line)
 
 
 @main.command()
@@ -393,6 +385,8 @@ def schema(name: str) -> None:
     """Print the JSON Schema for a job file or a request body."""
     click.echo(schemas.schema_text(name), nl=False)
 
+
+main.add_command(sandbox_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -6,9 +6,10 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import Any, Iterable, TextIO
+from typing import TYPE_CHECKING, Any, Iterable, TextIO
 
-from .submit import RunReport
+if TYPE_CHECKING:
+    from .submit import RunReport
 from .times import now, parse_timestamp
 
 

@@ -164,13 +164,14 @@ class Ledger:
     # -- reading --------------------------------------------------------------------------
 
     def states(self, keys: Iterable[str]) -> dict[str, str]:
-        """key → state, for the keys the ledger knows."""
+        """key → state, for the keys the ledger knows; a submitted task whose generation failed
+        reads `generation_failed` (sent again only with --regenerate-failed)."""
         found: dict[str, str] = {}
         keys = list(keys)
         for start in range(0, len(keys), _BATCH):
             chunk = keys[start : start + _BATCH]
             marks = ",".join("?" * len(chunk))
-            for row in self._query(f"SELECT key, state FROM tasks WHERE key IN ({marks})", chunk):
+            for row in self._query(f"SELECT key, {_EFFECTIVE_STATE} AS state FROM tasks WHERE key IN ({marks})", chunk):
                 found[row["key"]] = row["state"]
         return found
 
@@ -277,7 +278,7 @@ class Ledger:
         """
         body = request.body
         with self.transaction() as conn:
-            row = conn.execute("SELECT state FROM tasks WHERE key = ?", (request.key,)).fetchone()
+            row = conn.execute(f"SELECT {_EFFECTIVE_STATE} AS state FROM tasks WHERE key = ?", (request.key,)).fetchone()
             stamp = timestamp()
             if row is None:
                 conn.execute(
@@ -298,6 +299,17 @@ class Ledger:
                 return "new"
             if row["state"] not in allow:
                 return None
+            if row["state"] == "generation_failed":  # its earlier task is kept, not overwritten
+                conn.execute(
+                    "INSERT INTO task_history (key, task_id, submitted_at, status, result_urls, error, replaced_at, run_id)"
+                    " SELECT key, task_id, submitted_at, status, result_urls, error, ?, ? FROM tasks WHERE key = ?",
+                    (stamp, run_id, request.key),
+                )
+                conn.execute(
+                    "UPDATE tasks SET task_id = NULL, estimated_time = NULL, submitted_at = NULL, eta_at = NULL,"
+                    " status = NULL, result_urls = NULL, checked_at = NULL, files = NULL WHERE key = ?",
+                    (request.key,),
+                )
             conn.execute(
                 "UPDATE tasks SET state = 'sending', attempts = attempts + 1, updated_at = ?, run_id = ?,"
                 " error = NULL WHERE key = ?",
@@ -310,6 +322,14 @@ class Ledger:
         with self.transaction() as conn:
             if previous == "new":
                 conn.execute("DELETE FROM tasks WHERE key = ? AND state = 'sending'", (key,))
+            elif previous == "generation_failed":  # put the earlier task back where it was
+                last = conn.execute("SELECT rowid, * FROM task_history WHERE key = ? ORDER BY rowid DESC LIMIT 1", (key,)).fetchone()
+                conn.execute(
+                    "UPDATE tasks SET state = 'submitted', attempts = attempts - 1, task_id = ?, submitted_at = ?, status = ?,"
+                    " result_urls = ?, error = ?, updated_at = ? WHERE key = ? AND state = 'sending'",
+                    (last["task_id"], last["submitted_at"], last["status"], last["result_urls"], last["error"], timestamp(), key),
+                )
+                conn.execute("DELETE FROM task_history WHERE rowid = ?", (last["rowid"],))
             else:
                 conn.execute(
                     "UPDATE tasks SET state = ?, attempts = attempts - 1, updated_at = ? WHERE key = ? AND state = 'sending'",
@@ -341,6 +361,42 @@ class Ledger:
         assignments = ", ".join(f"{name} = ?" for name in fields)
         with self.transaction() as conn:
             conn.execute(f"UPDATE tasks SET {assignments} WHERE key = ?", (*fields.values(), key))
+
+    # -- credits --------------------------------------------------------------------------
+
+    def learned_prices(self, api_base: str) -> dict[str, tuple[int, int | None]]:
+        """class key → (credits, the run that taught it), for one API."""
+        rows = self._query("SELECT class, credits, run_id FROM prices WHERE api_base = ?", [api_base])
+        return {row["class"]: (row["credits"], row["run_id"]) for row in rows}
+
+    def all_learned_prices(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._query("SELECT * FROM prices ORDER BY api_base, class")]
+
+    def record_learned_price(self, api_base: str, cls: str, credits: int, run_id: int, requests: int) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO prices (class, api_base, credits, run_id, requests, learned_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (cls, api_base, credits, run_id, requests, timestamp()),
+            )
+
+    def record_balance(self, run_id: int, *, before: int | None = None, after: int | None = None) -> None:
+        with self.transaction() as conn:
+            if before is not None:
+                conn.execute("UPDATE runs SET credits_before = ? WHERE id = ?", (before, run_id))
+            if after is not None:
+                conn.execute("UPDATE runs SET credits_after = ? WHERE id = ?", (after, run_id))
+
+    def runs_overlapping(self, run_id: int) -> int:
+        """How many other runs on this ledger were going at any time during run `run_id`."""
+        row = self._query(
+            "SELECT count(*) FROM runs o, runs r WHERE r.id = ? AND o.id != r.id"
+            " AND o.started_at <= coalesce(r.ended_at, o.started_at) AND coalesce(o.ended_at, '9999') >= r.started_at",
+            [run_id],
+        )
+        return int(row[0][0])
+
+    def history(self, key: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._query("SELECT * FROM task_history WHERE key = ? ORDER BY replaced_at", [key])]
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -451,6 +507,10 @@ class Ledger:
 
     def integrity(self) -> str:
         return str(self._query("PRAGMA integrity_check")[0][0])
+
+
+# The state a run decides by: `generation_failed` for a task created but whose video failed.
+_EFFECTIVE_STATE = "CASE WHEN state = 'submitted' AND status = 'failed' THEN 'generation_failed' ELSE state END"
 
 
 def _insert_entry(conn: sqlite3.Connection, entry: dict[str, Any], state: str) -> None:

@@ -122,3 +122,35 @@ def m002_canonical_api_base(db: sqlite_utils.Database) -> None:
             text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
             if hashlib.sha256(text.encode("utf-8")).hexdigest() == key:
                 conn.execute("UPDATE tasks SET api_base = ? WHERE key = ?", (canonical, key))
+
+
+@migration
+def m003_credits(db: sqlite_utils.Database) -> None:
+    """Spend control: the balance around each run, the prices learned from it, and the earlier
+    task ids of requests generated again (`run --regenerate-failed`)."""
+    db.table("runs").add_column("credits_before", int)
+    db.table("runs").add_column("credits_after", int)
+    db.table("prices").create(
+        {
+            "class": str,  # the request class (JSON: model_id, options but prompt_optimization, images)
+            "api_base": str,
+            "credits": int,
+            "run_id": int,  # the evidence: the run whose balance drop taught it
+            "requests": int,  # how many requests that run submitted
+            "learned_at": str,
+        },
+        pk=("class", "api_base"),
+    )
+    db.table("task_history").create(
+        {
+            "key": str,
+            "task_id": str,
+            "submitted_at": str,
+            "status": str,
+            "result_urls": str,
+            "error": str,
+            "replaced_at": str,  # when a later run sent the request again
+            "run_id": int,  # that later run
+        },
+    )
+    db.table("task_history").create_index(["key"])

@@ -8,14 +8,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple
 
 from . import models
-from .expand import Request
+from .errors import JobError
+from .expand import Request, describe_origin
+from .prices import NO_PRICES, PriceBook, PriceTie, class_key
 from .validate import ValidatedJob, validate_job
 
 if TYPE_CHECKING:
     from .ledger import Ledger
 
 # What a run does with a request, from the state the ledger holds for its key.
-ACTIONS = ("new", "done", "failed", "rejected", "in_doubt", "sending")
+ACTIONS = ("new", "done", "failed", "rejected", "in_doubt", "sending", "generation_failed")
 
 BATCH = 500  # keys looked up in the ledger at a time
 
@@ -33,12 +35,17 @@ _ACTION_OF_STATE = {
     "rejected": "rejected",
     "in_doubt": "in_doubt",
     "sending": "sending",
+    "generation_failed": "generation_failed",
 }
+
+
+WOULD_SEND = {"new", "failed"}  # what a plain run sends (the other actions need a flag)
 
 
 class PlannedRequest(NamedTuple):
     request: Request
     action: str
+    credits: int | None = None  # its price, when one is known
 
 
 @dataclass
@@ -47,10 +54,24 @@ class Plan:
     api_base: str
     counts: Counter[str] = field(default_factory=Counter)
     by_model_id: Counter[tuple[str, str]] = field(default_factory=Counter)  # (model_id, action)
+    credits: int = 0  # the known cost of what the run would send
+    unknown: int = 0  # requests it would send whose price is not known
+    credits_by_model: Counter[str] = field(default_factory=Counter)
+    unknown_classes: Counter[str] = field(default_factory=Counter)  # class key → requests
 
-    def count(self, planned: PlannedRequest) -> None:
+    def count(self, planned: PlannedRequest, *, sends: bool | None = None) -> None:
+        """Count a request; `sends`: whether the run sends it (default: a plain run would)."""
+        model_id = str(planned.request.body.get("model_id"))
         self.counts[planned.action] += 1
-        self.by_model_id[(str(planned.request.body.get("model_id")), planned.action)] += 1
+        self.by_model_id[(model_id, planned.action)] += 1
+        if not (planned.action in WOULD_SEND if sends is None else sends):
+            return
+        if planned.credits is None:
+            self.unknown += 1
+            self.unknown_classes[class_key(planned.request.body)] += 1
+        else:
+            self.credits += planned.credits
+            self.credits_by_model[models.label(model_id)] += planned.credits
 
     @property
     def by_model(self) -> dict[str, Counter[str]]:
@@ -65,22 +86,32 @@ class Plan:
             "total": sum(self.counts.values()),
             **{action: self.counts.get(action, 0) for action in ACTIONS},
             "by_model": {m: dict(c) for m, c in sorted(self.by_model.items())},
+            "credits": {
+                "total": self.credits,
+                "unknown": self.unknown,
+                "by_model": dict(sorted(self.credits_by_model.items())),
+                "unknown_classes": sorted(self.unknown_classes),
+            },
         }
 
 
-def plan_job(path: str, api_base: str, states: StateLookup = no_ledger, *, root: Path | None = None) -> tuple[ValidatedJob, Plan]:
-    """Validate the job at `path` and count what a run would do with each of its requests."""
+def plan_job(
+    path: str, api_base: str, states: StateLookup = no_ledger, *, root: Path | None = None, prices: Callable[[ValidatedJob], PriceBook] | None = None
+) -> tuple[ValidatedJob, Plan]:
+    """Validate the job at `path` and count what a run would do with each of its requests;
+    `prices` makes the price book for the validated job (none: no price is known)."""
     validated = validate_job(path, api_base, root=root)
+    book = prices(validated) if prices else NO_PRICES
     result = Plan(validated.job.name, validated.api_base)
-    for item in planned(validated, states):
+    for item in planned(validated, states, book):
         result.count(item)
     return validated, result
 
 
-def planned(expansion: ValidatedJob, states: StateLookup = no_ledger) -> Iterator[PlannedRequest]:
-    """Each distinct request of the job with its action, looked up in batches of keys."""
-    for chunk in _in_batches(expansion.requests()):
-        yield from _decide(chunk, states)
+def planned(validated: ValidatedJob, states: StateLookup = no_ledger, book: PriceBook = NO_PRICES) -> Iterator[PlannedRequest]:
+    """Each distinct request of the job with its action and price, keys looked up in batches."""
+    for chunk in _in_batches(validated.requests()):
+        yield from _decide(chunk, states, book, validated)
 
 
 def _in_batches(requests: Iterable[Request], size: int = BATCH) -> Iterator[list[Request]]:
@@ -94,30 +125,36 @@ def _in_batches(requests: Iterable[Request], size: int = BATCH) -> Iterator[list
         yield chunk
 
 
-def _decide(requests: list[Request], states: StateLookup) -> Iterator[PlannedRequest]:
+def _decide(requests: list[Request], states: StateLookup, book: PriceBook, validated: ValidatedJob) -> Iterator[PlannedRequest]:
     known = states([r.key for r in requests]) if requests else {}
     for request in requests:
         state = known.get(request.key)
-        yield PlannedRequest(request, _ACTION_OF_STATE.get(state, "new") if state else "new")
+        try:
+            credits = book.credits(request.body)
+        except PriceTie as tie:
+            raise JobError([tie.problem(describe_origin(validated.job, request.origin))]) from None
+        yield PlannedRequest(request, _ACTION_OF_STATE.get(state, "new") if state else "new", credits)
 
 
 def prepare_run(
-    expansion: ValidatedJob, ledger: "Ledger | None", allow: set[str], job_file: str, *, link: bool = True
-) -> tuple[Plan, list[Request]]:
+    expansion: ValidatedJob, ledger: "Ledger | None", allow: set[str], job_file: str, *, link: bool = True,
+    book: PriceBook = NO_PRICES,
+) -> tuple[Plan, list[PlannedRequest]]:
     """The run's plan and the requests it will try to send, in file order.
 
     Every request of the job is linked to it in `job_tasks` (so a request another job got
     done counts for this one too); those whose ledger state is new or in `allow` are to send.
     """
     result = Plan(expansion.job.name, expansion.api_base)
-    to_send: list[Request] = []
+    to_send: list[PlannedRequest] = []
     for chunk in _in_batches(expansion.requests()):
         if link and ledger is not None:
             ledger.link(result.job, job_file, (r.key for r in chunk))
-        for item in _decide(chunk, ledger.states if ledger is not None else no_ledger):
-            result.count(item)
-            if item.action == "new" or _STATE_OF_ACTION.get(item.action) in allow:
-                to_send.append(item.request)
+        for item in _decide(chunk, ledger.states if ledger is not None else no_ledger, book, expansion):
+            sends = item.action == "new" or _STATE_OF_ACTION.get(item.action) in allow
+            result.count(item, sends=sends)
+            if sends:
+                to_send.append(item)
     return result, to_send
 
 

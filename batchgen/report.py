@@ -3,11 +3,15 @@ message) or `json`; a plan as text lines or one streamed JSON object."""
 
 from __future__ import annotations
 
+import csv
 import json
-from typing import TYPE_CHECKING, Iterable, TextIO
+from typing import TYPE_CHECKING, Any, Iterable, TextIO
 
+from . import models
+from .display import table, when_due
 from .errors import Problem
 from .plan import Plan, StateLookup, planned
+from .prices import NO_PRICES, PriceBook, describe_class
 
 if TYPE_CHECKING:
     from .validate import ValidatedJob
@@ -34,14 +38,50 @@ def plan_lines(result: Plan) -> list[str]:
     for model, counts in sorted(result.by_model.items()):
         lines.append(f"  {model:<14} " + "  ".join(f"{action} {n}" for action, n in sorted(counts.items())))
     lines.append("a run would send " + str(result.counts.get("new", 0) + result.counts.get("failed", 0)))
+    if result.credits or not result.unknown:
+        by_model = ", ".join(f"{m} {n:,}" for m, n in sorted(result.credits_by_model.items()))
+        lines.append(f"cost: {result.credits:,} credits at known prices" + (f" ({by_model})" if by_model else ""))
+    if result.unknown:
+        classes = "; ".join(f"{describe_class(k)} ({n})" for k, n in result.unknown_classes.most_common())
+        lines.append(f"no known price for {result.unknown} of them: {classes}")
     return lines
 
 
-def write_plan_json(out: TextIO, validated: "ValidatedJob", result: Plan, states: StateLookup) -> None:
+def write_plan_json(out: TextIO, validated: "ValidatedJob", result: Plan, states: StateLookup, book: PriceBook = NO_PRICES) -> None:
     # Streamed: the requests are written as they are planned; counts come last in the text.
     out.write('{"job":%s,"api_base":%s,"requests":[' % (json.dumps(result.job), json.dumps(result.api_base)))
-    for i, item in enumerate(planned(validated, states)):
+    for i, item in enumerate(planned(validated, states, book)):
         result.count(item)
-        row = {"key": item.request.key, "variant": item.request.variant, "body": item.request.body, "action": item.action}
+        row = {"key": item.request.key, "variant": item.request.variant, "body": item.request.body, "action": item.action, "credits": item.credits}
         out.write(("," if i else "") + json.dumps(row, ensure_ascii=False))
     out.write('],"counts":%s}\n' % json.dumps(result.summary()))
+
+
+def status_report(name: str | None, rows: list[dict[str, Any]], unsent: int, due: str | None, *, as_json: bool) -> list[str]:
+    """`status`: counts per model, state and status; as a table, or one JSON object."""
+    if as_json:
+        counts = [dict(row, model=models.label(row["model_id"])) for row in rows]
+        return [json.dumps({"job": name, "counts": counts, "not_sent": unsent, "last_due": due})]
+    if not rows:
+        return [f"nothing in the ledger{' for ' + name if name else ''} yet"]
+    lines = table(((models.label(r["model_id"]), r["state"], r["status"], r["n"]) for r in rows), ("model", "state", "status", "count"))
+    if unsent:
+        lines.append(f"{unsent} requests of {name} not sent yet")
+    if due:
+        lines.append(f"last task due: {when_due(due)}")
+    return lines
+
+
+def write_tasks(out: TextIO, rows: list[dict[str, Any]], columns: list[str], fmt: str) -> None:
+    """`tasks`: the ledger's rows as `json` (one object a line), `csv` (every column, a header
+    even with no rows) or `text` (a short table)."""
+    if fmt == "json":
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    elif fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        shown = [(r["key"][:12], models.label(r["model_id"] or ""), r["variant"], r["state"], r["status"], r["task_id"], (r["error"] or r["prompt"] or "")[:50]) for r in rows]
+        out.write("\n".join(table(shown, ("key", "model", "v", "state", "status", "task_id", "prompt / error"))) + "\n")

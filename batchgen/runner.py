@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 from urllib.parse import urlsplit
 
-from . import api, journal, models
+from . import api, credits, journal, models
 from . import gallery as gallery_mod
 from . import sandbox as sandbox_mod
+from .budget import Budget
 from .display import ProgressDisplay, summary_lines
 from .download import Bounds, download
 from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, UsageError
@@ -28,7 +29,7 @@ from .inputs import InputRefused, read_regular
 from .ledger import Ledger
 from .limits import Backoff, RateLimiter
 from .liveness import RunLock
-from .plan import Plan, prepare_run
+from .plan import Plan, PlannedRequest, prepare_run
 from .project import Project
 from .results import wait_for
 from .spec import load_job
@@ -171,6 +172,10 @@ class RunOptions:
     max_attempts: int = Backoff.max_attempts
     read_timeout: float = api.DEFAULT_TIMEOUT.read or 60.0
     bounds: Bounds = field(default_factory=Bounds)
+    max_credits: int | None = None  # None: the job's limits.max_credits, else no cap
+    allow_partial: bool = False
+    regenerate_failed: bool = False
+    prices_file: str | None = None
 
     def settings(self, limits: dict[str, int]) -> RunSettings:
         """The run's settings: flags first, then the job's `limits`, then the defaults."""
@@ -179,6 +184,7 @@ class RunOptions:
             rpm=rpm or None,
             concurrency=self.concurrency or limits.get("concurrency") or DEFAULT_CONCURRENCY,
             retry_rejected=self.retry_rejected,
+            regenerate_failed=self.regenerate_failed,
             resubmit_in_doubt=self.resubmit_in_doubt,
             backoff=Backoff(max_attempts=self.max_attempts),
             max_identical_errors=self.max_identical_errors,
@@ -205,37 +211,57 @@ def open_ledger(project: Project, console: Console, *, create: bool) -> Ledger:
 
 def execute_run(options: RunOptions, target: Target, project: Project, console: Console) -> int:
     """validate, plan, send, record; then wait, download, gallery if asked. The exit code."""
-    expansion = validate_job(options.job_file, target.identity_base, root=project.root)
-    for problem in expansion.warnings:
+    validated = validate_job(options.job_file, target.identity_base, root=project.root)
+    for problem in validated.warnings:
         console.err(str(problem))
-    settings = options.settings(expansion.job.limits)
+    settings = options.settings(validated.job.limits)
+    cap = options.max_credits or validated.job.limits.get("max_credits")
     if options.dry_run and not project.ledger.exists():
-        plan, to_send = prepare_run(expansion, None, settings.resendable(), options.job_file, link=False)
+        book = credits.price_book(validated, None, options.prices_file)
+        plan, to_send = prepare_run(validated, None, settings.resendable(), options.job_file, link=False, book=book)
         return _dry_run(plan, to_send[: options.limit] if options.limit is not None else to_send, settings, target, console)
     with open_ledger(project, console, create=not options.dry_run) as ledger:
         if not options.dry_run:
             ledger.quick_check()
-        plan, to_send = prepare_run(expansion, ledger, settings.resendable(), options.job_file, link=not options.dry_run)
+        book = credits.price_book(validated, ledger, options.prices_file)
+        plan, to_send = prepare_run(validated, ledger, settings.resendable(), options.job_file, link=not options.dry_run, book=book)
         if options.limit is not None:
             to_send = to_send[: options.limit]
+        if cap:
+            credits.require_prices(to_send, cap)
         if options.dry_run:
             return _dry_run(plan, to_send, settings, target, console)
-        console.out(_plan_line(plan, len(to_send), settings, target))
-        if to_send and len(to_send) > CONFIRM_ABOVE and not options.yes and console.interactive:
-            if not console.confirm(f"send {len(to_send)} requests (each may be billed)?"):
-                console.err("nothing sent")
-                return EXIT_INCOMPLETE
-        # One limiter for the whole run: get-task calls after the sends share its pace.
-        limiter = RateLimiter(settings.rpm)
-        exit_code = _send(ledger, options, expansion.job.name, target, settings, to_send, limiter, console)
-        return _after_sending(ledger, options, expansion.job.name, target, limiter, console, exit_code)
+        client = api.Api(target.base_url, target.key, timeout=api.timeout(options.read_timeout), max_connections=settings.concurrency)
+        with client:
+            balance, why = credits.read_balance(client)
+            if balance is None:
+                if cap:
+                    raise credits.NotCovered(f"the balance could not be read ({why}); with a cap nothing is sent")
+                console.err(f"balance unknown ({why}): sending without a balance check")
+            else:
+                to_send = credits.covered(to_send, balance, allow_partial=options.allow_partial)
+            console.out(_plan_line(plan, len(to_send), settings, target))
+            if to_send and len(to_send) > CONFIRM_ABOVE and not options.yes and console.interactive:
+                if not console.confirm(f"send {len(to_send)} requests (each may be billed)?"):
+                    console.err("nothing sent")
+                    return EXIT_INCOMPLETE
+            budget = Budget(cap, book, balance_before=balance, read_balance=lambda: client.get_credits().credits)
+            # One limiter for the whole run: get-task calls after the sends share its pace.
+            limiter = RateLimiter(settings.rpm)
+            exit_code = _send(ledger, client, options, validated.job.name, target, settings, to_send, limiter, budget, console)
+        return _after_sending(ledger, options, validated.job.name, target, limiter, console, exit_code)
 
 
-def _dry_run(plan: Plan, to_send: list[Any], settings: RunSettings, target: Target, console: Console) -> int:
+def _dry_run(plan: Plan, to_send: list[PlannedRequest], settings: RunSettings, target: Target, console: Console) -> int:
     console.out(_plan_line(plan, len(to_send), settings, target))
-    for request in to_send:
+    for item in to_send:
+        request = item.request
         model = models.label(request.body["model_id"])
-        console.out(f"  would send {request.key[:12]} v{request.variant} {model}: {request.body.get('prompt', '')[:60]}")
+        cost = f" ({item.credits} credits)" if item.credits is not None else ""
+        console.out(f"  would send {request.key[:12]} v{request.variant} {model}{cost}: {request.body.get('prompt', '')[:60]}")
+    known = sum(item.credits or 0 for item in to_send)
+    unknown = sum(1 for item in to_send if item.credits is None)
+    console.out(f"cost: {known:,} credits at known prices" + (f"; {unknown} requests of unknown price" if unknown else ""))
     return 0
 
 
@@ -248,46 +274,56 @@ def _plan_line(plan: Plan, sending: int, settings: RunSettings, target: Target) 
 
 def _send(
     ledger: Ledger,
+    client: api.Api,
     options: RunOptions,
     name: str,
     target: Target,
     settings: RunSettings,
-    to_send: list[Any],
+    to_send: list[PlannedRequest],
     limiter: RateLimiter,
+    budget: Budget,
     console: Console,
 ) -> int:
     run_id = ledger.start_run(name, options.job_file, target.identity_base, options.flags() | {"rpm": settings.rpm, "concurrency": settings.concurrency})
+    ledger.record_balance(run_id, before=budget.balance_before)
     lock = RunLock(ledger.path, run_id)  # before the first claim: see liveness.py
     journal.reserve(ledger.path)
     progress = ProgressDisplay(len(to_send))
     try:
-        client = api.Api(target.base_url, target.key, timeout=api.timeout(options.read_timeout), max_connections=settings.concurrency)
-        with client, signals_as_interrupts():
+        with signals_as_interrupts():
             submission = Submission(
                 ledger, client, settings, job=name, api_base=target.identity_base, run_id=run_id,
-                progress=progress, limiter=limiter, notice=console.err,
+                progress=progress, limiter=limiter, notice=console.err, budget=budget,
             )
 
             def on_interrupt(in_flight: int) -> None:
                 console.err(f"\nstopping: waiting for {in_flight} calls in flight (a second Ctrl-C quits at once)")
 
             try:
-                report = submission.run(to_send, on_interrupt=on_interrupt)
+                report = submission.run([item.request for item in to_send], on_interrupt=on_interrupt)
                 progress.finish()
             except Interrupted as e:
                 exit_code = interrupted_exit(e)
                 ledger.end_run(run_id, {"interrupted": "twice"}, exit_code)
                 console.err("quit: calls in flight are now in_doubt")
                 return exit_code
+        after = client.get_credits().credits if budget.balance_before is not None and report.calls else budget.balance_before
+        ledger.record_balance(run_id, after=after)
         states = Counter(ledger.job_states(name))
         unsent = ledger.unsent_count(name)
         for line in summary_lines(name, options.job_file, report, states, ledger.last_due(name), unsent):
             console.out(line)
+        console.out(credits.spend_line(report, budget.balance_before, after))
+        if report.capped:
+            console.out(f"stopped at the spend cap: {report.capped}; the rest was not sent")
+        learned = credits.learn_price(ledger, run_id, target.identity_base, report, budget.balance_before, after)
+        if learned:
+            console.err(learned)
         unresolved = sum(states.get(s, 0) for s in ("rejected", "failed", "in_doubt"))
         exit_code = report.exit_code(unresolved)
         if report.unrecorded:
             exit_code = EXIT_ABORTED
-        ledger.end_run(run_id, dict(report.outcomes) | {"calls": report.calls, "aborted": report.aborted}, exit_code)
+        ledger.end_run(run_id, dict(report.outcomes) | {"calls": report.calls, "aborted": report.aborted, "capped": report.capped, "spent": report.spent}, exit_code)
         return exit_code
     finally:
         journal.release_reserve(ledger.path)

@@ -41,6 +41,23 @@ from .models import catalogue
 TEST_KEY = "key_00000000000000000000000000000000"
 DEFAULT_PORT = 47878  # `run --sandbox` uses this port so that its requests keep one identity
 
+# Credits a task costs in the sandbox, by model and (resolution, duration). INVENTED: the
+# provider publishes no prices. They exist so that balances, caps and learned prices can be
+# tried here; batchgen itself never assumes them.
+SANDBOX_PRICES: dict[str, dict[tuple[str | None, int | None], int]] = {
+    "2-8": {("720p", None): 30},
+    "2-9": {("480p", 5): 20, ("480p", 8): 30, ("720p", 5): 40, ("720p", 8): 60},
+    "2-10": {("480p", 5): 10, ("480p", 8): 15, ("720p", 5): 20, ("720p", 8): 30},
+}
+DEFAULT_CREDITS = 1_000_000
+
+
+def sandbox_price(body: dict[str, Any]) -> int:
+    """What the sandbox charges for a (valid) body."""
+    options = body.get("options") or {}
+    return SANDBOX_PRICES[body["model_id"]][(options.get("resolution"), options.get("duration"))]
+
+
 # Seconds a task takes at time_scale 1 (invented: the API documents only `estimated_time`).
 BASE_ETA = {"2-8": 150, "2-9": 240, "2-10": 90}
 _SAMPLE = {"2-8": "sample-lite.mp4", "2-9": "sample-pro.mp4", "2-10": "sample-fast.mp4"}
@@ -58,7 +75,7 @@ class SandboxConfig:
     keys: tuple[str, ...] = (TEST_KEY,)
     time_scale: float = 1.0  # multiplies the model's ETA (0.01: 240 s becomes 2.4 s)
     fail_fraction: float = 0.0  # tasks that end in status 3
-    credit: int | None = None  # tasks it will create before answering "insufficient credit"
+    credits: int = DEFAULT_CREDITS  # the balance; creating deducts SANDBOX_PRICES, "Credits not enough" when short
     latency_ms: float = 0.0  # added to every API answer
     rpm_limit: int | None = None  # create calls per sliding 60 s before 429 + Retry-After
     rate_429: float = 0.0  # random 429 with Retry-After (seconds or an HTTP date)
@@ -100,6 +117,7 @@ class Sandbox:
         self._random = random.Random(self.config.seed)
         self._window: collections.deque[float] = collections.deque()
         self._created = 0
+        self.balance = self.config.credits
         self.checker = schemas.RequestChecker()
 
     # -- the record ---------------------------------------------------------------------
@@ -154,10 +172,12 @@ class Sandbox:
             self._window.append(now)
             return 0.0
 
-    def take_credit(self) -> bool:
+    def take_credits(self, price: int) -> bool:
+        """Deduct `price` from the balance, if it covers it."""
         with self._lock:
-            if self.config.credit is not None and self._created >= self.config.credit:
+            if self.balance < price:
                 return False
+            self.balance -= price
             self._created += 1
             return True
 
@@ -241,7 +261,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routing --------------------------------------------------------------------------
 
     def do_POST(self) -> None:
-        endpoint = {"/api/task/create": "create", "/api/task/get": "get"}.get(self.path)
+        endpoint = {"/api/task/create": "create", "/api/task/get": "get", "/api/task/get_credits": "credits"}.get(self.path)
         body = self._read_body()
         if endpoint is None:
             self._answer(HTTPStatus.NOT_FOUND, 0, f"no such endpoint: POST {self.path}")
@@ -249,6 +269,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if endpoint == "create":
                 self._create(body)
+            elif endpoint == "credits":
+                self._credits()
             else:
                 self._get(body)
         except _Drop:
@@ -307,7 +329,7 @@ class _Handler(BaseHTTPRequestHandler):
             record("rejected")
             self._answer(HTTPStatus.OK, 0, config.reject_message)
             return
-        if not sandbox.take_credit():
+        if not sandbox.take_credits(sandbox_price(body)):
             record("no_credit")
             self._answer(HTTPStatus.OK, 0, "Credits not enough")
             return
@@ -321,6 +343,20 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             record("created", task_id)
         self._answer(HTTPStatus.OK, 1, "success", data={"task_id": task_id, "estimated_time": eta})
+
+    def _credits(self) -> None:
+        """POST /api/task/get_credits (no body): the balance."""
+        sandbox = self.sandbox
+        key_ok = self.headers.get("Api-Key") in sandbox.config.keys
+        self._delay()
+        if not key_ok:
+            sandbox.record(Call(time.time(), "credits", "unauthorized", None, None, key_ok))
+            self._answer(HTTPStatus.OK, 2, "Invalid API key. Get a valid API key at https://pixwith.ai/api")
+            return
+        with sandbox._lock:
+            balance = sandbox.balance
+        sandbox.record(Call(time.time(), "credits", "answered", None, None, key_ok))
+        self._answer(HTTPStatus.OK, 1, "success", data={"credits": balance})
 
     def _get(self, raw: bytes | None) -> None:
         sandbox = self.sandbox

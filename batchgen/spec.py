@@ -138,6 +138,11 @@ def load_job(path: str | Path, root: Path | None = None) -> Job:
     return job
 
 
+def read_text_file(path: str) -> str:
+    """A YAML file of the user's (a job, a prices file): bounded, UTF-8; or a located JobError."""
+    return _read_text(Path(path), path)
+
+
 def _read_text(path: Path, file: str) -> str:
     try:
         raw = read_regular(path)

@@ -19,10 +19,12 @@ from typing import Callable
 
 from . import journal, models
 from .api import Api, Kind, Outcome
+from .budget import Budget
 from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK
 from .expand import Request
 from .ledger import RESENDABLE, Ledger, LedgerUnsound
 from .limits import Backoff, RateLimiter, attempts
+from .prices import class_key
 from .times import timestamp
 
 DEFAULT_CONCURRENCY = 4
@@ -35,6 +37,7 @@ class RunSettings:
     rpm: int | None = DEFAULT_RPM
     concurrency: int = DEFAULT_CONCURRENCY
     retry_rejected: bool = False
+    regenerate_failed: bool = False
     resubmit_in_doubt: bool = False
     backoff: Backoff = Backoff()
     max_identical_errors: int = DEFAULT_MAX_IDENTICAL_ERRORS
@@ -46,6 +49,8 @@ class RunSettings:
             states.add("rejected")
         if self.resubmit_in_doubt:
             states.add("in_doubt")
+        if self.regenerate_failed:
+            states.add("generation_failed")
         return states
 
 
@@ -57,17 +62,28 @@ class RunReport:
     by_model: dict[str, Counter[str]] = field(default_factory=dict)
     calls: int = 0  # create calls made, retries included
     aborted: str | None = None  # why the run stopped early (key refused, credit, identical errors)
+    capped: str | None = None  # why it stopped at its spend cap (the rest not sent: exit 1)
     interrupted: bool = False
     signal: int | None = None  # the signal that interrupted it (SIGINT, SIGTERM, SIGHUP)
     unrecorded: list[str] = field(default_factory=list)  # task ids kept in the journal, not the ledger
     errors: Counter[str] = field(default_factory=Counter)  # message → how many requests ended with it
+    spent: int = 0  # credits at known prices of the requests submitted or in doubt
+    unpriced: int = 0  # those of them whose price is not known
+    submitted_classes: Counter[str] = field(default_factory=Counter)  # class key → requests submitted
 
     @property
     def done(self) -> int:
         return sum(self.outcomes.values())
 
-    def count(self, request: Request, outcome: str) -> None:
+    def count(self, request: Request, outcome: str, price: int | None = None) -> None:
         self.outcomes[outcome] += 1
+        if outcome in ("submitted", "in_doubt"):  # maybe or certainly paid for
+            if price is None:
+                self.unpriced += 1
+            else:
+                self.spent += price
+        if outcome == "submitted":
+            self.submitted_classes[class_key(request.body)] += 1
         model = models.label(str(request.body.get("model_id")))
         self.by_model.setdefault(model, Counter())[outcome] += 1
 
@@ -76,7 +92,7 @@ class RunReport:
             return 128 + self.signal if self.signal else EXIT_INTERRUPTED
         if self.aborted:
             return EXIT_ABORTED
-        if unresolved_in_job or any(self.outcomes[s] for s in ("rejected", "failed", "in_doubt")):
+        if self.capped or unresolved_in_job or any(self.outcomes[s] for s in ("rejected", "failed", "in_doubt")):
             return EXIT_INCOMPLETE
         return EXIT_OK
 
@@ -126,6 +142,7 @@ class Submission:
         limiter: RateLimiter | None = None,
         rng: random.Random | None = None,
         notice: Notice = _to_stderr,
+        budget: Budget | None = None,
     ):
         self.ledger = ledger
         self.api = api
@@ -137,6 +154,7 @@ class Submission:
         self.limiter = limiter or RateLimiter(settings.rpm)
         self.rng = rng or random.Random()
         self.notice = notice
+        self.budget = budget
         self.allow = settings.resendable()
         self.stop = threading.Event()
         self.report = RunReport()
@@ -205,6 +223,9 @@ class Submission:
                 request = self._queue.get_nowait()
             except queue.Empty:
                 return
+            if self.budget is not None and not self.budget.reserve(request.body):
+                self._cap(self.budget.stopped or "the spend cap is reached")
+                return
             try:
                 # A ledger deleted or replaced under the run would take the claim into a file
                 # nobody reads, and the next run would pay again: noticed before every claim.
@@ -224,9 +245,15 @@ class Submission:
                 except Exception as e:  # a bug or the ledger failing: never leave the row `sending`
                     self._safe_in_doubt(request, f"batchgen error while sending: {type(e).__name__}: {e}")
                     outcome = "in_doubt"
+            if self.budget is not None:
+                if outcome in (None, "failed", "rejected", "skipped"):  # nothing was created
+                    self.budget.refund(request.body)
+                elif outcome == "submitted" and not self.budget.created():
+                    self._cap(self.budget.stopped or "the spend cap is reached")
             if outcome is not None:
+                price = self.budget.book.credits(request.body) if self.budget is not None else None
                 with self._lock:
-                    self.report.count(request, outcome)
+                    self.report.count(request, outcome, price)
                 self.progress(self.report)
 
     def _send(self, request: Request, previous: str) -> str | None:
@@ -316,6 +343,13 @@ class Submission:
             self._streak = (message, count)
         if count >= self.settings.max_identical_errors:
             self._abort(f"{count} requests in a row ended with the same error: {message}")
+
+    def _cap(self, reason: str) -> None:
+        """Stop claiming at the spend cap: not an abort, the rest is simply not sent."""
+        with self._lock:
+            if self.report.capped is None:
+                self.report.capped = reason
+        self.stop.set()
 
     def _abort(self, reason: str) -> None:
         with self._lock:

@@ -4,7 +4,9 @@ install would). Fixtures live in conftest.py; no test file imports another."""
 
 import json
 import shutil
+import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -71,3 +73,25 @@ def can_unshare_pid() -> bool:
         return False
     probe = subprocess.run(["unshare", "--pid", "--fork", "--kill-child", "true"], capture_output=True)
     return probe.returncode == 0
+
+
+def wait_for_calls(env, n: int, timeout: float = 20) -> None:
+    """Until `n` create calls were answered (the sandbox records a call when it answers)."""
+    deadline = time.monotonic() + timeout
+    while len([c for c in env.sandbox.calls if c.endpoint == "create"]) < n:
+        assert time.monotonic() < deadline, "the run never started sending"
+        time.sleep(0.02)
+
+
+def wait_for_sending(env, n: int, timeout: float = 20) -> None:
+    """Until `n` rows are `sending`: calls in flight, not answered yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with sqlite3.connect(env.ledger_path) as conn:
+            try:
+                if conn.execute("SELECT count(*) FROM tasks WHERE state = 'sending'").fetchone()[0] >= n:
+                    return
+            except sqlite3.OperationalError:
+                pass
+        assert time.monotonic() < deadline, "the run never started sending"
+        time.sleep(0.02)

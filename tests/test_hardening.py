@@ -20,6 +20,8 @@ from helpers import (
     corrupt_index,
     job_text,
     prompts,
+    wait_for_calls,
+    wait_for_sending,
 )
 
 from batchgen import journal
@@ -310,28 +312,6 @@ def test_a_second_sigterm_quits_at_once_and_leaves_in_doubt(world, write_job):
     assert {r["state"] for r in env.rows()} == {"in_doubt"}
 
 
-def wait_for_calls(env, n: int, timeout: float = 20) -> None:
-    """Until `n` create calls were answered (the sandbox records a call when it answers)."""
-    deadline = time.monotonic() + timeout
-    while len([c for c in env.sandbox.calls if c.endpoint == "create"]) < n:
-        assert time.monotonic() < deadline, "the run never started sending"
-        time.sleep(0.02)
-
-
-def wait_for_sending(env, n: int, timeout: float = 20) -> None:
-    """Until `n` rows are `sending`: calls in flight, not answered yet."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with sqlite3.connect(env.ledger_path) as conn:
-            try:
-                if conn.execute("SELECT count(*) FROM tasks WHERE state = 'sending'").fetchone()[0] >= n:
-                    return
-            except sqlite3.OperationalError:
-                pass
-        assert time.monotonic() < deadline, "the run never started sending"
-        time.sleep(0.02)
-
-
 def test_a_closed_stdout_loses_no_record(world, write_job):
     env = world(latency_ms=20)
     job = write_job(job_text(prompts(20)))
@@ -356,7 +336,7 @@ def test_a_moderation_refusal_is_a_rejection_and_the_batch_goes_on(world, write_
     job = write_job(job_text(prompts(20)))
     result = env.cli("run", job, *FAST, "--concurrency", "1")
     assert result.exit_code == 1, result.output  # not 3: the key was not refused
-    assert "refused the key" not in result.output and "credit" not in result.output
+    assert "refused the key" not in result.output and "out of credit" not in result.output
     states = [r["state"] for r in env.rows()]
     assert len(states) == 20 and "rejected" in states and "failed" not in states
     assert states.count("submitted") == len(env.sandbox.created())
@@ -570,25 +550,21 @@ class HostileFiles:
         h.send_header("Content-Length", str(10 << 30))
         h.end_headers()
 
+    @staticmethod
+    def redirect(h, status: int, location: str) -> None:
+        h.send_response(status)
+        h.send_header("Location", location)
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
     def serve_loop(self, h):
-        h.send_response(302)
-        h.send_header("Location", "/loop")
-        h.send_header("Content-Length", "0")
-        h.end_headers()
+        self.redirect(h, 302, "/loop")
 
-    @staticmethod
-    def serve_to_private(h):
-        h.send_response(302)
-        h.send_header("Location", "https://10.1.2.3/internal.mp4")
-        h.send_header("Content-Length", "0")
-        h.end_headers()
+    def serve_to_private(self, h):
+        self.redirect(h, 302, "https://10.1.2.3/internal.mp4")  # refused before any connection
 
-    @staticmethod
-    def serve_to_metadata(h):
-        h.send_response(301)
-        h.send_header("Location", "https://169.254.169.254/latest/meta-data")
-        h.send_header("Content-Length", "0")
-        h.end_headers()
+    def serve_to_metadata(self, h):
+        self.redirect(h, 301, "https://169.254.169.254/latest/meta-data")
 
     @staticmethod
     def serve_flaky(h):  # a 503 first, then the file

@@ -12,9 +12,10 @@ import ast
 from helpers import REPO
 
 LAYERS = [
-    "__init__", "errors", "times", "urls", "inputs", "project", "schemas", "models", "spec", "expand",
-    "validate", "plan", "report", "journal", "liveness", "migrations", "ledger", "api", "limits", "submit",
-    "results", "download", "display", "gallery", "sandbox", "runner", "terminal", "cli", "__main__",
+    "__init__", "errors", "times", "urls", "inputs", "project", "schemas", "models", "display", "spec", "expand",
+    "validate", "prices", "plan", "report", "journal", "liveness", "migrations", "ledger", "api", "limits",
+    "budget", "submit", "credits", "results", "download", "gallery", "sandbox", "runner", "terminal", "sandbox_cli", "cli",
+    "__main__",
 ]
 PACKAGE = REPO / "batchgen"
 

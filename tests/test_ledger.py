@@ -38,6 +38,11 @@ def test_tables_and_columns_are_exactly_the_documented_ones(ledger):
     assert ledger.columns("job_tasks") == ["job", "job_file", "key"]
     assert ledger.columns("runs") == [
         "id", "started_at", "ended_at", "job", "job_file", "api_base", "flags", "counts", "exit_code", "pid",
+        "credits_before", "credits_after",
+    ]
+    assert ledger.columns("prices") == ["class", "api_base", "credits", "run_id", "requests", "learned_at"]
+    assert ledger.columns("task_history") == [
+        "key", "task_id", "submitted_at", "status", "result_urls", "error", "replaced_at", "run_id",
     ]
     assert ledger.db["tasks"].pks == ["key"]
 

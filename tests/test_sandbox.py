@@ -218,7 +218,7 @@ def test_latency_is_added_to_every_answer(serve):
 
 
 def test_credit_runs_out(serve):
-    sandbox, client = serve(credit=1)
+    sandbox, client = serve(credits=20)
     assert create(client, PRO_TEXT_TO_VIDEO).json()["code"] == 1
     answer = create(client, FAST_WITH_IMAGE).json()
     assert answer["code"] == 0 and answer["message"] == "Credits not enough"  # as documented

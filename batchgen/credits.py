@@ -1,0 +1,135 @@
+"""A run's money: which prices apply, whether the balance covers what it would send, what it
+spent, and what its balance drop teaches.
+
+The balance comes from `get_credits`. When the API does not answer it (or answers nonsense),
+a run without a cap goes on and says so; a run with a cap sends nothing (exit 3), since it
+could not keep its promise.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from .api import Api, Kind
+from .display import table
+from .errors import EXIT_ABORTED, BatchgenError, UsageError
+from .plan import PlannedRequest
+from .prices import PriceBook, class_key, describe_class, job_rules, load_rules
+from .submit import RunReport
+from .validate import ValidatedJob, validate_job
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
+
+
+class NotCovered(BatchgenError):
+    """The balance does not cover the run, or cannot be read when a cap needs it."""
+
+    exit_code = EXIT_ABORTED
+
+
+def price_book(validated: ValidatedJob, ledger: Ledger | None, prices_file: str | None) -> PriceBook:
+    """The job's rules and the `--prices` file's (declared), then what the ledger learned."""
+    rules = job_rules(validated.job) + (load_rules(prices_file) if prices_file else [])
+    learned = ledger.learned_prices(validated.api_base) if ledger is not None else {}
+    return PriceBook(rules, learned)
+
+
+def require_prices(to_send: list[PlannedRequest], cap: int) -> None:
+    """A cap needs a known price for every class the run would send (exit 2 naming them)."""
+    unknown = Counter(class_key(item.request.body) for item in to_send if item.credits is None)
+    if unknown:
+        classes = "; ".join(f"{describe_class(k)} ({n} requests)" for k, n in unknown.most_common())
+        raise UsageError(
+            f"--max-credits {cap:,} needs a price for every class it would send; none is known for: {classes}. "
+            "Declare them (prices: in the job, or --prices FILE), or run once without a cap to learn them"
+        )
+
+
+def read_balance(client: Api) -> tuple[int | None, str]:
+    """(balance, why not) — a refused key stops everything at once (exit 3)."""
+    balance = client.get_credits()
+    if balance.kind is Kind.AUTH:
+        raise NotCovered(f"the API refused the key ({balance.problem})")
+    return balance.credits, balance.problem
+
+
+def covered(to_send: list[PlannedRequest], balance: int, *, allow_partial: bool) -> list[PlannedRequest]:
+    """What the balance covers: everything, or (allow_partial) the longest prefix in job order
+    whose known cost fits; otherwise NotCovered, and nothing is sent."""
+    cost = sum(item.credits or 0 for item in to_send)
+    if cost <= balance:
+        return to_send
+    if not allow_partial:
+        raise NotCovered(
+            f"the known cost of this run is {cost:,} credits and the balance is {balance:,}: nothing was sent "
+            "(--allow-partial sends, in job order, what the balance covers)"
+        )
+    fits, total = 0, 0
+    for item in to_send:
+        if total + (item.credits or 0) > balance:
+            break
+        total += item.credits or 0
+        fits += 1
+    return to_send[:fits]
+
+
+def learn_price(ledger: Ledger, run_id: int, api_base: str, report: RunReport, before: int | None, after: int | None) -> str | None:
+    """Learn a price from the run's balance drop, when it can only mean one thing: the run
+    submitted requests of one class only, none is in doubt, no other run on this ledger
+    overlapped it, and the drop divides exactly. Returns what it learned, or why not (None when
+    there was nothing to learn from)."""
+    submitted = sum(report.submitted_classes.values())
+    if before is None or after is None or not submitted:
+        return None
+    drop = before - after
+    if len(report.submitted_classes) > 1:
+        return f"no price learned: the run submitted {len(report.submitted_classes)} classes of request"
+    if report.outcomes["in_doubt"]:
+        return "no price learned: some requests are in doubt (created or not, unknown)"
+    if ledger.runs_overlapping(run_id):
+        return "no price learned: another run on this ledger overlapped this one"
+    if drop <= 0 or drop % submitted:
+        return f"no price learned: the balance fell by {drop:,} for {submitted} requests, not a multiple"
+    (cls,) = report.submitted_classes
+    ledger.record_learned_price(api_base, cls, drop // submitted, run_id, submitted)
+    return f"learned: {describe_class(cls)} costs {drop // submitted:,} credits (run {run_id}: {submitted} requests, balance {before:,} → {after:,})"
+
+
+def spend_line(report: RunReport, before: int | None, after: int | None) -> str:
+    spent = f"credits: {report.spent:,} committed at known prices"
+    if report.unpriced:
+        spent += f" (+{report.unpriced} requests of unknown price)"
+    if before is not None:
+        spent += f"; balance {before:,} before" + (f", {after:,} after" if after is not None else "")
+    return spent
+
+
+def price_report(job_file: str | None, ledger: Ledger | None, prices_file: str | None, api_base: str) -> list[str]:
+    """`batchgen prices`: the declared rules, the learned prices, and with a job file the price
+    of each class of request it asks for, each with where it came from."""
+    validated = validate_job(job_file, api_base) if job_file else None
+    rules = (job_rules(validated.job) if validated else []) + (load_rules(prices_file) if prices_file else [])
+    lines = ["declared:"] + (
+        ["  " + line for line in table(((r.describe(), f"{r.credits:,}", f"{r.where()} ({r.path})") for r in rules), ("matches", "credits", "where"))]
+        if rules else ["  none (prices: in a job file, or --prices FILE)"]
+    )
+    learned = ledger.all_learned_prices() if ledger is not None else []
+    lines.append("learned from the balance:")
+    lines += (
+        ["  " + line for line in table(((describe_class(p["class"]), f"{p['credits']:,}", f"run {p['run_id']} ({p['requests']} requests, {p['learned_at']})", p["api_base"]) for p in learned), ("class", "credits", "evidence", "api"))]
+        if learned else ["  none yet"]
+    )
+    if validated is not None:
+        book = price_book(validated, ledger, prices_file)
+        classes: dict[str, dict[str, object]] = {}
+        for request in validated.requests():
+            classes.setdefault(class_key(request.body), request.body)
+        rows = []
+        for key, body in classes.items():
+            price = book.price(body)
+            rows.append((describe_class(key), f"{price.credits:,}" if price else "unknown", price.source if price else "no rule matches, nothing learned"))
+        lines.append(f"{validated.job.name}, by class:")
+        lines += ["  " + line for line in table(rows, ("class", "credits", "source"))]
+    return lines
