@@ -114,6 +114,11 @@ def summary_lines(
             f"{job_states['rejected']} rejected by the API: batchgen tasks {job} --state rejected shows why;"
             " --retry-rejected sends them again"
         )
+    if job_states.get("generation_failed"):
+        lines.append(
+            f"{job_states['generation_failed']} generations failed: batchgen run {job_file} --regenerate-failed"
+            " sends them again (each is billed again)"
+        )
     if job_states.get("sending"):
         lines.append(f"{job_states['sending']} being sent by another run right now")
     for message, n in report.errors.most_common(3):

@@ -201,9 +201,10 @@ class Ledger:
             yield dict(row)
 
     def job_states(self, job: str) -> dict[str, int]:
-        """state → how many of the job's requests are in it."""
+        """state → how many of the job's requests are in it (`generation_failed` apart)."""
         rows = self._query(
-            "SELECT t.state, count(*) AS n FROM tasks t JOIN job_tasks j ON j.key = t.key WHERE j.job = ? GROUP BY t.state",
+            f"SELECT {_EFFECTIVE_STATE} AS state, count(*) AS n FROM tasks t JOIN job_tasks j ON j.key = t.key"
+            " WHERE j.job = ? GROUP BY 1",
             [job],
         )
         return {row["state"]: row["n"] for row in rows}

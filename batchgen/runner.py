@@ -319,7 +319,7 @@ def _send(
         learned = credits.learn_price(ledger, run_id, target.identity_base, report, budget.balance_before, after)
         if learned:
             console.err(learned)
-        unresolved = sum(states.get(s, 0) for s in ("rejected", "failed", "in_doubt"))
+        unresolved = sum(states.get(s, 0) for s in ("rejected", "failed", "in_doubt", "generation_failed"))
         exit_code = report.exit_code(unresolved)
         if report.unrecorded:
             exit_code = EXIT_ABORTED

@@ -164,6 +164,7 @@ class Submission:
         self._running = 0
         self._all_done = threading.Event()
         self._lost = False
+        self._no_more = threading.Event()  # stop claiming (the cap): what is claimed still goes
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -218,7 +219,7 @@ class Submission:
                     self._all_done.set()
 
     def _work(self) -> None:
-        while not self.stop.is_set():
+        while not self.stop.is_set() and not self._no_more.is_set():
             try:
                 request = self._queue.get_nowait()
             except queue.Empty:
@@ -345,11 +346,12 @@ class Submission:
             self._abort(f"{count} requests in a row ended with the same error: {message}")
 
     def _cap(self, reason: str) -> None:
-        """Stop claiming at the spend cap: not an abort, the rest is simply not sent."""
+        """Stop claiming at the spend cap: not an abort; what is already claimed is sent, the
+        rest simply is not."""
         with self._lock:
             if self.report.capped is None:
                 self.report.capped = reason
-        self.stop.set()
+        self._no_more.set()
 
     def _abort(self, reason: str) -> None:
         with self._lock:
