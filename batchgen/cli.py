@@ -345,7 +345,7 @@ def tasks(job: str | None, state: str | None, fmt: str | None) -> None:
     with ledger:
         name = resolve_job(ledger, job)
         rows = list(ledger.rows(name, state))
-        columns = ledger.columns()
+        columns = ledger.columns() + (["label", "meta"] if name is not None else [])  # the job gives these
     write_tasks(sys.stdout, rows, columns, fmt or "text")
 
 

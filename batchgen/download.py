@@ -87,10 +87,19 @@ def slug(text: str, length: int = 40) -> str:
 
 
 def file_name(row: dict[str, Any], index: int, count: int) -> str:
-    """`wan2.2-pro_a-cat-walking-in-the-garden_d6da5c44_v0.mp4` (`_2` etc. for more files)."""
-    model = models.label(row["model_id"] or "")
+    """`wan2.2-pro_a-cat-walking-in-the-garden_d6da5c44_v0.mp4`, or the request's label
+    (`shot-12-wan2.2-pro.mp4`) when the job gives it one; `_2` etc. for more files."""
     extra = f"_{index + 1}" if count > 1 else ""
+    if row.get("label"):
+        return f"{safe_name(row['label'])}{extra}.mp4"
+    model = models.label(row["model_id"] or "")
     return f"{model}_{slug(row['prompt'] or '')}_{row['key'][:8]}_v{row['variant']}{extra}.mp4"
+
+
+def safe_name(label: str) -> str:
+    """A label as a file name: letters, digits, `.`, `_`, `-` kept, anything else `-`."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip(".-")[:120]
+    return name or "video"
 
 
 def result_files(rows: list[dict[str, Any]], out: Path) -> list[ResultFile]:
@@ -253,7 +262,7 @@ def _brief(url: str) -> str:
     return url if len(url) <= 80 else url[:77] + "..."
 
 
-MANIFEST_COLUMNS = ("file", "key", "task_id", "model", "model_id", "prompt", "options", "image_urls", "variant", "status", "url")
+MANIFEST_COLUMNS = ("file", "id", "key", "task_id", "model", "model_id", "prompt", "options", "image_urls", "variant", "status", "url", "meta")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -276,6 +285,7 @@ def write_manifest(files: list[ResultFile], out: Path) -> Path:
             body = json.loads(row["request"])
             cells = {
                 "file": item.path.name,
+                "id": row.get("label") or "",
                 "key": row["key"],
                 "task_id": row["task_id"],
                 "model": models.label(row["model_id"]),
@@ -286,6 +296,7 @@ def write_manifest(files: list[ResultFile], out: Path) -> Path:
                 "variant": row["variant"],
                 "status": row["status"],
                 "url": item.url,
+                "meta": row.get("meta") or "",
             }
             writer.writerow({name: spreadsheet_safe(value) for name, value in cells.items()})
     os.replace(part, path)

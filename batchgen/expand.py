@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterator, NamedTuple
 
-from . import models
+from . import models, templates
 from .spec import FieldPath, Job, Table, format_path
 
 DEFAULT_API_BASE = "https://api.pixwith.ai"
@@ -39,6 +39,10 @@ class Request(NamedTuple):
     variant: int
     body: dict[str, Any]
     origin: Origin
+    label: str | None = None  # its `id`, rendered (not sent, not part of the identity)
+    meta: dict[str, Any] | None = None  # its `meta` (not sent either)
+    problem: tuple[str, str] | None = None  # (field, message): a template that cannot be filled
+    unused_vars: frozenset[str] = frozenset()  # vars neither its prompt nor its id reads
 
 
 # One encoder for every call: json.dumps would build a new one each time (hot in big jobs).
@@ -73,17 +77,21 @@ def split_path(field: str) -> tuple[str, ...]:
 
 
 def assignments(fields: dict[str, Any] | None) -> list[Assignment]:
-    """The leaf assignments a mapping of fields makes. `options` objects are merged key by key."""
+    """The leaf assignments a mapping of fields makes. `options`, `vars` and `meta` objects
+    are merged key by key."""
     out: list[Assignment] = []
     for name, value in (fields or {}).items():
         if name in ("matrix", "include", "exclude", "rows", "repeat"):
             continue
         path = split_path(name)
-        if path == ("options",) and isinstance(value, dict):
+        if path in _MERGED_BY_KEY and isinstance(value, dict):
             out.extend((path + (k,), v) for k, v in value.items())
         else:
             out.append((path, value))
     return out
+
+
+_MERGED_BY_KEY = {("options",), ("vars",), ("meta",)}
 
 
 def apply(body: dict[str, Any], layer: list[Assignment]) -> None:
@@ -213,20 +221,65 @@ def merged_requests(job: Job, index: int) -> Iterator[tuple[Origin, dict[str, An
 
 
 def expand(job: Job, api_base: str = DEFAULT_API_BASE) -> Iterator[Request]:
-    """Every request of the job, in file order, duplicates included (see `ValidatedJob`)."""
+    """Every request of the job, in file order, duplicates included (see `ValidatedJob`).
+
+    A prompt with `{{ placeholders }}` is rendered with the request's `vars`: the rendered
+    prompt is what is sent and what the identity is made of. A template that cannot be filled
+    is left as written, with the reason in `Request.problem`, for validation to report."""
     api_json = canonical_json(api_base.rstrip("/"))
     for index in range(len(job.entries)):
+        if index in job.set_aside:
+            continue
         repeat = job.repeat_for(index)
         for origin, merged in merged_requests(job, index):
+            values = _present(merged.get("vars"))
+            problem, used = _render_prompt(merged, values)
             body = request_body(merged)
+            label_source = merged.get("id")
+            if label_source is not None:
+                used |= templates.names(str(label_source)) if templates.is_template(label_source) else frozenset()
+            meta = _present(merged.get("meta")) or None
+            unused = frozenset(values) - used
             for variant, key in enumerate(_identities(api_json, body, repeat)):
-                yield Request(key, variant, body, origin)
+                label, label_problem = _label(label_source, values, body, variant)
+                yield Request(key, variant, body, origin, label, meta, problem or label_problem, unused)
+
+
+def _present(mapping: Any) -> dict[str, Any]:
+    """A merged `vars` or `meta` without the names a null deleted."""
+    return {k: v for k, v in mapping.items() if v is not None} if isinstance(mapping, dict) else {}
+
+
+def _render_prompt(merged: dict[str, Any], values: dict[str, Any]) -> tuple[tuple[str, str] | None, frozenset[str]]:
+    prompt = merged.get("prompt")
+    if not isinstance(prompt, str) or not templates.is_template(prompt):
+        return None, frozenset()
+    used = templates.names(prompt)
+    try:
+        merged["prompt"] = templates.render(prompt, values)
+    except templates.TemplateProblem as e:
+        return ("prompt", str(e)), used
+    return None, used
+
+
+def _label(source: Any, values: dict[str, Any], body: dict[str, Any], variant: int) -> tuple[str | None, tuple[str, str] | None]:
+    """The request's `id`: a template sees each var by name, `model` (its name) and `variant`."""
+    if source is None:
+        return None, None
+    if not templates.is_template(source):
+        return str(source), None
+    try:
+        return templates.render(str(source), {**values, "model": models.label(str(body.get("model_id"))), "variant": variant}), None
+    except templates.TemplateProblem as e:
+        return None, ("id", str(e))
 
 
 def upper_bound(job: Job) -> int:
     """How many requests the job stands for before `exclude` and duplicates: cheap to compute."""
     total = 0
     for index, entry in enumerate(job.entries):
+        if index in job.set_aside:
+            continue
         if "matrix" in entry:
             count = math.prod(len(axis.values) for axis in axes(job, index)) + len(entry.get("include") or [])
         elif "rows" in entry:

@@ -41,6 +41,7 @@ class Tile:
     status: str | None
     error: str | None
     files: list[str] = field(default_factory=list)  # relative to the gallery's folder
+    label: str | None = None  # the job's `id` for it
 
     def value(self, axis: str) -> str:
         if axis == "prompt":
@@ -81,6 +82,7 @@ def tiles(ledger: Ledger, job: str, out: Path) -> list[Tile]:
                 status=row["status"],
                 error=row["error"],
                 files=[os.path.relpath(f, out) for f in files if f],
+                label=row.get("label"),
             )
         )
     return found
@@ -172,11 +174,11 @@ def _tile_html(tile: Tile, rows: list[str], cols: list[str]) -> str:
     unshown = ", ".join(
         f"{k} {json.dumps(v).strip(chr(34))}" for k, v in sorted(tile.options.items()) if f"options.{k}" not in shown
     )
-    caption = [f"<b>{e(tile.model)}</b> v{tile.variant}", e(unshown)]
+    caption = ([f"<b>{e(tile.label)}</b>"] if tile.label else []) + [f"<b>{e(tile.model)}</b> v{tile.variant}", e(unshown)]
     if tile.image_urls:
         caption.append("image: " + e(" ".join(tile.image_urls)))
     caption.append(f"task {e(tile.task_id or '-')} · <span class=status>{e(tile.outcome)}</span>")
-    searchable = " ".join([tile.prompt, tile.model, options, tile.outcome, tile.task_id or "", f"v{tile.variant}"]).lower()
+    searchable = " ".join([tile.label or "", tile.prompt, tile.model, options, tile.outcome, tile.task_id or "", f"v{tile.variant}"]).lower()
     if tile.files:
         media = "".join(
             f'<video src="{e(quote(path))}" muted loop autoplay playsinline preload="metadata" title="{e(tile.prompt)}"></video>'

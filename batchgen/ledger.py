@@ -184,7 +184,7 @@ class Ledger:
 
     def rows(self, job: str | None = None, state: str | None = None) -> Iterator[dict[str, Any]]:
         """The tasks of `job` (every task if None) that the ledger has rows for, oldest first."""
-        sql = "SELECT t.* FROM tasks t"
+        sql = "SELECT t.*" + (", j.label, j.meta" if job is not None else "") + " FROM tasks t"
         params: list[Any] = []
         where = []
         if job is not None:
@@ -243,7 +243,7 @@ class Ledger:
         return [
             dict(r)
             for r in self._query(
-                "SELECT t.* FROM tasks t JOIN job_tasks j ON j.key = t.key AND j.job = ?"
+                "SELECT t.*, j.label, j.meta FROM tasks t JOIN job_tasks j ON j.key = t.key AND j.job = ?"
                 " WHERE t.state = 'submitted' AND t.status = 'completed' ORDER BY t.submitted_at, t.key",
                 [job],
             )
@@ -261,13 +261,18 @@ class Ledger:
 
     # -- writing --------------------------------------------------------------------------
 
-    def link(self, job: str, job_file: str, keys: Iterable[str]) -> None:
-        """Record that `job` asks for these requests (a request may belong to many jobs)."""
-        keys = list(keys)
+    def link(self, job: str, job_file: str, requests: Iterable[Request]) -> None:
+        """Record that `job` asks for these requests (a request may belong to many jobs), with
+        the label and meta the job gives each."""
+        rows = [
+            (job, job_file, r.key, r.label, json.dumps(r.meta, ensure_ascii=False, default=str) if r.meta else None)
+            for r in requests
+        ]
         with self.transaction() as conn:
             conn.executemany(
-                "INSERT OR IGNORE INTO job_tasks (job, job_file, key) VALUES (?, ?, ?)",
-                ((job, job_file, key) for key in keys),
+                "INSERT INTO job_tasks (job, job_file, key, label, meta) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (job, key) DO UPDATE SET job_file = excluded.job_file, label = excluded.label, meta = excluded.meta",
+                rows,
             )
 
     def claim(self, request: Request, job: str, api_base: str, run_id: int, allow: set[str]) -> str | None:

@@ -154,3 +154,10 @@ def m003_credits(db: sqlite_utils.Database) -> None:
         },
     )
     db.table("task_history").create_index(["key"])
+
+
+@migration
+def m004_labels(db: sqlite_utils.Database) -> None:
+    """A request's `id` and `meta`, per job that asks for it (neither is sent)."""
+    db.table("job_tasks").add_column("label", str)
+    db.table("job_tasks").add_column("meta", str)  # JSON

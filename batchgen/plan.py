@@ -149,7 +149,7 @@ def prepare_run(
     to_send: list[PlannedRequest] = []
     for chunk in _in_batches(expansion.requests()):
         if link and ledger is not None:
-            ledger.link(result.job, job_file, (r.key for r in chunk))
+            ledger.link(result.job, job_file, chunk)
         for item in _decide(chunk, ledger.states if ledger is not None else no_ledger, book, expansion):
             sends = item.action == "new" or _STATE_OF_ACTION.get(item.action) in allow
             result.count(item, sends=sends)

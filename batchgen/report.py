@@ -83,5 +83,5 @@ def write_tasks(out: TextIO, rows: list[dict[str, Any]], columns: list[str], fmt
         writer.writeheader()
         writer.writerows(rows)
     else:
-        shown = [(r["key"][:12], models.label(r["model_id"] or ""), r["variant"], r["state"], r["status"], r["task_id"], (r["error"] or r["prompt"] or "")[:50]) for r in rows]
-        out.write("\n".join(table(shown, ("key", "model", "v", "state", "status", "task_id", "prompt / error"))) + "\n")
+        shown = [(r.get("label") or r["key"][:12], models.label(r["model_id"] or ""), r["variant"], r["state"], r["status"], r["task_id"], (r["error"] or r["prompt"] or "")[:50]) for r in rows]
+        out.write("\n".join(table(shown, ("id / key", "model", "v", "state", "status", "task_id", "prompt / error"))) + "\n")

@@ -88,6 +88,10 @@ class Job:
     prompt_files: dict[int, PromptFile] = field(default_factory=dict)
     tables: dict[int, Table] = field(default_factory=dict)
     root: Path | None = None  # the project: files the job refers to must lie inside it
+    # Entries set aside for their own mistakes (structure, missing files): the other entries
+    # are still expanded and checked, so one pass reports every mistake (see `load_job`).
+    problems: list[Problem] = field(default_factory=list)
+    set_aside: set[int] = field(default_factory=set)
 
     @property
     def entries(self) -> list[dict[str, Any]]:
@@ -119,7 +123,12 @@ def format_path(path: FieldPath) -> str:
 
 
 def load_job(path: str | Path, root: Path | None = None) -> Job:
-    """Read, parse and check one job file, with the files it refers to; raise `JobError`.
+    """Read, parse and check one job file, with the files it refers to.
+
+    A mistake in the file's overall shape (YAML, `version`, `defaults`, `limits`, `prices`)
+    raises `JobError` here. A mistake inside one entry, or in a file it refers to, sets that
+    entry aside (`job.set_aside`, `job.problems`) so that validation still checks the others
+    and reports everything at once; `validate.check` raises with all of it.
 
     `root` is the project folder the job's files must lie in (default: found from the job
     file's folder, as its ledger is; see project.py)."""
@@ -131,11 +140,27 @@ def load_job(path: str | Path, root: Path | None = None) -> Job:
     job.root = root or find_root(path.resolve().parent)[0]
     _refuse_too_many_entries(job)
     problems = list(check_structure(job))
-    if problems:
+    broken = _entries_of(problems)
+    if broken is None:  # the file's shape, not one entry's
         raise JobError(problems)
     job.name = data.get("name") or job.name
-    _load_referenced_files(job)
+    by_entry = _load_referenced_files(job, skip=broken)
+    job.problems = problems + [p for found in by_entry.values() for p in found]
+    job.set_aside = broken | set(by_entry)
+    if job.set_aside and len(job.set_aside) == len(job.entries):
+        raise JobError(job.problems)
     return job
+
+
+def _entries_of(problems: list[Problem]) -> set[int] | None:
+    """The entries the problems are in, or None if one lies outside every entry."""
+    entries = set()
+    for problem in problems:
+        found = re.match(r"^requests\[(\d+)\]", problem.path)
+        if found is None:
+            return None
+        entries.add(int(found.group(1)))
+    return entries
 
 
 def read_text_file(path: str) -> str:
@@ -206,6 +231,7 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Marks]:
     return data, marks
 
 
+_YAML11_BOOLEANS = {"yes", "no", "on", "off", "y", "n"}
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -249,15 +275,28 @@ def _prescan(text: str) -> None:
 
 
 class _BoundedLoader(_SafeLoader):
-    """The safe loader, with integers and strings bounded: an integer of more than
-    MAX_INT_DIGITS digits, or a string with a lone surrogate (like "\\ud800", which cannot be
-    sent as UTF-8), is a located error. Depth and size are bounded by `_prescan`."""
+    """The safe loader, reading plain scalars as YAML 1.2's core schema does (the way the
+    published JSON Schema, check-jsonschema and the YAML language server see a file): `16:9`
+    and `yes`/`no`/`on`/`off` are strings, `0o17` is octal and `017` decimal; only
+    `true`/`false` are booleans and `null`/`~`/nothing is null.
+
+    Integers and strings are bounded: an integer of more than MAX_INT_DIGITS digits, or a
+    string with a lone surrogate (like "\\ud800", which cannot be sent as UTF-8), is a located
+    error. Depth and size are bounded by `_prescan`."""
+
+    yaml_implicit_resolvers: dict[Any, Any] = {}
 
     def construct_yaml_int(self, node: Any) -> int:
-        digits = str(node.value).lstrip("+-").replace("_", "")
+        text = str(self.construct_scalar(node))
+        sign = -1 if text.startswith("-") else 1
+        digits = text.lstrip("+-")
         if len(digits) > MAX_INT_DIGITS:
             raise ConstructorError(None, None, f"an integer of {len(digits)} digits is too large", node.start_mark)
-        return int(super().construct_yaml_int(node))
+        if digits.startswith("0o"):
+            return sign * int(digits[2:], 8)
+        if digits.startswith("0x"):
+            return sign * int(digits[2:], 16)
+        return sign * int(digits, 10)
 
     def construct_yaml_str(self, node: Any) -> str:
         value = super().construct_yaml_str(node)
@@ -266,6 +305,15 @@ class _BoundedLoader(_SafeLoader):
         return str(value)
 
 
+# YAML 1.2 core schema: https://yaml.org/spec/1.2.2/#1032-tag-resolution
+for _tag, _pattern, _first in (
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    ("float", r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", "-+.0123456789"),
+    ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+):
+    _BoundedLoader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern), list(_first))
+_BoundedLoader.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^(?:<<)$"), ["<"])
 _BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
 _BoundedLoader.add_constructor("tag:yaml.org,2002:str", _BoundedLoader.construct_yaml_str)
 
@@ -397,6 +445,8 @@ def _located(job: Job, error: Any) -> Iterator[Problem]:
     message, hint = schemas.describe(error)
     if not hint and isinstance(error.instance, (bool, int, float)) and "string" in message:
         hint = "put it in quotes to keep it as text"
+    if not hint and isinstance(error.instance, str) and error.instance.lower() in _YAML11_BOOLEANS and "boolean" in message:
+        hint = "a boolean is true or false (job files are YAML 1.2, where yes, no, on and off are text)"
     if path == () and not isinstance(job.data, dict):
         message, hint = "a job file is a mapping with version: 1 and requests: [...]", None
     yield job.problem(path, message, hint=hint)
@@ -410,9 +460,13 @@ def _allowed_hint(error: Any) -> str | None:
 # -- files a job refers to ---------------------------------------------------------------
 
 
-def _load_referenced_files(job: Job) -> None:
-    problems: list[Problem] = []
+def _load_referenced_files(job: Job, skip: set[int]) -> dict[int, list[Problem]]:
+    """Read each entry's prompts file and CSV table; the problems found, by entry."""
+    found: dict[int, list[Problem]] = {}
     for index, entry in enumerate(job.entries):
+        if index in skip:
+            continue
+        problems: list[Problem] = []
         matrix = entry.get("matrix") or {}
         if isinstance(matrix.get("prompt"), dict):
             loaded = _read_referenced(job, ("requests", index, "matrix", "prompt", "file"), problems)
@@ -422,8 +476,9 @@ def _load_referenced_files(job: Job) -> None:
             loaded = _read_referenced(job, ("requests", index, "rows", "file"), problems)
             if loaded is not None:
                 job.tables[index] = parse_table(*loaded, problems)
-    if problems:
-        raise JobError(problems)
+        if problems:
+            found[index] = problems
+    return found
 
 
 def _read_referenced(job: Job, path: FieldPath, problems: list[Problem]) -> tuple[str, str] | None:
@@ -470,8 +525,8 @@ def _column_types() -> dict[str, str]:
     request_defs = schemas.schema("request")["$defs"]
     types = {}
     for column in combination:
-        if column == "options":
-            continue  # an object: no way to write one in a cell
+        if column in ("options", "vars", "meta"):
+            continue  # objects: no way to write one in a cell (vars.<name>, meta.<name> are columns)
         leaf = column.rsplit(".", 1)[-1]
         types[column] = "list" if column == "image_urls" else request_defs.get(leaf, {}).get("type", "string")
     return types
@@ -491,7 +546,9 @@ def parse_table(display: str, text: str, problems: list[Problem]) -> Table:
         return Table(display, [], [])
     columns = [h.strip() for h in header]
     for number, column in enumerate(columns, start=1):
-        if column not in types:
+        if _NAMED_COLUMN.match(column):
+            types[column] = "string"
+        elif column not in types:
             hint = schemas.suggest(column, types) or f"columns can be: {', '.join(types)}"
             problems.append(Problem(display, 1, number, column, f"unknown column '{column}'", hint))
         elif columns.index(column) != number - 1:
@@ -518,6 +575,7 @@ def parse_table(display: str, text: str, problems: list[Problem]) -> Table:
     return Table(display, columns, rows)
 
 
+_NAMED_COLUMN = re.compile(r"^(?:vars|meta)\.[A-Za-z_][A-Za-z0-9_]*$")  # vars.<name>, meta.<name>
 _TRUE = {"true", "yes", "1"}
 _FALSE = {"false", "no", "0"}
 

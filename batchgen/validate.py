@@ -65,7 +65,15 @@ def check(job: Job, api_base: str = DEFAULT_API_BASE) -> ValidatedJob:
     problems: dict[tuple[Any, ...], Problem] = {}
     duplicates: dict[tuple[int, int], Problem] = {}
     first_entry: dict[str, int] = {}
+    labels: dict[str, Origin] = {}
+    unused: dict[int, tuple[Origin, frozenset[str]]] = {}  # entry → vars no request of it reads
     for request in expand(job, api_base):
+        if request.problem is not None:
+            field, message = request.problem
+            _add(problems, _located(job, request.origin, (field,), message, "vars come from defaults, the entry, matrix axes vars.<name> and CSV columns vars.<name>"))
+        entry = request.origin.entry
+        first, names = unused.get(entry, (request.origin, request.unused_vars))
+        unused[entry] = (first, names & request.unused_vars)
         earlier = first_entry.get(request.key)
         if earlier is not None:
             _note_duplicate(job, request.origin, earlier, duplicates)
@@ -73,13 +81,35 @@ def check(job: Job, api_base: str = DEFAULT_API_BASE) -> ValidatedJob:
         first_entry[request.key] = request.origin.entry
         result.unique += 1
         result.by_model_id[str(request.body.get("model_id"))] += 1
+        if request.label is not None:
+            other = labels.setdefault(request.label, request.origin)
+            if other is not request.origin:
+                message = f"id {request.label!r} is given to more than one request (also {describe_origin(job, other)})"
+                _add(problems, _located(job, request.origin, ("id",), message, "an id names one request of the job: add {{ variant }} or a var to it"))
         if request.variant == 0:
             for error in checker.errors(request.body):
                 _add(problems, _problem(job, request.origin, error))
-    if problems:
-        raise JobError(sorted(problems.values(), key=_order))
-    result.warnings = list(duplicates.values()) + _unused_exclude_warnings(job)
+    if problems or job.problems:
+        raise JobError(sorted([*job.problems, *problems.values()], key=_order))
+    result.warnings = list(duplicates.values()) + _unused_exclude_warnings(job) + _unused_var_warnings(job, unused)
     return result
+
+
+def _located(job: Job, origin: Origin, field: FieldPath, message: str, hint: str | None = None) -> Problem:
+    """A problem with one request's `field`, at the place in the file that set it."""
+    source = locate(job, origin, field)
+    described = describe_origin(job, origin)
+    return Problem(source.file, source.line, source.column, source.path, message, hint,
+                   origin=None if described == source.path else described)
+
+
+def _unused_var_warnings(job: Job, unused: dict[int, tuple[Origin, frozenset[str]]]) -> list[Problem]:
+    warnings = []
+    for origin, names in unused.values():
+        for name in sorted(names):
+            problem = _located(job, origin, ("vars", name), f"var '{name}' is not used by the prompt or the id of requests[{origin.entry}]")
+            warnings.append(replace(problem, severity="warning", origin=None))
+    return warnings
 
 
 def _check_size(job: Job) -> None:
@@ -91,6 +121,8 @@ def _check_size(job: Job) -> None:
     if has_exclude:  # count exactly, but stop as soon as the limit is passed
         count = 0
         for index in range(len(job.entries)):
+            if index in job.set_aside:
+                continue
             repeat = job.repeat_for(index)
             for _ in merged_requests(job, index):
                 count += repeat
@@ -184,6 +216,8 @@ def _note_duplicate(job: Job, origin: Origin, earlier: int, found: dict[tuple[in
 def _unused_exclude_warnings(job: Job) -> list[Problem]:
     warnings = []
     for index in range(len(job.entries)):
+        if index in job.set_aside:
+            continue
         for k in unused_excludes(job, index):
             problem = job.problem(("requests", index, "exclude", k), "this exclude matches no combination")
             warnings.append(replace(problem, severity="warning"))

@@ -48,6 +48,7 @@ CASES = {
     "matrix_axis_not_list.yaml": ("matrix_axis_not_list.yaml", 7, "expected a mapping or a list"),
     "matrix_unknown_axis.yaml": ("matrix_unknown_axis.yaml", 8, "did you mean 'options.duration'?"),
     "prompt_not_text.yaml": ("prompt_not_text.yaml", 6, "put it in quotes"),
+    "yes_is_not_a_boolean.yaml": ("yes_is_not_a_boolean.yaml", 4, "a boolean is true or false"),
     "repeat_zero.yaml": ("repeat_zero.yaml", 7, "less than the minimum of 1"),
 }
 

@@ -281,3 +281,16 @@ def test_expansion_is_deterministic_and_independent_of_key_order(tmp_path_factor
     assert sorted(once) == sorted(keys(second))  # the same requests whatever order keys are written in
     for key, _ in once:
         assert len(key) == 64 and set(key) <= set("0123456789abcdef")
+
+
+def test_plain_scalars_are_read_as_yaml_1_2_reads_them(load):
+    # As editors, check-jsonschema and the published schema see the file: `16:9` is text (YAML
+    # 1.1 read it as 969, base 60), `yes`/`on` are text, `0o17` is octal and `017` decimal.
+    job = load(
+        "version: 1\nlimits: {rpm: 0o17, concurrency: 017}\ndefaults:\n  model: wan2.2-pro\n"
+        "  options: {prompt_optimization: true, aspect_ratio: 16:9, resolution: 480p, duration: 5}\n"
+        "requests:\n  - prompt: yes\n  - prompt: on\n"
+    )
+    assert job.data["defaults"]["options"]["aspect_ratio"] == "16:9"
+    assert [entry["prompt"] for entry in job.entries] == ["yes", "on"]
+    assert job.limits == {"rpm": 15, "concurrency": 17}

@@ -1,0 +1,147 @@
+"""Prompt templates, vars and labels (issue 13): `{{ name }}` filled from vars in defaults,
+entries, matrix axes and CSV columns; an `id` per request that names its files; `meta` kept
+beside it. Neither vars, id nor meta is sent; the rendered prompt is."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+
+from helpers import PRO_DEFAULTS
+
+from batchgen.expand import canonical_json, expand
+
+VARS_JOB = (
+    "version: 1\n"
+    "defaults:\n"
+    "  model: wan2.2-pro\n"
+    "  vars: {place: the garden}\n"
+    "  options: {prompt_optimization: true, aspect_ratio: 16:9, resolution: 480p, duration: 5}\n"
+    "requests:\n"
+    "  - prompt: A {{ animal }} in {{ place }}\n"
+    "    matrix: {vars.animal: [cat, dog]}\n"
+    "    include: [{vars.animal: owl, vars.place: the barn}]\n"
+    "  - rows: {file: shots.csv}\n"
+    "    prompt: Shot {{ shot }}, a {{ animal }}\n"
+)
+SHOTS = "vars.shot,vars.animal\n12,fox\n13,hare\n"
+
+
+def test_vars_fill_the_prompt_from_every_layer_and_the_rendered_prompt_is_sent(load):
+    job = load(VARS_JOB, files={"shots.csv": SHOTS})
+    prompts = [r.body["prompt"] for r in expand(job)]
+    assert prompts == ["A cat in the garden", "A dog in the garden", "A owl in the barn", "Shot 12, a fox", "Shot 13, a hare"]
+    for request in expand(job, "https://api.pixwith.ai"):
+        assert "vars" not in request.body and "{{" not in request.body["prompt"]
+        document = canonical_json({"api": "https://api.pixwith.ai", "body": request.body, "variant": 0})
+        assert request.key == hashlib.sha256(document.encode()).hexdigest()  # the identity holds the rendered prompt
+
+
+def test_a_template_equal_to_a_plain_prompt_is_the_same_request(load):
+    templated = load("version: 1\n" + PRO_DEFAULTS + "requests:\n  - {prompt: 'A {{ a }}', vars: {a: cat}}\n")
+    plain = load("version: 1\n" + PRO_DEFAULTS + "requests:\n  - {prompt: A cat}\n")
+    assert [r.key for r in expand(templated)] == [r.key for r in expand(plain)]
+
+
+def test_an_undefined_name_is_an_error_at_the_prompts_line(cli, write_job):
+    job = write_job("version: 1\n" + PRO_DEFAULTS + "requests:\n  - prompt: A {{ animl }}\n    matrix: {vars.animal: [cat]}\n")
+    result = cli("validate", job)
+    assert result.exit_code == 2
+    assert "job.yaml:7:13: error: requests[0].prompt: 'animl' is undefined (vars here: animal)" in result.stderr
+
+
+def test_a_template_syntax_error_is_located(cli, write_job):
+    job = write_job("version: 1\n" + PRO_DEFAULTS + "requests:\n  - {prompt: 'A {{ cat', vars: {cat: x}}\n")
+    result = cli("validate", job)
+    assert result.exit_code == 2 and "job.yaml:7:" in result.stderr and "template syntax error" in result.stderr
+
+
+def test_templates_are_sandboxed(cli, write_job):
+    job = write_job("version: 1\n" + PRO_DEFAULTS + "requests:\n  - prompt: \"{{ ''.__class__.__mro__[1].__subclasses__() }}\"\n")
+    result = cli("validate", job)
+    assert result.exit_code == 2 and "template error" in result.stderr
+
+
+def test_an_unused_var_is_a_warning(cli, write_job):
+    job = write_job("version: 1\n" + PRO_DEFAULTS + "requests:\n  - {prompt: 'A {{ a }}', vars: {a: cat, spare: 1}}\n")
+    result = cli("validate", job)
+    assert result.exit_code == 0
+    assert "warning: requests[0].vars.spare: var 'spare' is not used by the prompt or the id" in result.stderr
+
+
+def test_all_template_mistakes_in_one_pass(cli, write_job):
+    job = write_job(
+        "version: 1\n" + PRO_DEFAULTS + "requests:\n"
+        "  - prompt: A {{ nope }}\n"
+        "  - prompt: B {{ also_nope }}\n"
+        "  - {prompt: C, options: {duration: 7}}\n"
+        "  - matrix: {prompt: {file: missing.txt}}\n"
+        "  - {prompt: D, model: wan2.2-lite}\n"
+    )
+    result = cli("validate", job)
+    assert result.exit_code == 2
+    # A structural mistake (duration 7), a missing file and per-request errors (templates,
+    # Lite without an image), in other entries: all reported by one validate.
+    assert "'nope' is undefined" in result.stderr and "'also_nope' is undefined" in result.stderr
+    assert "requests[2].options.duration" in result.stderr
+    assert "file not found" in result.stderr and "missing.txt" in result.stderr
+    assert "requests[4]" in result.stderr and "image" in result.stderr
+
+
+# -- labels ----------------------------------------------------------------------------------------
+
+
+LABELLED = (
+    "version: 1\nname: shots\n" + PRO_DEFAULTS + "requests:\n"
+    "  - prompt: A {{ animal }}\n"
+    "    matrix: {vars.animal: [cat, dog], model: [wan2.2-pro, wan2.2-fast]}\n"
+    '    id: "{{ animal }}-{{ model }}"\n'
+    "    meta: {scene: 4}\n"
+    "  - rows: {file: shots.csv}\n"
+)
+LABELLED_CSV = "prompt,id,meta.shot\nA fox,shot-12,12\nA hare,shot-13,13\n"
+
+
+def test_an_id_sees_the_vars_and_the_model_and_names_each_request(load):
+    job = load(LABELLED, files={"shots.csv": LABELLED_CSV})
+    requests = list(expand(job))
+    assert [r.label for r in requests] == ["cat-wan2.2-pro", "cat-wan2.2-fast", "dog-wan2.2-pro", "dog-wan2.2-fast", "shot-12", "shot-13"]
+    assert requests[0].meta == {"scene": 4} and requests[4].meta == {"shot": "12"}
+    assert all("id" not in r.body and "meta" not in r.body for r in requests)
+
+
+def test_a_duplicate_id_after_expansion_is_an_error_at_the_id(cli, write_job):
+    job = write_job("version: 1\n" + PRO_DEFAULTS + "requests:\n  - matrix: {prompt: [a, b]}\n    id: same\n")
+    result = cli("validate", job)
+    assert result.exit_code == 2 and "job.yaml:8:9: error: requests[0].id: id 'same' is given to more than one request" in result.stderr
+    variants = write_job("version: 1\n" + PRO_DEFAULTS + "requests:\n  - {prompt: a, id: 'a-{{ variant }}', repeat: 2}\n", name="v.yaml")
+    assert cli("validate", variants).exit_code == 0
+
+
+def test_labels_are_stored_shown_and_name_the_downloaded_files(world, write_job):
+    env = world(time_scale=0)
+    job = write_job(LABELLED, files={"shots.csv": LABELLED_CSV})
+    assert env.cli("run", job, "--yes", "--rpm", "0", "--wait").exit_code == 0
+    listing = env.cli("tasks", "shots").stdout
+    assert "cat-wan2.2-pro" in listing and "shot-13" in listing
+    rows = [json.loads(line) for line in env.cli("tasks", "shots", "--json").stdout.splitlines()]
+    assert {r["label"] for r in rows} == {"cat-wan2.2-pro", "cat-wan2.2-fast", "dog-wan2.2-pro", "dog-wan2.2-fast", "shot-12", "shot-13"}
+    out = env.tmp / "videos"
+    assert env.cli("download", "shots", "--out", out).exit_code == 0
+    assert sorted(p.name for p in out.glob("*.mp4")) == sorted(f"{r['label']}.mp4" for r in rows)
+    with open(out / "manifest.csv", newline="") as f:
+        manifest = {row["id"]: row for row in csv.DictReader(f)}
+    assert json.loads(manifest["shot-12"]["meta"]) == {"shot": "12"} and json.loads(manifest["dog-wan2.2-fast"]["meta"]) == {"scene": 4}
+    assert env.cli("gallery", "shots", "--out", out).exit_code == 0
+    assert "shot-13" in (out / "index.html").read_text()
+
+
+def test_a_label_is_not_part_of_the_identity(world, write_job):
+    env = world()
+    job = write_job("version: 1\n" + PRO_DEFAULTS + "requests:\n  - {prompt: a cat, id: first}\n")
+    env.cli("run", job, "--yes", "--rpm", "0")
+    write_job("version: 1\n" + PRO_DEFAULTS + "requests:\n  - {prompt: a cat, id: renamed}\n")
+    assert "1 done" in env.cli("run", job, "--yes", "--rpm", "0").output
+    assert len(env.sandbox.created()) == 1
+    assert [json.loads(line)["label"] for line in env.cli("tasks", "job", "--json").stdout.splitlines()] == ["renamed"]
