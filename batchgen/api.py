@@ -171,6 +171,11 @@ class Api:
         """POST /api/task/get. Safe to repeat, so every transport error is RETRY."""
         return self._call("/api/task/get", {"task_id": task_id}, creating=False)
 
+    def pre_url(self, image_name: str, content_type: str) -> Outcome:
+        """POST /api/task/pre_url: where to upload an image (`data.upload_url`) and the URL it
+        will have (`data.image_url`). Safe to repeat: nothing is created or billed."""
+        return self._call("/api/task/pre_url", {"image_name": image_name, "content_type": content_type}, creating=False)
+
     def get_credits(self) -> Balance:
         """POST /api/task/get_credits: the account's balance, or why it is not known."""
         outcome = self._call("/api/task/get_credits", None, creating=False)

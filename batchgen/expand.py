@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, NamedTuple
 
 from . import models, templates
+from .images import LocalImage, is_local, local_path
 from .spec import FieldPath, Job, Table, format_path
 
 DEFAULT_API_BASE = "https://api.pixwith.ai"
@@ -110,8 +111,9 @@ def _copy(body: dict[str, Any]) -> dict[str, Any]:
     return {k: dict(v) if isinstance(v, dict) else v for k, v in body.items()}
 
 
-def request_body(merged: dict[str, Any]) -> dict[str, Any]:
-    """The API body for merged job fields: model → model_id, no nulls, no empty image_urls."""
+def request_body(merged: dict[str, Any], images: dict[str, LocalImage] | None = None) -> dict[str, Any]:
+    """The API body for merged job fields: model → model_id, no nulls, no empty image_urls,
+    local images as `sha256:<hex>` (their URL once uploaded is put in at sending)."""
     body: dict[str, Any] = {}
     if merged.get("prompt") is not None:
         body["prompt"] = merged["prompt"]
@@ -122,13 +124,21 @@ def request_body(merged: dict[str, Any]) -> dict[str, Any]:
     if isinstance(urls, str):
         urls = [urls]
     if urls:
-        body["image_urls"] = list(urls)
+        body["image_urls"] = [_image(u, images) for u in urls] if isinstance(urls, list) else urls
     options = merged.get("options")
     if isinstance(options, dict):
         body["options"] = {k: v for k, v in options.items() if v is not None}
     elif options is not None:
         body["options"] = options
     return body
+
+
+def _image(item: Any, images: dict[str, LocalImage] | None) -> Any:
+    if images is not None and is_local(item):
+        found = images.get(local_path(item))
+        if found is not None:
+            return found.ref
+    return item
 
 
 # -- entries --------------------------------------------------------------------------------
@@ -234,7 +244,7 @@ def expand(job: Job, api_base: str = DEFAULT_API_BASE) -> Iterator[Request]:
         for origin, merged in merged_requests(job, index):
             values = _present(merged.get("vars"))
             problem, used = _render_prompt(merged, values)
-            body = request_body(merged)
+            body = request_body(merged, job.images)
             label_source = merged.get("id")
             if label_source is not None:
                 used |= templates.names(str(label_source)) if templates.is_template(label_source) else frozenset()

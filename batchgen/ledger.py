@@ -404,6 +404,20 @@ class Ledger:
     def history(self, key: str) -> list[dict[str, Any]]:
         return [dict(r) for r in self._query("SELECT * FROM task_history WHERE key = ? ORDER BY replaced_at", [key])]
 
+    # -- uploads --------------------------------------------------------------------------
+
+    def uploaded(self, sha256: str, upload_base: str) -> str | None:
+        """The URL a local image was uploaded to (at this API), if it was."""
+        rows = self._query("SELECT image_url FROM uploads WHERE sha256 = ? AND upload_base = ?", [sha256, upload_base])
+        return str(rows[0][0]) if rows else None
+
+    def record_upload(self, sha256: str, upload_base: str, image_url: str, name: str, size: int) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO uploads (sha256, upload_base, image_url, name, size, uploaded_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (sha256, upload_base, image_url, name, size, timestamp()),
+            )
+
     # -- runs -----------------------------------------------------------------------------
 
     def start_run(self, job: str, job_file: str, api_base: str, flags: dict[str, Any]) -> int:

@@ -161,3 +161,12 @@ def m004_labels(db: sqlite_utils.Database) -> None:
     """A request's `id` and `meta`, per job that asks for it (neither is sent)."""
     db.table("job_tasks").add_column("label", str)
     db.table("job_tasks").add_column("meta", str)  # JSON
+
+
+@migration
+def m005_uploads(db: sqlite_utils.Database) -> None:
+    """Local images uploaded, once per distinct content and place they were uploaded to."""
+    db.table("uploads").create(
+        {"sha256": str, "upload_base": str, "image_url": str, "name": str, "size": int, "uploaded_at": str},
+        pk=("sha256", "upload_base"),
+    )

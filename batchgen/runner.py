@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 from urllib.parse import urlsplit
 
-from . import api, credits, journal, models
+from . import api, credits, journal, models, uploads
 from . import gallery as gallery_mod
 from . import sandbox as sandbox_mod
 from .budget import Budget
@@ -43,7 +43,7 @@ from .submit import (
     Submission,
 )
 from .urls import check_api_base
-from .validate import validate_job
+from .validate import ValidatedJob, validate_job
 
 CONFIRM_ABOVE = 20  # on a terminal, ask before sending more requests than this
 SANDBOX_TIME_SCALE = 0.02  # `--sandbox`: a 240 s generation takes about 5 s
@@ -240,6 +240,7 @@ def execute_run(options: RunOptions, target: Target, project: Project, console: 
                 console.err(f"balance unknown ({why}): sending without a balance check")
             else:
                 to_send = credits.covered(to_send, balance, allow_partial=options.allow_partial)
+            to_send, not_uploaded = _with_images_uploaded(ledger, client, validated, to_send, target, console)
             console.out(_plan_line(plan, len(to_send), settings, target))
             if to_send and len(to_send) > CONFIRM_ABOVE and not options.yes and console.interactive:
                 if not console.confirm(f"send {len(to_send)} requests (each may be billed)?"):
@@ -249,7 +250,32 @@ def execute_run(options: RunOptions, target: Target, project: Project, console: 
             # One limiter for the whole run: get-task calls after the sends share its pace.
             limiter = RateLimiter(settings.rpm)
             exit_code = _send(ledger, client, options, validated.job.name, target, settings, to_send, limiter, budget, console)
+            if not_uploaded and exit_code == 0:
+                exit_code = EXIT_INCOMPLETE
         return _after_sending(ledger, options, validated.job.name, target, limiter, console, exit_code)
+
+
+def _with_images_uploaded(
+    ledger: Ledger, client: api.Api, validated: ValidatedJob, to_send: list[PlannedRequest], target: Target, console: Console
+) -> tuple[list[PlannedRequest], int]:
+    """Upload the local images the requests to send show (each distinct one once, ever), and
+    put their URLs in the bodies; a request whose image did not upload is left out."""
+    by_ref = {image.ref: image for image in validated.job.images.values()}
+    needed = {ref: by_ref[ref] for item in to_send for ref in item.request.body.get("image_urls") or [] if ref in by_ref}
+    if not needed:
+        return to_send, 0
+    urls, report = uploads.upload_all(ledger, client, list(needed.values()), upload_base=target.base_url)
+    console.err(f"images: {report.uploaded} uploaded, {report.reused} uploaded before" + (f", {len(report.failed)} failed" if report.failed else ""))
+    for reason in report.failed.values():
+        console.err(f"  image not uploaded: {reason}")
+    ready = []
+    for item in to_send:
+        body = uploads.resolve(item.request.body, urls)
+        if body is not None:
+            ready.append(item._replace(request=item.request._replace(body=body)))
+    if len(ready) < len(to_send):
+        console.err(f"{len(to_send) - len(ready)} requests not sent: their image did not upload (nothing was created for them)")
+    return ready, len(to_send) - len(ready)
 
 
 def _dry_run(plan: Plan, to_send: list[PlannedRequest], settings: RunSettings, target: Target, console: Console) -> int:

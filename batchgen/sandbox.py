@@ -89,6 +89,9 @@ class SandboxConfig:
     cut_download_rate: float = 0.0  # result file closed half way (for download tests)
     reject_rate: float = 0.0  # valid bodies refused anyway, code 0 (as content moderation would)
     reject_message: str = "prompt refused by content moderation"
+    upload_expires: float = 600.0  # seconds a presigned upload target lasts
+    expired_targets: int = 0  # the first N targets are issued already expired (to test asking again)
+    upload_fail_rate: float = 0.0  # the form POST answers 503
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,8 @@ class Sandbox:
         self._window: collections.deque[float] = collections.deque()
         self._created = 0
         self.balance = self.config.credits
+        self.images: dict[str, tuple[str, bytes]] = {}  # object key → (content type, bytes)
+        self._targets_issued = 0
         self.checker = schemas.RequestChecker()
 
     # -- the record ---------------------------------------------------------------------
@@ -192,6 +197,33 @@ class Sandbox:
         return head + _mac(head), math.ceil(eta_ms / 1000)
 
 
+def _sign(fields: dict[str, Any]) -> str:
+    text = "\n".join(f"{k}={fields[k]}" for k in sorted(fields))
+    return hmac.new(_ID_KEY, text.encode(), hashlib.sha256).hexdigest()
+
+
+def _form_parts(content_type: str, raw: bytes) -> list[tuple[str, bytes, str | None]] | None:
+    """(name, value, filename) of each part of a multipart/form-data body, in order."""
+    import email.parser
+    import email.policy
+
+    if not content_type.lower().startswith("multipart/form-data"):
+        return None
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + raw
+    )
+    if not message.is_multipart():
+        return None
+    parts = []
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str):
+            return None
+        payload = part.get_payload(decode=True)
+        parts.append((name, payload if isinstance(payload, bytes) else b"", part.get_filename()))
+    return parts
+
+
 def _mac(head: str) -> str:
     return hmac.new(_ID_KEY, head.encode(), hashlib.sha256).hexdigest()[:12]
 
@@ -261,7 +293,12 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routing --------------------------------------------------------------------------
 
     def do_POST(self) -> None:
-        endpoint = {"/api/task/create": "create", "/api/task/get": "get", "/api/task/get_credits": "credits"}.get(self.path)
+        if self.path == "/_sandbox/upload":
+            self._upload()
+            return
+        endpoint = {
+            "/api/task/create": "create", "/api/task/get": "get", "/api/task/get_credits": "credits", "/api/task/pre_url": "pre_url",
+        }.get(self.path)
         body = self._read_body()
         if endpoint is None:
             self._answer(HTTPStatus.NOT_FOUND, 0, f"no such endpoint: POST {self.path}")
@@ -271,6 +308,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._create(body)
             elif endpoint == "credits":
                 self._credits()
+            elif endpoint == "pre_url":
+                self._pre_url(body)
             else:
                 self._get(body)
         except _Drop:
@@ -284,6 +323,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, json.dumps(calls).encode(), "application/json")
         elif self.path.startswith("/_sandbox/files/"):
             self._file(self.path.rsplit("/", 1)[-1])
+        elif self.path.startswith("/_sandbox/images/"):
+            found = self.sandbox.images.get(self.path.removeprefix("/_sandbox/"))
+            if found is None:
+                self._answer(HTTPStatus.NOT_FOUND, 0, "no such image")
+            else:
+                self._send(HTTPStatus.OK, found[1], found[0])
         elif self.path.startswith("/api/"):
             self._answer(HTTPStatus.METHOD_NOT_ALLOWED, 0, "the API takes POST with a JSON body")
         else:
@@ -325,6 +370,10 @@ class _Handler(BaseHTTPRequestHandler):
             record("invalid")
             self._answer(HTTPStatus.OK, 0, "; ".join(problems))
             return
+        if any(self._unknown_image(url) for url in body.get("image_urls") or []):
+            record("invalid_image")
+            self._answer(HTTPStatus.OK, 0, "Invalid image url")
+            return
         if sandbox.chance(config.reject_rate):
             record("rejected")
             self._answer(HTTPStatus.OK, 0, config.reject_message)
@@ -357,6 +406,78 @@ class _Handler(BaseHTTPRequestHandler):
             balance = sandbox.balance
         sandbox.record(Call(time.time(), "credits", "answered", None, None, key_ok))
         self._answer(HTTPStatus.OK, 1, "success", data={"credits": balance})
+
+    def _unknown_image(self, url: str) -> bool:
+        """A sandbox image URL (any port: an earlier sandbox's too) for an image never uploaded here."""
+        if "/_sandbox/images/" not in url or not url.startswith(("http://127.0.0.1:", "http://localhost:")):
+            return False
+        return "images/" + url.split("/_sandbox/images/", 1)[1] not in self.sandbox.images
+
+    def _pre_url(self, raw: bytes | None) -> None:
+        """POST /api/task/pre_url: a presigned form for one image, and the URL it will have."""
+        sandbox = self.sandbox
+        body = _json_or_none(raw)
+        problem = self._refusal(raw, body, self.headers.get("Api-Key") in sandbox.config.keys)
+        if problem:
+            self._answer(*problem[1:])
+            return
+        name = body.get("image_name") if isinstance(body, dict) else None
+        content_type = body.get("content_type") if isinstance(body, dict) else None
+        extension = {"image/jpeg": (".jpg", ".jpeg"), "image/png": (".png",)}.get(str(content_type))
+        if not isinstance(name, str) or extension is None or not name.lower().endswith(extension):
+            sandbox.record(Call(time.time(), "pre_url", "invalid", body))
+            self._answer(HTTPStatus.OK, 0, "Invalid image format")
+            return
+        with sandbox._lock:
+            sandbox._targets_issued += 1
+            expired = sandbox._targets_issued <= sandbox.config.expired_targets
+        expires = int(time.time() + (-1 if expired else sandbox.config.upload_expires))
+        key = f"images/{secrets.token_hex(8)}{extension[0]}"
+        fields = {"key": key, "Content-Type": content_type, "x-amz-date": str(expires)}
+        fields["x-amz-signature"] = _sign(fields)
+        sandbox.record(Call(time.time(), "pre_url", "answered", body))
+        self._answer(HTTPStatus.OK, 1, "success", data={
+            "upload_url": {"url": f"{sandbox.base_url}/_sandbox/upload", "fields": fields},
+            "image_url": f"{sandbox.base_url}/_sandbox/{key}",
+        })
+
+    def _upload(self) -> None:
+        """The presigned form POST, checked as S3 would: every field once, the file last,
+        the signature, the expiry, the size, the content type; and no API key."""
+        sandbox = self.sandbox
+        raw = self._read_body() or b""
+
+        def refuse(status: int, why: str) -> None:
+            sandbox.record(Call(time.time(), "upload", why))
+            self._send(status, why.encode(), "text/plain")
+
+        if self.headers.get("Api-Key"):
+            return refuse(400, "an API key was sent to the storage host")
+        if sandbox.chance(sandbox.config.upload_fail_rate):
+            return refuse(503, "slow down")
+        parts = _form_parts(self.headers.get("Content-Type") or "", raw)
+        if parts is None:
+            return refuse(400, "not a multipart/form-data body")
+        names = [name for name, _, _ in parts]
+        if not names or names[-1] != "file" or names.count("file") != 1:
+            return refuse(400, "the file must come last, once, as the part named file")
+        fields = {name: value.decode() for name, value, _ in parts[:-1]}
+        if len(fields) != len(parts) - 1 or set(fields) != {"key", "Content-Type", "x-amz-date", "x-amz-signature"}:
+            return refuse(400, "every field of the form, exactly once, and no other")
+        if not hmac.compare_digest(_sign({k: v for k, v in fields.items() if k != "x-amz-signature"}), fields["x-amz-signature"]):
+            return refuse(403, "signature does not match")
+        if int(fields["x-amz-date"]) < time.time():
+            return refuse(403, "Request has expired")
+        data = parts[-1][1]
+        if len(data) > 10 * 1000 * 1000:
+            return refuse(400, "EntityTooLarge")
+        magic = {"image/jpeg": b"\xff\xd8\xff", "image/png": b"\x89PNG\r\n\x1a\n"}[fields["Content-Type"]]
+        if not data.startswith(magic):
+            return refuse(400, "the file is not what its Content-Type says")
+        with sandbox._lock:
+            sandbox.images[fields["key"]] = (fields["Content-Type"], data)
+        sandbox.record(Call(time.time(), "upload", "stored", None, fields["key"]))
+        self._send(HTTPStatus.NO_CONTENT, b"", "text/plain")
 
     def _get(self, raw: bytes | None) -> None:
         sandbox = self.sandbox

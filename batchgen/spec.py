@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,6 +19,7 @@ from yaml.constructor import ConstructorError
 
 from . import schemas
 from .errors import JobError, Problem
+from .images import ImageProblem, LocalImage, is_local, local_path, read_image
 from .inputs import InputRefused, inside, read_regular
 from .project import find_root
 
@@ -87,11 +88,13 @@ class Job:
     marks: Marks
     prompt_files: dict[int, PromptFile] = field(default_factory=dict)
     tables: dict[int, Table] = field(default_factory=dict)
+    images: dict[str, LocalImage] = field(default_factory=dict)  # local image path as written → the file
     root: Path | None = None  # the project: files the job refers to must lie inside it
     # Entries set aside for their own mistakes (structure, missing files): the other entries
     # are still expanded and checked, so one pass reports every mistake (see `load_job`).
     problems: list[Problem] = field(default_factory=list)
     set_aside: set[int] = field(default_factory=set)
+    warnings: list[Problem] = field(default_factory=list)  # found while loading (mislabelled images)
 
     @property
     def entries(self) -> list[dict[str, Any]]:
@@ -145,6 +148,12 @@ def load_job(path: str | Path, root: Path | None = None) -> Job:
         raise JobError(problems)
     job.name = data.get("name") or job.name
     by_entry = _load_referenced_files(job, skip=broken)
+    image_problems = _load_images(job, skip=broken | set(by_entry))
+    shared = image_problems.pop(None, [])  # in defaults: every entry has them
+    if shared:
+        raise JobError(problems + shared + [p for found in (*by_entry.values(), *image_problems.values()) for p in found])
+    for index, found in image_problems.items():
+        by_entry.setdefault(index, []).extend(found)  # type: ignore[arg-type]
     job.problems = problems + [p for found in by_entry.values() for p in found]
     job.set_aside = broken | set(by_entry)
     if job.set_aside and len(job.set_aside) == len(job.entries):
@@ -478,6 +487,61 @@ def _load_referenced_files(job: Job, skip: set[int]) -> dict[int, list[Problem]]
                 job.tables[index] = parse_table(*loaded, problems)
         if problems:
             found[index] = problems
+    return found
+
+
+def _load_images(job: Job, skip: set[int]) -> dict[int | None, list[Problem]]:
+    """Read and check every local image the job names (in defaults, entries, matrix axes,
+    include items and CSV cells); the problems found, by entry (None: in defaults)."""
+    found: dict[int | None, list[Problem]] = {}
+
+    def visit(value: Any, path: FieldPath, entry: int | None) -> None:
+        items = value if isinstance(value, list) else [value]
+        for position, item in enumerate(items):
+            if isinstance(item, list):  # a matrix axis value
+                visit(item, (*path, position), entry)
+            elif is_local(item):
+                note(local_path(item), (*path, position) if isinstance(value, list) else path, entry, None)
+
+    def note(written: str, path: FieldPath, entry: int | None, cell: tuple[str, int, int] | None) -> None:
+        if written in job.images:
+            return
+        try:
+            image = read_image(job.path.parent / written, job.root, written)
+        except ImageProblem as e:
+            hint = "a path is relative to the job file; an image URL starts with https://"
+            problem = Problem(cell[0], cell[1], cell[2], "image_urls", str(e), hint) if cell else job.problem(path, str(e), hint=hint)
+            found.setdefault(entry, []).append(problem)
+            return
+        job.images[written] = image
+        if image.mislabelled:
+            job.warnings.append(replace(job.problem(path, f"{written} holds a {image.content_type.split('/')[1].upper()}: it is uploaded as {image.content_type} ({image.name})"), severity="warning"))
+
+    defaults = job.data.get("defaults") or {}
+    if "image_urls" in defaults:
+        visit(defaults["image_urls"], ("defaults", "image_urls"), None)
+    for index, entry in enumerate(job.entries):
+        if index in skip:
+            continue
+        places: list[tuple[Any, FieldPath]] = []
+        if "image_urls" in entry:
+            places.append((entry["image_urls"], ("requests", index, "image_urls")))
+        matrix = entry.get("matrix") or {}
+        if "image_urls" in matrix:
+            places.append((matrix["image_urls"], ("requests", index, "matrix", "image_urls")))
+        for k, item in enumerate(entry.get("include") or []):
+            if isinstance(item, dict) and "image_urls" in item:
+                places.append((item["image_urls"], ("requests", index, "include", k, "image_urls")))
+        for value, path in places:
+            visit(value, path, index)
+        table = job.tables.get(index)
+        if table is not None and "image_urls" in table.columns:
+            column = table.columns.index("image_urls")
+            for line, values in table.rows:
+                cell = values[column]
+                for item in cell if isinstance(cell, list) else []:
+                    if is_local(item):
+                        note(item, ("requests", index, "rows", "file"), index, (table.file, line, column + 1))
     return found
 
 

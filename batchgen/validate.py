@@ -28,6 +28,7 @@ from .expand import (
     upper_bound,
 )
 from .spec import FieldPath, Job, load_job
+from .images import LOCAL
 from .urls import canonical_base_url
 
 
@@ -87,12 +88,21 @@ def check(job: Job, api_base: str = DEFAULT_API_BASE) -> ValidatedJob:
                 message = f"id {request.label!r} is given to more than one request (also {describe_origin(job, other)})"
                 _add(problems, _located(job, request.origin, ("id",), message, "an id names one request of the job: add {{ variant }} or a var to it"))
         if request.variant == 0:
-            for error in checker.errors(request.body):
+            for error in checker.errors(checkable_body(request.body)):
                 _add(problems, _problem(job, request.origin, error))
     if problems or job.problems:
         raise JobError(sorted([*job.problems, *problems.values()], key=_order))
-    result.warnings = list(duplicates.values()) + _unused_exclude_warnings(job) + _unused_var_warnings(job, unused)
+    result.warnings = list(job.warnings) + list(duplicates.values()) + _unused_exclude_warnings(job) + _unused_var_warnings(job, unused)
     return result
+
+
+def checkable_body(body: dict[str, Any]) -> dict[str, Any]:
+    """The body as the request schema should judge it: a local image (`sha256:…`, uploaded
+    when sending) stands as a URL."""
+    urls = body.get("image_urls")
+    if not isinstance(urls, list) or not any(isinstance(u, str) and u.startswith(LOCAL) for u in urls):
+        return body
+    return {**body, "image_urls": [f"https://local.image/{u[len(LOCAL):]}" if isinstance(u, str) and u.startswith(LOCAL) else u for u in urls]}
 
 
 def _located(job: Job, origin: Origin, field: FieldPath, message: str, hint: str | None = None) -> Problem:

@@ -44,7 +44,7 @@ CASES = {
     "wrong_version.yaml": ("wrong_version.yaml", 1, "version 1 only"),
     "duplicate_key.yaml": ("duplicate_key.yaml", 4, "given twice"),
     "not_a_mapping.yaml": ("not_a_mapping.yaml", 1, "a job file is a mapping"),
-    "bad_url.yaml": ("bad_url.yaml", 7, "starts with http:// or https://"),
+    "bad_url.yaml": ("bad_url.yaml", 7, "image not found"),
     "matrix_axis_not_list.yaml": ("matrix_axis_not_list.yaml", 7, "expected a mapping or a list"),
     "matrix_unknown_axis.yaml": ("matrix_unknown_axis.yaml", 8, "did you mean 'options.duration'?"),
     "prompt_not_text.yaml": ("prompt_not_text.yaml", 6, "put it in quotes"),

@@ -21,7 +21,7 @@ def test_version_and_help(cli):
 def test_validate_the_example(cli):
     result = cli("validate", EXAMPLE)
     assert result.exit_code == 0
-    assert "ok, 18 requests (7 wan2.2-fast, 1 wan2.2-lite, 10 wan2.2-pro)" in result.stdout
+    assert "ok, 21 requests (7 wan2.2-fast, 2 wan2.2-lite, 12 wan2.2-pro)" in result.stdout
 
 
 def test_validate_several_files_exits_2_if_any_is_broken(cli):
@@ -35,7 +35,7 @@ def test_plan_json_keys_are_reproduced_by_an_independent_sha256(cli):
     assert result.exit_code == 0
     plan = json.loads(result.stdout)
     assert plan["job"] == "garden-cats" and plan["api_base"] == "https://api.pixwith.ai"
-    assert plan["counts"]["total"] == plan["counts"]["new"] == len(plan["requests"]) == 18
+    assert plan["counts"]["total"] == plan["counts"]["new"] == len(plan["requests"]) == 21
     for row in plan["requests"]:
         document = {"api": plan["api_base"], "body": row["body"], "variant": row["variant"]}
         canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -47,7 +47,7 @@ def test_plan_json_keys_are_reproduced_by_an_independent_sha256(cli):
 def test_plan_counts_by_model(cli):
     result = cli("plan", EXAMPLE)
     assert result.exit_code == 0
-    assert "wan2.2-pro     new 10" in result.stdout
+    assert "wan2.2-pro     new 12" in result.stdout
 
 
 def test_plan_of_a_broken_job_exits_2_without_traceback(cli):

@@ -12,9 +12,9 @@ import ast
 from helpers import REPO
 
 LAYERS = [
-    "__init__", "errors", "times", "urls", "inputs", "project", "schemas", "models", "display", "spec", "templates", "expand",
+    "__init__", "errors", "times", "urls", "inputs", "images", "project", "schemas", "models", "display", "spec", "templates", "expand",
     "validate", "prices", "plan", "report", "journal", "liveness", "migrations", "ledger", "api", "limits",
-    "budget", "submit", "credits", "results", "download", "gallery", "sandbox", "runner", "terminal", "sandbox_cli", "cli",
+    "budget", "submit", "credits", "uploads", "results", "download", "gallery", "sandbox", "runner", "terminal", "sandbox_cli", "cli",
     "__main__",
 ]
 PACKAGE = REPO / "batchgen"

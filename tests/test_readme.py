@@ -35,7 +35,7 @@ def test_the_main_command_leaves_playable_videos_and_a_manifest(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     out = tmp_path / "outputs" / "garden-cats"
     videos = sorted(out.glob("*.mp4"))
-    assert len(videos) == 18
+    assert len(videos) == 21
     assert all(v.read_bytes()[4:8] == b"ftyp" for v in videos)
     with open(out / "manifest.csv", newline="") as f:
         assert sorted(r["file"] for r in csv.DictReader(f)) == [v.name for v in videos]
