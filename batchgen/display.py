@@ -100,7 +100,7 @@ def summary_lines(
         lines.append(f"stopped early: {report.aborted}; the rest was not sent")
     standing = ", ".join(f"{n} {state}" for state, n in sorted(job_states.items()))
     lines.append(f"job {job}: {standing or 'nothing in the ledger yet'}" + (f"; {unsent} not sent yet" if unsent else ""))
-    if job_states.get("submitted"):
+    if job_states.get("submitted") and last_due:
         lines.append(f"last task due: {when_due(last_due)}")
     if job_states.get("in_doubt"):
         lines.append(

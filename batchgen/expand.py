@@ -211,16 +211,27 @@ def _same(actual: Any, wanted: Any) -> bool:
 
 def _base(job: Job, index: int) -> dict[str, Any]:
     """`defaults` with entry `index`'s own fields over them: what its combinations start from."""
-    base: dict[str, Any] = {}
-    apply(base, assignments(job.data.get("defaults")))
+    defaults = _defaults(job)
+    base = _copy(defaults)
     apply(base, assignments(job.entries[index]))
     return base
+
+
+def _defaults(job: Job) -> dict[str, Any]:
+    """The defaults layer, built once per job (a job of 100,000 entries asks 100,000 times)."""
+    if job.defaults_layer is None:
+        job.defaults_layer = {}
+        apply(job.defaults_layer, assignments(job.data.get("defaults")))
+    return job.defaults_layer
 
 
 def merged_requests(job: Job, index: int) -> Iterator[tuple[Origin, dict[str, Any]]]:
     """(origin, merged job fields) for every request of entry `index`, before repeat."""
     entry = job.entries[index]
     base = _base(job, index)
+    if "matrix" not in entry and "rows" not in entry:  # one request: `base` is already its own copy
+        yield Origin(index), base
+        return
     exclude = [assignments(item) for item in entry.get("exclude") or []]
     for origin, layer in _combination_layers(job, index):
         merged = _copy(base)
@@ -242,6 +253,12 @@ def expand(job: Job, api_base: str = DEFAULT_API_BASE) -> Iterator[Request]:
             continue
         repeat = job.repeat_for(index)
         for origin, merged in merged_requests(job, index):
+            if "vars" not in merged and "id" not in merged and "meta" not in merged and not templates.is_template(merged.get("prompt")):
+                # The common case, kept cheap: nothing to render, name or keep.
+                body = request_body(merged, job.images)
+                for variant, key in enumerate(_identities(api_json, body, repeat)):
+                    yield Request(key, variant, body, origin)
+                continue
             values = _present(merged.get("vars"))
             problem, used = _render_prompt(merged, values)
             body = request_body(merged, job.images)

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple
 
 from . import models
 from .errors import JobError
 from .expand import Request, describe_origin
-from .prices import NO_PRICES, PriceBook, PriceTie, class_key
-from .validate import ValidatedJob, validate_job
+from .prices import NO_PRICES, PriceBook, PriceTie, class_tuple, key_of_tuple
+from .spec import load_job
+from .urls import canonical_base_url
+from .validate import ValidatedJob, checked
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -55,9 +57,9 @@ class Plan:
     counts: Counter[str] = field(default_factory=Counter)
     by_model_id: Counter[tuple[str, str]] = field(default_factory=Counter)  # (model_id, action)
     credits: int = 0  # the known cost of what the run would send
-    unknown: int = 0  # requests it would send whose price is not known
     credits_by_model: Counter[str] = field(default_factory=Counter)
-    unknown_classes: Counter[str] = field(default_factory=Counter)  # class key → requests
+    unknown: int = 0  # requests it would send whose price is not known
+    unknown_by_model_options: Counter[tuple[Any, ...]] | None = field(default_factory=Counter)
 
     def count(self, planned: PlannedRequest, *, sends: bool | None = None) -> None:
         """Count a request; `sends`: whether the run sends it (default: a plain run would)."""
@@ -68,10 +70,25 @@ class Plan:
             return
         if planned.credits is None:
             self.unknown += 1
-            self.unknown_classes[class_key(planned.request.body)] += 1
+            if self.unknown_by_model_options is not None:
+                options = planned.request.body.get("options")
+                # Counted by (model, options object's repr) first: cheap per request; turned
+                # into classes only when reported.
+                self.unknown_by_model_options[(model_id, repr(options), len(planned.request.body.get("image_urls") or ()))] += 1
         else:
             self.credits += planned.credits
             self.credits_by_model[models.label(model_id)] += planned.credits
+
+    @property
+    def unknown_classes(self) -> Counter[str]:
+        """class key (JSON) → requests the run would send with no known price."""
+        import ast
+
+        found: Counter[str] = Counter()
+        for (model_id, options, images), n in (self.unknown_by_model_options or {}).items():
+            body = {"model_id": model_id, "options": ast.literal_eval(options) or {}, "image_urls": [None] * images}
+            found[key_of_tuple(class_tuple(body))] += n
+        return found
 
     @property
     def by_model(self) -> dict[str, Counter[str]]:
@@ -100,11 +117,14 @@ def plan_job(
 ) -> tuple[ValidatedJob, Plan]:
     """Validate the job at `path` and count what a run would do with each of its requests;
     `prices` makes the price book for the validated job (none: no price is known)."""
-    validated = validate_job(path, api_base, root=root)
+    validated = ValidatedJob(load_job(path, root), canonical_base_url(api_base))
     book = prices(validated) if prices else NO_PRICES
     result = Plan(validated.job.name, validated.api_base)
-    for item in planned(validated, states, book):
-        result.count(item)
+    # One pass: requests are counted as validation checks them; a problem found later raises
+    # (and these counts are dropped with it).
+    for chunk in _in_batches(checked(validated)):
+        for item in _decide(chunk, states, book, validated):
+            result.count(item)
     return validated, result
 
 

@@ -131,6 +131,19 @@ def class_key(body: dict[str, Any]) -> str:
     return json.dumps(request_class(body), sort_keys=True, separators=(",", ":"))
 
 
+def class_tuple(body: dict[str, Any]) -> tuple[Any, ...]:
+    """The class as a cheap hashable value (a plan of a million requests asks a million times);
+    `class_key` spells it as JSON for the ledger and for people."""
+    options = body.get("options")
+    items = tuple(sorted((k, v) for k, v in options.items() if k != "prompt_optimization")) if isinstance(options, dict) else ()
+    return (body.get("model_id"), items, len(body.get("image_urls") or ()))
+
+
+def key_of_tuple(cls: tuple[Any, ...]) -> str:
+    model_id, items, images = cls
+    return json.dumps({"model_id": model_id, "options": dict(items), "images": images}, sort_keys=True, separators=(",", ":"))
+
+
 def describe_class(key: str) -> str:
     """`wan2.2-pro 480p 5 s 16:9` for a class key."""
     cls = json.loads(key)
@@ -162,19 +175,24 @@ class PriceBook:
     def __init__(self, rules: Iterable[PriceRule] = (), learned: dict[str, tuple[int, int | None]] | None = None):
         self.rules = sorted(rules, key=lambda r: -r.specificity)
         self.learned = learned or {}  # class key → (credits, run id)
-        self._memo: dict[str, Price | None] = {}
+        self._memo: dict[tuple[Any, ...], Price | None] = {}
         # A rule naming a prompt, an image URL or prompt_optimization makes a price depend on
         # more than the class: then prices are not remembered per class.
         self._by_class = all(rule.reads_only_the_class for rule in self.rules)
 
     def price(self, body: dict[str, Any]) -> Price | None:
         """The price of `body`, or None when nothing declares or taught it. Raises PriceTie."""
-        key = class_key(body) if self._by_class else None
-        if key is not None and key in self._memo:
-            return self._memo[key]
+        if not self.rules and not self.learned:
+            return None
+        try:
+            key = class_tuple(body) if self._by_class else None
+            if key is not None and key in self._memo:
+                return self._memo[key]
+        except TypeError:  # an unhashable option value: no shortcut
+            key = None
         found = self._declared(body)
-        if found is None:
-            learned = self.learned.get(key if key is not None else class_key(body))
+        if found is None and self.learned:
+            learned = self.learned.get(class_key(body))
             found = Price(learned[0], f"learned from run {learned[1]}") if learned else None
         if key is not None:
             self._memo[key] = found

@@ -27,13 +27,13 @@ class Project:
         return f"ledger: {self.ledger} ({self.how})"
 
 
-def find_root(start: Path) -> tuple[Path, str]:
-    """The project folder for `start` and how it was found."""
+def find_root(start: Path, where: str = "the job's folder") -> tuple[Path, str]:
+    """The project folder for `start` (`where`, in words) and how it was found."""
     start = start.resolve()
     folders = (start, *start.parents)
     for folder in folders:
         if (folder / LEDGER_NAME).exists():
-            return folder, "found above the job" if folder != start else "found beside the job"
+            return folder, f"found above {where}" if folder != start else f"found in {where}"
     for folder in folders:
         if (folder / ".git").exists():  # a folder, or a file in a worktree or submodule
             return folder, "new, at the root of the git work tree"
@@ -45,10 +45,9 @@ def locate(job_file: str | None, explicit: str | None) -> Project:
 
     `explicit` is `--ledger` / `BATCHGEN_LEDGER`: it names the ledger, but the project root
     (which confines the job's files) is still found by the walk."""
-    start = Path(job_file).resolve().parent if job_file and os.path.isfile(job_file) else Path.cwd()
-    root, how = find_root(start)
+    is_file = bool(job_file) and os.path.isfile(str(job_file))
+    start = Path(str(job_file)).resolve().parent if is_file else Path.cwd()
+    root, how = find_root(start, "the job's folder" if is_file else "the current folder")
     if explicit:
         return Project(root, Path(explicit), "given by --ledger or BATCHGEN_LEDGER")
-    if not job_file or not os.path.isfile(job_file):
-        how = how.replace("the job", "the current folder")
     return Project(root, root / LEDGER_NAME, how)

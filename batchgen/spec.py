@@ -95,6 +95,7 @@ class Job:
     problems: list[Problem] = field(default_factory=list)
     set_aside: set[int] = field(default_factory=set)
     warnings: list[Problem] = field(default_factory=list)  # found while loading (mislabelled images)
+    defaults_layer: dict[str, Any] | None = field(default=None, repr=False)  # expand.py's cache
 
     @property
     def entries(self) -> list[dict[str, Any]]:
@@ -212,12 +213,13 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Marks]:
     """
     loader = None
     try:
-        _prescan(text)
+        aliases = _prescan(text)
         loader = _BoundedLoader(text)
         node = loader.get_single_node()
         if node is None:
             raise JobError([Problem(file, 1, 1, "", "the file is empty", hint="start with 'version: 1'")])
-        _check_expansion(node)
+        if aliases:
+            _check_expansion(node)
         data = loader.construct_document(node)
         marks = Marks()
         problems: list[Problem] = []
@@ -258,16 +260,19 @@ _CLOSING = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
 _NODE = (yaml.ScalarEvent, yaml.AliasEvent, *_OPENING)
 
 
-def _prescan(text: str) -> None:
+def _prescan(text: str) -> int:
     """Enforce the depth and size bounds on the parser's events, before any node is built:
-    a huge or deeply nested file is refused in seconds and in little memory."""
+    a huge or deeply nested file is refused in seconds and in little memory. Returns the
+    number of aliases (none: no alias bomb to look for)."""
     parser = _Parser(text)
-    depth = nodes = 0
+    depth = nodes = aliases = 0
     try:
         while parser.check_event():
             event = parser.get_event()
             if isinstance(event, _NODE):
                 nodes += 1
+                if isinstance(event, yaml.AliasEvent):
+                    aliases += 1
                 if nodes > MAX_NODES:
                     raise ComposerError(
                         None, None, f"more than {MAX_NODES:,} values in one job file; put prompts in a prompts file or a CSV",
@@ -281,6 +286,7 @@ def _prescan(text: str) -> None:
                 depth -= 1
     finally:
         parser.dispose()
+    return aliases
 
 
 class _BoundedLoader(_SafeLoader):
@@ -309,7 +315,7 @@ class _BoundedLoader(_SafeLoader):
 
     def construct_yaml_str(self, node: Any) -> str:
         value = super().construct_yaml_str(node)
-        if _SURROGATE.search(value):
+        if not value.isascii() and _SURROGATE.search(value):
             raise ConstructorError(None, None, "a lone surrogate escape (like \\ud800) is not valid Unicode", node.start_mark)
         return str(value)
 
@@ -391,7 +397,9 @@ def _mark(
     if isinstance(node, yaml.MappingNode):
         first: dict[Any, yaml.Node] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
+            # Plain text keys (nearly all) are read as they are; others are constructed.
+            plain = isinstance(key_node, yaml.ScalarNode) and key_node.tag == "tag:yaml.org,2002:str"
+            key = key_node.value if plain else loader.construct_object(key_node, deep=True)
             if not isinstance(key, (str, int, float, bool)) and key is not None:
                 key = str(key)
             if key in first:
@@ -432,15 +440,51 @@ def _refuse_too_many_entries(job: Job) -> None:
 
 
 def check_structure(job: Job) -> Iterator[Problem]:
-    """Step 1: the file against `job.schema.json`, every error located."""
-    validator = schemas.validator("job")
-    for error in sorted(validator.iter_errors(job.data), key=lambda e: list(map(str, e.absolute_path))):
+    """Step 1: the file against `job.schema.json`, every error located.
+
+    A job of 100,000 explicit entries would cost a jsonschema walk each (~200 µs). Entries that
+    differ only in their prompt get the same verdict (the prompt's own subschema only reads its
+    type and whether it is empty), so the file is checked with one stand-in entry, and each
+    distinct entry shape on its own, once; errors are then located at each entry's index."""
+    data = job.data
+    entries = data.get("requests") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not entries:
+        yield from _errors(job, schemas.validator("job").iter_errors(data), ())
+        return
+    yield from _errors(job, schemas.validator("job").iter_errors({**data, "requests": [{"prompt": "x"}]}), ())
+    entry_validator = schemas.validator("job", "/$defs/entry")
+    verdicts: dict[str, list[Any]] = {}
+    for index, entry in enumerate(entries):
+        key = _shape(entry)
+        errors = verdicts.get(key) if key is not None else None
+        if errors is None:
+            errors = list(entry_validator.iter_errors(entry))
+            if key is not None:
+                verdicts[key] = errors
+        if errors:
+            yield from _errors(job, errors, ("requests", index), entry)
+
+
+def _shape(entry: Any) -> str | None:
+    """What decides an entry's verdict: all of it but its prompt's text (None: no shortcut)."""
+    if not isinstance(entry, dict):
+        return None
+    prompt = entry.get("prompt")
+    kind = f"{type(prompt).__name__}:{bool(prompt)}" if "prompt" in entry else "-"
+    # repr() tells apart every two values the schema could judge differently (True from 1).
+    return kind + repr({k: v for k, v in entry.items() if k != "prompt"})
+
+
+def _errors(job: Job, errors: Any, prefix: FieldPath, instance: Any = None) -> Iterator[Problem]:
+    for error in sorted(errors, key=lambda e: list(map(str, e.absolute_path))):
         for leaf in schemas.leaf_errors(error):
-            yield from _located(job, leaf)
+            yield from _located(job, leaf, prefix, instance)
 
 
-def _located(job: Job, error: Any) -> Iterator[Problem]:
-    path = tuple(error.absolute_path)
+def _located(job: Job, error: Any, prefix: FieldPath = (), instance: Any = None) -> Iterator[Problem]:
+    path = prefix + tuple(error.absolute_path)
+    if instance is not None and tuple(error.absolute_path) == ("prompt",):
+        error.instance = instance.get("prompt")  # a remembered verdict: this entry's own prompt
     unexpected = schemas.unexpected_keys(error)
     if unexpected:
         for key in unexpected:

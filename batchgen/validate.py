@@ -59,9 +59,18 @@ class ValidatedJob:
 
 def check(job: Job, api_base: str = DEFAULT_API_BASE) -> ValidatedJob:
     """Validate every request of `job` (step 2); raise `JobError` with every problem found."""
-    api_base = canonical_base_url(api_base)
+    result = ValidatedJob(job, canonical_base_url(api_base))
+    for _ in checked(result):
+        pass
+    return result
+
+
+def checked(result: ValidatedJob) -> Iterator[Request]:
+    """Step 2 as a stream: each distinct request as it is checked, so a caller that counts
+    (plan) needs no second pass; raises `JobError` with every problem at the end, so whatever
+    the caller made of the stream is to be discarded then. Fills in `result` as it goes."""
+    job, api_base = result.job, result.api_base
     _check_size(job)
-    result = ValidatedJob(job, api_base)
     checker = schemas.RequestChecker()
     problems: dict[tuple[Any, ...], Problem] = {}
     duplicates: dict[tuple[int, int], Problem] = {}
@@ -73,8 +82,11 @@ def check(job: Job, api_base: str = DEFAULT_API_BASE) -> ValidatedJob:
             field, message = request.problem
             _add(problems, _located(job, request.origin, (field,), message, "vars come from defaults, the entry, matrix axes vars.<name> and CSV columns vars.<name>"))
         entry = request.origin.entry
-        first, names = unused.get(entry, (request.origin, request.unused_vars))
-        unused[entry] = (first, names & request.unused_vars)
+        seen = unused.get(entry)
+        if seen is None:
+            unused[entry] = (request.origin, request.unused_vars)
+        elif seen[1]:
+            unused[entry] = (seen[0], seen[1] & request.unused_vars)
         earlier = first_entry.get(request.key)
         if earlier is not None:
             _note_duplicate(job, request.origin, earlier, duplicates)
@@ -90,10 +102,10 @@ def check(job: Job, api_base: str = DEFAULT_API_BASE) -> ValidatedJob:
         if request.variant == 0:
             for error in checker.errors(checkable_body(request.body)):
                 _add(problems, _problem(job, request.origin, error))
+        yield request
     if problems or job.problems:
         raise JobError(sorted([*job.problems, *problems.values()], key=_order))
     result.warnings = list(job.warnings) + list(duplicates.values()) + _unused_exclude_warnings(job) + _unused_var_warnings(job, unused)
-    return result
 
 
 def checkable_body(body: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SCRIPTS = ["plan.py", "submit.py", "results.py", "sandbox.py"]
+SCRIPTS = ["plan.py", "validate.py", "submit.py", "results.py", "sandbox.py"]
 START, END = "<!-- table -->", "<!-- /table -->"
 
 

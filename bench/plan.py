@@ -20,6 +20,11 @@ from common import write_job
 
 def run_once(job: Path, extra: list[str]) -> tuple[float, float]:
     """(seconds, peak RSS in MB) of one `batchgen plan` in a fresh process."""
+    return run_peak(["plan", str(job), *extra])
+
+
+def run_peak(arguments: list[str]) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of one `batchgen ARGUMENTS` in a fresh process."""
     code = (
         "import resource, subprocess, sys, time;"
         "t = time.perf_counter();"
@@ -29,7 +34,7 @@ def run_once(job: Path, extra: list[str]) -> tuple[float, float]:
         "print(dt, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, sys.executable, "-m", "batchgen", "plan", str(job), *extra],
+        [sys.executable, "-c", code, sys.executable, "-m", "batchgen", *arguments],
         check=True,
         capture_output=True,
         text=True,
