@@ -12,17 +12,11 @@ import os
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
 from . import __version__, api, credits, schemas
-from .download import (
-    DEFAULT_DEADLINE,
-    DEFAULT_MAX_FILE_SIZE,
-    DEFAULT_STALL_TIMEOUT,
-    Bounds,
-)
 from .errors import (
     EXIT_ABORTED,
     EXIT_INCOMPLETE,
@@ -40,6 +34,7 @@ from .report import (
     plan_lines,
     problem_lines,
     problems_json,
+    runs_report,
     status_report,
     write_plan_json,
     write_tasks,
@@ -58,9 +53,20 @@ from .runner import (
     wait_until_done,
     write_gallery,
 )
+from .runner import (
+    on_done as run_on_done,
+)
 from .sandbox_cli import sandbox_command
 from .submit import DEFAULT_CONCURRENCY, DEFAULT_MAX_IDENTICAL_ERRORS, DEFAULT_RPM
-from .terminal import Finite, Terminal
+from .terminal import (
+    Finite,
+    Terminal,
+    all_option,
+    api_base_option,
+    bounds_of,
+    download_options,
+    send_options,
+)
 from .urls import canonical_base_url
 from .validate import ValidatedJob, validate_job
 
@@ -104,32 +110,6 @@ def main(ctx: click.Context, ledger: str | None) -> None:
 
 def _project(job: str | None) -> Any:
     return locate(job, click.get_current_context().obj["ledger"])
-
-
-def api_base_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--base-url", envvar="PIXWITH_BASE_URL", default=DEFAULT_API_BASE, show_default=True,
-                        help="The API's base URL (or PIXWITH_BASE_URL). Part of each request's identity.")(command)
-
-
-def send_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Where to send, with what key: shared by run, poll and download."""
-    command = click.option("--api-key-file", type=click.Path(dir_okay=False), help="Read the API key from this file (else PIXWITH_API_KEY).")(command)
-    command = click.option("--sandbox", is_flag=True, help="Start the built-in sandbox and use it with the test key.")(command)
-    return api_base_option(command)
-
-
-def download_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    for option in (
-        click.option("--max-file-size", type=click.IntRange(1), default=DEFAULT_MAX_FILE_SIZE, show_default=True, help="Bytes per file, at most."),
-        click.option("--file-deadline", type=Finite(0.1), default=DEFAULT_DEADLINE, show_default=True, help="Seconds per file, at most."),
-        click.option("--stall-timeout", type=Finite(0.1), default=DEFAULT_STALL_TIMEOUT, show_default=True, help="Seconds without a byte before a download is abandoned."),
-    ):
-        command = option(command)
-    return command
-
-
-def _bounds(flags: dict[str, Any]) -> Bounds:
-    return Bounds(max_file_size=flags.pop("max_file_size"), deadline=flags.pop("file_deadline"), stall_timeout=flags.pop("stall_timeout"))
 
 
 # -- job files ------------------------------------------------------------------------------
@@ -222,11 +202,12 @@ def _echo_warnings(expansion: ValidatedJob) -> None:
 @click.option("--allow-partial", is_flag=True, help="If the balance does not cover the run, send in job order what it covers.")
 @click.option("--regenerate-failed", is_flag=True, help="Send again the requests whose generation failed (earlier task ids are kept).")
 @click.option("--prices", "prices_file", type=click.Path(dir_okay=False), help="Price rules (a YAML file with prices: [...]), beside the job's.")
+@click.option("--on-done", help="A shell command to run once at the end (BATCHGEN_JOB, BATCHGEN_EXIT, ... in its environment).")
 @download_options
 @send_options
 def run(job: str, sandbox: bool, api_key_file: str | None, base_url: str, **flags: Any) -> None:
     """Validate JOB, then send every request not done yet, recording each in the ledger."""
-    options = RunOptions(job_file=job, bounds=_bounds(flags), **flags)
+    options = RunOptions(job_file=job, bounds=bounds_of(flags), **flags)
     with api_target(sandbox=sandbox, base_url=base_url, api_key_file=api_key_file, need_key=not options.dry_run) as target:
         sys.exit(execute_run(options, target, _project(job), Terminal()))
 
@@ -237,8 +218,9 @@ def run(job: str, sandbox: bool, api_key_file: str | None, base_url: str, **flag
 @click.option("--wait", is_flag=True, help="Keep polling until every task has ended.")
 @click.option("--rpm", type=click.IntRange(0, 100_000), default=DEFAULT_RPM, show_default=True, help="Get-task calls per minute, at most; 0: no ceiling.")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True, help="Get-task calls in flight, at most.")
+@click.option("--on-done", help="With --wait: a shell command to run once at the end (BATCHGEN_JOB, BATCHGEN_EXIT, ...).")
 @send_options
-def poll(job: str | None, all_tasks: bool, wait: bool, rpm: int, concurrency: int, sandbox: bool, api_key_file: str | None, base_url: str) -> None:
+def poll(job: str | None, all_tasks: bool, wait: bool, rpm: int, concurrency: int, on_done: str | None, sandbox: bool, api_key_file: str | None, base_url: str) -> None:
     """Check submitted tasks that have not ended; record status and result URLs."""
     console = Terminal()
     with api_target(sandbox=sandbox, base_url=base_url, api_key_file=api_key_file, need_key=True) as target:
@@ -247,7 +229,9 @@ def poll(job: str | None, all_tasks: bool, wait: bool, rpm: int, concurrency: in
             if wait:
                 if name is None:
                     raise UsageError("poll --wait needs a job")
-                sys.exit(wait_until_done(ledger, target, name, RateLimiter(rpm or None), console))
+                code = wait_until_done(ledger, target, name, RateLimiter(rpm or None), console)
+                run_on_done(on_done, ledger, name, None, code, console)
+                sys.exit(code)
             due = pending(ledger, name, due_only=not all_tasks)
             with api.Api(target.base_url, target.key) as client:
                 report = poll_tasks(ledger, client, due, limiter=RateLimiter(rpm or None), concurrency=concurrency)
@@ -268,12 +252,14 @@ def poll(job: str | None, all_tasks: bool, wait: bool, rpm: int, concurrency: in
 @click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--sandbox", is_flag=True, help="Serve the built-in sandbox's result files while downloading.")
 @download_options
-def download(job: str, out: str | None, concurrency: int, sandbox: bool, **flags: Any) -> None:
+@all_option
+def download(job: str, out: str | None, concurrency: int, sandbox: bool, include_superseded: bool, **flags: Any) -> None:
     """Save every completed task's videos, atomically; skip those already on disk."""
     console = Terminal()
-    bounds = _bounds(flags)
+    bounds = bounds_of(flags)
     with api_target(sandbox=sandbox, base_url=DEFAULT_API_BASE, api_key_file=None, need_key=False) as target:
         with open_ledger(_project(job), console, create=False) as ledger:
+            ledger.include_superseded = include_superseded
             name = named_job(resolve_job(ledger, job))
             folder = Path(out) if out else Path("outputs") / name
             sys.exit(download_job(ledger, name, folder, target if sandbox else None, console, concurrency=concurrency, bounds=bounds))
@@ -285,10 +271,12 @@ def download(job: str, out: str | None, concurrency: int, sandbox: bool, **flags
 @click.option("--rows", help="Comma-separated fields for rows (default: prompt).")
 @click.option("--cols", help="Comma-separated fields for columns (default: the other fields that vary).")
 @click.option("--open", "open_it", is_flag=True, help="Open the page in a browser.")
-def gallery(job: str, out: str | None, rows: str | None, cols: str | None, open_it: bool) -> None:
+@all_option
+def gallery(job: str, out: str | None, rows: str | None, cols: str | None, open_it: bool, include_superseded: bool) -> None:
     """Write a page showing the job's videos side by side: index.html beside them."""
     console = Terminal()
     with open_ledger(_project(job), console, create=False) as ledger:
+        ledger.include_superseded = include_superseded
         name = named_job(resolve_job(ledger, job))
         path = write_gallery(ledger, name, Path(out) if out else Path("outputs") / name, console, _axes(rows), _axes(cols))
     if open_it:
@@ -304,21 +292,37 @@ def _axes(text: str | None) -> list[str] | None:
 # -- reading the ledger -----------------------------------------------------------------------
 
 
-def _read_only(job: str | None) -> Ledger | None:
+def _read_only(job: str | None, include_superseded: bool = False) -> Ledger | None:
     """The project's ledger, or None (said so) when there is none: reading never creates one."""
     try:
-        return open_ledger(_project(job), Terminal(), create=False)
+        ledger = open_ledger(_project(job), Terminal(), create=False)
     except NoLedger as e:
         click.echo(f"{e}", err=True)
         return None
+    ledger.include_superseded = include_superseded
+    return ledger
+
+
+@main.command()
+@click.argument("job", required=False)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per run, a line each.")
+@click.option("--last", type=click.IntRange(1, 100_000), default=20, show_default=True, help="How many of the latest runs.")
+def runs(job: str | None, as_json: bool, last: int) -> None:
+    """The run history (of JOB): when, flags, counts, credits, exit code; newest first."""
+    ledger = _read_only(job)
+    if ledger is not None:
+        with ledger:
+            for line in runs_report(ledger.runs(resolve_job(ledger, job), last), as_json=as_json):
+                click.echo(line)
 
 
 @main.command()
 @click.argument("job", required=False)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
-def status(job: str | None, as_json: bool) -> None:
+@all_option
+def status(job: str | None, as_json: bool, include_superseded: bool) -> None:
     """Counts per state and generation status, by model; when the last task is due."""
-    ledger = _read_only(job)
+    ledger = _read_only(job, include_superseded)
     if ledger is None:
         if as_json:
             click.echo(json.dumps({"job": None, "counts": [], "not_sent": 0, "last_due": None}))
@@ -337,9 +341,10 @@ def status(job: str | None, as_json: bool) -> None:
 @click.option("--state", type=click.Choice(STATES), help="Only tasks in this state.")
 @click.option("--json", "fmt", flag_value="json", help="One JSON object per line (every column).")
 @click.option("--csv", "fmt", flag_value="csv", help="CSV with a header (every column).")
-def tasks(job: str | None, state: str | None, fmt: str | None) -> None:
+@all_option
+def tasks(job: str | None, state: str | None, fmt: str | None, include_superseded: bool) -> None:
     """The ledger's rows for JOB (or every job)."""
-    ledger = _read_only(job)
+    ledger = _read_only(job, include_superseded)
     if ledger is None:
         return
     with ledger:

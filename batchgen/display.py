@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 import time
@@ -17,12 +18,16 @@ class ProgressDisplay:
     """A one-line bar on a terminal (done/total, rate, errors, time left); otherwise a plain
     line every few seconds, so logs stay readable."""
 
-    def __init__(self, total: int, *, stream: TextIO = sys.stderr, tty: bool | None = None, every: float = 5.0):
+    def __init__(
+        self, total: int, *, stream: TextIO = sys.stderr, tty: bool | None = None, every: float = 5.0, columns: int | None = None
+    ):
         self.total = total
         self.stream = stream
         self.tty = stream.isatty() if tty is None else tty
         self.every = every
+        self.columns = columns  # None: the terminal's width, read at each draw (it may change)
         self.started = time.monotonic()
+        self._first: tuple[float, int] | None = None  # (when, how many) at the first completion
         self._last = 0.0
         self._open = False
         self._lock = threading.Lock()
@@ -34,17 +39,32 @@ class ProgressDisplay:
             if not finished and now_ - self._last < (0.1 if self.tty else self.every):
                 return
             self._last = now_
-            line = self.line(report, now_ - self.started)
+            line = self.line(report, now_ - self.started, self.rate(report.done, now_))
             if self.tty:
-                self.stream.write("\r" + line.ljust(100)[:100] + ("\n" if finished else ""))
+                # One line that fits: a line longer than the terminal wraps, and every update
+                # would scroll a new one.
+                width = max(20, (self.columns or shutil.get_terminal_size((100, 24)).columns) - 1)
+                self.stream.write("\r" + line.ljust(width)[:width] + ("\n" if finished else ""))
                 self._open = not finished
             else:
                 self.stream.write(line + "\n")
             self.stream.flush()
 
-    def line(self, report: RunReport, elapsed: float) -> str:
+    def rate(self, done: int, now: float) -> float:
+        """Requests a second, measured from the first completion: counting from the start
+        would add the first calls (sent at once) to a window they do not span, and read more
+        than the ceiling (306/min at --rpm 300)."""
+        if self._first is None:
+            if done:
+                self._first = (now, done)
+            return 0.0
+        since, first_done = self._first
+        return (done - first_done) / (now - since) if now > since and done > first_done else 0.0
+
+    def line(self, report: RunReport, elapsed: float, rate: float | None = None) -> str:
         done, total = report.done, self.total
-        rate = done / elapsed if elapsed > 0 else 0.0
+        if rate is None:
+            rate = done / elapsed if elapsed > 0 else 0.0
         errors = sum(report.outcomes[s] for s in ("rejected", "failed", "in_doubt"))
         left = f"{_duration((total - done) / rate)} left" if rate > 0 and done < total else ""
         width = 24

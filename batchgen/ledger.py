@@ -158,6 +158,15 @@ class Ledger:
         with self._lock:
             return self.db.conn.execute(sql, tuple(params)).fetchall()
 
+    # A job's requests are those its file asked for at its last run: rows it no longer asks
+    # for are kept, marked superseded (`job_tasks.current` = 0), and left out of what a job
+    # shows unless this is set (`--all`).
+    include_superseded = False
+
+    @property
+    def _current(self) -> str:
+        return "" if self.include_superseded else " AND j.current = 1"
+
     def columns(self, table: str = "tasks") -> list[str]:
         return [row["name"] for row in self._query(f"PRAGMA table_info({table})")]
 
@@ -189,7 +198,7 @@ class Ledger:
         where = []
         if job is not None:
             sql += " JOIN job_tasks j ON j.key = t.key"
-            where.append("j.job = ?")
+            where.append("j.job = ?" + self._current)
             params.append(job)
         if state is not None:
             where.append("t.state = ?")
@@ -204,7 +213,7 @@ class Ledger:
         """state → how many of the job's requests are in it (`generation_failed` apart)."""
         rows = self._query(
             f"SELECT {_EFFECTIVE_STATE} AS state, count(*) AS n FROM tasks t JOIN job_tasks j ON j.key = t.key"
-            " WHERE j.job = ? GROUP BY 1",
+            f" WHERE j.job = ?{self._current} GROUP BY 1",
             [job],
         )
         return {row["state"]: row["n"] for row in rows}
@@ -213,28 +222,28 @@ class Ledger:
         """(model_id, state, status, n) rows for `job`, or for every task if None."""
         sql = "SELECT t.model_id, t.state, coalesce(t.status, '') AS status, count(*) AS n FROM tasks t"
         if job is not None:
-            sql += " JOIN job_tasks j ON j.key = t.key WHERE j.job = ?"
+            sql += " JOIN job_tasks j ON j.key = t.key WHERE j.job = ?" + self._current
         return [dict(r) for r in self._query(sql + " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", [job] if job is not None else [])]
 
     def last_due(self, job: str | None) -> str | None:
         """The latest ETA among the submitted tasks (of `job`) still processing."""
         sql = "SELECT max(t.eta_at) FROM tasks t"
         if job is not None:
-            sql += " JOIN job_tasks j ON j.key = t.key AND j.job = ?"
+            sql += " JOIN job_tasks j ON j.key = t.key AND j.job = ?" + self._current
         sql += " WHERE t.state = 'submitted' AND coalesce(t.status, 'processing') = 'processing'"
         return self._query(sql, [job] if job is not None else [])[0][0]
 
     def unsent_count(self, job: str) -> int:
         """Requests linked to `job` that were never claimed (a --limit run, say)."""
         rows = self._query(
-            "SELECT count(*) FROM job_tasks j LEFT JOIN tasks t ON t.key = j.key WHERE j.job = ? AND t.key IS NULL",
+            "SELECT count(*) FROM job_tasks j LEFT JOIN tasks t ON t.key = j.key WHERE j.job = ? AND t.key IS NULL" + self._current,
             [job],
         )
         return rows[0][0]
 
     def open_tasks(self, job: str | None) -> list[dict[str, Any]]:
         """Submitted tasks (of `job`) whose generation has not ended, soonest ETA first."""
-        sql = "SELECT t.* FROM tasks t" + (" JOIN job_tasks j ON j.key = t.key AND j.job = ?" if job else "")
+        sql = "SELECT t.* FROM tasks t" + (" JOIN job_tasks j ON j.key = t.key AND j.job = ?" + self._current if job else "")
         sql += " WHERE t.state = 'submitted' AND coalesce(t.status, 'processing') = 'processing' ORDER BY t.eta_at"
         return [dict(r) for r in self._query(sql, [job] if job else [])]
 
@@ -243,8 +252,8 @@ class Ledger:
         return [
             dict(r)
             for r in self._query(
-                "SELECT t.*, j.label, j.meta FROM tasks t JOIN job_tasks j ON j.key = t.key AND j.job = ?"
-                " WHERE t.state = 'submitted' AND t.status = 'completed' ORDER BY t.submitted_at, t.key",
+                "SELECT t.*, j.label, j.meta FROM tasks t JOIN job_tasks j ON j.key = t.key AND j.job = ?" + self._current
+                + " WHERE t.state = 'submitted' AND t.status = 'completed' ORDER BY t.submitted_at, t.key",
                 [job],
             )
         ]
@@ -252,7 +261,7 @@ class Ledger:
     def generation_counts(self, job: str | None) -> dict[str, int]:
         """processing / completed / failed → how many submitted tasks (of `job`) are in it."""
         sql = "SELECT coalesce(t.status, 'processing') AS status, count(*) AS n FROM tasks t"
-        sql += " JOIN job_tasks j ON j.key = t.key AND j.job = ?" if job else ""
+        sql += " JOIN job_tasks j ON j.key = t.key AND j.job = ?" + self._current if job else ""
         sql += " WHERE t.state = 'submitted' GROUP BY 1"
         counts = {"processing": 0, "completed": 0, "failed": 0}
         for row in self._query(sql, [job] if job else []):
@@ -270,10 +279,21 @@ class Ledger:
         ]
         with self.transaction() as conn:
             conn.executemany(
-                "INSERT INTO job_tasks (job, job_file, key, label, meta) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (job, key) DO UPDATE SET job_file = excluded.job_file, label = excluded.label, meta = excluded.meta",
+                "INSERT INTO job_tasks (job, job_file, key, label, meta, current) VALUES (?, ?, ?, ?, ?, 1)"
+                " ON CONFLICT (job, key) DO UPDATE SET job_file = excluded.job_file, label = excluded.label,"
+                " meta = excluded.meta, current = 1",
                 rows,
             )
+
+    def supersede(self, job: str) -> None:
+        """Before a run links what the job file asks for now: nothing of the job is current."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE job_tasks SET current = 0 WHERE job = ?", (job,))
+
+    def runs(self, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest runs (of `job`), newest first."""
+        sql = "SELECT * FROM runs" + (" WHERE job = ?" if job else "") + " ORDER BY id DESC LIMIT ?"
+        return [dict(r) for r in self._query(sql, [job, limit] if job else [limit])]
 
     def claim(self, request: Request, job: str, api_base: str, run_id: int, allow: set[str]) -> str | None:
         """Mark the request `sending`, durably, if this run may send it.

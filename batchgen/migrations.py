@@ -170,3 +170,9 @@ def m005_uploads(db: sqlite_utils.Database) -> None:
         {"sha256": str, "upload_base": str, "image_url": str, "name": str, "size": int, "uploaded_at": str},
         pk=("sha256", "upload_base"),
     )
+
+
+@migration
+def m006_current(db: sqlite_utils.Database) -> None:
+    """Whether the job's file still asks for the request (0: superseded by an edit)."""
+    db.table("job_tasks").add_column("current", int, not_null_default=1)

@@ -85,3 +85,26 @@ def write_tasks(out: TextIO, rows: list[dict[str, Any]], columns: list[str], fmt
     else:
         shown = [(r.get("label") or r["key"][:12], models.label(r["model_id"] or ""), r["variant"], r["state"], r["status"], r["task_id"], (r["error"] or r["prompt"] or "")[:50]) for r in rows]
         out.write("\n".join(table(shown, ("id / key", "model", "v", "state", "status", "task_id", "prompt / error"))) + "\n")
+
+
+def runs_report(rows: list[dict[str, Any]], *, as_json: bool) -> list[str]:
+    """`runs`: the run history, newest first; as a table, or one JSON object a line (every
+    column of `runs`, with `flags` and `counts` as objects)."""
+    if as_json:
+        return [json.dumps({**row, "flags": _json_or_text(row.get("flags")), "counts": _json_or_text(row.get("counts"))}) for row in rows]
+    if not rows:
+        return ["no runs yet"]
+    shown = []
+    for row in rows:
+        counts = _json_or_text(row.get("counts")) or {}
+        did = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()) if isinstance(n, int) and k != "spent" and n) if isinstance(counts, dict) else ""
+        credits = f"{row['credits_before']:,} → {row['credits_after']:,}" if row.get("credits_before") is not None and row.get("credits_after") is not None else ""
+        shown.append((row["id"], (row["started_at"] or "")[:19].replace("T", " "), row["job"], did or "-", credits, "running" if row["ended_at"] is None else row["exit_code"]))
+    return table(shown, ("run", "started (UTC)", "job", "did", "balance", "exit"))
+
+
+def _json_or_text(value: Any) -> Any:
+    try:
+        return json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        return value

@@ -9,8 +9,10 @@ lives here. What people read goes through a `Console`, so this module prints not
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import subprocess
 import threading
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -31,7 +33,7 @@ from .limits import Backoff, RateLimiter
 from .liveness import RunLock
 from .plan import Plan, PlannedRequest, prepare_run
 from .project import Project
-from .results import wait_for
+from .results import pending, poll, wait_for
 from .spec import load_job
 from .submit import (
     DEFAULT_CONCURRENCY,
@@ -176,6 +178,7 @@ class RunOptions:
     allow_partial: bool = False
     regenerate_failed: bool = False
     prices_file: str | None = None
+    on_done: str | None = None  # a shell command run once at the end (see `on_done`)
 
     def settings(self, limits: dict[str, int]) -> RunSettings:
         """The run's settings: flags first, then the job's `limits`, then the defaults."""
@@ -252,7 +255,34 @@ def execute_run(options: RunOptions, target: Target, project: Project, console: 
             exit_code = _send(ledger, client, options, validated.job.name, target, settings, to_send, limiter, budget, console)
             if not_uploaded and exit_code == 0:
                 exit_code = EXIT_INCOMPLETE
-        return _after_sending(ledger, options, validated.job.name, target, limiter, console, exit_code)
+        exit_code = _after_sending(ledger, options, validated.job.name, target, limiter, console, exit_code)
+        on_done(options.on_done, ledger, validated.job.name, options.job_file, exit_code, console)
+        return exit_code
+
+
+def on_done(command: str | None, ledger: Ledger, job: str, job_file: str | None, exit_code: int, console: Console) -> None:
+    """Run `command` (a shell command) once, with what became of the job in its environment:
+    BATCHGEN_JOB, BATCHGEN_JOB_FILE, BATCHGEN_EXIT, BATCHGEN_LEDGER, BATCHGEN_COUNTS (JSON) and
+    BATCHGEN_SUBMITTED / _COMPLETED / _FAILED / _PROCESSING. The API key is not passed on."""
+    if not command:
+        return
+    states = ledger.job_states(job)
+    generation = ledger.generation_counts(job)
+    env = {k: v for k, v in os.environ.items() if k != "PIXWITH_API_KEY"}
+    env.update(
+        BATCHGEN_JOB=job, BATCHGEN_JOB_FILE=job_file or "", BATCHGEN_EXIT=str(exit_code), BATCHGEN_LEDGER=str(ledger.path),
+        BATCHGEN_COUNTS=json.dumps({"states": states, "generation": generation}, sort_keys=True),
+        BATCHGEN_SUBMITTED=str(states.get("submitted", 0) + states.get("generation_failed", 0)),
+        BATCHGEN_COMPLETED=str(generation["completed"]), BATCHGEN_FAILED=str(generation["failed"]),
+        BATCHGEN_PROCESSING=str(generation["processing"]),
+    )
+    try:
+        finished = subprocess.run(command, shell=True, env=env)
+    except OSError as e:
+        console.err(f"--on-done could not run: {e.strerror}")
+        return
+    if finished.returncode:
+        console.err(f"--on-done exited {finished.returncode}")
 
 
 def _with_images_uploaded(
@@ -365,7 +395,14 @@ def _after_sending(
         exit_code = waited if waited >= 128 else max(exit_code, waited)
     folder = Path("outputs") / name
     if options.download and exit_code in (0, EXIT_INCOMPLETE):
+        if not options.wait:  # one look at the tasks, so that what is done now is downloaded now
+            with api.Api(target.base_url, target.key) as client:
+                poll(ledger, client, pending(ledger, name, due_only=False), limiter=limiter)
         exit_code = max(exit_code, download_job(ledger, name, folder, target, console, bounds=options.bounds))
+        processing = ledger.generation_counts(name)["processing"]
+        if processing:
+            console.out(f"{processing} still processing: batchgen poll {name} --wait, then batchgen download {name}")
+            exit_code = max(exit_code, EXIT_INCOMPLETE)
     if options.gallery and exit_code in (0, EXIT_INCOMPLETE):
         write_gallery(ledger, name, folder, console)
     return exit_code

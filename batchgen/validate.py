@@ -27,8 +27,8 @@ from .expand import (
     unused_excludes,
     upper_bound,
 )
-from .spec import FieldPath, Job, load_job
 from .images import LOCAL
+from .spec import FieldPath, Job, load_job
 from .urls import canonical_base_url
 
 

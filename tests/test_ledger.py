@@ -35,7 +35,7 @@ def test_tables_and_columns_are_exactly_the_documented_ones(ledger):
         "estimated_time", "submitted_at", "eta_at", "attempts", "error", "status", "result_urls",
         "checked_at", "files", "updated_at", "run_id",
     ]
-    assert ledger.columns("job_tasks") == ["job", "job_file", "key", "label", "meta"]
+    assert ledger.columns("job_tasks") == ["job", "job_file", "key", "label", "meta", "current"]
     assert ledger.columns("runs") == [
         "id", "started_at", "ended_at", "job", "job_file", "api_base", "flags", "counts", "exit_code", "pid",
         "credits_before", "credits_after",
