@@ -349,9 +349,8 @@ def tasks(job: str | None, state: str | None, fmt: str | None, include_supersede
         return
     with ledger:
         name = resolve_job(ledger, job)
-        rows = list(ledger.rows(name, state))
         columns = ledger.columns() + (["label", "meta"] if name is not None else [])  # the job gives these
-    write_tasks(sys.stdout, rows, columns, fmt or "text")
+        write_tasks(sys.stdout, ledger.rows(name, state), columns, fmt or "text")
 
 
 # -- the sandbox and the schemas ----------------------------------------------------------------

@@ -206,8 +206,17 @@ class Ledger:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY t.submitted_at IS NULL, t.submitted_at, t.key"
-        for row in self._query(sql, params):
-            yield dict(row)
+        # Streamed, a batch at a time: `tasks --json` of a million rows holds one batch, not
+        # a million. (Not for use while another thread writes through this ledger.)
+        with self._lock:
+            cursor = self.db.conn.execute(sql, params)
+        while True:
+            with self._lock:
+                batch = cursor.fetchmany(_BATCH)
+            if not batch:
+                return
+            for row in batch:
+                yield dict(row)
 
     def job_states(self, job: str) -> dict[str, int]:
         """state → how many of the job's requests are in it (`generation_failed` apart)."""

@@ -72,9 +72,9 @@ def status_report(name: str | None, rows: list[dict[str, Any]], unsent: int, due
     return lines
 
 
-def write_tasks(out: TextIO, rows: list[dict[str, Any]], columns: list[str], fmt: str) -> None:
+def write_tasks(out: TextIO, rows: Iterable[dict[str, Any]], columns: list[str], fmt: str) -> None:
     """`tasks`: the ledger's rows as `json` (one object a line), `csv` (every column, a header
-    even with no rows) or `text` (a short table)."""
+    even with no rows) or `text` (a short table). `json` and `csv` stream the rows."""
     if fmt == "json":
         for row in rows:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -83,6 +83,7 @@ def write_tasks(out: TextIO, rows: list[dict[str, Any]], columns: list[str], fmt
         writer.writeheader()
         writer.writerows(rows)
     else:
+        rows = list(rows)  # a table's widths need every row
         shown = [(r.get("label") or r["key"][:12], models.label(r["model_id"] or ""), r["variant"], r["state"], r["status"], r["task_id"], (r["error"] or r["prompt"] or "")[:50]) for r in rows]
         out.write("\n".join(table(shown, ("id / key", "model", "v", "state", "status", "task_id", "prompt / error"))) + "\n")
 
