@@ -26,7 +26,6 @@ import math
 import random
 import re
 import secrets
-import socket
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -625,23 +624,3 @@ class SandboxPortBusy(OSError):
     def __init__(self, port: int, cause: OSError):
         super().__init__(f"cannot serve the sandbox on 127.0.0.1:{port}: {cause.strerror}")
         self.port = port
-
-
-def is_sandbox(base_url: str, timeout: float = 1.0) -> bool:
-    """Whether a batchgen sandbox answers at `base_url` (one already running on the port)."""
-    import httpx
-
-    try:
-        answer = httpx.get(f"{base_url}/_sandbox/stats", timeout=timeout)
-        return answer.status_code == 200 and "create_calls" in answer.json()
-    except (httpx.HTTPError, ValueError):
-        return False
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
