@@ -287,17 +287,28 @@ class Ledger:
             for r in requests
         ]
         with self.transaction() as conn:
+            # A row is written only when something changed: a rerun of a big job rewrites nothing.
             conn.executemany(
                 "INSERT INTO job_tasks (job, job_file, key, label, meta, current) VALUES (?, ?, ?, ?, ?, 1)"
                 " ON CONFLICT (job, key) DO UPDATE SET job_file = excluded.job_file, label = excluded.label,"
-                " meta = excluded.meta, current = 1",
+                " meta = excluded.meta, current = 1"
+                " WHERE job_tasks.current = 0 OR job_tasks.job_file IS NOT excluded.job_file"
+                " OR job_tasks.label IS NOT excluded.label OR job_tasks.meta IS NOT excluded.meta",
                 rows,
             )
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS linked (key TEXT PRIMARY KEY)")
+            conn.executemany("INSERT OR IGNORE INTO temp.linked (key) VALUES (?)", ((row[2],) for row in rows))
 
-    def supersede(self, job: str) -> None:
-        """Before a run links what the job file asks for now: nothing of the job is current."""
+    def supersede_unlinked(self, job: str) -> None:
+        """After a run linked what its job file asks for now: the job's other rows (from before
+        an edit) are superseded."""
         with self.transaction() as conn:
-            conn.execute("UPDATE job_tasks SET current = 0 WHERE job = ?", (job,))
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS linked (key TEXT PRIMARY KEY)")
+            conn.execute(
+                "UPDATE job_tasks SET current = 0 WHERE job = ? AND current = 1 AND key NOT IN (SELECT key FROM temp.linked)",
+                (job,),
+            )
+            conn.execute("DELETE FROM temp.linked")
 
     def runs(self, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """The latest runs (of `job`), newest first."""

@@ -167,8 +167,6 @@ def prepare_run(
     """
     result = Plan(expansion.job.name, expansion.api_base)
     to_send: list[PlannedRequest] = []
-    if link and ledger is not None:
-        ledger.supersede(result.job)  # what the file asks for now is marked current again below
     for chunk in _in_batches(expansion.requests()):
         if link and ledger is not None:
             ledger.link(result.job, job_file, chunk)
@@ -177,6 +175,8 @@ def prepare_run(
             result.count(item, sends=sends)
             if sends:
                 to_send.append(item)
+    if link and ledger is not None:
+        ledger.supersede_unlinked(result.job)
     return result, to_send
 
 
