@@ -120,6 +120,16 @@ def plan_job(
     validated = ValidatedJob(load_job(path, root), canonical_base_url(api_base))
     book = prices(validated) if prices else NO_PRICES
     result = Plan(validated.job.name, validated.api_base)
+    if book.empty:  # no price known at all: which classes lack one is every class; not counted
+        result.unknown_by_model_options = None
+        if states is no_ledger:  # every request is new and unpriced: validation's counts are the plan
+            for _ in checked(validated):
+                pass
+            for model_id, n in validated.by_model_id.items():
+                result.counts["new"] += n
+                result.by_model_id[(model_id, "new")] += n
+            result.unknown = validated.unique
+            return validated, result
     # One pass: requests are counted as validation checks them; a problem found later raises
     # (and these counts are dropped with it).
     for chunk in _in_batches(checked(validated)):

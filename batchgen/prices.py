@@ -210,6 +210,11 @@ class PriceBook:
                     raise PriceTie(best, rule)
         return Price(best.credits, f"declared at {best.where()} ({best.path})") if best else None
 
+    @property
+    def empty(self) -> bool:
+        """No rule declared, nothing learned: no request has a known price."""
+        return not self.rules and not self.learned
+
     def credits(self, body: dict[str, Any]) -> int | None:
         price = self.price(body)
         return price.credits if price else None

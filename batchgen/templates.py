@@ -9,14 +9,21 @@ so a 100,000-request matrix compiles its prompt once.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
-from jinja2 import meta
-from jinja2.sandbox import SandboxedEnvironment
+if TYPE_CHECKING:
+    import jinja2
 
-_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
 _MARKERS = ("{{", "{%", "{#")
+
+
+@functools.cache
+def _env() -> Any:
+    # Imported on first use: most jobs have no template, and Jinja2 costs ~0.1 s to import.
+    import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
+
+    return SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
 
 class TemplateProblem(Exception):
@@ -24,13 +31,16 @@ class TemplateProblem(Exception):
 
 
 def is_template(text: object) -> bool:
-    return isinstance(text, str) and any(marker in text for marker in _MARKERS)
+    # One scan for "{" first: nearly every prompt has none (this runs once per request).
+    return isinstance(text, str) and "{" in text and any(marker in text for marker in _MARKERS)
 
 
 @functools.lru_cache(maxsize=4096)
-def _compiled(source: str) -> jinja2.Template:
+def _compiled(source: str) -> "jinja2.Template":
+    import jinja2
+
     try:
-        return _ENV.from_string(source)
+        return _env().from_string(source)
     except jinja2.TemplateSyntaxError as e:
         raise TemplateProblem(f"template syntax error: {e.message}") from None
 
@@ -38,14 +48,19 @@ def _compiled(source: str) -> jinja2.Template:
 @functools.lru_cache(maxsize=4096)
 def names(source: str) -> frozenset[str]:
     """The variables a template reads (empty for one that does not compile)."""
+    import jinja2
+    from jinja2 import meta
+
     try:
-        return frozenset(meta.find_undeclared_variables(_ENV.parse(source)))
+        return frozenset(meta.find_undeclared_variables(_env().parse(source)))
     except jinja2.TemplateSyntaxError:
         return frozenset()
 
 
 def render(source: str, values: dict[str, Any]) -> str:
     """`source` with its placeholders filled from `values`; TemplateProblem if it cannot be."""
+    import jinja2
+
     template = _compiled(source)
     try:
         return template.render(values)
