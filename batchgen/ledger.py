@@ -403,10 +403,8 @@ class Ledger:
         self._update(key, files=json.dumps(files))
 
     def _update(self, key: str, **fields: Any) -> None:
-        fields["updated_at"] = timestamp()
-        assignments = ", ".join(f"{name} = ?" for name in fields)
         with self.transaction() as conn:
-            conn.execute(f"UPDATE tasks SET {assignments} WHERE key = ?", (*fields.values(), key))
+            _set(conn, key, fields)
 
     # -- credits --------------------------------------------------------------------------
 
@@ -528,18 +526,14 @@ class Ledger:
                 if row is not None and row["state"] == "submitted" and row["task_id"]:
                     continue  # recorded after all (or replayed before a crash)
                 if not entry.get("task_id"):  # rescued as in_doubt: maybe created, never resent silently
-                    if row is None or row["state"] in ("sending", "failed"):
-                        _insert_entry(conn, entry, "in_doubt") if row is None else conn.execute(
-                            "UPDATE tasks SET state = 'in_doubt', error = ?, updated_at = ? WHERE key = ?",
-                            (entry.get("error") or "in doubt in a ledger that was lost", timestamp(), entry["key"]),
-                        )
+                    if row is None:
+                        _insert_entry(conn, entry, "in_doubt")
+                    elif row["state"] in ("sending", "failed"):
+                        _set(conn, entry["key"], {"state": "in_doubt", "error": entry.get("error") or "in doubt in a ledger that was lost"})
                     continue
                 if row is None:  # the ledger was replaced: the row is rebuilt from the entry
                     _insert_entry(conn, entry, "sending")
-                fields = _submitted(entry["task_id"], entry.get("estimated_time"), entry.get("received_at"))
-                fields["updated_at"] = timestamp()
-                assignments = ", ".join(f"{name} = ?" for name in fields)
-                conn.execute(f"UPDATE tasks SET {assignments} WHERE key = ?", (*fields.values(), entry["key"]))
+                _set(conn, entry["key"], _submitted(entry["task_id"], entry.get("estimated_time"), entry.get("received_at")))
         journal.clear(self.path)
         return len(entries)
 
@@ -571,6 +565,13 @@ class Ledger:
 
 # The state a run decides by: `generation_failed` for a task created but whose video failed.
 _EFFECTIVE_STATE = "CASE WHEN state = 'submitted' AND status = 'failed' THEN 'generation_failed' ELSE state END"
+
+
+def _set(conn: sqlite3.Connection, key: str, fields: dict[str, Any]) -> None:
+    """UPDATE the task `key` with `fields` (and `updated_at`), inside the caller's transaction."""
+    fields = {**fields, "updated_at": timestamp()}
+    assignments = ", ".join(f"{name} = ?" for name in fields)
+    conn.execute(f"UPDATE tasks SET {assignments} WHERE key = ?", (*fields.values(), key))
 
 
 def _insert_entry(conn: sqlite3.Connection, entry: dict[str, Any], state: str) -> None:

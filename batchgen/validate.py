@@ -20,6 +20,7 @@ from .expand import (
     DEFAULT_API_BASE,
     Origin,
     Request,
+    Source,
     describe_origin,
     expand,
     locate,
@@ -119,7 +120,12 @@ def checkable_body(body: dict[str, Any]) -> dict[str, Any]:
 
 def _located(job: Job, origin: Origin, field: FieldPath, message: str, hint: str | None = None) -> Problem:
     """A problem with one request's `field`, at the place in the file that set it."""
-    source = locate(job, origin, field)
+    return _at(job, origin, locate(job, origin, field), message, hint)
+
+
+def _at(job: Job, origin: Origin, source: Source, message: str, hint: str | None) -> Problem:
+    """A problem at `source`, naming the combination or row that produced the request when
+    that is not already the place itself."""
     described = describe_origin(job, origin)
     return Problem(source.file, source.line, source.column, source.path, message, hint,
                    origin=None if described == source.path else described)
@@ -200,11 +206,7 @@ def _problem(job: Job, origin: Origin, error: ValidationError) -> Problem:
             hint = f"set {leaf}: null for this entry (it is inherited from {source.path})"
         else:
             hint = f"remove {leaf}"
-    described = describe_origin(job, origin)
-    return Problem(
-        source.file, source.line, source.column, source.path, message, hint,
-        origin=None if described == source.path else described,
-    )
+    return _at(job, origin, source, message, hint)
 
 
 def _add(problems: dict[tuple[Any, ...], Problem], problem: Problem) -> None:
