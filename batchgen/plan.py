@@ -59,7 +59,9 @@ class Plan:
     credits: int = 0  # the known cost of what the run would send
     credits_by_model: Counter[str] = field(default_factory=Counter)
     unknown: int = 0  # requests it would send whose price is not known
-    unknown_by_model_options: Counter[tuple[Any, ...]] | None = field(default_factory=Counter)
+    # class (prices.class_tuple) → requests it would send with no known price; None when no
+    # price is known at all (then every class lacks one, and they are not counted)
+    unknown_by_class: Counter[tuple[Any, ...]] | None = field(default_factory=Counter)
 
     def count(self, planned: PlannedRequest, *, sends: bool | None = None) -> None:
         """Count a request; `sends`: whether the run sends it (default: a plain run would)."""
@@ -70,11 +72,8 @@ class Plan:
             return
         if planned.credits is None:
             self.unknown += 1
-            if self.unknown_by_model_options is not None:
-                options = planned.request.body.get("options")
-                # Counted by (model, options object's repr) first: cheap per request; turned
-                # into classes only when reported.
-                self.unknown_by_model_options[(model_id, repr(options), len(planned.request.body.get("image_urls") or ()))] += 1
+            if self.unknown_by_class is not None:
+                self.unknown_by_class[class_tuple(planned.request.body)] += 1
         else:
             self.credits += planned.credits
             self.credits_by_model[models.label(model_id)] += planned.credits
@@ -82,13 +81,7 @@ class Plan:
     @property
     def unknown_classes(self) -> Counter[str]:
         """class key (JSON) → requests the run would send with no known price."""
-        import ast
-
-        found: Counter[str] = Counter()
-        for (model_id, options, images), n in (self.unknown_by_model_options or {}).items():
-            body = {"model_id": model_id, "options": ast.literal_eval(options) or {}, "image_urls": [None] * images}
-            found[key_of_tuple(class_tuple(body))] += n
-        return found
+        return Counter({key_of_tuple(cls): n for cls, n in (self.unknown_by_class or {}).items()})
 
     @property
     def by_model(self) -> dict[str, Counter[str]]:
@@ -121,7 +114,7 @@ def plan_job(
     book = prices(validated) if prices else NO_PRICES
     result = Plan(validated.job.name, validated.api_base)
     if book.empty:  # no price known at all: which classes lack one is every class; not counted
-        result.unknown_by_model_options = None
+        result.unknown_by_class = None
         if states is no_ledger:  # every request is new and unpriced: validation's counts are the plan
             for _ in checked(validated):
                 pass

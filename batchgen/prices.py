@@ -39,7 +39,7 @@ class PriceRule:
 
     @property
     def reads_only_the_class(self) -> bool:
-        """Whether the rule names only fields a request's class holds (see `request_class`)."""
+        """Whether the rule names only fields a request's class holds (see `class_tuple`)."""
         return all(path == ("model_id",) or (path[0] == "options" and path[-1] != "prompt_optimization") for path, _ in self.fields)
 
     def matches(self, body: dict[str, Any]) -> bool:
@@ -122,18 +122,9 @@ def load_rules(path: str) -> list[PriceRule]:
     return rules_from(data["prices"], marks, path)
 
 
-def request_class(body: dict[str, Any]) -> dict[str, Any]:
-    options = {k: v for k, v in (body.get("options") or {}).items() if k != "prompt_optimization"}
-    return {"model_id": body.get("model_id"), "options": options, "images": len(body.get("image_urls") or [])}
-
-
-def class_key(body: dict[str, Any]) -> str:
-    return json.dumps(request_class(body), sort_keys=True, separators=(",", ":"))
-
-
 def class_tuple(body: dict[str, Any]) -> tuple[Any, ...]:
-    """The class as a cheap hashable value (a plan of a million requests asks a million times);
-    `class_key` spells it as JSON for the ledger and for people."""
+    """A request's class as a cheap hashable value: (model_id, options but prompt_optimization
+    as sorted pairs, number of images). `class_key` spells it as JSON for the ledger."""
     options = body.get("options")
     items = tuple(sorted((k, v) for k, v in options.items() if k != "prompt_optimization")) if isinstance(options, dict) else ()
     return (body.get("model_id"), items, len(body.get("image_urls") or ()))
@@ -142,6 +133,11 @@ def class_tuple(body: dict[str, Any]) -> tuple[Any, ...]:
 def key_of_tuple(cls: tuple[Any, ...]) -> str:
     model_id, items, images = cls
     return json.dumps({"model_id": model_id, "options": dict(items), "images": images}, sort_keys=True, separators=(",", ":"))
+
+
+def class_key(body: dict[str, Any]) -> str:
+    """A request's class as JSON (how the `prices` table and messages name it)."""
+    return key_of_tuple(class_tuple(body))
 
 
 def describe_class(key: str) -> str:

@@ -41,7 +41,7 @@ def plan_lines(result: Plan) -> list[str]:
     if result.credits or not result.unknown:
         by_model = ", ".join(f"{m} {n:,}" for m, n in sorted(result.credits_by_model.items()))
         lines.append(f"cost: {result.credits:,} credits at known prices" + (f" ({by_model})" if by_model else ""))
-    if result.unknown and result.unknown_by_model_options is None:
+    if result.unknown and result.unknown_by_class is None:
         lines.append("no price is known for any of them: declare prices (prices: in the job, --prices FILE) or let a run learn them")
     elif result.unknown:
         classes = "; ".join(f"{describe_class(k)} ({n})" for k, n in result.unknown_classes.most_common())
