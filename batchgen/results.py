@@ -9,6 +9,7 @@ it, whatever the number of tasks, and the round stops there.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Callable
@@ -70,8 +71,6 @@ def poll(
     stop: threading.Event | None = None,
 ) -> PollReport:
     """Get-task for each of `tasks`; record status, result URLs and when it was checked."""
-    from concurrent.futures import ThreadPoolExecutor
-
     report = PollReport()
     lock = threading.Lock()
     outer = stop or threading.Event()

@@ -11,6 +11,7 @@ requests unsent (nothing is created for them).
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -19,6 +20,7 @@ import httpx
 
 from .api import Api, Kind
 from .images import LOCAL, LocalImage
+from .inputs import InputRefused
 from .ledger import Ledger
 from .limits import REAL_CLOCK, Backoff, Clock, attempts
 
@@ -76,6 +78,12 @@ class Failure:
 
 
 def _upload(api: Api, client: httpx.Client, image: LocalImage, backoff: Backoff, wait: Callable[[float], bool]) -> str | Failure:
+    try:
+        data = image.data()  # once for every attempt
+    except InputRefused as e:
+        return Failure(f"cannot read it any more: {e}")
+    if hashlib.sha256(data).hexdigest() != image.sha256:  # its identity says other bytes
+        return Failure("the file changed since the job was validated: run again to validate it anew")
     reason = "not tried"
     for attempt in attempts(backoff, wait=wait):
         target = api.pre_url(image.name, image.content_type)
@@ -92,7 +100,7 @@ def _upload(api: Api, client: httpx.Client, image: LocalImage, backoff: Backoff,
             continue
         url, fields, image_url = form
         try:
-            answer = client.post(url, data=fields, files={"file": (image.name, image.data(), image.content_type)})
+            answer = client.post(url, data=fields, files={"file": (image.name, data, image.content_type)})
         except httpx.HTTPError as e:
             reason = f"upload: {type(e).__name__}: {e}"
             continue
