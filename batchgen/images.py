@@ -60,9 +60,9 @@ def read_image(path: Path, root: Path | None, shown: str | None = None) -> Local
     """Check and hash one local image; ImageProblem says what is wrong with it (naming it as
     `shown`, the way the job wrote it)."""
     shown = shown or str(path)
-    if root is not None and not inside(path, root):
-        raise ImageProblem(f"{shown} is outside the job's project ({root})")
     try:
+        if root is not None and not inside(path, root):
+            raise ImageProblem(f"{shown} is outside the job's project ({root})")
         data = read_regular(path, limit=MAX_IMAGE_SIZE)
     except InputRefused as e:
         raise ImageProblem(f"{shown}: {e}" if str(e) != "no such file" else f"image not found: {shown}") from None

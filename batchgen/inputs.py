@@ -21,6 +21,7 @@ class InputRefused(Exception):
 
 def read_regular(path: str | Path, *, limit: int = MAX_FILE_SIZE) -> bytes:
     """The bytes of `path`, if it is a regular file (after symlinks) of at most `limit` bytes."""
+    _check_name(path)
     try:
         # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -66,8 +67,16 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
+def _check_name(path: str | Path) -> None:
+    # A NUL byte (a CSV cell, a "\0" escape in YAML) makes os calls raise ValueError.
+    if "\x00" in str(path):
+        raise InputRefused("is not a valid file name (it has a NUL byte)")
+
+
 def inside(path: str | Path, root: Path) -> bool:
-    """Whether `path`, symlinks resolved, lies inside `root`."""
+    """Whether `path`, symlinks resolved, lies inside `root`; InputRefused for a name no file
+    can have."""
+    _check_name(path)
     try:
         return Path(path).resolve().is_relative_to(root.resolve())
     except (OSError, RuntimeError):  # a symlink loop

@@ -151,12 +151,11 @@ def load_job(path: str | Path, root: Path | None = None) -> Job:
         raise JobError(problems)
     job.name = data.get("name") or job.name
     by_entry = _load_referenced_files(job, skip=broken)
-    image_problems = _load_images(job, skip=broken | set(by_entry))
-    shared = image_problems.pop(None, [])  # in defaults: every entry has them
-    if shared:
-        raise JobError(problems + shared + [p for found in (*by_entry.values(), *image_problems.values()) for p in found])
+    shared, image_problems = _load_images(job, skip=broken | set(by_entry))
     for index, found in image_problems.items():
-        by_entry.setdefault(index, []).extend(found)  # type: ignore[arg-type]
+        by_entry.setdefault(index, []).extend(found)
+    if shared:  # an image in defaults: every entry has it
+        raise JobError(problems + shared + [p for found in by_entry.values() for p in found])
     job.problems = problems + [p for found in by_entry.values() for p in found]
     job.set_aside = broken | set(by_entry)
     if job.set_aside and len(job.set_aside) == len(job.entries):
@@ -547,9 +546,9 @@ def _load_referenced_files(job: Job, skip: set[int]) -> dict[int, list[Problem]]
     return found
 
 
-def _load_images(job: Job, skip: set[int]) -> dict[int | None, list[Problem]]:
+def _load_images(job: Job, skip: set[int]) -> tuple[list[Problem], dict[int, list[Problem]]]:
     """Read and check every local image the job names (in defaults, entries, matrix axes,
-    include items and CSV cells); the problems found, by entry (None: in defaults)."""
+    include items and CSV cells); the problems found in defaults, and by entry."""
     found: dict[int | None, list[Problem]] = {}
 
     def visit(value: Any, path: FieldPath, entry: int | None) -> None:
@@ -599,7 +598,7 @@ def _load_images(job: Job, skip: set[int]) -> dict[int | None, list[Problem]]:
                 for item in cell if isinstance(cell, list) else []:
                     if is_local(item):
                         note(item, ("requests", index, "rows", "file"), index, (table.file, line, column + 1))
-    return found
+    return found.pop(None, []), {index: problems for index, problems in found.items() if index is not None}
 
 
 def _read_referenced(job: Job, path: FieldPath, problems: list[Problem]) -> tuple[str, str] | None:
@@ -609,12 +608,12 @@ def _read_referenced(job: Job, path: FieldPath, problems: list[Problem]) -> tupl
         entry = entry[part]
     target = job.path.parent / entry
     display = str(Path(job.file).parent / entry)
-    if job.root is not None and not inside(target, job.root):
-        problems.append(
-            job.problem(path, f"{display} is outside the job's project ({job.root})", hint="a job may only use files inside its project")
-        )
-        return None
     try:
+        if job.root is not None and not inside(target, job.root):
+            problems.append(
+                job.problem(path, f"{display} is outside the job's project ({job.root})", hint="a job may only use files inside its project")
+            )
+            return None
         return display, decode_utf8(read_regular(target), display)
     except InputRefused as e:
         hint = "paths are relative to the job file" if str(e) == "no such file" else None

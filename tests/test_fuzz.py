@@ -244,6 +244,8 @@ def hostile_cases(folder):
         ("block nesting 3,000 deep", ["validate", write("deepb.yaml", "version: 1\nrequests:\n" + "".join("  " * i + "- \n" for i in range(1, 3000)))], "nested deeper"),
         ("5,000-digit integer", ["validate", write("int.yaml", "version: 1\nlimits: {rpm: " + "9" * 5000 + "}\nrequests: [{prompt: a}]\n")], "too large"),
         ("NUL byte", ["validate", write("nul.yaml", b"version: 1\nrequests:\n  - prompt: a\x00b\n")], "not allowed"),
+        ("NUL in a prompts file's name", ["validate", write("nulname.yaml", "version: 1\n" + PRO + 'requests:\n  - matrix: {prompt: {file: "a\\0b.txt"}}\n')], "NUL byte"),
+        ("NUL in an image's name", ["validate", write("nulimage.yaml", "version: 1\n" + PRO + 'requests:\n  - {prompt: a, image_urls: "cat\\0.png"}\n')], "NUL byte"),
         ("lone surrogate escape", ["validate", write("sur.yaml", 'version: 1\n' + PRO + 'requests:\n  - prompt: "a\\ud800b"\n')], "nicode"),
         ("alias bomb under defaults.options", ["validate", write("bomb.yaml", alias_bomb())], "alias"),
         ("500,000 entries", ["validate", write("big.yaml", "version: 1\n" + PRO + "requests:\n" + "".join(f"- {{prompt: p{i}}}\n" for i in range(500_000)))], "values"),
