@@ -17,7 +17,8 @@ from typing import Any, Iterator, NamedTuple
 
 from . import models, templates
 from .images import LocalImage, is_local, local_path
-from .spec import FieldPath, Job, Table, format_path
+from .spec import Job, Table
+from .yamldoc import FieldPath, format_path
 
 DEFAULT_API_BASE = "https://api.pixwith.ai"
 

@@ -21,7 +21,8 @@ from typing import Any, Iterable
 
 from . import models, schemas
 from .errors import JobError, Problem
-from .spec import FieldPath, Job, Marks, parse_yaml, read_text_file
+from .spec import Job, read_text_file
+from .yamldoc import FieldPath, Marks, parse_yaml
 
 
 @dataclass(frozen=True)

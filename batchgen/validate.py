@@ -29,7 +29,8 @@ from .expand import (
     upper_bound,
 )
 from .images import LOCAL
-from .spec import FieldPath, Job, load_job
+from .spec import Job, load_job
+from .yamldoc import FieldPath
 from .urls import canonical_base_url
 
 

@@ -12,7 +12,7 @@ import ast
 from helpers import REPO
 
 LAYERS = [
-    "__init__", "errors", "times", "urls", "inputs", "images", "project", "schemas", "models", "display", "spec", "templates", "expand",
+    "__init__", "errors", "times", "urls", "inputs", "yamldoc", "images", "project", "schemas", "models", "display", "spec", "templates", "expand",
     "validate", "prices", "plan", "report", "journal", "liveness", "migrations", "ledger", "api", "limits",
     "budget", "submit", "credits", "uploads", "results", "download", "gallery", "sandbox", "runner", "terminal", "sandbox_cli", "cli",
     "__main__",
