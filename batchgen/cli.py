@@ -56,6 +56,8 @@ from .runner import (
 from .runner import (
     on_done as run_on_done,
 )
+from .review_cli import promote as promote_command
+from .review_cli import review as review_command
 from .sandbox_cli import sandbox_command
 from .submit import DEFAULT_CONCURRENCY, DEFAULT_MAX_IDENTICAL_ERRORS, DEFAULT_RPM
 from .terminal import (
@@ -65,6 +67,7 @@ from .terminal import (
     api_base_option,
     bounds_of,
     download_options,
+    field_list,
     send_options,
 )
 from .urls import canonical_base_url
@@ -278,15 +281,11 @@ def gallery(job: str, out: str | None, rows: str | None, cols: str | None, open_
     with open_ledger(_project(job), console, create=False) as ledger:
         ledger.include_superseded = include_superseded
         name = named_job(resolve_job(ledger, job))
-        path = write_gallery(ledger, name, Path(out) if out else Path("outputs") / name, console, _axes(rows), _axes(cols))
+        path = write_gallery(ledger, name, Path(out) if out else Path("outputs") / name, console, field_list(rows), field_list(cols))
     if open_it:
         import webbrowser
 
         webbrowser.open(path.resolve().as_uri())
-
-
-def _axes(text: str | None) -> list[str] | None:
-    return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
 # -- reading the ledger -----------------------------------------------------------------------
@@ -391,6 +390,8 @@ def schema(name: str) -> None:
 
 
 main.add_command(sandbox_command)
+main.add_command(review_command)
+main.add_command(promote_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

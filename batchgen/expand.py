@@ -248,6 +248,14 @@ def expand(job: Job, api_base: str = DEFAULT_API_BASE) -> Iterator[Request]:
     A prompt with `{{ placeholders }}` is rendered with the request's `vars`: the rendered
     prompt is what is sent and what the identity is made of. A template that cannot be filled
     is left as written, with the reason in `Request.problem`, for validation to report."""
+    for request, _ in sourced(job, api_base):
+        yield request
+
+
+def sourced(job: Job, api_base: str = DEFAULT_API_BASE) -> Iterator[tuple[Request, dict[str, Any]]]:
+    """`expand`, each request with the job fields it was made from (the merged layers, as
+    written: the prompt's template, vars, the id's template, local image paths). Promote
+    writes a new job from these. The fields are shared by a request's variants: don't change them."""
     api_json = canonical_json(api_base.rstrip("/"))
     for index in range(len(job.entries)):
         if index in job.set_aside:
@@ -258,11 +266,13 @@ def expand(job: Job, api_base: str = DEFAULT_API_BASE) -> Iterator[Request]:
                 # The common case, kept cheap: nothing to render, name or keep.
                 body = request_body(merged, job.images)
                 for variant, key in enumerate(_identities(api_json, body, repeat)):
-                    yield Request(key, variant, body, origin)
+                    yield Request(key, variant, body, origin), merged
                 continue
             values = _present(merged.get("vars"))
-            problem, used = _render_prompt(merged, values)
+            rendered, problem, used = _render_prompt(merged, values)
             body = request_body(merged, job.images)
+            if rendered is not None:
+                body["prompt"] = rendered
             label_source = merged.get("id")
             if label_source is not None:
                 used |= templates.names(str(label_source)) if templates.is_template(label_source) else frozenset()
@@ -270,7 +280,7 @@ def expand(job: Job, api_base: str = DEFAULT_API_BASE) -> Iterator[Request]:
             unused = frozenset(values) - used
             for variant, key in enumerate(_identities(api_json, body, repeat)):
                 label, label_problem = _label(label_source, values, body, variant)
-                yield Request(key, variant, body, origin, label, meta, problem or label_problem, unused)
+                yield Request(key, variant, body, origin, label, meta, problem or label_problem, unused), merged
 
 
 def _present(mapping: Any) -> dict[str, Any]:
@@ -278,16 +288,16 @@ def _present(mapping: Any) -> dict[str, Any]:
     return {k: v for k, v in mapping.items() if v is not None} if isinstance(mapping, dict) else {}
 
 
-def _render_prompt(merged: dict[str, Any], values: dict[str, Any]) -> tuple[tuple[str, str] | None, frozenset[str]]:
+def _render_prompt(merged: dict[str, Any], values: dict[str, Any]) -> tuple[str | None, tuple[str, str] | None, frozenset[str]]:
+    """(the rendered prompt or None, the problem filling it, the var names it reads)."""
     prompt = merged.get("prompt")
     if not isinstance(prompt, str) or not templates.is_template(prompt):
-        return None, frozenset()
+        return None, None, frozenset()
     used = templates.names(prompt)
     try:
-        merged["prompt"] = templates.render(prompt, values)
+        return templates.render(prompt, values), None, used
     except templates.TemplateProblem as e:
-        return ("prompt", str(e)), used
-    return None, used
+        return None, ("prompt", str(e)), used
 
 
 def _label(source: Any, values: dict[str, Any], body: dict[str, Any], variant: int) -> tuple[str | None, tuple[str, str] | None]:

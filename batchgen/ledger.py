@@ -456,6 +456,54 @@ class Ledger:
                 (sha256, upload_base, image_url, name, size, timestamp()),
             )
 
+    # -- reviews --------------------------------------------------------------------------
+
+    def reviews(self, job: str) -> dict[str, dict[str, Any]]:
+        """key → the job's review of it (pick, rating, note, updated_at)."""
+        rows = self._query("SELECT key, pick, rating, note, updated_at FROM reviews WHERE job = ?", [job])
+        return {row["key"]: dict(row) for row in rows}
+
+    def asks_for(self, job: str, key: str) -> bool:
+        """Whether `key` is one of the job's requests (a current one, unless `--all`)."""
+        sql = "SELECT 1 FROM job_tasks j WHERE j.job = ? AND j.key = ?" + self._current
+        return bool(self._query(sql, [job, key]))
+
+    def record_review(self, job: str, key: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Set some of `pick`, `rating`, `note` of the job's review of `key` (the others are
+        kept); return the review as it now stands. `key` must be one of the job's requests."""
+        unknown = set(fields) - {"pick", "rating", "note"}
+        if unknown:
+            raise ValueError(f"not a review field: {', '.join(sorted(unknown))}")
+        with self.transaction() as conn:
+            if conn.execute("SELECT 1 FROM job_tasks WHERE job = ? AND key = ?", (job, key)).fetchone() is None:
+                raise KeyError(key)
+            conn.execute("INSERT OR IGNORE INTO reviews (job, key) VALUES (?, ?)", (job, key))
+            assigned = ", ".join(f"{name} = ?" for name in fields)
+            conn.execute(
+                f"UPDATE reviews SET {assigned}{', ' if assigned else ''}updated_at = ? WHERE job = ? AND key = ?",
+                (*fields.values(), timestamp(), job, key),
+            )
+            row = conn.execute("SELECT key, pick, rating, note, updated_at FROM reviews WHERE job = ? AND key = ?", (job, key)).fetchone()
+        return dict(row)
+
+    def chosen(self, job: str, *, picked: bool, rating_at_least: int | None) -> list[dict[str, Any]]:
+        """The job's current requests a review chose (picked, and/or rated at least N), with
+        their label and meta, in the order they were submitted."""
+        where = []
+        params: list[Any] = [job]
+        if picked:
+            where.append("r.pick = 1")
+        if rating_at_least is not None:
+            where.append("r.rating >= ?")
+            params.append(rating_at_least)
+        sql = (
+            "SELECT t.*, j.label, j.meta, j.job_file, r.pick, r.rating, r.note FROM reviews r"
+            " JOIN job_tasks j ON j.job = r.job AND j.key = r.key JOIN tasks t ON t.key = r.key"
+            f" WHERE r.job = ?{self._current} AND " + " AND ".join(where or ["1"])
+            + " ORDER BY t.submitted_at IS NULL, t.submitted_at, t.key"
+        )
+        return [dict(r) for r in self._query(sql, params)]
+
     # -- runs -----------------------------------------------------------------------------
 
     def start_run(self, job: str, job_file: str, api_base: str, flags: dict[str, Any]) -> int:

@@ -176,3 +176,20 @@ def m005_uploads(db: sqlite_utils.Database) -> None:
 def m006_current(db: sqlite_utils.Database) -> None:
     """Whether the job's file still asks for the request (0: superseded by an edit)."""
     db.table("job_tasks").add_column("current", int, not_null_default=1)
+
+
+@migration
+def m007_reviews(db: sqlite_utils.Database) -> None:
+    """What a person made of each video of a job (`batchgen review`): picked or rejected, a
+    rating, a note. Per job: the same request can be a winner in one job and not another."""
+    db.table("reviews").create(
+        {
+            "key": str,
+            "job": str,
+            "pick": int,  # 1 picked, 0 rejected, NULL not decided
+            "rating": int,  # 1-5, or NULL
+            "note": str,
+            "updated_at": str,
+        },
+        pk=("job", "key"),
+    )

@@ -114,3 +114,8 @@ def bounds_of(flags: dict[str, Any]) -> Bounds:
 def all_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--all", "include_superseded", is_flag=True,
                         help="Also the requests the job file no longer asks for (superseded by an edit).")(command)
+
+
+def field_list(text: str | None) -> list[str] | None:
+    """`--rows prompt,model` → ["prompt", "model"]; None when not given."""
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None

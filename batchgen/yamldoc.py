@@ -255,6 +255,15 @@ def _build(text: str) -> tuple[Any, Marks, int] | None:
     return root, marks, bounds.nodes
 
 
+def scalar(text: str) -> Any:
+    """A value typed as a plain YAML scalar is (`8` → 8, `720p` → "720p", `null` → None),
+    the way a job file would read it (for values given on the command line)."""
+    try:
+        return _scalar(text, True)
+    except _Unusual:
+        return text
+
+
 def _scalar(text: str, plain: bool) -> Any:
     """An untagged scalar's value, resolved as `_BoundedLoader` resolves it (YAML 1.2 core)."""
     if not plain:

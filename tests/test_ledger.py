@@ -44,7 +44,9 @@ def test_tables_and_columns_are_exactly_the_documented_ones(ledger):
     assert ledger.columns("task_history") == [
         "key", "task_id", "submitted_at", "status", "result_urls", "error", "replaced_at", "run_id",
     ]
+    assert ledger.columns("reviews") == ["key", "job", "pick", "rating", "note", "updated_at"]
     assert ledger.db["tasks"].pks == ["key"]
+    assert ledger.db["reviews"].pks == ["job", "key"]
 
 
 def test_migrations_are_recorded_and_applied_once(tmp_path):

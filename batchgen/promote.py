@@ -1,0 +1,236 @@
+"""Promote: the requests a review chose, written out as a new job file with overrides.
+
+The two-pass way of working: cheap drafts of many prompts, a review that picks the winners,
+then the winners again at full quality. `promote` writes that second job: one entry per chosen
+request, made from the fields the first job gave it (the prompt's template and its vars, the
+id's template, the images as files or URLs, the meta), with `--set FIELD=VALUE` applied to
+each. The new file is validated like any job before it is written; it is never written broken.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import models, schemas
+from .errors import EXIT_INCOMPLETE, BatchgenError, JobError, Problem, UsageError
+from .expand import sourced
+from .images import LOCAL, is_local, local_path
+from .ledger import Ledger
+from .spec import Job, load_job
+from .times import timestamp
+from .validate import validate_job
+from .yamldoc import scalar
+
+ENTRY_FIELDS = ("id", "prompt", "model", "image_urls", "options", "vars", "meta")
+
+
+class NothingChosen(BatchgenError):
+    """No request of the job is picked (or rated high enough): nothing to promote."""
+
+    exit_code = EXIT_INCOMPLETE
+
+
+@dataclass(frozen=True)
+class Override:
+    """One `--set FIELD=VALUE`: a field path and its value (None deletes the field)."""
+
+    text: str
+    path: tuple[str, ...]
+    value: Any
+
+
+def parse_override(text: str) -> Override:
+    """`options.duration=8` → an Override; an unknown field is refused with a suggestion."""
+    field, equals, raw = text.partition("=")
+    field = field.strip()
+    if not equals or not field:
+        raise UsageError(f"--set {text!r}: write FIELD=VALUE, like options.resolution=720p")
+    options = list(schemas.schema("request")["properties"]["options"]["properties"])
+    known = ["prompt", "model", "image_urls", "id", *(f"options.{name}" for name in options)]
+    path = tuple(field.split("."))
+    if field not in known and not (len(path) == 2 and path[0] in ("vars", "meta") and path[1]):
+        hint = schemas.suggest(field, known) or f"fields: {', '.join(known)}, vars.<name>, meta.<name>"
+        raise UsageError(f"--set {text!r}: unknown field {field!r}; {hint}")
+    value: Any = raw.split() if field == "image_urls" else scalar(raw.strip())
+    return Override(text, path, value)
+
+
+def promote(
+    ledger: Ledger,
+    job: str,
+    job_file: str | None,
+    out: Path,
+    *,
+    picked: bool,
+    rating_at_least: int | None,
+    overrides: list[Override],
+    root: Path | None = None,
+) -> int:
+    """Write `out`, a job of the requests of `job` that the review chose, with the overrides.
+    Returns how many entries it has. Raises NothingChosen, or JobError (naming the request)
+    if the new job would not validate; `out` is then left as it was."""
+    chosen = ledger.chosen(job, picked=picked, rating_at_least=rating_at_least)
+    if not chosen:
+        what = "picked" if picked else ""
+        what += (" and " if picked and rating_at_least else "") + (f"rated {rating_at_least} or more" if rating_at_least else "")
+        raise NothingChosen(f"nothing in job {job!r} is {what}: mark videos with `batchgen review {job}` first")
+    job_file = job_file or chosen[0]["job_file"]
+    source_job = _loaded(job_file, root)
+    source = _source(source_job, {row["api_base"] for row in chosen})
+    entries: dict[str, dict[str, Any]] = {}  # canonical entry → entry (variants of one request become repeat)
+    order: list[tuple[int, str]] = []
+    for row in chosen:
+        found = source.get(row["key"]) if source else None
+        if found is not None:
+            position, fields, folder = found
+            entry = _entry_from_fields(fields, folder, out.parent)
+        else:  # the job file no longer asks for it (edited, moved): what the ledger sent
+            position, entry = len(order) + 1_000_000_000, _entry_from_ledger(row)
+        for override in overrides:
+            _apply(entry, override)
+        identity = json.dumps(entry, sort_keys=True, default=str)
+        if identity in entries:
+            entries[identity]["repeat"] = entries[identity].get("repeat", 1) + 1
+        else:
+            entries[identity] = entry
+            order.append((position, identity))
+    ordered = [entries[identity] for _, identity in sorted(order)]
+    for entry in ordered:
+        if entry.get("repeat", 1) > 1 and "id" in entry and "variant" not in str(entry["id"]):
+            entry["id"] = f"{entry['id']}-{{{{ variant }}}}"  # variants of one request need ids of their own
+    text = _job_text(job, job_file, ordered, source_job=source_job, picked=picked,
+                     rating_at_least=rating_at_least, overrides=overrides)
+    _write_validated(text, out, ordered)
+    return len(ordered)
+
+
+def _source(job: Job | None, api_bases: set[str]) -> dict[str, tuple[int, dict[str, Any], Path]] | None:
+    """key → (position in the job, the fields it was made from, the job file's folder)."""
+    if job is None:
+        return None
+    found: dict[str, tuple[int, dict[str, Any], Path]] = {}
+    for api_base in api_bases:
+        for position, (request, fields) in enumerate(sourced(job, api_base)):
+            found.setdefault(request.key, (position, fields, job.path.parent))
+    return found
+
+
+def _loaded(job_file: str | None, root: Path | None) -> Job | None:
+    if not job_file or not os.path.isfile(job_file):
+        return None
+    try:
+        return load_job(job_file, root)
+    except JobError:  # broken since: the ledger's record of each request is used instead
+        return None
+
+
+def _entry_from_fields(fields: dict[str, Any], folder: Path, new_folder: Path) -> dict[str, Any]:
+    entry: dict[str, Any] = {}
+    for name in ENTRY_FIELDS:
+        value = fields.get(name)
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if v is not None}
+        if value is None or value == {}:
+            continue
+        if name == "image_urls":
+            value = [_moved(item, folder, new_folder) for item in (value if isinstance(value, list) else [value])]
+        entry[name] = value
+    return entry
+
+
+def _moved(item: Any, folder: Path, new_folder: Path) -> Any:
+    """A local image's path as the new job file (in `new_folder`) must write it."""
+    if not is_local(item):
+        return item
+    return os.path.relpath((folder / local_path(item)).resolve(), new_folder.resolve())
+
+
+def _entry_from_ledger(row: dict[str, Any]) -> dict[str, Any]:
+    body = json.loads(row["request"])
+    entry: dict[str, Any] = {}
+    if row.get("label"):
+        entry["id"] = row["label"]
+    entry["prompt"] = body.get("prompt")
+    entry["model"] = models.label(str(body.get("model_id")))
+    urls = body.get("image_urls") or []
+    if any(isinstance(url, str) and url.startswith(LOCAL) for url in urls):
+        raise UsageError(
+            f"request {row.get('label') or row['key'][:12]} used a local image, and its job file ({row.get('job_file')}) "
+            "no longer asks for it: promote needs the job file that made it"
+        )
+    if urls:
+        entry["image_urls"] = urls
+    if body.get("options"):
+        entry["options"] = body["options"]
+    if row.get("meta"):
+        entry["meta"] = json.loads(row["meta"])
+    return entry
+
+
+def _apply(entry: dict[str, Any], override: Override) -> None:
+    *parents, name = override.path
+    target = entry
+    for part in parents:
+        inner = target.get(part)
+        if not isinstance(inner, dict):
+            inner = target[part] = {}
+        target = inner
+    if override.value is None:
+        target.pop(name, None)
+    else:
+        target[name] = override.value
+
+
+def _job_text(job: str, job_file: str | None, entries: list[dict[str, Any]], *, source_job: Job | None,
+              picked: bool, rating_at_least: int | None, overrides: list[Override]) -> str:
+    chosen = " and ".join(part for part in ("picked" if picked else "", f"rated {rating_at_least}+" if rating_at_least else "") if part)
+    lines = [
+        f"# Promoted by `batchgen promote` at {timestamp()}",
+        f"# from job {job!r}" + (f" ({job_file})" if job_file else "") + f": the requests {chosen} in its review",
+    ]
+    if overrides:
+        lines.append("# with " + " ".join(f"--set {o.text}" for o in overrides))
+    document: dict[str, Any] = {"version": 1}
+    if source_job is not None:
+        for carried in ("limits", "prices"):  # the first job's sending limits and declared prices
+            if source_job.data.get(carried):
+                document[carried] = source_job.data[carried]
+    document["requests"] = entries
+    body = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)
+    return "\n".join(lines) + "\n" + body
+
+
+def _write_validated(text: str, out: Path, entries: list[dict[str, Any]]) -> None:
+    """Write `text` to `out` only if it validates (as `batchgen validate` would see it there);
+    else JobError naming each request."""
+    part = out.with_name(out.name + ".part")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part.write_text(text, encoding="utf-8")
+    try:
+        validate_job(str(part))
+    except JobError as e:
+        part.unlink()
+        raise JobError([_named(problem, out, entries) for problem in e.problems]) from None
+    except BaseException:
+        part.unlink()
+        raise
+    os.replace(part, out)
+
+
+def _named(problem: Problem, out: Path, entries: list[dict[str, Any]]) -> Problem:
+    """A problem of the would-be file, told by the request it is about."""
+    which = None
+    if problem.path.startswith("requests["):
+        index = int(problem.path[len("requests[") : problem.path.index("]")])
+        if 0 <= index < len(entries):
+            entry = entries[index]
+            prompt = str(entry.get("prompt", ""))
+            which = f"request {entry['id']!r}, " if entry.get("id") else "request "
+            which += f"{prompt[:50]!r}" + ("…" if len(prompt) > 50 else "")
+    return replace(problem, file=f"{out} (not written)", origin=which or problem.origin)

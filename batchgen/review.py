@@ -1,0 +1,266 @@
+"""The review page: a job's videos served live from the ledger, to pick, reject, rate and note.
+
+A small HTTP server (the standard library's; one page, a JSON endpoint, the video files) on
+127.0.0.1 only. The page is gallery.py's, with controls; marks go to the `reviews` table.
+
+Who may write: only the page this server handed out. Every /api/ call must carry the
+session's token (a fresh random one per `batchgen review`, written into the page), in a
+header another site's page cannot send without a CORS preflight this server never grants;
+and the Host header must name this loopback address, so a DNS-rebound name cannot read the
+page to learn the token. A page from an earlier session gets 403 and says to reload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import mimetypes
+import re
+import secrets
+import sqlite3
+import threading
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urlsplit
+
+from . import gallery
+from .errors import UsageError
+from .ledger import Ledger
+
+MAX_NOTE = 2000  # characters
+MAX_BODY = 16_384  # bytes of a review post
+WRITE_TIMEOUT = 2.0  # seconds a mark waits for a run's write lock before the page is told to retry
+
+
+@dataclass
+class Session:
+    """One `batchgen review`: the job, its ledger and download folder, and the token."""
+
+    ledger: Ledger
+    job: str
+    out: Path
+    token: str
+    rows: list[str] | None = None
+    cols: list[str] | None = None
+
+    def media(self, row: dict[str, Any], files: list[str]) -> list[str]:
+        """Links for a task's videos: the downloaded files through this server, else the
+        result URLs as the API gave them (a video shows as soon as it is done)."""
+        if files:
+            return [f"/media/{row['key']}/{i}" for i in range(len(files))]
+        if row["status"] != "completed":
+            return []
+        urls = json.loads(row["result_urls"] or "[]")
+        return [url for url in urls if isinstance(url, str) and urlsplit(url).scheme in ("http", "https")]
+
+    def page(self) -> str:
+        return gallery.page(self.ledger, self.job, self.out, self.rows, self.cols, live=gallery.Live(self.token), media=self.media)
+
+    def tiles(self) -> dict[str, Any]:
+        found = gallery.tiles(self.ledger, self.job, self.out, self.media)
+        return {
+            "job": self.job,
+            "summary": gallery.summary(found, self.ledger.unsent_count(self.job)),
+            "tiles": [
+                {"key": t.key, "outcome": t.outcome, "media_html": gallery.media_html(t), "review": _review_fields(t.review)}
+                for t in found
+            ],
+        }
+
+    def file(self, key: str, index: int) -> Path | None:
+        """A downloaded video of one of the job's tasks (nothing else is served)."""
+        task = self.ledger.task(key)
+        if task is None or not self.ledger.asks_for(self.job, key):
+            return None
+        found = gallery.files_on_disk(task, self.out)
+        return Path(found[index]) if 0 <= index < len(found) else None
+
+    def review(self, posted: Any) -> dict[str, Any]:
+        """Record a mark from the page; raises `Refused` for anything but a valid one."""
+        if not isinstance(posted, dict) or not isinstance(posted.get("key"), str):
+            raise Refused(HTTPStatus.BAD_REQUEST, "a review is a JSON object with the request's key")
+        fields = {name: posted[name] for name in ("pick", "rating", "note") if name in posted}
+        unknown = set(posted) - {"key", "pick", "rating", "note"}
+        if unknown or not fields:
+            raise Refused(HTTPStatus.BAD_REQUEST, f"a review sets pick, rating or note (got {', '.join(sorted(unknown)) or 'none'})")
+        if "pick" in fields and fields["pick"] not in (None, 0, 1) or isinstance(fields.get("pick"), bool):
+            raise Refused(HTTPStatus.BAD_REQUEST, "pick is 1 (picked), 0 (rejected) or null")
+        rating = fields.get("rating")
+        if rating is not None and (isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5):
+            raise Refused(HTTPStatus.BAD_REQUEST, "rating is a whole number from 1 to 5, or null")
+        note = fields.get("note")
+        if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
+            raise Refused(HTTPStatus.BAD_REQUEST, f"note is text of at most {MAX_NOTE} characters")
+        if not self.ledger.asks_for(self.job, posted["key"]):
+            raise Refused(HTTPStatus.NOT_FOUND, f"{posted['key'][:16]}… is not a request of the job {self.job!r}")
+        try:
+            return _review_fields(self.ledger.record_review(self.job, posted["key"], fields))
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                raise Refused(HTTPStatus.SERVICE_UNAVAILABLE, "the ledger is busy (a run is writing to it); try again") from None
+            raise
+
+
+class Refused(Exception):
+    def __init__(self, status: HTTPStatus, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _review_fields(review: dict[str, Any]) -> dict[str, Any]:
+    return {"pick": review.get("pick"), "rating": review.get("rating"), "note": review.get("note")}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ReviewServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: the page is the interface
+        pass
+
+    @property
+    def session(self) -> Session:
+        return self.server.session
+
+    def do_GET(self) -> None:
+        self._serve(self._get)
+
+    def do_POST(self) -> None:
+        self._serve(self._post)
+
+    def _serve(self, method: Any) -> None:
+        try:
+            if not self._host_is_ours():
+                raise Refused(HTTPStatus.MISDIRECTED_REQUEST, "this server answers only to its own address (127.0.0.1)")
+            method(urlsplit(self.path).path)
+        except Refused as e:
+            self._json(e.status, {"error": str(e)})
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _host_is_ours(self) -> bool:
+        port = self.server.server_address[1]
+        return self.headers.get("Host", "") in {f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}
+
+    def _check_token(self) -> None:
+        given = self.headers.get("X-Batchgen-Token", "")
+        if not secrets.compare_digest(given.encode(), self.session.token.encode()):
+            raise Refused(HTTPStatus.FORBIDDEN, "this page belongs to an earlier review session: reload it")
+
+    def _get(self, path: str) -> None:
+        if path == "/":
+            self._send(HTTPStatus.OK, self.session.page().encode(), "text/html; charset=utf-8")
+        elif path == "/favicon.ico":
+            self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
+        elif path == "/api/tiles":
+            self._check_token()
+            self._json(HTTPStatus.OK, self.session.tiles())
+        elif (found := re.fullmatch(r"/media/([0-9a-f]{64})/(\d{1,3})", path)) is not None:
+            file = self.session.file(found.group(1), int(found.group(2)))
+            if file is None:
+                raise Refused(HTTPStatus.NOT_FOUND, "no such video")
+            self._file(file)
+        else:
+            raise Refused(HTTPStatus.NOT_FOUND, "no such page")
+
+    def _post(self, path: str) -> None:
+        if path != "/api/review":
+            raise Refused(HTTPStatus.NOT_FOUND, "no such endpoint")
+        self._check_token()
+        if (self.headers.get("Content-Type") or "").split(";")[0].strip() != "application/json":
+            raise Refused(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "a review is posted as application/json")
+        length = int(self.headers.get("Content-Length") or 0)
+        if not 0 < length <= MAX_BODY:
+            raise Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a review is at most {MAX_BODY} bytes")
+        try:
+            posted = json.loads(self.rfile.read(length))
+        except (ValueError, UnicodeDecodeError):
+            raise Refused(HTTPStatus.BAD_REQUEST, "the body is not JSON") from None
+        self._json(HTTPStatus.OK, {"review": self.session.review(posted)})
+
+    def _file(self, file: Path) -> None:
+        """A video, with single byte ranges (so the browser can seek)."""
+        size = file.stat().st_size
+        start, end = 0, size - 1
+        status = HTTPStatus.OK
+        wanted = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", ""))
+        if wanted and (wanted.group(1) or wanted.group(2)):
+            if wanted.group(1):
+                start = int(wanted.group(1))
+                end = min(int(wanted.group(2)), size - 1) if wanted.group(2) else size - 1
+            else:
+                start = max(0, size - int(wanted.group(2)))
+            if start > end:
+                self._send(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, b"", "text/plain", {"Content-Range": f"bytes */{size}"})
+                return
+            status = HTTPStatus.PARTIAL_CONTENT
+        with open(file, "rb") as f:
+            f.seek(start)
+            data = f.read(end - start + 1)
+        headers = {"Accept-Ranges": "bytes"}
+        if status == HTTPStatus.PARTIAL_CONTENT:
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        self._send(status, data, mimetypes.guess_type(file.name)[0] or "application/octet-stream", headers)
+
+    def _json(self, status: int, value: Any) -> None:
+        self._send(status, json.dumps(value, ensure_ascii=False).encode(), "application/json")
+
+    def _send(self, status: int, payload: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        # The page's own inline script and style, its own videos and the API's result files; nothing else.
+        self.send_header("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; media-src 'self' https: http:")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+class ReviewServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, session: Session, port: int = 0):
+        self.session = session
+        super().__init__(("127.0.0.1", port), _Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a browser that hangs up mid-video is normal
+
+
+def open_session(ledger_path: Path, job: str, out: Path, rows: list[str] | None = None, cols: list[str] | None = None) -> Session:
+    """A review session on the ledger: marks wait briefly for a run's write lock, then the
+    page is told to retry (reading is never blocked: the ledger is in WAL mode)."""
+    gallery.check_axes((rows or []) + (cols or []))
+    ledger = Ledger(ledger_path, create=False, busy_timeout=WRITE_TIMEOUT)
+    return Session(ledger, job, out, secrets.token_urlsafe(24), rows, cols)
+
+
+@contextlib.contextmanager
+def serving(session: Session, port: int = 0) -> Iterator[ReviewServer]:
+    """Serve the review page in a background thread for the duration of the block."""
+    try:
+        server = ReviewServer(session, port)
+    except OSError as e:
+        raise PortBusy(f"cannot serve the review page on 127.0.0.1:{port}: {e.strerror}") from None
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class PortBusy(UsageError):
+    """The port asked for (--port) is taken."""
+
