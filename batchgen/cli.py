@@ -69,6 +69,7 @@ from .terminal import (
     download_options,
     field_list,
     send_options,
+    unverified_option,
 )
 from .urls import canonical_base_url
 from .validate import ValidatedJob, validate_job
@@ -99,8 +100,6 @@ class BatchgenGroup(click.Group):
             sys.exit(EXIT_ABORTED)
 
 
-
-
 @click.group(cls=BatchgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="batchgen")
 @click.option("--ledger", envvar="BATCHGEN_LEDGER", type=click.Path(dir_okay=False),
@@ -122,7 +121,8 @@ def _project(job: str | None) -> Any:
 @click.argument("jobs", nargs=-1, required=True, type=click.Path(dir_okay=True))
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @api_base_option
-def validate(jobs: tuple[str, ...], fmt: str, base_url: str) -> None:
+@unverified_option
+def validate(jobs: tuple[str, ...], fmt: str, base_url: str, allow_unverified: bool) -> None:
     """Check job files (both steps: the file, then every request). Sends nothing.
 
     Exit 0 when every file is valid, 2 when any is not.
@@ -131,7 +131,7 @@ def validate(jobs: tuple[str, ...], fmt: str, base_url: str) -> None:
     failed = False
     for job in jobs:
         try:
-            expansion = validate_job(job, base_url)
+            expansion = validate_job(job, base_url, allow_unverified=allow_unverified)
             problems, valid = expansion.warnings, True
         except JobError as e:
             problems, valid = e.problems, False
@@ -152,7 +152,8 @@ def validate(jobs: tuple[str, ...], fmt: str, base_url: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: job, api_base, counts, requests.")
 @click.option("--prices", "prices_file", type=click.Path(dir_okay=False), help="Price rules (a YAML file with prices: [...]), beside the job's.")
 @api_base_option
-def plan(job: str, as_json: bool, base_url: str, prices_file: str | None) -> None:
+@unverified_option
+def plan(job: str, as_json: bool, base_url: str, prices_file: str | None, allow_unverified: bool) -> None:
     """Show what a run of JOB would send and what it would cost: counts by model and by action
     (new, done, failed, rejected, in_doubt) from what the ledger knows. Sends and writes nothing."""
     base_url = canonical_base_url(base_url)
@@ -164,12 +165,12 @@ def plan(job: str, as_json: bool, base_url: str, prices_file: str | None) -> Non
     try:
         states = ledger.states if ledger else no_ledger
         if as_json:
-            expansion = validate_job(job, base_url, root=project.root)
+            expansion = validate_job(job, base_url, root=project.root, allow_unverified=allow_unverified)
             _echo_warnings(expansion)
             book = credits.price_book(expansion, ledger, prices_file)
             write_plan_json(sys.stdout, expansion, Plan(expansion.job.name, expansion.api_base), states, book)
             return
-        expansion, result = plan_job(job, base_url, states, root=project.root, prices=lambda v: credits.price_book(v, ledger, prices_file))
+        expansion, result = plan_job(job, base_url, states, root=project.root, allow_unverified=allow_unverified, prices=lambda v: credits.price_book(v, ledger, prices_file))
     finally:
         if ledger:
             ledger.close()
@@ -208,6 +209,7 @@ def _echo_warnings(expansion: ValidatedJob) -> None:
 @click.option("--on-done", help="A shell command to run once at the end (BATCHGEN_JOB, BATCHGEN_EXIT, ... in its environment).")
 @download_options
 @send_options
+@unverified_option
 def run(job: str, sandbox: bool, api_key_file: str | None, base_url: str, **flags: Any) -> None:
     """Validate JOB, then send every request not done yet, recording each in the ledger."""
     options = RunOptions(job_file=job, bounds=bounds_of(flags), **flags)

@@ -106,11 +106,12 @@ class Plan:
 
 
 def plan_job(
-    path: str, api_base: str, states: StateLookup = no_ledger, *, root: Path | None = None, prices: Callable[[ValidatedJob], PriceBook] | None = None
+    path: str, api_base: str, states: StateLookup = no_ledger, *, root: Path | None = None,
+    prices: Callable[[ValidatedJob], PriceBook] | None = None, allow_unverified: bool = False,
 ) -> tuple[ValidatedJob, Plan]:
     """Validate the job at `path` and count what a run would do with each of its requests;
     `prices` makes the price book for the validated job (none: no price is known)."""
-    validated = ValidatedJob(load_job(path, root), canonical_base_url(api_base))
+    validated = ValidatedJob(load_job(path, root), canonical_base_url(api_base), allow_unverified=allow_unverified)
     book = prices(validated) if prices else NO_PRICES
     result = Plan(validated.job.name, validated.api_base)
     if book.empty:  # no price known at all: which classes lack one is every class; not counted

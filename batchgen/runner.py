@@ -179,6 +179,7 @@ class RunOptions:
     regenerate_failed: bool = False
     prices_file: str | None = None
     on_done: str | None = None  # a shell command run once at the end (see `on_done`)
+    allow_unverified: bool = False  # send to models the catalogue marks unverified
 
     def settings(self, limits: dict[str, int]) -> RunSettings:
         """The run's settings: flags first, then the job's `limits`, then the defaults."""
@@ -214,7 +215,7 @@ def open_ledger(project: Project, console: Console, *, create: bool) -> Ledger:
 
 def execute_run(options: RunOptions, target: Target, project: Project, console: Console) -> int:
     """validate, plan, send, record; then wait, download, gallery if asked. The exit code."""
-    validated = validate_job(options.job_file, target.identity_base, root=project.root)
+    validated = validate_job(options.job_file, target.identity_base, root=project.root, allow_unverified=options.allow_unverified)
     for problem in validated.warnings:
         console.err(str(problem))
     settings = options.settings(validated.job.limits)

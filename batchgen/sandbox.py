@@ -35,35 +35,35 @@ from importlib import resources
 from typing import Any, Iterator
 
 from . import schemas
-from .models import catalogue
+from .models import catalogue, lookup
 
 TEST_KEY = "key_00000000000000000000000000000000"
 DEFAULT_PORT = 47878  # `run --sandbox` uses this port so that its requests keep one identity
 
-# Credits a task costs in the sandbox, by model and (resolution, duration). INVENTED: the
-# provider publishes no prices. They exist so that balances, caps and learned prices can be
-# tried here; batchgen itself never assumes them.
-SANDBOX_PRICES: dict[str, dict[tuple[str | None, int | None], int]] = {
-    "2-8": {("720p", None): 30},
-    "2-9": {("480p", 5): 20, ("480p", 8): 30, ("720p", 5): 40, ("720p", 8): 60},
-    "2-10": {("480p", 5): 10, ("480p", 8): 15, ("720p", 5): 20, ("720p", 8): 30},
-}
+# What the sandbox charges, how long it takes and which clip it serves, per model: the
+# `sandbox` part of each family file in schemas/models/. The credits are INVENTED (the
+# provider publishes no prices): they exist so that balances, caps and learned prices can be
+# tried here; batchgen itself never assumes them. A task of num_outputs N costs N times as much.
 DEFAULT_CREDITS = 1_000_000
 
 
 def sandbox_price(body: dict[str, Any]) -> int:
     """What the sandbox charges for a (valid) body."""
     options = body.get("options") or {}
-    return SANDBOX_PRICES[body["model_id"]][(options.get("resolution"), options.get("duration"))]
+    credits = lookup(body["model_id"]).sandbox["credits"]  # type: ignore[union-attr]  # a valid body's model
+    key = " ".join(str(options[name]) for name in ("resolution", "duration") if options.get(name) is not None)
+    return int(credits.get(key, credits.get("default", 0))) * int(options.get("num_outputs") or 1)
 
 
-# Seconds a task takes at time_scale 1 (invented: the API documents only `estimated_time`).
-BASE_ETA = {"2-8": 150, "2-9": 240, "2-10": 90}
-_SAMPLE = {"2-8": "sample-lite.mp4", "2-9": "sample-pro.mp4", "2-10": "sample-fast.mp4"}
+def base_eta(model_id: str) -> float:
+    """Seconds a task of `model_id` takes at time_scale 1 (invented: the API documents only
+    `estimated_time`; where a model's page shows one, that figure)."""
+    return float(lookup(model_id).sandbox.get("eta", 150))  # type: ignore[union-attr]
+
 
 # Not a secret: it only makes task ids tamper-evident, so made-up ids are "not found".
 _ID_KEY = b"batchgen sandbox task ids"
-_TASK_ID = re.compile(r"^[0-9a-f]{40}$")
+_TASK_ID = re.compile(r"^[0-9a-f]{42}$")
 
 
 @dataclass
@@ -74,7 +74,7 @@ class SandboxConfig:
     keys: tuple[str, ...] = (TEST_KEY,)
     time_scale: float = 1.0  # multiplies the model's ETA (0.01: 240 s becomes 2.4 s)
     fail_fraction: float = 0.0  # tasks that end in status 3
-    credits: int = DEFAULT_CREDITS  # the balance; creating deducts SANDBOX_PRICES, "Credits not enough" when short
+    credits: int = DEFAULT_CREDITS  # the balance; creating deducts sandbox_price, "Credits not enough" when short
     latency_ms: float = 0.0  # added to every API answer
     rpm_limit: int | None = None  # create calls per sliding 60 s before 429 + Retry-After
     rate_429: float = 0.0  # random 429 with Retry-After (seconds or an HTTP date)
@@ -187,12 +187,13 @@ class Sandbox:
 
     # -- task ids -------------------------------------------------------------------------
 
-    def new_task(self, model_id: str) -> tuple[str, int]:
-        """A task id that carries its own state, and the ETA to announce (whole seconds)."""
-        eta_ms = int(BASE_ETA[model_id] * 1000 * self.config.time_scale)
+    def new_task(self, model_id: str, outputs: int = 1) -> tuple[str, int]:
+        """A task id that carries its own state (when it was made, its ETA, its model, how
+        many videos it makes, whether it will fail), and the ETA to announce (whole seconds)."""
+        eta_ms = int(base_eta(model_id) * 1000 * self.config.time_scale)
         fails = self.chance(self.config.fail_fraction)
         model_index = [m.id for m in catalogue()].index(model_id)
-        head = f"{int(time.time() * 1000):012x}{eta_ms:08x}{model_index:x}{int(fails):x}{secrets.randbits(24):06x}"
+        head = f"{int(time.time() * 1000):012x}{eta_ms:08x}{model_index:02x}{outputs:x}{int(fails):x}{secrets.randbits(24):06x}"
         return head + _mac(head), math.ceil(eta_ms / 1000)
 
 
@@ -234,6 +235,7 @@ class Task:
     eta_ms: int
     model_id: str
     fails: bool
+    outputs: int = 1
 
     def status(self, now: float | None = None) -> int:
         now_ms = (time.time() if now is None else now) * 1000
@@ -246,14 +248,14 @@ def parse_task_id(task_id: object) -> Task | None:
     """The task a sandbox id stands for, or None for an id no sandbox issued."""
     if not isinstance(task_id, str) or not _TASK_ID.match(task_id):
         return None
-    head, mac = task_id[:28], task_id[28:]
+    head, mac = task_id[:30], task_id[30:]
     if not hmac.compare_digest(_mac(head), mac):
         return None
     models = catalogue()
-    index = int(head[20], 16)
+    index = int(head[20:22], 16)
     if index >= len(models):
         return None
-    return Task(task_id, int(head[:12], 16), int(head[12:20], 16), models[index].id, head[21] == "1")
+    return Task(task_id, int(head[:12], 16), int(head[12:20], 16), models[index].id, head[23] == "1", int(head[22], 16))
 
 
 def _canonical(value: Any) -> str:
@@ -262,7 +264,8 @@ def _canonical(value: Any) -> str:
 
 def sample_video(model_id: str) -> bytes:
     """The small playable MP4 served for a completed task of `model_id`."""
-    return (resources.files("batchgen") / "data" / _SAMPLE[model_id]).read_bytes()
+    sample = lookup(model_id).sandbox.get("sample", "sample-pro.mp4")  # type: ignore[union-attr]
+    return (resources.files("batchgen") / "data" / sample).read_bytes()
 
 
 # -- HTTP ---------------------------------------------------------------------------------
@@ -381,7 +384,7 @@ class _Handler(BaseHTTPRequestHandler):
             record("no_credit")
             self._answer(HTTPStatus.OK, 0, "Credits not enough")
             return
-        task_id, eta = sandbox.new_task(body["model_id"])
+        task_id, eta = sandbox.new_task(body["model_id"], int((body.get("options") or {}).get("num_outputs") or 1))
         if sandbox.chance(config.lose_answer_rate):
             record("lost", task_id)
             raise _Drop
@@ -497,15 +500,17 @@ class _Handler(BaseHTTPRequestHandler):
         status = task.status()
         data: dict[str, Any] = {"task_id": task.task_id, "status": status, "result_urls": []}
         if status == 2:
-            data["result_urls"] = [f"{sandbox.base_url}/_sandbox/files/{task.task_id}.mp4"]
+            # One file per video the task makes (num_outputs); the first keeps the plain name.
+            data["result_urls"] = [f"{sandbox.base_url}/_sandbox/files/{task.task_id}{f'-{i}' if i else ''}.mp4" for i in range(task.outputs)]
         if status == 3:
             data["error"] = "generation failed"
         sandbox.record(Call(arrived, "get", "answered", body, task.task_id, key_ok))
         self._answer(HTTPStatus.OK, 1, "success", data=data)
 
     def _file(self, name: str) -> None:
-        task = parse_task_id(name.removesuffix(".mp4"))
-        if task is None or task.status() != 2 or not name.endswith(".mp4"):
+        task_id, _, index = name.removesuffix(".mp4").partition("-")
+        task = parse_task_id(task_id)
+        if task is None or task.status() != 2 or not name.endswith(".mp4") or not (index == "" or index.isdigit() and 0 < int(index) < task.outputs):
             self._answer(HTTPStatus.NOT_FOUND, 0, "no such file")
             return
         video = sample_video(task.model_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -32,9 +33,15 @@ def _schema_dir() -> Path:
 
 @functools.cache
 def load(filename: str) -> dict[str, Any]:
-    """The parsed contents of a shipped schema file (`job.schema.json`, `models.json`, ...)."""
+    """The parsed contents of a shipped schema file (`job.schema.json`, `models/wan-2-2.json`, ...)."""
     with open(_schema_dir() / filename, encoding="utf-8") as f:
         return json.load(f)
+
+
+@functools.cache
+def family_files() -> tuple[str, ...]:
+    """The model catalogue's files (`schemas/models/*.json`, one per model family)."""
+    return tuple(sorted(p.name for p in (_schema_dir() / "models").glob("*.json")))
 
 
 def schema(name: str) -> dict[str, Any]:
@@ -75,8 +82,12 @@ def suggest(word: object, choices: Iterable[object]) -> str | None:
     lowered = {c.lower(): c for c in strings}
     if word.lower() in lowered:
         return f"did you mean '{lowered[word.lower()]}'?"
-    close = difflib.get_close_matches(word, strings, n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else None
+    close = difflib.get_close_matches(word, strings, n=3, cutoff=0.6)
+    if not close:
+        return None
+    # Of the near misses, the one that starts like the word: "16:10" means "16:9", not "1:1".
+    best = max(close, key=lambda c: (len(os.path.commonprefix([c.lower(), word.lower()])), -close.index(c)))
+    return f"did you mean '{best}'?"
 
 
 def leaf_errors(error: ValidationError) -> list[ValidationError]:

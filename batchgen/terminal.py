@@ -90,6 +90,11 @@ def api_base_option(command: Callable[..., Any]) -> Callable[..., Any]:
                         help="The API's base URL (or PIXWITH_BASE_URL). Part of each request's identity.")(command)
 
 
+def unverified_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--allow-unverified-models", "allow_unverified", is_flag=True,
+                        help="Accept models whose pages contradict themselves (`batchgen models` says why); their rules may be wrong.")(command)
+
+
 def send_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Where to send, with what key: shared by run, poll and download."""
     command = click.option("--api-key-file", type=click.Path(dir_okay=False), help="Read the API key from this file (else PIXWITH_API_KEY).")(command)

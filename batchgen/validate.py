@@ -7,6 +7,7 @@ never the bodies, so memory stays flat in the number of requests.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,6 +42,7 @@ class ValidatedJob:
 
     job: Job
     api_base: str
+    allow_unverified: bool = False  # models the catalogue marks unverified are refused unless set
     unique: int = 0
     by_model_id: Counter[str] = field(default_factory=Counter)
     warnings: list[Problem] = field(default_factory=list)
@@ -59,9 +61,9 @@ class ValidatedJob:
                 yield request
 
 
-def check(job: Job, api_base: str = DEFAULT_API_BASE) -> ValidatedJob:
+def check(job: Job, api_base: str = DEFAULT_API_BASE, *, allow_unverified: bool = False) -> ValidatedJob:
     """Validate every request of `job` (step 2); raise `JobError` with every problem found."""
-    result = ValidatedJob(job, canonical_base_url(api_base))
+    result = ValidatedJob(job, canonical_base_url(api_base), allow_unverified)
     for _ in checked(result):
         pass
     return result
@@ -104,10 +106,23 @@ def checked(result: ValidatedJob) -> Iterator[Request]:
         if request.variant == 0:
             for error in checker.errors(checkable_body(request.body)):
                 _add(problems, _problem(job, request.origin, error))
+            if not result.allow_unverified:
+                unverified = _unverified(job, request)
+                if unverified is not None:
+                    _add(problems, unverified)
         yield request
     if problems or job.problems:
         raise JobError(sorted([*job.problems, *problems.values()], key=_order))
     result.warnings = list(job.warnings) + list(duplicates.values()) + _unused_exclude_warnings(job) + _unused_var_warnings(job, unused)
+
+
+def _unverified(job: Job, request: Request) -> Problem | None:
+    """A request for a model whose page contradicts itself: refused unless allowed."""
+    model = models.lookup(str(request.body.get("model_id")))
+    if model is None or model.verified:
+        return None
+    message = f"{model.name} ({model.id}) is unverified: {model.why_unverified}"
+    return _located(job, request.origin, ("model",), message, "batchgen models lists what is verified; --allow-unverified-models sends to it anyway")
 
 
 def checkable_body(body: dict[str, Any]) -> dict[str, Any]:
@@ -207,7 +222,29 @@ def _problem(job: Job, origin: Origin, error: ValidationError) -> Problem:
             hint = f"set {leaf}: null for this entry (it is inherited from {source.path})"
         else:
             hint = f"remove {leaf}"
-    return _at(job, origin, source, message, hint)
+    return _at(job, origin, source, message, _other_models(field, error, hint))
+
+
+def _other_models(field: FieldPath, error: ValidationError, hint: str | None) -> str | None:
+    """The hint, with the models that would take what this request asked of its own (an
+    option, a value, that many images): derived from the catalogue, as the rules are."""
+    takers: list[models.Model] = []
+    if len(field) == 2 and field[0] == "options":
+        if error.validator == "not":
+            takers = models.accepting(str(field[1]))
+            what = f"{field[1]} is taken by"
+        elif error.validator == "enum" and schemas.schema_has_custom(error):
+            takers = models.accepting(str(field[1]), error.instance)
+            hint = None  # "did you mean" a value this model takes would hide the real choice
+            what = f"{json.dumps(error.instance, ensure_ascii=False).strip(chr(34))} is taken by"
+    elif field == ("image_urls",) and error.validator in ("not", "maxItems", "required"):
+        count = len(error.instance) if isinstance(error.instance, list) else 0
+        takers = models.accepting("", images=count)
+        what = f"{count} image{'' if count == 1 else 's'}: taken by" if count else "no image: taken by"
+    if not takers:
+        return hint
+    found = f"{what} {models.names(takers)}"
+    return f"{hint}; {found}" if hint else found
 
 
 def _add(problems: dict[tuple[Any, ...], Problem], problem: Problem) -> None:
@@ -249,7 +286,8 @@ def _unused_exclude_warnings(job: Job) -> list[Problem]:
     return warnings
 
 
-def validate_job(path: str, api_base: str = DEFAULT_API_BASE, *, root: Path | None = None) -> ValidatedJob:
+def validate_job(path: str, api_base: str = DEFAULT_API_BASE, *, root: Path | None = None, allow_unverified: bool = False) -> ValidatedJob:
     """Both steps for the job file at `path`; raise `JobError` with every problem found.
-    `root`: the project its files must lie in (default: found from the job's folder)."""
-    return check(load_job(path, root), api_base)
+    `root`: the project its files must lie in (default: found from the job's folder);
+    `allow_unverified`: accept models the catalogue marks unverified (`--allow-unverified-models`)."""
+    return check(load_job(path, root), api_base, allow_unverified=allow_unverified)

@@ -82,7 +82,7 @@ def test_every_error_is_reported_not_only_the_first(cli, write_job):
         version: 1
         defaults:
           model: wan2.2-pro
-          options: {prompt_optimization: maybe, aspect_ratio: "4:3", resolution: 480p, duration: 5}
+          options: {prompt_optimization: maybe, aspect_ratio: "5:4", resolution: 480p, duration: 5}
         requests:
           - prompt: A cat
             colour: red

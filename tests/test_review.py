@@ -278,7 +278,7 @@ def test_promote_refuses_an_unknown_field_and_a_value_the_model_refuses(drafts):
     refused = env.cli("promote", job, "--picked", "--set", "options.resolution=1080p", "-o", out)
     assert refused.exit_code == 2
     assert "best.yaml (not written)" in refused.output and "request 'fox'" in refused.output
-    assert "1080p" in refused.output
+    assert "takes resolution 480p or 720p" in refused.output and "1080p is taken by" in refused.output
     assert not out.exists() and not list(env.tmp.glob("best.yaml*"))
     neither = env.cli("promote", job, "-o", out)
     assert neither.exit_code == 2 and "--picked, --rating-at-least N, or both" in neither.output

@@ -77,7 +77,7 @@ BROKEN_RULES = [
     ({**PRO_TEXT_TO_VIDEO, "options": {k: v for k, v in PRO_TEXT_TO_VIDEO["options"].items() if k != "duration"}}, "options.duration", "5 or 8"),
     ({**FAST_WITH_IMAGE, "image_urls": ["https://e.com/a.jpg"] * 3}, "image_urls", "1 or 2"),
     ({**PRO_TEXT_TO_VIDEO, "options": {**PRO_TEXT_TO_VIDEO["options"], "aspect_ratio": "4:3"}}, "options.aspect_ratio", "16:9"),
-    ({**PRO_TEXT_TO_VIDEO, "options": {**PRO_TEXT_TO_VIDEO["options"], "duration": 6}}, "options.duration", "5, 8"),
+    ({**PRO_TEXT_TO_VIDEO, "options": {**PRO_TEXT_TO_VIDEO["options"], "duration": 6}}, "options.duration", "5 or 8"),
     ({**PRO_TEXT_TO_VIDEO, "model_id": "2-11"}, "model_id", "2-8"),
     ({**PRO_TEXT_TO_VIDEO, "seed": 3}, "seed", "not a known field"),
     ({k: v for k, v in PRO_TEXT_TO_VIDEO.items() if k != "prompt"}, "prompt", "required"),
