@@ -56,6 +56,7 @@ from .runner import (
 from .runner import (
     on_done as run_on_done,
 )
+from .models_cli import models_command
 from .review_cli import promote as promote_command
 from .review_cli import review as review_command
 from .sandbox_cli import sandbox_command
@@ -391,9 +392,8 @@ def schema(name: str) -> None:
     click.echo(schemas.schema_text(name), nl=False)
 
 
-main.add_command(sandbox_command)
-main.add_command(review_command)
-main.add_command(promote_command)
+for command in (sandbox_command, review_command, promote_command, models_command):
+    main.add_command(command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

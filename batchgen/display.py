@@ -114,8 +114,9 @@ def summary_lines(
     verb = "stopped" if report.interrupted else "aborted" if report.aborted else "done"
     did = ", ".join(f"{n} {state}" for state, n in sorted(report.outcomes.items())) or "nothing sent"
     lines.append(f"run {verb}: {report.calls} create calls; {did}")
+    width = max([14, *map(len, report.by_model)])  # model names line up, however long
     for model, counts in sorted(report.by_model.items()):
-        lines.append(f"  {model:<14} " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        lines.append(f"  {model:<{width}} " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     if report.aborted:
         lines.append(f"stopped early: {report.aborted}; the rest was not sent")
     standing = ", ".join(f"{n} {state}" for state, n in sorted(job_states.items()))

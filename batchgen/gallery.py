@@ -137,7 +137,17 @@ def choose_axes(found: list[Tile], rows: list[str] | None, cols: list[str] | Non
         rows = ["prompt"] if "prompt" in varying or not varying else varying[:1]
     if cols is None:
         # Variants and image URLs stack inside a cell: as columns they would scatter the grid.
-        cols = [axis for axis in varying if axis not in rows and axis not in ("variant", "image_urls")]
+        # An axis that splits no column is left to the captions: when each model takes its own
+        # options, the columns are the models, not "wan2.2-pro · 5 · - · 720p".
+        cols = []
+        columns = 1
+        for axis in varying:
+            if axis in rows or axis in ("variant", "image_urls"):
+                continue
+            split = len({_key(tile, [*cols, axis]) for tile in found})
+            if split > columns:
+                cols.append(axis)
+                columns = split
     return rows, cols
 
 

@@ -146,10 +146,20 @@ def describe_class(key: str) -> str:
     cls = json.loads(key)
     options = cls.get("options") or {}
     parts = [models.label(str(cls.get("model_id")))]
-    parts += [f"{v} s" if k == "duration" else str(v) for k, v in sorted(options.items())]
+    parts += [_option_words(k, v) for k, v in sorted(options.items())]
     if cls.get("images"):
         parts.append(f"{cls['images']} image{'s' if cls['images'] > 1 else ''}")
     return " ".join(parts)
+
+
+def _option_words(name: str, value: object) -> str:
+    if name == "duration":
+        return f"{value} s"
+    if name == "num_outputs":
+        return f"{value} video{'' if value == 1 else 's'}"
+    if isinstance(value, bool):
+        return f"{name} {'on' if value else 'off'}"
+    return str(value)
 
 
 class PriceTie(Exception):

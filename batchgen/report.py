@@ -35,8 +35,9 @@ def problems_json(file: str, problems: list[Problem], valid: bool) -> str:
 
 def plan_lines(result: Plan) -> list[str]:
     lines = [f"job {result.job} against {result.api_base}: {sum(result.counts.values())} requests"]
+    width = max([14, *map(len, result.by_model)])  # model names line up, however long
     for model, counts in sorted(result.by_model.items()):
-        lines.append(f"  {model:<14} " + "  ".join(f"{action} {n}" for action, n in sorted(counts.items())))
+        lines.append(f"  {model:<{width}} " + "  ".join(f"{action} {n}" for action, n in sorted(counts.items())))
     lines.append("a run would send " + str(result.counts.get("new", 0) + result.counts.get("failed", 0)))
     if result.credits or not result.unknown:
         by_model = ", ".join(f"{m} {n:,}" for m, n in sorted(result.credits_by_model.items()))
@@ -111,3 +112,41 @@ def _json_or_text(value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) else value
     except ValueError:
         return value
+
+
+def models_report(found: Iterable[models.Model], *, as_json: bool, rules: bool = False) -> list[str]:
+    """`batchgen models`: a line per model (with --rules, each model's rules under it), or
+    one JSON object per model."""
+    if as_json:
+        return [json.dumps(_model_dict(m), ensure_ascii=False) for m in found]
+    found = list(found)
+    rows = [(m.name, m.id, m.display, "yes" if m.verified else "NO", m.image_words(), ", ".join(m.options)) for m in found]
+    lines = table(rows, ("model", "id", "display", "verified", "images", "options"))
+    unverified = [m for m in found if not m.verified]
+    if rules:
+        for model in found:
+            lines += ["", f"{model.name} ({model.id}) {model.display}: {model.page}", f"  images: {model.image_words()}"]
+            lines += [f"  options.{o.name}: {o.words()}" + _option_note(o) for o in model.options.values()]
+            lines.append("  options.prompt_optimization: true or false")
+    if unverified:
+        lines.append("")
+        lines += [f"unverified: {m.name}: {m.why_unverified} (--allow-unverified-models to use it)" for m in unverified]
+    return lines
+
+
+def _option_note(option: models.Option) -> str:
+    if option.text_to_video_only:
+        return " (text-to-video only: with an image it follows the image)"
+    return " (optional)" if option.optional else ""
+
+
+def _model_dict(model: models.Model) -> dict[str, Any]:
+    return {
+        "name": model.name, "id": model.id, "display": model.display, "family": model.family, "page": model.page,
+        "verified": model.verified, "why_unverified": model.why_unverified,
+        "images": {"min": model.images[0], "max": model.images[1]},
+        "options": {
+            o.name: {"values": list(o.values) if o.values is not None else [True, False], "optional": o.optional, "text_to_video_only": o.text_to_video_only}
+            for o in model.options.values()
+        },
+    }

@@ -263,19 +263,25 @@ def test_stats_endpoint_reports_the_record(serve):
 # -- one source of truth ----------------------------------------------------------------------
 
 urls = st.sampled_from(["https://e.com/a.jpg", "http://e.com/b.png", "not a url", ""])
+# Every model of the catalogue, every option any of them takes, with values from the union of
+# their sets and a few no model takes: the sandbox and the schema must judge each body alike.
+REQUEST_DEFS = schemas.schema("request")["$defs"]
 bodies = st.fixed_dictionaries(
     {},
     optional={
         "prompt": st.one_of(st.text(max_size=5), st.integers()),
-        "model_id": st.sampled_from(["2-8", "2-9", "2-10", "2-7", 9]),
+        "model_id": st.sampled_from([*REQUEST_DEFS["model_id"]["enum"], "3-14", 9]),
         "image_urls": st.one_of(st.lists(urls, max_size=3), urls),
         "options": st.fixed_dictionaries(
             {},
             optional={
                 "prompt_optimization": st.one_of(st.booleans(), st.just(1)),
-                "aspect_ratio": st.sampled_from(["16:9", "9:16", "1:1"]),
-                "resolution": st.sampled_from(["480p", "720p", "1080p"]),
-                "duration": st.one_of(st.sampled_from([5, 8, 6, 5.0]), st.none(), st.just(True)),
+                "aspect_ratio": st.sampled_from([*REQUEST_DEFS["aspect_ratio"]["enum"], "Portrait"]),
+                "resolution": st.sampled_from([*REQUEST_DEFS["resolution"]["enum"], "2160p"]),
+                "duration": st.one_of(st.sampled_from([*REQUEST_DEFS["duration"]["enum"], 15, 5.0]), st.none(), st.just(True)),
+                "num_outputs": st.sampled_from([1, 2, 4, 5, "2"]),
+                "sound": st.one_of(st.booleans(), st.just("yes")),
+                "fix_camera": st.booleans(),
                 "fps": st.just(24),
             },
         ),
@@ -290,7 +296,7 @@ def shared_client():
         yield client
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=bodies)
 def test_the_sandbox_accepts_exactly_what_the_request_schema_accepts(shared_client, body):
     # A plain jsonschema check, without the memo the sandbox (and validate) use.
