@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import re
 
 import jsonschema
 import pytest
@@ -217,7 +218,8 @@ def test_num_outputs_makes_that_many_files_in_the_downloads_manifest_and_gallery
     assert len(rows) == 4 and len({r["url"] for r in rows}) == 4
     page = (folder / "index.html").read_text()
     assert page.count("<video") == 4
-    fox = page[page.index("<b>fox</b>") - 2000 : page.index("<b>fox</b>")]
+    tiles = re.findall(r"<figure.*?</figure>", page, re.S)
+    (fox,) = [tile for tile in tiles if "<b>fox</b>" in tile]
     assert fox.count("<video") == 3  # the three videos of one task, in one tile
 
 
