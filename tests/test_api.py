@@ -126,6 +126,7 @@ def test_retry_after_in_both_forms():
     later = email.utils.formatdate(time.time() + 30, usegmt=True)
     assert 28 <= parse_retry_after(later) <= 31
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+    assert parse_retry_after("²") is None and parse_retry_after("٣") is None  # digits to str.isdigit, not to float()
 
 
 @pytest.mark.parametrize("url", ["https://api.pixwith.ai", "http://127.0.0.1:8000", "http://localhost:1/", "http://[::1]:5"])
