@@ -11,12 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
 import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import sqlite_utils
 
@@ -323,8 +322,46 @@ class Ledger:
         run's to send. `allow` is the set of states that may be sent again (failed; in_doubt
         and rejected only when the user asked). Under BEGIN IMMEDIATE: two runs never both claim.
         """
+        body = request.body
         with self.transaction() as conn:
-            return _claim(conn, request, job, api_base, run_id, allow)
+            row = conn.execute(f"SELECT {_EFFECTIVE_STATE} AS state FROM tasks WHERE key = ?", (request.key,)).fetchone()
+            stamp = timestamp()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO tasks (key, job, api_base, model_id, prompt, request, variant, state,"
+                    " attempts, updated_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, 'sending', 1, ?, ?)",
+                    (
+                        request.key,
+                        job,
+                        api_base,
+                        body.get("model_id"),
+                        body.get("prompt"),
+                        json.dumps(body, ensure_ascii=False),
+                        request.variant,
+                        stamp,
+                        run_id,
+                    ),
+                )
+                return "new"
+            if row["state"] not in allow:
+                return None
+            if row["state"] == "generation_failed":  # its earlier task is kept, not overwritten
+                conn.execute(
+                    "INSERT INTO task_history (key, task_id, submitted_at, status, result_urls, error, replaced_at, run_id)"
+                    " SELECT key, task_id, submitted_at, status, result_urls, error, ?, ? FROM tasks WHERE key = ?",
+                    (stamp, run_id, request.key),
+                )
+                conn.execute(
+                    "UPDATE tasks SET task_id = NULL, estimated_time = NULL, submitted_at = NULL, eta_at = NULL,"
+                    " status = NULL, result_urls = NULL, checked_at = NULL, files = NULL WHERE key = ?",
+                    (request.key,),
+                )
+            conn.execute(
+                "UPDATE tasks SET state = 'sending', attempts = attempts + 1, updated_at = ?, run_id = ?,"
+                " error = NULL WHERE key = ?",
+                (stamp, run_id, request.key),
+            )
+            return str(row["state"])
 
     def release(self, key: str, previous: str) -> None:
         """Undo a claim whose request was never sent (the run stopped first)."""
@@ -350,10 +387,17 @@ class Ledger:
 
     def record_outcome(self, key: str, state: str, error: str) -> None:
         """A request that did not get a task id: `rejected`, `failed` or `in_doubt`."""
-        self._update(key, **_outcome(state, error))
+        if state not in ("rejected", "failed", "in_doubt"):
+            raise ValueError(f"not an outcome without a task id: {state}")
+        self._update(key, state=state, error=error)
 
     def record_status(self, key: str, status: str, result_urls: list[str] | None, error: str | None = None) -> None:
-        self._update(key, **_status(status, result_urls, error))
+        fields: dict[str, Any] = {"status": status, "checked_at": timestamp()}
+        if result_urls is not None:
+            fields["result_urls"] = json.dumps(result_urls)
+        if error is not None:
+            fields["error"] = error
+        self._update(key, **fields)
 
     def record_files(self, key: str, files: list[str]) -> None:
         self._update(key, files=json.dumps(files))
@@ -363,11 +407,6 @@ class Ledger:
         with self.transaction() as conn:
             for key, files in found:
                 _set(conn, key, {"files": json.dumps(files)})
-
-    def writer(self) -> GroupCommit:
-        """A group-committing writer for many threads' claims and outcomes (see GroupCommit);
-        close it when done."""
-        return GroupCommit(self)
 
     def _update(self, key: str, **fields: Any) -> None:
         with self.transaction() as conn:
@@ -578,162 +617,8 @@ class Ledger:
         return str(self._query("PRAGMA integrity_check")[0][0])
 
 
-class GroupCommit:
-    """One writer thread for the claims and outcomes of many worker threads (a run's senders,
-    poll's and download's workers). What the workers hand it while a commit is under way goes
-    into the next commit together: one fsync for a group instead of one per call, and no
-    worker waits behind another's commit. Each call blocks until the commit that covers it is
-    durable, and raises what that commit raised; so a claimed request's bytes never go out
-    before its `sending` row is on disk. A crash loses at most the group being committed: its
-    claims were not sent yet, and its outcomes leave rows `sending`, which the next command
-    turns into in_doubt, like any call in flight.
-
-    Before each group it checks that the ledger is still the file it opened (LedgerUnsound)."""
-
-    MAX_GROUP = 256
-
-    def __init__(self, ledger: Ledger):
-        self.ledger = ledger
-        self.commits = 0  # how many groups were committed (for tests and benchmarks)
-        self._pending: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._write, name="batchgen-ledger-writer", daemon=True)
-        self._thread.start()
-
-    def claim(self, request: Request, job: str, api_base: str, run_id: int, allow: set[str]) -> str | None:
-        """`Ledger.claim`, committed with the group."""
-        return self._run(lambda conn: _claim(conn, request, job, api_base, run_id, allow))
-
-    def record_submitted(self, key: str, task_id: str, estimated_time: float | None, submitted_at: str | None = None) -> None:
-        fields = _submitted(task_id, estimated_time, submitted_at)
-        self._run(lambda conn: _set(conn, key, fields))
-
-    def record_outcome(self, key: str, state: str, error: str) -> None:
-        fields = _outcome(state, error)
-        self._run(lambda conn: _set(conn, key, fields))
-
-    def record_status(self, key: str, status: str, result_urls: list[str] | None, error: str | None = None) -> None:
-        fields = _status(status, result_urls, error)
-        self._run(lambda conn: _set(conn, key, fields))
-
-    def close(self) -> None:
-        """Commit what is pending and stop the writer."""
-        self._pending.put(None)
-        self._thread.join()
-
-    def __enter__(self) -> GroupCommit:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _run(self, write: Callable[[sqlite3.Connection], Any]) -> Any:
-        item = _Write(write)
-        self._pending.put(item)
-        item.done.wait()
-        if item.error is not None:
-            raise item.error
-        return item.result
-
-    def _write(self) -> None:
-        closing = False
-        while not closing:
-            first = self._pending.get()
-            if first is None:
-                return
-            group = [first]
-            while len(group) < self.MAX_GROUP:
-                try:
-                    more = self._pending.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:  # close() after these: commit them, then stop
-                    closing = True
-                    break
-                group.append(more)
-            try:
-                self.ledger.check_same_file()
-                with self.ledger.transaction() as conn:
-                    for item in group:
-                        item.result = item.write(conn)
-                self.commits += 1
-            except BaseException as e:  # the whole group failed: every caller hears it
-                for item in group:
-                    item.error = e
-            for item in group:
-                item.done.set()
-
-
-class _Write:
-    __slots__ = ("write", "done", "result", "error")
-
-    def __init__(self, write: Callable[[sqlite3.Connection], Any]):
-        self.write = write
-        self.done = threading.Event()
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-
-def _outcome(state: str, error: str) -> dict[str, Any]:
-    """The fields of a request that did not get a task id: `rejected`, `failed` or `in_doubt`."""
-    if state not in ("rejected", "failed", "in_doubt"):
-        raise ValueError(f"not an outcome without a task id: {state}")
-    return {"state": state, "error": error}
-
-
-def _status(status: str, result_urls: list[str] | None, error: str | None) -> dict[str, Any]:
-    fields: dict[str, Any] = {"status": status, "checked_at": timestamp()}
-    if result_urls is not None:
-        fields["result_urls"] = json.dumps(result_urls)
-    if error is not None:
-        fields["error"] = error
-    return fields
-
-
 # The state a run decides by: `generation_failed` for a task created but whose video failed.
 _EFFECTIVE_STATE = "CASE WHEN state = 'submitted' AND status = 'failed' THEN 'generation_failed' ELSE state END"
-
-
-def _claim(conn: sqlite3.Connection, request: Request, job: str, api_base: str, run_id: int, allow: set[str]) -> str | None:
-    """`Ledger.claim` inside the caller's BEGIN IMMEDIATE transaction."""
-    body = request.body
-    row = conn.execute(f"SELECT {_EFFECTIVE_STATE} AS state FROM tasks WHERE key = ?", (request.key,)).fetchone()
-    stamp = timestamp()
-    if row is None:
-        conn.execute(
-            "INSERT INTO tasks (key, job, api_base, model_id, prompt, request, variant, state,"
-            " attempts, updated_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, 'sending', 1, ?, ?)",
-            (
-                request.key,
-                job,
-                api_base,
-                body.get("model_id"),
-                body.get("prompt"),
-                json.dumps(body, ensure_ascii=False),
-                request.variant,
-                stamp,
-                run_id,
-            ),
-        )
-        return "new"
-    if row["state"] not in allow:
-        return None
-    if row["state"] == "generation_failed":  # its earlier task is kept, not overwritten
-        conn.execute(
-            "INSERT INTO task_history (key, task_id, submitted_at, status, result_urls, error, replaced_at, run_id)"
-            " SELECT key, task_id, submitted_at, status, result_urls, error, ?, ? FROM tasks WHERE key = ?",
-            (stamp, run_id, request.key),
-        )
-        conn.execute(
-            "UPDATE tasks SET task_id = NULL, estimated_time = NULL, submitted_at = NULL, eta_at = NULL,"
-            " status = NULL, result_urls = NULL, checked_at = NULL, files = NULL WHERE key = ?",
-            (request.key,),
-        )
-    conn.execute(
-        "UPDATE tasks SET state = 'sending', attempts = attempts + 1, updated_at = ?, run_id = ?,"
-        " error = NULL WHERE key = ?",
-        (stamp, run_id, request.key),
-    )
-    return str(row["state"])
 
 
 def _set(conn: sqlite3.Connection, key: str, fields: dict[str, Any]) -> None:

@@ -99,47 +99,42 @@ def poll(
                     if misses[0] >= UNREACHABLE_CALLS:
                         report.unreachable = True
                         round_over.set()
-        if outcome is None or outcome.kind is Kind.RETRY:
-            with lock:
-                report.errors += 1
-            return
-        if outcome.kind is Kind.AUTH:
-            with lock:
-                report.checked += 1
-                misses[0] = 0
-                report.aborted = f"the API refused the key ({outcome.message})"
-            round_over.set()
-            outer.set()
-            return
-        status, urls, error = _status_of(outcome)
-        writer.record_status(row["key"], status, urls, error=error)  # group-committed with the other workers'
         with lock:
+            if outcome is None or outcome.kind is Kind.RETRY:
+                report.errors += 1
+                return
             misses[0] = 0
-            report.checked += 1
-            if outcome.kind is not Kind.OK:
-                report.unknown.append(row["task_id"])
-            elif status == "completed":
-                report.completed += 1
-            elif status == "failed":
-                report.failed += 1
-            else:
-                report.processing += 1
+            _record(ledger, row, outcome, report)
+            if report.aborted:
+                round_over.set()
+                outer.set()
 
-    with ledger.writer() as writer, ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         list(pool.map(check, tasks))
     return report
 
 
-def _status_of(outcome: Outcome) -> tuple[str, list[str] | None, str | None]:
-    """(status, result URLs, error) to record for a get-task answer."""
+def _record(ledger: Ledger, row: dict[str, Any], outcome: Outcome, report: PollReport) -> None:
+    report.checked += 1
+    if outcome.kind is Kind.AUTH:
+        report.aborted = f"the API refused the key ({outcome.message})"
+        return
     if outcome.kind is not Kind.OK:  # code ≠ 1: the API does not know this task id
-        return "processing", None, f"get-task: {outcome.message}"
+        report.unknown.append(row["task_id"])
+        ledger.record_status(row["key"], "processing", None, error=f"get-task: {outcome.message}")
+        return
     data = outcome.data or {}
     status = STATUS.get(data.get("status"), "processing")  # type: ignore[arg-type]
     urls = data.get("result_urls")
     urls = [u for u in urls if isinstance(u, str)] if isinstance(urls, list) else []
     error = data.get("error") if status == "failed" and isinstance(data.get("error"), str) else None
-    return status, urls, error
+    ledger.record_status(row["key"], status, urls, error=error)
+    if status == "completed":
+        report.completed += 1
+    elif status == "failed":
+        report.failed += 1
+    else:
+        report.processing += 1
 
 
 def next_check(tasks: list[dict[str, Any]], unknown: set[str]) -> float | None:

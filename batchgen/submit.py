@@ -22,7 +22,7 @@ from .api import Api, Kind, Outcome
 from .budget import Budget
 from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK
 from .expand import Request
-from .ledger import RESENDABLE, GroupCommit, Ledger, LedgerUnsound
+from .ledger import RESENDABLE, Ledger, LedgerUnsound
 from .limits import Backoff, RateLimiter, attempts
 from .prices import class_key
 from .times import timestamp
@@ -165,7 +165,6 @@ class Submission:
         self._all_done = threading.Event()
         self._lost = False
         self._no_more = threading.Event()  # stop claiming (the cap): what is claimed still goes
-        self.writer: GroupCommit
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -174,14 +173,6 @@ class Submission:
         stop; twice: mark them in_doubt and raise `Interrupted`."""
         for request in requests:
             self._queue.put(request)
-        # Claims and outcomes go through one group-committing writer (see GroupCommit).
-        self.writer = self.ledger.writer()
-        try:
-            return self._run(requests, on_interrupt)
-        finally:
-            self.writer.close()
-
-    def _run(self, requests: list[Request], on_interrupt: Callable[[int], None] | None) -> RunReport:
         workers = [
             threading.Thread(target=self._worker, name=f"batchgen-send-{i}", daemon=True)
             for i in range(max(1, min(self.settings.concurrency, len(requests))))
@@ -238,9 +229,9 @@ class Submission:
                 return
             try:
                 # A ledger deleted or replaced under the run would take the claim into a file
-                # nobody reads, and the next run would pay again: the writer checks before
-                # every group of claims.
-                previous = self.writer.claim(request, self.job, self.api_base, self.run_id, self.allow)
+                # nobody reads, and the next run would pay again: noticed before every claim.
+                self.ledger.check_same_file()
+                previous = self.ledger.claim(request, self.job, self.api_base, self.run_id, self.allow)
             except LedgerUnsound as e:
                 self._ledger_lost(str(e))
                 return
@@ -288,7 +279,7 @@ class Submission:
             self.ledger.release(request.key, previous)
             return None
         # Refused before processing every time (or stopped between tries): never created.
-        self.writer.record_outcome(request.key, "failed", f"{outcome.message} (after {tries} attempts)")
+        self.ledger.record_outcome(request.key, "failed", f"{outcome.message} (after {tries} attempts)")
         self._note_error(outcome.message)
         return "failed"
 
@@ -302,12 +293,12 @@ class Submission:
             return "submitted"
         if outcome.kind in (Kind.AUTH, Kind.NO_CREDIT):
             # Nothing was created: `failed`, so the next run (with a good key) sends it.
-            self.writer.record_outcome(key, "failed", outcome.message)
+            self.ledger.record_outcome(key, "failed", outcome.message)
             reason = "the API refused the key" if outcome.kind is Kind.AUTH else "the account is out of credit"
             self._abort(f"{reason} ({outcome.message})")
             return "failed"
         state = "in_doubt" if outcome.kind is Kind.IN_DOUBT else "rejected"
-        self.writer.record_outcome(key, state, outcome.message)
+        self.ledger.record_outcome(key, state, outcome.message)
         self._note_error(outcome.message)
         return state
 
@@ -316,7 +307,8 @@ class Submission:
         that was created is paid for, and its id must never be lost."""
         received = timestamp()
         try:
-            self.writer.record_submitted(request.key, task_id, outcome.estimated_time, received)
+            self.ledger.check_same_file()
+            self.ledger.record_submitted(request.key, task_id, outcome.estimated_time, received)
             return
         except LedgerUnsound as e:
             self._ledger_lost(str(e))
