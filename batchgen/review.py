@@ -21,7 +21,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlsplit
@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from . import gallery
 from .errors import UsageError
 from .ledger import Ledger
+from .loopback import LoopbackHandler
 
 MAX_NOTE = 2000  # characters
 MAX_BODY = 16_384  # bytes of a review post
@@ -114,12 +115,9 @@ def _review_fields(review: dict[str, Any]) -> dict[str, Any]:
     return {"pick": review.get("pick"), "rating": review.get("rating"), "note": review.get("note")}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoopbackHandler):
     server: ReviewServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: the page is the interface
-        pass
+    server_version = "batchgen-review"
 
     @property
     def session(self) -> Session:
@@ -209,17 +207,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(value, ensure_ascii=False).encode(), "application/json")
 
     def _send(self, status: int, payload: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
         # The page's own inline script and style, its own videos and the API's result files; nothing else.
-        self.send_header("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; media-src 'self' https: http:")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(payload)
+        super()._send(status, payload, content_type, {
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; media-src 'self' https: http:",
+            **(headers or {}),
+        })
 
 
 class ReviewServer(ThreadingHTTPServer):

@@ -30,11 +30,12 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from importlib import resources
 from typing import Any, Iterator
 
 from . import schemas
+from .loopback import LoopbackHandler
 from .models import catalogue, lookup
 
 TEST_KEY = "key_00000000000000000000000000000000"
@@ -275,18 +276,9 @@ class _Drop(Exception):
     """Close the connection without an answer."""
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoopbackHandler):
     server: "SandboxServer"
-    protocol_version = "HTTP/1.1"  # keep-alive, as clients pool connections
-    # One write per answer and no Nagle: headers and body sent apart, with Nagle on, cost a
-    # delayed ACK (~40 ms) per call on loopback.
-    wbufsize = 64 * 1024
-    disable_nagle_algorithm = True
     server_version = "batchgen-sandbox"
-    sys_version = ""
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: the record is the log
-        pass
 
     @property
     def sandbox(self) -> Sandbox:
@@ -570,18 +562,6 @@ class _Handler(BaseHTTPRequestHandler):
         if data is not None:
             envelope["data"] = data
         self._send(status, json.dumps(envelope).encode(), "application/json", headers)
-
-    def _send(self, status: int, payload: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(payload)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up (read timeout)
-            self.close_connection = True
 
 
 def _json_or_none(raw: bytes | None) -> Any:

@@ -12,7 +12,7 @@ import ast
 from helpers import REPO
 
 LAYERS = [
-    "__init__", "errors", "times", "urls", "inputs", "yamldoc", "images", "project", "schemas", "models", "model_schema", "display", "spec", "templates", "expand",
+    "__init__", "errors", "loopback", "times", "urls", "inputs", "yamldoc", "images", "project", "schemas", "models", "model_schema", "display", "spec", "templates", "expand",
     "validate", "prices", "plan", "report", "journal", "liveness", "migrations", "ledger", "api", "limits",
     "budget", "submit", "credits", "uploads", "results", "download", "gallery", "review", "promote", "sandbox", "runner", "terminal", "sandbox_cli", "review_cli", "models_cli", "cli",
     "__main__",
