@@ -11,7 +11,6 @@ import re
 
 import jsonschema
 import pytest
-import yaml
 from helpers import REPO
 
 from batchgen import model_schema, models, schemas
@@ -242,10 +241,19 @@ def test_models_lists_every_model_with_its_rules(cli):
     assert kling["images"] == {"min": 0, "max": 1} and kling["verified"] is True
 
 
-def test_the_comparison_job_validates_and_names_four_models():
-    data = yaml.safe_load((REPO / "jobs" / "models.yaml").read_text())
-    validated = validate_job(str(REPO / "jobs" / "models.yaml"))
-    assert len(validated.by_model) == 4 and data["name"] == "compare-models"
+def test_the_comparison_job_runs_four_models_into_one_gallery(world, monkeypatch):
+    import shutil
+
+    env = world(time_scale=0)
+    shutil.copytree(REPO / "jobs", env.tmp / "jobs")
+    monkeypatch.chdir(env.tmp)
+    result = env.cli("run", "jobs/models.yaml", "--yes", "--rpm", "0", "--wait", "--download", "--gallery")
+    assert result.exit_code == 0, result.output
+    page = (env.tmp / "outputs" / "compare-models" / "index.html").read_text()
+    header = re.search(r"<thead>(.*?)</thead>", page, re.S).group(1)
+    assert re.findall(r"<th scope=col>([^<]+)</th>", header)[1:] == ["wan2.2-pro", "kling2.6", "veo3-fast", "seedance1.0-lite"]
+    assert page.count("<tr><th scope=row>") == 2  # one row per prompt
+    assert page.count("<video") == 10  # Seedance makes two videos per task
 
 
 # -- the sandbox judges every body as the validator does ----------------------------------------
