@@ -1,10 +1,25 @@
 """What batchgen's two small HTTP servers share (the sandbox, the review page): a request
-handler for keep-alive clients on loopback that answers in one write."""
+handler for keep-alive clients on loopback that answers in one write, and serving one in a
+background thread."""
 
 from __future__ import annotations
 
-from http.server import BaseHTTPRequestHandler
-from typing import Any
+import contextlib
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
+
+
+@contextlib.contextmanager
+def in_background(server: ThreadingHTTPServer, poll_interval: float) -> Iterator[None]:
+    """Serve `server` in a daemon thread for the duration of the block, then shut it down."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": poll_interval}, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 class LoopbackHandler(BaseHTTPRequestHandler):

@@ -18,7 +18,6 @@ import mimetypes
 import re
 import secrets
 import sqlite3
-import threading
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import ThreadingHTTPServer
@@ -29,7 +28,7 @@ from urllib.parse import urlsplit
 from . import gallery
 from .errors import UsageError
 from .ledger import Ledger
-from .loopback import LoopbackHandler
+from .loopback import LoopbackHandler, in_background
 
 MAX_NOTE = 2000  # characters
 MAX_BODY = 16_384  # bytes of a review post
@@ -246,13 +245,8 @@ def serving(session: Session, port: int = 0) -> Iterator[ReviewServer]:
         server = ReviewServer(session, port)
     except OSError as e:
         raise PortBusy(f"cannot serve the review page on 127.0.0.1:{port}: {e.strerror}") from None
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    try:
+    with in_background(server, poll_interval=0.1):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 class PortBusy(UsageError):

@@ -35,7 +35,7 @@ from importlib import resources
 from typing import Any, Iterator
 
 from . import schemas
-from .loopback import LoopbackHandler
+from .loopback import LoopbackHandler, in_background
 from .models import catalogue, lookup
 
 TEST_KEY = "key_00000000000000000000000000000000"
@@ -596,13 +596,8 @@ def running(config: SandboxConfig | None = None, port: int = 0) -> Iterator[Sand
         server = SandboxServer(sandbox, port)
     except OSError as e:
         raise SandboxPortBusy(port, e) from None
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with in_background(server, poll_interval=0.05):
         yield sandbox
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 class SandboxPortBusy(OSError):
