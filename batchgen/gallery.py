@@ -61,7 +61,7 @@ class Tile:
         if axis == "image_urls":
             return " ".join(self.image_urls) or "no image"
         name = axis.removeprefix("options.")
-        return "-" if name not in self.options else json.dumps(self.options[name]).strip('"')
+        return "-" if name not in self.options else models.value_text(self.options[name])
 
     @property
     def outcome(self) -> str:
@@ -131,8 +131,8 @@ def varying_axes(found: list[Tile]) -> list[str]:
     return [axis for axis in candidates if len({tile.value(axis) for tile in found}) > 1]
 
 
-def choose_axes(found: list[Tile], rows: list[str] | None, cols: list[str] | None) -> tuple[list[str], list[str]]:
-    varying = varying_axes(found)
+def choose_axes(found: list[Tile], rows: list[str] | None, cols: list[str] | None, varying: list[str] | None = None) -> tuple[list[str], list[str]]:
+    varying = varying_axes(found) if varying is None else varying
     if rows is None:
         rows = ["prompt"] if "prompt" in varying or not varying else varying[:1]
     if cols is None:
@@ -158,22 +158,24 @@ class Live:
     token: str
 
 
-def render(job: str, found: list[Tile], rows: list[str], cols: list[str], unsent: int = 0, live: Live | None = None) -> str:
-    """The page for `found`, rows keyed by `rows` and columns by `cols` (live: the review page)."""
+def render(job: str, found: list[Tile], rows: list[str], cols: list[str], unsent: int = 0, live: Live | None = None,
+           varying: list[str] | None = None) -> str:
+    """The page for `found`, rows keyed by `rows` and columns by `cols` (live: the review page);
+    `varying`: varying_axes(found), if the caller has it."""
     row_keys = _ordered({_key(t, rows) for t in found}, found, rows)
     col_keys = _ordered({_key(t, cols) for t in found}, found, cols)
     grid: dict[tuple[tuple[str, ...], tuple[str, ...]], list[Tile]] = {}
     for tile in found:
         grid.setdefault((_key(tile, rows), _key(tile, cols)), []).append(tile)
     cells = len(row_keys) * len(col_keys)
-    varying = frozenset(varying_axes(found))
+    differing = frozenset(varying_axes(found) if varying is None else varying)
     as_cards = len(col_keys) > 1 and len(grid) < DENSE_ENOUGH * cells
     e = html.escape
     body = []
     if as_cards:  # rows of cards, each captioned with its column: no empty cells
         for row_key in row_keys:
             cards = "".join(
-                _tile_html(t, rows, cols, live, _label(cols, col_key), varying)
+                _tile_html(t, rows, cols, live, _label(cols, col_key), differing)
                 for col_key in col_keys
                 for t in grid.get((row_key, col_key), [])
             )
@@ -183,7 +185,7 @@ def render(job: str, found: list[Tile], rows: list[str], cols: list[str], unsent
         head = "".join(f"<th scope=col>{_header(cols, key)}</th>" for key in col_keys)
         for row_key in row_keys:
             tds = "".join(
-                "<td>" + "".join(_tile_html(t, rows, cols, live, None, varying) for t in grid.get((row_key, col_key), [])) + "</td>"
+                "<td>" + "".join(_tile_html(t, rows, cols, live, None, differing) for t in grid.get((row_key, col_key), [])) + "</td>"
                 for col_key in col_keys
             )
             body.append(f"<tr><th scope=row>{_header(rows, row_key)}</th>{tds}</tr>")
@@ -194,7 +196,7 @@ def render(job: str, found: list[Tile], rows: list[str], cols: list[str], unsent
     return _PAGE.format(
         title=e(job),
         summary=e(summary(found, unsent)),
-        same=e(_same_for_all(found, varying)),
+        same=e(_same_for_all(found, differing)),
         layout=layout,
         style=_STYLE,
         script=_SCRIPT + (_LIVE_SCRIPT if live else ""),
@@ -210,7 +212,7 @@ def _same_for_all(found: list[Tile], varying: frozenset[str]) -> str:
         return ""
     first = found[0]
     same = [first.model] if "model" not in varying else []
-    same += [f"{k} {json.dumps(v).strip(chr(34))}" for k, v in sorted(first.options.items()) if f"options.{k}" not in varying]
+    same += [f"{k} {models.value_text(v)}" for k, v in sorted(first.options.items()) if f"options.{k}" not in varying]
     return "same for all: " + ", ".join(same) if same else ""
 
 
@@ -259,12 +261,12 @@ def _axes_legend(axes: list[str]) -> str:
 def _tile_html(tile: Tile, rows: list[str], cols: list[str], live: Live | None, column: str | None = None,
                varying: frozenset[str] = frozenset()) -> str:
     e = html.escape
-    options = ", ".join(f"{k} {json.dumps(v).strip(chr(34))}" for k, v in sorted(tile.options.items()))
+    options = ", ".join(f"{k} {models.value_text(v)}" for k, v in sorted(tile.options.items()))
     # The caption says what the headers don't, and what is the same for every tile is said once
     # in the page's header instead (`varying`: the fields that differ between tiles).
     shown = set(rows) | set(cols)
     unshown = ", ".join(
-        f"{k} {json.dumps(v).strip(chr(34))}" for k, v in sorted(tile.options.items())
+        f"{k} {models.value_text(v)}" for k, v in sorted(tile.options.items())
         if f"options.{k}" not in shown and f"options.{k}" in varying
     )
     caption = [f"<b class=column>{e(column)}</b>"] if column else []
@@ -354,8 +356,9 @@ def page(ledger: Ledger, job: str, out: Path, rows: list[str] | None = None, col
     """The page for `job` from the ledger as it is now."""
     check_axes((rows or []) + (cols or []))
     found = tiles(ledger, job, out, media)
-    rows, cols = choose_axes(found, rows, cols)
-    return render(job, found, rows, cols, unsent=ledger.unsent_count(job), live=live)
+    varying = varying_axes(found)
+    rows, cols = choose_axes(found, rows, cols, varying)
+    return render(job, found, rows, cols, unsent=ledger.unsent_count(job), live=live, varying=varying)
 
 
 def write(ledger: Ledger, job: str, out: Path, rows: list[str] | None = None, cols: list[str] | None = None) -> Path:

@@ -196,8 +196,13 @@ def names(found: list[Model], limit: int = 6) -> str:
     return ", ".join(shown) + (f" and {more} more" if more else "")
 
 
+def value_text(value: Any) -> str:
+    """`16:9`, `5`, `true`: an option's value as a job file writes it (no JSON quotes)."""
+    return json.dumps(value, ensure_ascii=False).strip('"')
+
+
 def _either(values: tuple[Any, ...]) -> str:
-    texts = [json.dumps(v).strip('"') for v in values]
+    texts = [value_text(v) for v in values]
     if len(texts) > 3 and all(isinstance(v, int) for v in values) and list(values) == list(range(values[0], values[-1] + 1)):
         return f"{texts[0]} to {texts[-1]}"
     return texts[0] if len(texts) == 1 else ", ".join(texts[:-1]) + " or " + texts[-1]

@@ -86,7 +86,7 @@ class Session:
         unknown = set(posted) - {"key", "pick", "rating", "note"}
         if unknown or not fields:
             raise Refused(HTTPStatus.BAD_REQUEST, f"a review sets pick, rating or note (got {', '.join(sorted(unknown)) or 'none'})")
-        if "pick" in fields and fields["pick"] not in (None, 0, 1) or isinstance(fields.get("pick"), bool):
+        if "pick" in fields and (isinstance(fields["pick"], bool) or fields["pick"] not in (None, 0, 1)):
             raise Refused(HTTPStatus.BAD_REQUEST, "pick is 1 (picked), 0 (rejected) or null")
         rating = fields.get("rating")
         if rating is not None and (isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5):

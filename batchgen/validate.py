@@ -7,7 +7,6 @@ never the bodies, so memory stays flat in the number of requests.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -236,7 +235,7 @@ def _other_models(field: FieldPath, error: ValidationError, hint: str | None) ->
         elif error.validator == "enum" and schemas.schema_has_custom(error):
             takers = models.accepting(str(field[1]), error.instance)
             hint = None  # "did you mean" a value this model takes would hide the real choice
-            what = f"{json.dumps(error.instance, ensure_ascii=False).strip(chr(34))} is taken by"
+            what = f"{models.value_text(error.instance)} is taken by"
     elif field == ("image_urls",) and error.validator in ("not", "maxItems", "required"):
         count = len(error.instance) if isinstance(error.instance, list) else 0
         takers = models.accepting("", images=count)
