@@ -77,19 +77,17 @@ def promote(
     if the new job would not validate; `out` is then left as it was."""
     chosen = ledger.chosen(job, picked=picked, rating_at_least=rating_at_least)
     if not chosen:
-        what = "picked" if picked else ""
-        what += (" and " if picked and rating_at_least else "") + (f"rated {rating_at_least} or more" if rating_at_least else "")
-        raise NothingChosen(f"nothing in job {job!r} is {what}: mark videos with `batchgen review {job}` first")
+        raise NothingChosen(f"nothing in job {job!r} is {_choice(picked, rating_at_least)}: mark videos with `batchgen review {job}` first")
     job_file = job_file or chosen[0]["job_file"]
     source_job = _loaded(job_file, root)
-    source = _source(source_job, {row["api_base"] for row in chosen})
+    source = _source(source_job, {row["api_base"] for row in chosen}) if source_job is not None else {}
     entries: dict[str, dict[str, Any]] = {}  # canonical entry → entry (variants of one request become repeat)
     order: list[tuple[int, str]] = []
     for row in chosen:
-        found = source.get(row["key"]) if source else None
-        if found is not None:
-            position, fields, folder = found
-            entry = _entry_from_fields(fields, folder, out.parent)
+        found = source.get(row["key"])
+        if found is not None and source_job is not None:
+            position, fields = found
+            entry = _entry_from_fields(fields, source_job.path.parent, out.parent)
         else:  # the job file no longer asks for it (edited, moved): what the ledger sent
             position, entry = len(order) + 1_000_000_000, _entry_from_ledger(row)
         for override in overrides:
@@ -110,14 +108,12 @@ def promote(
     return len(ordered)
 
 
-def _source(job: Job | None, api_bases: set[str]) -> dict[str, tuple[int, dict[str, Any], Path]] | None:
-    """key → (position in the job, the fields it was made from, the job file's folder)."""
-    if job is None:
-        return None
-    found: dict[str, tuple[int, dict[str, Any], Path]] = {}
+def _source(job: Job, api_bases: set[str]) -> dict[str, tuple[int, dict[str, Any]]]:
+    """key → (position in the job, the fields it was made from)."""
+    found: dict[str, tuple[int, dict[str, Any]]] = {}
     for api_base in api_bases:
         for position, (request, fields) in enumerate(sourced(job, api_base)):
-            found.setdefault(request.key, (position, fields, job.path.parent))
+            found.setdefault(request.key, (position, fields))
     return found
 
 
@@ -189,10 +185,9 @@ def _apply(entry: dict[str, Any], override: Override) -> None:
 
 def _job_text(job: str, job_file: str | None, entries: list[dict[str, Any]], *, source_job: Job | None,
               picked: bool, rating_at_least: int | None, overrides: list[Override]) -> str:
-    chosen = " and ".join(part for part in ("picked" if picked else "", f"rated {rating_at_least}+" if rating_at_least else "") if part)
     lines = [
         f"# Promoted by `batchgen promote` at {timestamp()}",
-        f"# from job {job!r}" + (f" ({job_file})" if job_file else "") + f": the requests {chosen} in its review",
+        f"# from job {job!r}" + (f" ({job_file})" if job_file else "") + f": the requests {_choice(picked, rating_at_least)} in its review",
     ]
     if overrides:
         lines.append("# with " + " ".join(f"--set {o.text}" for o in overrides))
@@ -204,6 +199,11 @@ def _job_text(job: str, job_file: str | None, entries: list[dict[str, Any]], *, 
     document["requests"] = entries
     body = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)
     return "\n".join(lines) + "\n" + body
+
+
+def _choice(picked: bool, rating_at_least: int | None) -> str:
+    """`picked and rated 4 or more`: which requests a promote takes."""
+    return " and ".join(part for part in ("picked" if picked else "", f"rated {rating_at_least} or more" if rating_at_least else "") if part)
 
 
 def _write_validated(text: str, out: Path, entries: list[dict[str, Any]]) -> None:
