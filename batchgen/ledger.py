@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import sqlite_utils
 
@@ -279,36 +279,52 @@ class Ledger:
 
     # -- writing --------------------------------------------------------------------------
 
-    def link(self, job: str, job_file: str, requests: Iterable[Request]) -> None:
-        """Record that `job` asks for these requests (a request may belong to many jobs), with
-        the label and meta the job gives each."""
-        rows = [
-            (job, job_file, r.key, r.label, json.dumps(r.meta, ensure_ascii=False, default=str) if r.meta else None)
-            for r in requests
-        ]
-        with self.transaction() as conn:
-            # A row is written only when something changed: a rerun of a big job rewrites nothing.
-            conn.executemany(
-                "INSERT INTO job_tasks (job, job_file, key, label, meta, current) VALUES (?, ?, ?, ?, ?, 1)"
-                " ON CONFLICT (job, key) DO UPDATE SET job_file = excluded.job_file, label = excluded.label,"
-                " meta = excluded.meta, current = 1"
-                " WHERE job_tasks.current = 0 OR job_tasks.job_file IS NOT excluded.job_file"
-                " OR job_tasks.label IS NOT excluded.label OR job_tasks.meta IS NOT excluded.meta",
-                rows,
-            )
-            conn.execute("CREATE TEMP TABLE IF NOT EXISTS linked (key TEXT PRIMARY KEY)")
-            conn.executemany("INSERT OR IGNORE INTO temp.linked (key) VALUES (?)", ((row[2],) for row in rows))
+    @contextlib.contextmanager
+    def linking(self, job: str, job_file: str) -> Iterator[Callable[[Iterable[Request]], None]]:
+        """Record that `job` asks for the requests given to the function this yields (a request
+        may belong to many jobs), with the label and meta the job gives each; the job's other
+        rows (from before an edit) are superseded.
 
-    def supersede_unlinked(self, job: str) -> None:
-        """After a run linked what its job file asks for now: the job's other rows (from before
-        an edit) are superseded."""
-        with self.transaction() as conn:
-            conn.execute("CREATE TEMP TABLE IF NOT EXISTS linked (key TEXT PRIMARY KEY)")
-            conn.execute(
-                "UPDATE job_tasks SET current = 0 WHERE job = ? AND current = 1 AND key NOT IN (SELECT key FROM temp.linked)",
-                (job,),
+        The requests are staged in a temporary table, which takes no lock on the ledger, and
+        written in one transaction when the block ends well: a run validates and links in one
+        pass over its job, and a job that fails validation links nothing."""
+        with self._lock:
+            self.db.conn.execute(
+                # No key index: appending is several times faster than keeping random keys in
+                # order, and the two statements below each need one pass over the table.
+                "CREATE TEMP TABLE IF NOT EXISTS staged_links (key TEXT, label TEXT, meta TEXT)"
             )
-            conn.execute("DELETE FROM temp.linked")
+            self.db.conn.execute("DELETE FROM temp.staged_links")
+
+        def stage(requests: Iterable[Request]) -> None:
+            rows = [(r.key, r.label, json.dumps(r.meta, ensure_ascii=False, default=str) if r.meta else None) for r in requests]
+            with self._lock:
+                conn = self.db.conn
+                conn.execute("BEGIN")  # deferred, and only the temp database is written: no write lock
+                conn.executemany("INSERT INTO temp.staged_links (key, label, meta) VALUES (?, ?, ?)", rows)
+                conn.execute("COMMIT")
+
+        try:
+            yield stage
+            with self.transaction() as conn:
+                # A row is written only when something changed: a rerun of a big job rewrites nothing.
+                conn.execute(
+                    "INSERT INTO job_tasks (job, job_file, key, label, meta, current)"
+                    " SELECT ?, ?, key, label, meta, 1 FROM temp.staged_links WHERE true"
+                    " ON CONFLICT (job, key) DO UPDATE SET job_file = excluded.job_file, label = excluded.label,"
+                    " meta = excluded.meta, current = 1"
+                    " WHERE job_tasks.current = 0 OR job_tasks.job_file IS NOT excluded.job_file"
+                    " OR job_tasks.label IS NOT excluded.label OR job_tasks.meta IS NOT excluded.meta",
+                    (job, job_file),
+                )
+                conn.execute(
+                    "UPDATE job_tasks SET current = 0 WHERE job = ? AND current = 1"
+                    " AND key NOT IN (SELECT key FROM temp.staged_links)",
+                    (job,),
+                )
+        finally:
+            with self._lock:
+                self.db.conn.execute("DELETE FROM temp.staged_links")
 
     def runs(self, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """The latest runs (of `job`), newest first."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from . import models
 from .errors import JobError
@@ -14,9 +14,6 @@ from .prices import NO_PRICES, PriceBook, PriceTie, class_tuple, key_of_tuple
 from .spec import load_job
 from .urls import canonical_base_url
 from .validate import ValidatedJob, checked
-
-if TYPE_CHECKING:
-    from .ledger import Ledger
 
 # What a run does with a request, from the state the ledger holds for its key.
 ACTIONS = ("new", "done", "failed", "rejected", "in_doubt", "sending", "generation_failed")
@@ -161,26 +158,26 @@ def _decide(requests: list[Request], states: StateLookup, book: PriceBook, valid
 
 
 def prepare_run(
-    expansion: ValidatedJob, ledger: "Ledger | None", allow: set[str], job_file: str, *, link: bool = True,
-    book: PriceBook = NO_PRICES,
+    expansion: ValidatedJob, states: StateLookup, allow: set[str], *, book: PriceBook = NO_PRICES,
+    stage: Callable[[list[Request]], None] | None = None,
 ) -> tuple[Plan, list[PlannedRequest]]:
-    """The run's plan and the requests it will try to send, in file order.
+    """Step 2 of validation and the run's plan, in one pass over the job: the plan, and the
+    requests to send in file order (those whose ledger state is new or in `allow`).
 
-    Every request of the job is linked to it in `job_tasks` (so a request another job got
-    done counts for this one too); those whose ledger state is new or in `allow` are to send.
+    `stage` is given every request of the job, in batches (the run links them to the job, so
+    that a request another job got done counts for this one too). A problem found raises
+    `JobError` once the whole job was checked: then the plan and what was staged are void.
     """
     result = Plan(expansion.job.name, expansion.api_base)
     to_send: list[PlannedRequest] = []
-    for chunk in _in_batches(expansion.requests()):
-        if link and ledger is not None:
-            ledger.link(result.job, job_file, chunk)
-        for item in _decide(chunk, ledger.states if ledger is not None else no_ledger, book, expansion):
+    for chunk in _in_batches(checked(expansion)):
+        if stage is not None:
+            stage(chunk)
+        for item in _decide(chunk, states, book, expansion):
             sends = item.action == "new" or _STATE_OF_ACTION.get(item.action) in allow
             result.count(item, sends=sends)
             if sends:
                 to_send.append(item)
-    if link and ledger is not None:
-        ledger.supersede_unlinked(result.job)
     return result, to_send
 
 

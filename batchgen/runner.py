@@ -31,7 +31,8 @@ from .inputs import InputRefused, read_regular
 from .ledger import Ledger
 from .limits import Backoff, RateLimiter
 from .liveness import RunLock
-from .plan import Plan, PlannedRequest, prepare_run
+from .plan import BATCH, Plan, PlannedRequest, no_ledger, prepare_run
+from .prices import PriceBook
 from .project import Project
 from .results import pending, poll, wait_for
 from .spec import load_job
@@ -45,7 +46,7 @@ from .submit import (
     Submission,
 )
 from .urls import check_api_base
-from .validate import ValidatedJob, validate_job
+from .validate import ValidatedJob
 
 CONFIRM_ABOVE = 20  # on a terminal, ask before sending more requests than this
 SANDBOX_TIME_SCALE = 0.02  # `--sandbox`: a 240 s generation takes about 5 s
@@ -214,51 +215,80 @@ def open_ledger(project: Project, console: Console, *, create: bool) -> Ledger:
 
 
 def execute_run(options: RunOptions, target: Target, project: Project, console: Console) -> int:
-    """validate, plan, send, record; then wait, download, gallery if asked. The exit code."""
-    validated = validate_job(options.job_file, target.identity_base, root=project.root, allow_unverified=options.allow_unverified)
-    for problem in validated.warnings:
-        console.err(str(problem))
+    """validate and plan (one pass), send, record; then wait, download, gallery if asked. The exit code."""
+    # Step 1 of validation (the file against the job schema) now; step 2 checks each request
+    # as the plan meets it, so a big job is expanded once.
+    validated = ValidatedJob(load_job(options.job_file, project.root), target.identity_base, allow_unverified=options.allow_unverified)
     settings = options.settings(validated.job.limits)
-    cap = options.max_credits or validated.job.limits.get("max_credits")
-    if options.dry_run and not project.ledger.exists():
+    allow = settings.resendable()
+    if not project.ledger.exists():
+        # Every request is new. Planned before the ledger is made, so that a job that fails
+        # validation leaves none behind; linked once it exists.
         book = credits.price_book(validated, None, options.prices_file)
-        plan, to_send = prepare_run(validated, None, settings.resendable(), options.job_file, link=False, book=book)
-        return _dry_run(plan, to_send[: options.limit] if options.limit is not None else to_send, settings, target, console)
-    with open_ledger(project, console, create=not options.dry_run) as ledger:
+        plan, to_send = prepare_run(validated, no_ledger, allow, book=book)
+        _warn(validated, console)
+        if options.dry_run:
+            return _dry_run(plan, to_send[: options.limit] if options.limit is not None else to_send, settings, target, console)
+        with open_ledger(project, console, create=True) as ledger:
+            with ledger.linking(plan.job, options.job_file) as stage:
+                for start in range(0, len(to_send), BATCH):
+                    stage([item.request for item in to_send[start : start + BATCH]])
+            return _run_planned(ledger, validated, plan, to_send, book, options, settings, target, console)
+    with open_ledger(project, console, create=False) as ledger:
         if not options.dry_run:
             ledger.quick_check()
         book = credits.price_book(validated, ledger, options.prices_file)
-        plan, to_send = prepare_run(validated, ledger, settings.resendable(), options.job_file, link=not options.dry_run, book=book)
-        if options.limit is not None:
-            to_send = to_send[: options.limit]
-        if cap:
-            credits.require_prices(to_send, cap)
         if options.dry_run:
-            return _dry_run(plan, to_send, settings, target, console)
-        client = api.Api(target.base_url, target.key, timeout=api.timeout(options.read_timeout), max_connections=settings.concurrency)
-        with client:
-            balance, why = credits.read_balance(client)
-            if balance is None:
-                if cap:
-                    raise credits.NotCovered(f"the balance could not be read ({why}); with a cap nothing is sent")
-                console.err(f"balance unknown ({why}): sending without a balance check")
-            else:
-                to_send = credits.covered(to_send, balance, allow_partial=options.allow_partial)
-            to_send, not_uploaded = _with_images_uploaded(ledger, client, validated, to_send, target, console)
-            console.out(_plan_line(plan, len(to_send), settings, target))
-            if to_send and len(to_send) > CONFIRM_ABOVE and not options.yes and console.interactive:
-                if not console.confirm(f"send {len(to_send)} requests (each may be billed)?"):
-                    console.err("nothing sent")
-                    return EXIT_INCOMPLETE
-            budget = Budget(cap, book, balance_before=balance, read_balance=lambda: client.get_credits().credits)
-            # One limiter for the whole run: get-task calls after the sends share its pace.
-            limiter = RateLimiter(settings.rpm)
-            exit_code = _send(ledger, client, options, validated.job.name, target, settings, to_send, limiter, budget, console)
-            if not_uploaded and exit_code == 0:
-                exit_code = EXIT_INCOMPLETE
-        exit_code = _after_sending(ledger, options, validated.job.name, target, limiter, console, exit_code)
-        on_done(options.on_done, ledger, validated.job.name, options.job_file, exit_code, console)
-        return exit_code
+            plan, to_send = prepare_run(validated, ledger.states, allow, book=book)
+        else:
+            with ledger.linking(validated.job.name, options.job_file) as stage:
+                plan, to_send = prepare_run(validated, ledger.states, allow, book=book, stage=stage)
+        _warn(validated, console)
+        return _run_planned(ledger, validated, plan, to_send, book, options, settings, target, console)
+
+
+def _warn(validated: ValidatedJob, console: Console) -> None:
+    for problem in validated.warnings:
+        console.err(str(problem))
+
+
+def _run_planned(
+    ledger: Ledger, validated: ValidatedJob, plan: Plan, to_send: list[PlannedRequest], book: PriceBook,
+    options: RunOptions, settings: RunSettings, target: Target, console: Console,
+) -> int:
+    """The planned run: the cap and balance checks, uploads, the confirmation, sending, and
+    the wait → download → gallery chain."""
+    cap = options.max_credits or validated.job.limits.get("max_credits")
+    if options.limit is not None:
+        to_send = to_send[: options.limit]
+    if cap:
+        credits.require_prices(to_send, cap)
+    if options.dry_run:
+        return _dry_run(plan, to_send, settings, target, console)
+    client = api.Api(target.base_url, target.key, timeout=api.timeout(options.read_timeout), max_connections=settings.concurrency)
+    with client:
+        balance, why = credits.read_balance(client)
+        if balance is None:
+            if cap:
+                raise credits.NotCovered(f"the balance could not be read ({why}); with a cap nothing is sent")
+            console.err(f"balance unknown ({why}): sending without a balance check")
+        else:
+            to_send = credits.covered(to_send, balance, allow_partial=options.allow_partial)
+        to_send, not_uploaded = _with_images_uploaded(ledger, client, validated, to_send, target, console)
+        console.out(_plan_line(plan, len(to_send), settings, target))
+        if to_send and len(to_send) > CONFIRM_ABOVE and not options.yes and console.interactive:
+            if not console.confirm(f"send {len(to_send)} requests (each may be billed)?"):
+                console.err("nothing sent")
+                return EXIT_INCOMPLETE
+        budget = Budget(cap, book, balance_before=balance, read_balance=lambda: client.get_credits().credits)
+        # One limiter for the whole run: get-task calls after the sends share its pace.
+        limiter = RateLimiter(settings.rpm)
+        exit_code = _send(ledger, client, options, validated.job.name, target, settings, to_send, limiter, budget, console)
+        if not_uploaded and exit_code == 0:
+            exit_code = EXIT_INCOMPLETE
+    exit_code = _after_sending(ledger, options, validated.job.name, target, limiter, console, exit_code)
+    on_done(options.on_done, ledger, validated.job.name, options.job_file, exit_code, console)
+    return exit_code
 
 
 def on_done(command: str | None, ledger: Ledger, job: str, job_file: str | None, exit_code: int, console: Console) -> None:

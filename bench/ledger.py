@@ -1,7 +1,8 @@
 """Benchmark: reading a long-lived ledger (SPEC §6.7): `tasks --json` and `status JOB` on a
-synthetic ledger of 1,000,000 rows, and a 1,000,000-request plan.
+synthetic ledger of 1,000,000 rows, a 1,000,000-request plan, and a no-op rerun of a
+200,000-request job whose every request the ledger already holds as submitted.
 
-    python bench/ledger.py [--rows 1000000] [--runs 3]
+    python bench/ledger.py [--rows 1000000] [--runs 3] [--plan 1000000] [--rerun 200000]
 
 The ledger holds one big job (all but 10,000 rows) and one small one (10,000 rows): a command
 about the small job must not pay for the big one. Memory must stay flat in the ledger's size:
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -49,13 +51,59 @@ def build(path: Path, rows: int) -> None:
         conn.execute("COMMIT")
 
 
+def build_done(path: Path, job_file: Path, api_base: str) -> int:
+    """A ledger in which every request of `job_file` is submitted and linked to its job, as a
+    finished run leaves it (the keys are batchgen's own, from the job's expansion)."""
+    from batchgen.ledger import Ledger
+    from batchgen.spec import load_job
+    from batchgen.validate import ValidatedJob
+
+    validated = ValidatedJob(load_job(str(job_file)), api_base)
+    stamp = "2026-11-30T12:00:00.000Z"
+    n = 0
+    with Ledger(path) as ledger:
+        conn = ledger.db.conn
+        conn.execute("BEGIN")
+        for r in validated.requests():
+            conn.execute(
+                "INSERT INTO tasks (key, job, api_base, model_id, prompt, request, variant, state, task_id, submitted_at,"
+                " eta_at, attempts, status, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'submitted', ?, ?, ?, 1, 'completed', ?)",
+                (r.key, validated.job.name, validated.api_base, r.body["model_id"], r.body.get("prompt"), json.dumps(r.body),
+                 r.variant, f"t{n:031x}", stamp, stamp, stamp),
+            )
+            conn.execute("INSERT INTO job_tasks (job, job_file, key, label, current) VALUES (?, ?, ?, ?, 1)",
+                         (validated.job.name, str(job_file), r.key, r.label))
+            n += 1
+        conn.execute("COMMIT")
+    return n
+
+
+def rerun(tmp: Path, requests: int, runs: int) -> None:
+    """`batchgen run` of a job whose every request is done: nothing is sent, as a user feels it."""
+    from common import KEY, sandbox
+
+    job = write_job(tmp, requests, "rerun")
+    ledger = tmp / "rerun.db"
+    with sandbox() as base_url:
+        build_done(ledger, job, base_url)
+        os.environ.update(PIXWITH_API_KEY=KEY, PIXWITH_BASE_URL=base_url)  # the child's environment
+        results = [run_peak(["--ledger", str(ledger), "run", str(job), "--yes"]) for _ in range(runs)]
+    seconds = statistics.median(r[0] for r in results)
+    print(f"| no-op rerun of {requests:,} requests | {seconds:.2f} s, {max(r[1] for r in results):.0f} MB peak RSS | ≤ 4 s |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--plan", type=int, default=1_000_000, help="requests in the plan benchmark (0: skip it)")
+    parser.add_argument("--rerun", type=int, default=200_000, help="requests in the no-op rerun benchmark (0: skip it)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        if args.rerun:
+            rerun(Path(tmp), args.rerun, args.runs)
+        if not args.rows:
+            return
         ledger = Path(tmp) / "big.db"
         started = time.perf_counter()
         build(ledger, args.rows)

@@ -95,3 +95,48 @@ def test_the_progress_bar_fits_the_terminal_and_shows_the_true_rate():
     fresh = ProgressDisplay(500, stream=io.StringIO(), tty=True)
     assert fresh.rate(1, 10.0) == 0.0
     assert fresh.rate(6, 11.0) * 60 == 300
+
+
+def test_an_edit_that_fails_validation_links_and_supersedes_nothing(world, write_job):
+    env = world()
+    job = write_job(job_text(prompts(4), name="cats"))
+    assert env.cli("run", job, *FAST).exit_code == 0
+    with env.ledger() as ledger:
+        before = [dict(r) for r in ledger.db.conn.execute("SELECT * FROM job_tasks ORDER BY key")]
+    # Two prompts dropped, one added, and the last request breaks the schema: checked last,
+    # after the plan has met (and staged) every other request.
+    write_job(job_text(prompts(2) + ["a new prompt"], name="cats") + "  - prompt: x\n    options: {duration: 7}\n")
+    refused = env.cli("run", job, *FAST)
+    assert refused.exit_code == 2 and "duration" in refused.output
+    with env.ledger() as ledger:
+        after = [dict(r) for r in ledger.db.conn.execute("SELECT * FROM job_tasks ORDER BY key")]
+    assert after == before and len(env.sandbox.created()) == 4
+
+
+def test_a_job_that_fails_validation_leaves_no_ledger_behind(world, write_job):
+    env = world()
+    job = write_job(job_text(prompts(3), name="cats") + "  - prompt: x\n    options: {duration: 7}\n")
+    assert env.cli("run", job, *FAST).exit_code == 2
+    assert not env.ledger_path.exists() and env.sandbox.calls == []
+
+
+def test_a_run_expands_its_job_once(world, write_job, monkeypatch):
+    """Validation, the plan and the links share one pass (SPEC §6.7: a no-op rerun of a big job
+    pays for one expansion), on a first run and on a rerun alike."""
+    import batchgen.validate
+
+    passes = []
+    real = batchgen.validate.expand
+
+    def counted(*args, **kwargs):
+        passes.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batchgen.validate, "expand", counted)
+    env = world()
+    job = write_job(job_text(prompts(3), name="cats"))
+    assert env.cli("run", job, *FAST).exit_code == 0  # no ledger yet
+    assert len(passes) == 1
+    assert "3 done" in env.cli("run", job, *FAST).output
+    assert len(passes) == 2
+    assert len(env.cli("tasks", "cats", "--json").stdout.splitlines()) == 3
