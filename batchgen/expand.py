@@ -45,6 +45,9 @@ class Request(NamedTuple):
     meta: dict[str, Any] | None = None  # its `meta` (not sent either)
     problem: tuple[str, str] | None = None  # (field, message): a template that cannot be filled
     unused_vars: frozenset[str] = frozenset()  # vars neither its prompt nor its id reads
+    # Stands for the body without its prompt, when the expansion knows requests that share one
+    # (equal shapes: equal rests), so that validation checks each rest once; None: not known.
+    shape: tuple[int, ...] | None = None
 
 
 # One encoder for every call: json.dumps would build a new one each time (hot in big jobs).
@@ -169,13 +172,14 @@ def axes(job: Job, index: int) -> list[_Axis]:
     return out
 
 
-def _combination_layers(job: Job, index: int) -> Iterator[tuple[Origin, list[Assignment]]]:
+def _combination_layers(job: Job, index: int, product: bool = True) -> Iterator[tuple[Origin, list[Assignment]]]:
     entry = job.entries[index]
     if "matrix" in entry:
-        # Each axis as (value index, its assignments) pairs, built once per entry.
-        picks = [list(enumerate(axis.layers())) for axis in axes(job, index)]
-        for combo in itertools.product(*picks):
-            yield Origin(index, tuple(i for i, _ in combo)), [a for _, layer in combo for a in layer]
+        if product:
+            # Each axis as (value index, its assignments) pairs, built once per entry.
+            picks = [list(enumerate(axis.layers())) for axis in axes(job, index)]
+            for combo in itertools.product(*picks):
+                yield Origin(index, tuple(i for i, _ in combo)), [a for _, layer in combo for a in layer]
         for k, item in enumerate(entry.get("include") or []):
             yield Origin(index, include=k), assignments(item)
     elif "rows" in entry:
@@ -226,15 +230,16 @@ def _defaults(job: Job) -> dict[str, Any]:
     return job.defaults_layer
 
 
-def merged_requests(job: Job, index: int) -> Iterator[tuple[Origin, dict[str, Any]]]:
-    """(origin, merged job fields) for every request of entry `index`, before repeat."""
+def merged_requests(job: Job, index: int, *, product: bool = True) -> Iterator[tuple[Origin, dict[str, Any]]]:
+    """(origin, merged job fields) for every request of entry `index`, before repeat
+    (`product` False: a matrix's `include` items only)."""
     entry = job.entries[index]
     base = _base(job, index)
     if "matrix" not in entry and "rows" not in entry:  # one request: `base` is already its own copy
         yield Origin(index), base
         return
     exclude = [assignments(item) for item in entry.get("exclude") or []]
-    for origin, layer in _combination_layers(job, index):
+    for origin, layer in _combination_layers(job, index, product):
         merged = _copy(base)
         apply(merged, layer)
         if origin.combination is not None and exclude and _excluded(merged, exclude):
@@ -261,7 +266,10 @@ def sourced(job: Job, api_base: str = DEFAULT_API_BASE) -> Iterator[tuple[Reques
         if index in job.set_aside:
             continue
         repeat = job.repeat_for(index)
-        for origin, merged in merged_requests(job, index):
+        prompts = _prompt_axis(job, index)
+        if prompts is not None:
+            yield from _prompt_matrix(job, index, prompts, api_json, repeat)
+        for origin, merged in merged_requests(job, index, product=prompts is None):
             if "vars" not in merged and "id" not in merged and "meta" not in merged and not templates.is_template(merged.get("prompt")):
                 # The common case, kept cheap: nothing to render, name or keep.
                 body = request_body(merged, job.images)
@@ -281,6 +289,69 @@ def sourced(job: Job, api_base: str = DEFAULT_API_BASE) -> Iterator[tuple[Reques
             for variant, key in enumerate(_identities(api_json, body, repeat)):
                 label, label_problem = _label(label_source, values, body, variant)
                 yield Request(key, variant, body, origin, label, meta, problem or label_problem, unused), merged
+
+
+# -- the common big job, fast -----------------------------------------------------------------
+#
+# A big job is nearly always a matrix with one long prompt axis (a prompts file) crossed with a
+# few short ones. Then everything but the prompt depends only on the other axes: the rest of
+# each body, its canonical JSON and its check are made once per combination of those, and a
+# request costs one string encoding and one hash per variant.
+
+
+def _prompt_axis(job: Job, index: int) -> int | None:
+    """The position of entry `index`'s prompt axis when the fast path makes its matrix's
+    requests the same as the general one would; None otherwise."""
+    entry = job.entries[index]
+    if "matrix" not in entry or entry.get("exclude"):
+        return None
+    found = [i for i, axis in enumerate(axes(job, index)) if axis.field == "prompt"]
+    if len(found) != 1:
+        return None
+    base = _base(job, index)
+    if "vars" in base or "id" in base or "meta" in base:
+        return None
+    for i, axis in enumerate(axes(job, index)):
+        if i == found[0]:
+            if not all(isinstance(p, str) and not templates.is_template(p) for p in axis.values):
+                return None
+        elif split_path(axis.field)[0] in ("vars", "id", "meta", "prompt"):
+            return None
+    return found[0]
+
+
+def _prompt_matrix(job: Job, index: int, at: int, api_json: str, repeat: int) -> Iterator[tuple[Request, dict[str, Any]]]:
+    """The matrix's requests in the order `itertools.product` gives (as `merged_requests`),
+    each with its merged fields; `at` is the prompt axis."""
+    base = _base(job, index)
+    all_axes = axes(job, index)
+    prompts = all_axes[at].values
+    others = [list(enumerate(axis.layers())) for i, axis in enumerate(all_axes) if i != at]
+    encode = json.encoder.encode_basestring  # the canonical encoder's own string encoding (ensure_ascii=False)
+    rests: dict[tuple[int, ...], tuple[dict[str, Any], dict[str, Any], str]] = {}
+    for combo in itertools.product(*(range(len(axis.values)) for axis in all_axes)):
+        others_at = combo[:at] + combo[at + 1 :]
+        rest = rests.get(others_at)
+        if rest is None:
+            merged_rest = _copy(base)
+            merged_rest.pop("prompt", None)
+            for axis, i in zip(others, others_at):
+                apply(merged_rest, axis[i][1])
+            body_rest = request_body(merged_rest, job.images)
+            # Canonical JSON sorts keys, and "prompt" sorts after every other body field.
+            text = canonical_json(body_rest)[:-1]
+            head = '{"api":' + api_json + ',"body":' + text + ("," if body_rest else "") + '"prompt":'
+            rest = rests[others_at] = (merged_rest, body_rest, head)
+        merged_rest, body_rest, head = rest
+        prompt = prompts[combo[at]]
+        merged = dict(merged_rest, prompt=prompt)
+        body = {"prompt": prompt, **body_rest}
+        origin = Origin(index, combo)
+        shape = (index, *others_at)
+        tail = head + encode(prompt) + '},"variant":'
+        for variant in range(repeat):
+            key = hashlib.sha256(f"{tail}{variant}}}".encode("utf-8")).hexdigest()
+            yield Request(key, variant, body, origin, shape=shape), merged
 
 
 def _present(mapping: Any) -> dict[str, Any]:

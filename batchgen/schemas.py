@@ -13,7 +13,7 @@ import json
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Hashable, Iterable, Iterator
 
 import jsonschema
 import referencing
@@ -229,15 +229,19 @@ class RequestChecker:
     def __init__(self) -> None:
         self.body_validator = validator("request")
         self.prompt_validator = validator("request", "/$defs/prompt")
-        self.memo: dict[Any, list[ValidationError]] = {}
+        self.memo: dict[Hashable, list[ValidationError]] = {}
         self.prompt_memo: dict[tuple[str, int], bool] = {}
 
-    def errors(self, body: dict[str, Any]) -> list[ValidationError]:
+    def errors(self, body: dict[str, Any], shape: Hashable | None = None) -> list[ValidationError]:
+        """The leaf errors of `body`; `shape`, when given, stands for the body without its
+        prompt (bodies of equal shape have equal rests: `Request.shape`), and saves reading it."""
         has_prompt = "prompt" in body
-        rest = {k: v for k, v in body.items() if k != "prompt"}
-        memo_key = _memo_key(has_prompt, rest)
+        rest = None if shape is not None else {k: v for k, v in body.items() if k != "prompt"}
+        memo_key = ("shape", has_prompt, shape) if rest is None else _memo_key(has_prompt, rest)
         found = self.memo.get(memo_key)
         if found is None:
+            if rest is None:
+                rest = {k: v for k, v in body.items() if k != "prompt"}
             # "x" stands in for any valid prompt: the prompt is checked on its own below.
             probe = dict(rest, prompt="x") if has_prompt else rest
             found = self.memo[memo_key] = self._leaves(self.body_validator.iter_errors(probe))

@@ -78,6 +78,7 @@ def checked(result: ValidatedJob) -> Iterator[Request]:
     problems: dict[tuple[Any, ...], Problem] = {}
     duplicates: dict[tuple[int, int], Problem] = {}
     first_entry: dict[str, int] = {}
+    verified: set[str] = set()  # model ids the catalogue marks verified (looked up once each)
     labels: dict[str, Origin] = {}
     unused: dict[int, tuple[Origin, frozenset[str]]] = {}  # entry → vars no request of it reads
     for request in expand(job, api_base):
@@ -103,11 +104,14 @@ def checked(result: ValidatedJob) -> Iterator[Request]:
                 message = f"id {request.label!r} is given to more than one request (also {describe_origin(job, other)})"
                 _add(problems, _located(job, request.origin, ("id",), message, "an id names one request of the job: add {{ variant }} or a var to it"))
         if request.variant == 0:
-            for error in checker.errors(checkable_body(request.body)):
+            for error in checker.errors(checkable_body(request.body), request.shape):
                 _add(problems, _problem(job, request.origin, error))
-            if not result.allow_unverified:
+            model_id = str(request.body.get("model_id"))
+            if not result.allow_unverified and model_id not in verified:
                 unverified = _unverified(job, request)
-                if unverified is not None:
+                if unverified is None:
+                    verified.add(model_id)
+                else:
                     _add(problems, unverified)
         yield request
     if problems or job.problems:

@@ -294,3 +294,81 @@ def test_plain_scalars_are_read_as_yaml_1_2_reads_them(load):
     assert job.data["defaults"]["options"]["aspect_ratio"] == "16:9"
     assert [entry["prompt"] for entry in job.entries] == ["yes", "on"]
     assert job.limits == {"rpm": 15, "concurrency": 17}
+
+
+# -- the fast path for a long prompt axis (SPEC §6.7) ---------------------------------------------
+
+# Prompts as a prompts file may hold them: any text, quotes, backslashes, control characters,
+# characters outside the BMP, and now and then a template (which the fast path leaves alone).
+prompt_texts = st.text(min_size=1, max_size=20).filter(lambda t: t.strip() and "\n" not in t and "\r" not in t)
+
+
+@st.composite
+def prompt_matrices(draw):
+    axes = {}
+    prompts = draw(st.lists(prompt_texts, min_size=1, max_size=4, unique=True))
+    if draw(st.integers(0, 5)) == 0:  # a template: the general path's to render
+        prompts.append("{{ x }} cat")
+    others = {
+        "model": st.lists(st.sampled_from(["wan2.2-pro", "wan2.2-fast", "2-9"]), min_size=1, max_size=2, unique=True),
+        "options.duration": st.just([5, 8]),
+        "options": st.lists(option_values, min_size=1, max_size=2),
+        "image_urls": st.lists(st.sampled_from(["https://e.com/a.png", "https://e.com/b.png"]), min_size=1, max_size=2, unique=True),
+    }
+    chosen = draw(st.lists(st.sampled_from(sorted(others)), unique=True, max_size=3))
+    if draw(st.integers(0, 5)) == 0:  # a var: the general path's too
+        others["vars.x"] = st.just(["a", "b"])
+        chosen.append("vars.x")
+    order = draw(st.permutations(["prompt", *chosen]))
+    for name in order:
+        axes[name] = prompts if name == "prompt" else draw(others[name])
+    entry = {"matrix": axes, "options": draw(option_values)}
+    if draw(st.booleans()):
+        entry["include"] = [{"prompt": draw(prompt_texts), "options": {"duration": 8}}]
+    if draw(st.booleans()):
+        entry["repeat"] = draw(st.integers(1, 3))
+    defaults = {"model": "wan2.2-pro", "options": {**PRO_OPTIONS, **draw(option_values)}}
+    if draw(st.booleans()):
+        defaults["prompt"] = "a default prompt"
+    return {"version": 1, "defaults": defaults, "requests": [entry]}
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=prompt_matrices(), api=st.sampled_from(["https://api.pixwith.ai", "http://127.0.0.1:8765/"]))
+def test_the_fast_path_makes_exactly_the_requests_the_general_one_makes(tmp_path_factory, monkeypatch_session, data, api):
+    """Keys above all: a key that differed would send a request a second time."""
+    import batchgen.expand as expand_mod
+    from batchgen.errors import JobError
+    from batchgen.spec import load_job
+
+    path = tmp_path_factory.mktemp("job") / "job.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    try:
+        job = load_job(path)
+    except JobError:
+        return
+    fast = [(r._replace(shape=None), merged) for r, merged in expand_mod.sourced(job, api)]
+    with monkeypatch_session.context() as m:
+        m.setattr(expand_mod, "_prompt_axis", lambda job, index: None)
+        general = list(expand_mod.sourced(job, api))
+    assert fast == general
+    assert [r.key for r, _ in fast] == [identity(api, r.body, r.variant) for r, _ in fast]
+
+
+@pytest.fixture(scope="session")
+def monkeypatch_session():
+    with pytest.MonkeyPatch.context() as m:
+        yield m
+
+
+def test_a_prompts_file_matrix_takes_the_fast_path(load):
+    from batchgen.expand import _prompt_axis
+
+    files = {"prompts.txt": "a cat\na dog\n"}
+    job = load("version: 1\n" + PRO_DEFAULTS + "requests:\n  - matrix: {options.duration: [5, 8], prompt: {file: prompts.txt}}\n", files)
+    assert _prompt_axis(job, 0) == 1
+    requests = list(expand(job))
+    assert [r.body["prompt"] for r in requests] == ["a cat", "a dog", "a cat", "a dog"]
+    assert all(r.shape is not None for r in requests)
+    templated = load("version: 1\n" + PRO_DEFAULTS + "requests:\n  - {vars: {x: 1}, matrix: {prompt: ['{{ x }}', b]}}\n")
+    assert _prompt_axis(templated, 0) is None
