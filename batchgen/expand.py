@@ -167,7 +167,7 @@ def axes(job: Job, index: int) -> list[_Axis]:
     out = []
     for field, values in matrix.items():
         if isinstance(values, dict):  # {file: prompts.txt}
-            values = [prompt for prompt, _ in job.prompt_files[index].prompts]
+            values = job.prompt_files[index].prompts
         out.append(_Axis(field, values))
     return out
 
@@ -329,7 +329,7 @@ def _prompt_matrix(job: Job, index: int, at: int, api_json: str, repeat: int) ->
     others = [list(enumerate(axis.layers())) for i, axis in enumerate(all_axes) if i != at]
     encode = json.encoder.encode_basestring  # the canonical encoder's own string encoding (ensure_ascii=False)
     rests: dict[tuple[int, ...], tuple[dict[str, Any], dict[str, Any], str]] = {}
-    for combo in itertools.product(*(range(len(axis.values)) for axis in all_axes)):
+    for combo in _product([len(axis.values) for axis in all_axes], at):
         others_at = combo[:at] + combo[at + 1 :]
         rest = rests.get(others_at)
         if rest is None:
@@ -352,6 +352,17 @@ def _prompt_matrix(job: Job, index: int, at: int, api_json: str, repeat: int) ->
         for variant in range(repeat):
             key = hashlib.sha256(f"{tail}{variant}}}".encode("utf-8")).hexdigest()
             yield Request(key, variant, body, origin, shape=shape), merged
+
+
+def _product(sizes: list[int], big: int) -> Iterator[tuple[int, ...]]:
+    """The index tuples `itertools.product(*map(range, sizes))` gives, in its order, without
+    holding axis `big`'s indices in memory as product would (a million ints, ~40 MB)."""
+    before = list(itertools.product(*map(range, sizes[:big])))
+    after = list(itertools.product(*map(range, sizes[big + 1 :])))
+    for head in before:
+        for i in range(sizes[big]):
+            for tail in after:
+                yield (*head, i, *tail)
 
 
 def _present(mapping: Any) -> dict[str, Any]:
@@ -489,7 +500,7 @@ def _locate_in_combination(job: Job, origin: Origin, field: FieldPath) -> Source
             continue
         prompt_file = job.prompt_files.get(origin.entry)
         if axis.field == "prompt" and prompt_file is not None:
-            return Source(prompt_file.file, prompt_file.prompts[i][1], 1, "prompt", "combination")
+            return Source(prompt_file.file, prompt_file.lines[i], 1, "prompt", "combination")
         return _source(job, ("requests", origin.entry, "matrix", axis.field, i), "combination")
     return None
 

@@ -53,11 +53,20 @@ class ValidatedJob:
 
     def requests(self) -> Iterator[Request]:
         """The job's distinct requests, in file order (a fresh pass over the expansion)."""
-        seen: set[str] = set()
+        seen: set[bytes] = set()
         for request in expand(self.job, self.api_base):
-            if request.key not in seen:
-                seen.add(request.key)
+            digest = seen_key(request.key)
+            if digest not in seen:
+                seen.add(digest)
                 yield request
+
+
+def seen_key(key: str) -> bytes:
+    """A request's key as held to tell duplicates apart within a job: the first 23 bytes of
+    its SHA-256 (184 bits; two of a million requests share them with odds of ~1e-43), which
+    with the object header fill 56 bytes, against 113 for the 64 hex characters: ~55 MB less
+    at a million requests. Only this check uses it; the ledger keeps every key whole."""
+    return bytes.fromhex(key[:46])
 
 
 def check(job: Job, api_base: str = DEFAULT_API_BASE, *, allow_unverified: bool = False) -> ValidatedJob:
@@ -77,7 +86,8 @@ def checked(result: ValidatedJob) -> Iterator[Request]:
     checker = schemas.RequestChecker()
     problems: dict[tuple[Any, ...], Problem] = {}
     duplicates: dict[tuple[int, int], Problem] = {}
-    first_entry: dict[str, int] = {}
+    # key → the entry that first asked for it, a key held as `seen_key` gives it.
+    first_entry: dict[bytes, int] = {}
     verified: set[str] = set()  # model ids the catalogue marks verified (looked up once each)
     labels: dict[str, Origin] = {}
     unused: dict[int, tuple[Origin, frozenset[str]]] = {}  # entry → vars no request of it reads
@@ -91,11 +101,12 @@ def checked(result: ValidatedJob) -> Iterator[Request]:
             unused[entry] = (request.origin, request.unused_vars)
         elif seen[1]:
             unused[entry] = (seen[0], seen[1] & request.unused_vars)
-        earlier = first_entry.get(request.key)
+        digest = seen_key(request.key)
+        earlier = first_entry.get(digest)
         if earlier is not None:
             _note_duplicate(job, request.origin, earlier, duplicates)
             continue
-        first_entry[request.key] = request.origin.entry
+        first_entry[digest] = request.origin.entry
         result.unique += 1
         result.by_model_id[str(request.body.get("model_id"))] += 1
         if request.label is not None:
