@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import sqlite_utils
 
@@ -35,6 +35,15 @@ BUSY_TIMEOUT = 30.0  # seconds a statement waits for another process's write loc
 
 class NoLedger(UsageError):
     """A command that only reads found no ledger (it never creates one)."""
+
+
+class Standing(NamedTuple):
+    """Where a job's requests stand: how many are in each state (`generation_failed` apart),
+    how many were never claimed (a --limit run, say), the latest ETA of those processing."""
+
+    states: dict[str, int]
+    unsent: int
+    last_due: str | None
 
 
 class LedgerUnsound(BatchgenError):
@@ -177,11 +186,14 @@ class Ledger:
         reads `generation_failed` (sent again only with --regenerate-failed)."""
         found: dict[str, str] = {}
         keys = list(keys)
-        for start in range(0, len(keys), _BATCH):
-            chunk = keys[start : start + _BATCH]
-            marks = ",".join("?" * len(chunk))
-            for row in self._query(f"SELECT key, {_EFFECTIVE_STATE} AS state FROM tasks WHERE key IN ({marks})", chunk):
-                found[row["key"]] = row["state"]
+        with self._lock:
+            cursor = self.db.conn.cursor()
+            cursor.row_factory = None  # plain tuples: this runs once per request of a plan
+            for start in range(0, len(keys), _BATCH):
+                chunk = keys[start : start + _BATCH]
+                marks = ",".join("?" * len(chunk))
+                # The index holds what is read: the rows themselves are never touched.
+                found.update(cursor.execute(f"SELECT key, {_EFFECTIVE_STATE} FROM tasks INDEXED BY tasks_standing WHERE key IN ({marks})", chunk))
         return found
 
     def task(self, key: str) -> dict[str, Any] | None:
@@ -218,20 +230,30 @@ class Ledger:
             for row in batch:
                 yield dict(row)
 
-    def job_states(self, job: str) -> dict[str, int]:
-        """state → how many of the job's requests are in it (`generation_failed` apart)."""
+    def standing(self, job: str) -> Standing:
+        """Where the job's requests stand, from one pass over its rows in the indexes."""
         rows = self._query(
-            f"SELECT {_EFFECTIVE_STATE} AS state, count(*) AS n FROM tasks t JOIN job_tasks j ON j.key = t.key"
-            f" WHERE j.job = ?{self._current} GROUP BY 1",
+            f"SELECT CASE WHEN t.key IS NULL THEN NULL ELSE {_EFFECTIVE_STATE} END AS state, count(*) AS n,"
+            " max(CASE WHEN t.state = 'submitted' AND coalesce(t.status, 'processing') = 'processing' THEN t.eta_at END) AS due"
+            f" FROM job_tasks j LEFT JOIN tasks t INDEXED BY tasks_standing ON t.key = j.key WHERE j.job = ?{self._current} GROUP BY 1",
             [job],
         )
-        return {row["state"]: row["n"] for row in rows}
+        dues = [row["due"] for row in rows if row["due"] is not None]
+        return Standing(
+            states={row["state"]: row["n"] for row in rows if row["state"] is not None},
+            unsent=sum(row["n"] for row in rows if row["state"] is None),
+            last_due=max(dues) if dues else None,
+        )
+
+    def job_states(self, job: str) -> dict[str, int]:
+        """state → how many of the job's requests are in it (`generation_failed` apart)."""
+        return self.standing(job).states
 
     def status_counts(self, job: str | None) -> list[dict[str, Any]]:
         """(model_id, state, status, n) rows for `job`, or for every task if None."""
         sql = "SELECT t.model_id, t.state, coalesce(t.status, '') AS status, count(*) AS n FROM tasks t"
         if job is not None:
-            sql += " JOIN job_tasks j ON j.key = t.key WHERE j.job = ?" + self._current
+            sql += " INDEXED BY tasks_standing JOIN job_tasks j ON j.key = t.key WHERE j.job = ?" + self._current
         return [dict(r) for r in self._query(sql + " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", [job] if job is not None else [])]
 
     def last_due(self, job: str | None) -> str | None:
@@ -245,7 +267,7 @@ class Ledger:
     def unsent_count(self, job: str) -> int:
         """Requests linked to `job` that were never claimed (a --limit run, say)."""
         rows = self._query(
-            "SELECT count(*) FROM job_tasks j LEFT JOIN tasks t ON t.key = j.key WHERE j.job = ? AND t.key IS NULL" + self._current,
+            "SELECT count(*) FROM job_tasks j LEFT JOIN tasks t INDEXED BY tasks_standing ON t.key = j.key WHERE j.job = ? AND t.key IS NULL" + self._current,
             [job],
         )
         return rows[0][0]
@@ -317,11 +339,15 @@ class Ledger:
                     " OR job_tasks.label IS NOT excluded.label OR job_tasks.meta IS NOT excluded.meta",
                     (job, job_file),
                 )
-                conn.execute(
-                    "UPDATE job_tasks SET current = 0 WHERE job = ? AND current = 1"
-                    " AND key NOT IN (SELECT key FROM temp.staged_links)",
-                    (job,),
-                )
+                # Every staged key is current now; any other current row is one the file dropped.
+                staged = conn.execute("SELECT count(*) FROM temp.staged_links").fetchone()[0]
+                current = conn.execute("SELECT count(*) FROM job_tasks WHERE job = ? AND current = 1", (job,)).fetchone()[0]
+                if current > staged:
+                    conn.execute(
+                        "UPDATE job_tasks SET current = 0 WHERE job = ? AND current = 1"
+                        " AND key NOT IN (SELECT key FROM temp.staged_links)",
+                        (job,),
+                    )
         finally:
             with self._lock:
                 self.db.conn.execute("DELETE FROM temp.staged_links")

@@ -193,3 +193,12 @@ def m007_reviews(db: sqlite_utils.Database) -> None:
         },
         pk=("job", "key"),
     )
+
+
+@migration
+def m008_standing_indexes(db: sqlite_utils.Database) -> None:
+    """Indexes that answer "where does each request of this job stand" without reading the
+    tasks' rows (bodies, URLs: ~1 KB each), so a run's plan and summary and `status JOB`
+    cost in proportion to the job, and little per request (SPEC §6.7)."""
+    db.table("tasks").create_index(["key", "state", "status", "eta_at", "model_id"], index_name="tasks_standing")
+    db.table("job_tasks").create_index(["job", "current", "key"], index_name="job_tasks_current")

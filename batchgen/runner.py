@@ -396,9 +396,9 @@ def _send(
                 return exit_code
         after = client.get_credits().credits if budget.balance_before is not None and report.calls else budget.balance_before
         ledger.record_balance(run_id, after=after)
-        states = Counter(ledger.job_states(name))
-        unsent = ledger.unsent_count(name)
-        for line in summary_lines(name, options.job_file, report, states, ledger.last_due(name), unsent):
+        standing = ledger.standing(name)
+        states = Counter(standing.states)
+        for line in summary_lines(name, options.job_file, report, states, standing.last_due, standing.unsent):
             console.out(line)
         console.out(credits.spend_line(report, budget.balance_before, after))
         if report.capped:
