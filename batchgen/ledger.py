@@ -434,12 +434,20 @@ class Ledger:
         self._update(key, state=state, error=error)
 
     def record_status(self, key: str, status: str, result_urls: list[str] | None, error: str | None = None) -> None:
-        fields: dict[str, Any] = {"status": status, "checked_at": timestamp()}
-        if result_urls is not None:
-            fields["result_urls"] = json.dumps(result_urls)
-        if error is not None:
-            fields["error"] = error
-        self._update(key, **fields)
+        self.record_statuses([(key, status, result_urls, error)])
+
+    def record_statuses(self, found: Iterable[tuple[str, str, list[str] | None, str | None]]) -> None:
+        """What get-task said of many tasks, (key, status, result URLs, error) each, in one
+        commit: a poll records its answers in groups (one lost to a crash is asked again)."""
+        checked_at = timestamp()
+        with self.transaction() as conn:
+            for key, status, result_urls, error in found:
+                fields: dict[str, Any] = {"status": status, "checked_at": checked_at}
+                if result_urls is not None:
+                    fields["result_urls"] = json.dumps(result_urls)
+                if error is not None:
+                    fields["error"] = error
+                _set(conn, key, fields)
 
     def record_files(self, key: str, files: list[str]) -> None:
         self._update(key, files=json.dumps(files))

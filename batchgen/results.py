@@ -22,6 +22,9 @@ from .times import now, parse_timestamp
 STATUS = {1: "processing", 2: "completed", 3: "failed"}
 POLL_BACKOFF = Backoff(max_attempts=4)  # get-task is safe to retry; a round gives up sooner
 UNREACHABLE_CALLS = 6  # get calls in a row that did not reach the API: the round stops
+# Answers recorded per commit. A status is not money: one lost to a crash is asked again, so a
+# poll need not pay a durable commit per task (SPEC §6.7).
+RECORD_GROUP = 32
 UNREACHABLE_ROUNDS = 3  # --wait gives up (resumably) after this many such rounds in a row
 # A task is checked at least this often, whatever its ETA says: an ETA is only an estimate,
 # and a huge one must not keep --wait asleep while the task is long done.
@@ -104,37 +107,48 @@ def poll(
                 report.errors += 1
                 return
             misses[0] = 0
-            _record(ledger, row, outcome, report)
+            found = _record(row, outcome, report)
+            if found is not None:
+                answers.append(found)
             if report.aborted:
                 round_over.set()
                 outer.set()
+            group = answers[:] if len(answers) >= RECORD_GROUP else []
+            if group:
+                answers.clear()
+        if group:
+            ledger.record_statuses(group)
 
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        list(pool.map(check, tasks))
+    answers: list[tuple[str, str, list[str] | None, str | None]] = []
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            list(pool.map(check, tasks))
+    finally:
+        ledger.record_statuses(answers)  # the last group, whatever ended the round
     return report
 
 
-def _record(ledger: Ledger, row: dict[str, Any], outcome: Outcome, report: PollReport) -> None:
+def _record(row: dict[str, Any], outcome: Outcome, report: PollReport) -> tuple[str, str, list[str] | None, str | None] | None:
+    """Count an answer; what to record of it (for `Ledger.record_statuses`), if anything."""
     report.checked += 1
     if outcome.kind is Kind.AUTH:
         report.aborted = f"the API refused the key ({outcome.message})"
-        return
+        return None
     if outcome.kind is not Kind.OK:  # code ≠ 1: the API does not know this task id
         report.unknown.append(row["task_id"])
-        ledger.record_status(row["key"], "processing", None, error=f"get-task: {outcome.message}")
-        return
+        return (row["key"], "processing", None, f"get-task: {outcome.message}")
     data = outcome.data or {}
     status = STATUS.get(data.get("status"), "processing")  # type: ignore[arg-type]
     urls = data.get("result_urls")
     urls = [u for u in urls if isinstance(u, str)] if isinstance(urls, list) else []
     error = data.get("error") if status == "failed" and isinstance(data.get("error"), str) else None
-    ledger.record_status(row["key"], status, urls, error=error)
     if status == "completed":
         report.completed += 1
     elif status == "failed":
         report.failed += 1
     else:
         report.processing += 1
+    return (row["key"], status, urls, error)
 
 
 def next_check(tasks: list[dict[str, Any]], unknown: set[str]) -> float | None:

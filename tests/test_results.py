@@ -165,3 +165,27 @@ def test_a_huge_eta_does_not_keep_wait_from_polling(world, write_job):
         report = wait_for(ledger, api, "slowpoke", limiter=RateLimiter(None, clock=clock), clock=clock)
     assert report.completed == 2
     assert all(s <= MAX_SLEEP for s in clock.slept)
+
+
+def test_a_poll_records_its_answers_in_groups_and_each_answer_once(world, write_job, monkeypatch):
+    """A status is re-asked if lost, so a poll commits answers together (SPEC §6.7), not one
+    durable commit per task; every answer still lands."""
+    from batchgen.ledger import Ledger
+    from batchgen.results import RECORD_GROUP
+
+    env = world(time_scale=0)
+    job = write_job(job_text(prompts(100)))
+    assert env.cli("run", job, "--yes", "--rpm", "0").exit_code == 0
+    commits = []
+    real = Ledger.record_statuses
+
+    def counted(self, found):
+        found = list(found)
+        commits.append(len(found))
+        return real(self, found)
+
+    monkeypatch.setattr(Ledger, "record_statuses", counted)
+    result = env.cli("poll", job, "--all", "--rpm", "0")
+    assert "checked 100: 100 completed" in result.output
+    assert sum(commits) == 100 and len(commits) <= 100 // RECORD_GROUP + 1
+    assert {row["status"] for row in env.rows()} == {"completed"}
