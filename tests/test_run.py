@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import sqlite3
 import time
 
 from helpers import assert_consistent, canonical, job_text, prompts, wait_for_sending
@@ -370,3 +371,52 @@ def test_a_second_ctrl_c_quits_at_once_and_calls_in_flight_become_in_doubt(world
     assert len(rows) == 4
     result = env.cli("run", job, "--yes", "--rpm", "60000")  # not resent without the flag
     assert result.exit_code == 1 and len(env.sandbox.created()) == 4 + 4
+
+
+def _first_created(env, timeout: float = 20) -> None:
+    """Until the sandbox has created a task (it records the call before holding the answer back)."""
+    deadline = time.monotonic() + timeout
+    while not env.sandbox.created():
+        assert time.monotonic() < deadline, "the run never created a task"
+        time.sleep(0.01)
+
+
+def _rerun_after_the_kill(env, job) -> None:
+    rerun = env.cli("run", job, "--yes", "--rpm", "60000")
+    assert rerun.exit_code == 1 and "1 in_doubt" in rerun.output, rerun.output  # not sent again
+    assert_consistent(env)
+    assert len(env.sandbox.created()) == 3
+    assert sorted(r["state"] for r in env.rows()) == ["in_doubt", "submitted", "submitted"]
+
+
+def test_a_kill_after_the_task_was_created_and_before_its_answer_arrived_leaves_it_in_doubt(world, write_job):
+    """Paid for, no task id: the request is in_doubt (never lost, never sent again unasked)."""
+    env = world(slow_rate=1.0, slow_seconds=3)
+    job = write_job(job_text(prompts(3)))
+    process = env.popen("run", job, "--yes", "--rpm", "60000", "--concurrency", "1", "--read-timeout", "60")
+    _first_created(env)
+    env.sandbox.config.slow_rate = 0.0  # the rerun's calls answer at once
+    process.kill()
+    process.wait()
+    _rerun_after_the_kill(env, job)
+
+
+def test_a_kill_after_the_answer_arrived_and_before_its_commit_leaves_it_in_doubt(world, write_job):
+    """The answer is in the process's memory and nowhere else: held off the ledger by a write
+    lock this test takes once the task exists, the run is killed waiting for it."""
+    env = world(slow_rate=1.0, slow_seconds=0.3)
+    job = write_job(job_text(prompts(3)))
+    process = env.popen("run", job, "--yes", "--rpm", "60000", "--concurrency", "1")
+    _first_created(env)
+    env.sandbox.config.slow_rate = 0.0
+    blocker = sqlite3.connect(env.ledger_path, isolation_level=None, timeout=10)
+    blocker.execute("BEGIN IMMEDIATE")  # no write can commit: not the answer, not the next claim
+    time.sleep(1.0)  # the answer (0.3 s) is read, and the run waits on the lock to record it
+    assert process.poll() is None
+    process.kill()
+    process.wait()
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    with env.ledger() as ledger:  # opening recovers the row the killed run left sending
+        assert [r["state"] for r in ledger.rows()] == ["in_doubt"]
+    _rerun_after_the_kill(env, job)
