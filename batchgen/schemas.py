@@ -223,14 +223,14 @@ class RequestChecker:
     the prompt's own subschema (tests/test_schemas.py asserts this). So the rest of a body is
     checked once per distinct rest (with a placeholder prompt), and the prompt on its own.
     The prompt's subschema only constrains its type and length (asserted too), so its verdict
-    is remembered per (type, length).
+    is remembered per length (a prompt that is not text is always judged afresh).
     """
 
     def __init__(self) -> None:
         self.body_validator = validator("request")
         self.prompt_validator = validator("request", "/$defs/prompt")
         self.memo: dict[Hashable, list[ValidationError]] = {}
-        self.prompt_memo: dict[tuple[str, int], bool] = {}
+        self.prompt_memo: dict[int, bool] = {}  # a text prompt's length → its verdict
 
     def errors(self, body: dict[str, Any], shape: Hashable | None = None) -> list[ValidationError]:
         """The leaf errors of `body`; `shape`, when given, stands for the body without its
@@ -253,10 +253,11 @@ class RequestChecker:
         return found
 
     def _prompt_ok(self, prompt: Any) -> bool:
-        shape = (type(prompt).__name__, len(prompt) if isinstance(prompt, str) else -1)
-        ok = self.prompt_memo.get(shape)
+        if type(prompt) is not str:  # rare, and always an error: no memo
+            return bool(self.prompt_validator.is_valid(prompt))
+        ok = self.prompt_memo.get(len(prompt))
         if ok is None:
-            ok = self.prompt_memo[shape] = self.prompt_validator.is_valid(prompt)
+            ok = self.prompt_memo[len(prompt)] = self.prompt_validator.is_valid(prompt)
         return ok
 
     @staticmethod
