@@ -17,8 +17,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
-import sqlite_utils
-
 from . import journal, liveness
 from .errors import EXIT_ABORTED, BatchgenError, UsageError
 from .expand import Request
@@ -35,6 +33,13 @@ BUSY_TIMEOUT = 30.0  # seconds a statement waits for another process's write loc
 
 class NoLedger(UsageError):
     """A command that only reads found no ledger (it never creates one)."""
+
+
+class Database(NamedTuple):
+    """The ledger's connection, as `ledger.db.conn` (the spelling of sqlite-utils, which
+    batchgen imports only to migrate a ledger: see `migrations.migrate`)."""
+
+    conn: sqlite3.Connection
 
 
 class Standing(NamedTuple):
@@ -72,10 +77,10 @@ class Ledger:
             mode = _enable_wal(conn, busy_timeout)
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-            self.db = sqlite_utils.Database(conn)
+            self.db = Database(conn)
             self._lock = threading.RLock()
             with self._lock:
-                migrate(self.db)
+                migrate(conn)
         except sqlite3.OperationalError as e:  # locked past the timeout, unreadable, ...
             raise UsageError(f"{self.path}: cannot open the ledger ({e})") from None
         except sqlite3.DatabaseError as e:

@@ -6,12 +6,14 @@ up to date by applying the ones it lacks. Never edit a migration that has shippe
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime, timezone
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import sqlite_utils
+if TYPE_CHECKING:
+    import sqlite_utils
 
-Migration = Callable[[sqlite_utils.Database], None]
+Migration = Callable[["sqlite_utils.Database"], None]
 MIGRATIONS: list[tuple[str, Migration]] = []
 TABLE = "_batchgen_migrations"
 
@@ -21,21 +23,25 @@ def migration(function: Migration) -> Migration:
     return function
 
 
-def migrate(db: sqlite_utils.Database) -> list[str]:
-    """Apply the migrations `db` lacks, all in one transaction; return their names.
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply the migrations the ledger lacks, all in one transaction; return their names.
 
     Under BEGIN IMMEDIATE, so two processes opening a new ledger at once don't both migrate:
     the second waits, then finds the work done.
     """
-    conn = db.conn
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (name TEXT PRIMARY KEY, applied_at TEXT)")
         done = {row[0] for row in conn.execute(f"SELECT name FROM {TABLE}")}
+        pending = [(name, function) for name, function in MIGRATIONS if name not in done]
         applied = []
-        for name, function in MIGRATIONS:
-            if name in done:
-                continue
+        if pending:
+            # Imported only when there is work for it: a ledger already up to date (every
+            # command after the first) does not pay sqlite-utils' ~35 ms import at each start.
+            import sqlite_utils
+
+            db = sqlite_utils.Database(conn)
+        for name, function in pending:
             function(db)  # sqlite-utils joins the open transaction
             stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
             conn.execute(f"INSERT INTO {TABLE} (name, applied_at) VALUES (?, ?)", (name, stamp))

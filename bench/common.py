@@ -13,6 +13,11 @@ from typing import Iterator
 
 import httpx
 
+# batchgen is measured as a user runs it after `pip install .`, which compiles its modules.
+# From an editable install with PYTHONDONTWRITEBYTECODE set (as on some CI machines) every
+# process would compile them again from source (~80 ms of each start): let the children write
+# and reuse bytecode caches instead.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 KEY = "key_00000000000000000000000000000000"
 
 

@@ -6,6 +6,7 @@ import os
 import stat
 
 import pytest
+import sqlite_utils
 from helpers import corrupt_index
 
 from batchgen import journal
@@ -45,16 +46,30 @@ def test_tables_and_columns_are_exactly_the_documented_ones(ledger):
         "key", "task_id", "submitted_at", "status", "result_urls", "error", "replaced_at", "run_id",
     ]
     assert ledger.columns("reviews") == ["key", "job", "pick", "rating", "note", "updated_at"]
-    assert ledger.db["tasks"].pks == ["key"]
-    assert ledger.db["reviews"].pks == ["job", "key"]
+    db = sqlite_utils.Database(ledger.db.conn)  # as a user would look at it
+    assert db["tasks"].pks == ["key"]
+    assert db["reviews"].pks == ["job", "key"]
+    # What a job's standing is read from, without touching the task rows (SPEC §6.7).
+    assert {"tasks_standing", "job_tasks_current"} <= {index.name for table in ("tasks", "job_tasks") for index in db[table].indexes}
 
 
 def test_migrations_are_recorded_and_applied_once(tmp_path):
     path = tmp_path / "ledger.db"
     Ledger(path).close()
     with Ledger(path) as again:
-        names = [row["name"] for row in again.db["_batchgen_migrations"].rows]
+        names = [row["name"] for row in sqlite_utils.Database(again.db.conn)["_batchgen_migrations"].rows]
     assert names == [name for name, _ in MIGRATIONS]
+
+
+def test_opening_an_up_to_date_ledger_does_not_import_sqlite_utils(tmp_path):
+    """Every command opens the ledger: only one that migrates it pays for sqlite-utils."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "ledger.db"
+    Ledger(path).close()
+    code = f"import sys; from batchgen.ledger import Ledger; Ledger({str(path)!r}).close(); print('sqlite_utils' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
 def test_wal_full_sync_and_private_file(ledger):
