@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 import enum
+import functools
 import json
 import math
 import time
@@ -107,11 +108,16 @@ def redact(text: str, secret: str) -> str:
     repr (escapes), and URL-encoded."""
     if not secret:
         return text
-    forms = {secret, repr(secret)[1:-1], repr(secret.encode("utf-8", "backslashreplace"))[2:-1], quote(secret, safe=""), quote_plus(secret)}
-    for form in sorted(forms, key=len, reverse=True):
-        if form:
-            text = text.replace(form, "<api key>")
+    for form in _forms(secret):
+        text = text.replace(form, "<api key>")
     return text
+
+
+@functools.lru_cache(maxsize=16)
+def _forms(secret: str) -> tuple[str, ...]:
+    # Worked out once per key, not at every call's answer (a run redacts thousands).
+    forms = {secret, repr(secret)[1:-1], repr(secret.encode("utf-8", "backslashreplace"))[2:-1], quote(secret, safe=""), quote_plus(secret)}
+    return tuple(form for form in sorted(forms, key=len, reverse=True) if form)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

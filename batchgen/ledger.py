@@ -370,6 +370,7 @@ class Ledger:
         and rejected only when the user asked). Under BEGIN IMMEDIATE: two runs never both claim.
         """
         body = request.body
+        sent = json.dumps(body, ensure_ascii=False)  # before taking the lock: other threads wait on it
         with self.transaction() as conn:
             row = conn.execute(f"SELECT {_EFFECTIVE_STATE} AS state FROM tasks WHERE key = ?", (request.key,)).fetchone()
             stamp = timestamp()
@@ -377,17 +378,7 @@ class Ledger:
                 conn.execute(
                     "INSERT INTO tasks (key, job, api_base, model_id, prompt, request, variant, state,"
                     " attempts, updated_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, 'sending', 1, ?, ?)",
-                    (
-                        request.key,
-                        job,
-                        api_base,
-                        body.get("model_id"),
-                        body.get("prompt"),
-                        json.dumps(body, ensure_ascii=False),
-                        request.variant,
-                        stamp,
-                        run_id,
-                    ),
+                    (request.key, job, api_base, body.get("model_id"), body.get("prompt"), sent, request.variant, stamp, run_id),
                 )
                 return "new"
             if row["state"] not in allow:

@@ -15,6 +15,7 @@ A request's *class* is what can plausibly change its price: the model, the optio
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -138,7 +139,15 @@ def key_of_tuple(cls: tuple[Any, ...]) -> str:
 
 def class_key(body: dict[str, Any]) -> str:
     """A request's class as JSON (how the `prices` table and messages name it)."""
-    return key_of_tuple(class_tuple(body))
+    cls = class_tuple(body)
+    try:
+        return _remembered_key(cls)
+    except TypeError:  # an option value that cannot be hashed (a list): spelled afresh
+        return key_of_tuple(cls)
+
+
+# A run names the class of every request it submits, of which there are a few: each spelled once.
+_remembered_key = functools.lru_cache(maxsize=1024)(key_of_tuple)
 
 
 def describe_class(key: str) -> str:

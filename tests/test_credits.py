@@ -303,3 +303,12 @@ def test_prices_command_without_a_ledger_says_what_is_declared(tmp_path, write_j
     assert result.returncode == 0
     assert "wan2.2-pro" in result.stdout and "declared at" in result.stdout and "none yet" in result.stdout
     assert not (tmp_path / "batchgen.db").exists()
+
+
+def test_a_class_key_is_the_same_remembered_or_not_and_an_unhashable_option_is_spelled_afresh():
+    from batchgen.prices import class_key, class_tuple, key_of_tuple
+
+    body = {"model_id": "2-9", "prompt": "a", "options": {"duration": 5, "prompt_optimization": True}}
+    assert class_key(body) == class_key(dict(body, prompt="b")) == key_of_tuple(class_tuple(body))
+    listed = {"model_id": "2-9", "options": {"duration": 5, "frames": [1, 2]}}  # not hashable
+    assert class_key(listed) == '{"images":0,"model_id":"2-9","options":{"duration":5,"frames":[1,2]}}'
