@@ -230,6 +230,7 @@ def execute_run(options: RunOptions, target: Target, project: Project, console: 
         if options.dry_run:
             return _dry_run(plan, to_send[: options.limit] if options.limit is not None else to_send, settings, target, console)
         with open_ledger(project, console, create=True) as ledger:
+            ledger.quick_check()  # another run may have made it meanwhile: checked as any other
             with ledger.linking(plan.job, options.job_file) as stage:
                 for start in range(0, len(to_send), BATCH):
                     stage([item.request for item in to_send[start : start + BATCH]])
