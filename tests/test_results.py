@@ -189,3 +189,27 @@ def test_a_poll_records_its_answers_in_groups_and_each_answer_once(world, write_
     assert "checked 100: 100 completed" in result.output
     assert sum(commits) == 100 and len(commits) <= 100 // RECORD_GROUP + 1
     assert {row["status"] for row in env.rows()} == {"completed"}
+
+
+def test_a_poll_killed_mid_group_loses_only_answers_that_are_asked_again(world, write_job):
+    import time
+
+    env = world(time_scale=0)
+    job = write_job(job_text(prompts(120)))
+    assert env.cli("run", job, "--yes", "--rpm", "0").exit_code == 0
+    env.sandbox.config.latency_ms = 20  # a get-task answer takes a while: the kill lands mid-poll
+    process = env.popen("poll", job, "--all", "--rpm", "0", "--concurrency", "4")
+    deadline = time.monotonic() + 20
+    while sum(1 for c in env.sandbox.calls if c.endpoint == "get") < 40:
+        assert time.monotonic() < deadline, "the poll never got going"
+        time.sleep(0.01)
+    process.kill()
+    process.wait()
+    statuses = [row["status"] for row in env.rows()]
+    assert statuses.count("completed") < 120  # some answers were not recorded yet
+    env.sandbox.config.latency_ms = 0
+    result = env.cli("poll", job, "--rpm", "0")  # due ones only: every task not known to have ended
+    assert "completed" in result.output
+    assert {row["status"] for row in env.rows()} == {"completed"}
+    with env.ledger() as ledger:
+        assert ledger.integrity() == "ok"
