@@ -328,7 +328,7 @@ def _prompt_matrix(job: Job, index: int, at: int, api_json: str, repeat: int) ->
     prompts = all_axes[at].values
     others = [list(enumerate(axis.layers())) for i, axis in enumerate(all_axes) if i != at]
     encode = json.encoder.encode_basestring  # the canonical encoder's own string encoding (ensure_ascii=False)
-    rests: dict[tuple[int, ...], tuple[dict[str, Any], dict[str, Any], str]] = {}
+    rests: dict[tuple[int, ...], tuple[dict[str, Any], dict[str, Any], str, tuple[int, ...]]] = {}
     for combo in _product([len(axis.values) for axis in all_axes], at):
         others_at = combo[:at] + combo[at + 1 :]
         rest = rests.get(others_at)
@@ -341,13 +341,12 @@ def _prompt_matrix(job: Job, index: int, at: int, api_json: str, repeat: int) ->
             # Canonical JSON sorts keys, and "prompt" sorts after every other body field.
             text = canonical_json(body_rest)[:-1]
             head = '{"api":' + api_json + ',"body":' + text + ("," if body_rest else "") + '"prompt":'
-            rest = rests[others_at] = (merged_rest, body_rest, head)
-        merged_rest, body_rest, head = rest
+            rest = rests[others_at] = (merged_rest, body_rest, head, (index, *others_at))
+        merged_rest, body_rest, head, shape = rest
         prompt = prompts[combo[at]]
         merged = dict(merged_rest, prompt=prompt)
         body = {"prompt": prompt, **body_rest}
         origin = Origin(index, combo)
-        shape = (index, *others_at)
         tail = head + encode(prompt) + '},"variant":'
         for variant in range(repeat):
             key = hashlib.sha256(f"{tail}{variant}}}".encode("utf-8")).hexdigest()

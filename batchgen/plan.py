@@ -169,6 +169,8 @@ def prepare_run(
     `JobError` once the whole job was checked: then the plan and what was staged are void.
     """
     result = Plan(expansion.job.name, expansion.api_base)
+    if book.empty:  # every class lacks a price: which ones is not worth a count per request
+        result.unknown_by_class = None
     to_send: list[PlannedRequest] = []
     for chunk in _in_batches(checked(expansion)):
         if stage is not None:

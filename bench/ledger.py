@@ -1,8 +1,9 @@
 """Benchmark: reading a long-lived ledger (SPEC §6.7): `tasks --json` and `status JOB` on a
-synthetic ledger of 1,000,000 rows, a 1,000,000-request plan, and a no-op rerun of a
-200,000-request job whose every request the ledger already holds as submitted.
+synthetic ledger of 1,000,000 rows, a 1,000,000-request plan, a no-op rerun of a
+200,000-request job whose every request the ledger already holds as submitted, and the first
+run of a 1,000,000-request job up to its first send.
 
-    python bench/ledger.py [--rows 1000000] [--runs 3] [--plan 1000000] [--rerun 200000]
+    python bench/ledger.py [--rows 1000000] [--runs 3] [--plan 1000000] [--rerun 200000] [--first 1000000]
 
 The ledger holds one big job (all but 10,000 rows) and one small one (10,000 rows): a command
 about the small job must not pay for the big one. Memory must stay flat in the ledger's size:
@@ -92,16 +93,34 @@ def rerun(tmp: Path, requests: int, runs: int) -> None:
     print(f"| no-op rerun of {requests:,} requests | {seconds:.2f} s, {max(r[1] for r in results):.0f} MB peak RSS | ≤ 4 s |")
 
 
+def first(tmp: Path, requests: int, runs: int) -> None:
+    """The part of a job's first run before anything is sent (`--limit 0`): validation, plan,
+    the new ledger, linking every request, the balance read. It holds the requests to send."""
+    from common import KEY, sandbox
+
+    job = write_job(tmp, requests, "first")
+    results = []
+    with sandbox() as base_url:
+        os.environ.update(PIXWITH_API_KEY=KEY, PIXWITH_BASE_URL=base_url)
+        for i in range(runs):
+            results.append(run_peak(["--ledger", str(tmp / f"first{i}.db"), "run", str(job), "--yes", "--limit", "0"]))
+    seconds = statistics.median(r[0] for r in results)
+    print(f"| first run of {requests:,} requests up to the first send (--limit 0) | {seconds:.2f} s, {max(r[1] for r in results):.0f} MB peak RSS | no goal set |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--plan", type=int, default=1_000_000, help="requests in the plan benchmark (0: skip it)")
     parser.add_argument("--rerun", type=int, default=200_000, help="requests in the no-op rerun benchmark (0: skip it)")
+    parser.add_argument("--first", type=int, default=1_000_000, help="requests in the first-run benchmark (0: skip it)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.rerun:
             rerun(Path(tmp), args.rerun, args.runs)
+        if args.first:
+            first(Path(tmp), args.first, args.runs)
         if not args.rows:
             return
         ledger = Path(tmp) / "big.db"
