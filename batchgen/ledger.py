@@ -437,6 +437,9 @@ class Ledger:
     def record_statuses(self, found: Iterable[tuple[str, str, list[str] | None, str | None]]) -> None:
         """What get-task said of many tasks, (key, status, result URLs, error) each, in one
         commit: a poll records its answers in groups (one lost to a crash is asked again)."""
+        found = list(found)
+        if not found:  # nothing to write: the write lock is not taken
+            return
         checked_at = timestamp()
         with self.transaction() as conn:
             for key, status, result_urls, error in found:
