@@ -239,7 +239,7 @@ class Ledger:
         """Where the job's requests stand, from one pass over its rows in the indexes."""
         rows = self._query(
             f"SELECT CASE WHEN t.key IS NULL THEN NULL ELSE {_EFFECTIVE_STATE} END AS state, count(*) AS n,"
-            " max(CASE WHEN t.state = 'submitted' AND coalesce(t.status, 'processing') = 'processing' THEN t.eta_at END) AS due"
+            f" max(CASE WHEN {_PROCESSING} THEN t.eta_at END) AS due"
             f" FROM job_tasks j LEFT JOIN tasks t INDEXED BY tasks_standing ON t.key = j.key WHERE j.job = ?{self._current} GROUP BY 1",
             [job],
         )
@@ -266,21 +266,17 @@ class Ledger:
         sql = "SELECT max(t.eta_at) FROM tasks t"
         if job is not None:
             sql += " JOIN job_tasks j ON j.key = t.key AND j.job = ?" + self._current
-        sql += " WHERE t.state = 'submitted' AND coalesce(t.status, 'processing') = 'processing'"
+        sql += f" WHERE {_PROCESSING}"
         return self._query(sql, [job] if job is not None else [])[0][0]
 
     def unsent_count(self, job: str) -> int:
         """Requests linked to `job` that were never claimed (a --limit run, say)."""
-        rows = self._query(
-            "SELECT count(*) FROM job_tasks j LEFT JOIN tasks t INDEXED BY tasks_standing ON t.key = j.key WHERE j.job = ? AND t.key IS NULL" + self._current,
-            [job],
-        )
-        return rows[0][0]
+        return self.standing(job).unsent
 
     def open_tasks(self, job: str | None) -> list[dict[str, Any]]:
         """Submitted tasks (of `job`) whose generation has not ended, soonest ETA first."""
         sql = "SELECT t.* FROM tasks t" + (" JOIN job_tasks j ON j.key = t.key AND j.job = ?" + self._current if job else "")
-        sql += " WHERE t.state = 'submitted' AND coalesce(t.status, 'processing') = 'processing' ORDER BY t.eta_at"
+        sql += f" WHERE {_PROCESSING} ORDER BY t.eta_at"
         return [dict(r) for r in self._query(sql, [job] if job else [])]
 
     def completed_tasks(self, job: str) -> list[dict[str, Any]]:
@@ -669,6 +665,8 @@ class Ledger:
 
 
 # The state a run decides by: `generation_failed` for a task created but whose video failed.
+# A submitted task whose generation has not ended (the tasks table as `t`).
+_PROCESSING = "t.state = 'submitted' AND coalesce(t.status, 'processing') = 'processing'"
 _EFFECTIVE_STATE = "CASE WHEN state = 'submitted' AND status = 'failed' THEN 'generation_failed' ELSE state END"
 
 
