@@ -13,12 +13,14 @@ about the small job must not pay for the big one. Memory must stay flat in the l
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterable
 
 from common import write_job
 from plan import run_peak
@@ -26,57 +28,59 @@ from plan import run_peak
 SMALL = 10_000
 
 
-def build(path: Path, rows: int) -> None:
-    """A ledger of `rows` submitted tasks (created by batchgen's own migrations)."""
+def write_submitted(path: Path, rows: Iterable[tuple[str, str, str, str, dict, int, str, str | None]]) -> int:
+    """Submitted tasks written straight into a ledger made by batchgen's own migrations, each
+    linked to its job: (key, job, job file, api base, body, variant, status, label) each.
+    Returns how many."""
     from batchgen.ledger import Ledger
 
-    body = {"model_id": "2-9", "options": {"prompt_optimization": True, "aspect_ratio": "16:9", "resolution": "480p", "duration": 5}}
+    stamp = "2026-11-30T12:00:00.000Z"
+    written = 0
     with Ledger(path) as ledger:
         conn = ledger.db.conn
-        stamp = "2026-11-30T12:00:00.000Z"
         conn.execute("BEGIN")
-        for start in range(0, rows, 50_000):
-            batch = range(start, min(rows, start + 50_000))
-            job = lambda i: "small" if i < SMALL else "big"  # noqa: E731
+        rows = iter(rows)
+        while batch := list(itertools.islice(rows, 50_000)):
             conn.executemany(
                 "INSERT INTO tasks (key, job, api_base, model_id, prompt, request, variant, state, task_id, submitted_at,"
-                " eta_at, attempts, status, updated_at) VALUES (?, ?, 'https://api.pixwith.ai', '2-9', ?, ?, 0, 'submitted',"
-                " ?, ?, ?, 1, ?, ?)",
+                " eta_at, attempts, status, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'submitted', ?, ?, ?, 1, ?, ?)",
                 (
-                    (f"{i:064x}", job(i), f"Shot {i}", json.dumps({**body, "prompt": f"Shot {i}"}), f"t{i:031x}", stamp, stamp,
-                     "completed" if i % 3 else "processing", stamp)
-                    for i in batch
+                    (key, job, api_base, body["model_id"], body.get("prompt"), json.dumps(body), variant, f"t{written + i:031x}",
+                     stamp, stamp, status, stamp)
+                    for i, (key, job, _, api_base, body, variant, status, _) in enumerate(batch)
                 ),
             )
-            conn.executemany("INSERT INTO job_tasks (job, job_file, key) VALUES (?, ?, ?)", ((job(i), f"{job(i)}.yaml", f"{i:064x}") for i in batch))
+            conn.executemany(
+                "INSERT INTO job_tasks (job, job_file, key, label) VALUES (?, ?, ?, ?)",
+                ((job, job_file, key, label) for key, job, job_file, _, _, _, _, label in batch),
+            )
+            written += len(batch)
         conn.execute("COMMIT")
+    return written
+
+
+def build(path: Path, rows: int) -> None:
+    """A ledger of `rows` submitted tasks: a small job of the first SMALL, a big one of the rest."""
+    body = {"model_id": "2-9", "options": {"prompt_optimization": True, "aspect_ratio": "16:9", "resolution": "480p", "duration": 5}}
+    job = lambda i: "small" if i < SMALL else "big"  # noqa: E731
+    write_submitted(path, (
+        (f"{i:064x}", job(i), f"{job(i)}.yaml", "https://api.pixwith.ai", {**body, "prompt": f"Shot {i}"}, 0,
+         "completed" if i % 3 else "processing", None)
+        for i in range(rows)
+    ))
 
 
 def build_done(path: Path, job_file: Path, api_base: str) -> int:
     """A ledger in which every request of `job_file` is submitted and linked to its job, as a
     finished run leaves it (the keys are batchgen's own, from the job's expansion)."""
-    from batchgen.ledger import Ledger
     from batchgen.spec import load_job
     from batchgen.validate import ValidatedJob
 
     validated = ValidatedJob(load_job(str(job_file)), api_base)
-    stamp = "2026-11-30T12:00:00.000Z"
-    n = 0
-    with Ledger(path) as ledger:
-        conn = ledger.db.conn
-        conn.execute("BEGIN")
-        for r in validated.requests():
-            conn.execute(
-                "INSERT INTO tasks (key, job, api_base, model_id, prompt, request, variant, state, task_id, submitted_at,"
-                " eta_at, attempts, status, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'submitted', ?, ?, ?, 1, 'completed', ?)",
-                (r.key, validated.job.name, validated.api_base, r.body["model_id"], r.body.get("prompt"), json.dumps(r.body),
-                 r.variant, f"t{n:031x}", stamp, stamp, stamp),
-            )
-            conn.execute("INSERT INTO job_tasks (job, job_file, key, label, current) VALUES (?, ?, ?, ?, 1)",
-                         (validated.job.name, str(job_file), r.key, r.label))
-            n += 1
-        conn.execute("COMMIT")
-    return n
+    name = validated.job.name
+    return write_submitted(path, (
+        (r.key, name, str(job_file), validated.api_base, r.body, r.variant, "completed", r.label) for r in validated.requests()
+    ))
 
 
 def rerun(tmp: Path, requests: int, runs: int) -> None:
