@@ -3,7 +3,8 @@
 Its tables (`tasks`, `job_tasks`, `runs`) are a public interface, documented in the README.
 Durability is the point: WAL with `synchronous=FULL`, and a request's `sending` row is
 committed before its bytes go out. Claims run under `BEGIN IMMEDIATE`, so two processes on
-one ledger can never both claim a request.
+one ledger can never both claim a request. A run's answers are committed in groups (see
+group_commit.py), each still durable before it is counted.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 from . import journal, liveness
 from .errors import EXIT_ABORTED, BatchgenError, UsageError
 from .expand import Request
+from .group_commit import GroupCommit
 from .migrations import migrate
 from .times import later, now, parse_timestamp, timestamp
 
@@ -79,6 +81,7 @@ class Ledger:
             conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             self.db = Database(conn)
             self._lock = threading.RLock()
+            self._group = GroupCommit(conn, self._lock)
             with self._lock:
                 migrate(conn)
         except sqlite3.OperationalError as e:  # locked past the timeout, unreadable, ...
@@ -367,37 +370,12 @@ class Ledger:
         run's to send. `allow` is the set of states that may be sent again (failed; in_doubt
         and rejected only when the user asked). Under BEGIN IMMEDIATE: two runs never both claim.
         """
-        body = request.body
-        sent = json.dumps(body, ensure_ascii=False)  # before taking the lock: other threads wait on it
+        sent = json.dumps(request.body, ensure_ascii=False)  # before taking the lock: other threads wait on it
+        # One transaction per claim, not a group: claims released together go out together,
+        # and at 64 calls in flight that burst cost more than the fsyncs it saved (measured:
+        # BENCHMARKS.md, Scale). Answers are grouped (`_update`).
         with self.transaction() as conn:
-            row = conn.execute(f"SELECT {_EFFECTIVE_STATE} AS state FROM tasks WHERE key = ?", (request.key,)).fetchone()
-            stamp = timestamp()
-            if row is None:
-                conn.execute(
-                    "INSERT INTO tasks (key, job, api_base, model_id, prompt, request, variant, state,"
-                    " attempts, updated_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, 'sending', 1, ?, ?)",
-                    (request.key, job, api_base, body.get("model_id"), body.get("prompt"), sent, request.variant, stamp, run_id),
-                )
-                return "new"
-            if row["state"] not in allow:
-                return None
-            if row["state"] == "generation_failed":  # its earlier task is kept, not overwritten
-                conn.execute(
-                    "INSERT INTO task_history (key, task_id, submitted_at, status, result_urls, error, replaced_at, run_id)"
-                    " SELECT key, task_id, submitted_at, status, result_urls, error, ?, ? FROM tasks WHERE key = ?",
-                    (stamp, run_id, request.key),
-                )
-                conn.execute(
-                    "UPDATE tasks SET task_id = NULL, estimated_time = NULL, submitted_at = NULL, eta_at = NULL,"
-                    " status = NULL, result_urls = NULL, checked_at = NULL, files = NULL WHERE key = ?",
-                    (request.key,),
-                )
-            conn.execute(
-                "UPDATE tasks SET state = 'sending', attempts = attempts + 1, updated_at = ?, run_id = ?,"
-                " error = NULL WHERE key = ?",
-                (stamp, run_id, request.key),
-            )
-            return str(row["state"])
+            return _claim(conn, request, sent, job, api_base, run_id, allow)
 
     def release(self, key: str, previous: str) -> None:
         """Undo a claim whose request was never sent (the run stopped first)."""
@@ -456,8 +434,8 @@ class Ledger:
                 _set(conn, key, {"files": json.dumps(files)})
 
     def _update(self, key: str, **fields: Any) -> None:
-        with self.transaction() as conn:
-            _set(conn, key, fields)
+        # A run's answers are committed in groups with its claims (see group_commit.py).
+        self._group.write(lambda conn: _set(conn, key, fields))
 
     # -- credits --------------------------------------------------------------------------
 
@@ -668,6 +646,40 @@ class Ledger:
 # A submitted task whose generation has not ended (the tasks table as `t`).
 _PROCESSING = "t.state = 'submitted' AND coalesce(t.status, 'processing') = 'processing'"
 _EFFECTIVE_STATE = "CASE WHEN state = 'submitted' AND status = 'failed' THEN 'generation_failed' ELSE state END"
+
+
+def _claim(conn: sqlite3.Connection, request: Request, sent: str, job: str, api_base: str, run_id: int, allow: set[str]) -> str | None:
+    """`Ledger.claim`'s write, inside the group's transaction."""
+    body = request.body
+    stamp = timestamp()
+    # A request the ledger has never seen (most of them) is claimed by this one statement.
+    inserted = conn.execute(
+        "INSERT INTO tasks (key, job, api_base, model_id, prompt, request, variant, state,"
+        " attempts, updated_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, 'sending', 1, ?, ?) ON CONFLICT (key) DO NOTHING",
+        (request.key, job, api_base, body.get("model_id"), body.get("prompt"), sent, request.variant, stamp, run_id),
+    )
+    if inserted.rowcount == 1:
+        return "new"
+    row = conn.execute(f"SELECT {_EFFECTIVE_STATE} AS state FROM tasks WHERE key = ?", (request.key,)).fetchone()
+    if row["state"] not in allow:
+        return None
+    if row["state"] == "generation_failed":  # its earlier task is kept, not overwritten
+        conn.execute(
+            "INSERT INTO task_history (key, task_id, submitted_at, status, result_urls, error, replaced_at, run_id)"
+            " SELECT key, task_id, submitted_at, status, result_urls, error, ?, ? FROM tasks WHERE key = ?",
+            (stamp, run_id, request.key),
+        )
+        conn.execute(
+            "UPDATE tasks SET task_id = NULL, estimated_time = NULL, submitted_at = NULL, eta_at = NULL,"
+            " status = NULL, result_urls = NULL, checked_at = NULL, files = NULL WHERE key = ?",
+            (request.key,),
+        )
+    conn.execute(
+        "UPDATE tasks SET state = 'sending', attempts = attempts + 1, updated_at = ?, run_id = ?,"
+        " error = NULL WHERE key = ?",
+        (stamp, run_id, request.key),
+    )
+    return str(row["state"])
 
 
 def _set(conn: sqlite3.Connection, key: str, fields: dict[str, Any]) -> None:

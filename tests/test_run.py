@@ -420,3 +420,32 @@ def test_a_kill_after_the_answer_arrived_and_before_its_commit_leaves_it_in_doub
     with env.ledger() as ledger:  # opening recovers the row the killed run left sending
         assert [r["state"] for r in ledger.rows()] == ["in_doubt"]
     _rerun_after_the_kill(env, job)
+
+
+def test_a_kill_while_a_group_of_answers_waits_for_its_commit_leaves_each_in_doubt(world, write_job):
+    """Answers are committed in groups: four arrive while a write lock holds the ledger, queue
+    for one commit, and the run is killed. All four are in_doubt, none is sent again, and the
+    rerun sends only the four requests that were never claimed."""
+    env = world(slow_rate=1.0, slow_seconds=0.5)
+    job = write_job(job_text(prompts(8)))
+    process = env.popen("run", job, "--yes", "--rpm", "60000", "--concurrency", "4")
+    deadline = time.monotonic() + 20
+    while len(env.sandbox.created()) < 4:  # four calls in flight, each answered after 0.5 s
+        assert time.monotonic() < deadline, "the run never had four calls in flight"
+        time.sleep(0.005)
+    blocker = sqlite3.connect(env.ledger_path, isolation_level=None, timeout=10)
+    blocker.execute("BEGIN IMMEDIATE")
+    env.sandbox.config.slow_rate = 0.0
+    time.sleep(1.5)  # the four answers are read and wait for one commit
+    assert process.poll() is None
+    process.kill()
+    process.wait()
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    with env.ledger() as ledger:
+        assert [r["state"] for r in ledger.rows()] == ["in_doubt"] * 4
+    rerun = env.cli("run", job, "--yes", "--rpm", "60000")
+    assert rerun.exit_code == 1 and "4 in_doubt" in rerun.output, rerun.output
+    assert_consistent(env)
+    assert len(env.sandbox.created()) == 8
+    assert sorted(r["state"] for r in env.rows()) == ["in_doubt"] * 4 + ["submitted"] * 4

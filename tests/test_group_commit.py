@@ -1,0 +1,113 @@
+"""Group commit: writes that queue while another commit holds the ledger share the next one,
+and each writer returns only once its write is on disk."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from batchgen.group_commit import GroupCommit
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "group.db"
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+    yield path, conn
+    conn.close()
+
+
+def insert(n: int):
+    return lambda conn: conn.execute("INSERT INTO t (n) VALUES (?)", (n,)).rowcount
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+
+
+def in_threads(group: GroupCommit, numbers) -> tuple[list[threading.Thread], dict[int, object]]:
+    """A thread per number, each writing it; what each write returned (or raised)."""
+    results: dict[int, object] = {}
+
+    def one(n: int) -> None:
+        try:
+            results[n] = group.write(insert(n))
+        except Exception as e:
+            results[n] = e
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in numbers]
+    for thread in threads:
+        thread.start()
+    return threads, results
+
+
+def test_writes_that_queue_behind_a_commit_share_the_next_one(db):
+    path, conn = db
+    lock = threading.RLock()
+    group = GroupCommit(conn, lock)
+    with lock:  # a commit in progress: the five writes queue behind it
+        threads, results = in_threads(group, range(5))
+        wait_until(lambda: len(group._queued) == 5)
+    for thread in threads:
+        thread.join()
+    assert results == {n: 1 for n in range(5)}
+    assert group.commits == 1
+    with sqlite3.connect(path) as other:
+        assert [n for (n,) in other.execute("SELECT n FROM t ORDER BY n")] == [0, 1, 2, 3, 4]
+
+
+def test_a_write_returns_only_once_it_is_committed(db):
+    path, conn = db
+    group = GroupCommit(conn, threading.RLock())
+    seen: list[bool] = []
+
+    def one(n: int) -> None:
+        group.write(insert(n))
+        with sqlite3.connect(path) as other:  # another connection reads only what is committed
+            seen.append(other.execute("SELECT count(*) FROM t WHERE n = ?", (n,)).fetchall() == [(1,)])
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(200)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(seen) == 200 and all(seen)
+
+
+def test_a_failing_write_fails_its_whole_group_and_nothing_of_it_is_kept(db):
+    path, conn = db
+    conn.execute("INSERT INTO t (n) VALUES (3)")
+    lock = threading.RLock()
+    group = GroupCommit(conn, lock)
+    with lock:
+        threads, results = in_threads(group, [1, 2, 3])  # 3 is already there
+        wait_until(lambda: len(group._queued) == 3)
+    for thread in threads:
+        thread.join()
+    assert all(isinstance(result, sqlite3.IntegrityError) for result in results.values())
+    assert group.commits == 0
+    assert [n for (n,) in conn.execute("SELECT n FROM t")] == [3]
+    assert group.write(insert(1)) == 1  # the next group is not affected
+    assert [n for (n,) in conn.execute("SELECT n FROM t ORDER BY n")] == [1, 3]
+
+
+def test_a_group_that_cannot_take_the_write_lock_fails_and_writes_nothing(db):
+    path, conn = db
+    conn.execute("PRAGMA busy_timeout=50")
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holds the ledger
+    group = GroupCommit(conn, threading.RLock())
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        group.write(insert(1))
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert not conn.in_transaction
+    assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 0
