@@ -18,7 +18,8 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+import urllib.request
+from typing import Any, Callable
 from urllib.parse import quote, quote_plus
 
 import httpx
@@ -151,17 +152,30 @@ class Api:
         self.base_url = base_url.rstrip("/")
         self._key = api_key
         remember_secret(api_key)
-        self.client = httpx.Client(
-            base_url=self.base_url,
-            headers={"Api-Key": api_key, "Content-Type": "application/json", "User-Agent": f"batchgen/{__version__}"},
-            timeout=timeout,
-            transport=transport,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            follow_redirects=False,
+        self._headers = httpx.Headers(
+            {"Api-Key": api_key, "Content-Type": "application/json", "User-Agent": f"batchgen/{__version__}"}
         )
+        self._timeout = timeout.as_dict()
+        self._urls: dict[str, httpx.URL] = {}
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        # Calls go straight to an httpx transport (its connection pool), not through
+        # httpx.Client: a run makes thousands of calls to one host with fixed headers, and the
+        # client's per-call work (merging URLs, headers and cookies, auth and redirect
+        # machinery, reading cookies off every answer) was ~20% of a call's CPU, which at low
+        # latency is the run's whole cost (BENCHMARKS.md, Scale). None of it applies here: no
+        # redirects are followed, no cookies or auth flows are used. A proxy set in the
+        # environment is honoured by httpx.Client's own rules, so then calls go through one.
+        self._deliver: Callable[[httpx.Request], httpx.Response]
+        self._pool: httpx.Client | httpx.BaseTransport
+        if transport is None and _proxy_in_environment():
+            client = httpx.Client(timeout=timeout, limits=limits, follow_redirects=False)
+            self._deliver, self._pool = (lambda request: client.send(request, stream=True)), client
+        else:
+            self._pool = transport or httpx.HTTPTransport(limits=limits)
+            self._deliver = self._pool.handle_request
 
     def close(self) -> None:
-        self.client.close()
+        self._pool.close()
 
     def __enter__(self) -> Api:
         return self
@@ -202,9 +216,14 @@ class Api:
 
     def _send(self, path: str, body: dict[str, Any] | None, *, creating: bool) -> Outcome:
         payload = b"" if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
+        url = self._urls.get(path) or self._urls.setdefault(path, httpx.URL(self.base_url + path))
+        request = httpx.Request("POST", url, headers=self._headers, content=payload, extensions={"timeout": self._timeout})
         try:
-            with self.client.stream("POST", path, content=payload) as response:
+            response = self._deliver(request)
+            try:
                 raw = _read_capped(response)
+            finally:
+                response.close()
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
             return Outcome(Kind.RETRY, f"not sent: {_describe(e)}")
         except httpx.TransportError as e:
@@ -227,6 +246,12 @@ class Balance:
 
 class _TooLarge(Exception):
     pass
+
+
+def _proxy_in_environment() -> bool:
+    """Whether HTTP_PROXY, HTTPS_PROXY or ALL_PROXY is set (httpx.Client decides, with
+    NO_PROXY, whether it applies to the API)."""
+    return any(scheme in ("http", "https", "all") for scheme in urllib.request.getproxies())
 
 
 def _read_capped(response: httpx.Response) -> bytes:

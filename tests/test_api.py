@@ -189,3 +189,53 @@ def test_redaction_covers_every_form_of_the_key():
     forms = [key, repr(key), repr(key.encode()), "key_a%27b%5Cc%20d%2F%2B", "key_a%27b%5Cc+d%2F%2B"]
     for form in forms:
         assert "key_a" not in redact(f"error: {form} refused", key), form
+
+
+def test_calls_carry_the_key_type_and_agent_and_nothing_else_of_a_browsers():
+    seen = []
+    with api_answering(lambda request: seen.append(request) or httpx.Response(200, json=OK)) as api:
+        api.create(BODY)
+        api.get("d425")
+    create, get = seen
+    assert str(create.url) == "https://api.pixwith.ai/api/task/create"
+    assert str(get.url) == "https://api.pixwith.ai/api/task/get"
+    assert create.headers["Api-Key"] == "key_secret" and create.headers["Content-Type"] == "application/json"
+    assert create.headers["User-Agent"].startswith("batchgen/") and create.headers["Host"] == "api.pixwith.ai"
+    assert "cookie" not in create.headers
+    assert create.extensions["timeout"]["read"] == 60.0  # the long read timeout: see api.DEFAULT_TIMEOUT
+
+
+def test_a_proxy_set_in_the_environment_carries_the_calls(monkeypatch):
+    """Calls skip httpx.Client's per-call work, but not the user's proxy: with HTTP_PROXY set
+    they go through a client, which sends them to the proxy."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    asked = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_POST(self):
+            asked.append(self.path)  # a proxy is asked for the absolute URL
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"code": 1, "message": "ok", "data": {"credits": 7}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        with Api("http://api.pixwith.invalid", "key_secret") as api:
+            assert api.get_credits().credits == 7
+        assert asked == ["http://api.pixwith.invalid/api/task/get_credits"]
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
