@@ -13,11 +13,15 @@ import json
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any, Hashable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Hashable, Iterable, Iterator
 
-import jsonschema
-import referencing
-from jsonschema.exceptions import ValidationError, best_match
+if TYPE_CHECKING:
+    import jsonschema
+    import referencing
+    from jsonschema.exceptions import ValidationError
+
+# jsonschema (and referencing) are imported where a validator is built, not here: ~50 ms of
+# every start that poll, download, status and tasks, which check no job file, do not need.
 
 SCHEMA_NAMES = ("job", "request")
 
@@ -57,6 +61,8 @@ def schema_text(name: str) -> str:
 def _registry() -> referencing.Registry:
     # job.schema.json refers to request.schema.json by relative URI, the way an editor or
     # check-jsonschema resolves it from the file beside it.
+    import referencing
+
     return referencing.Registry().with_resources(
         (f"{name}.schema.json", referencing.Resource.from_contents(schema(name))) for name in SCHEMA_NAMES
     )
@@ -65,6 +71,8 @@ def _registry() -> referencing.Registry:
 @functools.cache
 def validator(name: str, pointer: str = "") -> jsonschema.Draft202012Validator:
     """A compiled validator for schema `name`, or for the subschema at JSON pointer `pointer`."""
+    import jsonschema
+
     target: Any = schema(name)
     if pointer:
         target = _registry().resolver().lookup(f"{name}.schema.json#{pointer}").contents
@@ -108,6 +116,8 @@ def leaf_errors(error: ValidationError) -> list[ValidationError]:
         return [leaf for sub in matching[0] for leaf in leaf_errors(sub)]
     if not matching:
         return [error]
+    from jsonschema.exceptions import best_match
+
     return leaf_errors(best_match(e for errs in matching for e in errs))
 
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
-
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any, Iterator
 
 from . import models, schemas
 from .errors import JobError, Problem
@@ -32,6 +30,9 @@ from .images import LOCAL
 from .spec import Job, load_job
 from .yamldoc import FieldPath
 from .urls import canonical_base_url
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
 
 
 @dataclass

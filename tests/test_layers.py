@@ -66,3 +66,16 @@ def test_sql_lives_in_the_ledger_modules():
 
 def test_cli_is_thin():
     assert len((PACKAGE / "cli.py").read_text().splitlines()) <= 400
+
+
+def test_jsonschema_is_imported_only_to_check_a_job():
+    """~50 ms of every start that poll, download, status and tasks do not need (SPEC §6.7)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import batchgen.cli; print('jsonschema' in sys.modules);"
+        " from batchgen import schemas; schemas.validator('job'); print('jsonschema' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True"]
