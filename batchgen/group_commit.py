@@ -4,11 +4,12 @@ A run's answers (a task id, a rejection) must each be durable before they are co
 one commit per answer costs an fsync (~0.1-0.3 ms on the disks measured) taken under the
 ledger's one lock, which the next claims are waiting for.
 
-Here a write joins a queue, then waits while another thread is committing. The first writer
-to find no commit under way commits everything queued so far in one transaction ("leader"
-group commit, as database logs do it); the others wake to find theirs done. So the writes
-that arrive while one commit is on disk go into the next, without a writer thread to hand
-them to. Each caller still returns only once the commit covering its write is durable, and a
+Here a write joins a queue. A writer that finds no commit under way leads: it commits
+everything queued so far in one transaction ("leader" group commit, as database logs do it),
+then wakes each writer of that group, and hands the lead to the first writer that queued
+meanwhile, who commits the next group. So the writes that arrive while one commit is on disk
+go into the next, without a writer thread to hand them to, and each waiting thread is woken
+once, by name. Each caller returns only once the commit covering its write is durable, and a
 crash loses at most the group being committed (answers whose rows stay `sending`, which
 recovery turns into `in_doubt` as for any call in flight).
 
@@ -29,56 +30,73 @@ Write = Callable[[sqlite3.Connection], T]
 
 
 class _Pending(Generic[T]):
-    __slots__ = ("write", "done", "result", "error")
+    __slots__ = ("write", "done", "result", "error", "wake")
 
     def __init__(self, write: Write[T]):
         self.write = write
         self.done = False
         self.result: T | None = None
         self.error: BaseException | None = None
+        # Held from the start; released by a leader when this write is committed, or when its
+        # thread is to lead the next group. A lock, not an Event: the cheapest thing to wait on.
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class GroupCommit:
     """Commits the writes given to `write` in groups, on `conn`, under `lock` (the lock every
-    other user of `conn` takes too)."""
+    other user of `conn` takes too).
+
+    For worker threads (a run's senders): a writer waiting for its group must not be
+    interrupted, since it may be the one chosen to lead the next; Ctrl-C goes to the main
+    thread, which does not write through here.
+    """
 
     def __init__(self, conn: sqlite3.Connection, lock: threading.RLock):
         self._conn = conn
         self._lock = lock
+        self._guard = threading.Lock()  # guards `_queued` and `_leading`; never held to wait
         self._queued: list[_Pending[Any]] = []
-        # Guards `_queued` and `_leading`, and wakes the waiting writers when a group is done.
-        # Waiting here, not on `lock`: a writer whose group is committed returns at once,
-        # instead of queueing for `lock` behind the next group's commit (and its fsync).
-        self._changed = threading.Condition(threading.Lock())
-        self._leading = False  # a thread is committing a group
+        self._leading = False  # a thread is committing a group, or has been chosen to
         self.commits = 0  # how many transactions committed (tests read it)
 
     def write(self, write: Write[T]) -> T:
         """Run `write(conn)` in a transaction; return its result once that transaction is
         committed (or raise its error, or the transaction's)."""
         pending: _Pending[T] = _Pending(write)
-        with self._changed:
+        with self._guard:
             self._queued.append(pending)
-            while self._leading and not pending.done:
-                self._changed.wait()
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            # Woken once: its write is committed, or it leads the next group. Each writer is
+            # woken by name, never all at once, so a group's end wakes only its own writers.
+            pending.wake.acquire()
             lead = not pending.done
-            if lead:
-                self._leading = True
-        if lead:  # nobody committed it while this thread waited
-            try:
-                with self._lock:
-                    self._commit_queued()
-            finally:
-                with self._changed:
-                    self._leading = False
-                    self._changed.notify_all()
+        if lead:
+            self._commit_queued()
         if pending.error is not None:
             raise pending.error
         return pending.result  # type: ignore[return-value]
 
     def _commit_queued(self) -> None:
-        with self._changed:
+        with self._guard:
             group, self._queued = self._queued, []
+        try:
+            with self._lock:
+                self._commit(group)
+        finally:
+            with self._guard:
+                # The first writer that queued meanwhile leads the next group; or no one leads.
+                successor = self._queued[0] if self._queued else None
+                self._leading = successor is not None
+            for pending in group:
+                pending.done = True
+                pending.wake.release()
+            if successor is not None:
+                successor.wake.release()
+
+    def _commit(self, group: list[_Pending[Any]]) -> None:
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -101,6 +119,3 @@ class GroupCommit:
                 pending.result = None
             if not isinstance(e, Exception):
                 raise
-        finally:
-            for pending in group:
-                pending.done = True

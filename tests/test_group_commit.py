@@ -43,25 +43,35 @@ def in_threads(group: GroupCommit, numbers) -> tuple[list[threading.Thread], dic
         except Exception as e:
             results[n] = e
 
-    threads = [threading.Thread(target=one, args=(n,)) for n in numbers]
-    for thread in threads:
-        thread.start()
+    threads = []
+    for n in numbers:
+        threads.append(threading.Thread(target=one, args=(n,)))
+        threads[-1].start()
     return threads, results
+
+
+def behind_a_commit(group: GroupCommit, lock: threading.RLock, first: int, numbers: list[int]):
+    """Write `first` while `lock` is held (its commit is under way, waiting for the lock), then
+    `numbers`, which queue behind it; then let the commit go. The threads and their results."""
+    with lock:
+        threads, results = in_threads(group, [first])
+        wait_until(lambda: group._leading and not group._queued)  # it took its group: itself
+        more, results_more = in_threads(group, numbers)
+        wait_until(lambda: len(group._queued) == len(numbers))
+    for thread in threads + more:
+        thread.join()
+    return {**results, **results_more}
 
 
 def test_writes_that_queue_behind_a_commit_share_the_next_one(db):
     path, conn = db
     lock = threading.RLock()
     group = GroupCommit(conn, lock)
-    with lock:  # a commit in progress: the five writes queue behind it
-        threads, results = in_threads(group, range(5))
-        wait_until(lambda: len(group._queued) == 5)
-    for thread in threads:
-        thread.join()
-    assert results == {n: 1 for n in range(5)}
-    assert group.commits == 1
+    results = behind_a_commit(group, lock, 0, [1, 2, 3, 4, 5])
+    assert results == {n: 1 for n in range(6)}
+    assert group.commits == 2  # the first write's, then one for the five queued behind it
     with sqlite3.connect(path) as other:
-        assert [n for (n,) in other.execute("SELECT n FROM t ORDER BY n")] == [0, 1, 2, 3, 4]
+        assert [n for (n,) in other.execute("SELECT n FROM t ORDER BY n")] == [0, 1, 2, 3, 4, 5]
 
 
 def test_a_write_returns_only_once_it_is_committed(db):
@@ -87,16 +97,12 @@ def test_a_failing_write_fails_its_whole_group_and_nothing_of_it_is_kept(db):
     conn.execute("INSERT INTO t (n) VALUES (3)")
     lock = threading.RLock()
     group = GroupCommit(conn, lock)
-    with lock:
-        threads, results = in_threads(group, [1, 2, 3])  # 3 is already there
-        wait_until(lambda: len(group._queued) == 3)
-    for thread in threads:
-        thread.join()
-    assert all(isinstance(result, sqlite3.IntegrityError) for result in results.values())
-    assert group.commits == 0
-    assert [n for (n,) in conn.execute("SELECT n FROM t")] == [3]
+    results = behind_a_commit(group, lock, 0, [1, 2, 3])  # 3 is already there
+    assert results[0] == 1 and all(isinstance(results[n], sqlite3.IntegrityError) for n in (1, 2, 3))
+    assert group.commits == 1
+    assert [n for (n,) in conn.execute("SELECT n FROM t ORDER BY n")] == [0, 3]
     assert group.write(insert(1)) == 1  # the next group is not affected
-    assert [n for (n,) in conn.execute("SELECT n FROM t ORDER BY n")] == [1, 3]
+    assert [n for (n,) in conn.execute("SELECT n FROM t ORDER BY n")] == [0, 1, 3]
 
 
 def test_a_group_that_cannot_take_the_write_lock_fails_and_writes_nothing(db):
