@@ -17,8 +17,8 @@ import functools
 import json
 import math
 import time
-from dataclasses import dataclass
 import urllib.request
+from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import quote, quote_plus
 

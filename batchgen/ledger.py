@@ -434,7 +434,7 @@ class Ledger:
                 _set(conn, key, {"files": json.dumps(files)})
 
     def _update(self, key: str, **fields: Any) -> None:
-        # A run's answers are committed in groups with its claims (see group_commit.py).
+        # A run's answers are committed in groups (group_commit.py); its claims are not (`claim`).
         self._group.write(lambda conn: _set(conn, key, fields))
 
     # -- credits --------------------------------------------------------------------------
@@ -649,7 +649,7 @@ _EFFECTIVE_STATE = "CASE WHEN state = 'submitted' AND status = 'failed' THEN 'ge
 
 
 def _claim(conn: sqlite3.Connection, request: Request, sent: str, job: str, api_base: str, run_id: int, allow: set[str]) -> str | None:
-    """`Ledger.claim`'s write, inside the group's transaction."""
+    """`Ledger.claim`'s write, inside its transaction."""
     body = request.body
     stamp = timestamp()
     # A request the ledger has never seen (most of them) is claimed by this one statement.
