@@ -423,9 +423,10 @@ def test_a_kill_after_the_answer_arrived_and_before_its_commit_leaves_it_in_doub
 
 
 def test_a_kill_while_a_group_of_answers_waits_for_its_commit_leaves_each_in_doubt(world, write_job):
-    """Answers are committed in groups: four arrive while a write lock holds the ledger, queue
-    for one commit, and the run is killed. All four are in_doubt, none is sent again, and the
-    rerun sends only the four requests that were never claimed."""
+    """Answers are committed in groups: four arrive while a write lock holds the ledger (one
+    leads a commit that waits for the lock, three queue behind it), and the run is killed.
+    All four are in_doubt, none is sent again, and the rerun sends only the four requests
+    that were never claimed."""
     env = world(slow_rate=1.0, slow_seconds=0.5)
     job = write_job(job_text(prompts(8)))
     process = env.popen("run", job, "--yes", "--rpm", "60000", "--concurrency", "4")
@@ -436,7 +437,7 @@ def test_a_kill_while_a_group_of_answers_waits_for_its_commit_leaves_each_in_dou
     blocker = sqlite3.connect(env.ledger_path, isolation_level=None, timeout=10)
     blocker.execute("BEGIN IMMEDIATE")
     env.sandbox.config.slow_rate = 0.0
-    time.sleep(1.5)  # the four answers are read and wait for one commit
+    time.sleep(1.5)  # the four answers are read and wait in the group commit
     assert process.poll() is None
     process.kill()
     process.wait()
