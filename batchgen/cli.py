@@ -332,8 +332,9 @@ def status(job: str | None, as_json: bool, include_superseded: bool) -> None:
     with ledger:
         name = resolve_job(ledger, job)
         rows = ledger.status_counts(name)
-        due = ledger.last_due(name)
-        unsent = ledger.unsent_count(name) if name else 0
+        standing = ledger.standing(name) if name else None  # a job's last due and unsent, in one pass
+        due = standing.last_due if standing else ledger.last_due(None)
+        unsent = standing.unsent if standing else 0
     for line in status_report(name, rows, unsent, due, as_json=as_json):
         click.echo(line)
 
