@@ -323,7 +323,8 @@ class Ledger:
             self.db.conn.execute("DELETE FROM temp.staged_links")
 
         def stage(requests: Iterable[Request]) -> None:
-            rows = [(r.key, r.label, json.dumps(r.meta, ensure_ascii=False, default=str) if r.meta else None) for r in requests]
+            # Streamed into the table: a first run stages every request it holds at once.
+            rows = ((r.key, r.label, json.dumps(r.meta, ensure_ascii=False, default=str) if r.meta else None) for r in requests)
             with self._lock:
                 conn = self.db.conn
                 conn.execute("BEGIN")  # deferred, and only the temp database is written: no write lock
@@ -404,9 +405,6 @@ class Ledger:
         if state not in ("rejected", "failed", "in_doubt"):
             raise ValueError(f"not an outcome without a task id: {state}")
         self._update(key, state=state, error=error)
-
-    def record_status(self, key: str, status: str, result_urls: list[str] | None, error: str | None = None) -> None:
-        self.record_statuses([(key, status, result_urls, error)])
 
     def record_statuses(self, found: Iterable[tuple[str, str, list[str] | None, str | None]]) -> None:
         """What get-task said of many tasks, (key, status, result URLs, error) each, in one

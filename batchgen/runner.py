@@ -31,7 +31,7 @@ from .inputs import InputRefused, read_regular
 from .ledger import Ledger
 from .limits import Backoff, RateLimiter
 from .liveness import RunLock
-from .plan import BATCH, Plan, PlannedRequest, no_ledger, prepare_run
+from .plan import Plan, PlannedRequest, no_ledger, prepare_run
 from .prices import PriceBook
 from .project import Project
 from .results import pending, poll, wait_for
@@ -232,8 +232,7 @@ def execute_run(options: RunOptions, target: Target, project: Project, console: 
         with open_ledger(project, console, create=True) as ledger:
             ledger.quick_check()  # another run may have made it meanwhile: checked as any other
             with ledger.linking(plan.job, options.job_file) as stage:
-                for start in range(0, len(to_send), BATCH):
-                    stage([item.request for item in to_send[start : start + BATCH]])
+                stage(item.request for item in to_send)
             return _run_planned(ledger, validated, plan, to_send, book, options, settings, target, console)
     with open_ledger(project, console, create=False) as ledger:
         if not options.dry_run:
