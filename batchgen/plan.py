@@ -110,23 +110,28 @@ def plan_job(
     `prices` makes the price book for the validated job (none: no price is known)."""
     validated = ValidatedJob(load_job(path, root), canonical_base_url(api_base), allow_unverified=allow_unverified)
     book = prices(validated) if prices else NO_PRICES
-    result = Plan(validated.job.name, validated.api_base)
-    if book.empty:  # no price known at all: which classes lack one is every class; not counted
-        result.unknown_by_class = None
-        if states is no_ledger:  # every request is new and unpriced: validation's counts are the plan
-            for _ in checked(validated):
-                pass
-            for model_id, n in validated.by_model_id.items():
-                result.counts["new"] += n
-                result.by_model_id[(model_id, "new")] += n
-            result.unknown = validated.unique
-            return validated, result
+    result = _new_plan(validated, book)
+    if book.empty and states is no_ledger:  # every request is new and unpriced: validation's counts are the plan
+        for _ in checked(validated):
+            pass
+        for model_id, n in validated.by_model_id.items():
+            result.counts["new"] += n
+            result.by_model_id[(model_id, "new")] += n
+        result.unknown = validated.unique
+        return validated, result
     # One pass: requests are counted as validation checks them; a problem found later raises
     # (and these counts are dropped with it).
     for chunk in _in_batches(checked(validated)):
         for item in _decide(chunk, states, book, validated):
             result.count(item)
     return validated, result
+
+
+def _new_plan(validated: ValidatedJob, book: PriceBook) -> Plan:
+    result = Plan(validated.job.name, validated.api_base)
+    if book.empty:  # no price known at all: which classes lack one is every class; not counted
+        result.unknown_by_class = None
+    return result
 
 
 def planned(validated: ValidatedJob, states: StateLookup = no_ledger, book: PriceBook = NO_PRICES) -> Iterator[PlannedRequest]:
@@ -168,9 +173,7 @@ def prepare_run(
     that a request another job got done counts for this one too). A problem found raises
     `JobError` once the whole job was checked: then the plan and what was staged are void.
     """
-    result = Plan(expansion.job.name, expansion.api_base)
-    if book.empty:  # every class lacks a price: which ones is not worth a count per request
-        result.unknown_by_class = None
+    result = _new_plan(expansion, book)
     to_send: list[PlannedRequest] = []
     for chunk in _in_batches(checked(expansion)):
         if stage is not None:
