@@ -30,10 +30,11 @@ Write = Callable[[sqlite3.Connection], T]
 
 
 class _Pending(Generic[T]):
-    __slots__ = ("write", "done", "result", "error", "wake")
+    __slots__ = ("write", "one_statement", "done", "result", "error", "wake")
 
-    def __init__(self, write: Write[T]):
+    def __init__(self, write: Write[T], one_statement: bool):
         self.write = write
+        self.one_statement = one_statement
         self.done = False
         self.result: T | None = None
         self.error: BaseException | None = None
@@ -60,10 +61,13 @@ class GroupCommit:
         self._leading = False  # a thread is committing a group, or has been chosen to
         self.commits = 0  # how many transactions committed (tests read it)
 
-    def write(self, write: Write[T]) -> T:
+    def write(self, write: Write[T], *, one_statement: bool = False) -> T:
         """Run `write(conn)` in a transaction; return its result once that transaction is
-        committed (or raise its error, or the transaction's)."""
-        pending: _Pending[T] = _Pending(write)
+        committed (or raise its error, or the transaction's).
+
+        `one_statement`: `write` executes a single statement, which SQLite makes a
+        transaction of its own when it commits alone (no BEGIN and COMMIT to send)."""
+        pending: _Pending[T] = _Pending(write, one_statement)
         with self._guard:
             self._queued.append(pending)
             lead = not self._leading
@@ -99,10 +103,13 @@ class GroupCommit:
     def _commit(self, group: list[_Pending[Any]]) -> None:
         conn = self._conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for pending in group:
-                pending.result = pending.write(conn)
-            conn.execute("COMMIT")
+            if len(group) == 1 and group[0].one_statement:
+                group[0].result = group[0].write(conn)
+            else:
+                conn.execute("BEGIN IMMEDIATE")
+                for pending in group:
+                    pending.result = pending.write(conn)
+                conn.execute("COMMIT")
             self.commits += 1
         except BaseException as e:
             if conn.in_transaction:

@@ -53,6 +53,15 @@ class Standing(NamedTuple):
     last_due: str | None
 
 
+class Answered(NamedTuple):
+    """A create call's answer that gave a task id, not yet written (see `Ledger.claim`)."""
+
+    key: str
+    task_id: str
+    estimated_time: float | None
+    received_at: str
+
+
 class LedgerUnsound(BatchgenError):
     """The ledger cannot be trusted to keep the record: deleted, replaced or corrupt."""
 
@@ -364,19 +373,41 @@ class Ledger:
         sql = "SELECT * FROM runs" + (" WHERE job = ?" if job else "") + " ORDER BY id DESC LIMIT ?"
         return [dict(r) for r in self._query(sql, [job, limit] if job else [limit])]
 
-    def claim(self, request: Request, job: str, api_base: str, run_id: int, allow: set[str]) -> str | None:
+    def claim(
+        self, request: Request, job: str, api_base: str, run_id: int, allow: set[str], *, answered: Answered | None = None
+    ) -> str | None:
         """Mark the request `sending`, durably, if this run may send it.
 
         Returns the state it had (`new` if the ledger had no row), or None if it is not this
         run's to send. `allow` is the set of states that may be sent again (failed; in_doubt
-        and rejected only when the user asked). Under BEGIN IMMEDIATE: two runs never both claim.
+        and rejected only when the user asked). In one transaction: two runs never both claim.
+
+        `answered`: the task id the calling worker's last request got, written in the same
+        transaction, so that a worker's answer and its next claim cost one commit. If that
+        commit fails, neither is written.
+
+        Raises `LedgerUnsound` if the ledger file was deleted or replaced since it was opened:
+        the claim would go into a file nobody reads, and the next run would pay again.
         """
         sent = json.dumps(request.body, ensure_ascii=False)  # before taking the lock: other threads wait on it
-        # One transaction per claim, not a group: claims released together go out together,
-        # and at 64 calls in flight that burst cost more than the fsyncs it saved (measured:
-        # BENCHMARKS.md, Scale). Answers are grouped (`_update`).
-        with self.transaction() as conn:
-            return _claim(conn, request, sent, job, api_base, run_id, allow)
+        stamp = timestamp()
+        # Claims are not group-committed with other workers' (measured: BENCHMARKS.md, Scale):
+        # a group's claims are released, and sent, together, and at 64 calls in flight that
+        # cost more than the commits it saved. A worker's own answer rides with its claim.
+        with self._lock:
+            self.check_same_file()
+            if answered is None:
+                # A request the ledger has never seen (most of them) is claimed by one
+                # statement, its own transaction: each statement to SQLite lets the other
+                # threads run, and at 0 ms latency those switches cost more than the statement.
+                if _insert_claim(self.db.conn, request, sent, job, api_base, run_id, stamp):
+                    return "new"
+            with self.transaction() as conn:
+                if answered is not None:
+                    _set(conn, answered.key, _submitted(answered.task_id, answered.estimated_time, answered.received_at))
+                if _insert_claim(conn, request, sent, job, api_base, run_id, stamp):
+                    return "new"
+                return _reclaim(conn, request, stamp, run_id, allow)
 
     def release(self, key: str, previous: str) -> None:
         """Undo a claim whose request was never sent (the run stopped first)."""
@@ -398,6 +429,9 @@ class Ledger:
                 )
 
     def record_submitted(self, key: str, task_id: str, estimated_time: float | None, submitted_at: str | None = None) -> None:
+        """Write a task id (committed in a group with other workers' answers). Raises
+        `LedgerUnsound` if the ledger file was deleted or replaced (see `claim`)."""
+        self.check_same_file()
         self._update(key, **_submitted(task_id, estimated_time, submitted_at))
 
     def record_outcome(self, key: str, state: str, error: str) -> None:
@@ -433,7 +467,7 @@ class Ledger:
 
     def _update(self, key: str, **fields: Any) -> None:
         # A run's answers are committed in groups (group_commit.py); its claims are not (`claim`).
-        self._group.write(lambda conn: _set(conn, key, fields))
+        self._group.write(lambda conn: _set(conn, key, fields), one_statement=True)
 
     # -- credits --------------------------------------------------------------------------
 
@@ -646,18 +680,20 @@ _PROCESSING = "t.state = 'submitted' AND coalesce(t.status, 'processing') = 'pro
 _EFFECTIVE_STATE = "CASE WHEN state = 'submitted' AND status = 'failed' THEN 'generation_failed' ELSE state END"
 
 
-def _claim(conn: sqlite3.Connection, request: Request, sent: str, job: str, api_base: str, run_id: int, allow: set[str]) -> str | None:
-    """`Ledger.claim`'s write, inside its transaction."""
+def _insert_claim(conn: sqlite3.Connection, request: Request, sent: str, job: str, api_base: str, run_id: int, stamp: str) -> bool:
+    """Claim a request the ledger has no row for; False if it has one."""
     body = request.body
-    stamp = timestamp()
-    # A request the ledger has never seen (most of them) is claimed by this one statement.
     inserted = conn.execute(
         "INSERT INTO tasks (key, job, api_base, model_id, prompt, request, variant, state,"
         " attempts, updated_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, 'sending', 1, ?, ?) ON CONFLICT (key) DO NOTHING",
         (request.key, job, api_base, body.get("model_id"), body.get("prompt"), sent, request.variant, stamp, run_id),
     )
-    if inserted.rowcount == 1:
-        return "new"
+    return inserted.rowcount == 1
+
+
+def _reclaim(conn: sqlite3.Connection, request: Request, stamp: str, run_id: int, allow: set[str]) -> str | None:
+    """Claim a request the ledger has a row for, if its state is in `allow`; inside the
+    caller's transaction. Returns the state it had, or None."""
     row = conn.execute(f"SELECT {_EFFECTIVE_STATE} AS state FROM tasks WHERE key = ?", (request.key,)).fetchone()
     if row["state"] not in allow:
         return None

@@ -22,7 +22,7 @@ from .api import Api, Kind, Outcome
 from .budget import Budget
 from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK
 from .expand import Request
-from .ledger import RESENDABLE, Ledger, LedgerUnsound
+from .ledger import RESENDABLE, Answered, Ledger, LedgerUnsound
 from .limits import Backoff, RateLimiter, attempts
 from .prices import class_key
 from .times import timestamp
@@ -219,48 +219,71 @@ class Submission:
                     self._all_done.set()
 
     def _work(self) -> None:
-        while not self.stop.is_set() and not self._no_more.is_set():
-            try:
-                request = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if self.budget is not None and not self.budget.reserve(request.body):
-                self._cap(self.budget.stopped or "the spend cap is reached")
-                return
-            try:
-                # A ledger deleted or replaced under the run would take the claim into a file
-                # nobody reads, and the next run would pay again: noticed before every claim.
-                self.ledger.check_same_file()
-                previous = self.ledger.claim(request, self.job, self.api_base, self.run_id, self.allow)
-            except LedgerUnsound as e:
-                self._ledger_lost(str(e))
-                return
-            except sqlite3.Error as e:  # nothing sent: stop rather than guess
-                self._abort(f"the ledger failed: {e}")
-                return
-            if previous is None:
-                outcome: str | None = "skipped"  # done, in doubt, or being sent by another run
-            else:
+        # A task id is not written at once: it rides with this worker's next claim, one commit
+        # for both (Ledger.claim), and is counted once that commit is made. The worker's last
+        # one (the queue is empty, the run stopped) is written alone.
+        carried: tuple[Request, Answered] | None = None
+        failed: str | None = None  # the claim's commit failed: stop, once the task id is seen to
+        try:
+            while not self.stop.is_set() and not self._no_more.is_set():
                 try:
-                    outcome = self._send(request, previous)
-                except Exception as e:  # a bug or the ledger failing: never leave the row `sending`
-                    self._safe_in_doubt(request, f"batchgen error while sending: {type(e).__name__}: {e}")
-                    outcome = "in_doubt"
-            if self.budget is not None:
-                if outcome in (None, "failed", "rejected", "skipped"):  # nothing was created
-                    self.budget.refund(request.body)
-                elif outcome == "submitted" and not self.budget.created():
+                    request = self._queue.get_nowait()
+                except queue.Empty:
+                    return
+                if self.budget is not None and not self.budget.reserve(request.body):
                     self._cap(self.budget.stopped or "the spend cap is reached")
-            if outcome is not None:
-                price = self.budget.book.credits(request.body) if self.budget is not None else None
-                with self._lock:
-                    self.report.count(request, outcome, price)
-                self.progress(self.report)
+                    return
+                try:
+                    previous = self.ledger.claim(
+                        request, self.job, self.api_base, self.run_id, self.allow, answered=carried and carried[1]
+                    )
+                except LedgerUnsound as e:
+                    self._ledger_lost(str(e))
+                    return
+                except sqlite3.Error as e:  # nothing sent: stop rather than guess
+                    failed = f"the ledger failed: {e}"
+                    return
+                if carried is not None:
+                    self._count(carried[0], "submitted")
+                    carried = None
+                outcome = self._attempt(request, previous)
+                if isinstance(outcome, Answered):
+                    carried = (request, outcome)
+                    if self.budget is not None and not self.budget.created():
+                        self._cap(self.budget.stopped or "the spend cap is reached")
+                    continue
+                if self.budget is not None and outcome in (None, "failed", "rejected", "skipped"):
+                    self.budget.refund(request.body)  # nothing was created
+                if outcome is not None:
+                    self._count(request, outcome)
+        finally:
+            if carried is not None and self._record_submitted(*carried):
+                self._count(carried[0], "submitted")
+            if failed:  # after the task id: if it could not be written either, that is the reason given
+                self._abort(failed)
 
-    def _send(self, request: Request, previous: str) -> str | None:
+    def _attempt(self, request: Request, previous: str | None) -> str | Answered | None:
+        """Send a request the ledger gave this run (`previous`: the state it had, None: not
+        this run's to send); see `_send`."""
+        if previous is None:
+            return "skipped"  # done, in doubt, or being sent by another run
+        try:
+            return self._send(request, previous)
+        except Exception as e:  # a bug or the ledger failing: never leave the row `sending`
+            self._safe_in_doubt(request, f"batchgen error while sending: {type(e).__name__}: {e}")
+            return "in_doubt"
+
+    def _count(self, request: Request, outcome: str) -> None:
+        price = self.budget.book.credits(request.body) if self.budget is not None else None
+        with self._lock:
+            self.report.count(request, outcome, price)
+        self.progress(self.report)
+
+    def _send(self, request: Request, previous: str) -> str | Answered | None:
         """Send a claimed request (retrying what is safe to retry) and record the outcome.
 
-        Returns the outcome's name, or None if the run stopped before it was sent."""
+        Returns the outcome's name; or the task id to write (with the next claim); or None
+        if the run stopped before it was sent."""
         backoff = self.settings.backoff
         outcome: Outcome | None = None
         tries = 0
@@ -283,14 +306,13 @@ class Submission:
         self._note_error(outcome.message)
         return "failed"
 
-    def _record(self, request: Request, outcome: Outcome) -> str:
+    def _record(self, request: Request, outcome: Outcome) -> str | Answered:
         key = request.key
         if outcome.kind is Kind.OK and outcome.task_id:  # classify() never says OK without one
-            self._record_submitted(request, outcome.task_id, outcome)
             self.limiter.succeeded()
             with self._lock:
                 self._streak = ("", 0)
-            return "submitted"
+            return Answered(key, outcome.task_id, outcome.estimated_time, timestamp())
         if outcome.kind in (Kind.AUTH, Kind.NO_CREDIT):
             # Nothing was created: `failed`, so the next run (with a good key) sends it.
             self.ledger.record_outcome(key, "failed", outcome.message)
@@ -302,32 +324,32 @@ class Submission:
         self._note_error(outcome.message)
         return state
 
-    def _record_submitted(self, request: Request, task_id: str, outcome: Outcome) -> None:
-        """Record a task id; if the ledger cannot take it, journal it and print it: a task
-        that was created is paid for, and its id must never be lost."""
-        received = timestamp()
-        try:
-            self.ledger.check_same_file()
-            self.ledger.record_submitted(request.key, task_id, outcome.estimated_time, received)
-            return
+    def _record_submitted(self, request: Request, answered: Answered) -> bool:
+        """Write a task id alone; if the ledger cannot take it, journal it and print it: a task
+        that was created is paid for, and its id must never be lost. True if it was written."""
+        try:  # raises LedgerUnsound if the ledger was deleted or replaced
+            self.ledger.record_submitted(answered.key, answered.task_id, answered.estimated_time, answered.received_at)
+            return True
         except LedgerUnsound as e:
             self._ledger_lost(str(e))
             problem = str(e)
         except (sqlite3.Error, OSError) as e:
             problem = str(e)
         entry = {
-            "key": request.key, "task_id": task_id, "estimated_time": outcome.estimated_time,
-            "received_at": received, "job": self.job, "api_base": self.api_base, "variant": request.variant,
+            "key": request.key, "task_id": answered.task_id, "estimated_time": answered.estimated_time,
+            "received_at": answered.received_at, "job": self.job, "api_base": self.api_base, "variant": request.variant,
             "body": request.body, "run_id": self.run_id,
         }
         try:
             where = f"kept in {journal.append(self.ledger.path, entry)}; the next batchgen command records it"
         except OSError as e:
             where = f"and the journal failed too ({e.strerror}): keep this line"
+        task_id = answered.task_id
         self.notice(f"task {task_id} (request {request.key}) was created but the ledger could not record it ({problem}); {where}")
         with self._lock:
             self.report.unrecorded.append(task_id)
         self._abort(f"the ledger could not record a task id ({problem})")
+        return False
 
     def _ledger_lost(self, reason: str) -> None:
         """The ledger was deleted or replaced: stop claiming; at the end of the run, everything

@@ -220,6 +220,34 @@ def test_a_task_id_the_locked_ledger_cannot_take_is_journaled_printed_and_replay
         assert {r["state"] for r in ledger.rows()} == {"submitted"}  # the rest were never sent
 
 
+def test_each_task_id_shares_a_commit_with_the_next_claim_and_is_counted_once_written(tmp_path):
+    import httpx
+
+    commits: list[str] = []
+    n = 0
+
+    def handler(request):
+        nonlocal n
+        n += 1
+        return httpx.Response(200, json={"code": 1, "data": {"task_id": f"task-{n}", "estimated_time": 30}})
+
+    def trace(statement: str) -> None:  # a statement outside BEGIN … COMMIT is a commit of its own
+        if statement.startswith("COMMIT") or (statement.startswith(("INSERT", "UPDATE")) and not in_transaction()):
+            commits.append(statement.split()[0])
+
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        in_transaction = lambda: ledger.db.conn.in_transaction  # noqa: E731
+        ledger.db.conn.set_trace_callback(trace)
+        report, _ = submission_against(ledger, handler, n=3)
+        ledger.db.conn.set_trace_callback(None)
+        rows = sorted((row["task_id"], row["state"]) for row in ledger.rows())
+    assert report.outcomes["submitted"] == 3 and report.calls == 3
+    assert rows == [("task-1", "submitted"), ("task-2", "submitted"), ("task-3", "submitted")]
+    # the run's start | claim 1 | answer 1 + claim 2 | answer 2 + claim 3 | answer 3 alone:
+    # four commits for three requests, not six
+    assert commits == ["COMMIT", "INSERT", "COMMIT", "COMMIT", "UPDATE"], commits
+
+
 @pytest.mark.parametrize("eta", [b"1e308", b"Infinity", b"NaN", b"-1", b"1" + b"0" * 400])
 def test_an_absurd_estimated_time_is_recorded_as_unknown_not_a_crash(tmp_path, eta):
     import httpx

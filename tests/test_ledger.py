@@ -12,7 +12,7 @@ from helpers import corrupt_index
 from batchgen import journal
 from batchgen.errors import UsageError
 from batchgen.expand import Origin, Request
-from batchgen.ledger import Ledger, LedgerUnsound
+from batchgen.ledger import Answered, Ledger, LedgerUnsound
 from batchgen.liveness import RunLock
 from batchgen.migrations import MIGRATIONS
 
@@ -103,6 +103,45 @@ def test_failed_requests_may_be_claimed_again_in_doubt_only_when_allowed(ledger)
     assert ledger.claim(request(), "job", "https://api", run, allow={"failed"}) is None
     assert ledger.claim(request(), "job", "https://api", run, allow={"failed", "in_doubt"}) == "in_doubt"
     assert ledger.task("k1")["attempts"] == 3
+
+
+def test_a_workers_answer_is_written_in_the_same_commit_as_its_next_claim(ledger):
+    run = ledger.start_run("job", "job.yaml", "https://api", {})
+    ledger.claim(request("k1"), "job", "https://api", run, allow=set())
+    statements: list[str] = []
+    ledger.db.conn.set_trace_callback(statements.append)
+    answered = Answered("k1", "task-1", 30, "2026-11-30T10:00:00.000Z")
+    assert ledger.claim(request("k2"), "job", "https://api", run, allow=set(), answered=answered) == "new"
+    ledger.db.conn.set_trace_callback(None)
+    assert [s.split()[0] for s in statements] == ["BEGIN", "UPDATE", "INSERT", "COMMIT"]  # one commit for both
+    assert ledger.task("k1")["task_id"] == "task-1" and ledger.task("k1")["state"] == "submitted"
+    assert ledger.task("k1")["eta_at"] == "2026-11-30T10:00:30.000Z"
+    assert ledger.task("k2")["state"] == "sending"
+
+
+def test_a_claim_that_cannot_commit_writes_neither_it_nor_the_answer_riding_with_it(ledger, tmp_path):
+    import sqlite3
+
+    run = ledger.start_run("job", "job.yaml", "https://api", {})
+    ledger.claim(request("k1"), "job", "https://api", run, allow=set())
+    ledger.claim(request("k2"), "job", "https://api", run, allow=set())
+    ledger.db.conn.execute("CREATE TEMP TRIGGER refuse BEFORE INSERT ON tasks WHEN NEW.key = 'k3' BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    with pytest.raises(sqlite3.IntegrityError, match="disk full"):
+        ledger.claim(request("k3"), "job", "https://api", run, allow=set(), answered=Answered("k1", "task-1", 30, "2026-11-30T10:00:00.000Z"))
+    assert ledger.task("k1")["state"] == "sending" and ledger.task("k1")["task_id"] is None  # rolled back with the claim
+    assert ledger.task("k3") is None
+    assert not ledger.db.conn.in_transaction
+
+
+def test_a_claim_into_a_ledger_replaced_under_the_run_is_refused(tmp_path):
+    path = tmp_path / "ledger.db"
+    with Ledger(path) as ledger:
+        run = ledger.start_run("job", "job.yaml", "https://api", {})
+        os.rename(path, tmp_path / "moved.db")
+        with pytest.raises(LedgerUnsound, match="deleted"):
+            ledger.claim(request(), "job", "https://api", run, allow=set())
+        with pytest.raises(LedgerUnsound, match="deleted"):
+            ledger.record_submitted("k1", "task-1", 30)
 
 
 def test_release_undoes_a_claim_that_was_never_sent(ledger):
