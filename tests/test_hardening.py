@@ -529,6 +529,7 @@ class HostileFiles:
 
         outer = self
         self.hits: list[str] = []
+        self.headers: list[dict[str, str]] = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -538,6 +539,7 @@ class HostileFiles:
 
             def do_GET(self):
                 outer.hits.append(self.path)
+                outer.headers.append(dict(self.headers))
                 name = self.path.strip("/")
                 try:
                     getattr(outer, "serve_" + name.split("?")[0].replace("-", "_"))(self)
@@ -621,15 +623,26 @@ def hostile():
 def fetch(url, tmp_path, *, loopback_api=True, **bounds):
     import httpx
 
-    from batchgen.download import Bounds, fetch_file
+    from batchgen.download import Bounds, Files, fetch_file
     from batchgen.limits import Backoff
 
     target = tmp_path / "video.mp4"
-    with httpx.Client(timeout=httpx.Timeout(5.0, read=bounds.pop("stall_timeout", 5.0)), follow_redirects=False) as client:
+    files = Files(httpx.Timeout(5.0, read=bounds.pop("stall_timeout", 5.0)))  # what `download` fetches with
+    try:
         started = time.monotonic()
-        result = fetch_file(client, url, target, loopback_api=loopback_api,
+        result = fetch_file(files, url, target, loopback_api=loopback_api,
                             bounds=Bounds(backoff=Backoff(base=0, max_attempts=2), **bounds))
+    finally:
+        files.close()
     return result, time.monotonic() - started, target
+
+
+def test_a_file_host_is_sent_the_agent_and_nothing_of_the_users(hostile, tmp_path):
+    result, _, target = fetch(hostile.base + "/flaky", tmp_path)  # 503, then the file
+    assert result == len(b"fine video") and target.read_bytes() == b"fine video"
+    for sent in hostile.headers:
+        assert sent["User-Agent"].startswith("batchgen/")
+        assert not {"Api-Key", "Cookie", "Authorization"} & set(sent)
 
 
 def test_an_endless_body_stops_at_the_size_cap(hostile, tmp_path):
