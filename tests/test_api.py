@@ -239,3 +239,88 @@ def test_a_proxy_set_in_the_environment_carries_the_calls(monkeypatch):
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+class CountingServer:
+    """An API on loopback that answers get_credits, counts the connections made to it, and
+    can hold its answers until told."""
+
+    def __init__(self):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+        self.connections = 0
+        self.release = threading.Event()
+        self.release.set()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: a connection serves many calls
+
+            def setup(self):
+                super().setup()
+                outer.connections += 1
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.release.wait(10)
+                body = json.dumps({"code": 1, "message": "ok", "data": {"credits": 7}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def counting(monkeypatch):
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    server = CountingServer()
+    yield server
+    server.close()
+
+
+def test_calls_reuse_connections_and_never_open_more_than_the_limit(counting):
+    """Each call has a connection of its own while it is out, given back when its answer is
+    read: threads that come and go (a poll's rounds) reuse them, and never exceed the limit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with Api(counting.base_url, "key_secret", max_connections=3) as api:
+        for _round in range(4):  # a new pool of threads each round, as poll makes
+            with ThreadPoolExecutor(6) as pool:
+                assert [b.credits for b in pool.map(lambda _: api.get_credits(), range(12))] == [7] * 12
+        assert counting.connections <= 3
+        api.get_credits()
+    assert counting.connections <= 3
+
+
+def test_a_call_that_finds_every_connection_lent_waits_then_is_not_sent(counting):
+    import threading
+
+    counting.release.clear()  # the first call's answer is held
+    with Api(counting.base_url, "key_secret", max_connections=1, timeout=httpx.Timeout(5.0, pool=0.3)) as api:
+        first = threading.Thread(target=api.get_credits)
+        first.start()
+        time.sleep(0.2)
+        started = time.monotonic()
+        balance = api.get_credits()  # the one connection is out
+        assert balance.credits is None and balance.kind is Kind.RETRY and "not sent" in balance.problem
+        assert 0.25 < time.monotonic() - started < 3
+        counting.release.set()
+        first.join()
+        assert api.get_credits().credits == 7  # given back once its answer was read
+    assert counting.connections == 1
