@@ -205,45 +205,9 @@ def test_calls_carry_the_key_type_and_agent_and_nothing_else_of_a_browsers():
     assert create.extensions["timeout"]["read"] == 60.0  # the long read timeout: see api.DEFAULT_TIMEOUT
 
 
-def test_a_proxy_set_in_the_environment_carries_the_calls(monkeypatch):
-    """Calls skip httpx.Client's per-call work, but not the user's proxy: with HTTP_PROXY set
-    they go through a client, which sends them to the proxy."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    asked = []
-
-    class Proxy(BaseHTTPRequestHandler):
-        def do_POST(self):
-            asked.append(self.path)  # a proxy is asked for the absolute URL
-            self.rfile.read(int(self.headers["Content-Length"]))
-            body = json.dumps({"code": 1, "message": "ok", "data": {"credits": 7}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    try:
-        for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
-        with Api("http://api.pixwith.invalid", "key_secret") as api:
-            assert api.get_credits().credits == 7
-        assert asked == ["http://api.pixwith.invalid/api/task/get_credits"]
-    finally:
-        proxy.shutdown()
-        proxy.server_close()
-
-
-class CountingServer:
-    """An API on loopback that answers get_credits, counts the connections made to it, and
-    can hold its answers until told."""
+class CreditsServer:
+    """An API on loopback that answers every call with a balance of 7; it notes the paths asked
+    and counts the connections made to it, and can hold its answers until told."""
 
     def __init__(self):
         import json
@@ -252,6 +216,7 @@ class CountingServer:
 
         outer = self
         self.connections = 0
+        self.asked: list[str] = []
         self.release = threading.Event()
         self.release.set()
 
@@ -263,6 +228,7 @@ class CountingServer:
                 outer.connections += 1
 
             def do_POST(self):
+                outer.asked.append(self.path)
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 outer.release.wait(10)
                 body = json.dumps({"code": 1, "message": "ok", "data": {"credits": 7}}).encode()
@@ -287,11 +253,20 @@ class CountingServer:
 
 @pytest.fixture
 def counting(monkeypatch):
-    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    server = CountingServer()
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)  # calls go straight to the server unless a test sets one
+    server = CreditsServer()
     yield server
     server.close()
+
+
+def test_a_proxy_set_in_the_environment_carries_the_calls(counting, monkeypatch):
+    """Calls skip httpx.Client's per-call work, but not the user's proxy: with HTTP_PROXY set
+    they go through a client, which sends them to the proxy."""
+    monkeypatch.setenv("HTTP_PROXY", counting.base_url)  # the server plays the proxy
+    with Api("http://api.pixwith.invalid", "key_secret") as api:
+        assert api.get_credits().credits == 7
+    assert counting.asked == ["http://api.pixwith.invalid/api/task/get_credits"]  # a proxy is asked for the absolute URL
 
 
 def test_calls_reuse_connections_and_never_open_more_than_the_limit(counting):
