@@ -12,6 +12,11 @@
     at once (0 ms) and after 50 ms, each as a ratio to the better bare loop run beside it
     (targets: ≤ 1.2 at 0 ms, ≤ 1.05 at 50 ms).
 Each figure is the median of --runs runs; batchgen runs as a user runs it, a fresh process.
+
+(e) in-process (`--only in-process`, not part of the default set): the same 2,000 requests sent
+    by batchgen's Submission (ledger, claims, commits, retries and all) inside this process,
+    beside the bare thread pool, so neither pays a process's start-up. This is not a goal's
+    figure: it tells how much of (d) is the sending itself and how much the command around it.
 """
 
 from __future__ import annotations
@@ -86,6 +91,27 @@ def overhead(tmp: Path, n: int = 2000, concurrency: int = 16, latency_ms: int = 
     return ours / best, ours, best
 
 
+def in_process(tmp: Path, n: int, concurrency: int, latency_ms: int) -> tuple[float, float, float]:
+    """(batchgen's Submission, bare thread pool) seconds for n requests, both in this process."""
+    from batchgen.api import Api
+    from batchgen.expand import Origin, Request, identity
+    from batchgen.ledger import Ledger
+    from batchgen.submit import RunSettings, Submission
+
+    tag = f"in-process-{time.monotonic_ns()}"
+    requests = [Request(identity("bench", body, 0), 0, body, Origin(0)) for body in ({**BODY, "prompt": f"{tag} {i}"} for i in range(n))]
+    with sandbox("--latency-ms", str(latency_ms)) as base_url:
+        bare = bare_threads(base_url, n, concurrency)
+        with Ledger(tmp / f"{tag}.db") as ledger, Api(base_url, KEY, max_connections=concurrency) as api:
+            run_id = ledger.start_run("bench", "bench.yaml", base_url, {})
+            submission = Submission(ledger, api, RunSettings(rpm=None, concurrency=concurrency), job="bench", api_base=base_url, run_id=run_id)
+            started = time.perf_counter()
+            report = submission.run(requests)
+            ours = time.perf_counter() - started
+    assert report.outcomes["submitted"] == n, report.outcomes
+    return ours / bare, ours, bare
+
+
 def rerun(tmp: Path) -> float:
     job = write_job(tmp, 20_000, "rerun")
     ledger = tmp / "rerun.db"
@@ -97,7 +123,7 @@ def rerun(tmp: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", choices=["rate", "overhead", "rerun", "latency"])
+    parser.add_argument("--only", choices=["rate", "overhead", "rerun", "latency", "in-process"])
     parser.add_argument("--concurrency", type=int, nargs="*", default=[4, 16, 64], help="for latency")
     parser.add_argument("--latency-ms", type=int, nargs="*", default=[0, 50], help="for latency")
     args = parser.parse_args()
@@ -118,6 +144,12 @@ def main() -> None:
                     median = sorted(results)[len(results) // 2]
                     goal = "≤ 1.2" if latency == 0 else "≤ 1.05"
                     print(f"| 2,000 requests, {latency} ms, concurrency {concurrency}, vs best bare loop | {median[0]:.2f}× ({median[1]:.2f} s vs {median[2]:.2f} s) | {goal} |", flush=True)
+        if args.only == "in-process":
+            for latency in args.latency_ms:
+                for concurrency in args.concurrency:
+                    results = [in_process(tmp, 2000, concurrency, latency) for _ in range(args.runs)]
+                    median = sorted(results)[len(results) // 2]
+                    print(f"| 2,000 requests, {latency} ms, concurrency {concurrency}, in-process vs the bare thread pool | {median[0]:.2f}× ({median[1]:.2f} s vs {median[2]:.2f} s) | (diagnostic) |", flush=True)
         if args.only in (None, "rerun"):
             seconds = statistics.median(rerun(tmp / f"r{i}") for i in range(args.runs) if (tmp / f"r{i}").mkdir() is None)
             print(f"| no-op rerun of 20,000 requests | {seconds:.2f} s | < 3 s |")
