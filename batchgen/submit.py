@@ -1,8 +1,9 @@
 """The run: claim each request in the ledger, send it under the limits, record what happened.
 
-Threads, not asyncio: every call is bracketed by two short, blocking SQLite commits (the
-`sending` claim before, the outcome after), and sqlite3 is blocking. With a thread per
-in-flight call (`concurrency` of them), httpx.Client's pool does the I/O, the ledger is used
+Threads, not asyncio: every call is bracketed by short, blocking SQLite commits (the
+`sending` claim before; the outcome after, which for a task id is the commit of the worker's
+next claim), and sqlite3 is blocking. With a thread per in-flight call (`concurrency` of
+them), each with a connection of its own while its call is out (api.py), the ledger is used
 directly, and Ctrl-C is handled in the main thread while workers finish their calls.
 """
 
