@@ -224,7 +224,7 @@ class Submission:
         # for both (Ledger.claim), and is counted once that commit is made. The worker's last
         # one (the queue is empty, the run stopped) is written alone.
         carried: tuple[Request, Answered] | None = None
-        failed: str | None = None  # the claim's commit failed: stop, once the task id is seen to
+        failed: str | None = None  # why a claim failed: the run stops, once the carried id is written
         try:
             while not self.stop.is_set() and not self._no_more.is_set():
                 try:
