@@ -456,11 +456,8 @@ class Ledger:
                     fields["error"] = error
                 _set(conn, key, fields)
 
-    def record_files(self, key: str, files: list[str]) -> None:
-        self._update(key, files=json.dumps(files))
-
     def record_files_of(self, found: Iterable[tuple[str, list[str]]]) -> None:
-        """`record_files` for many tasks in one commit (a download's end)."""
+        """The files a download saved, (key, paths) per task, in one commit (a download's end)."""
         with self.transaction() as conn:
             for key, files in found:
                 _set(conn, key, {"files": json.dumps(files)})
