@@ -6,7 +6,9 @@ import json
 import shutil
 import sqlite3
 import subprocess
+import threading
 import time
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -95,3 +97,18 @@ def wait_for_sending(env, n: int, timeout: float = 20) -> None:
                 pass
         assert time.monotonic() < deadline, "the run never started sending"
         time.sleep(0.02)
+
+
+class Loopback:
+    """An HTTP server on 127.0.0.1 answering with `handler` from a background thread: a
+    test's stand-in for an API, a proxy or a file host."""
+
+    def __init__(self, handler):
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

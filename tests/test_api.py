@@ -7,6 +7,7 @@ import time
 
 import httpx
 import pytest
+from helpers import Loopback
 
 from batchgen.api import Api, Kind, check_api_key, classify, parse_retry_after, redact
 from batchgen.errors import UsageError
@@ -212,7 +213,7 @@ class CreditsServer:
     def __init__(self):
         import json
         import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
 
         outer = self
         self.connections = 0
@@ -240,15 +241,12 @@ class CreditsServer:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.loopback = Loopback(Handler)
+        self.base_url = self.loopback.base_url
 
     def close(self):
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.loopback.close()
 
 
 @pytest.fixture

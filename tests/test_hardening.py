@@ -14,6 +14,7 @@ import time
 
 import pytest
 from helpers import (
+    Loopback,
     assert_consistent,
     can_unshare_pid,
     canonical,
@@ -525,7 +526,6 @@ class HostileFiles:
 
     def __init__(self):
         import http.server
-        import threading
 
         outer = self
         self.hits: list[str] = []
@@ -546,14 +546,11 @@ class HostileFiles:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.loopback = Loopback(Handler)
+        self.base = self.loopback.base_url
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.loopback.close()
 
     @staticmethod
     def serve_endless(h):  # no length, never ends
