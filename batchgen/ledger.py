@@ -2,9 +2,11 @@
 
 Its tables (`tasks`, `job_tasks`, `runs`) are a public interface, documented in the README.
 Durability is the point: WAL with `synchronous=FULL`, and a request's `sending` row is
-committed before its bytes go out. Claims run under `BEGIN IMMEDIATE`, so two processes on
-one ledger can never both claim a request. A run's answers are committed in groups (see
-group_commit.py), each still durable before it is counted.
+committed before its bytes go out. A claim is one transaction (a new request's, a single
+`INSERT … ON CONFLICT DO NOTHING`; any other, under `BEGIN IMMEDIATE`), so two processes on
+one ledger can never both claim a request. A worker's task id is written in the transaction
+of its next claim; the answers left over are committed in groups (see group_commit.py), each
+still durable before it is counted.
 """
 
 from __future__ import annotations
@@ -405,6 +407,8 @@ class Ledger:
             with self.transaction() as conn:
                 if answered is not None:
                     _set(conn, answered.key, _submitted(answered.task_id, answered.estimated_time, answered.received_at))
+                # Tried again here: with an answer riding it was not tried yet, and without one
+                # the row may have been deleted since (another run releasing its claim).
                 if _insert_claim(conn, request, sent, job, api_base, run_id, stamp):
                     return "new"
                 return _reclaim(conn, request, stamp, run_id, allow)
@@ -463,7 +467,8 @@ class Ledger:
                 _set(conn, key, {"files": json.dumps(files)})
 
     def _update(self, key: str, **fields: Any) -> None:
-        # A run's answers are committed in groups (group_commit.py); its claims are not (`claim`).
+        # Answers not riding with a claim (a worker's last task id, rejections, failures) are
+        # committed in groups (group_commit.py); claims are not (`claim`).
         self._group.write(lambda conn: _set(conn, key, fields), one_statement=True)
 
     # -- credits --------------------------------------------------------------------------

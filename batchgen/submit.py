@@ -345,10 +345,9 @@ class Submission:
             where = f"kept in {journal.append(self.ledger.path, entry)}; the next batchgen command records it"
         except OSError as e:
             where = f"and the journal failed too ({e.strerror}): keep this line"
-        task_id = answered.task_id
-        self.notice(f"task {task_id} (request {request.key}) was created but the ledger could not record it ({problem}); {where}")
+        self.notice(f"task {answered.task_id} (request {request.key}) was created but the ledger could not record it ({problem}); {where}")
         with self._lock:
-            self.report.unrecorded.append(task_id)
+            self.report.unrecorded.append(answered.task_id)
         self._abort(f"the ledger could not record a task id ({problem})")
         return False
 
