@@ -16,16 +16,16 @@ import enum
 import functools
 import json
 import math
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 from urllib.parse import quote, quote_plus
 
 import httpx
 
 from . import __version__
+from .connections import OneConnectionEach
 from .errors import UsageError
 
 MAX_ANSWER_BYTES = 1 << 20  # an answer larger than this is not the documented JSON
@@ -234,82 +234,6 @@ class Api:
         except _TooLarge:
             return Outcome(Kind.IN_DOUBT if creating else Kind.RETRY, f"answer larger than {MAX_ANSWER_BYTES} bytes")
         return classify(response.status_code, response.headers.get("Retry-After"), raw, creating=creating)
-
-
-class OneConnectionEach(httpx.BaseTransport):
-    """An httpx transport that lends each call a connection of its own, for as long as its
-    answer is open, and takes it back when the answer is closed.
-
-    httpcore's connection pool, shared by every thread, checks each connection it holds (a
-    poll() per connection) on every request and every answer, under one lock: at 64 calls in
-    flight that was most of a run's CPU (BENCHMARKS.md, Scale). Here each connection is a pool
-    of its own, kept on a stack: a call takes the one last given back (the one most likely
-    still open), or opens one if fewer than `max_connections` are, or waits for one up to the
-    pool timeout. The TLS context (its certificate store) is loaded once and shared."""
-
-    def __init__(self, max_connections: int):
-        self._ssl_context = httpx.create_ssl_context()
-        self._max = max(1, max_connections)
-        self._free: list[httpx.HTTPTransport] = []
-        self._opened = 0
-        self._closed = False
-        self._available = threading.Condition(threading.Lock())
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        connection = self._take(request.extensions.get("timeout", {}).get("pool"))
-        try:
-            response = connection.handle_request(request)
-        except BaseException:
-            self._give_back(connection)
-            raise
-        response.stream = _Lent(response.stream, lambda: self._give_back(connection))  # type: ignore[arg-type]
-        return response
-
-    def _take(self, timeout: float | None) -> httpx.HTTPTransport:
-        with self._available:
-            if not self._available.wait_for(lambda: self._free or self._opened < self._max, timeout):
-                raise httpx.PoolTimeout("no connection came free in time")
-            if self._free:
-                return self._free.pop()
-            self._opened += 1
-        return httpx.HTTPTransport(verify=self._ssl_context, limits=_ONE_CONNECTION)
-
-    def _give_back(self, connection: httpx.HTTPTransport) -> None:
-        with self._available:
-            if not self._closed:
-                self._free.append(connection)
-                self._available.notify()
-                return
-        connection.close()
-
-    def close(self) -> None:
-        with self._available:
-            self._closed = True
-            free, self._free = self._free, []
-        for connection in free:
-            connection.close()
-
-
-_ONE_CONNECTION = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-
-
-class _Lent(httpx.SyncByteStream):
-    """An answer's body; closing it gives its connection back (once)."""
-
-    def __init__(self, stream: httpx.SyncByteStream, give_back: Callable[[], None]):
-        self._stream = stream
-        self._give_back: Callable[[], None] | None = give_back
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self._stream
-
-    def close(self) -> None:
-        try:
-            self._stream.close()
-        finally:
-            give_back, self._give_back = self._give_back, None
-            if give_back is not None:
-                give_back()
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from helpers import REPO
 
 LAYERS = [
     "__init__", "errors", "loopback", "times", "urls", "inputs", "yamldoc", "images", "project", "schemas", "models", "model_schema", "display", "spec", "templates", "expand",
-    "validate", "prices", "plan", "report", "journal", "liveness", "migrations", "group_commit", "ledger", "api", "limits",
+    "validate", "prices", "plan", "report", "journal", "liveness", "migrations", "group_commit", "ledger", "connections", "api", "limits",
     "budget", "submit", "credits", "uploads", "results", "download", "gallery", "review", "promote", "sandbox", "runner", "terminal", "sandbox_cli", "review_cli", "models_cli", "cli",
     "__main__",
 ]

@@ -1,0 +1,84 @@
+"""connections.OneConnectionEach as downloads use it: connections reused, never more than the
+limit, and not tied to one host. (Api's use of it is in test_api.py.)"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler
+
+import httpx
+import pytest
+from helpers import Loopback
+
+from batchgen.download import Files, fetch_file
+
+
+class FileHost:
+    """A file host on loopback serving `/<name>.mp4` as b"video <name>"; it counts the
+    connections made to it."""
+
+    def __init__(self):
+        outer = self
+        self.connections = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: a connection serves many files
+
+            def setup(self):
+                super().setup()
+                outer.connections += 1
+
+            def do_GET(self):
+                body = b"video " + self.path.strip("/").removesuffix(".mp4").encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "video/mp4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.loopback = Loopback(Handler)
+        self.base_url = self.loopback.base_url
+
+    def close(self):
+        self.loopback.close()
+
+
+@pytest.fixture
+def hosts():
+    made = [FileHost(), FileHost()]
+    yield made
+    for host in made:
+        host.close()
+
+
+def test_downloads_reuse_their_connections_and_never_open_more_than_the_concurrency(hosts, tmp_path):
+    host = hosts[0]
+    files = Files(httpx.Timeout(5.0), max_connections=3)
+    try:
+        for batch in range(3):  # a new pool of threads each time, as each `download` makes
+            with ThreadPoolExecutor(6) as pool:
+                sizes = list(pool.map(
+                    lambda i: fetch_file(files, f"{host.base_url}/{batch}-{i}.mp4", tmp_path / f"{batch}-{i}.mp4", loopback_api=True),
+                    range(20),
+                ))
+            assert sizes == [len(f"video {batch}-{i}") for i in range(20)]
+    finally:
+        files.close()
+    assert 1 <= host.connections <= 3
+    assert (tmp_path / "2-19.mp4").read_bytes() == b"video 2-19"
+
+
+def test_one_connection_serves_files_from_two_hosts_in_turn(hosts, tmp_path):
+    """Result URLs may point at more than one host (a CDN and its fallback): a connection
+    last used for one host is closed and opened again to the other."""
+    files = Files(httpx.Timeout(5.0), max_connections=1)
+    try:
+        for i in range(4):
+            host = hosts[i % 2]
+            assert fetch_file(files, f"{host.base_url}/{i}.mp4", tmp_path / f"{i}.mp4", loopback_api=True) == len(f"video {i}")
+    finally:
+        files.close()
+    assert [host.connections for host in hosts] == [2, 2]
