@@ -23,7 +23,19 @@ def _env() -> Any:
     import jinja2
     from jinja2.sandbox import SandboxedEnvironment
 
-    return SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    # What renders differently each time would give a request a new identity on every run,
+    # and every rerun would send (and bill) it again: such names are not there to be used.
+    for name in _UNSTABLE_FILTERS:
+        del env.filters[name]
+    for name in _UNSTABLE_GLOBALS:
+        del env.globals[name]
+    return env
+
+
+_UNSTABLE_FILTERS = ("random",)  # a random item of a list
+_UNSTABLE_GLOBALS = ("lipsum",)  # random lorem ipsum
+_WHY_UNSTABLE = "a prompt must render the same on every run: it is the request's identity, which tells a rerun what is already done"
 
 
 class TemplateProblem(Exception):
@@ -42,7 +54,8 @@ def _compiled(source: str) -> "jinja2.Template":
     try:
         return _env().from_string(source)
     except jinja2.TemplateSyntaxError as e:
-        raise TemplateProblem(f"template syntax error: {e.message}") from None
+        unstable = f"No filter named {_UNSTABLE_FILTERS[0]!r}" in str(e.message)
+        raise TemplateProblem(f"template syntax error: {e.message}" + (f" ({_WHY_UNSTABLE})" if unstable else "")) from None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -65,6 +78,8 @@ def render(source: str, values: dict[str, Any]) -> str:
     try:
         return template.render(values)
     except jinja2.UndefinedError as e:
+        if any(f"'{name}' is undefined" in str(e.message) for name in _UNSTABLE_GLOBALS if name not in values):
+            raise TemplateProblem(f"{e.message} ({_WHY_UNSTABLE})") from None
         known = ", ".join(sorted(values)) or "none"
         raise TemplateProblem(f"{e.message} (vars here: {known})") from None
     except jinja2.TemplateError as e:  # the sandbox refusing an attribute, a bad filter, ...

@@ -63,6 +63,16 @@ def test_templates_are_sandboxed(cli, write_job):
     assert result.exit_code == 2 and "template error" in result.stderr
 
 
+def test_what_renders_differently_each_time_is_refused(cli, write_job):
+    """A prompt is its request's identity: one that changed from run to run (Jinja's `random`
+    filter, its `lipsum` global) would be a new request on every rerun, sent and billed again."""
+    for prompt in ("A {{ ['cat', 'dog', 'fox', 'owl'] | random }}", "A {{ lipsum(1) }}"):
+        job = write_job("version: 1\n" + PRO_DEFAULTS + f'requests:\n  - prompt: "{prompt}"\n')
+        result = cli("validate", job)
+        assert result.exit_code == 2, prompt
+        assert "job.yaml:7:13:" in result.stderr and "must render the same on every run" in result.stderr
+
+
 def test_an_unused_var_is_a_warning(cli, write_job):
     job = write_job("version: 1\n" + PRO_DEFAULTS + "requests:\n  - {prompt: 'A {{ a }}', vars: {a: cat, spare: 1}}\n")
     result = cli("validate", job)
