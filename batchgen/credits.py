@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from .api import Api, Kind
 from .display import table
 from .errors import EXIT_ABORTED, BatchgenError, UsageError
-from .plan import PlannedRequest
+from .plan import ToSend
 from .prices import PriceBook, class_key, describe_class, job_rules, load_rules
 from .submit import RunReport
 from .validate import ValidatedJob, validate_job
@@ -36,8 +36,10 @@ def price_book(validated: ValidatedJob, ledger: Ledger | None, prices_file: str 
     return PriceBook(rules, learned)
 
 
-def require_prices(to_send: list[PlannedRequest], cap: int) -> None:
+def require_prices(to_send: ToSend, cap: int) -> None:
     """A cap needs a known price for every class the run would send (exit 2 naming them)."""
+    if all(price is not None for price in to_send.prices()):
+        return
     unknown = Counter(class_key(item.request.body) for item in to_send if item.credits is None)
     if unknown:
         classes = "; ".join(f"{describe_class(k)} ({n} requests)" for k, n in unknown.most_common())
@@ -55,10 +57,10 @@ def read_balance(client: Api) -> tuple[int | None, str]:
     return balance.credits, balance.problem
 
 
-def covered(to_send: list[PlannedRequest], balance: int, *, allow_partial: bool) -> list[PlannedRequest]:
+def covered(to_send: ToSend, balance: int, *, allow_partial: bool) -> ToSend:
     """What the balance covers: everything, or (allow_partial) the longest prefix in job order
     whose known cost fits; otherwise NotCovered, and nothing is sent."""
-    cost = sum(item.credits or 0 for item in to_send)
+    cost = sum(price or 0 for price in to_send.prices())
     if cost <= balance:
         return to_send
     if not allow_partial:
@@ -67,12 +69,12 @@ def covered(to_send: list[PlannedRequest], balance: int, *, allow_partial: bool)
             "(--allow-partial sends, in job order, what the balance covers)"
         )
     fits, total = 0, 0
-    for item in to_send:
-        if total + (item.credits or 0) > balance:
+    for price in to_send.prices():
+        if total + (price or 0) > balance:
             break
-        total += item.credits or 0
+        total += price or 0
         fits += 1
-    return to_send[:fits]
+    return to_send.head(fits)
 
 
 def learn_price(ledger: Ledger, run_id: int, api_base: str, report: RunReport, before: int | None, after: int | None) -> str | None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from . import models
-from .errors import JobError
-from .expand import Request, describe_origin
+from .errors import BatchgenError, JobError
+from .expand import Request, describe_origin, expand
 from .prices import NO_PRICES, PriceBook, PriceTie, class_tuple, key_of_tuple
 from .spec import load_job
 from .urls import canonical_base_url
@@ -165,7 +167,7 @@ def _decide(requests: list[Request], states: StateLookup, book: PriceBook, valid
 def prepare_run(
     expansion: ValidatedJob, states: StateLookup, allow: set[str], *, book: PriceBook = NO_PRICES,
     stage: Callable[[list[Request]], None] | None = None,
-) -> tuple[Plan, list[PlannedRequest]]:
+) -> tuple[Plan, ToSend]:
     """Step 2 of validation and the run's plan, in one pass over the job: the plan, and the
     requests to send in file order (those whose ledger state is new or in `allow`).
 
@@ -174,7 +176,7 @@ def prepare_run(
     `JobError` once the whole job was checked: then the plan and what was staged are void.
     """
     result = _new_plan(expansion, book)
-    to_send: list[PlannedRequest] = []
+    to_send = ToSend(expansion)
     for chunk in _in_batches(checked(expansion)):
         if stage is not None:
             stage(chunk)
@@ -182,8 +184,80 @@ def prepare_run(
             sends = item.action == "new" or _STATE_OF_ACTION.get(item.action) in allow
             result.count(item, sends=sends)
             if sends:
-                to_send.append(item)
+                to_send.add(item)
     return result, to_send
+
+
+class PlanChanged(BatchgenError):
+    """The job's expansion, made again to send, did not give the requests planned: the rest
+    of them are not sent. (An expansion depends only on the job already read; this guards
+    that rule, so that nothing is ever sent that was not planned, priced and linked.)"""
+
+
+@dataclass(frozen=True)
+class ToSend:
+    """The requests a run sends, in job order, held as little as possible: each one's key (32
+    bytes), action and price. The requests themselves are made again from the job already
+    read, as they are sent, and only one whose key is the next planned one is given out: a
+    first run of a million requests held them all, ~650 bytes each, for the whole run.
+
+    `head(n)` is the first n (`--limit`, what the balance covers); `resolved(fn)` gives each
+    body as `fn` makes it (local images → their URLs), leaving out those it makes None."""
+
+    expansion: ValidatedJob
+    _keys: bytearray = field(default_factory=bytearray)
+    _actions: bytearray = field(default_factory=bytearray)  # index into ACTIONS
+    _prices: array[int] = field(default_factory=lambda: array("q"))  # -1: not known
+    _stop: int | None = None
+    _resolve: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
+    left_out: int = 0  # of the first `len(self)`, how many `resolved` leaves out
+
+    def add(self, item: PlannedRequest) -> None:
+        assert self._stop is None, "a view is not added to"
+        self._keys.extend(bytes.fromhex(item.request.key))
+        self._actions.append(ACTIONS.index(item.action))
+        self._prices.append(-1 if item.credits is None else item.credits)
+
+    def __len__(self) -> int:
+        """How many it gives out."""
+        return (len(self._prices) if self._stop is None else self._stop) - self.left_out
+
+    def head(self, n: int) -> ToSend:
+        assert self._resolve is None, "take the head before resolving"
+        return dataclasses.replace(self, _stop=min(n, len(self)))
+
+    def resolved(self, resolve: Callable[[dict[str, Any]], dict[str, Any] | None], left_out: int) -> ToSend:
+        return dataclasses.replace(self, _stop=len(self), _resolve=resolve, left_out=left_out)
+
+    def prices(self) -> Iterator[int | None]:
+        """The price of each of the first `len(self)` planned (before `resolved`), in order."""
+        for price in self._prices[: len(self) + self.left_out]:
+            yield None if price < 0 else price
+
+    def __iter__(self) -> Iterator[PlannedRequest]:
+        planned = len(self) + self.left_out
+        if not planned:
+            return
+        keys = memoryview(self._keys)
+        position = 0
+        # The raw expansion, duplicates and all: a later duplicate of a request given out is
+        # never the next planned key, so no set of the keys seen is needed.
+        for request in expand(self.expansion.job, self.expansion.api_base):
+            if keys[position * 32 : position * 32 + 32] != bytes.fromhex(request.key):
+                continue
+            price = self._prices[position]
+            action = ACTIONS[self._actions[position]]
+            position += 1
+            body: dict[str, Any] | None = request.body
+            if self._resolve is not None:
+                body = self._resolve(request.body)
+            if body is not None:
+                yield PlannedRequest(request._replace(body=body), action, None if price < 0 else price)
+            if position == planned:
+                return
+        raise PlanChanged(
+            f"the job's requests, made again to be sent, were not the ones planned: {planned - position} of them were not sent"
+        )
 
 
 _STATE_OF_ACTION = {action: state for state, action in _ACTION_OF_STATE.items()}

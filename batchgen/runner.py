@@ -31,7 +31,7 @@ from .inputs import InputRefused, read_regular
 from .ledger import Ledger
 from .limits import Backoff, RateLimiter
 from .liveness import RunLock
-from .plan import Plan, PlannedRequest, no_ledger, prepare_run
+from .plan import Plan, ToSend, no_ledger, prepare_run
 from .prices import PriceBook
 from .project import Project
 from .results import pending, poll, wait_for
@@ -228,11 +228,11 @@ def execute_run(options: RunOptions, target: Target, project: Project, console: 
         plan, to_send = prepare_run(validated, no_ledger, allow, book=book)
         _warn(validated, console)
         if options.dry_run:
-            return _dry_run(plan, to_send[: options.limit] if options.limit is not None else to_send, settings, target, console)
+            return _dry_run(plan, to_send.head(options.limit) if options.limit is not None else to_send, settings, target, console)
         with open_ledger(project, console, create=True) as ledger:
             ledger.quick_check()  # another run may have made it meanwhile: checked as any other
             with ledger.linking(plan.job, options.job_file) as stage:
-                stage(item.request for item in to_send)
+                stage(validated.requests())  # made again, as sending makes them: none is held
             return _run_planned(ledger, validated, plan, to_send, book, options, settings, target, console)
     with open_ledger(project, console, create=False) as ledger:
         if not options.dry_run:
@@ -253,14 +253,14 @@ def _warn(validated: ValidatedJob, console: Console) -> None:
 
 
 def _run_planned(
-    ledger: Ledger, validated: ValidatedJob, plan: Plan, to_send: list[PlannedRequest], book: PriceBook,
+    ledger: Ledger, validated: ValidatedJob, plan: Plan, to_send: ToSend, book: PriceBook,
     options: RunOptions, settings: RunSettings, target: Target, console: Console,
 ) -> int:
     """The planned run: the cap and balance checks, uploads, the confirmation, sending, and
     the wait → download → gallery chain."""
     cap = options.max_credits or validated.job.limits.get("max_credits")
     if options.limit is not None:
-        to_send = to_send[: options.limit]
+        to_send = to_send.head(options.limit)
     if cap:
         credits.require_prices(to_send, cap)
     if options.dry_run:
@@ -317,37 +317,37 @@ def on_done(command: str | None, ledger: Ledger, job: str, job_file: str | None,
 
 
 def _with_images_uploaded(
-    ledger: Ledger, client: api.Api, validated: ValidatedJob, to_send: list[PlannedRequest], target: Target, console: Console
-) -> tuple[list[PlannedRequest], int]:
+    ledger: Ledger, client: api.Api, validated: ValidatedJob, to_send: ToSend, target: Target, console: Console
+) -> tuple[ToSend, int]:
     """Upload the local images the requests to send show (each distinct one once, ever), and
     put their URLs in the bodies; a request whose image did not upload is left out."""
     by_ref = {image.ref: image for image in validated.job.images.values()}
-    needed = {ref: by_ref[ref] for item in to_send for ref in item.request.body.get("image_urls") or [] if ref in by_ref}
+    if not by_ref:
+        return to_send, 0
+    # The images each request shows, counted by their set (one pass, only for such jobs).
+    shown = Counter(frozenset(r for r in item.request.body.get("image_urls") or [] if r in by_ref) for item in to_send)
+    needed = {ref: by_ref[ref] for refs in shown for ref in refs}
     if not needed:
         return to_send, 0
     urls, report = uploads.upload_all(ledger, client, list(needed.values()), upload_base=target.base_url)
     console.err(f"images: {report.uploaded} uploaded, {report.reused} uploaded before" + (f", {len(report.failed)} failed" if report.failed else ""))
     for reason in report.failed.values():
         console.err(f"  image not uploaded: {reason}")
-    ready = []
-    for item in to_send:
-        body = uploads.resolve(item.request.body, urls)
-        if body is not None:
-            ready.append(item._replace(request=item.request._replace(body=body)))
-    if len(ready) < len(to_send):
-        console.err(f"{len(to_send) - len(ready)} requests not sent: their image did not upload (nothing was created for them)")
-    return ready, len(to_send) - len(ready)
+    left_out = sum(n for refs, n in shown.items() if not refs <= urls.keys())
+    if left_out:
+        console.err(f"{left_out} requests not sent: their image did not upload (nothing was created for them)")
+    return to_send.resolved(lambda body: uploads.resolve(body, urls), left_out), left_out
 
 
-def _dry_run(plan: Plan, to_send: list[PlannedRequest], settings: RunSettings, target: Target, console: Console) -> int:
+def _dry_run(plan: Plan, to_send: ToSend, settings: RunSettings, target: Target, console: Console) -> int:
     console.out(_plan_line(plan, len(to_send), settings, target))
     for item in to_send:
         request = item.request
         model = models.label(request.body["model_id"])
         cost = f" ({item.credits} credits)" if item.credits is not None else ""
         console.out(f"  would send {request.key[:12]} v{request.variant} {model}{cost}: {request.body.get('prompt', '')[:60]}")
-    known = sum(item.credits or 0 for item in to_send)
-    unknown = sum(1 for item in to_send if item.credits is None)
+    known = sum(price or 0 for price in to_send.prices())
+    unknown = sum(1 for price in to_send.prices() if price is None)
     console.out(f"cost: {known:,} credits at known prices" + (f"; {unknown} requests of unknown price" if unknown else ""))
     return 0
 
@@ -366,7 +366,7 @@ def _send(
     name: str,
     target: Target,
     settings: RunSettings,
-    to_send: list[PlannedRequest],
+    to_send: ToSend,
     limiter: RateLimiter,
     budget: Budget,
     console: Console,
@@ -387,7 +387,7 @@ def _send(
                 console.err(f"\nstopping: waiting for {in_flight} calls in flight (a second Ctrl-C quits at once)")
 
             try:
-                report = submission.run([item.request for item in to_send], on_interrupt=on_interrupt)
+                report = submission.run((item.request for item in to_send), on_interrupt=on_interrupt)
                 progress.finish()
             except Interrupted as e:
                 exit_code = interrupted_exit(e)

@@ -9,19 +9,19 @@ directly, and Ctrl-C is handled in the main thread while workers finish their ca
 
 from __future__ import annotations
 
-import queue
+import itertools
 import random
 import sqlite3
 import sys
 import threading
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 from . import journal, models
 from .api import Api, Kind, Outcome
 from .budget import Budget
-from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK
+from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, BatchgenError
 from .expand import Request
 from .ledger import RESENDABLE, Answered, Ledger, LedgerUnsound
 from .limits import Backoff, RateLimiter, attempts
@@ -126,9 +126,12 @@ def _to_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+FEED_BATCH = 32  # requests taken from the stream at a time (in job order; unsent ones stay unsent)
+
+
 class Submission:
-    """One run's sending: `concurrency` workers take requests from a queue until it is empty,
-    the run is aborted, or the user stops it."""
+    """One run's sending: `concurrency` workers take requests, in turn, from the ones given
+    until none is left, the run is aborted, or the user stops it."""
 
     def __init__(
         self,
@@ -161,7 +164,10 @@ class Submission:
         self.report = RunReport()
         self._lock = threading.Lock()
         self._streak: tuple[str, int] = ("", 0)
-        self._queue: queue.Queue[Request] = queue.Queue()
+        self._feed: Iterator[Request] = iter(())
+        self._ready: deque[Request] = deque()  # taken from the feed a few at a time
+        self._feed_lock = threading.Lock()  # a generator is advanced by one thread at a time
+        self._feed_failed: str | None = None  # why the stream stopped early
         self._running = 0
         self._all_done = threading.Event()
         self._lost = False
@@ -169,14 +175,15 @@ class Submission:
 
     # -- the run ----------------------------------------------------------------------------
 
-    def run(self, requests: list[Request], on_interrupt: Callable[[int], None] | None = None) -> RunReport:
-        """Send `requests`; returns the report. Ctrl-C once: finish the calls in flight and
-        stop; twice: mark them in_doubt and raise `Interrupted`."""
-        for request in requests:
-            self._queue.put(request)
+    def run(self, requests: Iterable[Request], on_interrupt: Callable[[int], None] | None = None) -> RunReport:
+        """Send `requests` (a list, or a stream made as it is read: plan.ToSend); returns the
+        report. Ctrl-C once: finish the calls in flight and stop; twice: mark them in_doubt and
+        raise `Interrupted`."""
+        self._feed = iter(requests)
+        many = len(requests) if isinstance(requests, (list, tuple)) else self.settings.concurrency
         workers = [
             threading.Thread(target=self._worker, name=f"batchgen-send-{i}", daemon=True)
-            for i in range(max(1, min(self.settings.concurrency, len(requests))))
+            for i in range(max(1, min(self.settings.concurrency, many)))
         ]
         self._running = len(workers)
         for worker in workers:
@@ -222,14 +229,13 @@ class Submission:
     def _work(self) -> None:
         # A task id is not written at once: it rides with this worker's next claim, one commit
         # for both (Ledger.claim), and is counted once that commit is made. The worker's last
-        # one (the queue is empty, the run stopped) is written alone.
+        # one (none is left, the run stopped) is written alone.
         carried: tuple[Request, Answered] | None = None
         failed: str | None = None  # why a claim failed: the run stops, once the carried id is written
         try:
             while not self.stop.is_set() and not self._no_more.is_set():
-                try:
-                    request = self._queue.get_nowait()
-                except queue.Empty:
+                request = self._take()
+                if request is None:
                     return
                 if self.budget is not None and not self.budget.reserve(request.body):
                     self._cap(self.budget.stopped or "the spend cap is reached")
@@ -262,6 +268,23 @@ class Submission:
                 self._count(carried[0], "submitted")
             if failed:  # after the task id: if it could not be written either, that is the reason given
                 self._abort(failed)
+
+    def _take(self) -> Request | None:
+        """The next request to send; None when there is none left (or they could not be made:
+        then the run is aborted, saying why)."""
+        with self._feed_lock:
+            if not self._ready and self._feed_failed is None:
+                # Several at a time: a stream (plan.ToSend) makes each request as it is read,
+                # and making them one per lock taken kept the other workers waiting on it.
+                try:
+                    self._ready.extend(itertools.islice(self._feed, FEED_BATCH))
+                except BatchgenError as e:  # those made before it are good: they go first
+                    self._feed_failed = str(e)
+            if self._ready:
+                return self._ready.popleft()
+        if self._feed_failed is not None:
+            self._abort(self._feed_failed)
+        return None
 
     def _attempt(self, request: Request, previous: str | None) -> str | Answered | None:
         """Send a request the ledger gave this run (`previous`: the state it had, None: not

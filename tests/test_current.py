@@ -120,9 +120,12 @@ def test_a_job_that_fails_validation_leaves_no_ledger_behind(world, write_job):
     assert not env.ledger_path.exists() and env.sandbox.calls == []
 
 
-def test_a_run_expands_its_job_once(world, write_job, monkeypatch):
-    """Validation, the plan and the links share one pass (SPEC §6.7: a no-op rerun of a big job
-    pays for one expansion), on a first run and on a rerun alike."""
+def test_a_rerun_expands_its_job_once_and_a_first_run_holds_no_request(world, write_job, monkeypatch):
+    """A rerun's validation, plan and links share one pass (SPEC §6.7: a no-op rerun of a big
+    job pays for one expansion). A first run has no ledger to link to while it checks the job,
+    so it makes the requests again to link them, and again as it sends them: it never holds
+    them all (a million of them were ~650 MB)."""
+    import batchgen.plan
     import batchgen.validate
 
     passes = []
@@ -133,10 +136,50 @@ def test_a_run_expands_its_job_once(world, write_job, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(batchgen.validate, "expand", counted)
+    monkeypatch.setattr(batchgen.plan, "expand", counted)
     env = world()
     job = write_job(job_text(prompts(3), name="cats"))
     assert env.cli("run", job, *FAST).exit_code == 0  # no ledger yet
-    assert len(passes) == 1
+    assert len(passes) == 3  # checked and planned; linked; sent
     assert "3 done" in env.cli("run", job, *FAST).output
-    assert len(passes) == 2
+    assert len(passes) == 4  # nothing to send: nothing made again
     assert len(env.cli("tasks", "cats", "--json").stdout.splitlines()) == 3
+
+
+def test_a_request_made_again_unlike_the_plan_is_never_sent(world, write_job, monkeypatch):
+    """Sending makes the requests again from the job already read, which gives the same ones;
+    were it not so, nothing unplanned goes out: only the planned requests met before the
+    difference are sent, and the run stops saying so (exit 3). The rest stay unsent."""
+    import batchgen.plan
+    from batchgen.expand import expand
+
+    def changed_at_third(*args, **kwargs):
+        for i, request in enumerate(expand(*args, **kwargs)):
+            yield request._replace(key="f" * 64, body={**request.body, "prompt": "unplanned"}) if i == 2 else request
+
+    monkeypatch.setattr(batchgen.plan, "expand", changed_at_third)
+    env = world()
+    job = write_job(job_text(prompts(5), name="cats"))
+    result = env.cli("run", job, *FAST, "--concurrency", "1")
+    assert result.exit_code == 3 and "were not the ones planned: 3 of them were not sent" in result.output
+    assert [c.body["prompt"] for c in env.sandbox.calls if c.endpoint == "create"] == prompts(5)[:2]
+    monkeypatch.undo()
+    assert "3 submitted" in env.cli("run", job, *FAST).output  # planned, never sent: sent now
+
+
+def test_what_a_run_sends_is_held_as_keys_and_prices(load):
+    """plan.ToSend: job order, duplicates once, a head, bodies resolved or left out."""
+    from batchgen.plan import no_ledger, prepare_run
+    from batchgen.prices import NO_PRICES
+    from batchgen.validate import ValidatedJob
+
+    validated = ValidatedJob(load(job_text(["a", "b", "a", "c", "d"])), "https://api.pixwith.ai")
+    plan, to_send = prepare_run(validated, no_ledger, set(), book=NO_PRICES)
+    assert len(to_send) == 4 and plan.counts["new"] == 4
+    assert [item.request.body["prompt"] for item in to_send] == ["a", "b", "c", "d"]
+    assert [item.request.body["prompt"] for item in to_send] == ["a", "b", "c", "d"]  # again, the same
+    head = to_send.head(3)
+    assert len(head) == 3 and list(head.prices()) == [None] * 3
+    resolved = head.resolved(lambda body: None if body["prompt"] == "b" else {**body, "prompt": body["prompt"].upper()}, left_out=1)
+    assert len(resolved) == 2 and [item.request.body["prompt"] for item in resolved] == ["A", "C"]
+    assert len(to_send.head(0)) == 0 and list(to_send.head(0)) == []
