@@ -99,7 +99,8 @@ def rerun(tmp: Path, requests: int, runs: int) -> None:
 
 def first(tmp: Path, requests: int, runs: int) -> None:
     """The part of a job's first run before anything is sent (`--limit 0`): validation, plan,
-    the new ledger, linking every request, the balance read. It holds the requests to send."""
+    the new ledger, linking every request, the balance read. It holds the requests to send as
+    keys and prices (plan.ToSend), not as requests."""
     from common import KEY, sandbox
 
     job = write_job(tmp, requests, "first")
