@@ -8,7 +8,7 @@ import sqlite3
 import subprocess
 import threading
 import time
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -112,3 +112,36 @@ class Loopback:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class CountingServer:
+    """A keep-alive server on loopback that counts the connections made to it: a stand-in for
+    an API or a file host whose `answer(handler)` answers each GET and POST."""
+
+    def __init__(self):
+        outer = self
+        self.connections = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: a connection serves many calls
+
+            def setup(self):
+                super().setup()
+                outer.connections += 1
+
+            def do_GET(self):
+                outer.answer(self)
+
+            do_POST = do_GET
+
+            def log_message(self, *args):
+                pass
+
+        self.loopback = Loopback(Handler)
+        self.base_url = self.loopback.base_url
+
+    def answer(self, handler: BaseHTTPRequestHandler) -> None:
+        raise NotImplementedError
+
+    def close(self):
+        self.loopback.close()

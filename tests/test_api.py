@@ -7,7 +7,7 @@ import time
 
 import httpx
 import pytest
-from helpers import Loopback
+from helpers import CountingServer
 
 from batchgen.api import Api, Kind, check_api_key, classify, parse_retry_after, redact
 from batchgen.errors import UsageError
@@ -206,47 +206,33 @@ def test_calls_carry_the_key_type_and_agent_and_nothing_else_of_a_browsers():
     assert create.extensions["timeout"]["read"] == 60.0  # the long read timeout: see api.DEFAULT_TIMEOUT
 
 
-class CreditsServer:
+class CreditsServer(CountingServer):
     """An API on loopback that answers every call with a balance of 7; it notes the paths asked
     and counts the connections made to it, and can hold its answers until told."""
 
     def __init__(self):
-        import json
         import threading
-        from http.server import BaseHTTPRequestHandler
 
-        outer = self
-        self.connections = 0
         self.asked: list[str] = []
         self.release = threading.Event()
         self.release.set()
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive: a connection serves many calls
+    def answer(self, handler):
+        import json
 
-            def setup(self):
-                super().setup()
-                outer.connections += 1
-
-            def do_POST(self):
-                outer.asked.append(self.path)
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                outer.release.wait(10)
-                body = json.dumps({"code": 1, "message": "ok", "data": {"credits": 7}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.loopback = Loopback(Handler)
-        self.base_url = self.loopback.base_url
+        self.asked.append(handler.path)
+        handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+        self.release.wait(10)
+        body = json.dumps({"code": 1, "message": "ok", "data": {"credits": 7}}).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
 
     def close(self):
         self.release.set()
-        self.loopback.close()
+        super().close()
 
 
 @pytest.fixture

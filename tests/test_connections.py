@@ -4,46 +4,25 @@ limit, and not tied to one host. (Api's use of it is in test_api.py.)"""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
-from helpers import Loopback
+from helpers import CountingServer
 
 from batchgen.download import Files, fetch_file
 
 
-class FileHost:
+class FileHost(CountingServer):
     """A file host on loopback serving `/<name>.mp4` as b"video <name>"; it counts the
     connections made to it."""
 
-    def __init__(self):
-        outer = self
-        self.connections = 0
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive: a connection serves many files
-
-            def setup(self):
-                super().setup()
-                outer.connections += 1
-
-            def do_GET(self):
-                body = b"video " + self.path.strip("/").removesuffix(".mp4").encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "video/mp4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.loopback = Loopback(Handler)
-        self.base_url = self.loopback.base_url
-
-    def close(self):
-        self.loopback.close()
+    def answer(self, handler):
+        body = b"video " + handler.path.strip("/").removesuffix(".mp4").encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "video/mp4")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
 
 
 @pytest.fixture
