@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol
 
 from . import journal, liveness
 from .errors import EXIT_ABORTED, BatchgenError, UsageError
@@ -33,6 +33,20 @@ STATES = ("sending", "submitted", "rejected", "failed", "in_doubt")
 
 _BATCH = 500  # keys per IN (...) query: well under SQLite's variable limit
 BUSY_TIMEOUT = 30.0  # seconds a statement waits for another process's write lock
+
+
+class Link(Protocol):
+    """What linking records of a request (an `expand.Request`, or `plan.Linked`): its key,
+    and the label and meta its job gives it."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def label(self) -> str | None: ...
+
+    @property
+    def meta(self) -> dict[str, Any] | None: ...
 
 
 class NoLedger(UsageError):
@@ -317,7 +331,7 @@ class Ledger:
     # -- writing --------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def linking(self, job: str, job_file: str) -> Iterator[Callable[[Iterable[Request]], None]]:
+    def linking(self, job: str, job_file: str) -> Iterator[Callable[[Iterable[Link]], None]]:
         """Record that `job` asks for the requests given to the function this yields (a request
         may belong to many jobs), with the label and meta the job gives each; the job's other
         rows (from before an edit) are superseded.
@@ -333,7 +347,7 @@ class Ledger:
             )
             self.db.conn.execute("DELETE FROM temp.staged_links")
 
-        def stage(requests: Iterable[Request]) -> None:
+        def stage(requests: Iterable[Link]) -> None:
             # Streamed into the table: a first run stages every request it holds at once.
             rows = ((r.key, r.label, json.dumps(r.meta, ensure_ascii=False, default=str) if r.meta else None) for r in requests)
             with self._lock:

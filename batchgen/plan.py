@@ -188,6 +188,14 @@ def prepare_run(
     return result, to_send
 
 
+class Linked(NamedTuple):
+    """A planned request as linking records it (see ledger.Link)."""
+
+    key: str
+    label: str | None
+    meta: dict[str, Any] | None
+
+
 class PlanChanged(BatchgenError):
     """The job's expansion, made again to send, did not give the requests planned: the rest
     of them are not sent. (An expansion depends only on the job already read; this guards
@@ -197,9 +205,10 @@ class PlanChanged(BatchgenError):
 @dataclass(frozen=True)
 class ToSend:
     """The requests a run sends, in job order, held as little as possible: each one's key (32
-    bytes), action and price. The requests themselves are made again from the job already
-    read, as they are sent, and only one whose key is the next planned one is given out: a
-    first run of a million requests held them all, ~650 bytes each, for the whole run.
+    bytes), action and price (and its id and meta, when the job gives it them). The requests
+    themselves are made again from the job already read, as they are sent, and only one whose
+    key is the next planned one is given out: a first run of a million requests held them
+    all, ~650 bytes each, for the whole run.
 
     `head(n)` is the first n (`--limit`, what the balance covers); `resolved(fn)` gives each
     body as `fn` makes it (local images → their URLs), leaving out those it makes None."""
@@ -208,13 +217,17 @@ class ToSend:
     _keys: bytearray = field(default_factory=bytearray)
     _actions: bytearray = field(default_factory=bytearray)  # index into ACTIONS
     _prices: array[int] = field(default_factory=lambda: array("q"))  # -1: not known
+    _labels: dict[int, tuple[str | None, dict[str, Any] | None]] = field(default_factory=dict)  # position → id, meta
     _stop: int | None = None
     _resolve: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
     left_out: int = 0  # of the first `len(self)`, how many `resolved` leaves out
 
     def add(self, item: PlannedRequest) -> None:
         assert self._stop is None, "a view is not added to"
-        self._keys.extend(bytes.fromhex(item.request.key))
+        request = item.request
+        if request.label is not None or request.meta:
+            self._labels[len(self._prices)] = (request.label, request.meta)
+        self._keys.extend(bytes.fromhex(request.key))
         self._actions.append(ACTIONS.index(item.action))
         self._prices.append(-1 if item.credits is None else item.credits)
 
@@ -233,6 +246,14 @@ class ToSend:
         """The price of each of the first `len(self)` planned (before `resolved`), in order."""
         for price in self._prices[: len(self) + self.left_out]:
             yield None if price < 0 else price
+
+    def links(self) -> Iterator[Linked]:
+        """What linking needs of every request planned: on a first run, when every request of
+        the job is new, that is the whole job, linked without making its requests again."""
+        assert self._stop is None, "links are of every request planned"
+        for position in range(len(self._prices)):
+            label, meta = self._labels.get(position, (None, None))
+            yield Linked(self._keys[position * 32 : position * 32 + 32].hex(), label, meta)
 
     def __iter__(self) -> Iterator[PlannedRequest]:
         planned = len(self) + self.left_out

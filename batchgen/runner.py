@@ -232,7 +232,7 @@ def execute_run(options: RunOptions, target: Target, project: Project, console: 
         with open_ledger(project, console, create=True) as ledger:
             ledger.quick_check()  # another run may have made it meanwhile: checked as any other
             with ledger.linking(plan.job, options.job_file) as stage:
-                stage(validated.requests())  # made again, as sending makes them: none is held
+                stage(to_send.links())  # no ledger yet: every request of the job is new, so planned
             return _run_planned(ledger, validated, plan, to_send, book, options, settings, target, console)
     with open_ledger(project, console, create=False) as ledger:
         if not options.dry_run:

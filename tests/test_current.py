@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from helpers import job_text, prompts
+from helpers import PRO_DEFAULTS, job_text, prompts
 
 FAST = ("--yes", "--rpm", "0")
 
@@ -120,11 +120,11 @@ def test_a_job_that_fails_validation_leaves_no_ledger_behind(world, write_job):
     assert not env.ledger_path.exists() and env.sandbox.calls == []
 
 
-def test_a_rerun_expands_its_job_once_and_a_first_run_holds_no_request(world, write_job, monkeypatch):
-    """A rerun's validation, plan and links share one pass (SPEC §6.7: a no-op rerun of a big
-    job pays for one expansion). A first run has no ledger to link to while it checks the job,
-    so it makes the requests again to link them, and again as it sends them: it never holds
-    them all (a million of them were ~650 MB)."""
+def test_a_run_checks_plans_and_links_in_one_pass_and_holds_no_request(world, write_job, monkeypatch):
+    """Validation, the plan and the links share one pass (SPEC §6.7: a no-op rerun of a big
+    job pays for one expansion). What a run sends is held as keys and prices, and the requests
+    are made again as they are sent: a first run never holds them all (a million of them were
+    ~650 MB); a rerun with nothing to send makes none."""
     import batchgen.plan
     import batchgen.validate
 
@@ -140,9 +140,9 @@ def test_a_rerun_expands_its_job_once_and_a_first_run_holds_no_request(world, wr
     env = world()
     job = write_job(job_text(prompts(3), name="cats"))
     assert env.cli("run", job, *FAST).exit_code == 0  # no ledger yet
-    assert len(passes) == 3  # checked and planned; linked; sent
+    assert len(passes) == 2  # checked, planned and linked; sent
     assert "3 done" in env.cli("run", job, *FAST).output
-    assert len(passes) == 4  # nothing to send: nothing made again
+    assert len(passes) == 3  # nothing to send: nothing made again
     assert len(env.cli("tasks", "cats", "--json").stdout.splitlines()) == 3
 
 
@@ -183,3 +183,14 @@ def test_what_a_run_sends_is_held_as_keys_and_prices(load):
     resolved = head.resolved(lambda body: None if body["prompt"] == "b" else {**body, "prompt": body["prompt"].upper()}, left_out=1)
     assert len(resolved) == 2 and [item.request.body["prompt"] for item in resolved] == ["A", "C"]
     assert len(to_send.head(0)) == 0 and list(to_send.head(0)) == []
+
+
+def test_a_first_run_links_each_request_with_its_id_and_meta_from_the_keys_held(load):
+    from batchgen.expand import expand
+    from batchgen.plan import no_ledger, prepare_run
+    from batchgen.validate import ValidatedJob
+
+    job = load("version: 1\n" + PRO_DEFAULTS + "requests:\n  - {prompt: a, id: shot-a, meta: {take: 1}}\n  - {prompt: b}\n")
+    _, to_send = prepare_run(ValidatedJob(job, "https://api.pixwith.ai"), no_ledger, set())
+    keys = [r.key for r in expand(job, "https://api.pixwith.ai")]
+    assert list(to_send.links()) == [(keys[0], "shot-a", {"take": 1}), (keys[1], None, None)]
