@@ -54,7 +54,7 @@ def _compiled(source: str) -> "jinja2.Template":
     try:
         return _env().from_string(source)
     except jinja2.TemplateSyntaxError as e:
-        unstable = f"No filter named {_UNSTABLE_FILTERS[0]!r}" in str(e.message)
+        unstable = any(f"No filter named {name!r}" in str(e.message) for name in _UNSTABLE_FILTERS)
         raise TemplateProblem(f"template syntax error: {e.message}" + (f" ({_WHY_UNSTABLE})" if unstable else "")) from None
 
 
