@@ -18,7 +18,8 @@ class OneConnectionEach(httpx.BaseTransport):
     flight that was most of a run's CPU, and at 8 downloads it still cost a twentieth of their
     time (BENCHMARKS.md, Scale). Here each connection is a pool of its own, kept on a stack: a
     call takes the one last given back (the one most likely still open), or opens one if fewer
-    than `max_connections` are, or waits for one up to the pool timeout. The TLS context (its certificate store) is loaded once and shared.
+    than `max_connections` are, or waits for one up to the pool timeout. The TLS context (its
+    certificate store) is loaded once and shared.
 
     A connection is not tied to a host: one taken for another host than it last served
     closes and connects anew (result files may come from more than one host)."""
