@@ -188,6 +188,13 @@ def prepare_run(
     return result, to_send
 
 
+class Priced(NamedTuple):
+    """A request a run sends, and its price when one is known."""
+
+    request: Request
+    credits: int | None
+
+
 class Linked(NamedTuple):
     """A planned request as linking records it (see ledger.Link)."""
 
@@ -205,7 +212,7 @@ class PlanChanged(BatchgenError):
 @dataclass(frozen=True)
 class ToSend:
     """The requests a run sends, in job order, held as little as possible: each one's key (32
-    bytes), action and price (and its id and meta, when the job gives it them). The requests
+    bytes) and price (and its id and meta, when the job gives it them). The requests
     themselves are made again from the job already read, as they are sent, and only one whose
     key is the next planned one is given out: a first run of a million requests held them
     all, ~650 bytes each, for the whole run.
@@ -215,7 +222,6 @@ class ToSend:
 
     expansion: ValidatedJob
     _keys: bytearray = field(default_factory=bytearray)
-    _actions: bytearray = field(default_factory=bytearray)  # index into ACTIONS
     _prices: array[int] = field(default_factory=lambda: array("q"))  # -1: not known
     _labels: dict[int, tuple[str | None, dict[str, Any] | None]] = field(default_factory=dict)  # position → id, meta
     _stop: int | None = None
@@ -228,7 +234,6 @@ class ToSend:
         if request.label is not None or request.meta:
             self._labels[len(self._prices)] = (request.label, request.meta)
         self._keys.extend(bytes.fromhex(request.key))
-        self._actions.append(ACTIONS.index(item.action))
         self._prices.append(-1 if item.credits is None else item.credits)
 
     def __len__(self) -> int:
@@ -255,7 +260,7 @@ class ToSend:
             label, meta = self._labels.get(position, (None, None))
             yield Linked(self._keys[position * 32 : position * 32 + 32].hex(), label, meta)
 
-    def __iter__(self) -> Iterator[PlannedRequest]:
+    def __iter__(self) -> Iterator[Priced]:
         planned = len(self) + self.left_out
         if not planned:
             return
@@ -267,13 +272,12 @@ class ToSend:
             if keys[position * 32 : position * 32 + 32] != bytes.fromhex(request.key):
                 continue
             price = self._prices[position]
-            action = ACTIONS[self._actions[position]]
             position += 1
             body: dict[str, Any] | None = request.body
             if self._resolve is not None:
                 body = self._resolve(request.body)
             if body is not None:
-                yield PlannedRequest(request._replace(body=body), action, None if price < 0 else price)
+                yield Priced(request._replace(body=body), None if price < 0 else price)
             if position == planned:
                 return
         raise PlanChanged(

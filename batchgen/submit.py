@@ -15,6 +15,7 @@ import sqlite3
 import sys
 import threading
 from collections import Counter, deque
+from collections.abc import Sized
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
@@ -180,7 +181,7 @@ class Submission:
         report. Ctrl-C once: finish the calls in flight and stop; twice: mark them in_doubt and
         raise `Interrupted`."""
         self._feed = iter(requests)
-        many = len(requests) if isinstance(requests, (list, tuple)) else self.settings.concurrency
+        many = len(requests) if isinstance(requests, Sized) else self.settings.concurrency
         workers = [
             threading.Thread(target=self._worker, name=f"batchgen-send-{i}", daemon=True)
             for i in range(max(1, min(self.settings.concurrency, many)))
