@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
+from importlib.metadata import entry_points
 
 from helpers import REPO
 
@@ -16,6 +19,17 @@ def test_version_and_help(cli):
     assert __version__ in cli("--version").stdout
     for command in ("validate", "plan", "schema"):
         assert cli(command, "--help").exit_code == 0
+
+
+def test_the_batchgen_command_freezes_what_it_imported_out_of_the_collectors_sight():
+    """The `batchgen` script runs `batchgen.__main__:command`, which keeps the garbage
+    collector off the objects every command imports (and off them all at exit)."""
+    (script,) = entry_points(group="console_scripts", name="batchgen")
+    assert script.value == "batchgen.__main__:command"
+    code = "import gc, sys\nfrom batchgen.__main__ import command\nsys.argv = ['batchgen', '--version']\n" \
+           "try:\n    command()\nexcept SystemExit:\n    print(gc.get_freeze_count())"
+    frozen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()[-1]
+    assert int(frozen) > 10_000  # the modules of the command line and everything they made
 
 
 def test_validate_the_example(cli):
