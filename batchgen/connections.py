@@ -3,6 +3,7 @@ downloads both go through it."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 from typing import Callable, Iterator
 
@@ -18,14 +19,13 @@ class OneConnectionEach(httpx.BaseTransport):
     flight that was most of a run's CPU, and at 8 downloads it still cost a twentieth of their
     time (BENCHMARKS.md, Scale). Here each connection is a pool of its own, kept on a stack: a
     call takes the one last given back (the one most likely still open), or opens one if fewer
-    than `max_connections` are, or waits for one up to the pool timeout. The TLS context (its
-    certificate store) is loaded once and shared.
+    than `max_connections` are, or waits for one up to the pool timeout. Every connection uses
+    the process's one TLS context (`tls_context`).
 
     A connection is not tied to a host: one taken for another host than it last served
     closes and connects anew (result files may come from more than one host)."""
 
     def __init__(self, max_connections: int):
-        self._ssl_context = httpx.create_ssl_context()
         self._max = max(1, max_connections)
         self._free: list[httpx.HTTPTransport] = []
         self._opened = 0
@@ -49,7 +49,7 @@ class OneConnectionEach(httpx.BaseTransport):
             if self._free:
                 return self._free.pop()
             self._opened += 1
-        return httpx.HTTPTransport(verify=self._ssl_context, limits=_ONE_CONNECTION)
+        return httpx.HTTPTransport(verify=tls_context(), limits=_ONE_CONNECTION)
 
     def _give_back(self, connection: httpx.HTTPTransport) -> None:
         with self._available:
@@ -68,6 +68,27 @@ class OneConnectionEach(httpx.BaseTransport):
 
 
 _ONE_CONNECTION = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+
+_tls: ssl.SSLContext | None = None
+_tls_lock = threading.Lock()
+
+
+def tls_context() -> ssl.SSLContext:
+    """The TLS context (httpx's default: certificates checked against its CA bundle) that
+    every connection of this process uses: loading the bundle takes ~20 ms, so it is made
+    once, by the first caller (the others wait for it)."""
+    global _tls
+    with _tls_lock:
+        if _tls is None:
+            _tls = httpx.create_ssl_context()
+        return _tls
+
+
+def prepare_tls() -> None:
+    """Start making the TLS context in the background, for a command that will call out
+    after other work: the bundle is loaded with Python's lock released, on another core
+    while the command reads its job (a run's first call then finds it made)."""
+    threading.Thread(target=tls_context, name="batchgen-tls", daemon=True).start()
 
 
 class _Lent(httpx.SyncByteStream):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 from urllib.parse import urlsplit
 
-from . import api, credits, journal, models, uploads
+from . import api, connections, credits, journal, models, uploads
 from . import gallery as gallery_mod
 from . import sandbox as sandbox_mod
 from .budget import Budget
@@ -216,6 +216,8 @@ def open_ledger(project: Project, console: Console, *, create: bool) -> Ledger:
 
 def execute_run(options: RunOptions, target: Target, project: Project, console: Console) -> int:
     """validate and plan (one pass), send, record; then wait, download, gallery if asked. The exit code."""
+    if not options.dry_run:
+        connections.prepare_tls()  # loads while the job is read; no call goes out before it is checked
     # Step 1 of validation (the file against the job schema) now; step 2 checks each request
     # as the plan meets it, so a big job is expanded once.
     validated = ValidatedJob(load_job(options.job_file, project.root), target.identity_base, allow_unverified=options.allow_unverified)

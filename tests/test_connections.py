@@ -1,14 +1,18 @@
 """connections.OneConnectionEach as downloads use it: connections reused, never more than the
-limit, and not tied to one host. (Api's use of it is in test_api.py.)"""
+limit, and not tied to one host; and the one TLS context a process loads. (Api's use of it is
+in test_api.py.)"""
 
 from __future__ import annotations
 
+import ssl
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 from helpers import CountingServer
 
+from batchgen import connections
+from batchgen.api import Api
 from batchgen.download import Files, fetch_file
 
 
@@ -61,3 +65,21 @@ def test_one_connection_serves_files_from_two_hosts_in_turn(hosts, tmp_path):
     finally:
         files.close()
     assert [host.connections for host in hosts] == [2, 2]
+
+
+def test_a_process_loads_its_tls_context_once_for_api_calls_and_downloads(hosts, tmp_path, monkeypatch):
+    """Loading the CA bundle takes ~20 ms; a run that calls the API and downloads loads it
+    once, and `prepare_tls` has it loaded before the first call needs it."""
+    made = []
+    monkeypatch.setattr(connections, "_tls", None)
+    monkeypatch.setattr(httpx, "create_ssl_context", lambda: made.append(1) or ssl.create_default_context())
+    connections.prepare_tls()
+    host = hosts[0]
+    with Api(host.base_url, "key_00000000000000000000000000000000") as api:
+        api.get_credits()  # FileHost answers anything; only the connection matters here
+    files = Files(httpx.Timeout(5.0), max_connections=2)
+    try:
+        assert fetch_file(files, f"{host.base_url}/a.mp4", tmp_path / "a.mp4", loopback_api=True) == len("video a")
+    finally:
+        files.close()
+    assert made == [1]
