@@ -71,12 +71,20 @@ requests:
 
 def batchgen(*args: str, base_url: str, ledger: Path) -> float:
     """Run the batchgen CLI in a fresh process; its wall time in seconds."""
-    env = {**os.environ, "PIXWITH_API_KEY": KEY, "PIXWITH_BASE_URL": base_url, "BATCHGEN_LEDGER": str(ledger)}
+    env = {"PIXWITH_BASE_URL": base_url, "BATCHGEN_LEDGER": str(ledger)}
+    return program("-m", "batchgen", *args, env=env)
+
+
+def program(*args: str, env: dict[str, str] | None = None) -> float:
+    """Run `python *args` in a fresh process (the API key in its environment, with `env`);
+    its wall time in seconds."""
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "batchgen", *args], env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, *args], env={**os.environ, "PIXWITH_API_KEY": KEY, **(env or {})}, capture_output=True, text=True
+    )
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
-        raise SystemExit(f"batchgen {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        raise SystemExit(f"python {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return elapsed
 
 
