@@ -402,30 +402,24 @@ class Ledger:
         transaction, so that a worker's answer and its next claim cost one commit. If that
         commit fails, neither is written.
 
+        Committed in a group with the other workers' claims and answers waiting meanwhile
+        (group_commit.py); it returns once the commit covering it is durable.
+
         Raises `LedgerUnsound` if the ledger file was deleted or replaced since it was opened:
         the claim would go into a file nobody reads, and the next run would pay again.
         """
         sent = json.dumps(request.body, ensure_ascii=False)  # before taking the lock: other threads wait on it
         stamp = timestamp()
-        # Claims are not group-committed with other workers' (measured: BENCHMARKS.md, Scale):
-        # a group's claims are released, and sent, together, and at 64 calls in flight that
-        # cost more than the commits it saved. A worker's own answer rides with its claim.
-        with self._lock:
-            self.check_same_file()
-            if answered is None:
-                # A request the ledger has never seen (most of them) is claimed by one
-                # statement, its own transaction: each statement to SQLite lets the other
-                # threads run, and at 0 ms latency those switches cost more than the statement.
-                if _insert_claim(self.db.conn, request, sent, job, api_base, run_id, stamp):
-                    return "new"
-            with self.transaction() as conn:
-                if answered is not None:
-                    _set(conn, answered.key, _submitted(answered.task_id, answered.estimated_time, answered.received_at))
-                # Tried again here: with an answer riding it was not tried yet, and without one
-                # the row may have been deleted since (another run releasing its claim).
-                if _insert_claim(conn, request, sent, job, api_base, run_id, stamp):
-                    return "new"
-                return _reclaim(conn, request, stamp, run_id, allow)
+
+        def claim_in(conn: sqlite3.Connection) -> str | None:
+            self.check_same_file()  # fails the whole group: none of its claims is sent
+            if answered is not None:
+                _set(conn, answered.key, _submitted(answered.task_id, answered.estimated_time, answered.received_at))
+            if _insert_claim(conn, request, sent, job, api_base, run_id, stamp):
+                return "new"
+            return _reclaim(conn, request, stamp, run_id, allow)
+
+        return self._group.write(claim_in)
 
     def release(self, key: str, previous: str) -> None:
         """Undo a claim whose request was never sent (the run stopped first)."""
@@ -482,7 +476,7 @@ class Ledger:
 
     def _update(self, key: str, **fields: Any) -> None:
         # Answers not riding with a claim (a worker's last task id, rejections, failures) are
-        # committed in groups (group_commit.py); claims are not (`claim`).
+        # committed in groups (group_commit.py), as claims are (`claim`).
         self._group.write(lambda conn: _set(conn, key, fields), one_statement=True)
 
     # -- credits --------------------------------------------------------------------------

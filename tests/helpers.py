@@ -145,3 +145,11 @@ class CountingServer:
 
     def close(self):
         self.loopback.close()
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    """Until `condition()` is true (a test fails past `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.001)

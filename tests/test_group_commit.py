@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 
 import pytest
+from helpers import wait_until
 
 from batchgen.group_commit import GroupCommit
 
@@ -24,13 +24,6 @@ def db(tmp_path):
 
 def insert(n: int):
     return lambda conn: conn.execute("INSERT INTO t (n) VALUES (?)", (n,)).rowcount
-
-
-def wait_until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
 
 
 def in_threads(group: GroupCommit, numbers) -> tuple[list[threading.Thread], dict[int, object]]:

@@ -244,9 +244,9 @@ def test_each_task_id_shares_a_commit_with_the_next_claim_and_is_counted_once_wr
         rows = sorted((row["task_id"], row["state"]) for row in ledger.rows())
     assert report.outcomes["submitted"] == 3 and report.calls == 3
     assert rows == [("task-1", "submitted"), ("task-2", "submitted"), ("task-3", "submitted")]
-    # the run's start | claim 1 | answer 1 + claim 2 | answer 2 + claim 3 | answer 3 alone:
-    # four commits for three requests, not six
-    assert commits == ["COMMIT", "INSERT", "COMMIT", "COMMIT", "UPDATE"], commits
+    # the run's start | claim 1 | answer 1 + claim 2 | answer 2 + claim 3 | answer 3 alone
+    # (one statement, its own transaction): four commits for three requests, not six
+    assert commits == ["COMMIT", "COMMIT", "COMMIT", "COMMIT", "UPDATE"], commits
 
 
 @pytest.mark.parametrize("eta", [b"1e308", b"Infinity", b"NaN", b"-1", b"1" + b"0" * 400])

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 import sqlite_utils
-from helpers import corrupt_index
+from helpers import corrupt_index, wait_until
 
 from batchgen import journal
 from batchgen.errors import UsageError
@@ -117,6 +117,33 @@ def test_a_workers_answer_is_written_in_the_same_commit_as_its_next_claim(ledger
     assert ledger.task("k1")["task_id"] == "task-1" and ledger.task("k1")["state"] == "submitted"
     assert ledger.task("k1")["eta_at"] == "2026-11-30T10:00:30.000Z"
     assert ledger.task("k2")["state"] == "sending"
+
+
+def test_claims_that_queue_behind_a_commit_share_the_next_one(ledger):
+    """Workers' claims are group-committed: the three that arrive while the first claim's
+    commit waits for the ledger go out in one commit after it, not three."""
+    import threading
+
+    run = ledger.start_run("job", "job.yaml", "https://api", {})
+    results: dict[str, str | None] = {}
+
+    def claim(key: str) -> threading.Thread:
+        thread = threading.Thread(target=lambda: results.__setitem__(key, ledger.claim(request(key), "job", "https://api", run, allow=set())))
+        thread.start()
+        return thread
+
+    before = ledger._group.commits
+    with ledger._lock:  # the first claim's commit is under way, waiting for the ledger
+        threads = [claim("k1")]
+        wait_until(lambda: ledger._group._leading and not ledger._group._queued)
+        threads += [claim(key) for key in ("k2", "k3", "k4")]
+        wait_until(lambda: len(ledger._group._queued) == 3)
+        assert not results  # none is claimed (so none may be sent) before its commit
+    for thread in threads:
+        thread.join()
+    assert results == {"k1": "new", "k2": "new", "k3": "new", "k4": "new"}
+    assert ledger._group.commits - before == 2
+    assert {ledger.task(key)["state"] for key in results} == {"sending"}
 
 
 def test_a_claim_that_cannot_commit_writes_neither_it_nor_the_answer_riding_with_it(ledger, tmp_path):
