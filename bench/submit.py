@@ -126,7 +126,7 @@ def main() -> None:
                 for concurrency in args.concurrency:
                     results = [in_process(tmp, 2000, concurrency, ms) for _ in range(args.runs)]
                     median = sorted(results)[len(results) // 2]
-                    print(f"| 2,000 requests, {latency} ms, concurrency {concurrency}, in-process vs the bare thread pool | {median[0]:.2f}× ({median[1]:.2f} s vs {median[2]:.2f} s) | (diagnostic) |", flush=True)
+                    print(f"| 2,000 requests, {ms} ms, concurrency {concurrency}, in-process vs the bare thread pool | {median[0]:.2f}× ({median[1]:.2f} s vs {median[2]:.2f} s) | (diagnostic) |", flush=True)
         if args.only in (None, "rerun"):
             seconds = statistics.median(rerun(tmp / f"r{i}") for i in range(args.runs) if (tmp / f"r{i}").mkdir() is None)
             print(f"| no-op rerun of 20,000 requests | {seconds:.2f} s | < 3 s |")
