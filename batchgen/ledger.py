@@ -412,13 +412,15 @@ class Ledger:
         stamp = timestamp()
 
         def claim_in(conn: sqlite3.Connection) -> str | None:
-            self.check_same_file()  # fails the whole group: none of its claims is sent
             if answered is not None:
                 _set(conn, answered.key, _submitted(answered.task_id, answered.estimated_time, answered.received_at))
             if _insert_claim(conn, request, sent, job, api_base, run_id, stamp):
                 return "new"
             return _reclaim(conn, request, stamp, run_id, allow)
 
+        # Checked before joining a group, as `record_submitted` does: raised inside one, it
+        # would fail the other workers' claims and answers committed with it.
+        self.check_same_file()
         return self._group.write(claim_in)
 
     def release(self, key: str, previous: str) -> None:
