@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 import textwrap
 from pathlib import Path
 
@@ -15,6 +16,16 @@ from batchgen.spec import Job, load_job
 def no_backoff_sleeps():
     """Retries in the tests happen without their backoff sleeps (pacing by rpm is kept)."""
     limits.set_testing(True)
+    yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def ctrl_c_reaches_the_runs_the_tests_start():
+    """A shell starts a background job (`.ci/run &`) with SIGINT ignored, and its children
+    inherit that: the batchgen processes the tests interrupt would never see their Ctrl-C.
+    Handled here (not ignored), it is back to the default in every process started from here."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
 
 
