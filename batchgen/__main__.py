@@ -10,7 +10,7 @@ def command() -> None:
     """Run the command line; the process ends when it returns."""
     # What is imported by now lives as long as the process: freeze it out of the garbage
     # collector's sight, so the full collections a big run triggers do not walk it again and
-    # again (a no-op rerun of 200,000 requests: 3.90–3.97 → 3.81–3.82 s). And at exit, skip
+    # again (~0.1 s of a no-op rerun of 200,000 requests: BENCHMARKS.md). And at exit, skip
     # Python's last collection over everything the process still holds (~30 ms of every
     # command): what needs closing (ledgers, clients, files) is closed by its `with` block.
     gc.freeze()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 
 import pytest
 import sqlite_utils
@@ -122,8 +123,6 @@ def test_a_workers_answer_is_written_in_the_same_commit_as_its_next_claim(ledger
 def test_claims_that_queue_behind_a_commit_share_the_next_one(ledger):
     """Workers' claims are group-committed: the three that arrive while the first claim's
     commit waits for the ledger go out in one commit after it, not three."""
-    import threading
-
     run = ledger.start_run("job", "job.yaml", "https://api", {})
     results: dict[str, str | None] = {}
 
