@@ -80,7 +80,10 @@ class RateLimiter:
 
     def wait(self, stop: threading.Event | None = None) -> bool:
         """Block until a slot starts; False if `stop` was set meanwhile (the slot is wasted)."""
-        start = self.reserve()
+        return self.wait_until(self.reserve(), stop)
+
+    def wait_until(self, start: float, stop: threading.Event | None = None) -> bool:
+        """Block until `start` (a slot `reserve` gave); False if `stop` was set meanwhile."""
         while True:
             delay = start - self.clock.now()
             if delay <= 0:

@@ -241,6 +241,19 @@ class Submission:
                 if self.budget is not None and not self.budget.reserve(request.body):
                     self._cap(self.budget.stopped or "the spend cap is reached")
                     return
+                # The first call's slot is waited for before the claim, so that a request is
+                # `sending` only while it goes out: claimed, then killed while it waited for its
+                # slot (seconds, under an rpm ceiling), it would come back in_doubt though it was
+                # never sent. A task id is not held through that wait: it is written first.
+                slot = self.limiter.reserve()
+                if carried is not None and slot > self.limiter.clock.now():
+                    if self._record_submitted(*carried):
+                        self._count(carried[0], "submitted")
+                    carried = None
+                if not self.limiter.wait_until(slot, self.stop):
+                    if self.budget is not None:
+                        self.budget.refund(request.body)  # stopped: nothing claimed, nothing sent
+                    return
                 try:
                     previous = self.ledger.claim(
                         request, self.job, self.api_base, self.run_id, self.allow, answered=carried and carried[1]
@@ -314,7 +327,9 @@ class Submission:
         tries = 0
         wait = lambda seconds: self.limiter.clock.sleep(seconds, self.stop)  # noqa: E731
         for tries in attempts(backoff, wait=wait, rng=self.rng):
-            if not self.limiter.wait(self.stop):
+            # The first call's slot was waited for before the claim (`_work`); a retry's is now.
+            ready = self.limiter.wait(self.stop) if tries > 1 else not self.stop.is_set()
+            if not ready:
                 break
             with self._lock:
                 self.report.calls += 1

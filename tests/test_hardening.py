@@ -3,6 +3,7 @@ that failed before its fix. Judged from the sandbox's record and the ledger."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -247,6 +249,51 @@ def test_each_task_id_shares_a_commit_with_the_next_claim_and_is_counted_once_wr
     # the run's start | claim 1 | answer 1 + claim 2 | answer 2 + claim 3 | answer 3 alone
     # (one statement, its own transaction): four commits for three requests, not six
     assert commits == ["COMMIT", "COMMIT", "COMMIT", "COMMIT", "UPDATE"], commits
+
+
+class GatedClock:
+    """Fake time whose waits block until the test lets them through."""
+
+    def __init__(self):
+        self.at = 0.0
+        self.waiting = threading.Event()
+        self.go = threading.Event()
+
+    def now(self):
+        return self.at
+
+    def sleep(self, seconds, stop=None):
+        self.waiting.set()
+        self.go.wait(10)
+        self.at += max(0.0, seconds)
+        return bool(stop is not None and stop.is_set())
+
+
+def test_a_request_waiting_for_its_rpm_slot_is_not_yet_claimed_and_the_task_id_before_it_is_written(tmp_path):
+    import httpx
+
+    from batchgen.limits import RateLimiter
+
+    def handler(request):
+        prompt = json.loads(request.content)["prompt"]
+        return httpx.Response(200, json={"code": 1, "data": {"task_id": f"task-{prompt}", "estimated_time": 30}})
+
+    path = tmp_path / "ledger.db"
+    clock = GatedClock()
+    done: dict = {}
+    with Ledger(path) as ledger:
+        limiter = RateLimiter(60, clock=clock)  # one call a second: the second request waits
+        run = threading.Thread(target=lambda: done.update(report=submission_against(ledger, handler, limiter=limiter)[0]))
+        run.start()
+        assert clock.waiting.wait(10)
+        # What a SIGKILL now would leave: the first request's task id, and nothing `sending`
+        # that was never sent (which would come back in_doubt, and not be sent again).
+        with contextlib.closing(sqlite3.connect(path)) as other_process:
+            rows = other_process.execute("SELECT key, state, task_id FROM tasks ORDER BY key").fetchall()
+        clock.go.set()
+        run.join(10)
+    assert rows == [(f"{0:064x}", "submitted", "task-p0")]
+    assert done["report"].outcomes["submitted"] == 3 and done["report"].calls == 3
 
 
 @pytest.mark.parametrize("eta", [b"1e308", b"Infinity", b"NaN", b"-1", b"1" + b"0" * 400])
