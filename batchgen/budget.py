@@ -67,15 +67,21 @@ class Budget:
             self.committed -= self.price(body)
 
     def created(self) -> bool:
-        """After a create call that created a task; False when the re-read balance says stop."""
+        """Count a create call that created a task; True when the balance is due to be re-read
+        (`balance_holds`)."""
         if self.cap is None or self.balance_before is None:
-            return True
+            return False
         with self._lock:
             self._creates += 1
             due = self._creates % CHECK_AFTER == 0 or self.clock.now() - self._checked_at >= CHECK_EVERY
             if due:
                 self._checked_at = self.clock.now()
-        if not due:
+        return due
+
+    def balance_holds(self) -> bool:
+        """Re-read the balance (an API call); False when it fell by the cap or more since the
+        run started (then `stopped` says why)."""
+        if self.cap is None or self.balance_before is None:
             return True
         balance = self.read_balance()
         if balance is not None and self.balance_before - balance >= self.cap:

@@ -247,8 +247,7 @@ class Submission:
                 # never sent. A task id is not held through that wait: it is written first.
                 slot = self.limiter.reserve()
                 if carried is not None and slot > self.limiter.clock.now():
-                    if self._record_submitted(*carried):
-                        self._count(carried[0], "submitted")
+                    self._write_alone(carried)
                     carried = None
                 if not self.limiter.wait_until(slot, self.stop):
                     if self.budget is not None:
@@ -270,16 +269,21 @@ class Submission:
                 outcome = self._attempt(request, previous)
                 if isinstance(outcome, Answered):
                     carried = (request, outcome)
-                    if self.budget is not None and not self.budget.created():
-                        self._cap(self.budget.stopped or "the spend cap is reached")
+                    if self.budget is not None and self.budget.created():
+                        # The balance is re-read, a round trip: the task id is written first,
+                        # not held through it.
+                        self._write_alone(carried)
+                        carried = None
+                        if not self.budget.balance_holds():
+                            self._cap(self.budget.stopped or "the spend cap is reached")
                     continue
                 if self.budget is not None and outcome in (None, "failed", "rejected", "skipped"):
                     self.budget.refund(request.body)  # nothing was created
                 if outcome is not None:
                     self._count(request, outcome)
         finally:
-            if carried is not None and self._record_submitted(*carried):
-                self._count(carried[0], "submitted")
+            if carried is not None:
+                self._write_alone(carried)
             if failed:  # after the task id: if it could not be written either, that is the reason given
                 self._abort(failed)
 
@@ -363,6 +367,11 @@ class Submission:
         self.ledger.record_outcome(key, state, outcome.message)
         self._note_error(outcome.message)
         return state
+
+    def _write_alone(self, carried: tuple[Request, Answered]) -> None:
+        """Write a carried task id in a commit of its own (not with a next claim), and count it."""
+        if self._record_submitted(*carried):
+            self._count(carried[0], "submitted")
 
     def _record_submitted(self, request: Request, answered: Answered) -> bool:
         """Write a task id alone; if the ledger cannot take it, journal it and print it: a task

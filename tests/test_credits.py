@@ -250,12 +250,12 @@ def test_the_cap_also_stops_when_the_balance_falls_by_it():
                     read_balance=lambda: balances[-1], clock=clock)  # type: ignore[arg-type]
     body = {"model_id": "2-9"}
     for _ in range(49):  # no re-read before 50 creates or 30 s
-        assert budget.reserve(body) and budget.created()
+        assert budget.reserve(body) and not budget.created()
     clock.at = 31.0
-    assert budget.created() and budget.stopped is None  # re-read after 30 s: 1000, no fall
+    assert budget.created() and budget.balance_holds() and budget.stopped is None  # re-read after 30 s: no fall
     balances.append(790)
     clock.at = 62.0
-    assert budget.created() is False
+    assert budget.created() and budget.balance_holds() is False
     assert budget.stopped and "fell by 210" in budget.stopped
     assert not budget.reserve(body)  # and no more claims
 

@@ -296,6 +296,32 @@ def test_a_request_waiting_for_its_rpm_slot_is_not_yet_claimed_and_the_task_id_b
     assert done["report"].outcomes["submitted"] == 3 and done["report"].calls == 3
 
 
+def test_a_task_id_is_written_before_the_spend_cap_re_reads_the_balance(tmp_path, monkeypatch):
+    import httpx
+
+    from batchgen import budget
+    from batchgen.prices import PriceBook, PriceRule
+
+    def handler(request):
+        prompt = json.loads(request.content)["prompt"]
+        return httpx.Response(200, json={"code": 1, "data": {"task_id": f"task-{prompt}", "estimated_time": 30}})
+
+    path = tmp_path / "ledger.db"
+    seen: list = []
+
+    def read_balance():  # a round trip, which a kill may cut: the ledger as it stands then
+        with contextlib.closing(sqlite3.connect(path)) as other_process:
+            seen.append(other_process.execute("SELECT state, task_id FROM tasks ORDER BY key").fetchall())
+        return 1000
+
+    monkeypatch.setattr(budget, "CHECK_AFTER", 1)  # re-read after every create
+    cap = budget.Budget(100, PriceBook([PriceRule((), 1, "j", 1, 1, "prices[0]")]), balance_before=1000, read_balance=read_balance)
+    with Ledger(path) as ledger:
+        report, _ = submission_against(ledger, handler, n=2, budget=cap)
+    assert seen == [[("submitted", "task-p0")], [("submitted", "task-p0"), ("submitted", "task-p1")]]
+    assert report.outcomes["submitted"] == 2 and report.capped is None
+
+
 @pytest.mark.parametrize("eta", [b"1e308", b"Infinity", b"NaN", b"-1", b"1" + b"0" * 400])
 def test_an_absurd_estimated_time_is_recorded_as_unknown_not_a_crash(tmp_path, eta):
     import httpx
