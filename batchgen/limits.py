@@ -18,6 +18,10 @@ from typing import Callable, Iterator
 # Calls are spaced a little wider than 60/rpm: the server counts arrivals, and network
 # jitter can bring two calls sent exactly 60/rpm apart closer than that on its side.
 SPACING_MARGIN = 1.01
+# A call may start this late after its slot and the ceiling still holds: rpm slots span
+# 60 s × SPACING_MARGIN = 60.6 s, so a 60 s window can hold them all only if the first call
+# started more than 0.6 s late. (A create waits for its slot, then for its claim's commit.)
+LATE = 0.5
 # After a 429/503 the pace slows by this factor (compounding, up to MAX_SLOWDOWN) and
 # recovers a little with every call that goes through.
 SLOWDOWN = 1.5
@@ -90,6 +94,10 @@ class RateLimiter:
                 return not (stop is not None and stop.is_set())
             if self.clock.sleep(delay, stop):
                 return False
+
+    def on_time(self, start: float) -> bool:
+        """Whether a call given the slot at `start` may still go out now (within LATE)."""
+        return self.clock.now() - start <= LATE
 
     def throttled(self, retry_after: float | None) -> None:
         """The API said 429/503: pause every caller for `retry_after` seconds, then go slower."""

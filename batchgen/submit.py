@@ -266,7 +266,7 @@ class Submission:
                 if carried is not None:
                     self._count(carried[0], "submitted")
                     carried = None
-                outcome = self._attempt(request, previous)
+                outcome = self._attempt(request, previous, slot)
                 if isinstance(outcome, Answered):
                     carried = (request, outcome)
                     if self.budget is not None and self.budget.created():
@@ -304,13 +304,13 @@ class Submission:
             self._abort(self._feed_failed)
         return None
 
-    def _attempt(self, request: Request, previous: str | None) -> str | Answered | None:
+    def _attempt(self, request: Request, previous: str | None, slot: float) -> str | Answered | None:
         """Send a request the ledger gave this run (`previous`: the state it had, None: not
-        this run's to send); see `_send`."""
+        this run's to send) in its rpm `slot`; see `_send`."""
         if previous is None:
             return "skipped"  # done, in doubt, or being sent by another run
         try:
-            return self._send(request, previous)
+            return self._send(request, previous, slot)
         except Exception as e:  # a bug or the ledger failing: never leave the row `sending`
             self._safe_in_doubt(request, f"batchgen error while sending: {type(e).__name__}: {e}")
             return "in_doubt"
@@ -321,8 +321,9 @@ class Submission:
             self.report.count(request, outcome, price)
         self.progress(self.report)
 
-    def _send(self, request: Request, previous: str) -> str | Answered | None:
-        """Send a claimed request (retrying what is safe to retry) and record the outcome.
+    def _send(self, request: Request, previous: str, slot: float) -> str | Answered | None:
+        """Send a claimed request in its rpm `slot`, taken before the claim (retrying what is
+        safe to retry, each retry in a slot of its own) and record the outcome.
 
         Returns the outcome's name; or the task id to write (with the next claim); or None
         if the run stopped before it was sent."""
@@ -331,8 +332,11 @@ class Submission:
         tries = 0
         wait = lambda seconds: self.limiter.clock.sleep(seconds, self.stop)  # noqa: E731
         for tries in attempts(backoff, wait=wait, rng=self.rng):
-            # The first call's slot was waited for before the claim (`_work`); a retry's is now.
-            ready = self.limiter.wait(self.stop) if tries > 1 else not self.stop.is_set()
+            # The first call's slot was waited for before the claim (`_work`), unless that
+            # claim took long (another process holding the ledger's lock): a call sent late
+            # could bunch with the next, so it takes a new slot, as a retry does.
+            on_time = tries == 1 and self.limiter.on_time(slot)
+            ready = not self.stop.is_set() if on_time else self.limiter.wait(self.stop)
             if not ready:
                 break
             with self._lock:

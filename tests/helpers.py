@@ -25,6 +25,22 @@ defaults:
 FAULT_TABLE: list[dict] = []
 
 
+class FakeClock:
+    """Time that passes only when someone sleeps (a `limits.Clock`)."""
+
+    def __init__(self):
+        self.at = 0.0
+        self.slept: list[float] = []
+
+    def now(self):
+        return self.at
+
+    def sleep(self, seconds, stop=None):
+        self.slept.append(seconds)
+        self.at += max(0.0, seconds)
+        return bool(stop is not None and stop.is_set())
+
+
 def canonical(body) -> str:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 

@@ -16,6 +16,7 @@ import time
 
 import pytest
 from helpers import (
+    FakeClock,
     Loopback,
     assert_consistent,
     can_unshare_pid,
@@ -294,6 +295,37 @@ def test_a_request_waiting_for_its_rpm_slot_is_not_yet_claimed_and_the_task_id_b
         run.join(10)
     assert rows == [(f"{0:064x}", "submitted", "task-p0")]
     assert done["report"].outcomes["submitted"] == 3 and done["report"].calls == 3
+
+
+def test_a_call_whose_claim_took_long_takes_a_new_slot_so_the_rpm_ceiling_holds(tmp_path, monkeypatch):
+    import httpx
+
+    from batchgen.limits import LATE, RateLimiter
+
+    clock = FakeClock()
+    sent_at: list[float] = []
+    slots: list[float] = []
+
+    def handler(request):
+        sent_at.append(clock.at)
+        return httpx.Response(200, json={"code": 1, "data": {"task_id": f"task-{len(sent_at)}", "estimated_time": 30}})
+
+    limiter = RateLimiter(60, clock=clock)
+    reserve = limiter.reserve
+    monkeypatch.setattr(limiter, "reserve", lambda: slots.append(reserve()) or slots[-1])
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        claim = ledger.claim
+
+        def slow_claim(*args, **kwargs):  # another process holds the ledger's lock a while
+            clock.at += 2.0
+            return claim(*args, **kwargs)
+
+        monkeypatch.setattr(ledger, "claim", slow_claim)
+        report, _ = submission_against(ledger, handler, n=3, limiter=limiter)
+    assert report.outcomes["submitted"] == 3
+    # Each call went out in a slot of its own, on time: none late enough to bunch with the next.
+    assert all(0 <= at - max(s for s in slots if s <= at) <= LATE for at in sent_at), (sent_at, slots)
+    assert all(b - a >= 1.0 for a, b in zip(sent_at, sent_at[1:]))
 
 
 def test_a_task_id_is_written_before_the_spend_cap_re_reads_the_balance(tmp_path, monkeypatch):

@@ -6,24 +6,10 @@ import random
 import threading
 import time
 
+from helpers import FakeClock
+
 from batchgen import limits
 from batchgen.limits import Backoff, RateLimiter, attempts
-
-
-class FakeClock:
-    """Time that passes only when someone sleeps."""
-
-    def __init__(self):
-        self.at = 0.0
-        self.slept: list[float] = []
-
-    def now(self):
-        return self.at
-
-    def sleep(self, seconds, stop=None):
-        self.slept.append(seconds)
-        self.at += max(0.0, seconds)
-        return bool(stop is not None and stop.is_set())
 
 
 def slots(limiter, clock, n):
@@ -115,3 +101,15 @@ def test_testing_mode_removes_backoff_sleeps_only(monkeypatch):
     clock = FakeClock()
     slots(RateLimiter(60, clock=clock), clock, 3)
     assert clock.at > 0  # pacing is kept
+
+
+def test_a_call_late_by_up_to_LATE_keeps_every_60_second_window_under_the_ceiling():
+    # rpm + 1 calls span rpm slots: 60 s × SPACING_MARGIN. The first late by LATE, all of them
+    # in one 60 s window would need that span less LATE below 60 s.
+    assert 60 * limits.SPACING_MARGIN - limits.LATE > 60
+    clock = FakeClock()
+    limiter = RateLimiter(600, clock=clock)
+    starts = [limiter.reserve() for _ in range(1200)]
+    sent = [start + (limits.LATE if i % 7 == 0 else 0) for i, start in enumerate(starts)]  # some late
+    sent.sort()
+    assert all(sum(1 for t in sent[i : i + 700] if t - first < 60) <= 600 for i, first in enumerate(sent))

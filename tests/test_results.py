@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
-from helpers import job_text, prompts
+from helpers import FakeClock, job_text, prompts
 
 from batchgen.sandbox import TEST_KEY, parse_task_id, sample_video
 
@@ -94,20 +94,6 @@ def test_download_defaults_to_outputs_job(world, write_job, monkeypatch):
     monkeypatch.chdir(env.tmp)
     assert env.cli("download", "shots").exit_code == 0
     assert len(list((env.tmp / "outputs" / "shots").glob("*.mp4"))) == 1
-
-
-class FakeClock:
-    def __init__(self):
-        self.at = 0.0
-        self.slept = []
-
-    def now(self):
-        return self.at
-
-    def sleep(self, seconds, stop=None):
-        self.slept.append(seconds)
-        self.at += seconds
-        return bool(stop and stop.is_set())
 
 
 def unreachable_wait(env, write_job, n: int, name: str):
