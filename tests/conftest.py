@@ -144,7 +144,7 @@ from helpers import FAULT_TABLE  # noqa: E402
 def pytest_terminal_summary(terminalreporter):
     if not FAULT_TABLE:
         return
-    columns = ["scenario", "requests", "faults", "kills", "interrupts", "duplicates", "lost", "steps"]
+    columns = ["scenario", "requests", "faults", "kills", "interrupts", "duplicates", "lost", "unsent in_doubt", "steps"]
     write = terminalreporter.write_line
     write("")
     write("fault suite: " + ", ".join(f"{sum(r[c] for r in FAULT_TABLE)} {c}" for c in columns[1:-1]) + f" over {len(FAULT_TABLE)} scenarios")

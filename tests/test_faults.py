@@ -115,13 +115,17 @@ def test_scenario(world, write_job, number):
     rows = {canonical(json.loads(r["request"])): r for r in env.rows()}
     duplicates = sum(n - 1 for n in created.values() if n > 1)
     lost = sum(1 for body in created if rows.get(body, {}).get("state") not in ("submitted", "in_doubt"))
+    # In doubt but never even received: claimed, then the run died before sending it. Not an
+    # error (the claim must come first), but each is one the user must settle for nothing.
+    received = {canonical(c.body) for c in env.sandbox.calls if c.endpoint == "create"}
+    unsent = sum(1 for body, row in rows.items() if row["state"] == "in_doubt" and body not in received)
     outcomes = Counter(c.outcome for c in env.sandbox.calls)
     injected = sum(outcomes[k] for k in ("429", "503", "500", "dropped", "lost", "slow", "rejected"))
     with env.ledger() as ledger:
         integrity = ledger.integrity()
     FAULT_TABLE.append(
         {"scenario": number, "requests": size, "faults": injected, "kills": kills, "interrupts": interrupts,
-         "duplicates": duplicates, "lost": lost, "steps": " ".join(taken)}
+         "duplicates": duplicates, "lost": lost, "unsent in_doubt": unsent, "steps": " ".join(taken)}
     )
     assert duplicates == 0
     assert lost == 0
