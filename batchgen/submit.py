@@ -173,6 +173,8 @@ class Submission:
         self._all_done = threading.Event()
         self._lost = False
         self._no_more = threading.Event()  # stop claiming (the cap): what is claimed still goes
+        # Task ids received and not yet committed, by key: a second signal journals them.
+        self._unwritten: dict[str, tuple[Request, Answered]] = {}
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -199,6 +201,7 @@ class Submission:
             except KeyboardInterrupt as e:
                 signal = getattr(e, "signal", None)
                 if interrupted:
+                    self._journal_unwritten()
                     self.ledger.abandon_in_flight(self.run_id, "the run was stopped (a second signal) before the answer came")
                     raise Interrupted(signal or self.report.signal) from None
                 interrupted = True
@@ -264,7 +267,7 @@ class Submission:
                     failed = f"the ledger failed: {e}"
                     return
                 if carried is not None:
-                    self._count(carried[0], "submitted")
+                    self._written(carried)
                     carried = None
                 outcome = self._attempt(request, previous, slot)
                 if isinstance(outcome, Answered):
@@ -360,7 +363,10 @@ class Submission:
             self.limiter.succeeded()
             with self._lock:
                 self._streak = ("", 0)
-            return Answered(key, outcome.task_id, outcome.estimated_time, timestamp())
+            answered = Answered(key, outcome.task_id, outcome.estimated_time, timestamp())
+            with self._lock:
+                self._unwritten[key] = (request, answered)
+            return answered
         if outcome.kind in (Kind.AUTH, Kind.NO_CREDIT):
             # Nothing was created: `failed`, so the next run (with a good key) sends it.
             self.ledger.record_outcome(key, "failed", outcome.message)
@@ -374,8 +380,29 @@ class Submission:
 
     def _write_alone(self, carried: tuple[Request, Answered]) -> None:
         """Write a carried task id in a commit of its own (not with a next claim), and count it."""
-        if self._record_submitted(*carried):
+        self._written(carried, counted=self._record_submitted(*carried))  # if not written, journaled
+
+    def _written(self, carried: tuple[Request, Answered], *, counted: bool = True) -> None:
+        """A task id the run held is recorded: counted once committed, not if journaled."""
+        with self._lock:
+            self._unwritten.pop(carried[1].key, None)
+        if counted:
             self._count(carried[0], "submitted")
+
+    def _journal_unwritten(self) -> None:
+        """A second signal: the run exits without waiting for its workers. The task ids they
+        hold, received and not yet committed, go to the journal, which the next command
+        records (replaying is idempotent, should a worker commit one meanwhile)."""
+        with self._lock:
+            held = list(self._unwritten.values())
+        if not held:
+            return
+        try:
+            kept = journal.append(self.ledger.path, *(self._journal_entry(request, answered) for request, answered in held))
+            where = f"kept in {kept}; the next batchgen command records them"
+        except OSError as e:
+            where = f"and the journal failed too ({e.strerror}): keep this line"
+        self.notice(f"{len(held)} task ids received but not yet recorded ({', '.join(a.task_id for _, a in held)}); {where}")
 
     def _record_submitted(self, request: Request, answered: Answered) -> bool:
         """Write a task id alone; if the ledger cannot take it, journal it and print it: a task
@@ -388,13 +415,9 @@ class Submission:
             problem = str(e)
         except (sqlite3.Error, OSError) as e:
             problem = str(e)
-        entry = {
-            "key": request.key, "task_id": answered.task_id, "estimated_time": answered.estimated_time,
-            "received_at": answered.received_at, "job": self.job, "api_base": self.api_base, "variant": request.variant,
-            "body": request.body, "run_id": self.run_id,
-        }
         try:
-            where = f"kept in {journal.append(self.ledger.path, entry)}; the next batchgen command records it"
+            kept = journal.append(self.ledger.path, self._journal_entry(request, answered))
+            where = f"kept in {kept}; the next batchgen command records it"
         except OSError as e:
             where = f"and the journal failed too ({e.strerror}): keep this line"
         self.notice(f"task {answered.task_id} (request {request.key}) was created but the ledger could not record it ({problem}); {where}")
@@ -402,6 +425,14 @@ class Submission:
             self.report.unrecorded.append(answered.task_id)
         self._abort(f"the ledger could not record a task id ({problem})")
         return False
+
+    def _journal_entry(self, request: Request, answered: Answered) -> dict[str, object]:
+        """A received task id as a journal line (journal.py): enough to rebuild its row."""
+        return {
+            "key": request.key, "task_id": answered.task_id, "estimated_time": answered.estimated_time,
+            "received_at": answered.received_at, "job": self.job, "api_base": self.api_base,
+            "variant": request.variant, "body": request.body, "run_id": self.run_id,
+        }
 
     def _ledger_lost(self, reason: str) -> None:
         """The ledger was deleted or replaced: stop claiming; at the end of the run, everything

@@ -354,6 +354,61 @@ def test_a_task_id_is_written_before_the_spend_cap_re_reads_the_balance(tmp_path
     assert report.outcomes["submitted"] == 2 and report.capped is None
 
 
+def test_a_second_ctrl_c_journals_the_task_ids_workers_received_but_had_not_written(tmp_path, monkeypatch):
+    import httpx
+
+    from batchgen.api import Api
+    from batchgen.expand import Origin, Request
+    from batchgen.submit import Interrupted, RunSettings, Submission
+
+    def handler(request):
+        prompt = json.loads(request.content)["prompt"]
+        return httpx.Response(200, json={"code": 1, "data": {"task_id": f"task-{prompt}", "estimated_time": 30}})
+
+    holding, let_go = threading.Event(), threading.Event()
+
+    class CtrlCTwice:  # the run's wait for its workers, as two Ctrl-C's cut it short
+        def wait(self, timeout):
+            assert holding.wait(10)
+            raise KeyboardInterrupt
+
+        def set(self):
+            pass
+
+    path = tmp_path / "ledger.db"
+    notices: list[str] = []
+    requests = [Request(f"{i:064x}", 0, {"prompt": f"p{i}", "model_id": "2-9", "options": {}}, Origin(0)) for i in range(2)]
+    with Ledger(path) as ledger:
+        claim = ledger.claim
+
+        def stuck_claim(*args, answered=None, **kwargs):  # the next claim waits on a locked ledger
+            if answered is not None:
+                holding.set()
+                let_go.wait(10)
+            return claim(*args, answered=answered, **kwargs)
+
+        monkeypatch.setattr(ledger, "claim", stuck_claim)
+        run_id = ledger.start_run("j", "j.yaml", "https://api.pixwith.ai", {})
+        with Api("https://api.pixwith.ai", "key_testtesttest", transport=httpx.MockTransport(handler)) as api:
+            submission = Submission(ledger, api, RunSettings(rpm=None, concurrency=1), job="j",
+                                    api_base="https://api.pixwith.ai", run_id=run_id, notice=notices.append)
+            submission._all_done = CtrlCTwice()  # type: ignore[assignment]
+            with pytest.raises(Interrupted):
+                submission.run(requests)
+            # What the process leaves as it exits: the row in_doubt, as any call it quit on,
+            # and the task id in the journal.
+            assert ledger.task(f"{0:064x}")["state"] == "in_doubt"
+            assert [e["task_id"] for e in journal.entries(path)] == ["task-p0"]
+            assert any("task-p0" in line and ".journal" in line for line in notices)
+            let_go.set()  # (in this test the worker lives on: it may write the id too)
+            for thread in threading.enumerate():
+                if thread.name.startswith("batchgen-send-"):
+                    thread.join(10)
+    with Ledger(path) as ledger:  # the next command records it
+        row = ledger.task(f"{0:064x}")
+        assert row["state"] == "submitted" and row["task_id"] == "task-p0"
+
+
 @pytest.mark.parametrize("eta", [b"1e308", b"Infinity", b"NaN", b"-1", b"1" + b"0" * 400])
 def test_an_absurd_estimated_time_is_recorded_as_unknown_not_a_crash(tmp_path, eta):
     import httpx
