@@ -397,11 +397,7 @@ class Submission:
             held = list(self._unwritten.values())
         if not held:
             return
-        try:
-            kept = journal.append(self.ledger.path, *(self._journal_entry(request, answered) for request, answered in held))
-            where = f"kept in {kept}; the next batchgen command records them"
-        except OSError as e:
-            where = f"and the journal failed too ({e.strerror}): keep this line"
+        where = self._keep_in_journal(held)
         self.notice(f"{len(held)} task ids received but not yet recorded ({', '.join(a.task_id for _, a in held)}); {where}")
 
     def _record_submitted(self, request: Request, answered: Answered) -> bool:
@@ -415,24 +411,28 @@ class Submission:
             problem = str(e)
         except (sqlite3.Error, OSError) as e:
             problem = str(e)
-        try:
-            kept = journal.append(self.ledger.path, self._journal_entry(request, answered))
-            where = f"kept in {kept}; the next batchgen command records it"
-        except OSError as e:
-            where = f"and the journal failed too ({e.strerror}): keep this line"
+        where = self._keep_in_journal([(request, answered)])
         self.notice(f"task {answered.task_id} (request {request.key}) was created but the ledger could not record it ({problem}); {where}")
         with self._lock:
             self.report.unrecorded.append(answered.task_id)
         self._abort(f"the ledger could not record a task id ({problem})")
         return False
 
-    def _journal_entry(self, request: Request, answered: Answered) -> dict[str, object]:
-        """A received task id as a journal line (journal.py): enough to rebuild its row."""
-        return {
-            "key": request.key, "task_id": answered.task_id, "estimated_time": answered.estimated_time,
-            "received_at": answered.received_at, "job": self.job, "api_base": self.api_base,
-            "variant": request.variant, "body": request.body, "run_id": self.run_id,
-        }
+    def _keep_in_journal(self, held: list[tuple[Request, Answered]]) -> str:
+        """Append received task ids to the journal (journal.py), each with enough to rebuild its
+        row; say where they are, for the line that tells the user."""
+        entries = [
+            {
+                "key": request.key, "task_id": answered.task_id, "estimated_time": answered.estimated_time,
+                "received_at": answered.received_at, "job": self.job, "api_base": self.api_base,
+                "variant": request.variant, "body": request.body, "run_id": self.run_id,
+            }
+            for request, answered in held
+        ]
+        try:
+            return f"kept in {journal.append(self.ledger.path, *entries)}; the next batchgen command records it"
+        except OSError as e:
+            return f"and the journal failed too ({e.strerror}): keep this line"
 
     def _ledger_lost(self, reason: str) -> None:
         """The ledger was deleted or replaced: stop claiming; at the end of the run, everything
