@@ -640,8 +640,12 @@ class Ledger:
 
     def replay_journal(self) -> int:
         """Record the answers a run kept in the journal because the ledger could not take them."""
-        entries = list(journal.entries(self.path))
+        # Moved aside first: a run in trouble may append to the journal meanwhile, and its
+        # lines go to a new journal, for the next command, rather than into one being replayed.
+        taken = journal.take(self.path)
+        entries = list(journal.read(taken))
         if not entries:
+            journal.discard(taken)
             return 0
         with self.transaction() as conn:
             for entry in entries:
@@ -657,7 +661,7 @@ class Ledger:
                 if row is None:  # the ledger was replaced: the row is rebuilt from the entry
                     _insert_entry(conn, entry, "sending")
                 _set(conn, entry["key"], _submitted(entry["task_id"], entry.get("estimated_time"), entry.get("received_at")))
-        journal.clear(self.path)
+        journal.discard(taken)  # only once committed: until then they are replayed again
         return len(entries)
 
     def rescue_to_journal(self) -> int:

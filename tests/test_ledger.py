@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import threading
@@ -306,6 +307,71 @@ def test_the_journal_is_replayed_when_the_ledger_is_next_opened(tmp_path):
     assert not journal.journal_path(path).exists()
     with Ledger(path) as ledger:
         assert ledger.replayed == 0
+
+
+def answer(key: str) -> dict:
+    return {"key": key, "task_id": f"t-{key}", "estimated_time": 30, "received_at": "2026-11-25T10:00:00.000Z",
+            "job": "job", "api_base": "https://api", "variant": 0, "body": {**BODY, "prompt": key}}
+
+
+def test_a_task_id_journaled_while_another_command_replays_the_journal_is_kept(tmp_path, monkeypatch):
+    # A run whose ledger is locked journals a task id just as another command (opening the
+    # same ledger) records the journal: the new line must not be removed unread with the rest.
+    path = tmp_path / "ledger.db"
+    Ledger(path).close()
+    journal.append(path, answer("early"))
+    transaction = Ledger.transaction
+
+    @contextlib.contextmanager
+    def racing(self):
+        journal.append(path, answer("meanwhile"))  # the other process, while the replay commits
+        monkeypatch.setattr(Ledger, "transaction", transaction)
+        with transaction(self) as conn:
+            yield conn
+
+    monkeypatch.setattr(Ledger, "transaction", racing)
+    with Ledger(path) as ledger:
+        assert ledger.replayed == 1 and ledger.task("early")["task_id"] == "t-early"
+    with Ledger(path) as ledger:  # the next command records it
+        assert ledger.replayed == 1 and ledger.task("meanwhile")["task_id"] == "t-meanwhile"
+    assert list(journal.entries(path)) == []
+
+
+def test_an_append_that_finds_its_journal_taken_for_replay_writes_to_the_new_one(tmp_path, monkeypatch):
+    path = tmp_path / "ledger.db"
+    journal.append(path, answer("first"))
+    flock = journal.fcntl.flock
+    taken: list = []
+
+    def replay_between_open_and_lock(fd, operation):
+        if not taken:  # the append has opened the journal: a replay moves it aside first
+            taken.append(None)
+            taken[:] = journal.take(path)
+        return flock(fd, operation)
+
+    monkeypatch.setattr(journal.fcntl, "flock", replay_between_open_and_lock)
+    journal.append(path, answer("second"))
+    assert [e["key"] for e in journal.read(taken)] == ["first"]
+    assert [e["key"] for e in journal.read([journal.journal_path(path)])] == ["second"]
+
+
+def test_a_journal_taken_by_a_replay_that_then_failed_is_replayed_by_the_next_command(tmp_path):
+    path = tmp_path / "ledger.db"
+    Ledger(path).close()
+    journal.append(path, answer("kept"))
+    assert len(journal.take(path)) == 1  # and the replay's process died before its commit
+    journal.append(path, answer("later"))
+    with Ledger(path) as ledger:
+        assert ledger.replayed == 2
+        assert ledger.task("kept")["task_id"] == "t-kept" and ledger.task("later")["task_id"] == "t-later"
+    assert sorted(p.name for p in tmp_path.iterdir() if "journal" in p.name) == []
+
+
+def test_a_line_torn_by_a_crash_does_not_swallow_the_next_entry(tmp_path):
+    path = tmp_path / "ledger.db"
+    journal.journal_path(path).write_text('{"key": "torn", "task_id": "t-to')
+    journal.append(path, answer("whole"))
+    assert [e["key"] for e in journal.entries(path)] == ["whole"]
 
 
 def test_reading_never_creates_a_ledger(tmp_path):
