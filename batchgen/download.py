@@ -170,7 +170,9 @@ def download(
         by_task.setdefault(item.row["key"], (item.row, []))
     for item in present:
         by_task[item.row["key"]][1].append(str(item.path))
-    ledger.record_files_of((row["key"], paths) for row, paths in by_task.values() if paths != json.loads(row["files"] or "[]"))
+    ledger.record_files_of(
+        (row["key"], row["task_id"], paths) for row, paths in by_task.values() if paths != json.loads(row["files"] or "[]")
+    )
     write_manifest(present, out)
     return report
 

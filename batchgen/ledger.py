@@ -78,6 +78,16 @@ class Answered(NamedTuple):
     received_at: str
 
 
+class Checked(NamedTuple):
+    """What get-task said of one task, to record (see `Ledger.record_statuses`)."""
+
+    key: str
+    task_id: str  # the task asked about: the row may hold another by the time it is recorded
+    status: str
+    result_urls: list[str] | None
+    error: str | None
+
+
 class LedgerUnsound(BatchgenError):
     """The ledger cannot be trusted to keep the record: deleted, replaced or corrupt."""
 
@@ -454,27 +464,32 @@ class Ledger:
             raise ValueError(f"not an outcome without a task id: {state}")
         self._update(key, state=state, error=error)
 
-    def record_statuses(self, found: Iterable[tuple[str, str, list[str] | None, str | None]]) -> None:
-        """What get-task said of many tasks, (key, status, result URLs, error) each, in one
-        commit: a poll records its answers in groups (one lost to a crash is asked again)."""
+    def record_statuses(self, found: Iterable[Checked]) -> None:
+        """What get-task said of many tasks, in one commit: a poll records its answers in
+        groups (one lost to a crash is asked again).
+
+        An answer is recorded only on the row that still holds the task asked about: another
+        process may have sent the request again meanwhile (`--regenerate-failed`), and the old
+        task's `failed` on the new one would have it sent, and paid for, once more."""
         found = list(found)
         if not found:  # nothing to write: the write lock is not taken
             return
         checked_at = timestamp()
         with self.transaction() as conn:
-            for key, status, result_urls, error in found:
-                fields: dict[str, Any] = {"status": status, "checked_at": checked_at}
-                if result_urls is not None:
-                    fields["result_urls"] = json.dumps(result_urls)
-                if error is not None:
-                    fields["error"] = error
-                _set(conn, key, fields)
+            for checked in found:
+                fields: dict[str, Any] = {"status": checked.status, "checked_at": checked_at}
+                if checked.result_urls is not None:
+                    fields["result_urls"] = json.dumps(checked.result_urls)
+                if checked.error is not None:
+                    fields["error"] = checked.error
+                _set(conn, checked.key, fields, task_id=checked.task_id)
 
-    def record_files_of(self, found: Iterable[tuple[str, list[str]]]) -> None:
-        """The files a download saved, (key, paths) per task, in one commit (a download's end)."""
+    def record_files_of(self, found: Iterable[tuple[str, str, list[str]]]) -> None:
+        """The files a download saved, (key, task id, paths) per task, in one commit (a
+        download's end); only on rows that still hold that task (see `record_statuses`)."""
         with self.transaction() as conn:
-            for key, files in found:
-                _set(conn, key, {"files": json.dumps(files)})
+            for key, task_id, files in found:
+                _set(conn, key, {"files": json.dumps(files)}, task_id=task_id)
 
     def _update(self, key: str, **fields: Any) -> None:
         # Answers not riding with a claim (a worker's last task id, rejections, failures) are
@@ -732,11 +747,15 @@ def _reclaim(conn: sqlite3.Connection, request: Request, stamp: str, run_id: int
     return str(row["state"])
 
 
-def _set(conn: sqlite3.Connection, key: str, fields: dict[str, Any]) -> None:
-    """UPDATE the task `key` with `fields` (and `updated_at`), inside the caller's transaction."""
+def _set(conn: sqlite3.Connection, key: str, fields: dict[str, Any], *, task_id: str | None = None) -> None:
+    """UPDATE the task `key` with `fields` (and `updated_at`), inside the caller's transaction;
+    with `task_id`, only if the row still holds that task."""
     fields = {**fields, "updated_at": timestamp()}
     assignments = ", ".join(f"{name} = ?" for name in fields)
-    conn.execute(f"UPDATE tasks SET {assignments} WHERE key = ?", (*fields.values(), key))
+    if task_id is None:
+        conn.execute(f"UPDATE tasks SET {assignments} WHERE key = ?", (*fields.values(), key))
+    else:
+        conn.execute(f"UPDATE tasks SET {assignments} WHERE key = ? AND task_id = ?", (*fields.values(), key, task_id))
 
 
 def _insert_entry(conn: sqlite3.Connection, entry: dict[str, Any], state: str) -> None:

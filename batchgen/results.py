@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any, Callable
 
 from .api import Api, Kind, Outcome
-from .ledger import Ledger
+from .ledger import Checked, Ledger
 from .limits import REAL_CLOCK, Backoff, Clock, RateLimiter, attempts
 from .times import now, parse_timestamp
 
@@ -119,7 +119,7 @@ def poll(
         if group:
             ledger.record_statuses(group)
 
-    answers: list[tuple[str, str, list[str] | None, str | None]] = []
+    answers: list[Checked] = []
     try:
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             list(pool.map(check, tasks))
@@ -128,7 +128,7 @@ def poll(
     return report
 
 
-def _record(row: dict[str, Any], outcome: Outcome, report: PollReport) -> tuple[str, str, list[str] | None, str | None] | None:
+def _record(row: dict[str, Any], outcome: Outcome, report: PollReport) -> Checked | None:
     """Count an answer; what to record of it (for `Ledger.record_statuses`), if anything."""
     report.checked += 1
     if outcome.kind is Kind.AUTH:
@@ -136,7 +136,7 @@ def _record(row: dict[str, Any], outcome: Outcome, report: PollReport) -> tuple[
         return None
     if outcome.kind is not Kind.OK:  # code ≠ 1: the API does not know this task id
         report.unknown.append(row["task_id"])
-        return (row["key"], "processing", None, f"get-task: {outcome.message}")
+        return Checked(row["key"], row["task_id"], "processing", None, f"get-task: {outcome.message}")
     data = outcome.data or {}
     status = STATUS.get(data.get("status"), "processing")  # type: ignore[arg-type]
     urls = data.get("result_urls")
@@ -148,7 +148,7 @@ def _record(row: dict[str, Any], outcome: Outcome, report: PollReport) -> tuple[
         report.failed += 1
     else:
         report.processing += 1
-    return (row["key"], status, urls, error)
+    return Checked(row["key"], row["task_id"], status, urls, error)
 
 
 def next_check(tasks: list[dict[str, Any]], unknown: set[str]) -> float | None:

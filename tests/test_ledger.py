@@ -374,6 +374,18 @@ def test_a_line_torn_by_a_crash_does_not_swallow_the_next_entry(tmp_path):
     assert [e["key"] for e in journal.entries(path)] == ["whole"]
 
 
+def test_files_saved_for_a_task_the_request_no_longer_holds_are_not_recorded_on_its_row(ledger):
+    # A download of t-1's video ends after the request was sent again (t-2): the file is
+    # t-1's, and the row must not say t-2's video is on disk.
+    run = ledger.start_run("job", "job.yaml", "https://api", {})
+    ledger.claim(request(), "job", "https://api", run, allow=set())
+    ledger.record_submitted("k1", "t-2", 30)
+    ledger.record_files_of([("k1", "t-1", ["outputs/t-1.mp4"])])
+    assert ledger.task("k1")["files"] is None
+    ledger.record_files_of([("k1", "t-2", ["outputs/t-2.mp4"])])
+    assert ledger.task("k1")["files"] == '["outputs/t-2.mp4"]'
+
+
 def test_reading_never_creates_a_ledger(tmp_path):
     with pytest.raises(UsageError, match="no ledger"):
         Ledger(tmp_path / "none.db", create=False)

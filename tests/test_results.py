@@ -199,3 +199,40 @@ def test_a_poll_killed_mid_group_loses_only_answers_that_are_asked_again(world, 
     assert {row["status"] for row in env.rows()} == {"completed"}
     with env.ledger() as ledger:
         assert ledger.integrity() == "ok"
+
+
+def test_an_answer_about_a_task_the_request_no_longer_holds_is_not_recorded(tmp_path):
+    """`poll` in one terminal, `run --regenerate-failed` in another: the old task's `failed`,
+    answered after the request was sent again, must not land on the new task (a second
+    --regenerate-failed would then pay for the request once more)."""
+    import httpx
+
+    from batchgen.api import Api
+    from batchgen.expand import Origin, Request
+    from batchgen.ledger import Ledger
+    from batchgen.limits import RateLimiter
+    from batchgen.results import pending, poll
+
+    path = tmp_path / "ledger.db"
+    request = Request("k" * 64, 0, {"prompt": "p", "model_id": "2-9", "options": {}}, Origin(0))
+    with Ledger(path) as ledger:
+        first = ledger.start_run("j", "j.yaml", "https://api", {})
+        ledger.claim(request, "j", "https://api", first, allow=set())
+        ledger.record_submitted(request.key, "t-1", 30)
+        tasks = pending(ledger, None, due_only=False)  # the poll's view: t-1, processing
+
+        def answer(call):
+            # Meanwhile, in another process, an earlier poll saw t-1 fail and a rerun with
+            # --regenerate-failed sent the request again.
+            with Ledger(path) as other:
+                other.db.conn.execute("UPDATE tasks SET status = 'failed' WHERE key = ?", (request.key,))
+                rerun = other.start_run("j", "j.yaml", "https://api", {})
+                assert other.claim(request, "j", "https://api", rerun, allow={"generation_failed"}) == "generation_failed"
+                other.record_submitted(request.key, "t-2", 30)
+            return httpx.Response(200, json={"code": 1, "data": {"status": 3, "error": "t-1 failed"}})
+
+        with Api("https://api", "key_test", transport=httpx.MockTransport(answer)) as api:
+            report = poll(ledger, api, tasks, limiter=RateLimiter(None))
+        assert report.failed == 1  # what the API said of t-1
+        row = ledger.task(request.key)
+    assert row["task_id"] == "t-2" and row["status"] == "processing" and row["error"] is None
