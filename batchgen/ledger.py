@@ -33,6 +33,7 @@ STATES = ("sending", "submitted", "rejected", "failed", "in_doubt")
 
 _BATCH = 500  # keys per IN (...) query: well under SQLite's variable limit
 BUSY_TIMEOUT = 30.0  # seconds a statement waits for another process's write lock
+QUIT_WAIT = 2.0  # seconds it waits instead once the process quits at once (`Ledger.quitting`)
 
 
 class Link(Protocol):
@@ -116,6 +117,7 @@ class Ledger:
             conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             self.db = Database(conn)
             self._lock = threading.RLock()
+            self._patience: float | None = None  # set by `quitting`
             self._group = GroupCommit(conn, self._lock)
             with self._lock:
                 migrate(conn)
@@ -184,8 +186,31 @@ class Ledger:
             )
 
     def close(self) -> None:
-        with self._lock:
-            self.db.conn.close()
+        try:
+            with self._locked() as conn:
+                conn.close()
+        except sqlite3.OperationalError:
+            pass  # quitting, with a worker still on it: the process's exit closes it
+
+    def quitting(self, wait: float = QUIT_WAIT) -> None:
+        """The process is about to exit without waiting for its workers (a second Ctrl-C): from
+        now on a statement waits at most `wait` seconds for the ledger, not the busy timeout.
+        A worker may hold the ledger that long, waiting on another process's write lock, and
+        the user asked to quit at once. What is not written in time, the next command settles:
+        rows left `sending` become in_doubt, and received task ids are in the journal."""
+        self._patience = wait
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        """The connection, with the lock every statement runs under (see `quitting`)."""
+        if not self._lock.acquire(timeout=-1 if self._patience is None else self._patience):
+            raise sqlite3.OperationalError("the ledger is busy: another thread is waiting on it")
+        try:
+            if self._patience is not None:
+                self.db.conn.execute(f"PRAGMA busy_timeout={int(self._patience * 1000)}")
+            yield self.db.conn
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> Ledger:
         return self
@@ -196,8 +221,7 @@ class Ledger:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE … COMMIT: takes the write lock up front, so reads inside are current."""
-        with self._lock:
-            conn = self.db.conn
+        with self._locked() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import threading
 from collections import Counter
@@ -393,8 +394,9 @@ def _send(
                 progress.finish()
             except Interrupted as e:
                 exit_code = interrupted_exit(e)
-                ledger.end_run(run_id, {"interrupted": "twice"}, exit_code)
-                console.err("quit: calls in flight are now in_doubt")
+                with contextlib.suppress(sqlite3.Error):  # busy: the run is left without its end
+                    ledger.end_run(run_id, {"interrupted": "twice"}, exit_code)
+                console.err("quit: calls in flight are in_doubt")
                 return exit_code
         after = client.get_credits().credits if budget.balance_before is not None and report.calls else budget.balance_before
         ledger.record_balance(run_id, after=after)

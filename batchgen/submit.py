@@ -202,7 +202,11 @@ class Submission:
                 signal = getattr(e, "signal", None)
                 if interrupted:
                     self._journal_unwritten()
-                    self.ledger.abandon_in_flight(self.run_id, "the run was stopped (a second signal) before the answer came")
+                    self.ledger.quitting()
+                    try:
+                        self.ledger.abandon_in_flight(self.run_id, "the run was stopped (a second signal) before the answer came")
+                    except sqlite3.Error as error:
+                        self.notice(f"the ledger is busy ({error}): the calls in flight stay 'sending', and the next command marks them in_doubt")
                     raise Interrupted(signal or self.report.signal) from None
                 interrupted = True
                 self.report.interrupted = True

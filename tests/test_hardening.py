@@ -409,6 +409,61 @@ def test_a_second_ctrl_c_journals_the_task_ids_workers_received_but_had_not_writ
         assert row["state"] == "submitted" and row["task_id"] == "task-p0"
 
 
+def test_a_second_ctrl_c_quits_within_seconds_while_a_worker_waits_on_a_ledger_another_process_holds(tmp_path):
+    """The user's second Ctrl-C means "quit now". A worker whose next claim waits for another
+    process's write lock holds the ledger for up to the busy timeout; the run quits after
+    `QUIT_WAIT` instead, leaving what it could not write to the next command."""
+    import httpx
+
+    from batchgen.api import Api
+    from batchgen.expand import Origin, Request
+    from batchgen.ledger import QUIT_WAIT
+    from batchgen.submit import Interrupted, RunSettings, Submission
+
+    path = tmp_path / "ledger.db"
+    other_process = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holding = threading.Event()
+
+    def handler(request):  # the first answer comes; then another process takes the write lock
+        other_process.execute("BEGIN IMMEDIATE")
+        holding.set()
+        prompt = json.loads(request.content)["prompt"]
+        return httpx.Response(200, json={"code": 1, "data": {"task_id": f"task-{prompt}", "estimated_time": 30}})
+
+    class CtrlCTwice:  # the run's wait for its workers, as two Ctrl-C's cut it short
+        def wait(self, timeout):
+            assert holding.wait(10)
+            time.sleep(0.2)  # the worker's next claim is waiting for the lock by now
+            raise KeyboardInterrupt
+
+        def set(self):
+            pass
+
+    notices: list[str] = []
+    requests = [Request(f"{i:064x}", 0, {"prompt": f"p{i}", "model_id": "2-9", "options": {}}, Origin(0)) for i in range(2)]
+    with Ledger(path, busy_timeout=20) as ledger:
+        run_id = ledger.start_run("j", "j.yaml", "https://api.pixwith.ai", {})
+        with Api("https://api.pixwith.ai", "key_testtesttest", transport=httpx.MockTransport(handler)) as api:
+            submission = Submission(ledger, api, RunSettings(rpm=None, concurrency=1), job="j",
+                                    api_base="https://api.pixwith.ai", run_id=run_id, notice=notices.append)
+            submission._all_done = CtrlCTwice()  # type: ignore[assignment]
+            started = time.monotonic()
+            with pytest.raises(Interrupted):
+                submission.run(requests)
+            quit_after = time.monotonic() - started
+            assert quit_after < QUIT_WAIT + 3, quit_after  # not the busy timeout (20 s here)
+            assert any("ledger is busy" in line and "in_doubt" in line for line in notices), notices
+            assert [e["task_id"] for e in journal.entries(path)] == ["task-p0"]
+            other_process.execute("ROLLBACK")  # (in this test the worker lives on, and ends)
+            for thread in threading.enumerate():
+                if thread.name.startswith("batchgen-send-"):
+                    thread.join(20)
+    other_process.close()
+    with Ledger(path) as ledger:  # the next command: the task id is recorded, nothing is sending
+        assert ledger.task(f"{0:064x}")["task_id"] == "task-p0"
+        assert [row["state"] for row in ledger.rows()] == ["submitted"]
+
+
 @pytest.mark.parametrize("eta", [b"1e308", b"Infinity", b"NaN", b"-1", b"1" + b"0" * 400])
 def test_an_absurd_estimated_time_is_recorded_as_unknown_not_a_crash(tmp_path, eta):
     import httpx

@@ -367,7 +367,7 @@ def test_a_second_ctrl_c_quits_at_once_and_calls_in_flight_become_in_doubt(world
     # Did not wait for the answers, which come 3 s after the calls (≥ 2.7 s from here): the
     # bound leaves a loaded machine room to start and end the process (1.4 s was missed once).
     assert time.monotonic() - started < 2.2
-    assert "calls in flight are now in_doubt" in err
+    assert "calls in flight are in_doubt" in err
     rows = env.rows()
     assert rows and {r["state"] for r in rows} == {"in_doubt"}
     assert len(rows) == 4
