@@ -231,8 +231,8 @@ class Ledger:
             conn.execute("COMMIT")
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self.db.conn.execute(sql, tuple(params)).fetchall()
+        with self._locked() as conn:
+            return conn.execute(sql, tuple(params)).fetchall()
 
     # A job's requests are those its file asked for at its last run: rows it no longer asks
     # for are kept, marked superseded (`job_tasks.current` = 0), and left out of what a job

@@ -300,8 +300,12 @@ def on_done(command: str | None, ledger: Ledger, job: str, job_file: str | None,
     BATCHGEN_SUBMITTED / _COMPLETED / _FAILED / _PROCESSING. The API key is not passed on."""
     if not command:
         return
-    states = ledger.job_states(job)
-    generation = ledger.generation_counts(job)
+    try:
+        states = ledger.job_states(job)
+        generation = ledger.generation_counts(job)
+    except sqlite3.Error as e:  # busy after a second Ctrl-C (`Ledger.quitting`), or failing
+        console.err(f"--on-done not run: the ledger could not be read ({e})")
+        return
     env = {k: v for k, v in os.environ.items() if k != "PIXWITH_API_KEY"}
     env.update(
         BATCHGEN_JOB=job, BATCHGEN_JOB_FILE=job_file or "", BATCHGEN_EXIT=str(exit_code), BATCHGEN_LEDGER=str(ledger.path),

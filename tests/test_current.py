@@ -68,6 +68,25 @@ def test_on_done_runs_once_with_the_outcome_in_its_environment_and_not_the_key(w
     assert json.loads(out.read_text().splitlines()[0])["BATCHGEN_EXIT"] == "0"
 
 
+def test_on_done_is_not_run_on_a_ledger_it_cannot_read_and_says_so(tmp_path):
+    import sqlite3
+
+    from batchgen.runner import on_done
+
+    class Busy:  # a ledger a worker still holds after a second Ctrl-C (Ledger.quitting)
+        path = tmp_path / "batchgen.db"
+
+        def job_states(self, job):
+            raise sqlite3.OperationalError("the ledger is busy: another thread is waiting on it")
+
+    said: list[str] = []
+    console = type("Console", (), {"err": staticmethod(said.append), "out": staticmethod(said.append)})()
+    marker = tmp_path / "ran"
+    on_done(f"touch {marker}", Busy(), "job", "job.yaml", 130, console)  # type: ignore[arg-type]
+    assert not marker.exists()
+    assert said == ["--on-done not run: the ledger could not be read (the ledger is busy: another thread is waiting on it)"]
+
+
 def test_download_without_wait_takes_what_is_done_and_says_what_is_pending(world, write_job):
     env = world(time_scale=1)  # minutes: nothing is done yet
     job = write_job(job_text(prompts(2), name="soon"))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import stat
 import threading
+import time
 
 import pytest
 import sqlite_utils
@@ -384,6 +386,31 @@ def test_files_saved_for_a_task_the_request_no_longer_holds_are_not_recorded_on_
     assert ledger.task("k1")["files"] is None
     ledger.record_files_of([("k1", "t-2", ["outputs/t-2.mp4"])])
     assert ledger.task("k1")["files"] == '["outputs/t-2.mp4"]'
+
+
+def test_once_quitting_a_statement_waits_only_briefly_for_a_busy_ledger(ledger):
+    # After a second Ctrl-C: a worker holds the ledger while its claim waits for another
+    # process's write lock (up to the busy timeout); the exiting thread gives up instead.
+    held, let_go = threading.Event(), threading.Event()
+
+    def worker():
+        with ledger._lock:
+            held.set()
+            let_go.wait(10)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert held.wait(5)
+    ledger.quitting(0.2)
+    started = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="busy"):
+        ledger.task("k1")
+    with pytest.raises(sqlite3.OperationalError, match="busy"):
+        ledger.end_run(1, {}, 130)
+    ledger.close()  # gives up too: the process's exit closes it
+    assert time.monotonic() - started < 3
+    let_go.set()
+    thread.join()
 
 
 def test_reading_never_creates_a_ledger(tmp_path):
