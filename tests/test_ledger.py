@@ -339,6 +339,42 @@ def test_a_task_id_journaled_while_another_command_replays_the_journal_is_kept(t
     assert list(journal.entries(path)) == []
 
 
+def test_task_ids_journaled_by_one_process_while_two_others_replay_are_all_recorded(tmp_path):
+    # The same race as above, between real processes: one journals 200 task ids (a run whose
+    # ledger is locked) while two others open the ledger over and over. Before the journal
+    # was taken under its lock, half of them or more were lost this way.
+    import subprocess
+    import sys
+
+    path = tmp_path / "ledger.db"
+    Ledger(path).close()
+    appender = (
+        "import sys, time; from batchgen import journal; from pathlib import Path\n"
+        "folder = Path(sys.argv[1]).parent\n"
+        "while len(list(folder.glob('replaying-*'))) < 2: time.sleep(0.01)\n"
+        "for i in range(200):\n"
+        "    journal.append(Path(sys.argv[1]), {'key': f'k{i:03d}', 'task_id': f't{i}', 'estimated_time': 30,"
+        " 'received_at': '2026-11-25T10:00:00.000Z', 'job': 'job', 'api_base': 'https://api', 'variant': 0,"
+        " 'body': {'prompt': f'p{i}', 'model_id': '2-9', 'options': {}}})\n"
+        "    time.sleep(0.002)\n"
+        "(folder / 'appended').touch()\n"
+    )
+    replayer = (
+        "import os, sys; from pathlib import Path; from batchgen.ledger import Ledger\n"
+        "folder = Path(sys.argv[1]).parent\n"
+        "while True:\n"
+        "    Ledger(Path(sys.argv[1])).close()\n"
+        "    (folder / f'replaying-{os.getpid()}').touch()\n"
+        "    if (folder / 'appended').exists(): break\n"
+    )
+    processes = [subprocess.Popen([sys.executable, "-c", code, str(path)]) for code in (appender, replayer, replayer)]
+    assert [process.wait(60) for process in processes] == [0, 0, 0]
+    with Ledger(path) as ledger:
+        recorded = ledger.db.conn.execute("SELECT count(*) FROM tasks WHERE task_id IS NOT NULL").fetchone()[0]
+    assert recorded == 200
+    assert list(journal.entries(path)) == []
+
+
 def test_an_append_that_finds_its_journal_taken_for_replay_writes_to_the_new_one(tmp_path, monkeypatch):
     path = tmp_path / "ledger.db"
     journal.append(path, answer("first"))
