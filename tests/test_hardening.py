@@ -196,6 +196,52 @@ def submission_against(ledger, handler, n=3, **kwargs):
     return report, notices
 
 
+def creates_each(request):
+    """An API that creates every request it is sent: task `task-<prompt>`."""
+    import httpx
+
+    prompt = json.loads(request.content)["prompt"]
+    return httpx.Response(200, json={"code": 1, "data": {"task_id": f"task-{prompt}", "estimated_time": 30}})
+
+
+def cut_short_by_two_ctrl_cs(ledger, handler, ready: threading.Event, settle: float = 0.0) -> tuple[list[str], float]:
+    """Send two requests, one at a time, and press Ctrl-C twice once `ready` is set and `settle`
+    seconds more have passed; the run must raise Interrupted. (Its notices, the seconds it took.)"""
+    import httpx
+
+    from batchgen.api import Api
+    from batchgen.expand import Origin, Request
+    from batchgen.submit import Interrupted, RunSettings, Submission
+
+    class CtrlCTwice:  # the run's wait for its workers (`Submission._all_done`), cut short
+        def wait(self, timeout):
+            assert ready.wait(10)
+            time.sleep(settle)
+            raise KeyboardInterrupt
+
+        def set(self):
+            pass
+
+    notices: list[str] = []
+    requests = [Request(f"{i:064x}", 0, {"prompt": f"p{i}", "model_id": "2-9", "options": {}}, Origin(0)) for i in range(2)]
+    run_id = ledger.start_run("j", "j.yaml", "https://api.pixwith.ai", {})
+    with Api("https://api.pixwith.ai", "key_testtesttest", transport=httpx.MockTransport(handler)) as api:
+        submission = Submission(ledger, api, RunSettings(rpm=None, concurrency=1), job="j",
+                                api_base="https://api.pixwith.ai", run_id=run_id, notice=notices.append)
+        submission._all_done = CtrlCTwice()  # type: ignore[assignment]
+        started = time.monotonic()
+        with pytest.raises(Interrupted):
+            submission.run(requests)
+    return notices, time.monotonic() - started
+
+
+def join_senders(timeout: float) -> None:
+    """Wait for the send workers a test's run left behind (a second Ctrl-C does not)."""
+    for thread in threading.enumerate():
+        if thread.name.startswith("batchgen-send-"):
+            thread.join(timeout)
+
+
 def test_a_task_id_the_locked_ledger_cannot_take_is_journaled_printed_and_replayed(tmp_path):
     import httpx
 
@@ -271,20 +317,14 @@ class GatedClock:
 
 
 def test_a_request_waiting_for_its_rpm_slot_is_not_yet_claimed_and_the_task_id_before_it_is_written(tmp_path):
-    import httpx
-
     from batchgen.limits import RateLimiter
-
-    def handler(request):
-        prompt = json.loads(request.content)["prompt"]
-        return httpx.Response(200, json={"code": 1, "data": {"task_id": f"task-{prompt}", "estimated_time": 30}})
 
     path = tmp_path / "ledger.db"
     clock = GatedClock()
     done: dict = {}
     with Ledger(path) as ledger:
         limiter = RateLimiter(60, clock=clock)  # one call a second: the second request waits
-        run = threading.Thread(target=lambda: done.update(report=submission_against(ledger, handler, limiter=limiter)[0]))
+        run = threading.Thread(target=lambda: done.update(report=submission_against(ledger, creates_each, limiter=limiter)[0]))
         run.start()
         assert clock.waiting.wait(10)
         # What a SIGKILL now would leave: the first request's task id, and nothing `sending`
@@ -329,14 +369,8 @@ def test_a_call_whose_claim_took_long_takes_a_new_slot_so_the_rpm_ceiling_holds(
 
 
 def test_a_task_id_is_written_before_the_spend_cap_re_reads_the_balance(tmp_path, monkeypatch):
-    import httpx
-
     from batchgen import budget
     from batchgen.prices import PriceBook, PriceRule
-
-    def handler(request):
-        prompt = json.loads(request.content)["prompt"]
-        return httpx.Response(200, json={"code": 1, "data": {"task_id": f"task-{prompt}", "estimated_time": 30}})
 
     path = tmp_path / "ledger.db"
     seen: list = []
@@ -349,35 +383,14 @@ def test_a_task_id_is_written_before_the_spend_cap_re_reads_the_balance(tmp_path
     monkeypatch.setattr(budget, "CHECK_AFTER", 1)  # re-read after every create
     cap = budget.Budget(100, PriceBook([PriceRule((), 1, "j", 1, 1, "prices[0]")]), balance_before=1000, read_balance=read_balance)
     with Ledger(path) as ledger:
-        report, _ = submission_against(ledger, handler, n=2, budget=cap)
+        report, _ = submission_against(ledger, creates_each, n=2, budget=cap)
     assert seen == [[("submitted", "task-p0")], [("submitted", "task-p0"), ("submitted", "task-p1")]]
     assert report.outcomes["submitted"] == 2 and report.capped is None
 
 
 def test_a_second_ctrl_c_journals_the_task_ids_workers_received_but_had_not_written(tmp_path, monkeypatch):
-    import httpx
-
-    from batchgen.api import Api
-    from batchgen.expand import Origin, Request
-    from batchgen.submit import Interrupted, RunSettings, Submission
-
-    def handler(request):
-        prompt = json.loads(request.content)["prompt"]
-        return httpx.Response(200, json={"code": 1, "data": {"task_id": f"task-{prompt}", "estimated_time": 30}})
-
     holding, let_go = threading.Event(), threading.Event()
-
-    class CtrlCTwice:  # the run's wait for its workers, as two Ctrl-C's cut it short
-        def wait(self, timeout):
-            assert holding.wait(10)
-            raise KeyboardInterrupt
-
-        def set(self):
-            pass
-
     path = tmp_path / "ledger.db"
-    notices: list[str] = []
-    requests = [Request(f"{i:064x}", 0, {"prompt": f"p{i}", "model_id": "2-9", "options": {}}, Origin(0)) for i in range(2)]
     with Ledger(path) as ledger:
         claim = ledger.claim
 
@@ -388,22 +401,14 @@ def test_a_second_ctrl_c_journals_the_task_ids_workers_received_but_had_not_writ
             return claim(*args, answered=answered, **kwargs)
 
         monkeypatch.setattr(ledger, "claim", stuck_claim)
-        run_id = ledger.start_run("j", "j.yaml", "https://api.pixwith.ai", {})
-        with Api("https://api.pixwith.ai", "key_testtesttest", transport=httpx.MockTransport(handler)) as api:
-            submission = Submission(ledger, api, RunSettings(rpm=None, concurrency=1), job="j",
-                                    api_base="https://api.pixwith.ai", run_id=run_id, notice=notices.append)
-            submission._all_done = CtrlCTwice()  # type: ignore[assignment]
-            with pytest.raises(Interrupted):
-                submission.run(requests)
-            # What the process leaves as it exits: the row in_doubt, as any call it quit on,
-            # and the task id in the journal.
-            assert ledger.task(f"{0:064x}")["state"] == "in_doubt"
-            assert [e["task_id"] for e in journal.entries(path)] == ["task-p0"]
-            assert any("task-p0" in line and ".journal" in line for line in notices)
-            let_go.set()  # (in this test the worker lives on: it may write the id too)
-            for thread in threading.enumerate():
-                if thread.name.startswith("batchgen-send-"):
-                    thread.join(10)
+        notices, _ = cut_short_by_two_ctrl_cs(ledger, creates_each, holding)
+        # What the process leaves as it exits: the row in_doubt, as any call it quit on,
+        # and the task id in the journal.
+        assert ledger.task(f"{0:064x}")["state"] == "in_doubt"
+        assert [e["task_id"] for e in journal.entries(path)] == ["task-p0"]
+        assert any("task-p0" in line and ".journal" in line for line in notices)
+        let_go.set()  # (in this test the worker lives on: it may write the id too)
+        join_senders(10)
     with Ledger(path) as ledger:  # the next command records it
         row = ledger.task(f"{0:064x}")
         assert row["state"] == "submitted" and row["task_id"] == "task-p0"
@@ -413,12 +418,7 @@ def test_a_second_ctrl_c_quits_within_seconds_while_a_worker_waits_on_a_ledger_a
     """The user's second Ctrl-C means "quit now". A worker whose next claim waits for another
     process's write lock holds the ledger for up to the busy timeout; the run quits after
     `QUIT_WAIT` instead, leaving what it could not write to the next command."""
-    import httpx
-
-    from batchgen.api import Api
-    from batchgen.expand import Origin, Request
     from batchgen.ledger import QUIT_WAIT
-    from batchgen.submit import Interrupted, RunSettings, Submission
 
     path = tmp_path / "ledger.db"
     other_process = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -427,37 +427,16 @@ def test_a_second_ctrl_c_quits_within_seconds_while_a_worker_waits_on_a_ledger_a
     def handler(request):  # the first answer comes; then another process takes the write lock
         other_process.execute("BEGIN IMMEDIATE")
         holding.set()
-        prompt = json.loads(request.content)["prompt"]
-        return httpx.Response(200, json={"code": 1, "data": {"task_id": f"task-{prompt}", "estimated_time": 30}})
+        return creates_each(request)
 
-    class CtrlCTwice:  # the run's wait for its workers, as two Ctrl-C's cut it short
-        def wait(self, timeout):
-            assert holding.wait(10)
-            time.sleep(0.2)  # the worker's next claim is waiting for the lock by now
-            raise KeyboardInterrupt
-
-        def set(self):
-            pass
-
-    notices: list[str] = []
-    requests = [Request(f"{i:064x}", 0, {"prompt": f"p{i}", "model_id": "2-9", "options": {}}, Origin(0)) for i in range(2)]
     with Ledger(path, busy_timeout=20) as ledger:
-        run_id = ledger.start_run("j", "j.yaml", "https://api.pixwith.ai", {})
-        with Api("https://api.pixwith.ai", "key_testtesttest", transport=httpx.MockTransport(handler)) as api:
-            submission = Submission(ledger, api, RunSettings(rpm=None, concurrency=1), job="j",
-                                    api_base="https://api.pixwith.ai", run_id=run_id, notice=notices.append)
-            submission._all_done = CtrlCTwice()  # type: ignore[assignment]
-            started = time.monotonic()
-            with pytest.raises(Interrupted):
-                submission.run(requests)
-            quit_after = time.monotonic() - started
-            assert quit_after < QUIT_WAIT + 3, quit_after  # not the busy timeout (20 s here)
-            assert any("ledger is busy" in line and "in_doubt" in line for line in notices), notices
-            assert [e["task_id"] for e in journal.entries(path)] == ["task-p0"]
-            other_process.execute("ROLLBACK")  # (in this test the worker lives on, and ends)
-            for thread in threading.enumerate():
-                if thread.name.startswith("batchgen-send-"):
-                    thread.join(20)
+        # 0.2 s after the answer, the worker's next claim is waiting for the lock.
+        notices, quit_after = cut_short_by_two_ctrl_cs(ledger, handler, holding, settle=0.2)
+        assert quit_after < QUIT_WAIT + 3, quit_after  # not the busy timeout (20 s here)
+        assert any("ledger is busy" in line and "in_doubt" in line for line in notices), notices
+        assert [e["task_id"] for e in journal.entries(path)] == ["task-p0"]
+        other_process.execute("ROLLBACK")  # (in this test the worker lives on, and ends)
+        join_senders(20)
     other_process.close()
     with Ledger(path) as ledger:  # the next command: the task id is recorded, nothing is sending
         assert ledger.task(f"{0:064x}")["task_id"] == "task-p0"
