@@ -253,8 +253,8 @@ class Ledger:
         reads `generation_failed` (sent again only with --regenerate-failed)."""
         found: dict[str, str] = {}
         keys = list(keys)
-        with self._lock:
-            cursor = self.db.conn.cursor()
+        with self._locked() as conn:
+            cursor = conn.cursor()
             cursor.row_factory = None  # plain tuples: this runs once per request of a plan
             for start in range(0, len(keys), _BATCH):
                 chunk = keys[start : start + _BATCH]
@@ -287,10 +287,10 @@ class Ledger:
         sql += " ORDER BY t.submitted_at IS NULL, t.submitted_at, t.key"
         # Streamed, a batch at a time: `tasks --json` of a million rows holds one batch, not
         # a million. (Not for use while another thread writes through this ledger.)
-        with self._lock:
-            cursor = self.db.conn.execute(sql, params)
+        with self._locked() as conn:
+            cursor = conn.execute(sql, params)
         while True:
-            with self._lock:
+            with self._locked():
                 batch = cursor.fetchmany(_BATCH)
             if not batch:
                 return
@@ -373,19 +373,18 @@ class Ledger:
         The requests are staged in a temporary table, which takes no lock on the ledger, and
         written in one transaction when the block ends well: a run validates and links in one
         pass over its job, and a job that fails validation links nothing."""
-        with self._lock:
-            self.db.conn.execute(
+        with self._locked() as conn:
+            conn.execute(
                 # No key index: appending is several times faster than keeping random keys in
                 # order, and the two statements below each need one pass over the table.
                 "CREATE TEMP TABLE IF NOT EXISTS staged_links (key TEXT, label TEXT, meta TEXT)"
             )
-            self.db.conn.execute("DELETE FROM temp.staged_links")
+            conn.execute("DELETE FROM temp.staged_links")
 
         def stage(requests: Iterable[Link]) -> None:
             # Streamed into the table: a first run stages every request it holds at once.
             rows = ((r.key, r.label, json.dumps(r.meta, ensure_ascii=False, default=str) if r.meta else None) for r in requests)
-            with self._lock:
-                conn = self.db.conn
+            with self._locked() as conn:
                 conn.execute("BEGIN")  # deferred, and only the temp database is written: no write lock
                 conn.executemany("INSERT INTO temp.staged_links (key, label, meta) VALUES (?, ?, ?)", rows)
                 conn.execute("COMMIT")
@@ -415,8 +414,8 @@ class Ledger:
                         (job,),
                     )
         finally:
-            with self._lock:
-                self.db.conn.execute("DELETE FROM temp.staged_links")
+            with self._locked() as conn:
+                conn.execute("DELETE FROM temp.staged_links")
 
     def runs(self, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """The latest runs (of `job`), newest first."""

@@ -442,6 +442,10 @@ def test_once_quitting_a_statement_waits_only_briefly_for_a_busy_ledger(ledger):
     with pytest.raises(sqlite3.OperationalError, match="busy"):
         ledger.task("k1")
     with pytest.raises(sqlite3.OperationalError, match="busy"):
+        ledger.states(["k1"])
+    with pytest.raises(sqlite3.OperationalError, match="busy"):
+        list(ledger.rows())
+    with pytest.raises(sqlite3.OperationalError, match="busy"):
         ledger.end_run(1, {}, 130)
     ledger.close()  # gives up too: the process's exit closes it
     assert time.monotonic() - started < 3
