@@ -103,7 +103,7 @@ class Ledger:
     """
 
     def __init__(self, path: str | Path, *, create: bool = True, busy_timeout: float = BUSY_TIMEOUT):
-        self.path = Path(path)
+        self.path = _real_name(Path(path))
         if not create and not self.path.exists():
             raise NoLedger(f"no ledger at {self.path}: nothing has been sent from this project yet")
         self._create_private(self.path)
@@ -734,6 +734,17 @@ _PROCESSING = "t.state = 'submitted' AND coalesce(t.status, 'processing') = 'pro
 _EFFECTIVE_STATE = "CASE WHEN state = 'submitted' AND status = 'failed' THEN 'generation_failed' ELSE state END"
 
 
+def _real_name(path: Path) -> Path:
+    """The ledger's own name, through any symlink (of the file or of a folder above it).
+
+    SQLite follows links, but the files beside the ledger (journal, reserve, the runs' locks)
+    are named from this path: reached under two names, two runs would each see the other's
+    live rows as left by a run that ended, and send them again. Unchanged when no link is
+    involved, so messages name the path as the user typed it."""
+    real = Path(os.path.realpath(path))
+    return path if real == Path(os.path.abspath(path)) else real
+
+
 def _insert_claim(conn: sqlite3.Connection, request: Request, sent: str, job: str, api_base: str, run_id: int, stamp: str) -> bool:
     """Claim a request the ledger has no row for; False if it has one."""
     body = request.body
@@ -748,25 +759,21 @@ def _insert_claim(conn: sqlite3.Connection, request: Request, sent: str, job: st
 def _reclaim(conn: sqlite3.Connection, request: Request, stamp: str, run_id: int, allow: set[str]) -> str | None:
     """Claim a request the ledger has a row for, if its state is in `allow`; inside the
     caller's transaction. Returns the state it had, or None."""
-    row = conn.execute(f"SELECT {_EFFECTIVE_STATE} AS state FROM tasks WHERE key = ?", (request.key,)).fetchone()
+    row = conn.execute(f"SELECT {_EFFECTIVE_STATE} AS state, task_id FROM tasks WHERE key = ?", (request.key,)).fetchone()
     if row["state"] not in allow:
         return None
-    if row["state"] == "generation_failed":  # its earlier task is kept, not overwritten
-        conn.execute(
-            "INSERT INTO task_history (key, task_id, submitted_at, status, result_urls, error, replaced_at, run_id)"
-            " SELECT key, task_id, submitted_at, status, result_urls, error, ?, ? FROM tasks WHERE key = ?",
-            (stamp, run_id, request.key),
-        )
+    conn.execute(
+        "UPDATE tasks SET state = 'sending', attempts = attempts + 1, updated_at = ?, run_id = ?, error = NULL WHERE key = ?",
+        (stamp, run_id, request.key),
+    )
+    if row["task_id"] is not None:
+        # Its earlier task (a failed generation; or an answer another run wrote) is kept in
+        # task_history by the tasks_keep_replaced_task_id trigger (migrations.py), not lost.
         conn.execute(
             "UPDATE tasks SET task_id = NULL, estimated_time = NULL, submitted_at = NULL, eta_at = NULL,"
             " status = NULL, result_urls = NULL, checked_at = NULL, files = NULL WHERE key = ?",
             (request.key,),
         )
-    conn.execute(
-        "UPDATE tasks SET state = 'sending', attempts = attempts + 1, updated_at = ?, run_id = ?,"
-        " error = NULL WHERE key = ?",
-        (stamp, run_id, request.key),
-    )
     return str(row["state"])
 
 

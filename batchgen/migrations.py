@@ -208,3 +208,23 @@ def m008_standing_indexes(db: sqlite_utils.Database) -> None:
     cost in proportion to the job, and little per request (SPEC §6.7)."""
     db.table("tasks").create_index(["key", "state", "status", "eta_at", "model_id"], index_name="tasks_standing")
     db.table("job_tasks").create_index(["job", "current", "key"], index_name="job_tasks_current")
+
+
+@migration
+def m009_keep_replaced_task_ids(db: sqlite_utils.Database) -> None:
+    """Whatever writes over a row's task id (a request sent again, a second answer, a journal
+    replayed), the earlier id goes to `task_history` first. A task id is a paid video: one
+    the ledger forgets is paid for and never fetched. In the schema, not in each writer, so
+    that no way of updating a row can drop one."""
+    db.execute(
+        """
+        CREATE TRIGGER tasks_keep_replaced_task_id
+        BEFORE UPDATE OF task_id ON tasks
+        WHEN OLD.task_id IS NOT NULL AND NEW.task_id IS NOT OLD.task_id
+        BEGIN
+            INSERT INTO task_history (key, task_id, submitted_at, status, result_urls, error, replaced_at, run_id)
+            VALUES (OLD.key, OLD.task_id, OLD.submitted_at, OLD.status, OLD.result_urls, OLD.error,
+                    coalesce(NEW.updated_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')), NEW.run_id);
+        END
+        """
+    )

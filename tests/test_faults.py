@@ -72,14 +72,18 @@ def test_scenario(world, write_job, number):
     job = write_job(job_text(prompts(size, tag=f"s{number}")))
     flags = ["--yes", "--rpm", str(RPM), "--read-timeout", "1", "--max-identical-errors", "1000"]
     kills = interrupts = 0
-    actions = ["kill", "kill", "interrupt", "term", "concurrent", "rerun", "locked"] + (["namespace-kill"] if UNSHARE else [])
+    actions = ["kill", "kill", "interrupt", "term", "concurrent", "linked", "rerun", "locked"] + (["namespace-kill"] if UNSHARE else [])
+    linked = env.tmp / "linked"  # the same project reached through a symlinked folder
+    linked.symlink_to(env.tmp)
     taken = []
     for step in range(rng.randint(3, 4)):
         action = rng.choice(actions)
         taken.append(action)
         base = ["--base-url", spelling(env.sandbox.base_url, rng)]
-        if action == "concurrent":
-            runs = [env.popen("run", job, *flags, *base, "--concurrency", "4") for _ in range(2)]
+        if action in ("concurrent", "linked"):
+            # "linked": the second run names the ledger through the symlink (one ledger, two names).
+            other = {"BATCHGEN_LEDGER": str(linked / env.ledger_path.name)} if action == "linked" else {}
+            runs = [env.popen("run", job, *flags, *base, "--concurrency", "4", env=e) for e in ({}, other)]
             for process in runs:
                 process.communicate(timeout=120)
             continue

@@ -117,6 +117,8 @@ def test_a_workers_answer_is_written_in_the_same_commit_as_its_next_claim(ledger
     answered = Answered("k1", "task-1", 30, "2026-11-30T10:00:00.000Z")
     assert ledger.claim(request("k2"), "job", "https://api", run, allow=set(), answered=answered) == "new"
     ledger.db.conn.set_trace_callback(None)
+    # SQLite traces an UPDATE again as it enters the task-history trigger: one statement, not two.
+    statements = [s for i, s in enumerate(statements) if i == 0 or s != statements[i - 1]]
     assert [s.split()[0] for s in statements] == ["BEGIN", "UPDATE", "INSERT", "COMMIT"]  # one commit for both
     assert ledger.task("k1")["task_id"] == "task-1" and ledger.task("k1")["state"] == "submitted"
     assert ledger.task("k1")["eta_at"] == "2026-11-30T10:00:30.000Z"
@@ -258,6 +260,37 @@ def test_a_ledger_with_two_hard_links_is_refused(tmp_path):
         Ledger(path)
     with pytest.raises(UsageError, match="hard links"):
         Ledger(tmp_path / "other.db")
+
+
+def test_a_ledger_reached_through_a_symlink_is_the_same_ledger_with_the_same_runs(tmp_path):
+    """Run A opens the ledger by its real name, run B through a linked folder: B must see A's
+    claims as a live run's (not "left by a run that ended"), so that even with
+    --resubmit-in-doubt it does not send them again."""
+    project = tmp_path / "project"
+    with Ledger(project / "batchgen.db") as a:
+        run = a.start_run("job", "job.yaml", "https://api", {})
+        lock = RunLock(a.path, run)  # run A, still going
+        a.claim(request(), "job", "https://api", run, allow=set())
+        (tmp_path / "elsewhere").symlink_to(project)
+        with Ledger(tmp_path / "elsewhere" / "batchgen.db") as b:
+            assert b.recovered == 0 and b.task("k1")["state"] == "sending"
+            assert b.claim(request(), "job", "https://api", run + 1, allow={"failed", "in_doubt"}) is None
+            assert journal.journal_path(b.path) == journal.journal_path(a.path)
+        lock.release()
+
+
+def test_a_task_id_written_over_is_kept_in_the_history(ledger):
+    """However a second task id reaches a row (two runs' answers, a journal replayed, a
+    reclaim), the first one, a paid video, stays findable in task_history."""
+    run = ledger.start_run("job", "job.yaml", "https://api", {})
+    ledger.claim(request(), "job", "https://api", run, allow=set())
+    ledger.record_submitted("k1", "task-A", 30)
+    ledger.record_submitted("k1", "task-B", 30)
+    assert [h["task_id"] for h in ledger.history("k1")] == ["task-A"]
+    ledger.record_outcome("k1", "in_doubt", "a second answer")  # a row in doubt that holds a task
+    assert ledger.claim(request(), "job", "https://api", run, allow={"in_doubt"}) == "in_doubt"
+    assert [h["task_id"] for h in ledger.history("k1")] == ["task-A", "task-B"]
+    assert ledger.task("k1")["task_id"] is None
 
 
 def test_a_corrupt_index_is_found_before_sending(tmp_path):
