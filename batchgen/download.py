@@ -32,6 +32,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from . import __version__, models
+from .expand import label_file_stem
 from .connections import OneConnectionEach
 from .ledger import Ledger
 from .limits import REAL_CLOCK, Backoff, Clock, attempts
@@ -93,27 +94,34 @@ def file_name(row: dict[str, Any], index: int, count: int) -> str:
     (`shot-12-wan2.2-pro.mp4`) when the job gives it one; `_2` etc. for more files."""
     extra = f"_{index + 1}" if count > 1 else ""
     if row.get("label"):
-        return f"{safe_name(row['label'])}{extra}.mp4"
+        return f"{label_file_stem(row['label'])}{extra}.mp4"
     model = models.label(row["model_id"] or "")
     return f"{model}_{slug(row['prompt'] or '')}_{row['key'][:8]}_v{row['variant']}{extra}.mp4"
 
 
-def safe_name(label: str) -> str:
-    """A label as a file name: letters, digits, `.`, `_`, `-` kept, anything else `-`."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip(".-")[:120]
-    return name or "video"
-
-
 def result_files(rows: list[dict[str, Any]], out: Path) -> list[ResultFile]:
-    files: list[ResultFile] = []
+    """Every video of `rows`, each with a path of its own.
+
+    Validation keeps a job's ids apart as file names, but a ledger written before it did (or
+    labels a later edit made equal) can still name two tasks alike: each of those then gets
+    its key's first 8 characters too, whatever order the rows come in, so that no download
+    overwrites another task's paid video."""
+    named: list[tuple[dict[str, Any], str, str]] = []
+    owners: dict[str, set[str]] = {}
     for row in rows:
         try:
             urls = json.loads(row["result_urls"] or "[]")
         except ValueError:
             urls = []
         urls = [u for u in urls if isinstance(u, str)] if isinstance(urls, list) else []
-        files.extend(ResultFile(row, url, out / file_name(row, i, len(urls))) for i, url in enumerate(urls))
-    return files
+        for i, url in enumerate(urls):
+            name = file_name(row, i, len(urls))
+            named.append((row, url, name))
+            owners.setdefault(name.casefold(), set()).add(row["key"])
+    return [
+        ResultFile(row, url, out / (name if len(owners[name.casefold()]) == 1 else f"{name[:-4]}_{row['key'][:8]}.mp4"))
+        for row, url, name in named
+    ]
 
 
 def download(
@@ -133,6 +141,12 @@ def download(
     `rebase` maps a recorded URL to the one to fetch (`download --sandbox` points the
     sandbox's file URLs at the sandbox serving now)."""
     work = result_files(ledger.completed_tasks(job), out)
+    # A file on disk is this task's only if no other task's row records it: a ledger written
+    # when two tasks could share a name may hold either video there (fetched again, then).
+    recorded: dict[str, set[str]] = {}
+    for item in work:
+        for path in _recorded_files(item.row):
+            recorded.setdefault(path, set()).add(item.row["key"])
     report = DownloadReport()
     lock = threading.Lock()
     done = 0
@@ -143,7 +157,7 @@ def download(
     def fetch(item: ResultFile) -> None:
         nonlocal done
         result: int | str
-        if item.path.exists():
+        if item.path.exists() and recorded.get(str(item.path), set()) <= {item.row["key"]}:
             result = "skipped"
         else:
             result = fetch_file(client, rebase(item.url), item.path, loopback_api=item.loopback_api, bounds=bounds, stop=stop)
@@ -170,11 +184,17 @@ def download(
         by_task.setdefault(item.row["key"], (item.row, []))
     for item in present:
         by_task[item.row["key"]][1].append(str(item.path))
-    ledger.record_files_of(
-        (row["key"], row["task_id"], paths) for row, paths in by_task.values() if paths != json.loads(row["files"] or "[]")
-    )
+    ledger.record_files_of((row["key"], row["task_id"], paths) for row, paths in by_task.values() if paths != _recorded_files(row))
     write_manifest(present, out)
     return report
+
+
+def _recorded_files(row: dict[str, Any]) -> list[str]:
+    try:
+        files = json.loads(row["files"] or "[]")
+    except ValueError:
+        return []
+    return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
 
 
 class Getter(Protocol):

@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Iterator, NamedTuple
 
@@ -282,12 +283,17 @@ def sourced(job: Job, api_base: str = DEFAULT_API_BASE) -> Iterator[tuple[Reques
             if rendered is not None:
                 body["prompt"] = rendered
             label_source = merged.get("id")
-            if label_source is not None:
-                used |= templates.names(str(label_source)) if templates.is_template(label_source) else frozenset()
+            label_names = templates.names(str(label_source)) if templates.is_template(label_source) else frozenset()
+            used |= label_names
             meta = _present(merged.get("meta")) or None
             unused = frozenset(values) - used
+            # An id that does not say `{{ variant }}` names the first variant; the others get
+            # `-v1`, `-v2`...: without it, every repeat of a row would share one file name.
+            numbered = label_source is not None and "variant" not in label_names
             for variant, key in enumerate(_identities(api_json, body, repeat)):
                 label, label_problem = _label(label_source, values, body, variant)
+                if numbered and variant and label is not None:
+                    label = f"{label}-v{variant}"
                 yield Request(key, variant, body, origin, label, meta, problem or label_problem, unused), merged
 
 
@@ -395,6 +401,14 @@ def _label(source: Any, values: dict[str, Any], body: dict[str, Any], variant: i
         return templates.render(str(source), {**values, "model": models.label(str(body.get("model_id"))), "variant": variant}), None
     except templates.TemplateProblem as e:
         return None, ("id", str(e))
+
+
+def label_file_stem(label: str) -> str:
+    """A label as a file name (without `.mp4`): letters, digits, `.`, `_`, `-` kept, any run
+    of anything else one `-`. Two ids with the same stem, in any letter case, are one file on
+    some disks: validation refuses them."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip(".-")[:120]
+    return name or "video"
 
 
 def upper_bound(job: Job) -> int:

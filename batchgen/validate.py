@@ -21,6 +21,7 @@ from .expand import (
     Source,
     describe_origin,
     expand,
+    label_file_stem,
     locate,
     merged_requests,
     unused_excludes,
@@ -90,7 +91,7 @@ def checked(result: ValidatedJob) -> Iterator[Request]:
     # key → the entry that first asked for it, a key held as `seen_key` gives it.
     first_entry: dict[bytes, int] = {}
     verified: set[str] = set()  # model ids the catalogue marks verified (looked up once each)
-    labels: dict[str, Origin] = {}
+    labels: dict[str, tuple[Origin, str]] = {}  # file stem → the first request's origin and id
     unused: dict[int, tuple[Origin, frozenset[str]]] = {}  # entry → vars no request of it reads
     for request in expand(job, api_base):
         if request.problem is not None:
@@ -111,9 +112,19 @@ def checked(result: ValidatedJob) -> Iterator[Request]:
         result.unique += 1
         result.by_model_id[str(request.body.get("model_id"))] += 1
         if request.label is not None:
-            other = labels.setdefault(request.label, request.origin)
-            if other is not request.origin:
-                message = f"id {request.label!r} is given to more than one request (also {describe_origin(job, other)})"
+            # Compared as the file names they become (`shot/1`, `shot 1` and `Shot-1` are
+            # one file on a Mac): two requests under one name would overwrite a paid video.
+            stem = label_file_stem(request.label).casefold()
+            first = labels.get(stem)
+            if first is None:
+                labels[stem] = (request.origin, request.label)
+            else:
+                other, other_label = first
+                if other_label == request.label:
+                    message = f"id {request.label!r} is given to more than one request (also {describe_origin(job, other)})"
+                else:
+                    message = (f"ids {request.label!r} and {other_label!r} are one file name, {label_file_stem(other_label)}.mp4"
+                               f" (the other is {describe_origin(job, other)})")
                 _add(problems, _located(job, request.origin, ("id",), message, "an id names one request of the job: add {{ variant }} or a var to it"))
         if request.variant == 0:
             for error in checker.errors(checkable_body(request.body), request.shape):

@@ -11,6 +11,7 @@ import json
 from helpers import PRO_DEFAULTS
 
 from batchgen.expand import canonical_json, expand
+from batchgen.spec import load_job
 
 VARS_JOB = (
     "version: 1\n"
@@ -127,6 +128,53 @@ def test_a_duplicate_id_after_expansion_is_an_error_at_the_id(cli, write_job):
     assert result.exit_code == 2 and "job.yaml:8:9: error: requests[0].id: id 'same' is given to more than one request" in result.stderr
     variants = write_job("version: 1\n" + PRO_DEFAULTS + "requests:\n  - {prompt: a, id: 'a-{{ variant }}', repeat: 2}\n", name="v.yaml")
     assert cli("validate", variants).exit_code == 0
+
+
+def test_ids_that_become_one_file_name_are_refused_where_they_are_written(cli, write_job):
+    csv_file = "prompt,id\nA fox,shot/1\nA hare,shot-1\nA deer,Shot 1\n"
+    job = write_job("version: 1\n" + PRO_DEFAULTS + "requests:\n  - rows: {file: shots.csv}\n", files={"shots.csv": csv_file})
+    result = cli("validate", job)
+    assert result.exit_code == 2, result.output
+    assert "shots.csv:3" in result.stderr and "ids 'shot-1' and 'shot/1' are one file name, shot-1.mp4" in result.stderr
+    assert "shots.csv:4" in result.stderr and "ids 'Shot 1' and 'shot/1'" in result.stderr
+
+
+def test_each_repeat_of_a_named_row_gets_a_name_of_its_own(world, write_job):
+    """A CSV with ids and `repeat: 2`: the first take keeps the id, the second is `-v1`; every
+    paid video gets its own file, and a second download finds them all."""
+    env = world(time_scale=0)
+    job = write_job(
+        "version: 1\nname: takes\n" + PRO_DEFAULTS + "requests:\n  - rows: {file: shots.csv}\n    repeat: 2\n",
+        files={"shots.csv": "prompt,id\nA fox,fox\nA hare,hare\n"},
+    )
+    assert env.cli("validate", job).exit_code == 0
+    assert [r.label for r in expand(load_job(job))] == ["fox", "fox-v1", "hare", "hare-v1"]
+    assert env.cli("run", job, "--yes", "--rpm", "0", "--wait").exit_code == 0
+    out = env.tmp / "videos"
+    first = env.cli("download", "takes", "--out", out)
+    assert first.exit_code == 0 and "4 downloaded" in first.output, first.output
+    assert sorted(p.name for p in out.glob("*.mp4")) == ["fox-v1.mp4", "fox.mp4", "hare-v1.mp4", "hare.mp4"]
+    assert "4 already there" in env.cli("download", "takes", "--out", out).output
+
+
+def test_download_never_gives_two_tasks_one_file_and_fetches_again_one_the_ledger_gave_two(world, write_job):
+    """Labels equal in the ledger (written before ids were checked as file names): each task
+    gets its own file, and a file another task's row claims is not taken as this one's."""
+    env = world(time_scale=0)
+    job = write_job("version: 1\nname: old\n" + PRO_DEFAULTS + "requests:\n  - {prompt: a fox, id: a}\n  - {prompt: a hare, id: b}\n")
+    assert env.cli("run", job, "--yes", "--rpm", "0", "--wait").exit_code == 0
+    out = env.tmp / "videos"
+    out.mkdir()
+    with env.ledger() as ledger:  # as an older batchgen left it: both rows named and filed alike
+        keys = [row["key"] for row in ledger.rows()]
+        ledger.db.conn.execute("UPDATE job_tasks SET label = 'shot-1'")
+        ledger.db.conn.execute("UPDATE tasks SET files = ?", (json.dumps([str(out / "shot-1.mp4")]),))
+    (out / "shot-1.mp4").write_bytes(b"one of the two videos")
+    result = env.cli("download", "old", "--out", out)
+    assert result.exit_code == 0 and "2 downloaded" in result.output, result.output
+    assert sorted(p.name for p in out.glob("shot-1_*.mp4")) == sorted(f"shot-1_{key[:8]}.mp4" for key in keys)
+    recorded = [json.loads(r["files"]) for r in env.rows()]
+    assert sorted(len(set(paths)) for paths in recorded) == [1, 1] and len({p for paths in recorded for p in paths}) == 2
 
 
 def test_labels_are_stored_shown_and_name_the_downloaded_files(world, write_job):
