@@ -104,7 +104,9 @@ def spend_line(report: RunReport, before: int | None, after: int | None) -> str:
     if report.unpriced:
         spent += f" (+{report.unpriced} requests of unknown price)"
     if before is not None:
-        spent += f"; balance {before:,} before" + (f", {after:,} after" if after is not None else "")
+        spent += f"; balance {before:,} before" + (f", {after:,} after ({before - after:,} spent)" if after is not None else "")
+        if after is not None and before - after > report.spent and not report.unpriced:
+            spent += "; the balance fell by more than the prices say: check them (batchgen prices)"
     return spent
 
 
@@ -134,4 +136,5 @@ def price_report(job_file: str | None, ledger: Ledger | None, prices_file: str |
             rows.append((describe_class(key), f"{price.credits:,}" if price else "unknown", price.source if price else "no rule matches, nothing learned"))
         lines.append(f"{validated.job.name}, by class:")
         lines += ["  " + line for line in table(rows, ("class", "credits", "source"))]
+        lines += [f"warning: {sentence}" for sentence in filter(None, map(book.contradiction, classes.values()))]
     return lines

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 from . import models
 from .errors import BatchgenError, JobError
 from .expand import Request, describe_origin, expand
-from .prices import NO_PRICES, PriceBook, PriceTie, class_tuple, key_of_tuple
+from .prices import NO_PRICES, PriceBook, PriceTie, class_key, class_tuple, key_of_tuple
 from .spec import load_job
 from .urls import canonical_base_url
 from .validate import ValidatedJob, checked
@@ -61,14 +61,21 @@ class Plan:
     # class (prices.class_tuple) → requests it would send with no known price; None when no
     # price is known at all (then every class lacks one, and they are not counted)
     unknown_by_class: Counter[tuple[Any, ...]] | None = field(default_factory=Counter)
+    # class key → what contradicts its declared price (the balance taught another), per class
+    # the run would send
+    contradictions: dict[str, str | None] = field(default_factory=dict)
 
-    def count(self, planned: PlannedRequest, *, sends: bool | None = None) -> None:
+    def count(self, planned: PlannedRequest, *, sends: bool | None = None, book: PriceBook = NO_PRICES) -> None:
         """Count a request; `sends`: whether the run sends it (default: a plain run would)."""
         model_id = str(planned.request.body.get("model_id"))
         self.counts[planned.action] += 1
         self.by_model_id[(model_id, planned.action)] += 1
         if not (planned.action in WOULD_SEND if sends is None else sends):
             return
+        if book.may_contradict:  # a few classes: each asked once
+            cls = class_key(planned.request.body)
+            if cls not in self.contradictions:
+                self.contradictions[cls] = book.contradiction(planned.request.body)
         if planned.credits is None:
             self.unknown += 1
             if self.unknown_by_class is not None:
@@ -89,6 +96,10 @@ class Plan:
         for (model_id, action), n in self.by_model_id.items():
             out.setdefault(models.label(str(model_id)), Counter())[action] += n
         return out
+
+    @property
+    def price_warnings(self) -> list[str]:
+        return [sentence for sentence in self.contradictions.values() if sentence]
 
     def summary(self) -> dict[str, object]:
         return {
@@ -125,7 +136,7 @@ def plan_job(
     # (and these counts are dropped with it).
     for chunk in _in_batches(checked(validated)):
         for item in _decide(chunk, states, book, validated):
-            result.count(item)
+            result.count(item, book=book)
     return validated, result
 
 
@@ -182,7 +193,7 @@ def prepare_run(
             stage(chunk)
         for item in _decide(chunk, states, book, expansion):
             sends = item.action == "new" or _STATE_OF_ACTION.get(item.action) in allow
-            result.count(item, sends=sends)
+            result.count(item, sends=sends, book=book)
             if sends:
                 to_send.add(item)
     return result, to_send

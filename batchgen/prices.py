@@ -235,6 +235,34 @@ class PriceBook:
         price = self.price(body)
         return price.credits if price else None
 
+    def credits_for_cap(self, body: dict[str, Any]) -> int | None:
+        """What a spend cap counts for `body`: the higher of its declared and learned prices.
+        A typed-in price the balance contradicts must not let a cap be passed."""
+        price = self.credits(body)
+        learned = self.learned.get(class_key(body)) if self.learned else None
+        if learned is not None and (price is None or learned[0] > price):
+            return learned[0]
+        return price
+
+    @property
+    def may_contradict(self) -> bool:
+        """Whether any request can have a declared and a learned price (then `contradiction`
+        is worth asking)."""
+        return bool(self.rules and self.learned)
+
+    def contradiction(self, body: dict[str, Any]) -> str | None:
+        """A sentence when `body`'s declared price and the price the balance taught differ."""
+        learned = self.learned.get(class_key(body)) if self.learned else None
+        if learned is None or not self.rules:
+            return None
+        declared = self._declared(body)
+        if declared is None or declared.credits == learned[0]:
+            return None
+        return (
+            f"{describe_class(class_key(body))}: {declared.credits:,} credits {declared.source}, but the balance "
+            f"showed {learned[0]:,} (learned from run {learned[1]}); a cap counts {max(declared.credits, learned[0]):,}"
+        )
+
 
 NO_PRICES = PriceBook()
 

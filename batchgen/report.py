@@ -47,6 +47,7 @@ def plan_lines(result: Plan) -> list[str]:
     elif result.unknown:
         classes = "; ".join(f"{describe_class(k)} ({n})" for k, n in result.unknown_classes.most_common())
         lines.append(f"no known price for {result.unknown} of them: {classes}")
+    lines += [f"warning: {sentence}" for sentence in result.price_warnings]
     return lines
 
 
@@ -101,10 +102,19 @@ def runs_report(rows: list[dict[str, Any]], *, as_json: bool) -> list[str]:
     shown = []
     for row in rows:
         counts = _json_or_text(row.get("counts")) or {}
-        did = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()) if isinstance(n, int) and k != "spent" and n) if isinstance(counts, dict) else ""
-        credits = f"{row['credits_before']:,} → {row['credits_after']:,}" if row.get("credits_before") is not None and row.get("credits_after") is not None else ""
-        shown.append((row["id"], (row["started_at"] or "")[:19].replace("T", " "), row["job"], did or "-", credits, "running" if row["ended_at"] is None else row["exit_code"]))
-    return table(shown, ("run", "started (UTC)", "job", "did", "balance", "exit"))
+        counts = counts if isinstance(counts, dict) else {}
+        did = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()) if isinstance(n, int) and k not in _CREDIT_COUNTS and n)
+        before, after = row.get("credits_before"), row.get("credits_after")
+        credits = f"{before:,} → {after:,}" if before is not None and after is not None else ""
+        # What the prices said the run spent, and what the balance says: they differ when a
+        # price is wrong (or another client spent meanwhile).
+        by_balance = f"{before - after:,}" if before is not None and after is not None else "?"
+        spent = f"{counts['spent']:,} / {by_balance}" if isinstance(counts.get("spent"), int) else ""
+        shown.append((row["id"], (row["started_at"] or "")[:19].replace("T", " "), row["job"], did or "-", spent, credits, "running" if row["ended_at"] is None else row["exit_code"]))
+    return table(shown, ("run", "started (UTC)", "job", "did", "spent (prices / balance)", "balance", "exit"))
+
+
+_CREDIT_COUNTS = ("spent", "spent_by_balance")
 
 
 def _json_or_text(value: Any) -> Any:

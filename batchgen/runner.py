@@ -279,11 +279,13 @@ def _run_planned(
             to_send = credits.covered(to_send, balance, allow_partial=options.allow_partial)
         to_send, not_uploaded = _with_images_uploaded(ledger, client, validated, to_send, target, console)
         console.out(_plan_line(plan, len(to_send), settings, target))
+        for warning in plan.price_warnings:
+            console.err(f"warning: {warning}")
         if to_send and len(to_send) > CONFIRM_ABOVE and not options.yes and console.interactive:
-            if not console.confirm(f"send {len(to_send)} requests (each may be billed)?"):
+            if not console.confirm(f"send {len(to_send)} requests ({_cost_and_balance(to_send, balance)}; each may be billed)?"):
                 console.err("nothing sent")
                 return EXIT_INCOMPLETE
-        budget = Budget(cap, book, balance_before=balance, read_balance=lambda: client.get_credits().credits)
+        budget = Budget(cap, book, balance_before=balance, read_balance=lambda: client.get_credits().credits, notice=console.err)
         # One limiter for the whole run: get-task calls after the sends share its pace.
         limiter = RateLimiter(settings.rpm)
         exit_code = _send(ledger, client, options, validated.job.name, target, settings, to_send, limiter, budget, console)
@@ -292,6 +294,15 @@ def _run_planned(
     exit_code = _after_sending(ledger, options, validated.job.name, target, limiter, console, exit_code)
     on_done(options.on_done, ledger, validated.job.name, options.job_file, exit_code, console)
     return exit_code
+
+
+def _cost_and_balance(to_send: ToSend, balance: int | None) -> str:
+    """`cost 400 credits at known prices, balance 2,000` for the confirmation."""
+    prices = list(to_send.prices())
+    known = sum(price or 0 for price in prices)
+    unknown = sum(1 for price in prices if price is None)
+    cost = f"cost {known:,} credits at known prices" + (f" + {unknown} of unknown price" if unknown else "")
+    return cost + (f", balance {balance:,}" if balance is not None else ", balance unknown")
 
 
 def on_done(command: str | None, ledger: Ledger, job: str, job_file: str | None, exit_code: int, console: Console) -> None:
@@ -418,7 +429,12 @@ def _send(
         exit_code = report.exit_code(unresolved)
         if report.unrecorded:
             exit_code = EXIT_ABORTED
-        ledger.end_run(run_id, dict(report.outcomes) | {"calls": report.calls, "aborted": report.aborted, "capped": report.capped, "spent": report.spent}, exit_code)
+        by_balance = budget.balance_before - after if budget.balance_before is not None and after is not None else None
+        ledger.end_run(
+            run_id,
+            dict(report.outcomes) | {"calls": report.calls, "aborted": report.aborted, "capped": report.capped, "spent": report.spent, "spent_by_balance": by_balance},
+            exit_code,
+        )
         return exit_code
     finally:
         journal.release_reserve(ledger.path)

@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Iterator
 
 from . import journal, models
 from .api import Api, Kind, Outcome
-from .budget import Budget
+from .budget import FREE, Budget, Reservation
 from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, BatchgenError
 from .expand import Request
 from .ledger import RESENDABLE, Answered, Ledger, LedgerUnsound
@@ -245,8 +245,11 @@ class Submission:
                 request = self._take()
                 if request is None:
                     return
-                if self.budget is not None and not self.budget.reserve(request.body):
-                    self._cap(self.budget.stopped or "the spend cap is reached")
+                reservation = self.budget.reserve(request.body, self._stopping) if self.budget is not None else FREE
+                if reservation is None:
+                    assert self.budget is not None
+                    if not self._stopping():
+                        self._cap(self.budget.stopped or "the spend cap is reached")
                     return
                 # The first call's slot is waited for before the claim, so that a request is
                 # `sending` only while it goes out: claimed, then killed while it waited for its
@@ -257,17 +260,18 @@ class Submission:
                     self._write_alone(carried)
                     carried = None
                 if not self.limiter.wait_until(slot, self.stop):
-                    if self.budget is not None:
-                        self.budget.refund(request.body)  # stopped: nothing claimed, nothing sent
+                    self._refund(reservation)  # stopped: nothing claimed, nothing sent
                     return
                 try:
                     previous = self.ledger.claim(
                         request, self.job, self.api_base, self.run_id, self.allow, answered=carried and carried[1]
                     )
                 except LedgerUnsound as e:
+                    self._refund(reservation)
                     self._ledger_lost(str(e))
                     return
                 except sqlite3.Error as e:  # nothing sent: stop rather than guess
+                    self._refund(reservation)
                     failed = f"the ledger failed: {e}"
                     return
                 if carried is not None:
@@ -276,7 +280,7 @@ class Submission:
                 outcome = self._attempt(request, previous, slot)
                 if isinstance(outcome, Answered):
                     carried = (request, outcome)
-                    if self.budget is not None and self.budget.created():
+                    if self.budget is not None and self.budget.created(reservation):
                         # The balance is re-read, a round trip: the task id is written first,
                         # not held through it.
                         self._write_alone(carried)
@@ -284,8 +288,10 @@ class Submission:
                         if not self.budget.balance_holds():
                             self._cap(self.budget.stopped or "the spend cap is reached")
                     continue
-                if self.budget is not None and outcome in (None, "failed", "rejected", "skipped"):
-                    self.budget.refund(request.body)  # nothing was created
+                if outcome in (None, "failed", "rejected", "skipped"):
+                    self._refund(reservation)  # nothing was created
+                elif self.budget is not None:  # in doubt: maybe paid for
+                    self.budget.unsure(reservation)
                 if outcome is not None:
                     self._count(request, outcome)
         finally:
@@ -453,6 +459,13 @@ class Submission:
             self._streak = (message, count)
         if count >= self.settings.max_identical_errors:
             self._abort(f"{count} requests in a row ended with the same error: {message}")
+
+    def _refund(self, reservation: Reservation) -> None:
+        if self.budget is not None:
+            self.budget.refund(reservation)
+
+    def _stopping(self) -> bool:
+        return self.stop.is_set() or self._no_more.is_set()
 
     def _cap(self, reason: str) -> None:
         """Stop claiming at the spend cap: not an abort; what is already claimed is sent, the

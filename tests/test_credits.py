@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 
 import pytest
 from helpers import PRO_DEFAULTS, job_text, prompts
@@ -236,26 +237,33 @@ def test_two_runs_at_once_stay_within_their_own_caps(world, write_job):
     assert set(env.created_bodies().values()) == {1}
 
 
+class StillClock:
+    at = 0.0
+
+    def now(self):
+        return self.at
+
+
 def test_the_cap_also_stops_when_the_balance_falls_by_it():
     # Another client spends on the account meanwhile: the re-read balance shows it.
-    class Clock:
-        at = 0.0
-
-        def now(self):
-            return self.at
-
-    clock = Clock()
-    balances = [1000, 1000]
+    clock = StillClock()
+    balances = [999]
     budget = Budget(200, PriceBook([PriceRule((), 1, "j", 1, 1, "prices[0]")]), balance_before=1000,
                     read_balance=lambda: balances[-1], clock=clock)  # type: ignore[arg-type]
     body = {"model_id": "2-9"}
-    for _ in range(49):  # no re-read before 50 creates or 30 s
-        assert budget.reserve(body) and not budget.created()
+    first = budget.reserve(body)
+    assert first and budget.created(first) and budget.balance_holds()  # a class's first create: read at once
+    for _ in range(48):  # then no re-read before 50 creates or 30 s
+        reservation = budget.reserve(body)
+        assert reservation and not budget.created(reservation)
+    balances.append(951)
     clock.at = 31.0
-    assert budget.created() and budget.balance_holds() and budget.stopped is None  # re-read after 30 s: no fall
+    reservation = budget.reserve(body)
+    assert reservation and budget.created(reservation) and budget.balance_holds() and budget.stopped is None  # no fall beyond the prices
     balances.append(790)
     clock.at = 62.0
-    assert budget.created() and budget.balance_holds() is False
+    reservation = budget.reserve(body)
+    assert reservation and budget.created(reservation) and budget.balance_holds() is False
     assert budget.stopped and "fell by 210" in budget.stopped
     assert not budget.reserve(body)  # and no more claims
 
@@ -263,10 +271,69 @@ def test_the_cap_also_stops_when_the_balance_falls_by_it():
 def test_the_cap_reserves_before_claiming_and_refunds_what_created_nothing():
     budget = Budget(30, PriceBook([PriceRule((), 10, "j", 1, 1, "prices[0]")]))
     body = {"model_id": "2-9"}
-    assert budget.reserve(body) and budget.reserve(body) and budget.reserve(body)
+    reservations = [budget.reserve(body) for _ in range(3)]
+    assert all(reservations)
     assert not budget.reserve(body) and "cap of 30" in (budget.stopped or "")
-    budget.refund(body)
+    budget.refund(reservations[0])
     assert budget.committed == 20
+
+
+def test_a_class_s_first_request_goes_out_alone_until_the_balance_shows_its_price():
+    """The others of its class wait for the reading: with a price wrong by 8x, they are then
+    reserved at the price the balance showed."""
+    balances = [1000]
+    notices: list[str] = []
+    budget = Budget(100, PriceBook([PriceRule((), 5, "j", 1, 1, "prices[0]")]), balance_before=1000,
+                    read_balance=lambda: balances[-1], notice=notices.append)
+    body = {"model_id": "2-9"}
+    probe = budget.reserve(body)
+    assert probe is not None
+    waiting = threading.Event()
+    got: list = []
+
+    def second_worker():
+        waiting.set()
+        got.append(budget.reserve(body))
+
+    worker = threading.Thread(target=second_worker)
+    worker.start()
+    waiting.wait(10)
+    assert not got  # it waits (it cannot have reserved while the probe is out)
+    balances.append(960)  # the API charged 40
+    assert budget.created(probe) and budget.balance_holds()
+    worker.join(10)
+    assert got[0] is not None and got[0].credits == 40
+    assert notices and "fell by 40" in notices[0] and "x8.00" in notices[0]
+    assert budget.reserve(body) is None  # 40 spent + 40 in flight + 40 > 100
+    assert "cap of 100" in (budget.stopped or "")
+
+
+@pytest.mark.parametrize("declared, cap, requests", [(5, 100, 10), (1, 100, 60)])
+def test_a_cap_holds_against_the_balance_when_the_prices_are_wrong(world, write_job, declared, cap, requests):
+    """The sandbox charges 20 a request; the job says far less. Spent: never past the cap by
+    more than the calls in flight when the balance showed it (here none: the first of the
+    class goes out alone)."""
+    env = world(latency_ms=20, credits=10_000)
+    job = write_job(priced_job(requests, prices=PRO_PRICE.replace("20", str(declared))))
+    result = env.cli("run", job, *FAST, "--concurrency", "4", "--max-credits", str(cap))
+    assert result.exit_code == 1, result.output
+    spent = 10_000 - env.sandbox.balance
+    assert spent <= cap, (spent, result.output)
+    assert "stopped at the spend cap" in result.output and "the cap now counts each price" in result.stderr
+    run = json.loads(env.cli("runs", "--json").stdout.splitlines()[0])
+    assert run["counts"]["spent_by_balance"] == spent and run["counts"]["spent"] == declared * len(env.sandbox.created())
+    assert f"{run['counts']['spent']:,} / {spent:,}" in env.cli("runs").stdout
+
+
+def test_a_declared_price_the_balance_contradicts_is_said_in_run_plan_and_prices(world, write_job):
+    env = world(credits=10_000)
+    learner = write_job(job_text(prompts(2, tag="learn")), name="learn.yaml")
+    assert env.cli("run", learner, *FAST).exit_code == 0  # learns 20 from the balance
+    job = write_job(priced_job(2, prices=PRO_PRICE.replace("20", "5")))
+    said = "20 (learned from run 1); a cap counts 20"
+    assert said in env.cli("plan", job).output
+    assert said in env.cli("prices", job).output
+    assert said in env.cli("run", job, *FAST).stderr
 
 
 # -- 6. generating failed videos again --------------------------------------------------------------

@@ -39,8 +39,9 @@ def test_runs_lists_the_history_newest_first(world, write_job):
     env.cli("run", job, *FAST)
     env.cli("run", job, *FAST, "--limit", "0")
     lines = env.cli("runs", "hist").stdout.splitlines()
-    assert lines[0].split() == ["run", "started", "(UTC)", "job", "did", "balance", "exit"]
+    assert lines[0].split() == ["run", "started", "(UTC)", "job", "did", "spent", "(prices", "/", "balance)", "balance", "exit"]
     assert lines[1].startswith("2 ") and lines[2].startswith("1 ") and "2 submitted" in lines[2] and "1,000 → 960" in lines[2]
+    assert "0 / 40" in lines[2]  # no price declared: only the balance knows what it cost
     history = [json.loads(line) for line in env.cli("runs", "--json").stdout.splitlines()]
     assert [r["id"] for r in history] == [2, 1]
     assert history[1]["counts"]["submitted"] == 2 and history[1]["flags"]["limit"] is None

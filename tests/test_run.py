@@ -344,7 +344,7 @@ def test_on_a_terminal_a_big_run_asks_first_and_no_sends_nothing(world, write_jo
     monkeypatch.setattr(batchgen.cli.Terminal, "interactive", True, raising=False)
     monkeypatch.setattr(batchgen.cli.Terminal, "__init__", lambda self: setattr(self, "_stdout_closed", False))
     declined = env.runner.invoke(batchgen.cli.main, ["run", str(job)], env=env.env, input="n\n")
-    assert "send 25 requests (each may be billed)?" in declined.output
+    assert "send 25 requests (cost 0 credits at known prices + 25 of unknown price, balance 1,000,000; each may be billed)?" in declined.output
     assert declined.exit_code == 1 and [c for c in env.sandbox.calls if c.endpoint == "create"] == []
     assert env.rows() == []
     accepted = env.runner.invoke(batchgen.cli.main, ["run", str(job), "--rpm", "60000"], env=env.env, input="y\n")
