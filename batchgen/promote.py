@@ -61,6 +61,22 @@ def parse_override(text: str) -> Override:
     return Override(text, path, value)
 
 
+def check_output(out: Path, job_file: Path | None, *, force: bool) -> None:
+    """Refuse to write over the job file promoted from (the drafts, and the review's record of
+    which request is which), and over any existing file unless `force`."""
+    if out.exists() and job_file is not None and _same_file(out, job_file):
+        raise UsageError(f"-o {out} is the job file being promoted: write the winners to a new file")
+    if out.exists() and not force:
+        raise UsageError(f"{out} exists: choose another -o, or --force to replace it")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def promote(
     ledger: Ledger,
     job: str,
@@ -190,15 +206,29 @@ def _job_text(job: str, job_file: str | None, entries: list[dict[str, Any]], *, 
         f"# from job {job!r}" + (f" ({job_file})" if job_file else "") + f": the requests {_choice(picked, rating_at_least)} in its review",
     ]
     if overrides:
-        lines.append("# with " + " ".join(f"--set {o.text}" for o in overrides))
+        # As JSON strings: a value with a newline (`--set $'x=a\nname: evil'`) stays on the
+        # comment's line instead of starting a line of YAML.
+        lines.append("# with " + " ".join(f"--set {json.dumps(o.text, ensure_ascii=False)}" for o in overrides))
     document: dict[str, Any] = {"version": 1}
     if source_job is not None:
-        for carried in ("limits", "prices"):  # the first job's sending limits and declared prices
-            if source_job.data.get(carried):
-                document[carried] = source_job.data[carried]
+        if source_job.data.get("limits"):  # the first job's sending limits
+            document["limits"] = source_job.data["limits"]
+        if source_job.data.get("prices"):
+            if any(_changes_the_class(o) for o in overrides):
+                # Its prices were for the drafts' model and options; the winners are other
+                # requests now, and a price that no longer applies would fool a spend cap.
+                lines.append("# prices: not carried from the first job, as --set changes what each request is; declare them")
+            else:
+                document["prices"] = source_job.data["prices"]
     document["requests"] = entries
     body = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)
     return "\n".join(lines) + "\n" + body
+
+
+def _changes_the_class(override: Override) -> bool:
+    """Whether an override can change a request's price class (prices.class_tuple)."""
+    path = override.path
+    return path[0] in ("model", "image_urls") or (path[0] == "options" and path[-1] != "prompt_optimization")
 
 
 def _choice(picked: bool, rating_at_least: int | None) -> str:

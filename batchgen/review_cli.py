@@ -48,10 +48,12 @@ def review(job: str, port: int, out: str | None, rows: str | None, cols: str | N
 @click.option("--rating-at-least", type=click.IntRange(1, 5), help="The requests rated N or more (with --picked: both).")
 @click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE", help="Change a field of every request (model=wan2.2-pro, options.duration=8); repeatable.")
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False), help="The new job file.")
-def promote(job: str, picked: bool, rating_at_least: int | None, overrides: tuple[str, ...], output: str) -> None:
+@click.option("--force", is_flag=True, help="Replace the output file if it exists (never the job file itself).")
+def promote(job: str, picked: bool, rating_at_least: int | None, overrides: tuple[str, ...], output: str, force: bool) -> None:
     """Write a new job file of the reviewed winners of JOB, with overrides applied."""
     if not picked and rating_at_least is None:
         raise click.UsageError("say which requests: --picked, --rating-at-least N, or both")
+    promote_mod.check_output(Path(output), Path(job) if Path(job).is_file() else None, force=force)
     parsed = [promote_mod.parse_override(text) for text in overrides]
     console = Terminal()
     project = locate(job, click.get_current_context().obj["ledger"])

@@ -221,7 +221,7 @@ def test_promote_writes_the_picked_requests_with_their_templates_and_the_overrid
     assert "2 requests" in result.output
     text = out.read_text()
     assert text.startswith("# Promoted by `batchgen promote`") and "from job 'drafts'" in text
-    assert "--set model=wan2.2-pro --set options.resolution=720p --set options.duration=8" in text
+    assert '--set "model=wan2.2-pro" --set "options.resolution=720p" --set "options.duration=8"' in text
     data = yaml.safe_load(text)
     assert data["limits"] == {"rpm": 60}
     shot, fox = data["requests"]
@@ -248,16 +248,55 @@ def test_promote_by_rating_and_picked_variants_become_repeat(world, write_job, m
                     "requests:\n  - {prompt: a cat, id: cat, repeat: 3}\n  - {prompt: a dog, id: dog}\n", name="drafts.yaml")
     assert env.cli("run", job, *FAST, "--wait").exit_code == 0
     with env.ledger() as ledger:
-        rows = {(r["label"], r["variant"]): r["key"] for r in ledger.rows("drafts")}
-        for variant in (0, 2):
-            ledger.record_review("drafts", rows[("cat", variant)], {"rating": 5})
-        ledger.record_review("drafts", rows[("cat", 1)], {"rating": 2})
-        ledger.record_review("drafts", rows[("dog", 0)], {"rating": 3})
+        rows = {r["label"]: r["key"] for r in ledger.rows("drafts")}  # cat, cat-v1, cat-v2 (repeats numbered)
+        for label in ("cat", "cat-v2"):
+            ledger.record_review("drafts", rows[label], {"rating": 5})
+        ledger.record_review("drafts", rows["cat-v1"], {"rating": 2})
+        ledger.record_review("drafts", rows["dog"], {"rating": 3})
     out = env.tmp / "best.yaml"
     assert env.cli("promote", "drafts", "--rating-at-least", "4", "--set", "options.duration=8", "-o", out).exit_code == 0
     (entry,) = yaml.safe_load(out.read_text())["requests"]
     assert entry["repeat"] == 2 and entry["id"] == "cat-{{ variant }}"  # two variants kept, each its own id
     assert json.loads(env.cli("plan", out, "--json").stdout)["counts"]["new"] == 2
+
+
+def test_promote_never_writes_over_its_job_file_and_over_another_file_only_with_force(drafts):
+    env, job = drafts
+    pick(env, "s1-wan2.2-fast")
+    draft = job.read_text()
+    onto_itself = env.cli("promote", job, "--picked", "-o", job, "--force")
+    assert onto_itself.exit_code == 2 and "is the job file being promoted" in onto_itself.output
+    assert job.read_text() == draft
+    other = env.tmp / "best.yaml"
+    other.write_text("# my notes\n")
+    refused = env.cli("promote", job, "--picked", "-o", other)
+    assert refused.exit_code == 2 and "best.yaml exists" in refused.output and "--force" in refused.output
+    assert other.read_text() == "# my notes\n"
+    assert env.cli("promote", job, "--picked", "-o", other, "--force").exit_code == 0
+    assert other.read_text().startswith("# Promoted by")
+
+
+def test_an_override_cannot_add_lines_to_the_promoted_file(drafts):
+    env, job = drafts
+    pick(env, "s1-wan2.2-fast")
+    out = env.tmp / "best.yaml"
+    result = env.cli("promote", job, "--picked", "--set", "meta.note=a\nname: evil", "-o", out)
+    assert result.exit_code == 0, result.output
+    data = yaml.safe_load(out.read_text())
+    assert "name" not in data and data["requests"][0]["meta"]["note"] == "a\nname: evil"
+    assert all(line.startswith("#") for line in out.read_text().splitlines()[:3])
+
+
+def test_promote_carries_the_prices_only_while_they_still_price_the_requests(drafts):
+    env, job = drafts
+    job.write_text(job.read_text().replace("requests:\n", "prices:\n  - {model: wan2.2-fast, credits: 10}\nrequests:\n", 1))
+    pick(env, "s1-wan2.2-fast")
+    same = env.tmp / "same.yaml"
+    assert env.cli("promote", job, "--picked", "--set", "meta.take=2", "-o", same).exit_code == 0
+    assert yaml.safe_load(same.read_text())["prices"] == [{"model": "wan2.2-fast", "credits": 10}]
+    pro = env.tmp / "pro.yaml"
+    assert env.cli("promote", job, "--picked", "--set", "model=wan2.2-pro", "-o", pro).exit_code == 0
+    assert "prices" not in yaml.safe_load(pro.read_text()) and "prices: not carried" in pro.read_text()
 
 
 def test_promote_with_nothing_picked_says_so(drafts):
