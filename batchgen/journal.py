@@ -10,6 +10,10 @@ have been created (`in_doubt`), is not sent again. The next command that opens t
 replays the journal into it. Replaying is idempotent, so a crash between the replay's commit
 and the removal of what it replayed only replays the same lines again.
 
+A disk that is full when an answer arrives was full for the ledger too, and any space freed
+then can be taken by something else before the journal line is written. So each run allocates
+its journal space when it starts (`Reserve`) and, on a full disk, writes into it in place.
+
 The journal is written by a run in trouble while another command may be replaying it, so
 the two take turns on an exclusive `flock` of the file: a replay first moves the journal
 aside under a name of its own (`take`), and an append that finds its file moved meanwhile
@@ -23,48 +27,116 @@ import errno
 import fcntl
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
-RESERVE = 256 * 1024  # bytes kept free for the journal while a run sends
+RESERVE = 256 * 1024  # bytes set aside per run for the journal (some 250 task ids)
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def journal_path(ledger: Path) -> Path:
     return ledger.with_name(ledger.name + ".journal")
 
 
-def _reserve_path(ledger: Path) -> Path:
-    return ledger.with_name(ledger.name + ".journal.reserve")
+class Reserve:
+    """A journal file of one run's own, its space allocated (and fsynced) when the run starts.
+
+    On a full disk the run's answers are written into it in place: blocks already allocated
+    need no free space, so nothing else (the ledger's WAL, another program) can take it first.
+    Its lock is held for the run's life; the run hands it to the replay when it ends (`close`),
+    and a reserve whose run died with it is adopted by the next replay (`take`)."""
+
+    def __init__(self, path: Path, fd: int):
+        self.path = path
+        self.fd = fd
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def write(self, data: bytes) -> bool:
+        """Write `data` into the space set aside, durably; False if it does not fit."""
+        with self._lock:
+            if self.used + len(data) > RESERVE:
+                return False
+            view = memoryview(data)
+            at = self.used
+            while view:
+                written = os.pwrite(self.fd, view, at)
+                view, at = view[written:], at + written
+            os.fsync(self.fd)
+            self.used = at
+            return True
+
+    def close(self) -> None:
+        """The run ends: what it wrote here goes to the next replay; an unused reserve goes."""
+        with self._lock:
+            try:
+                if self.used:
+                    os.rename(self.path, _taken_name(self.path.parent, self.path.name.split(".journal.reserve-")[0]))
+                else:
+                    self.path.unlink(missing_ok=True)
+            finally:
+                os.close(self.fd)  # releases the lock
+
+
+_reserves: dict[Path, Reserve] = {}  # ledger → this process's run's reserve
+_reserves_lock = threading.Lock()
 
 
 def reserve(ledger: Path) -> None:
-    """Set disk space aside for the journal: on a full disk, where the ledger fails, the space
-    is given back so the journal can still take what the run receives."""
+    """Set disk space aside for the journal while a run sends (see `Reserve`). On a disk too
+    full for even that, the run goes on without (as it would without a journal)."""
+    path = ledger.with_name(f"{ledger.name}.journal.reserve-{time.time_ns():020d}-{os.getpid()}")
     try:
-        with open(_reserve_path(ledger), "wb") as f:
-            f.write(b"\0" * RESERVE)
-            f.flush()
-            os.fsync(f.fileno())
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError:
-        _reserve_path(ledger).unlink(missing_ok=True)
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _allocate(fd, RESERVE)
+        os.fsync(fd)
+    except OSError:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        return
+    with _reserves_lock:
+        old = _reserves.pop(ledger, None)
+        _reserves[ledger] = Reserve(path, fd)
+    if old is not None:
+        old.close()
+
+
+def _allocate(fd: int, size: int) -> None:
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        os.pwrite(fd, b"\0" * size, 0)  # a file system without fallocate: written out instead
 
 
 def release_reserve(ledger: Path) -> None:
-    _reserve_path(ledger).unlink(missing_ok=True)
+    with _reserves_lock:
+        held = _reserves.pop(ledger, None)
+    if held is not None:
+        held.close()
 
 
 def append(ledger: Path, *entries: dict[str, Any]) -> Path:
     """Append entries (received answers, or rows rescued from a lost ledger), durably, with
-    one fsync; raise OSError if even that fails."""
+    one fsync; on a full disk into the run's reserve; raise OSError if even that fails."""
     data = "".join(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n" for entry in entries).encode("utf-8")
     try:
         return _append(journal_path(ledger), data)
     except OSError as e:
-        if e.errno != errno.ENOSPC or not _reserve_path(ledger).exists():
+        if e.errno not in _DISK_FULL:
             raise
-    release_reserve(ledger)  # the disk is full: the space set aside is for this
-    return _append(journal_path(ledger), data)
+        with _reserves_lock:
+            held = _reserves.get(ledger)
+        if held is None or not held.write(data):
+            raise
+        return held.path
 
 
 def _append(path: Path, data: bytes) -> Path:
@@ -107,8 +179,9 @@ def _open_locked(path: Path, flags: int) -> int:
 
 def take(ledger: Path) -> list[Path]:
     """For a replay: move the journal aside, under a name no one else writes to, and return
-    every journal so moved that is still to be replayed (this one, and any a replay that
-    crashed or failed left behind), oldest first. Remove them with `discard` once replayed."""
+    every journal so moved that is still to be replayed (this one, any a replay that crashed
+    or failed left behind, and the reserves of runs that died), oldest first. Remove them with
+    `discard` once replayed."""
     path = journal_path(ledger)
     try:
         fd = _open_locked(path, os.O_RDONLY)
@@ -116,10 +189,45 @@ def take(ledger: Path) -> list[Path]:
         pass
     else:
         try:
-            os.rename(path, path.with_name(f"{path.name}.taken-{time.time_ns():020d}-{os.getpid()}"))
+            os.rename(path, _taken_name(ledger.parent, ledger.name))
         finally:
             os.close(fd)
+    _adopt_orphan_reserves(ledger)
     return _taken(path)
+
+
+def _taken_name(folder: Path, ledger_name: str) -> Path:
+    return folder / f"{ledger_name}.journal.taken-{time.time_ns():020d}-{os.getpid()}"
+
+
+def _reserves_of(ledger: Path) -> list[Path]:
+    prefix = f"{ledger.name}.journal.reserve-"
+    try:
+        with os.scandir(ledger.parent) as found:
+            return sorted(Path(e.path) for e in found if e.name.startswith(prefix))
+    except FileNotFoundError:
+        return []
+
+
+def _adopt_orphan_reserves(ledger: Path) -> None:
+    """A reserve whose lock is free belongs to a run that is gone (killed before it could hand
+    it over): what it holds is replayed; an empty one is removed."""
+    for path in _reserves_of(ledger):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its run is still going
+            if os.pread(fd, 1, 0) not in (b"", b"\0"):
+                os.rename(path, _taken_name(ledger.parent, ledger.name))
+            else:
+                path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
 
 
 def _taken(path: Path) -> list[Path]:
@@ -136,7 +244,7 @@ def entries(ledger: Path) -> Iterator[dict[str, Any]]:
     """Every entry the next replay will record: those of journals taken and not yet replayed,
     then the journal's."""
     path = journal_path(ledger)
-    return read([*_taken(path), path])
+    return read([*_taken(path), *_reserves_of(ledger), path])
 
 
 def read(paths: list[Path]) -> Iterator[dict[str, Any]]:
@@ -145,6 +253,7 @@ def read(paths: list[Path]) -> Iterator[dict[str, Any]]:
         try:
             with open(path, encoding="utf-8", errors="replace") as f:
                 for line in f:
+                    line = line.strip("\0")  # a reserve's space not written yet
                     try:
                         entry = json.loads(line)
                     except ValueError:

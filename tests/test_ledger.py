@@ -438,6 +438,68 @@ def test_a_journal_taken_by_a_replay_that_then_failed_is_replayed_by_the_next_co
     assert sorted(p.name for p in tmp_path.iterdir() if "journal" in p.name) == []
 
 
+def disk_stays_full(monkeypatch) -> None:
+    """Every append to a journal file finds the disk full, as when the ledger's WAL took the
+    space the moment anything was freed."""
+    import errno
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(journal, "_append", full)
+
+
+def test_on_a_full_disk_a_received_task_id_goes_into_the_space_the_run_set_aside(tmp_path, monkeypatch):
+    path = tmp_path / "ledger.db"
+    Ledger(path).close()
+    journal.reserve(path)  # as a run does at its start
+    disk_stays_full(monkeypatch)
+    where = journal.append(path, {"key": "k1", "task_id": "task-1", "job": "job", "api_base": "https://api", "variant": 0, "body": BODY})
+    assert where.name.startswith("ledger.db.journal.reserve-")
+    assert [e["task_id"] for e in journal.entries(path)] == ["task-1"]
+    journal.release_reserve(path)  # the run ends: its reserve goes to the next replay
+    monkeypatch.undo()
+    with Ledger(path) as ledger:
+        assert ledger.replayed == 1 and ledger.task("k1")["task_id"] == "task-1"
+    assert sorted(p.name for p in tmp_path.iterdir() if ".journal" in p.name) == []
+
+
+def test_the_reserve_of_a_run_killed_on_a_full_disk_is_replayed_by_the_next_command(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "ledger.db"
+    Ledger(path).close()
+    killed_run = (
+        "import errno, os, sys\n"
+        "from pathlib import Path\n"
+        "from batchgen import journal\n"
+        "path = Path(sys.argv[1])\n"
+        "journal.reserve(path)\n"
+        "def full(p, d): raise OSError(errno.ENOSPC, 'No space left on device')\n"
+        "journal._append = full\n"
+        "journal.append(path, {'key': 'k1', 'task_id': 'task-1', 'job': 'job', 'api_base': 'https://api', 'variant': 0, 'body': {}})\n"
+        "os._exit(9)\n"  # killed: the reserve is never handed over
+    )
+    subprocess.run([sys.executable, "-c", killed_run, str(path)], check=False, timeout=60)
+    with Ledger(path) as ledger:
+        assert ledger.replayed == 1 and ledger.task("k1")["task_id"] == "task-1"
+    assert not [p for p in tmp_path.iterdir() if ".journal" in p.name]
+
+
+def test_a_live_runs_reserve_is_left_to_it(tmp_path):
+    path = tmp_path / "ledger.db"
+    Ledger(path).close()
+    journal.reserve(path)
+    try:
+        with Ledger(path):  # another command opens the ledger meanwhile
+            pass
+        assert len([p for p in tmp_path.iterdir() if ".journal.reserve-" in p.name]) == 1
+    finally:
+        journal.release_reserve(path)
+    assert not [p for p in tmp_path.iterdir() if ".journal" in p.name]
+
+
 def test_a_line_torn_by_a_crash_does_not_swallow_the_next_entry(tmp_path):
     path = tmp_path / "ledger.db"
     journal.journal_path(path).write_text('{"key": "torn", "task_id": "t-to')
