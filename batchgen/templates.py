@@ -9,12 +9,20 @@ so a 100,000-request matrix compiles its prompt once.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
+import re
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     import jinja2
 
 _MARKERS = ("{{", "{%", "{#")
+
+
+# What one template may make: a prompt is text a person wrote, and a job file may come from
+# anyone. `{{ 'x' * 10**9 }}` took 3.9 GB and a minute before it was refused.
+MAX_TEXT = 10_000  # characters (or items) in the output and in any value made on the way
+_MAX_POWER_BITS = 256  # `a ** b` no bigger than this
+_WIDE_FORMAT = re.compile(r"\d{6,}")  # a width or precision of 100,000 or more in a format string
 
 
 @functools.cache
@@ -23,14 +31,108 @@ def _env() -> Any:
     import jinja2
     from jinja2.sandbox import SandboxedEnvironment
 
-    env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    class BoundedEnvironment(SandboxedEnvironment):
+        """The sandbox, with every operator, call and filter that can make a value bigger
+        than its inputs checked before it runs (and what it made, after)."""
+
+        intercepted_binops = frozenset(["*", "**", "%", "+"])
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            _check_binop(operator, left, right)
+            return _bounded(super().call_binop(context, operator, left, right))
+
+        def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (as Jinja2 spells it)
+            _check_arguments(__obj, args, kwargs)
+            return _bounded(super().call(__context, __obj, *args, **kwargs))
+
+    env = BoundedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
     # What renders differently each time would give a request a new identity on every run,
     # and every rerun would send (and bill) it again: such names are not there to be used.
     for name in _UNSTABLE_FILTERS:
         del env.filters[name]
     for name in _UNSTABLE_GLOBALS:
         del env.globals[name]
+    for name, function in list(env.filters.items()):
+        env.filters[name] = _bounded_filter(function)
     return env
+
+
+class TooBig(Exception):
+    """A template asked for more than it may make (see MAX_TEXT)."""
+
+
+def _too_big(what: str) -> TooBig:
+    return TooBig(f"{what}: a template may make at most {MAX_TEXT:,} characters")
+
+
+def _size(value: Any) -> int:
+    return len(value) if isinstance(value, (str, bytes, list, tuple, dict, set, frozenset)) else 0
+
+
+def _bounded(value: Any) -> Any:
+    if _size(value) > MAX_TEXT:
+        raise _too_big(f"a value of {_size(value):,} items")
+    return value
+
+
+def _check_binop(operator: str, left: Any, right: Any) -> None:
+    if operator == "*":
+        for sized, times in ((left, right), (right, left)):
+            if _size(sized) and isinstance(times, int) and _size(sized) * times > MAX_TEXT:
+                raise _too_big(f"repeating {_size(sized):,} items {times:,} times")
+    elif operator == "**":
+        if isinstance(left, int) and isinstance(right, int) and abs(left) > 1 and right > 0:
+            if right * abs(left).bit_length() > _MAX_POWER_BITS:
+                raise _too_big(f"{left} ** {right}, a number of {right * abs(left).bit_length():,} bits")
+    elif operator == "%" and isinstance(left, str):
+        _check_format(left, right if isinstance(right, tuple) else (right,))
+    elif operator == "+" and _size(left) + _size(right) > MAX_TEXT:
+        raise _too_big(f"joining {_size(left):,} and {_size(right):,} items")
+
+
+def _check_format(text: str, args: tuple[Any, ...] | list[Any]) -> None:
+    if _WIDE_FORMAT.search(text) or any(isinstance(a, int) and not isinstance(a, bool) and abs(a) > MAX_TEXT and "*" in text for a in args):
+        raise _too_big("a format with a width that big")
+
+
+def _check_arguments(function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Before a call or a filter: no width, count or fill past the bound (`center(10**9)`,
+    `'%*d' | format(10**9, 1)`), and no replace that would pass it."""
+    values = (*args, *kwargs.values())
+    if any(isinstance(v, int) and not isinstance(v, bool) and v > MAX_TEXT for v in values):
+        raise _too_big(f"{getattr(function, '__name__', 'a call')}({', '.join(map(repr, values))[:60]})")
+    target = getattr(function, "__wrapped__", function)  # the sandbox wraps str.format
+    owner = getattr(target, "__self__", None)
+    name = getattr(target, "__name__", "")
+    if isinstance(owner, str) and name in ("format", "format_map"):
+        _check_format(owner, args)
+    if isinstance(owner, str) and name == "replace" and len(args) >= 2:
+        _check_replace(owner, args[0], args[1])
+
+
+def _check_replace(text: Any, old: Any, new: Any) -> None:
+    if isinstance(text, str) and isinstance(old, str) and isinstance(new, str):
+        count = text.count(old) if old else len(text) + 1
+        if len(text) + count * len(new) > MAX_TEXT:
+            raise _too_big(f"replacing {count:,} times")
+
+
+def _bounded_filter(function: Callable[..., Any]) -> Callable[..., Any]:
+    # Filters that take the environment, context or eval context get it first (by Jinja2's
+    # own marking, kept on the wrapper): the value is the argument after it.
+    skip = 1 if getattr(function, "jinja_pass_arg", None) is not None else 0
+
+    @functools.wraps(function)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        value, extra = (args[skip], args[skip + 1 :]) if len(args) > skip else (None, ())
+        _check_arguments(function, tuple(extra), kwargs)
+        if function.__name__ in ("do_replace", "sync_do_replace") and len(extra) >= 2:
+            _check_replace(str(value), extra[0], extra[1])
+        if function.__name__ == "do_format" and isinstance(value, str):
+            _check_format(value, extra)
+        return _bounded(function(*args, **kwargs))
+
+    return bounded
 
 
 _UNSTABLE_FILTERS = ("random",)  # a random item of a list
@@ -76,7 +178,15 @@ def render(source: str, values: dict[str, Any]) -> str:
 
     template = _compiled(source)
     try:
-        return template.render(values)
+        made, length = [], 0
+        for chunk in template.generate(values):  # streamed, so that a loop cannot make gigabytes first
+            length += len(chunk)
+            if length > MAX_TEXT:
+                raise _too_big("the rendered text")
+            made.append(chunk)
+        return "".join(made)
+    except TooBig as e:
+        raise TemplateProblem(str(e)) from None
     except jinja2.UndefinedError as e:
         if any(f"'{name}' is undefined" in str(e.message) for name in _UNSTABLE_GLOBALS if name not in values):
             raise TemplateProblem(f"{e.message} ({_WHY_UNSTABLE})") from None

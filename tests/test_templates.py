@@ -8,6 +8,7 @@ import csv
 import hashlib
 import json
 
+import pytest
 from helpers import PRO_DEFAULTS
 
 from batchgen.expand import canonical_json, expand
@@ -128,6 +129,29 @@ def test_a_duplicate_id_after_expansion_is_an_error_at_the_id(cli, write_job):
     assert result.exit_code == 2 and "job.yaml:8:9: error: requests[0].id: id 'same' is given to more than one request" in result.stderr
     variants = write_job("version: 1\n" + PRO_DEFAULTS + "requests:\n  - {prompt: a, id: 'a-{{ variant }}', repeat: 2}\n", name="v.yaml")
     assert cli("validate", variants).exit_code == 0
+
+
+@pytest.mark.parametrize("template", [
+    "{{ 'x' * 10**9 }}",
+    "{{ [1] * 10**9 }}",
+    "{{ 10 ** 10 ** 10 }}",
+    "{{ 'x' | center(10**9) }}",
+    "{{ 'x'.ljust(10**9) }}",
+    "{{ '%*d' | format(10**9, 1) }}",
+    "{{ '{:>1000000000}'.format(1) }}",
+    "{{ ('a' * 5000) | replace('a', 'bbbb') }}",
+    "{% for i in range(10000) %}{{ i }}{% endfor %}",
+])
+def test_a_template_that_would_make_gigabytes_is_refused_at_once(cli, write_job, template):
+    job = write_job("version: 1\n" + PRO_DEFAULTS + f"requests:\n  - prompt: {json.dumps(template)}\n")
+    result = cli("validate", job)
+    assert result.exit_code == 2, result.output
+    assert "job.yaml:7:13: error: requests[0].prompt:" in result.stderr and "a template may make at most 10,000 characters" in result.stderr
+
+
+def test_ordinary_templates_are_not_bounded_by_the_limit(load):
+    job = load("version: 1\n" + PRO_DEFAULTS + "requests:\n  - prompt: \"{{ ('la ' * 3) | title }}{{ '%s-%02d' % ('shot', 7) }} {{ 2 ** 10 }}\"\n")
+    assert [r.body["prompt"] for r in expand(job)] == ["La La La shot-07 1024"]
 
 
 def test_ids_that_become_one_file_name_are_refused_where_they_are_written(cli, write_job):
