@@ -104,6 +104,22 @@ class Session:
             raise
 
 
+def _parsed(body: bytes) -> Any:
+    """A posted body as JSON, or `Refused` (400): not JSON, nested past what Python parses
+    (8,000 levels), or text that is not Unicode (a lone surrogate, `"\\ud800"`, which the
+    ledger could not store and the answer could not carry)."""
+    try:
+        posted = json.loads(body)
+        json.dumps(posted, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # (a ValueError too: first)
+        raise Refused(HTTPStatus.BAD_REQUEST, "the body holds text that is not Unicode (a lone surrogate)") from None
+    except (ValueError, UnicodeDecodeError):
+        raise Refused(HTTPStatus.BAD_REQUEST, "the body is not JSON") from None
+    except RecursionError:
+        raise Refused(HTTPStatus.BAD_REQUEST, "the body is nested too deep for a review") from None
+    return posted
+
+
 class Refused(Exception):
     def __init__(self, status: HTTPStatus, message: str):
         super().__init__(message)
@@ -134,9 +150,13 @@ class _Handler(LoopbackHandler):
                 raise Refused(HTTPStatus.MISDIRECTED_REQUEST, "this server answers only to its own address (127.0.0.1)")
             method(urlsplit(self.path).path)
         except Refused as e:
-            self._json(e.status, {"error": str(e)})
+            # A refused POST may leave its body unread: on a kept-alive connection it would be
+            # read as the next request. The connection is closed instead.
+            self._json(e.status, {"error": str(e)}, {"Connection": "close"} if self.command == "POST" else None)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        except Exception as e:  # a bug: answered all the same, never a connection left hanging
+            self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"batchgen error: {type(e).__name__}: {e}"}, {"Connection": "close"})
 
     def _host_is_ours(self) -> bool:
         port = self.server.server_address[1]
@@ -169,14 +189,13 @@ class _Handler(LoopbackHandler):
         self._check_token()
         if (self.headers.get("Content-Type") or "").split(";")[0].strip() != "application/json":
             raise Refused(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "a review is posted as application/json")
-        length = int(self.headers.get("Content-Length") or 0)
+        given = (self.headers.get("Content-Length") or "").strip()
+        if not re.fullmatch(r"\d{1,9}", given):
+            raise Refused(HTTPStatus.BAD_REQUEST if given else HTTPStatus.LENGTH_REQUIRED, "a review needs a Content-Length in bytes")
+        length = int(given)
         if not 0 < length <= MAX_BODY:
             raise Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a review is at most {MAX_BODY} bytes")
-        try:
-            posted = json.loads(self.rfile.read(length))
-        except (ValueError, UnicodeDecodeError):
-            raise Refused(HTTPStatus.BAD_REQUEST, "the body is not JSON") from None
-        self._json(HTTPStatus.OK, {"review": self.session.review(posted)})
+        self._json(HTTPStatus.OK, {"review": self.session.review(_parsed(self.rfile.read(length)))})
 
     def _file(self, file: Path) -> None:
         """A video, with single byte ranges (so the browser can seek)."""
@@ -202,8 +221,8 @@ class _Handler(LoopbackHandler):
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         self._send(status, data, mimetypes.guess_type(file.name)[0] or "application/octet-stream", headers)
 
-    def _json(self, status: int, value: Any) -> None:
-        self._send(status, json.dumps(value, ensure_ascii=False).encode(), "application/json")
+    def _json(self, status: int, value: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(value, ensure_ascii=False).encode(), "application/json", headers)
 
     def _send(self, status: int, payload: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
         # The page's own inline script and style, its own videos and the API's result files; nothing else.

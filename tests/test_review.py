@@ -3,6 +3,7 @@ guards, the gallery showing the marks, and `promote` writing the winners as a ne
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
@@ -137,6 +138,52 @@ def test_the_page_refuses_what_it_did_not_hand_out(served):
         assert answer.status_code == 400, bad
     with env.ledger() as ledger:
         assert ledger.reviews("drafts") == {}  # nothing refused was written
+
+
+def raw_post(url: str, token: str, body: bytes, *, length: str | None = None, then: bytes = b"") -> bytes:
+    """POST over a socket of our own (httpx would not send a body this wrong), then `then` on
+    the same connection; everything the server answered until it closed or went quiet."""
+    import socket
+
+    host, port = url.split("//", 1)[1].rstrip("/").split(":")
+    request = (
+        f"POST /api/review HTTP/1.1\r\nHost: {host}:{port}\r\nX-Batchgen-Token: {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body) if length is None else length}\r\n\r\n"
+    ).encode() + body + then
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(request)
+        answer = b""
+        with contextlib.suppress(TimeoutError):
+            while chunk := conn.recv(65536):
+                answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("body, length, why", [
+    (b'{"key": "x", "note": "\\ud800"}', None, b"not Unicode"),
+    (b"[" * 8000 + b"]" * 8000, None, b"nested too deep"),
+    (b'{"key": "x", "pick": 1}', "twelve", b"Content-Length"),
+])
+def test_a_body_the_server_cannot_take_gets_a_400(served, body, length, why):
+    env, url, token = served
+    answer = raw_post(url, token, body, length=length)
+    assert answer.startswith(b"HTTP/1.1 400 ") and why in answer, answer[:300]
+
+
+def test_a_refused_post_closes_its_connection_so_its_body_is_never_read_as_a_request(served):
+    """The body of a refused POST is left unread: read as the next request on a kept-alive
+    connection, it would be a request the page never made."""
+    env, url, token = served
+    key = keys_by_label(env)["fox"]
+    smuggled = (f"POST /api/review HTTP/1.1\r\nHost: {url.split('//')[1].rstrip('/')}\r\nX-Batchgen-Token: {token}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: 26\r\n\r\n").encode()
+    inner = json.dumps({"key": key, "pick": 1}).encode()
+    too_big = smuggled + inner  # declared as a body far over the limit: refused unread
+    answer = raw_post(url, token, too_big, length=str(review.MAX_BODY + 1))
+    assert answer.startswith(b"HTTP/1.1 413 ") and answer.count(b"HTTP/1.1 ") == 1, answer[:400]
+    assert b"Connection: close" in answer
+    with env.ledger() as ledger:
+        assert ledger.reviews("drafts") == {}
 
 
 def test_the_page_keeps_working_while_a_run_holds_the_ledger(served):
