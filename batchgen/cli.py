@@ -367,7 +367,7 @@ def credits_command(sandbox: bool, api_key_file: str | None, base_url: str) -> N
         with api.Api(target.base_url, target.key) as client:
             balance, why = credits.read_balance(client)
     if balance is None:
-        raise BatchgenError(f"the balance could not be read: {why}")
+        raise credits.BalanceUnknown(f"the balance could not be read: {why}")
     click.echo(f"{balance:,} credits")
 
 

@@ -49,6 +49,7 @@ class Tile:
     error: str | None
     files: list[str] = field(default_factory=list)  # the videos, as the page links them
     label: str | None = None  # the job's `id` for it
+    meta: dict[str, Any] = field(default_factory=dict)  # the job's `meta` for it (not sent)
     review: dict[str, Any] = field(default_factory=dict)  # pick, rating, note (reviews table)
 
     def value(self, axis: str) -> str:
@@ -104,6 +105,7 @@ def tiles(ledger: Ledger, job: str, out: Path, media: MediaLinks | None = None) 
                 error=row["error"],
                 files=links,
                 label=row.get("label"),
+                meta=_meta(row.get("meta")),
                 review=reviews.get(row["key"], {}),
             )
         )
@@ -239,6 +241,15 @@ def _ordered(keys: set[tuple[str, ...]], found: list[Tile], axes: list[str]) -> 
     return sorted(keys, key=lambda k: first[k])
 
 
+def _meta(text: str | None) -> dict[str, Any]:
+    """A row's `meta` (JSON in job_tasks), or {} for none or a value that is not a mapping."""
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def _label(axes: list[str], key: tuple[str, ...]) -> str:
     """A header's text: the values alone (`wan2.2-pro · 9:16`); the legend names the fields."""
     if not axes:
@@ -274,10 +285,13 @@ def _tile_html(tile: Tile, rows: list[str], cols: list[str], live: Live | None, 
     caption += ([f"<b>{e(tile.label)}</b>"] if tile.label else []) + [f"{model}v{tile.variant}" + (f" · {e(unshown)}" if unshown else "")]
     if tile.image_urls:
         caption.append("image: " + e(" ".join(tile.image_urls)))
+    meta = ", ".join(f"{k}: {v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}" for k, v in sorted(tile.meta.items()))
+    if meta:
+        caption.append(f"<span class=meta>{e(meta)}</span>")
     task = f'<span title="{e(tile.task_id)}">task {e(tile.task_id[:12])}…</span>' if tile.task_id else "not sent"
     caption.append(f"{task} · <span class=status>{e(tile.outcome)}</span>")
     searchable = " ".join(
-        [tile.label or "", tile.prompt, tile.model, options, tile.outcome, tile.task_id or "", f"v{tile.variant}", tile.review.get("note") or ""]
+        [tile.label or "", tile.prompt, tile.model, options, meta, tile.outcome, tile.task_id or "", f"v{tile.variant}", tile.review.get("note") or ""]
     ).lower()
     prompt = "" if "prompt" in rows or "prompt" in cols else f"<q>{e(tile.prompt)}</q><br>"
     pick = tile.review.get("pick")

@@ -362,6 +362,11 @@ class Ledger:
             counts[row["status"]] = row["n"]
         return counts
 
+    def unpolled_count(self, job: str) -> int:
+        """Submitted tasks of `job` that no poll has asked about yet."""
+        sql = "SELECT count(*) FROM tasks t JOIN job_tasks j ON j.key = t.key AND j.job = ?" + self._current
+        return int(self._query(sql + " WHERE t.state = 'submitted' AND t.checked_at IS NULL", [job])[0][0])
+
     # -- writing --------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -633,6 +638,11 @@ class Ledger:
                 "UPDATE runs SET ended_at = ?, counts = ?, exit_code = ? WHERE id = ?",
                 (timestamp(), json.dumps(counts), exit_code, run_id),
             )
+
+    def set_exit_code(self, run_id: int, exit_code: int) -> None:
+        """The command's exit code, once what came after the sending (wait, download) ended."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE runs SET exit_code = ? WHERE id = ?", (exit_code, run_id))
 
     def abandon_in_flight(self, run_id: int, reason: str) -> int:
         """This run's `sending` rows become `in_doubt` (it is exiting without their answers)."""

@@ -72,8 +72,10 @@ def poll(
     concurrency: int = 4,
     backoff: Backoff = POLL_BACKOFF,
     stop: threading.Event | None = None,
+    on_progress: Callable[[PollReport], None] = lambda report: None,
 ) -> PollReport:
-    """Get-task for each of `tasks`; record status, result URLs and when it was checked."""
+    """Get-task for each of `tasks`; record status, result URLs and when it was checked.
+    `on_progress` is told after each answer (under the report's lock: keep it short)."""
     report = PollReport()
     lock = threading.Lock()
     outer = stop or threading.Event()
@@ -110,6 +112,7 @@ def poll(
             found = _record(row, outcome, report)
             if found is not None:
                 answers.append(found)
+            on_progress(report)
             if report.aborted:
                 round_over.set()
                 outer.set()

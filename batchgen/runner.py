@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import subprocess
 import threading
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -288,10 +289,14 @@ def _run_planned(
         budget = Budget(cap, book, balance_before=balance, read_balance=lambda: client.get_credits().credits, notice=console.err)
         # One limiter for the whole run: get-task calls after the sends share its pace.
         limiter = RateLimiter(settings.rpm)
-        exit_code = _send(ledger, client, options, validated.job.name, target, settings, to_send, limiter, budget, console)
+        exit_code, run_id = _send(ledger, client, options, validated.job.name, target, settings, to_send, limiter, budget, console)
+        recorded = exit_code
         if not_uploaded and exit_code == 0:
             exit_code = EXIT_INCOMPLETE
     exit_code = _after_sending(ledger, options, validated.job.name, target, limiter, console, exit_code)
+    if exit_code != recorded:  # the run's record says how the command ended, not only its sending
+        with contextlib.suppress(sqlite3.Error):  # busy after a second Ctrl-C: the sending's code stays
+            ledger.set_exit_code(run_id, exit_code)
     on_done(options.on_done, ledger, validated.job.name, options.job_file, exit_code, console)
     return exit_code
 
@@ -388,7 +393,8 @@ def _send(
     limiter: RateLimiter,
     budget: Budget,
     console: Console,
-) -> int:
+) -> tuple[int, int]:
+    """Send, with the run recorded in `runs`: (exit code, run id)."""
     run_id = ledger.start_run(name, options.job_file, target.identity_base, options.flags() | {"rpm": settings.rpm, "concurrency": settings.concurrency})
     ledger.record_balance(run_id, before=budget.balance_before)
     lock = RunLock(ledger.path, run_id)  # before the first claim: see liveness.py
@@ -412,7 +418,7 @@ def _send(
                 with contextlib.suppress(sqlite3.Error):  # busy: the run is left without its end
                     ledger.end_run(run_id, {"interrupted": "twice"}, exit_code)
                 console.err("quit: calls in flight are in_doubt")
-                return exit_code
+                return exit_code, run_id
         after = client.get_credits().credits if budget.balance_before is not None and report.calls else budget.balance_before
         ledger.record_balance(run_id, after=after)
         standing = ledger.standing(name)
@@ -435,7 +441,7 @@ def _send(
             dict(report.outcomes) | {"calls": report.calls, "aborted": report.aborted, "capped": report.capped, "spent": report.spent, "spent_by_balance": by_balance},
             exit_code,
         )
-        return exit_code
+        return exit_code, run_id
     finally:
         journal.release_reserve(ledger.path)
         lock.release()
@@ -451,13 +457,13 @@ def _after_sending(
     folder = Path("outputs") / name
     if options.download and exit_code in (0, EXIT_INCOMPLETE):
         if not options.wait:  # one look at the tasks, so that what is done now is downloaded now
-            with api.Api(target.base_url, target.key) as client:
-                poll(ledger, client, pending(ledger, name, due_only=False), limiter=limiter)
+            tasks = pending(ledger, name, due_only=False)
+            if tasks:
+                console.err(f"checking {len(tasks)} tasks before downloading")
+                show = _at_most_every(2.0, lambda report: console.err(f"checked {report.checked}/{len(tasks)}: {report.completed} completed"))
+                with api.Api(target.base_url, target.key) as client:
+                    poll(ledger, client, tasks, limiter=limiter, on_progress=show)
         exit_code = max(exit_code, download_job(ledger, name, folder, target, console, bounds=options.bounds))
-        processing = ledger.generation_counts(name)["processing"]
-        if processing:
-            console.out(f"{processing} still processing: batchgen poll {name} --wait, then batchgen download {name}")
-            exit_code = max(exit_code, EXIT_INCOMPLETE)
     if options.gallery and exit_code in (0, EXIT_INCOMPLETE):
         write_gallery(ledger, name, folder, console)
     return exit_code
@@ -502,7 +508,25 @@ def download_job(
     console.out(f"{folder}: {report.downloaded} downloaded ({report.bytes:,} bytes), {report.skipped} already there; manifest.csv")
     for failure in report.failed:
         console.err(f"  failed: {failure}")
-    return EXIT_INCOMPLETE if report.failed else 0
+    # Only what a poll saw completed is downloaded: a task never polled since it was sent may
+    # be done already. Said, so that "0 downloaded" is not taken for "nothing to get".
+    processing, unpolled = ledger.generation_counts(name)["processing"], ledger.unpolled_count(name)
+    if processing:
+        never = f" ({unpolled} never polled since they were sent)" if unpolled else ""
+        console.out(f"{processing} still processing as last polled{never}: batchgen poll {name} --wait, then batchgen download {name}")
+    return EXIT_INCOMPLETE if report.failed or processing else 0
+
+
+def _at_most_every(seconds: float, show: Callable[[Any], None]) -> Callable[[Any], None]:
+    """`show`, called at most once every `seconds` (a progress line on a long poll)."""
+    last = [time.monotonic()]
+
+    def throttled(value: Any) -> None:
+        if time.monotonic() - last[0] >= seconds:
+            last[0] = time.monotonic()
+            show(value)
+
+    return throttled
 
 
 def prepare_folder(folder: Path) -> None:

@@ -214,3 +214,71 @@ def test_a_first_run_links_each_request_with_its_id_and_meta_from_the_keys_held(
     _, to_send = prepare_run(ValidatedJob(job, "https://api.pixwith.ai"), no_ledger, set())
     keys = [r.key for r in expand(job, "https://api.pixwith.ai")]
     assert list(to_send.links()) == [(keys[0], "shot-a", {"take": 1}), (keys[1], None, None)]
+
+
+# -- what the commands say is what happened ------------------------------------------------------
+
+
+def test_runs_records_the_exit_code_the_command_ended_with(world, write_job):
+    """Sending went well (0), the download found tasks still processing (1): the run's record
+    says 1, as the shell saw."""
+    env = world(time_scale=1)
+    job = write_job(job_text(prompts(2), name="later"))
+    result = env.cli("run", job, *FAST, "--download")
+    assert result.exit_code == 1
+    (run,) = [json.loads(line) for line in env.cli("runs", "--json").stdout.splitlines()]
+    assert run["exit_code"] == 1
+
+
+def test_credits_that_cannot_reach_the_api_is_not_a_usage_error(world):
+    env = world()
+    result = env.cli("credits", env={"PIXWITH_BASE_URL": "http://127.0.0.1:9"})  # nothing listens there
+    assert result.exit_code == 1 and "the balance could not be read" in result.output
+
+
+def test_download_after_a_run_without_wait_says_the_tasks_were_never_polled(world, write_job):
+    env = world(time_scale=0)  # done at once, but no poll has asked yet
+    job = write_job(job_text(prompts(3), name="unpolled"))
+    assert env.cli("run", job, *FAST).exit_code == 0
+    result = env.cli("download", "unpolled", "--out", env.tmp / "videos")
+    assert result.exit_code == 1, result.output
+    assert "3 still processing as last polled (3 never polled since they were sent): batchgen poll unpolled --wait" in result.output
+    assert env.cli("poll", "unpolled").exit_code == 0
+    assert "3 downloaded" in env.cli("download", "unpolled", "--out", env.tmp / "videos").output
+
+
+def test_run_download_says_it_checks_the_tasks_before_downloading(world, write_job):
+    env = world(time_scale=0)
+    job = write_job(job_text(prompts(2), name="look"))
+    result = env.cli("run", job, *FAST, "--download")
+    assert result.exit_code == 0 and "checking 2 tasks before downloading" in result.stderr
+
+
+def test_the_gallery_shows_each_requests_meta(world, write_job):
+    env = world(time_scale=0)
+    job = write_job("version: 1\nname: shots\n" + PRO_DEFAULTS + "requests:\n  - {prompt: a fox, id: fox, meta: {scene: 12, take: <b>one</b>}}\n")
+    assert env.cli("run", job, *FAST, "--wait").exit_code == 0
+    assert env.cli("gallery", "shots", "--out", env.tmp / "g").exit_code == 0
+    page = (env.tmp / "g" / "index.html").read_text()
+    assert "<span class=meta>scene: 12, take: &lt;b&gt;one&lt;/b&gt;</span>" in page
+
+
+def test_ctrl_c_while_batchgen_starts_is_a_quiet_exit_130(tmp_path):
+    """The console script imports batchgen before anything runs: a Ctrl-C then (here, on
+    importing the command line) prints one line, not a traceback."""
+    import subprocess
+    import sys
+
+    starting = (
+        "import sys\n"
+        "class CtrlC:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'batchgen.cli':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, CtrlC())\n"
+        "sys.argv = ['batchgen', '--help']\n"
+        "from batchgen.__main__ import command\n"  # what the installed `batchgen` script does
+        "command()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", starting], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 130 and "Traceback" not in result.stderr and "interrupted" in result.stderr
