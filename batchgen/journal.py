@@ -201,9 +201,15 @@ def _taken_name(folder: Path, ledger_name: str) -> Path:
 
 
 def _reserves_of(ledger: Path) -> list[Path]:
-    prefix = f"{ledger.name}.journal.reserve-"
+    return _beside(ledger, ".journal.reserve-")
+
+
+def _beside(file: Path, suffix: str) -> list[Path]:
+    """The files named `file`'s name + `suffix` + anything, in its folder, sorted (by the
+    time their names start with: oldest first)."""
+    prefix = file.name + suffix
     try:
-        with os.scandir(ledger.parent) as found:
+        with os.scandir(file.parent) as found:
             return sorted(Path(e.path) for e in found if e.name.startswith(prefix))
     except FileNotFoundError:
         return []
@@ -232,12 +238,7 @@ def _adopt_orphan_reserves(ledger: Path) -> None:
 
 def _taken(path: Path) -> list[Path]:
     """The journals moved aside from `path` by `take` and not yet discarded, oldest first."""
-    prefix = f"{path.name}.taken-"
-    try:
-        with os.scandir(path.parent) as found:
-            return sorted(Path(e.path) for e in found if e.name.startswith(prefix))
-    except FileNotFoundError:
-        return []
+    return _beside(path, ".taken-")
 
 
 def entries(ledger: Path) -> Iterator[dict[str, Any]]:
