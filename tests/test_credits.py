@@ -379,3 +379,17 @@ def test_a_class_key_is_the_same_remembered_or_not_and_an_unhashable_option_is_s
     assert class_key(body) == class_key(dict(body, prompt="b")) == key_of_tuple(class_tuple(body))
     listed = {"model_id": "2-9", "options": {"duration": 5, "frames": [1, 2]}}  # not hashable
     assert class_key(listed) == '{"images":0,"model_id":"2-9","options":{"duration":5,"frames":[1,2]}}'
+
+
+def test_the_issue_s_job_priced_8x_too_low_stops_within_its_cap(world, write_job):
+    """limits.max_credits: 100, a declared price of 5 where the API charges 40 (Pro 720p in
+    the sandbox): it spent 800 before the cap held against the balance; now at most 100."""
+    env = world(latency_ms=20, credits=10_000)
+    job = write_job(
+        "version: 1\nlimits: {max_credits: 100}\nprices:\n  - {model: wan2.2-pro, credits: 5}\n"
+        + PRO_DEFAULTS.replace("480p", "720p") + "requests:\n"
+        + "".join(f"  - prompt: shot {i}\n" for i in range(20))
+    )
+    result = env.cli("run", job, *FAST, "--concurrency", "8")
+    assert result.exit_code == 1 and "x8.00" in result.stderr, result.output
+    assert 10_000 - env.sandbox.balance <= 100
