@@ -212,7 +212,7 @@ def _same(actual: Any, wanted: Any) -> bool:
         actual = [actual]
     if isinstance(wanted, str):
         wanted = [wanted]
-    return actual == wanted
+    return bool(actual == wanted)
 
 
 def _base(job: Job, index: int) -> dict[str, Any]:

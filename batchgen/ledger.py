@@ -329,7 +329,8 @@ class Ledger:
         if job is not None:
             sql += " JOIN job_tasks j ON j.key = t.key AND j.job = ?" + self._current
         sql += f" WHERE {_PROCESSING}"
-        return self._query(sql, [job] if job is not None else [])[0][0]
+        due: str | None = self._query(sql, [job] if job is not None else [])[0][0]
+        return due
 
     def unsent_count(self, job: str) -> int:
         """Requests linked to `job` that were never claimed (a --limit run, say)."""

@@ -163,7 +163,7 @@ def job_schema(current: dict[str, Any]) -> dict[str, Any]:
     """`current` (job.schema.json) with the model names and option fields of the catalogue."""
     catalogue = models.catalogue()
     names = models.option_names()
-    schema = json.loads(json.dumps(current))
+    schema: dict[str, Any] = json.loads(json.dumps(current))  # a deep copy, plain JSON
     defs = schema["$defs"]
     defs["model"] = {"description": "A model name or its API id (`batchgen models` lists them).",
                      "enum": [m.name for m in catalogue] + [m.id for m in catalogue]}

@@ -265,7 +265,7 @@ def _canonical(value: Any) -> str:
 
 def sample_video(model_id: str) -> bytes:
     """The small playable MP4 served for a completed task of `model_id`."""
-    sample = lookup(model_id).sandbox.get("sample", "sample-pro.mp4")  # type: ignore[union-attr]
+    sample = str(lookup(model_id).sandbox.get("sample", "sample-pro.mp4"))  # type: ignore[union-attr]
     return (resources.files("batchgen") / "data" / sample).read_bytes()
 
 

@@ -39,7 +39,8 @@ def _schema_dir() -> Path:
 def load(filename: str) -> dict[str, Any]:
     """The parsed contents of a shipped schema file (`job.schema.json`, `models/wan-2-2.json`, ...)."""
     with open(_schema_dir() / filename, encoding="utf-8") as f:
-        return json.load(f)
+        schema: dict[str, Any] = json.load(f)
+    return schema
 
 
 @functools.cache
@@ -160,7 +161,7 @@ def missing_property(error: ValidationError) -> str | None:
     missing = [k for k in _rule(error) if isinstance(error.instance, dict) and k not in error.instance]
     for name in missing:
         if error.message.startswith(repr(name)):
-            return name
+            return str(name)
     return missing[0] if missing else None
 
 

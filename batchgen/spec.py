@@ -72,7 +72,8 @@ class Job:
 
     @property
     def entries(self) -> list[dict[str, Any]]:
-        return self.data["requests"]
+        entries: list[dict[str, Any]] = self.data["requests"]
+        return entries
 
     @property
     def limits(self) -> dict[str, int]:

@@ -154,7 +154,8 @@ def _compiled(source: str) -> "jinja2.Template":
     import jinja2
 
     try:
-        return _env().from_string(source)
+        template: jinja2.Template = _env().from_string(source)
+        return template
     except jinja2.TemplateSyntaxError as e:
         unstable = any(f"No filter named {name!r}" in str(e.message) for name in _UNSTABLE_FILTERS)
         raise TemplateProblem(f"template syntax error: {e.message}" + (f" ({_WHY_UNSTABLE})" if unstable else "")) from None

@@ -62,7 +62,8 @@ def _point_stdout_at_devnull() -> None:
         pass
 
 
-class Finite(click.ParamType):
+# click >= 8.2 makes ParamType generic; subscripting it would break click 8.1 at import.
+class Finite(click.ParamType):  # type: ignore[type-arg]
     """A finite number within a range: `nan` and `inf` are refused, unlike click.FloatRange."""
 
     name = "number"
