@@ -4,7 +4,9 @@ import atexit
 import gc
 import sys
 
-EXIT_INTERRUPTED = 130  # as errors.EXIT_INTERRUPTED; not imported, since importing is what may be cut short
+EXIT_INTERRUPTED = (
+    130  # as errors.EXIT_INTERRUPTED; not imported, since importing is what may be cut short
+)
 
 
 def command() -> None:

@@ -18,8 +18,9 @@ import json
 import math
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 import httpx
@@ -41,7 +42,12 @@ DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=30.0, pool=60.0)
 
 def timeout(read: float) -> httpx.Timeout:
     """The default timeouts with another read timeout (`--read-timeout`)."""
-    return httpx.Timeout(connect=DEFAULT_TIMEOUT.connect, read=read, write=DEFAULT_TIMEOUT.write, pool=DEFAULT_TIMEOUT.pool)
+    return httpx.Timeout(
+        connect=DEFAULT_TIMEOUT.connect,
+        read=read,
+        write=DEFAULT_TIMEOUT.write,
+        pool=DEFAULT_TIMEOUT.pool,
+    )
 
 
 class Kind(enum.Enum):
@@ -77,7 +83,9 @@ def check_api_key(key: str, source: str) -> str:
     message never contains the key, only where it came from and what is wrong.
     """
     if len(key) < MIN_KEY_LENGTH:
-        raise UsageError(f"the API key from {source} is {len(key)} characters long; an API key has at least {MIN_KEY_LENGTH}")
+        raise UsageError(
+            f"the API key from {source} is {len(key)} characters long; an API key has at least {MIN_KEY_LENGTH}"
+        )
     for position, char in enumerate(key, start=1):
         if not 33 <= ord(char) <= 126:
             what = "whitespace" if char.isspace() else "a character that is not printable ASCII"
@@ -118,7 +126,13 @@ def redact(text: str, secret: str) -> str:
 @functools.lru_cache(maxsize=16)
 def _forms(secret: str) -> tuple[str, ...]:
     # Worked out once per key, not at every call's answer (a run redacts thousands).
-    forms = {secret, repr(secret)[1:-1], repr(secret.encode("utf-8", "backslashreplace"))[2:-1], quote(secret, safe=""), quote_plus(secret)}
+    forms = {
+        secret,
+        repr(secret)[1:-1],
+        repr(secret.encode("utf-8", "backslashreplace"))[2:-1],
+        quote(secret, safe=""),
+        quote_plus(secret),
+    }
     return tuple(form for form in sorted(forms, key=len, reverse=True) if form)
 
 
@@ -154,7 +168,11 @@ class Api:
         self._key = api_key
         remember_secret(api_key)
         self._headers = httpx.Headers(
-            {"Api-Key": api_key, "Content-Type": "application/json", "User-Agent": f"batchgen/{__version__}"}
+            {
+                "Api-Key": api_key,
+                "Content-Type": "application/json",
+                "User-Agent": f"batchgen/{__version__}",
+            }
         )
         self._timeout = timeout.as_dict()
         self._urls: dict[str, httpx.URL] = {}
@@ -168,7 +186,9 @@ class Api:
         self._deliver: Callable[[httpx.Request], httpx.Response]
         self._pool: httpx.Client | httpx.BaseTransport
         if transport is None and _proxy_in_environment():
-            limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+            limits = httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            )
             client = httpx.Client(timeout=timeout, limits=limits, follow_redirects=False)
             self._deliver, self._pool = (lambda request: client.send(request, stream=True)), client
         else:
@@ -195,7 +215,11 @@ class Api:
     def pre_url(self, image_name: str, content_type: str) -> Outcome:
         """POST /api/task/pre_url: where to upload an image (`data.upload_url`) and the URL it
         will have (`data.image_url`). Safe to repeat: nothing is created or billed."""
-        return self._call("/api/task/pre_url", {"image_name": image_name, "content_type": content_type}, creating=False)
+        return self._call(
+            "/api/task/pre_url",
+            {"image_name": image_name, "content_type": content_type},
+            creating=False,
+        )
 
     def get_credits(self) -> Balance:
         """POST /api/task/get_credits: the account's balance, or why it is not known."""
@@ -203,22 +227,39 @@ class Api:
         if outcome.kind is not Kind.OK:
             return Balance(None, outcome.message or outcome.kind.value, outcome.kind)
         credits = (outcome.data or {}).get("credits")
-        if isinstance(credits, bool) or not isinstance(credits, (int, float)) or not math.isfinite(credits) or credits < 0:
-            return Balance(None, f"the answer holds no balance (credits: {str(credits)[:40]!r})", Kind.IN_DOUBT)
+        if (
+            isinstance(credits, bool)
+            or not isinstance(credits, (int, float))
+            or not math.isfinite(credits)
+            or credits < 0
+        ):
+            return Balance(
+                None, f"the answer holds no balance (credits: {str(credits)[:40]!r})", Kind.IN_DOUBT
+            )
         if credits != int(credits) or credits > 10**15:
-            return Balance(None, f"the balance {credits!r} is not a whole number of credits", Kind.IN_DOUBT)
+            return Balance(
+                None, f"the balance {credits!r} is not a whole number of credits", Kind.IN_DOUBT
+            )
         return Balance(int(credits), "", Kind.OK)
 
     def _call(self, path: str, body: dict[str, Any] | None, *, creating: bool) -> Outcome:
         outcome = self._send(path, body, creating=creating)
         # The key is never written anywhere, even if an answer or an error were to echo it.
         message = redact(outcome.message, self._key)
-        return outcome if message == outcome.message else dataclasses.replace(outcome, message=message)
+        return (
+            outcome if message == outcome.message else dataclasses.replace(outcome, message=message)
+        )
 
     def _send(self, path: str, body: dict[str, Any] | None, *, creating: bool) -> Outcome:
         payload = b"" if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
         url = self._urls.get(path) or self._urls.setdefault(path, httpx.URL(self.base_url + path))
-        request = httpx.Request("POST", url, headers=self._headers, content=payload, extensions={"timeout": self._timeout})
+        request = httpx.Request(
+            "POST",
+            url,
+            headers=self._headers,
+            content=payload,
+            extensions={"timeout": self._timeout},
+        )
         try:
             response = self._deliver(request)
             try:
@@ -232,8 +273,13 @@ class Api:
             # may have acted on it.
             return Outcome(Kind.IN_DOUBT if creating else Kind.RETRY, f"no answer: {_describe(e)}")
         except _TooLarge:
-            return Outcome(Kind.IN_DOUBT if creating else Kind.RETRY, f"answer larger than {MAX_ANSWER_BYTES} bytes")
-        return classify(response.status_code, response.headers.get("Retry-After"), raw, creating=creating)
+            return Outcome(
+                Kind.IN_DOUBT if creating else Kind.RETRY,
+                f"answer larger than {MAX_ANSWER_BYTES} bytes",
+            )
+        return classify(
+            response.status_code, response.headers.get("Retry-After"), raw, creating=creating
+        )
 
 
 @dataclass(frozen=True)
@@ -274,7 +320,12 @@ def classify(status: int, retry_after: str | None, raw: bytes, *, creating: bool
     """What an HTTP answer means for the request (see the module docstring)."""
     doubt = Kind.IN_DOUBT if creating else Kind.RETRY
     if status in (429, 503):
-        return Outcome(Kind.RETRY, f"HTTP {status}", retry_after=parse_retry_after(retry_after), http_status=status)
+        return Outcome(
+            Kind.RETRY,
+            f"HTTP {status}",
+            retry_after=parse_retry_after(retry_after),
+            http_status=status,
+        )
     if status in (401, 403):
         return Outcome(Kind.AUTH, f"HTTP {status}: the API refused the key")
     if status >= 500:
@@ -295,7 +346,12 @@ def classify(status: int, retry_after: str | None, raw: bytes, *, creating: bool
         task_id = data.get("task_id")
         if not isinstance(task_id, str) or not task_id.strip():
             return Outcome(doubt, "answer code 1 without a task id")
-        return Outcome(Kind.OK, message, task_id=task_id, estimated_time=estimated_time(data.get("estimated_time")))
+        return Outcome(
+            Kind.OK,
+            message,
+            task_id=task_id,
+            estimated_time=estimated_time(data.get("estimated_time")),
+        )
     # Only what the API documents decides that the whole run must stop: the key refused
     # (code 2, or its message) or the credit exhausted (its message). Any other code 0 is this
     # request's own rejection (moderation, bad parameters), whatever its words say.

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .limits import REAL_CLOCK, Clock
 from .prices import PriceBook, class_key
@@ -64,7 +65,9 @@ class Budget:
         self.read_balance = read_balance
         self.clock = clock
         self.notice = notice
-        self.committed = 0  # credits reserved (created, in doubt, in flight), at the prices the cap counts
+        self.committed = (
+            0  # credits reserved (created, in doubt, in flight), at the prices the cap counts
+        )
         self.stopped: str | None = None  # why sending must stop
         self.scale = 1.0  # the balance's drop over the declared cost, once it showed more
         self.balance_spent: int | None = None  # the drop at the last reading
@@ -84,7 +87,9 @@ class Budget:
     def checks_balance(self) -> bool:
         return self.cap is not None and self.balance_before is not None
 
-    def reserve(self, body: dict[str, Any], stopping: Callable[[], bool] = lambda: False) -> Reservation | None:
+    def reserve(
+        self, body: dict[str, Any], stopping: Callable[[], bool] = lambda: False
+    ) -> Reservation | None:
         """Take the request's price out of the cap before it is claimed. None: it does not fit,
         or the run is stopping (`stopping()`) while it waited for its class's first request."""
         if self.cap is None:
@@ -102,7 +107,9 @@ class Budget:
                 return None
             credits = math.ceil(declared * self.scale)
             if self._spent_estimate() + self._in_flight() + credits > self.cap:
-                self.stopped = f"the cap of {self.cap:,} credits is reached ({self._describe_spent()})"
+                self.stopped = (
+                    f"the cap of {self.cap:,} credits is reached ({self._describe_spent()})"
+                )
                 self._changed.notify_all()
                 return None
             self.committed += credits
@@ -141,8 +148,10 @@ class Budget:
             self._created_classes.add(reservation.cls)
             self._creates += 1
             due = (
-                reservation.cls not in self._confirmed or self._recheck
-                or self._creates % CHECK_AFTER == 0 or self.clock.now() - self._checked_at >= CHECK_EVERY
+                reservation.cls not in self._confirmed
+                or self._recheck
+                or self._creates % CHECK_AFTER == 0
+                or self.clock.now() - self._checked_at >= CHECK_EVERY
             )
             if due:
                 self._checked_at = self.clock.now()
@@ -162,12 +171,16 @@ class Budget:
         with self._changed:
             try:
                 if balance is None:
-                    self.stopped = self.stopped or "the balance could not be re-read, and the cap needs it"
+                    self.stopped = (
+                        self.stopped or "the balance could not be re-read, and the cap needs it"
+                    )
                     return False
                 drop = self.balance_before - balance
                 # More than the created and in-flight requests could cost at the declared
                 # prices: the prices are wrong, or someone else spends on the account.
-                if declared_settled and drop > math.ceil((declared_settled + declared_in_flight) * self.scale):
+                if declared_settled and drop > math.ceil(
+                    (declared_settled + declared_in_flight) * self.scale
+                ):
                     scale = drop / declared_settled
                     if scale > self.scale:
                         self.notice(
@@ -209,10 +222,16 @@ class Budget:
         return max(self._settled, self.balance_spent + self._settled - self._settled_at_reading)
 
     def _describe_spent(self) -> str:
-        by = "by the balance and the creates since" if self.balance_spent is not None else "at the prices"
+        by = (
+            "by the balance and the creates since"
+            if self.balance_spent is not None
+            else "at the prices"
+        )
         return f"{self._spent_estimate():,} spent {by}, {self._in_flight():,} in flight"
 
     def _end_probe(self, reservation: Reservation) -> None:
         if reservation.cls not in self._confirmed and reservation.cls in self._probing:
-            self._probing.discard(reservation.cls)  # the next request of its class goes out alone instead
+            self._probing.discard(
+                reservation.cls
+            )  # the next request of its class goes out alone instead
             self._changed.notify_all()

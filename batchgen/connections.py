@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ssl
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 
@@ -44,7 +44,9 @@ class OneConnectionEach(httpx.BaseTransport):
 
     def _take(self, timeout: float | None) -> httpx.HTTPTransport:
         with self._available:
-            if not self._available.wait_for(lambda: self._free or self._opened < self._max, timeout):
+            if not self._available.wait_for(
+                lambda: self._free or self._opened < self._max, timeout
+            ):
                 raise httpx.PoolTimeout("no connection came free in time")
             if self._free:
                 return self._free.pop()

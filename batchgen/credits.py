@@ -36,7 +36,9 @@ class BalanceUnknown(BatchgenError):
     exit_code = EXIT_INCOMPLETE
 
 
-def price_book(validated: ValidatedJob, ledger: Ledger | None, prices_file: str | None) -> PriceBook:
+def price_book(
+    validated: ValidatedJob, ledger: Ledger | None, prices_file: str | None
+) -> PriceBook:
     """The job's rules and the `--prices` file's (declared), then what the ledger learned."""
     rules = job_rules(validated.job) + (load_rules(prices_file) if prices_file else [])
     learned = ledger.learned_prices(validated.api_base) if ledger is not None else {}
@@ -84,7 +86,14 @@ def covered(to_send: ToSend, balance: int, *, allow_partial: bool) -> ToSend:
     return to_send.head(fits)
 
 
-def learn_price(ledger: Ledger, run_id: int, api_base: str, report: RunReport, before: int | None, after: int | None) -> str | None:
+def learn_price(
+    ledger: Ledger,
+    run_id: int,
+    api_base: str,
+    report: RunReport,
+    before: int | None,
+    after: int | None,
+) -> str | None:
     """Learn a price from the run's balance drop, when it can only mean one thing: the run
     submitted requests of one class only, none is in doubt, no other run on this ledger
     overlapped it, and the drop divides exactly. Returns what it learned, or why not (None when
@@ -111,26 +120,56 @@ def spend_line(report: RunReport, before: int | None, after: int | None) -> str:
     if report.unpriced:
         spent += f" (+{report.unpriced} requests of unknown price)"
     if before is not None:
-        spent += f"; balance {before:,} before" + (f", {after:,} after ({before - after:,} spent)" if after is not None else "")
+        spent += f"; balance {before:,} before" + (
+            f", {after:,} after ({before - after:,} spent)" if after is not None else ""
+        )
         if after is not None and before - after > report.spent and not report.unpriced:
             spent += "; the balance fell by more than the prices say: check them (batchgen prices)"
     return spent
 
 
-def price_report(job_file: str | None, ledger: Ledger | None, prices_file: str | None, api_base: str) -> list[str]:
+def price_report(
+    job_file: str | None, ledger: Ledger | None, prices_file: str | None, api_base: str
+) -> list[str]:
     """`batchgen prices`: the declared rules, the learned prices, and with a job file the price
     of each class of request it asks for, each with where it came from."""
-    validated = validate_job(job_file, api_base, allow_unverified=True) if job_file else None  # listing prices sends nothing
-    rules = (job_rules(validated.job) if validated else []) + (load_rules(prices_file) if prices_file else [])
+    validated = (
+        validate_job(job_file, api_base, allow_unverified=True) if job_file else None
+    )  # listing prices sends nothing
+    rules = (job_rules(validated.job) if validated else []) + (
+        load_rules(prices_file) if prices_file else []
+    )
     lines = ["declared:"] + (
-        ["  " + line for line in table(((r.describe(), f"{r.credits:,}", f"{r.where()} ({r.path})") for r in rules), ("matches", "credits", "where"))]
-        if rules else ["  none (prices: in a job file, or --prices FILE)"]
+        [
+            "  " + line
+            for line in table(
+                ((r.describe(), f"{r.credits:,}", f"{r.where()} ({r.path})") for r in rules),
+                ("matches", "credits", "where"),
+            )
+        ]
+        if rules
+        else ["  none (prices: in a job file, or --prices FILE)"]
     )
     learned = ledger.all_learned_prices() if ledger is not None else []
     lines.append("learned from the balance:")
     lines += (
-        ["  " + line for line in table(((describe_class(p["class"]), f"{p['credits']:,}", f"run {p['run_id']} ({p['requests']} requests, {p['learned_at']})", p["api_base"]) for p in learned), ("class", "credits", "evidence", "api"))]
-        if learned else ["  none yet"]
+        [
+            "  " + line
+            for line in table(
+                (
+                    (
+                        describe_class(p["class"]),
+                        f"{p['credits']:,}",
+                        f"run {p['run_id']} ({p['requests']} requests, {p['learned_at']})",
+                        p["api_base"],
+                    )
+                    for p in learned
+                ),
+                ("class", "credits", "evidence", "api"),
+            )
+        ]
+        if learned
+        else ["  none yet"]
     )
     if validated is not None:
         book = price_book(validated, ledger, prices_file)
@@ -140,8 +179,17 @@ def price_report(job_file: str | None, ledger: Ledger | None, prices_file: str |
         rows = []
         for key, body in classes.items():
             price = book.price(body)
-            rows.append((describe_class(key), f"{price.credits:,}" if price else "unknown", price.source if price else "no rule matches, nothing learned"))
+            rows.append(
+                (
+                    describe_class(key),
+                    f"{price.credits:,}" if price else "unknown",
+                    price.source if price else "no rule matches, nothing learned",
+                )
+            )
         lines.append(f"{validated.job.name}, by class:")
         lines += ["  " + line for line in table(rows, ("class", "credits", "source"))]
-        lines += [f"warning: {sentence}" for sentence in filter(None, map(book.contradiction, classes.values()))]
+        lines += [
+            f"warning: {sentence}"
+            for sentence in filter(None, map(book.contradiction, classes.values()))
+        ]
     return lines

@@ -7,7 +7,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Iterable, TextIO
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from .submit import RunReport
@@ -19,7 +20,13 @@ class ProgressDisplay:
     line every few seconds, so logs stay readable."""
 
     def __init__(
-        self, total: int, *, stream: TextIO = sys.stderr, tty: bool | None = None, every: float = 5.0, columns: int | None = None
+        self,
+        total: int,
+        *,
+        stream: TextIO = sys.stderr,
+        tty: bool | None = None,
+        every: float = 5.0,
+        columns: int | None = None,
     ):
         self.total = total
         self.stream = stream
@@ -112,15 +119,22 @@ def summary_lines(
     """The run's summary: what it did, what the job now stands at, and what to do next."""
     lines = []
     verb = "stopped" if report.interrupted else "aborted" if report.aborted else "done"
-    did = ", ".join(f"{n} {state}" for state, n in sorted(report.outcomes.items())) or "nothing sent"
+    did = (
+        ", ".join(f"{n} {state}" for state, n in sorted(report.outcomes.items())) or "nothing sent"
+    )
     lines.append(f"run {verb}: {report.calls} create calls; {did}")
     width = max([14, *map(len, report.by_model)])  # model names line up, however long
     for model, counts in sorted(report.by_model.items()):
-        lines.append(f"  {model:<{width}} " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        lines.append(
+            f"  {model:<{width}} " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        )
     if report.aborted:
         lines.append(f"stopped early: {report.aborted}; the rest was not sent")
     standing = ", ".join(f"{n} {state}" for state, n in sorted(job_states.items()))
-    lines.append(f"job {job}: {standing or 'nothing in the ledger yet'}" + (f"; {unsent} not sent yet" if unsent else ""))
+    lines.append(
+        f"job {job}: {standing or 'nothing in the ledger yet'}"
+        + (f"; {unsent} not sent yet" if unsent else "")
+    )
     if job_states.get("submitted") and last_due:
         lines.append(f"last task due: {when_due(last_due)}")
     if job_states.get("in_doubt"):
@@ -129,7 +143,9 @@ def summary_lines(
             f"See them: batchgen tasks {job} --state in_doubt; resend: batchgen run {job_file} --resubmit-in-doubt (may duplicate)"
         )
     if job_states.get("failed"):
-        lines.append(f"{job_states['failed']} failed (never created): the next batchgen run {job_file} sends them again")
+        lines.append(
+            f"{job_states['failed']} failed (never created): the next batchgen run {job_file} sends them again"
+        )
     if job_states.get("rejected"):
         lines.append(
             f"{job_states['rejected']} rejected by the API: batchgen tasks {job} --state rejected shows why;"

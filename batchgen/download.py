@@ -23,17 +23,19 @@ import re
 import threading
 import time
 import unicodedata
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator, Protocol
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
 from . import __version__, models
-from .expand import label_file_stem
 from .connections import OneConnectionEach
+from .expand import label_file_stem
 from .ledger import Ledger
 from .limits import REAL_CLOCK, Backoff, Clock, attempts
 from .urls import UrlRefused, check_result_url, is_loopback_host
@@ -119,7 +121,12 @@ def result_files(rows: list[dict[str, Any]], out: Path) -> list[ResultFile]:
             named.append((row, url, name))
             owners.setdefault(name.casefold(), set()).add(row["key"])
     return [
-        ResultFile(row, url, out / (name if len(owners[name.casefold()]) == 1 else f"{name[:-4]}_{row['key'][:8]}.mp4"))
+        ResultFile(
+            row,
+            url,
+            out
+            / (name if len(owners[name.casefold()]) == 1 else f"{name[:-4]}_{row['key'][:8]}.mp4"),
+        )
         for row, url, name in named
     ]
 
@@ -152,7 +159,9 @@ def download(
     done = 0
     stop = stop or threading.Event()
     own_client = client is None
-    client = client or Files(httpx.Timeout(30.0, read=bounds.stall_timeout), max_connections=concurrency)
+    client = client or Files(
+        httpx.Timeout(30.0, read=bounds.stall_timeout), max_connections=concurrency
+    )
 
     def fetch(item: ResultFile) -> None:
         nonlocal done
@@ -160,7 +169,14 @@ def download(
         if item.path.exists() and recorded.get(str(item.path), set()) <= {item.row["key"]}:
             result = "skipped"
         else:
-            result = fetch_file(client, rebase(item.url), item.path, loopback_api=item.loopback_api, bounds=bounds, stop=stop)
+            result = fetch_file(
+                client,
+                rebase(item.url),
+                item.path,
+                loopback_api=item.loopback_api,
+                bounds=bounds,
+                stop=stop,
+            )
         with lock:
             if result == "skipped":
                 report.skipped += 1
@@ -184,7 +200,11 @@ def download(
         by_task.setdefault(item.row["key"], (item.row, []))
     for item in present:
         by_task[item.row["key"]][1].append(str(item.path))
-    ledger.record_files_of((row["key"], row["task_id"], paths) for row, paths in by_task.values() if paths != _recorded_files(row))
+    ledger.record_files_of(
+        (row["key"], row["task_id"], paths)
+        for row, paths in by_task.values()
+        if paths != _recorded_files(row)
+    )
     write_manifest(present, out)
     return report
 
@@ -200,7 +220,7 @@ def _recorded_files(row: dict[str, Any]) -> list[str]:
 class Getter(Protocol):
     """What a download fetches with: `httpx.Client`, or `Files`."""
 
-    def stream(self, method: str, url: str) -> ContextManager[httpx.Response]: ...
+    def stream(self, method: str, url: str) -> AbstractContextManager[httpx.Response]: ...
 
     def close(self) -> None: ...
 
@@ -223,7 +243,9 @@ class Files:
 
     @contextlib.contextmanager
     def stream(self, method: str, url: str) -> Iterator[httpx.Response]:
-        request = httpx.Request(method, url, headers=self._headers, extensions={"timeout": self._timeout})
+        request = httpx.Request(
+            method, url, headers=self._headers, extensions={"timeout": self._timeout}
+        )
         response = self._transport.handle_request(request)
         try:
             yield response
@@ -304,7 +326,9 @@ def _save(response: httpx.Response, part: Path, bounds: Bounds, deadline: float)
         for chunk in response.iter_bytes():
             size += len(chunk)
             if size > bounds.max_file_size:
-                raise Refused(f"over --max-file-size ({bounds.max_file_size:,} bytes); stopped there")
+                raise Refused(
+                    f"over --max-file-size ({bounds.max_file_size:,} bytes); stopped there"
+                )
             if time.monotonic() > deadline:
                 raise Transient(f"not done within {bounds.deadline:g} s ({size:,} bytes so far)")
             f.write(chunk)
@@ -319,7 +343,21 @@ def _brief(url: str) -> str:
     return url if len(url) <= 80 else url[:77] + "..."
 
 
-MANIFEST_COLUMNS = ("file", "id", "key", "task_id", "model", "model_id", "prompt", "options", "image_urls", "variant", "status", "url", "meta")
+MANIFEST_COLUMNS = (
+    "file",
+    "id",
+    "key",
+    "task_id",
+    "model",
+    "model_id",
+    "prompt",
+    "options",
+    "image_urls",
+    "variant",
+    "status",
+    "url",
+    "meta",
+)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 

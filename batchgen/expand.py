@@ -13,8 +13,9 @@ import itertools
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 from . import models, templates
 from .images import LocalImage, is_local, local_path
@@ -71,7 +72,7 @@ def _identities(api_json: str, body: dict[str, Any], variants: int) -> list[str]
     # Same bytes as `identity` (the three keys are already in sorted order), with the API base
     # encoded once per job and the body once for all its variants.
     head = '{"api":' + api_json + ',"body":' + canonical_json(body) + ',"variant":'
-    return [hashlib.sha256(f"{head}{v}}}".encode("utf-8")).hexdigest() for v in range(variants)]
+    return [hashlib.sha256(f"{head}{v}}}".encode()).hexdigest() for v in range(variants)]
 
 
 # -- layers ---------------------------------------------------------------------------------
@@ -116,7 +117,9 @@ def _copy(body: dict[str, Any]) -> dict[str, Any]:
     return {k: dict(v) if isinstance(v, dict) else v for k, v in body.items()}
 
 
-def request_body(merged: dict[str, Any], images: dict[str, LocalImage] | None = None) -> dict[str, Any]:
+def request_body(
+    merged: dict[str, Any], images: dict[str, LocalImage] | None = None
+) -> dict[str, Any]:
     """The API body for merged job fields: model → model_id, no nulls, no empty image_urls,
     local images as `sha256:<hex>` (their URL once uploaded is put in at sending)."""
     body: dict[str, Any] = {}
@@ -158,7 +161,12 @@ class _Axis:
         """The assignments each value of the axis makes, by value index."""
         path = split_path(self.field)
         if self.field == "options":
-            return [[(("options", k), v) for k, v in value.items()] if isinstance(value, dict) else [(path, value)] for value in self.values]
+            return [
+                [(("options", k), v) for k, v in value.items()]
+                if isinstance(value, dict)
+                else [(path, value)]
+                for value in self.values
+            ]
         return [[(path, value)] for value in self.values]
 
 
@@ -173,14 +181,19 @@ def axes(job: Job, index: int) -> list[_Axis]:
     return out
 
 
-def _combination_layers(job: Job, index: int, product: bool = True) -> Iterator[tuple[Origin, list[Assignment]]]:
+def _combination_layers(
+    job: Job, index: int, product: bool = True
+) -> Iterator[tuple[Origin, list[Assignment]]]:
     entry = job.entries[index]
     if "matrix" in entry:
         if product:
             # Each axis as (value index, its assignments) pairs, built once per entry.
             picks = [list(enumerate(axis.layers())) for axis in axes(job, index)]
             for combo in itertools.product(*picks):
-                yield Origin(index, tuple(i for i, _ in combo)), [a for _, layer in combo for a in layer]
+                yield (
+                    Origin(index, tuple(i for i, _ in combo)),
+                    [a for _, layer in combo for a in layer],
+                )
         for k, item in enumerate(entry.get("include") or []):
             yield Origin(index, include=k), assignments(item)
     elif "rows" in entry:
@@ -231,7 +244,9 @@ def _defaults(job: Job) -> dict[str, Any]:
     return job.defaults_layer
 
 
-def merged_requests(job: Job, index: int, *, product: bool = True) -> Iterator[tuple[Origin, dict[str, Any]]]:
+def merged_requests(
+    job: Job, index: int, *, product: bool = True
+) -> Iterator[tuple[Origin, dict[str, Any]]]:
     """(origin, merged job fields) for every request of entry `index`, before repeat
     (`product` False: a matrix's `include` items only)."""
     entry = job.entries[index]
@@ -271,7 +286,12 @@ def sourced(job: Job, api_base: str = DEFAULT_API_BASE) -> Iterator[tuple[Reques
         if prompts is not None:
             yield from _prompt_matrix(job, index, prompts, api_json, repeat)
         for origin, merged in merged_requests(job, index, product=prompts is None):
-            if "vars" not in merged and "id" not in merged and "meta" not in merged and not templates.is_template(merged.get("prompt")):
+            if (
+                "vars" not in merged
+                and "id" not in merged
+                and "meta" not in merged
+                and not templates.is_template(merged.get("prompt"))
+            ):
                 # The common case, kept cheap: nothing to render, name or keep.
                 body = request_body(merged, job.images)
                 for variant, key in enumerate(_identities(api_json, body, repeat)):
@@ -283,7 +303,11 @@ def sourced(job: Job, api_base: str = DEFAULT_API_BASE) -> Iterator[tuple[Reques
             if rendered is not None:
                 body["prompt"] = rendered
             label_source = merged.get("id")
-            label_names = templates.names(str(label_source)) if templates.is_template(label_source) else frozenset()
+            label_names = (
+                templates.names(str(label_source))
+                if templates.is_template(label_source)
+                else frozenset()
+            )
             used |= label_names
             meta = _present(merged.get("meta")) or None
             unused = frozenset(values) - used
@@ -294,7 +318,12 @@ def sourced(job: Job, api_base: str = DEFAULT_API_BASE) -> Iterator[tuple[Reques
                 label, label_problem = _label(label_source, values, body, variant)
                 if numbered and variant and label is not None:
                     label = f"{label}-v{variant}"
-                yield Request(key, variant, body, origin, label, meta, problem or label_problem, unused), merged
+                yield (
+                    Request(
+                        key, variant, body, origin, label, meta, problem or label_problem, unused
+                    ),
+                    merged,
+                )
 
 
 # -- the common big job, fast -----------------------------------------------------------------
@@ -327,14 +356,18 @@ def _prompt_axis(job: Job, index: int) -> int | None:
     return found[0]
 
 
-def _prompt_matrix(job: Job, index: int, at: int, api_json: str, repeat: int) -> Iterator[tuple[Request, dict[str, Any]]]:
+def _prompt_matrix(
+    job: Job, index: int, at: int, api_json: str, repeat: int
+) -> Iterator[tuple[Request, dict[str, Any]]]:
     """The matrix's requests in the order `itertools.product` gives (as `merged_requests`),
     each with its merged fields; `at` is the prompt axis."""
     base = _base(job, index)
     all_axes = axes(job, index)
     prompts = all_axes[at].values
     others = [list(enumerate(axis.layers())) for i, axis in enumerate(all_axes) if i != at]
-    encode = json.encoder.encode_basestring  # the canonical encoder's own string encoding (ensure_ascii=False)
+    encode = (
+        json.encoder.encode_basestring
+    )  # the canonical encoder's own string encoding (ensure_ascii=False)
     rests: dict[tuple[int, ...], tuple[dict[str, Any], dict[str, Any], str, tuple[int, ...]]] = {}
     for combo in _product([len(axis.values) for axis in all_axes], at):
         others_at = combo[:at] + combo[at + 1 :]
@@ -350,7 +383,9 @@ def _prompt_matrix(job: Job, index: int, at: int, api_json: str, repeat: int) ->
             # inline, as a request here costs one encoding and one hash (a shared helper cost
             # ~12% of a million-request plan).
             text = canonical_json(body_rest)[:-1]
-            head = '{"api":' + api_json + ',"body":' + text + ("," if body_rest else "") + '"prompt":'
+            head = (
+                '{"api":' + api_json + ',"body":' + text + ("," if body_rest else "") + '"prompt":'
+            )
             rest = rests[others_at] = (merged_rest, body_rest, head, (index, *others_at))
         merged_rest, body_rest, head, shape = rest
         prompt = prompts[combo[at]]
@@ -359,7 +394,7 @@ def _prompt_matrix(job: Job, index: int, at: int, api_json: str, repeat: int) ->
         origin = Origin(index, combo)
         tail = head + encode(prompt) + '},"variant":'
         for variant in range(repeat):
-            key = hashlib.sha256(f"{tail}{variant}}}".encode("utf-8")).hexdigest()
+            key = hashlib.sha256(f"{tail}{variant}}}".encode()).hexdigest()
             yield Request(key, variant, body, origin, shape=shape), merged
 
 
@@ -379,7 +414,9 @@ def _present(mapping: Any) -> dict[str, Any]:
     return {k: v for k, v in mapping.items() if v is not None} if isinstance(mapping, dict) else {}
 
 
-def _render_prompt(merged: dict[str, Any], values: dict[str, Any]) -> tuple[str | None, tuple[str, str] | None, frozenset[str]]:
+def _render_prompt(
+    merged: dict[str, Any], values: dict[str, Any]
+) -> tuple[str | None, tuple[str, str] | None, frozenset[str]]:
     """(the rendered prompt or None, the problem filling it, the var names it reads)."""
     prompt = merged.get("prompt")
     if not isinstance(prompt, str) or not templates.is_template(prompt):
@@ -391,14 +428,19 @@ def _render_prompt(merged: dict[str, Any], values: dict[str, Any]) -> tuple[str 
         return None, ("prompt", str(e)), used
 
 
-def _label(source: Any, values: dict[str, Any], body: dict[str, Any], variant: int) -> tuple[str | None, tuple[str, str] | None]:
+def _label(
+    source: Any, values: dict[str, Any], body: dict[str, Any], variant: int
+) -> tuple[str | None, tuple[str, str] | None]:
     """The request's `id`: a template sees each var by name, `model` (its name) and `variant`."""
     if source is None:
         return None, None
     if not templates.is_template(source):
         return str(source), None
     try:
-        return templates.render(str(source), {**values, "model": models.label(str(body.get("model_id"))), "variant": variant}), None
+        return templates.render(
+            str(source),
+            {**values, "model": models.label(str(body.get("model_id"))), "variant": variant},
+        ), None
     except templates.TemplateProblem as e:
         return None, ("id", str(e))
 
@@ -418,7 +460,9 @@ def upper_bound(job: Job) -> int:
         if index in job.set_aside:
             continue
         if "matrix" in entry:
-            count = math.prod(len(axis.values) for axis in axes(job, index)) + len(entry.get("include") or [])
+            count = math.prod(len(axis.values) for axis in axes(job, index)) + len(
+                entry.get("include") or []
+            )
         elif "rows" in entry:
             count = len(job.tables[index].rows)
         else:
@@ -464,7 +508,10 @@ def describe_origin(job: Job, origin: Origin) -> str:
     """`requests[1], matrix combination prompt='A cat', model='wan2.2-fast'` and the like."""
     where = f"requests[{origin.entry}]"
     if origin.combination is not None:
-        parts = [f"{axis.field}={_brief(axis.values[i])}" for axis, i in zip(axes(job, origin.entry), origin.combination)]
+        parts = [
+            f"{axis.field}={_brief(axis.values[i])}"
+            for axis, i in zip(axes(job, origin.entry), origin.combination)
+        ]
         return f"{where}, matrix combination " + ", ".join(parts)
     if origin.include is not None:
         return f"{where}, include[{origin.include}]"
@@ -486,7 +533,9 @@ def locate(job: Job, origin: Origin, field: FieldPath) -> Source:
     entry = job.entries[index]
     candidates: list[tuple[str, FieldPath, dict[str, Any] | None]] = []
     if origin.include is not None:
-        candidates.append(("include", entry_path + ("include", origin.include), entry["include"][origin.include]))
+        candidates.append(
+            ("include", entry_path + ("include", origin.include), entry["include"][origin.include])
+        )
     if origin.combination is not None:
         source = _locate_in_combination(job, origin, field)
         if source:

@@ -14,9 +14,10 @@ import html
 import json
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 from . import models, schemas
@@ -133,7 +134,12 @@ def varying_axes(found: list[Tile]) -> list[str]:
     return [axis for axis in candidates if len({tile.value(axis) for tile in found}) > 1]
 
 
-def choose_axes(found: list[Tile], rows: list[str] | None, cols: list[str] | None, varying: list[str] | None = None) -> tuple[list[str], list[str]]:
+def choose_axes(
+    found: list[Tile],
+    rows: list[str] | None,
+    cols: list[str] | None,
+    varying: list[str] | None = None,
+) -> tuple[list[str], list[str]]:
     varying = varying_axes(found) if varying is None else varying
     if rows is None:
         rows = ["prompt"] if "prompt" in varying or not varying else varying[:1]
@@ -160,8 +166,15 @@ class Live:
     token: str
 
 
-def render(job: str, found: list[Tile], rows: list[str], cols: list[str], unsent: int = 0, live: Live | None = None,
-           varying: list[str] | None = None) -> str:
+def render(
+    job: str,
+    found: list[Tile],
+    rows: list[str],
+    cols: list[str],
+    unsent: int = 0,
+    live: Live | None = None,
+    varying: list[str] | None = None,
+) -> str:
     """The page for `found`, rows keyed by `rows` and columns by `cols` (live: the review page);
     `varying`: varying_axes(found), if the caller has it."""
     row_keys = _ordered({_key(t, rows) for t in found}, found, rows)
@@ -181,13 +194,20 @@ def render(job: str, found: list[Tile], rows: list[str], cols: list[str], unsent
                 for col_key in col_keys
                 for t in grid.get((row_key, col_key), [])
             )
-            body.append(f"<section class=row><h2>{_header(rows, row_key)}</h2><div class=cards>{cards}</div></section>")
+            body.append(
+                f"<section class=row><h2>{_header(rows, row_key)}</h2><div class=cards>{cards}</div></section>"
+            )
         layout = "\n".join(body)
     else:
         head = "".join(f"<th scope=col>{_header(cols, key)}</th>" for key in col_keys)
         for row_key in row_keys:
             tds = "".join(
-                "<td>" + "".join(_tile_html(t, rows, cols, live, None, differing) for t in grid.get((row_key, col_key), [])) + "</td>"
+                "<td>"
+                + "".join(
+                    _tile_html(t, rows, cols, live, None, differing)
+                    for t in grid.get((row_key, col_key), [])
+                )
+                + "</td>"
                 for col_key in col_keys
             )
             body.append(f"<tr><th scope=row>{_header(rows, row_key)}</th>{tds}</tr>")
@@ -214,7 +234,11 @@ def _same_for_all(found: list[Tile], varying: frozenset[str]) -> str:
         return ""
     first = found[0]
     same = [first.model] if "model" not in varying else []
-    same += [f"{k} {models.value_text(v)}" for k, v in sorted(first.options.items()) if f"options.{k}" not in varying]
+    same += [
+        f"{k} {models.value_text(v)}"
+        for k, v in sorted(first.options.items())
+        if f"options.{k}" not in varying
+    ]
     return "same for all: " + ", ".join(same) if same else ""
 
 
@@ -233,7 +257,9 @@ def _key(tile: Tile, axes: list[str]) -> tuple[str, ...]:
     return tuple(tile.value(axis) for axis in axes)
 
 
-def _ordered(keys: set[tuple[str, ...]], found: list[Tile], axes: list[str]) -> list[tuple[str, ...]]:
+def _ordered(
+    keys: set[tuple[str, ...]], found: list[Tile], axes: list[str]
+) -> list[tuple[str, ...]]:
     # In the order the tiles first show them (the ledger's order: first submitted first).
     first: dict[tuple[str, ...], int] = {}
     for i, tile in enumerate(found):
@@ -269,36 +295,62 @@ def _axes_legend(axes: list[str]) -> str:
     return " · ".join(axis.removeprefix("options.") for axis in axes) or "all"
 
 
-def _tile_html(tile: Tile, rows: list[str], cols: list[str], live: Live | None, column: str | None = None,
-               varying: frozenset[str] = frozenset()) -> str:
+def _tile_html(
+    tile: Tile,
+    rows: list[str],
+    cols: list[str],
+    live: Live | None,
+    column: str | None = None,
+    varying: frozenset[str] = frozenset(),
+) -> str:
     e = html.escape
     options = ", ".join(f"{k} {models.value_text(v)}" for k, v in sorted(tile.options.items()))
     # The caption says what the headers don't, and what is the same for every tile is said once
     # in the page's header instead (`varying`: the fields that differ between tiles).
     shown = set(rows) | set(cols)
     unshown = ", ".join(
-        f"{k} {models.value_text(v)}" for k, v in sorted(tile.options.items())
+        f"{k} {models.value_text(v)}"
+        for k, v in sorted(tile.options.items())
         if f"options.{k}" not in shown and f"options.{k}" in varying
     )
     caption = [f"<b class=column>{e(column)}</b>"] if column else []
     model = f"<b>{e(tile.model)}</b> " if "model" not in shown else ""
-    caption += ([f"<b>{e(tile.label)}</b>"] if tile.label else []) + [f"{model}v{tile.variant}" + (f" · {e(unshown)}" if unshown else "")]
+    caption += ([f"<b>{e(tile.label)}</b>"] if tile.label else []) + [
+        f"{model}v{tile.variant}" + (f" · {e(unshown)}" if unshown else "")
+    ]
     if tile.image_urls:
         caption.append("image: " + e(" ".join(tile.image_urls)))
-    meta = ", ".join(f"{k}: {v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}" for k, v in sorted(tile.meta.items()))
+    meta = ", ".join(
+        f"{k}: {v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}"
+        for k, v in sorted(tile.meta.items())
+    )
     if meta:
         caption.append(f"<span class=meta>{e(meta)}</span>")
-    task = f'<span title="{e(tile.task_id)}">task {e(tile.task_id[:12])}…</span>' if tile.task_id else "not sent"
+    task = (
+        f'<span title="{e(tile.task_id)}">task {e(tile.task_id[:12])}…</span>'
+        if tile.task_id
+        else "not sent"
+    )
     caption.append(f"{task} · <span class=status>{e(tile.outcome)}</span>")
     searchable = " ".join(
-        [tile.label or "", tile.prompt, tile.model, options, meta, tile.outcome, tile.task_id or "", f"v{tile.variant}", tile.review.get("note") or ""]
+        [
+            tile.label or "",
+            tile.prompt,
+            tile.model,
+            options,
+            meta,
+            tile.outcome,
+            tile.task_id or "",
+            f"v{tile.variant}",
+            tile.review.get("note") or "",
+        ]
     ).lower()
     prompt = "" if "prompt" in rows or "prompt" in cols else f"<q>{e(tile.prompt)}</q><br>"
     pick = tile.review.get("pick")
     return (
         f'<figure class="tile {e(tile.outcome.replace(" ", "-"))}" data-key="{e(tile.key)}" data-search="{e(searchable)}"'
         f' data-pick="{"" if pick is None else pick}" style="--aspect: {tile.aspect}">'
-        f'<div class=media>{media_html(tile)}</div>'
+        f"<div class=media>{media_html(tile)}</div>"
         f"<figcaption>{prompt}{'<br>'.join(caption)} <span class=duration></span></figcaption>"
         f"{_marks_html(tile, live)}</figure>"
     )
@@ -331,9 +383,17 @@ def _marks_html(tile: Tile, live: Live | None) -> str:
     if live is None:
         if pick is None and rating is None and not note:
             return ""
-        parts = ["<b class=picked>picked</b>" if pick == 1 else "<b class=rejected>rejected</b>" if pick == 0 else ""]
+        parts = [
+            "<b class=picked>picked</b>"
+            if pick == 1
+            else "<b class=rejected>rejected</b>"
+            if pick == 0
+            else ""
+        ]
         if rating:
-            parts.append(f'<span class=stars title="{rating} of 5">{"★" * rating}{"☆" * (5 - rating)}</span>')
+            parts.append(
+                f'<span class=stars title="{rating} of 5">{"★" * rating}{"☆" * (5 - rating)}</span>'
+            )
         if note:
             parts.append(f"<span class=note>{e(note)}</span>")
         return f"<div class=marks>{' '.join(p for p in parts if p)}</div>"
@@ -365,17 +425,32 @@ def check_axes(axes: list[str]) -> None:
             raise UsageError(f"unknown field {axis!r} for --rows/--cols; {hint}")
 
 
-def page(ledger: Ledger, job: str, out: Path, rows: list[str] | None = None, cols: list[str] | None = None,
-         live: Live | None = None, media: MediaLinks | None = None) -> str:
+def page(
+    ledger: Ledger,
+    job: str,
+    out: Path,
+    rows: list[str] | None = None,
+    cols: list[str] | None = None,
+    live: Live | None = None,
+    media: MediaLinks | None = None,
+) -> str:
     """The page for `job` from the ledger as it is now."""
     check_axes((rows or []) + (cols or []))
     found = tiles(ledger, job, out, media)
     varying = varying_axes(found)
     rows, cols = choose_axes(found, rows, cols, varying)
-    return render(job, found, rows, cols, unsent=ledger.unsent_count(job), live=live, varying=varying)
+    return render(
+        job, found, rows, cols, unsent=ledger.unsent_count(job), live=live, varying=varying
+    )
 
 
-def write(ledger: Ledger, job: str, out: Path, rows: list[str] | None = None, cols: list[str] | None = None) -> Path:
+def write(
+    ledger: Ledger,
+    job: str,
+    out: Path,
+    rows: list[str] | None = None,
+    cols: list[str] | None = None,
+) -> Path:
     """Write `out/index.html` for `job`; return its path."""
     text = page(ledger, job, out, rows, cols)
     path = out / "index.html"

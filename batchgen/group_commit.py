@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from typing import Any, Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 Write = Callable[[sqlite3.Connection], T]
@@ -121,7 +122,11 @@ class GroupCommit:
             # Nothing of the group is on disk: every write of it fails with this error. A
             # KeyboardInterrupt is raised in the thread that took it; the others are told their
             # commit did not happen.
-            failure = e if isinstance(e, Exception) else sqlite3.OperationalError("the commit was interrupted")
+            failure = (
+                e
+                if isinstance(e, Exception)
+                else sqlite3.OperationalError("the commit was interrupted")
+            )
             for pending in group:
                 pending.error = failure
                 pending.result = None

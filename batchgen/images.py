@@ -49,7 +49,11 @@ def is_local(item: Any) -> bool:
     """Whether an `image_urls` item names a file rather than a URL."""
     if isinstance(item, dict):
         return "file" in item
-    return isinstance(item, str) and not item.lower().startswith(("http://", "https://")) and not item.startswith(LOCAL)
+    return (
+        isinstance(item, str)
+        and not item.lower().startswith(("http://", "https://"))
+        and not item.startswith(LOCAL)
+    )
 
 
 def local_path(item: Any) -> str:
@@ -65,10 +69,14 @@ def read_image(path: Path, root: Path | None, shown: str | None = None) -> Local
             raise ImageProblem(f"{shown} is outside the job's project ({root})")
         data = read_regular(path, limit=MAX_IMAGE_SIZE)
     except InputRefused as e:
-        raise ImageProblem(f"{shown}: {e}" if str(e) != "no such file" else f"image not found: {shown}") from None
+        raise ImageProblem(
+            f"{shown}: {e}" if str(e) != "no such file" else f"image not found: {shown}"
+        ) from None
     kind = next((k for magic, k in _FORMATS.items() if data.startswith(magic)), None)
     if kind is None:
-        raise ImageProblem(f"{shown} is not a JPEG or PNG image (judged by its bytes); the API takes only those")
+        raise ImageProblem(
+            f"{shown} is not a JPEG or PNG image (judged by its bytes); the API takes only those"
+        )
     content_type, extension = kind
     named = _NAMED.get(path.suffix.lower())
     stem = path.stem or "image"

@@ -29,8 +29,9 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 RESERVE = 256 * 1024  # bytes set aside per run for the journal (some 250 task ids)
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -73,7 +74,10 @@ class Reserve:
         with self._lock:
             try:
                 if self.used:
-                    os.rename(self.path, _taken_name(self.path.parent, self.path.name.split(".journal.reserve-")[0]))
+                    os.rename(
+                        self.path,
+                        _taken_name(self.path.parent, self.path.name.split(".journal.reserve-")[0]),
+                    )
                 else:
                     self.path.unlink(missing_ok=True)
             finally:
@@ -126,7 +130,9 @@ def release_reserve(ledger: Path) -> None:
 def append(ledger: Path, *entries: dict[str, Any]) -> Path:
     """Append entries (received answers, or rows rescued from a lost ledger), durably, with
     one fsync; on a full disk into the run's reserve; raise OSError if even that fails."""
-    data = "".join(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n" for entry in entries).encode("utf-8")
+    data = "".join(
+        json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n" for entry in entries
+    ).encode("utf-8")
     try:
         return _append(journal_path(ledger), data)
     except OSError as e:

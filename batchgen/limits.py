@@ -12,8 +12,8 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 # Calls are spaced a little wider than 60/rpm: the server counts arrivals, and network
 # jitter can bring two calls sent exactly 60/rpm apart closer than that on its side.

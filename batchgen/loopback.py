@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 
 @contextlib.contextmanager
 def in_background(server: ThreadingHTTPServer, poll_interval: float) -> Iterator[None]:
     """Serve `server` in a daemon thread for the duration of the block, then shut it down."""
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": poll_interval}, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": poll_interval}, daemon=True
+    )
     thread.start()
     try:
         yield
@@ -30,10 +33,14 @@ class LoopbackHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     sys_version = ""
 
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: what matters is recorded elsewhere
+    def log_message(
+        self, format: str, *args: Any
+    ) -> None:  # quiet: what matters is recorded elsewhere
         pass
 
-    def _send(self, status: int, payload: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, status: int, payload: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
         """One answer: status, type, length, `headers`, body."""
         try:
             self.send_response(status)
@@ -43,5 +50,8 @@ class LoopbackHandler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up (a read timeout, a closed tab)
+        except (
+            BrokenPipeError,
+            ConnectionResetError,
+        ):  # the client gave up (a read timeout, a closed tab)
             self.close_connection = True

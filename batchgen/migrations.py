@@ -7,8 +7,9 @@ up to date by applying the ones it lacks. Never edit a migration that has shippe
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -43,7 +44,7 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
             db = sqlite_utils.Database(conn)
         for name, function in pending:
             function(db)  # sqlite-utils joins the open transaction
-            stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            stamp = datetime.now(UTC).isoformat(timespec="seconds")
             conn.execute(f"INSERT INTO {TABLE} (name, applied_at) VALUES (?, ?)", (name, stamp))
             applied.append(name)
     except BaseException:
@@ -122,7 +123,9 @@ def m002_canonical_api_base(db: sqlite_utils.Database) -> None:
             continue
         if canonical == api_base:
             continue
-        rows = conn.execute("SELECT key, request, variant FROM tasks WHERE api_base = ?", (api_base,)).fetchall()
+        rows = conn.execute(
+            "SELECT key, request, variant FROM tasks WHERE api_base = ?", (api_base,)
+        ).fetchall()
         for key, request, variant in rows:
             document = {"api": canonical, "body": json.loads(request), "variant": variant}
             text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -173,7 +176,14 @@ def m004_labels(db: sqlite_utils.Database) -> None:
 def m005_uploads(db: sqlite_utils.Database) -> None:
     """Local images uploaded, once per distinct content and place they were uploaded to."""
     db.table("uploads").create(
-        {"sha256": str, "upload_base": str, "image_url": str, "name": str, "size": int, "uploaded_at": str},
+        {
+            "sha256": str,
+            "upload_base": str,
+            "image_url": str,
+            "name": str,
+            "size": int,
+            "uploaded_at": str,
+        },
         pk=("sha256", "upload_base"),
     )
 
@@ -206,7 +216,9 @@ def m008_standing_indexes(db: sqlite_utils.Database) -> None:
     """Indexes that answer "where does each request of this job stand" without reading the
     tasks' rows (bodies, URLs: ~1 KB each), so a run's plan and summary and `status JOB`
     cost in proportion to the job, and little per request (SPEC §6.7)."""
-    db.table("tasks").create_index(["key", "state", "status", "eta_at", "model_id"], index_name="tasks_standing")
+    db.table("tasks").create_index(
+        ["key", "state", "status", "eta_at", "model_id"], index_name="tasks_standing"
+    )
     db.table("job_tasks").create_index(["job", "current", "key"], index_name="job_tasks_current")
 
 

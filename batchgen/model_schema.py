@@ -20,11 +20,17 @@ from . import models
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 _OPTION_DEFS: dict[str, dict[str, Any]] = {
-    "prompt_optimization": {"type": "boolean", "description": "true: the prompt is translated to English"},
+    "prompt_optimization": {
+        "type": "boolean",
+        "description": "true: the prompt is translated to English",
+    },
     "aspect_ratio": {},
     "resolution": {},
     "duration": {"type": "integer", "description": "Seconds."},
-    "num_outputs": {"type": "integer", "description": "How many videos the task makes (each is a result file)."},
+    "num_outputs": {
+        "type": "integer",
+        "description": "How many videos the task makes (each is a result file).",
+    },
     "sound": {"type": "boolean", "description": "true: the video has generated sound."},
     "fix_camera": {"type": "boolean", "description": "true: the camera does not move."},
 }
@@ -66,7 +72,8 @@ def request_schema() -> dict[str, Any]:
         "$defs": {
             "prompt": {"type": "string", "minLength": 1, "description": "What the video shows."},
             "model_id": {
-                "description": ", ".join(f"{m.id} {m.display}" for m in catalogue) + " (catalogue: schemas/models/)",
+                "description": ", ".join(f"{m.id} {m.display}" for m in catalogue)
+                + " (catalogue: schemas/models/)",
                 "enum": [m.id for m in catalogue],
             },
             "image_url": {
@@ -102,15 +109,22 @@ def _model_rules(model: models.Model, names: list[str], most_images: int) -> dic
     properties: dict[str, Any] = {}
     low, high = model.images
     if high == 0:
-        properties["image_urls"] = {"not": {}, "errorMessage": f"{model.label} takes no image: image_urls is not allowed"}
+        properties["image_urls"] = {
+            "not": {},
+            "errorMessage": f"{model.label} takes no image: image_urls is not allowed",
+        }
     elif high < most_images:
         properties["image_urls"] = {
             "maxItems": high,
-            "errorMessage": model.messages["too_many"] or f"{model.label} takes at most {high} image{'s' if high > 1 else ''} in image_urls",
+            "errorMessage": model.messages["too_many"]
+            or f"{model.label} takes at most {high} image{'s' if high > 1 else ''} in image_urls",
         }
     if low >= 1:
         then["required"] = ["image_urls"]
-        then["errorMessage"] = model.messages["missing_images"] or f"{model.label} needs {model.image_words()} in image_urls"
+        then["errorMessage"] = (
+            model.messages["missing_images"]
+            or f"{model.label} needs {model.image_words()} in image_urls"
+        )
     option_rules: dict[str, Any] = {}
     required: list[dict[str, Any]] = []
     conditional: list[dict[str, Any]] = []
@@ -119,10 +133,16 @@ def _model_rules(model: models.Model, names: list[str], most_images: int) -> dic
             continue
         rule = model.options.get(name)
         if rule is None:
-            option_rules[name] = {"not": {}, "errorMessage": model.messages["not_taken"].get(name) or _not_taken(model, name)}
+            option_rules[name] = {
+                "not": {},
+                "errorMessage": model.messages["not_taken"].get(name) or _not_taken(model, name),
+            }
             continue
         if rule.values is not None and list(rule.values) != _option_def(name)["enum"]:
-            option_rules[name] = {"enum": list(rule.values), "errorMessage": rule.message or f"{model.label} takes {name} {rule.words()}"}
+            option_rules[name] = {
+                "enum": list(rule.values),
+                "errorMessage": rule.message or f"{model.label} takes {name} {rule.words()}",
+            }
         if rule.text_to_video_only:
             conditional.append(_text_to_video_only(model, rule))
         elif not rule.optional:
@@ -137,7 +157,10 @@ def _model_rules(model: models.Model, names: list[str], most_images: int) -> dic
     then["properties"] = properties
     if conditional:
         then["allOf"] = conditional
-    return {"if": {"properties": {"model_id": {"const": model.id}}, "required": ["model_id"]}, "then": then}
+    return {
+        "if": {"properties": {"model_id": {"const": model.id}}, "required": ["model_id"]},
+        "then": then,
+    }
 
 
 def _not_taken(model: models.Model, name: str) -> str:
@@ -145,17 +168,35 @@ def _not_taken(model: models.Model, name: str) -> str:
     for other in models.accepting(name):
         if other.family_display not in families:
             families.append(other.family_display)
-    return f"{model.label} does not take options.{name}" + (f" (an option of {', '.join(families)})" if families else "")
+    return f"{model.label} does not take options.{name}" + (
+        f" (an option of {', '.join(families)})" if families else ""
+    )
 
 
 def _text_to_video_only(model: models.Model, rule: models.Option) -> dict[str, Any]:
     """An option taken only without an image (Kling 2.6's aspect ratio follows the image)."""
     return {
         "if": {"required": ["image_urls"]},
-        "then": {"properties": {"options": {"properties": {rule.name: {
-            "not": {}, "errorMessage": f"{model.label} takes options.{rule.name} only for text-to-video: with an image, it follows the image",
-        }}}}},
-        "else": {"properties": {"options": {"required": [rule.name], "errorMessage": f"{model.label} needs options.{rule.name} for text-to-video: {rule.words()}"}}},
+        "then": {
+            "properties": {
+                "options": {
+                    "properties": {
+                        rule.name: {
+                            "not": {},
+                            "errorMessage": f"{model.label} takes options.{rule.name} only for text-to-video: with an image, it follows the image",
+                        }
+                    }
+                }
+            }
+        },
+        "else": {
+            "properties": {
+                "options": {
+                    "required": [rule.name],
+                    "errorMessage": f"{model.label} needs options.{rule.name} for text-to-video: {rule.words()}",
+                }
+            }
+        },
     }
 
 
@@ -165,15 +206,21 @@ def job_schema(current: dict[str, Any]) -> dict[str, Any]:
     names = models.option_names()
     schema: dict[str, Any] = json.loads(json.dumps(current))  # a deep copy, plain JSON
     defs = schema["$defs"]
-    defs["model"] = {"description": "A model name or its API id (`batchgen models` lists them).",
-                     "enum": [m.name for m in catalogue] + [m.id for m in catalogue]}
+    defs["model"] = {
+        "description": "A model name or its API id (`batchgen models` lists them).",
+        "enum": [m.name for m in catalogue] + [m.id for m in catalogue],
+    }
     defs["option_values"] = {name: {"$ref": f"request.schema.json#/$defs/{name}"} for name in names}
 
     def value(name: str) -> dict[str, Any]:
         return {"anyOf": [{"$ref": f"#/$defs/option_values/{name}"}, {"type": "null"}]}
 
     defs["options"]["properties"] = {name: value(name) for name in names}
-    for where, make in (("combination", value), ("price_rule", value), ("matrix", lambda n: {"$ref": "#/$defs/axis", "items": value(n)})):
+    for where, make in (
+        ("combination", value),
+        ("price_rule", value),
+        ("matrix", lambda n: {"$ref": "#/$defs/axis", "items": value(n)}),
+    ):
         properties = defs[where]["properties"]
         kept = {k: v for k, v in properties.items() if not k.startswith("options.")}
         rebuilt: dict[str, Any] = {}
@@ -204,6 +251,10 @@ def write(folder: Path) -> list[Path]:
 
 
 if __name__ == "__main__":  # pragma: no cover - a maintainer's tool, run by hand
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "schemas"
+    target = (
+        Path(sys.argv[1])
+        if len(sys.argv) > 1
+        else Path(__file__).resolve().parent.parent / "schemas"
+    )
     for path in write(target):
         print(f"rewrote {path}")

@@ -21,7 +21,15 @@ from typing import Any
 from . import schemas
 
 # Options in the order they are listed everywhere (schemas, `batchgen models`, hints).
-OPTION_ORDER = ("prompt_optimization", "aspect_ratio", "resolution", "duration", "num_outputs", "sound", "fix_camera")
+OPTION_ORDER = (
+    "prompt_optimization",
+    "aspect_ratio",
+    "resolution",
+    "duration",
+    "num_outputs",
+    "sound",
+    "fix_camera",
+)
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,9 @@ class Model:
     why_unverified: str | None = None
     images: tuple[int, int] = (0, 0)  # (at least, at most)
     options: dict[str, Option] = field(default_factory=dict)
-    messages: dict[str, Any] = field(default_factory=dict)  # the family file's own words for some rules
+    messages: dict[str, Any] = field(
+        default_factory=dict
+    )  # the family file's own words for some rules
     sandbox: dict[str, Any] = field(default_factory=dict)  # eta (s), credits, sample clip
 
     @property
@@ -78,7 +88,10 @@ class Model:
 @functools.cache
 def catalogue() -> tuple[Model, ...]:
     """Every model, WAN 2.2 first (the sandbox's task ids number them in this order)."""
-    families = sorted(schemas.family_files(), key=lambda name: (name != "wan-2-2.json", name.removesuffix(".json")))
+    families = sorted(
+        schemas.family_files(),
+        key=lambda name: (name != "wan-2-2.json", name.removesuffix(".json")),
+    )
     found: list[Model] = []
     for filename in families:
         found.extend(_family(schemas.load(f"models/{filename}")))
@@ -100,7 +113,9 @@ def _family(data: dict[str, Any]) -> list[Model]:
                 family_display=data["display"],
                 page=data["page"],
                 verified=verified,
-                why_unverified=(entry.get("why_unverified") or data.get("why_unverified")) if not verified else None,
+                why_unverified=(entry.get("why_unverified") or data.get("why_unverified"))
+                if not verified
+                else None,
                 images=(images.get("min", 0), images.get("max", 0)),
                 options={
                     name: Option(
@@ -127,7 +142,10 @@ def _family(data: dict[str, Any]) -> list[Model]:
 
 def families() -> dict[str, dict[str, Any]]:
     """family → its file's contents (for the examples and the page)."""
-    return {data["family"]: data for data in (schemas.load(f"models/{f}") for f in schemas.family_files())}
+    return {
+        data["family"]: data
+        for data in (schemas.load(f"models/{f}") for f in schemas.family_files())
+    }
 
 
 @functools.cache
@@ -179,7 +197,11 @@ def accepting(option: str, value: Any = None, *, images: int | None = None) -> l
         rule = model.options.get(option)
         if rule is None:
             continue
-        if value is None or (rule.values is None and isinstance(value, bool)) or (rule.values is not None and _member(value, rule.values)):
+        if (
+            value is None
+            or (rule.values is None and isinstance(value, bool))
+            or (rule.values is not None and _member(value, rule.values))
+        ):
             found.append(model)
     return found
 
@@ -203,6 +225,10 @@ def value_text(value: Any) -> str:
 
 def _either(values: tuple[Any, ...]) -> str:
     texts = [value_text(v) for v in values]
-    if len(texts) > 3 and all(isinstance(v, int) for v in values) and list(values) == list(range(values[0], values[-1] + 1)):
+    if (
+        len(texts) > 3
+        and all(isinstance(v, int) for v in values)
+        and list(values) == list(range(values[0], values[-1] + 1))
+    ):
         return f"{texts[0]} to {texts[-1]}"
     return texts[0] if len(texts) == 1 else ", ".join(texts[:-1]) + " or " + texts[-1]

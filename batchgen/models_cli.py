@@ -9,8 +9,15 @@ from .report import models_report
 
 
 @click.command("models")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per model, a line each, with its rules.")
-@click.option("--rules", is_flag=True, help="Each model's rules (images and options) under the list.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON object per model, a line each, with its rules.",
+)
+@click.option(
+    "--rules", is_flag=True, help="Each model's rules (images and options) under the list."
+)
 def models_command(as_json: bool, rules: bool) -> None:
     """The video models batchgen knows: names, API ids, and what each takes.
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 from array import array
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 from . import models
 from .errors import BatchgenError, JobError
@@ -65,7 +66,9 @@ class Plan:
     # the run would send
     contradictions: dict[str, str | None] = field(default_factory=dict)
 
-    def count(self, planned: PlannedRequest, *, sends: bool | None = None, book: PriceBook = NO_PRICES) -> None:
+    def count(
+        self, planned: PlannedRequest, *, sends: bool | None = None, book: PriceBook = NO_PRICES
+    ) -> None:
         """Count a request; `sends`: whether the run sends it (default: a plain run would)."""
         model_id = str(planned.request.body.get("model_id"))
         self.counts[planned.action] += 1
@@ -116,15 +119,24 @@ class Plan:
 
 
 def plan_job(
-    path: str, api_base: str, states: StateLookup = no_ledger, *, root: Path | None = None,
-    prices: Callable[[ValidatedJob], PriceBook] | None = None, allow_unverified: bool = False,
+    path: str,
+    api_base: str,
+    states: StateLookup = no_ledger,
+    *,
+    root: Path | None = None,
+    prices: Callable[[ValidatedJob], PriceBook] | None = None,
+    allow_unverified: bool = False,
 ) -> tuple[ValidatedJob, Plan]:
     """Validate the job at `path` and count what a run would do with each of its requests;
     `prices` makes the price book for the validated job (none: no price is known)."""
-    validated = ValidatedJob(load_job(path, root), canonical_base_url(api_base), allow_unverified=allow_unverified)
+    validated = ValidatedJob(
+        load_job(path, root), canonical_base_url(api_base), allow_unverified=allow_unverified
+    )
     book = prices(validated) if prices else NO_PRICES
     result = _new_plan(validated, book)
-    if book.empty and states is no_ledger:  # every request is new and unpriced: validation's counts are the plan
+    if (
+        book.empty and states is no_ledger
+    ):  # every request is new and unpriced: validation's counts are the plan
         for _ in checked(validated):
             pass
         for model_id, n in validated.by_model_id.items():
@@ -147,7 +159,9 @@ def _new_plan(validated: ValidatedJob, book: PriceBook) -> Plan:
     return result
 
 
-def planned(validated: ValidatedJob, states: StateLookup = no_ledger, book: PriceBook = NO_PRICES) -> Iterator[PlannedRequest]:
+def planned(
+    validated: ValidatedJob, states: StateLookup = no_ledger, book: PriceBook = NO_PRICES
+) -> Iterator[PlannedRequest]:
     """Each distinct request of the job with its action and price, keys looked up in batches."""
     for chunk in _in_batches(validated.requests()):
         yield from _decide(chunk, states, book, validated)
@@ -164,7 +178,9 @@ def _in_batches(requests: Iterable[Request], size: int = BATCH) -> Iterator[list
         yield chunk
 
 
-def _decide(requests: list[Request], states: StateLookup, book: PriceBook, validated: ValidatedJob) -> Iterator[PlannedRequest]:
+def _decide(
+    requests: list[Request], states: StateLookup, book: PriceBook, validated: ValidatedJob
+) -> Iterator[PlannedRequest]:
     known = states([r.key for r in requests]) if requests else {}
     for request in requests:
         state = known.get(request.key)
@@ -172,11 +188,17 @@ def _decide(requests: list[Request], states: StateLookup, book: PriceBook, valid
             credits = book.credits(request.body)
         except PriceTie as tie:
             raise JobError([tie.problem(describe_origin(validated.job, request.origin))]) from None
-        yield PlannedRequest(request, _ACTION_OF_STATE.get(state, "new") if state else "new", credits)
+        yield PlannedRequest(
+            request, _ACTION_OF_STATE.get(state, "new") if state else "new", credits
+        )
 
 
 def prepare_run(
-    expansion: ValidatedJob, states: StateLookup, allow: set[str], *, book: PriceBook = NO_PRICES,
+    expansion: ValidatedJob,
+    states: StateLookup,
+    allow: set[str],
+    *,
+    book: PriceBook = NO_PRICES,
     stage: Callable[[list[Request]], None] | None = None,
 ) -> tuple[Plan, ToSend]:
     """Step 2 of validation and the run's plan, in one pass over the job: the plan, and the
@@ -234,7 +256,9 @@ class ToSend:
     expansion: ValidatedJob
     _keys: bytearray = field(default_factory=bytearray)
     _prices: array[int] = field(default_factory=lambda: array("q"))  # -1: not known
-    _labels: dict[int, tuple[str | None, dict[str, Any] | None]] = field(default_factory=dict)  # position → id, meta
+    _labels: dict[int, tuple[str | None, dict[str, Any] | None]] = field(
+        default_factory=dict
+    )  # position → id, meta
     _stop: int | None = None
     _resolve: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
     left_out: int = 0  # of the first `len(self)`, how many `resolved` leaves out
@@ -255,7 +279,9 @@ class ToSend:
         assert self._resolve is None, "take the head before resolving"
         return dataclasses.replace(self, _stop=min(n, len(self)))
 
-    def resolved(self, resolve: Callable[[dict[str, Any]], dict[str, Any] | None], left_out: int) -> ToSend:
+    def resolved(
+        self, resolve: Callable[[dict[str, Any]], dict[str, Any] | None], left_out: int
+    ) -> ToSend:
         return dataclasses.replace(self, _stop=len(self), _resolve=resolve, left_out=left_out)
 
     def prices(self) -> Iterator[int | None]:

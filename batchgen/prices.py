@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from . import models, schemas
 from .errors import JobError, Problem
@@ -42,7 +43,10 @@ class PriceRule:
     @property
     def reads_only_the_class(self) -> bool:
         """Whether the rule names only fields a request's class holds (see `class_tuple`)."""
-        return all(path == ("model_id",) or (path[0] == "options" and path[-1] != "prompt_optimization") for path, _ in self.fields)
+        return all(
+            path == ("model_id",) or (path[0] == "options" and path[-1] != "prompt_optimization")
+            for path, _ in self.fields
+        )
 
     def matches(self, body: dict[str, Any]) -> bool:
         return all(_value(body, path) == value for path, value in self.fields)
@@ -53,7 +57,11 @@ class PriceRule:
     def describe(self) -> str:
         parts = []
         for path, value in self.fields:
-            shown = models.label(value) if path == ("model_id",) else json.dumps(value, ensure_ascii=False).strip('"')
+            shown = (
+                models.label(value)
+                if path == ("model_id",)
+                else json.dumps(value, ensure_ascii=False).strip('"')
+            )
             parts.append(f"{'.'.join(path).replace('model_id', 'model')}={shown}")
         return ", ".join(parts) or "every request"
 
@@ -96,7 +104,11 @@ def rules_from(data: Any, marks: Marks, file: str, prefix: FieldPath = ()) -> li
         path = (*prefix, "prices", index)
         mark = marks.at(path)
         line, column = mark if mark else (None, None)
-        rules.append(PriceRule(_rule_fields(raw), int(raw["credits"]), file, line, column, f"prices[{index}]"))
+        rules.append(
+            PriceRule(
+                _rule_fields(raw), int(raw["credits"]), file, line, column, f"prices[{index}]"
+            )
+        )
     return rules
 
 
@@ -117,8 +129,13 @@ def load_rules(path: str) -> list[PriceRule]:
             message, hint = schemas.describe(leaf)
             unexpected = schemas.unexpected_keys(leaf)
             if unexpected:
-                message, hint = f"unknown field '{unexpected[0]}'", schemas.suggest(unexpected[0], schemas.allowed_keys(leaf))
-            problems.append(Problem(path, line, column, ".".join(map(str, leaf.absolute_path)), message, hint))
+                message, hint = (
+                    f"unknown field '{unexpected[0]}'",
+                    schemas.suggest(unexpected[0], schemas.allowed_keys(leaf)),
+                )
+            problems.append(
+                Problem(path, line, column, ".".join(map(str, leaf.absolute_path)), message, hint)
+            )
     if problems:
         raise JobError(problems)
     return rules_from(data["prices"], marks, path)
@@ -128,13 +145,21 @@ def class_tuple(body: dict[str, Any]) -> tuple[Any, ...]:
     """A request's class as a cheap hashable value: (model_id, options but prompt_optimization
     as sorted pairs, number of images). `class_key` spells it as JSON for the ledger."""
     options = body.get("options")
-    items = tuple(sorted((k, v) for k, v in options.items() if k != "prompt_optimization")) if isinstance(options, dict) else ()
+    items = (
+        tuple(sorted((k, v) for k, v in options.items() if k != "prompt_optimization"))
+        if isinstance(options, dict)
+        else ()
+    )
     return (body.get("model_id"), items, len(body.get("image_urls") or ()))
 
 
 def key_of_tuple(cls: tuple[Any, ...]) -> str:
     model_id, items, images = cls
-    return json.dumps({"model_id": model_id, "options": dict(items), "images": images}, sort_keys=True, separators=(",", ":"))
+    return json.dumps(
+        {"model_id": model_id, "options": dict(items), "images": images},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
 
 
 def class_key(body: dict[str, Any]) -> str:
@@ -179,16 +204,24 @@ class PriceTie(Exception):
     def problem(self, origin: str | None = None) -> Problem:
         a, b = self.first, self.second
         return Problem(
-            a.file, a.line, a.column, a.path,
+            a.file,
+            a.line,
+            a.column,
+            a.path,
             f"{a.path} ({a.credits} credits) and {b.path} at {b.where()} ({b.credits} credits) both match a request, equally specific",
-            hint="make one of them name more fields, or make them agree", origin=origin,
+            hint="make one of them name more fields, or make them agree",
+            origin=origin,
         )
 
 
 class PriceBook:
     """Every known price: the declared rules, then the learned prices by class."""
 
-    def __init__(self, rules: Iterable[PriceRule] = (), learned: dict[str, tuple[int, int | None]] | None = None):
+    def __init__(
+        self,
+        rules: Iterable[PriceRule] = (),
+        learned: dict[str, tuple[int, int | None]] | None = None,
+    ):
         self.rules = sorted(rules, key=lambda r: -r.specificity)
         self.learned = learned or {}  # class key → (credits, run id)
         self._memo: dict[tuple[Any, ...], Price | None] = {}
@@ -265,4 +298,3 @@ class PriceBook:
 
 
 NO_PRICES = PriceBook()
-

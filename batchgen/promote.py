@@ -55,7 +55,9 @@ def parse_override(text: str) -> Override:
     known = ["prompt", "model", "image_urls", "id", *(f"options.{name}" for name in options)]
     path = tuple(field.split("."))
     if field not in known and not (len(path) == 2 and path[0] in ("vars", "meta") and path[1]):
-        hint = schemas.suggest(field, known) or f"fields: {', '.join(known)}, vars.<name>, meta.<name>"
+        hint = (
+            schemas.suggest(field, known) or f"fields: {', '.join(known)}, vars.<name>, meta.<name>"
+        )
         raise UsageError(f"--set {text!r}: unknown field {field!r}; {hint}")
     value: Any = raw.split() if field == "image_urls" else scalar(raw.strip())
     return Override(text, path, value)
@@ -65,7 +67,9 @@ def check_output(out: Path, job_file: Path | None, *, force: bool) -> None:
     """Refuse to write over the job file promoted from (the drafts, and the review's record of
     which request is which), and over any existing file unless `force`."""
     if out.exists() and job_file is not None and _same_file(out, job_file):
-        raise UsageError(f"-o {out} is the job file being promoted: write the winners to a new file")
+        raise UsageError(
+            f"-o {out} is the job file being promoted: write the winners to a new file"
+        )
     if out.exists() and not force:
         raise UsageError(f"{out} exists: choose another -o, or --force to replace it")
 
@@ -93,11 +97,17 @@ def promote(
     if the new job would not validate; `out` is then left as it was."""
     chosen = ledger.chosen(job, picked=picked, rating_at_least=rating_at_least)
     if not chosen:
-        raise NothingChosen(f"nothing in job {job!r} is {_choice(picked, rating_at_least)}: mark videos with `batchgen review {job}` first")
+        raise NothingChosen(
+            f"nothing in job {job!r} is {_choice(picked, rating_at_least)}: mark videos with `batchgen review {job}` first"
+        )
     job_file = job_file or chosen[0]["job_file"]
     source_job = _loaded(job_file, root)
-    source = _source(source_job, {row["api_base"] for row in chosen}) if source_job is not None else {}
-    entries: dict[str, dict[str, Any]] = {}  # canonical entry → entry (variants of one request become repeat)
+    source = (
+        _source(source_job, {row["api_base"] for row in chosen}) if source_job is not None else {}
+    )
+    entries: dict[
+        str, dict[str, Any]
+    ] = {}  # canonical entry → entry (variants of one request become repeat)
     order: list[tuple[int, str]] = []
     for row in chosen:
         found = source.get(row["key"])
@@ -117,9 +127,18 @@ def promote(
     ordered = [entries[identity] for _, identity in sorted(order)]
     for entry in ordered:
         if entry.get("repeat", 1) > 1 and "id" in entry and "variant" not in str(entry["id"]):
-            entry["id"] = f"{entry['id']}-{{{{ variant }}}}"  # variants of one request need ids of their own
-    text = _job_text(job, job_file, ordered, source_job=source_job, picked=picked,
-                     rating_at_least=rating_at_least, overrides=overrides)
+            entry["id"] = (
+                f"{entry['id']}-{{{{ variant }}}}"  # variants of one request need ids of their own
+            )
+    text = _job_text(
+        job,
+        job_file,
+        ordered,
+        source_job=source_job,
+        picked=picked,
+        rating_at_least=rating_at_least,
+        overrides=overrides,
+    )
     _write_validated(text, out, ordered)
     return len(ordered)
 
@@ -151,7 +170,10 @@ def _entry_from_fields(fields: dict[str, Any], folder: Path, new_folder: Path) -
         if value is None or value == {}:
             continue
         if name == "image_urls":
-            value = [_moved(item, folder, new_folder) for item in (value if isinstance(value, list) else [value])]
+            value = [
+                _moved(item, folder, new_folder)
+                for item in (value if isinstance(value, list) else [value])
+            ]
         entry[name] = value
     return entry
 
@@ -199,16 +221,29 @@ def _apply(entry: dict[str, Any], override: Override) -> None:
         target[name] = override.value
 
 
-def _job_text(job: str, job_file: str | None, entries: list[dict[str, Any]], *, source_job: Job | None,
-              picked: bool, rating_at_least: int | None, overrides: list[Override]) -> str:
+def _job_text(
+    job: str,
+    job_file: str | None,
+    entries: list[dict[str, Any]],
+    *,
+    source_job: Job | None,
+    picked: bool,
+    rating_at_least: int | None,
+    overrides: list[Override],
+) -> str:
     lines = [
         f"# Promoted by `batchgen promote` at {timestamp()}",
-        f"# from job {job!r}" + (f" ({job_file})" if job_file else "") + f": the requests {_choice(picked, rating_at_least)} in its review",
+        f"# from job {job!r}"
+        + (f" ({job_file})" if job_file else "")
+        + f": the requests {_choice(picked, rating_at_least)} in its review",
     ]
     if overrides:
         # As JSON strings: a value with a newline (`--set $'x=a\nname: evil'`) stays on the
         # comment's line instead of starting a line of YAML.
-        lines.append("# with " + " ".join(f"--set {json.dumps(o.text, ensure_ascii=False)}" for o in overrides))
+        lines.append(
+            "# with "
+            + " ".join(f"--set {json.dumps(o.text, ensure_ascii=False)}" for o in overrides)
+        )
     document: dict[str, Any] = {"version": 1}
     if source_job is not None:
         if source_job.data.get("limits"):  # the first job's sending limits
@@ -217,23 +252,36 @@ def _job_text(job: str, job_file: str | None, entries: list[dict[str, Any]], *, 
             if any(_changes_the_class(o) for o in overrides):
                 # Its prices were for the drafts' model and options; the winners are other
                 # requests now, and a price that no longer applies would fool a spend cap.
-                lines.append("# prices: not carried from the first job, as --set changes what each request is; declare them")
+                lines.append(
+                    "# prices: not carried from the first job, as --set changes what each request is; declare them"
+                )
             else:
                 document["prices"] = source_job.data["prices"]
     document["requests"] = entries
-    body = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)
+    body = yaml.safe_dump(
+        document, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100
+    )
     return "\n".join(lines) + "\n" + body
 
 
 def _changes_the_class(override: Override) -> bool:
     """Whether an override can change a request's price class (prices.class_tuple)."""
     path = override.path
-    return path[0] in ("model", "image_urls") or (path[0] == "options" and path[-1] != "prompt_optimization")
+    return path[0] in ("model", "image_urls") or (
+        path[0] == "options" and path[-1] != "prompt_optimization"
+    )
 
 
 def _choice(picked: bool, rating_at_least: int | None) -> str:
     """`picked and rated 4 or more`: which requests a promote takes."""
-    return " and ".join(part for part in ("picked" if picked else "", f"rated {rating_at_least} or more" if rating_at_least else "") if part)
+    return " and ".join(
+        part
+        for part in (
+            "picked" if picked else "",
+            f"rated {rating_at_least} or more" if rating_at_least else "",
+        )
+        if part
+    )
 
 
 def _write_validated(text: str, out: Path, entries: list[dict[str, Any]]) -> None:
@@ -243,7 +291,9 @@ def _write_validated(text: str, out: Path, entries: list[dict[str, Any]]) -> Non
     out.parent.mkdir(parents=True, exist_ok=True)
     part.write_text(text, encoding="utf-8")
     try:
-        validate_job(str(part), allow_unverified=True)  # whether to send to such a model is the run's question
+        validate_job(
+            str(part), allow_unverified=True
+        )  # whether to send to such a model is the run's question
     except JobError as e:
         part.unlink()
         raise JobError([_named(problem, out, entries) for problem in e.problems]) from None

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
-from typing import TYPE_CHECKING, Any, Iterable, TextIO
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, TextIO
 
 from . import models
 from .display import table, when_due
@@ -29,7 +30,8 @@ def problem_lines(problems: Iterable[Problem]) -> list[str]:
 
 def problems_json(file: str, problems: list[Problem], valid: bool) -> str:
     return json.dumps(
-        {"file": file, "valid": valid, "problems": [p.to_dict() for p in problems]}, ensure_ascii=False
+        {"file": file, "valid": valid, "problems": [p.to_dict() for p in problems]},
+        ensure_ascii=False,
     )
 
 
@@ -37,38 +39,69 @@ def plan_lines(result: Plan) -> list[str]:
     lines = [f"job {result.job} against {result.api_base}: {sum(result.counts.values())} requests"]
     width = max([14, *map(len, result.by_model)])  # model names line up, however long
     for model, counts in sorted(result.by_model.items()):
-        lines.append(f"  {model:<{width}} " + "  ".join(f"{action} {n}" for action, n in sorted(counts.items())))
-    lines.append("a run would send " + str(result.counts.get("new", 0) + result.counts.get("failed", 0)))
+        lines.append(
+            f"  {model:<{width}} "
+            + "  ".join(f"{action} {n}" for action, n in sorted(counts.items()))
+        )
+    lines.append(
+        "a run would send " + str(result.counts.get("new", 0) + result.counts.get("failed", 0))
+    )
     if result.credits or not result.unknown:
         by_model = ", ".join(f"{m} {n:,}" for m, n in sorted(result.credits_by_model.items()))
-        lines.append(f"cost: {result.credits:,} credits at known prices" + (f" ({by_model})" if by_model else ""))
+        lines.append(
+            f"cost: {result.credits:,} credits at known prices"
+            + (f" ({by_model})" if by_model else "")
+        )
     if result.unknown and result.unknown_by_class is None:
-        lines.append("no price is known for any of them: declare prices (prices: in the job, --prices FILE) or let a run learn them")
+        lines.append(
+            "no price is known for any of them: declare prices (prices: in the job, --prices FILE) or let a run learn them"
+        )
     elif result.unknown:
-        classes = "; ".join(f"{describe_class(k)} ({n})" for k, n in result.unknown_classes.most_common())
+        classes = "; ".join(
+            f"{describe_class(k)} ({n})" for k, n in result.unknown_classes.most_common()
+        )
         lines.append(f"no known price for {result.unknown} of them: {classes}")
     lines += [f"warning: {sentence}" for sentence in result.price_warnings]
     return lines
 
 
-def write_plan_json(out: TextIO, validated: "ValidatedJob", result: Plan, states: StateLookup, book: PriceBook = NO_PRICES) -> None:
+def write_plan_json(
+    out: TextIO,
+    validated: ValidatedJob,
+    result: Plan,
+    states: StateLookup,
+    book: PriceBook = NO_PRICES,
+) -> None:
     # Streamed: the requests are written as they are planned; counts come last in the text.
-    out.write('{"job":%s,"api_base":%s,"requests":[' % (json.dumps(result.job), json.dumps(result.api_base)))
+    out.write(
+        f'{{"job":{json.dumps(result.job)},"api_base":{json.dumps(result.api_base)},"requests":['
+    )
     for i, item in enumerate(planned(validated, states, book)):
         result.count(item)
-        row = {"key": item.request.key, "variant": item.request.variant, "body": item.request.body, "action": item.action, "credits": item.credits}
+        row = {
+            "key": item.request.key,
+            "variant": item.request.variant,
+            "body": item.request.body,
+            "action": item.action,
+            "credits": item.credits,
+        }
         out.write(("," if i else "") + json.dumps(row, ensure_ascii=False))
-    out.write('],"counts":%s}\n' % json.dumps(result.summary()))
+    out.write(f'],"counts":{json.dumps(result.summary())}}}\n')
 
 
-def status_report(name: str | None, rows: list[dict[str, Any]], unsent: int, due: str | None, *, as_json: bool) -> list[str]:
+def status_report(
+    name: str | None, rows: list[dict[str, Any]], unsent: int, due: str | None, *, as_json: bool
+) -> list[str]:
     """`status`: counts per model, state and status; as a table, or one JSON object."""
     if as_json:
         counts = [dict(row, model=models.label(row["model_id"])) for row in rows]
         return [json.dumps({"job": name, "counts": counts, "not_sent": unsent, "last_due": due})]
     if not rows:
         return [f"nothing in the ledger{' for ' + name if name else ''} yet"]
-    lines = table(((models.label(r["model_id"]), r["state"], r["status"], r["n"]) for r in rows), ("model", "state", "status", "count"))
+    lines = table(
+        ((models.label(r["model_id"]), r["state"], r["status"], r["n"]) for r in rows),
+        ("model", "state", "status", "count"),
+    )
     if unsent:
         lines.append(f"{unsent} requests of {name} not sent yet")
     if due:
@@ -88,30 +121,76 @@ def write_tasks(out: TextIO, rows: Iterable[dict[str, Any]], columns: list[str],
         writer.writerows(rows)
     else:
         rows = list(rows)  # a table's widths need every row
-        shown = [(r.get("label") or r["key"][:12], models.label(r["model_id"] or ""), r["variant"], r["state"], r["status"], r["task_id"], (r["error"] or r["prompt"] or "")[:50]) for r in rows]
-        out.write("\n".join(table(shown, ("id / key", "model", "v", "state", "status", "task_id", "prompt / error"))) + "\n")
+        shown = [
+            (
+                r.get("label") or r["key"][:12],
+                models.label(r["model_id"] or ""),
+                r["variant"],
+                r["state"],
+                r["status"],
+                r["task_id"],
+                (r["error"] or r["prompt"] or "")[:50],
+            )
+            for r in rows
+        ]
+        out.write(
+            "\n".join(
+                table(
+                    shown,
+                    ("id / key", "model", "v", "state", "status", "task_id", "prompt / error"),
+                )
+            )
+            + "\n"
+        )
 
 
 def runs_report(rows: list[dict[str, Any]], *, as_json: bool) -> list[str]:
     """`runs`: the run history, newest first; as a table, or one JSON object a line (every
     column of `runs`, with `flags` and `counts` as objects)."""
     if as_json:
-        return [json.dumps({**row, "flags": _json_or_text(row.get("flags")), "counts": _json_or_text(row.get("counts"))}) for row in rows]
+        return [
+            json.dumps(
+                {
+                    **row,
+                    "flags": _json_or_text(row.get("flags")),
+                    "counts": _json_or_text(row.get("counts")),
+                }
+            )
+            for row in rows
+        ]
     if not rows:
         return ["no runs yet"]
     shown = []
     for row in rows:
         counts = _json_or_text(row.get("counts")) or {}
         counts = counts if isinstance(counts, dict) else {}
-        did = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()) if isinstance(n, int) and k not in _CREDIT_COUNTS and n)
+        did = ", ".join(
+            f"{n} {k}"
+            for k, n in sorted(counts.items())
+            if isinstance(n, int) and k not in _CREDIT_COUNTS and n
+        )
         before, after = row.get("credits_before"), row.get("credits_after")
         credits = f"{before:,} → {after:,}" if before is not None and after is not None else ""
         # What the prices said the run spent, and what the balance says: they differ when a
         # price is wrong (or another client spent meanwhile).
         by_balance = f"{before - after:,}" if before is not None and after is not None else "?"
-        spent = f"{counts['spent']:,} / {by_balance}" if isinstance(counts.get("spent"), int) else ""
-        shown.append((row["id"], (row["started_at"] or "")[:19].replace("T", " "), row["job"], did or "-", spent, credits, "running" if row["ended_at"] is None else row["exit_code"]))
-    return table(shown, ("run", "started (UTC)", "job", "did", "spent (prices / balance)", "balance", "exit"))
+        spent = (
+            f"{counts['spent']:,} / {by_balance}" if isinstance(counts.get("spent"), int) else ""
+        )
+        shown.append(
+            (
+                row["id"],
+                (row["started_at"] or "")[:19].replace("T", " "),
+                row["job"],
+                did or "-",
+                spent,
+                credits,
+                "running" if row["ended_at"] is None else row["exit_code"],
+            )
+        )
+    return table(
+        shown, ("run", "started (UTC)", "job", "did", "spent (prices / balance)", "balance", "exit")
+    )
 
 
 _CREDIT_COUNTS = ("spent", "spent_by_balance")
@@ -124,23 +203,44 @@ def _json_or_text(value: Any) -> Any:
         return value
 
 
-def models_report(found: Iterable[models.Model], *, as_json: bool, rules: bool = False) -> list[str]:
+def models_report(
+    found: Iterable[models.Model], *, as_json: bool, rules: bool = False
+) -> list[str]:
     """`batchgen models`: a line per model (with --rules, each model's rules under it), or
     one JSON object per model."""
     if as_json:
         return [json.dumps(_model_dict(m), ensure_ascii=False) for m in found]
     found = list(found)
-    rows = [(m.name, m.id, m.display, "yes" if m.verified else "NO", m.image_words(), ", ".join(m.options)) for m in found]
+    rows = [
+        (
+            m.name,
+            m.id,
+            m.display,
+            "yes" if m.verified else "NO",
+            m.image_words(),
+            ", ".join(m.options),
+        )
+        for m in found
+    ]
     lines = table(rows, ("model", "id", "display", "verified", "images", "options"))
     unverified = [m for m in found if not m.verified]
     if rules:
         for model in found:
-            lines += ["", f"{model.name} ({model.id}) {model.display}: {model.page}", f"  images: {model.image_words()}"]
-            lines += [f"  options.{o.name}: {o.words()}" + _option_note(o) for o in model.options.values()]
+            lines += [
+                "",
+                f"{model.name} ({model.id}) {model.display}: {model.page}",
+                f"  images: {model.image_words()}",
+            ]
+            lines += [
+                f"  options.{o.name}: {o.words()}" + _option_note(o) for o in model.options.values()
+            ]
             lines.append("  options.prompt_optimization: true or false")
     if unverified:
         lines.append("")
-        lines += [f"unverified: {m.name}: {m.why_unverified} (--allow-unverified-models to use it)" for m in unverified]
+        lines += [
+            f"unverified: {m.name}: {m.why_unverified} (--allow-unverified-models to use it)"
+            for m in unverified
+        ]
     return lines
 
 
@@ -152,11 +252,20 @@ def _option_note(option: models.Option) -> str:
 
 def _model_dict(model: models.Model) -> dict[str, Any]:
     return {
-        "name": model.name, "id": model.id, "display": model.display, "family": model.family, "page": model.page,
-        "verified": model.verified, "why_unverified": model.why_unverified,
+        "name": model.name,
+        "id": model.id,
+        "display": model.display,
+        "family": model.family,
+        "page": model.page,
+        "verified": model.verified,
+        "why_unverified": model.why_unverified,
         "images": {"min": model.images[0], "max": model.images[1]},
         "options": {
-            o.name: {"values": list(o.values) if o.values is not None else [True, False], "optional": o.optional, "text_to_video_only": o.text_to_video_only}
+            o.name: {
+                "values": list(o.values) if o.values is not None else [True, False],
+                "optional": o.optional,
+                "text_to_video_only": o.text_to_video_only,
+            }
             for o in model.options.values()
         },
     }

@@ -9,10 +9,11 @@ it, whatever the number of tasks, and the round stops there.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 from .api import Api, Kind, Outcome
 from .ledger import Checked, Ledger
@@ -139,7 +140,9 @@ def _record(row: dict[str, Any], outcome: Outcome, report: PollReport) -> Checke
         return None
     if outcome.kind is not Kind.OK:  # code ≠ 1: the API does not know this task id
         report.unknown.append(row["task_id"])
-        return Checked(row["key"], row["task_id"], "processing", None, f"get-task: {outcome.message}")
+        return Checked(
+            row["key"], row["task_id"], "processing", None, f"get-task: {outcome.message}"
+        )
     data = outcome.data or {}
     status = STATUS.get(data.get("status"), "processing")  # type: ignore[arg-type]
     urls = data.get("result_urls")
@@ -189,7 +192,9 @@ def wait_for(
     unknown: set[str] = set()
     unreachable = 0  # rounds in a row where the API could not be reached
     while not stop.is_set():
-        open_tasks = [r for r in pending(ledger, job, due_only=False) if r["task_id"] not in unknown]
+        open_tasks = [
+            r for r in pending(ledger, job, due_only=False) if r["task_id"] not in unknown
+        ]
         on_progress(ledger.generation_counts(job))
         if not open_tasks:
             break
@@ -203,7 +208,11 @@ def wait_for(
             if report.aborted:
                 total.aborted = report.aborted
                 break
-            unreachable = unreachable + 1 if report.unreachable or (report.errors and not report.checked) else 0
+            unreachable = (
+                unreachable + 1
+                if report.unreachable or (report.errors and not report.checked)
+                else 0
+            )
             if unreachable >= UNREACHABLE_ROUNDS:
                 total.gave_up = f"the API could not be reached in {unreachable} rounds of polling; batchgen poll --wait resumes"
                 break
@@ -211,7 +220,9 @@ def wait_for(
                 if clock.sleep(backoff.delay(unreachable + 1), stop):
                     break
                 continue
-            open_tasks = [r for r in pending(ledger, job, due_only=False) if r["task_id"] not in unknown]
+            open_tasks = [
+                r for r in pending(ledger, job, due_only=False) if r["task_id"] not in unknown
+            ]
         delay = next_check(open_tasks, unknown)
         if delay is None:
             break
@@ -219,5 +230,9 @@ def wait_for(
             break
     total.unknown = sorted(unknown)
     counts = ledger.generation_counts(job)
-    total.completed, total.failed, total.processing = counts["completed"], counts["failed"], counts["processing"]
+    total.completed, total.failed, total.processing = (
+        counts["completed"],
+        counts["failed"],
+        counts["processing"],
+    )
     return total

@@ -18,11 +18,12 @@ import mimetypes
 import re
 import secrets
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from . import gallery
@@ -54,10 +55,22 @@ class Session:
         if row["status"] != "completed":
             return []
         urls = json.loads(row["result_urls"] or "[]")
-        return [url for url in urls if isinstance(url, str) and urlsplit(url).scheme in ("http", "https")]
+        return [
+            url
+            for url in urls
+            if isinstance(url, str) and urlsplit(url).scheme in ("http", "https")
+        ]
 
     def page(self) -> str:
-        return gallery.page(self.ledger, self.job, self.out, self.rows, self.cols, live=gallery.Live(self.token), media=self.media)
+        return gallery.page(
+            self.ledger,
+            self.job,
+            self.out,
+            self.rows,
+            self.cols,
+            live=gallery.Live(self.token),
+            media=self.media,
+        )
 
     def tiles(self) -> dict[str, Any]:
         found = gallery.tiles(self.ledger, self.job, self.out, self.media)
@@ -65,7 +78,12 @@ class Session:
             "job": self.job,
             "summary": gallery.summary(found, self.ledger.unsent_count(self.job)),
             "tiles": [
-                {"key": t.key, "outcome": t.outcome, "media_html": gallery.media_html(t), "review": _review_fields(t.review)}
+                {
+                    "key": t.key,
+                    "outcome": t.outcome,
+                    "media_html": gallery.media_html(t),
+                    "review": _review_fields(t.review),
+                }
                 for t in found
             ],
         }
@@ -81,26 +99,41 @@ class Session:
     def review(self, posted: Any) -> dict[str, Any]:
         """Record a mark from the page; raises `Refused` for anything but a valid one."""
         if not isinstance(posted, dict) or not isinstance(posted.get("key"), str):
-            raise Refused(HTTPStatus.BAD_REQUEST, "a review is a JSON object with the request's key")
+            raise Refused(
+                HTTPStatus.BAD_REQUEST, "a review is a JSON object with the request's key"
+            )
         fields = {name: posted[name] for name in ("pick", "rating", "note") if name in posted}
         unknown = set(posted) - {"key", "pick", "rating", "note"}
         if unknown or not fields:
-            raise Refused(HTTPStatus.BAD_REQUEST, f"a review sets pick, rating or note (got {', '.join(sorted(unknown)) or 'none'})")
-        if "pick" in fields and (isinstance(fields["pick"], bool) or fields["pick"] not in (None, 0, 1)):
+            raise Refused(
+                HTTPStatus.BAD_REQUEST,
+                f"a review sets pick, rating or note (got {', '.join(sorted(unknown)) or 'none'})",
+            )
+        if "pick" in fields and (
+            isinstance(fields["pick"], bool) or fields["pick"] not in (None, 0, 1)
+        ):
             raise Refused(HTTPStatus.BAD_REQUEST, "pick is 1 (picked), 0 (rejected) or null")
         rating = fields.get("rating")
-        if rating is not None and (isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5):
+        if rating is not None and (
+            isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5
+        ):
             raise Refused(HTTPStatus.BAD_REQUEST, "rating is a whole number from 1 to 5, or null")
         note = fields.get("note")
         if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
             raise Refused(HTTPStatus.BAD_REQUEST, f"note is text of at most {MAX_NOTE} characters")
         if not self.ledger.asks_for(self.job, posted["key"]):
-            raise Refused(HTTPStatus.NOT_FOUND, f"{posted['key'][:16]}… is not a request of the job {self.job!r}")
+            raise Refused(
+                HTTPStatus.NOT_FOUND,
+                f"{posted['key'][:16]}… is not a request of the job {self.job!r}",
+            )
         try:
             return _review_fields(self.ledger.record_review(self.job, posted["key"], fields))
         except sqlite3.OperationalError as e:
             if "locked" in str(e) or "busy" in str(e):
-                raise Refused(HTTPStatus.SERVICE_UNAVAILABLE, "the ledger is busy (a run is writing to it); try again") from None
+                raise Refused(
+                    HTTPStatus.SERVICE_UNAVAILABLE,
+                    "the ledger is busy (a run is writing to it); try again",
+                ) from None
             raise
 
 
@@ -112,7 +145,9 @@ def _parsed(body: bytes) -> Any:
         posted = json.loads(body)
         json.dumps(posted, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:  # (a ValueError too: first)
-        raise Refused(HTTPStatus.BAD_REQUEST, "the body holds text that is not Unicode (a lone surrogate)") from None
+        raise Refused(
+            HTTPStatus.BAD_REQUEST, "the body holds text that is not Unicode (a lone surrogate)"
+        ) from None
     except (ValueError, UnicodeDecodeError):
         raise Refused(HTTPStatus.BAD_REQUEST, "the body is not JSON") from None
     except RecursionError:
@@ -147,25 +182,42 @@ class _Handler(LoopbackHandler):
     def _serve(self, method: Any) -> None:
         try:
             if not self._host_is_ours():
-                raise Refused(HTTPStatus.MISDIRECTED_REQUEST, "this server answers only to its own address (127.0.0.1)")
+                raise Refused(
+                    HTTPStatus.MISDIRECTED_REQUEST,
+                    "this server answers only to its own address (127.0.0.1)",
+                )
             method(urlsplit(self.path).path)
         except Refused as e:
             # A refused POST may leave its body unread: on a kept-alive connection it would be
             # read as the next request. The connection is closed instead.
-            self._json(e.status, {"error": str(e)}, {"Connection": "close"} if self.command == "POST" else None)
+            self._json(
+                e.status,
+                {"error": str(e)},
+                {"Connection": "close"} if self.command == "POST" else None,
+            )
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         except Exception as e:  # a bug: answered all the same, never a connection left hanging
-            self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"batchgen error: {type(e).__name__}: {e}"}, {"Connection": "close"})
+            self._json(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                {"error": f"batchgen error: {type(e).__name__}: {e}"},
+                {"Connection": "close"},
+            )
 
     def _host_is_ours(self) -> bool:
         port = self.server.server_address[1]
-        return self.headers.get("Host", "") in {f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}
+        return self.headers.get("Host", "") in {
+            f"127.0.0.1:{port}",
+            f"localhost:{port}",
+            f"[::1]:{port}",
+        }
 
     def _check_token(self) -> None:
         given = self.headers.get("X-Batchgen-Token", "")
         if not secrets.compare_digest(given.encode(), self.session.token.encode()):
-            raise Refused(HTTPStatus.FORBIDDEN, "this page belongs to an earlier review session: reload it")
+            raise Refused(
+                HTTPStatus.FORBIDDEN, "this page belongs to an earlier review session: reload it"
+            )
 
     def _get(self, path: str) -> None:
         if path == "/":
@@ -188,13 +240,20 @@ class _Handler(LoopbackHandler):
             raise Refused(HTTPStatus.NOT_FOUND, "no such endpoint")
         self._check_token()
         if (self.headers.get("Content-Type") or "").split(";")[0].strip() != "application/json":
-            raise Refused(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "a review is posted as application/json")
+            raise Refused(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "a review is posted as application/json"
+            )
         given = (self.headers.get("Content-Length") or "").strip()
         if not re.fullmatch(r"\d{1,9}", given):
-            raise Refused(HTTPStatus.BAD_REQUEST if given else HTTPStatus.LENGTH_REQUIRED, "a review needs a Content-Length in bytes")
+            raise Refused(
+                HTTPStatus.BAD_REQUEST if given else HTTPStatus.LENGTH_REQUIRED,
+                "a review needs a Content-Length in bytes",
+            )
         length = int(given)
         if not 0 < length <= MAX_BODY:
-            raise Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a review is at most {MAX_BODY} bytes")
+            raise Refused(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a review is at most {MAX_BODY} bytes"
+            )
         self._json(HTTPStatus.OK, {"review": self.session.review(_parsed(self.rfile.read(length)))})
 
     def _file(self, file: Path) -> None:
@@ -210,7 +269,12 @@ class _Handler(LoopbackHandler):
             else:
                 start = max(0, size - int(wanted.group(2)))
             if start > end:
-                self._send(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, b"", "text/plain", {"Content-Range": f"bytes */{size}"})
+                self._send(
+                    HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
+                    b"",
+                    "text/plain",
+                    {"Content-Range": f"bytes */{size}"},
+                )
                 return
             status = HTTPStatus.PARTIAL_CONTENT
         with open(file, "rb") as f:
@@ -219,19 +283,30 @@ class _Handler(LoopbackHandler):
         headers = {"Accept-Ranges": "bytes"}
         if status == HTTPStatus.PARTIAL_CONTENT:
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-        self._send(status, data, mimetypes.guess_type(file.name)[0] or "application/octet-stream", headers)
+        self._send(
+            status, data, mimetypes.guess_type(file.name)[0] or "application/octet-stream", headers
+        )
 
     def _json(self, status: int, value: Any, headers: dict[str, str] | None = None) -> None:
-        self._send(status, json.dumps(value, ensure_ascii=False).encode(), "application/json", headers)
+        self._send(
+            status, json.dumps(value, ensure_ascii=False).encode(), "application/json", headers
+        )
 
-    def _send(self, status: int, payload: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, status: int, payload: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
         # The page's own inline script and style, its own videos and the API's result files; nothing else.
-        super()._send(status, payload, content_type, {
-            "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; media-src 'self' https: http:",
-            **(headers or {}),
-        })
+        super()._send(
+            status,
+            payload,
+            content_type,
+            {
+                "Cache-Control": "no-store",
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; media-src 'self' https: http:",
+                **(headers or {}),
+            },
+        )
 
 
 class ReviewServer(ThreadingHTTPServer):
@@ -249,7 +324,13 @@ class ReviewServer(ThreadingHTTPServer):
         pass  # a browser that hangs up mid-video is normal
 
 
-def open_session(ledger_path: Path, job: str, out: Path, rows: list[str] | None = None, cols: list[str] | None = None) -> Session:
+def open_session(
+    ledger_path: Path,
+    job: str,
+    out: Path,
+    rows: list[str] | None = None,
+    cols: list[str] | None = None,
+) -> Session:
     """A review session on the ledger: marks wait briefly for a run's write lock, then the
     page is told to retry (reading is never blocked: the ledger is in WAL mode)."""
     gallery.check_axes((rows or []) + (cols or []))
@@ -270,4 +351,3 @@ def serving(session: Session, port: int = 0) -> Iterator[ReviewServer]:
 
 class PortBusy(UsageError):
     """The port asked for (--port) is taken."""
-

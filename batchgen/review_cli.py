@@ -18,18 +18,38 @@ from .terminal import Terminal, field_list
 
 @click.command()
 @click.argument("job")
-@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Port on 127.0.0.1; 0 picks a free one.")
-@click.option("--out", type=click.Path(file_okay=False), help="The job's download folder (default outputs/<job>/).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Port on 127.0.0.1; 0 picks a free one.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="The job's download folder (default outputs/<job>/).",
+)
 @click.option("--rows", help="Comma-separated fields for rows (default: prompt).")
-@click.option("--cols", help="Comma-separated fields for columns (default: the other fields that vary).")
+@click.option(
+    "--cols", help="Comma-separated fields for columns (default: the other fields that vary)."
+)
 @click.option("--no-open", is_flag=True, help="Don't open the page in a browser.")
-def review(job: str, port: int, out: str | None, rows: str | None, cols: str | None, no_open: bool) -> None:
+def review(
+    job: str, port: int, out: str | None, rows: str | None, cols: str | None, no_open: bool
+) -> None:
     """Serve the job's videos live on 127.0.0.1 to pick, reject, rate and note each one."""
     console = Terminal()
     project = locate(job, click.get_current_context().obj["ledger"])
     with open_ledger(project, console, create=False) as ledger:
         name = named_job(resolve_job(ledger, job))
-    session = review_mod.open_session(project.ledger, name, Path(out) if out else Path("outputs") / name, field_list(rows), field_list(cols))
+    session = review_mod.open_session(
+        project.ledger,
+        name,
+        Path(out) if out else Path("outputs") / name,
+        field_list(rows),
+        field_list(cols),
+    )
     with session.ledger, review_mod.serving(session, port) as server:
         console.out(f"serving {server.url}")
         console.err("marks go to the ledger's reviews table; Ctrl-C to stop")
@@ -45,11 +65,39 @@ def review(job: str, port: int, out: str | None, rows: str | None, cols: str | N
 @click.command()
 @click.argument("job")
 @click.option("--picked", is_flag=True, help="The requests picked in the review.")
-@click.option("--rating-at-least", type=click.IntRange(1, 5), help="The requests rated N or more (with --picked: both).")
-@click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE", help="Change a field of every request (model=wan2.2-pro, options.duration=8); repeatable.")
-@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False), help="The new job file.")
-@click.option("--force", is_flag=True, help="Replace the output file if it exists (never the job file itself).")
-def promote(job: str, picked: bool, rating_at_least: int | None, overrides: tuple[str, ...], output: str, force: bool) -> None:
+@click.option(
+    "--rating-at-least",
+    type=click.IntRange(1, 5),
+    help="The requests rated N or more (with --picked: both).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="Change a field of every request (model=wan2.2-pro, options.duration=8); repeatable.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The new job file.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace the output file if it exists (never the job file itself).",
+)
+def promote(
+    job: str,
+    picked: bool,
+    rating_at_least: int | None,
+    overrides: tuple[str, ...],
+    output: str,
+    force: bool,
+) -> None:
     """Write a new job file of the reviewed winners of JOB, with overrides applied."""
     if not picked and rating_at_least is None:
         raise click.UsageError("say which requests: --picked, --rating-at-least N, or both")
@@ -60,6 +108,16 @@ def promote(job: str, picked: bool, rating_at_least: int | None, overrides: tupl
     with open_ledger(project, console, create=False) as ledger:
         name = named_job(resolve_job(ledger, job))
         job_file = job if Path(job).is_file() else None
-        count = promote_mod.promote(ledger, name, job_file, Path(output), picked=picked, rating_at_least=rating_at_least,
-                                    overrides=parsed, root=project.root)
-    console.out(f"wrote {output}: {count} requests from job {name!r}; check it with: batchgen plan {output}")
+        count = promote_mod.promote(
+            ledger,
+            name,
+            job_file,
+            Path(output),
+            picked=picked,
+            rating_at_least=rating_at_least,
+            overrides=parsed,
+            root=project.root,
+        )
+    console.out(
+        f"wrote {output}: {count} requests from job {name!r}; check it with: batchgen plan {output}"
+    )

@@ -28,11 +28,12 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
 from http.server import ThreadingHTTPServer
 from importlib import resources
-from typing import Any, Iterator
+from typing import Any
 
 from . import schemas
 from .loopback import LoopbackHandler, in_background
@@ -52,7 +53,9 @@ def sandbox_price(body: dict[str, Any]) -> int:
     """What the sandbox charges for a (valid) body."""
     options = body.get("options") or {}
     credits = lookup(body["model_id"]).sandbox["credits"]  # type: ignore[union-attr]  # a valid body's model
-    key = " ".join(str(options[name]) for name in ("resolution", "duration") if options.get(name) is not None)
+    key = " ".join(
+        str(options[name]) for name in ("resolution", "duration") if options.get(name) is not None
+    )
     return int(credits.get(key, credits.get("default", 0))) * int(options.get("num_outputs") or 1)
 
 
@@ -90,7 +93,9 @@ class SandboxConfig:
     reject_rate: float = 0.0  # valid bodies refused anyway, code 0 (as content moderation would)
     reject_message: str = "prompt refused by content moderation"
     upload_expires: float = 600.0  # seconds a presigned upload target lasts
-    expired_targets: int = 0  # the first N targets are issued already expired (to test asking again)
+    expired_targets: int = (
+        0  # the first N targets are issued already expired (to test asking again)
+    )
     upload_fail_rate: float = 0.0  # the form POST answers 503
 
 
@@ -256,7 +261,14 @@ def parse_task_id(task_id: object) -> Task | None:
     index = int(head[20:22], 16)
     if index >= len(models):
         return None
-    return Task(task_id, int(head[:12], 16), int(head[12:20], 16), models[index].id, head[23] == "1", int(head[22], 16))
+    return Task(
+        task_id,
+        int(head[:12], 16),
+        int(head[12:20], 16),
+        models[index].id,
+        head[23] == "1",
+        int(head[22], 16),
+    )
 
 
 def _canonical(value: Any) -> str:
@@ -277,7 +289,7 @@ class _Drop(Exception):
 
 
 class _Handler(LoopbackHandler):
-    server: "SandboxServer"
+    server: SandboxServer
     server_version = "batchgen-sandbox"
 
     @property
@@ -291,7 +303,10 @@ class _Handler(LoopbackHandler):
             self._upload()
             return
         endpoint = {
-            "/api/task/create": "create", "/api/task/get": "get", "/api/task/get_credits": "credits", "/api/task/pre_url": "pre_url",
+            "/api/task/create": "create",
+            "/api/task/get": "get",
+            "/api/task/get_credits": "credits",
+            "/api/task/pre_url": "pre_url",
         }.get(self.path)
         body = self._read_body()
         if endpoint is None:
@@ -337,7 +352,17 @@ class _Handler(LoopbackHandler):
         body = _json_or_none(raw)
 
         def record(outcome: str, task_id: str | None = None) -> None:
-            sandbox.record(Call(arrived, "create", outcome, body, task_id, key_ok, self.headers.get("Content-Type")))
+            sandbox.record(
+                Call(
+                    arrived,
+                    "create",
+                    outcome,
+                    body,
+                    task_id,
+                    key_ok,
+                    self.headers.get("Content-Type"),
+                )
+            )
 
         if sandbox.chance(config.drop_rate):
             record("dropped")
@@ -376,7 +401,9 @@ class _Handler(LoopbackHandler):
             record("no_credit")
             self._answer(HTTPStatus.OK, 0, "Credits not enough")
             return
-        task_id, eta = sandbox.new_task(body["model_id"], int((body.get("options") or {}).get("num_outputs") or 1))
+        task_id, eta = sandbox.new_task(
+            body["model_id"], int((body.get("options") or {}).get("num_outputs") or 1)
+        )
         if sandbox.chance(config.lose_answer_rate):
             record("lost", task_id)
             raise _Drop
@@ -394,7 +421,9 @@ class _Handler(LoopbackHandler):
         self._delay()
         if not key_ok:
             sandbox.record(Call(time.time(), "credits", "unauthorized", None, None, key_ok))
-            self._answer(HTTPStatus.OK, 2, "Invalid API key. Get a valid API key at https://pixwith.ai/api")
+            self._answer(
+                HTTPStatus.OK, 2, "Invalid API key. Get a valid API key at https://pixwith.ai/api"
+            )
             return
         with sandbox._lock:
             balance = sandbox.balance
@@ -403,7 +432,9 @@ class _Handler(LoopbackHandler):
 
     def _unknown_image(self, url: str) -> bool:
         """A sandbox image URL (any port: an earlier sandbox's too) for an image never uploaded here."""
-        if "/_sandbox/images/" not in url or not url.startswith(("http://127.0.0.1:", "http://localhost:")):
+        if "/_sandbox/images/" not in url or not url.startswith(
+            ("http://127.0.0.1:", "http://localhost:")
+        ):
             return False
         return "images/" + url.split("/_sandbox/images/", 1)[1] not in self.sandbox.images
 
@@ -430,10 +461,15 @@ class _Handler(LoopbackHandler):
         fields = {"key": key, "Content-Type": content_type, "x-amz-date": str(expires)}
         fields["x-amz-signature"] = _sign(fields)
         sandbox.record(Call(time.time(), "pre_url", "answered", body))
-        self._answer(HTTPStatus.OK, 1, "success", data={
-            "upload_url": {"url": f"{sandbox.base_url}/_sandbox/upload", "fields": fields},
-            "image_url": f"{sandbox.base_url}/_sandbox/{key}",
-        })
+        self._answer(
+            HTTPStatus.OK,
+            1,
+            "success",
+            data={
+                "upload_url": {"url": f"{sandbox.base_url}/_sandbox/upload", "fields": fields},
+                "image_url": f"{sandbox.base_url}/_sandbox/{key}",
+            },
+        )
 
     def _upload(self) -> None:
         """The presigned form POST, checked as S3 would: every field once, the file last,
@@ -456,16 +492,26 @@ class _Handler(LoopbackHandler):
         if not names or names[-1] != "file" or names.count("file") != 1:
             return refuse(400, "the file must come last, once, as the part named file")
         fields = {name: value.decode() for name, value, _ in parts[:-1]}
-        if len(fields) != len(parts) - 1 or set(fields) != {"key", "Content-Type", "x-amz-date", "x-amz-signature"}:
+        if len(fields) != len(parts) - 1 or set(fields) != {
+            "key",
+            "Content-Type",
+            "x-amz-date",
+            "x-amz-signature",
+        }:
             return refuse(400, "every field of the form, exactly once, and no other")
-        if not hmac.compare_digest(_sign({k: v for k, v in fields.items() if k != "x-amz-signature"}), fields["x-amz-signature"]):
+        if not hmac.compare_digest(
+            _sign({k: v for k, v in fields.items() if k != "x-amz-signature"}),
+            fields["x-amz-signature"],
+        ):
             return refuse(403, "signature does not match")
         if int(fields["x-amz-date"]) < time.time():
             return refuse(403, "Request has expired")
         data = parts[-1][1]
         if len(data) > 10 * 1000 * 1000:
             return refuse(400, "EntityTooLarge")
-        magic = {"image/jpeg": b"\xff\xd8\xff", "image/png": b"\x89PNG\r\n\x1a\n"}[fields["Content-Type"]]
+        magic = {"image/jpeg": b"\xff\xd8\xff", "image/png": b"\x89PNG\r\n\x1a\n"}[
+            fields["Content-Type"]
+        ]
         if not data.startswith(magic):
             return refuse(400, "the file is not what its Content-Type says")
         with sandbox._lock:
@@ -493,7 +539,10 @@ class _Handler(LoopbackHandler):
         data: dict[str, Any] = {"task_id": task.task_id, "status": status, "result_urls": []}
         if status == 2:
             # One file per video the task makes (num_outputs); the first keeps the plain name.
-            data["result_urls"] = [f"{sandbox.base_url}/_sandbox/files/{task.task_id}{f'-{i}' if i else ''}.mp4" for i in range(task.outputs)]
+            data["result_urls"] = [
+                f"{sandbox.base_url}/_sandbox/files/{task.task_id}{f'-{i}' if i else ''}.mp4"
+                for i in range(task.outputs)
+            ]
         if status == 3:
             data["error"] = "generation failed"
         sandbox.record(Call(arrived, "get", "answered", body, task.task_id, key_ok))
@@ -502,7 +551,12 @@ class _Handler(LoopbackHandler):
     def _file(self, name: str) -> None:
         task_id, _, index = name.removesuffix(".mp4").partition("-")
         task = parse_task_id(task_id)
-        if task is None or task.status() != 2 or not name.endswith(".mp4") or not (index == "" or index.isdigit() and 0 < int(index) < task.outputs):
+        if (
+            task is None
+            or task.status() != 2
+            or not name.endswith(".mp4")
+            or not (index == "" or index.isdigit() and 0 < int(index) < task.outputs)
+        ):
             self._answer(HTTPStatus.NOT_FOUND, 0, "no such file")
             return
         video = sample_video(task.model_id)
@@ -520,17 +574,34 @@ class _Handler(LoopbackHandler):
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _refusal(self, raw: bytes | None, body: Any, key_ok: bool) -> tuple[str, int, int, str] | None:
+    def _refusal(
+        self, raw: bytes | None, body: Any, key_ok: bool
+    ) -> tuple[str, int, int, str] | None:
         """(outcome, HTTP status, code, message) for a call refused before its body is read."""
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if content_type != "application/json":
-            return ("bad_content_type", HTTPStatus.UNSUPPORTED_MEDIA_TYPE, 0, "Content-Type must be application/json")
+            return (
+                "bad_content_type",
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                0,
+                "Content-Type must be application/json",
+            )
         if raw is None:
-            return ("no_length", HTTPStatus.LENGTH_REQUIRED, 0, "a Content-Length header is required")
+            return (
+                "no_length",
+                HTTPStatus.LENGTH_REQUIRED,
+                0,
+                "a Content-Length header is required",
+            )
         if body is None and raw.strip() != b"null":
             return ("bad_json", HTTPStatus.BAD_REQUEST, 0, "the body is not valid JSON")
         if not key_ok:
-            return ("unauthorized", HTTPStatus.OK, 2, "Invalid API key. Get a valid API key at https://pixwith.ai/api")
+            return (
+                "unauthorized",
+                HTTPStatus.OK,
+                2,
+                "Invalid API key. Get a valid API key at https://pixwith.ai/api",
+            )
         return None
 
     def _retry_after(self) -> str:

@@ -11,9 +11,10 @@ import difflib
 import functools
 import json
 import os
+from collections.abc import Hashable, Iterable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Hashable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import jsonschema
@@ -65,7 +66,8 @@ def _registry() -> referencing.Registry:
     import referencing
 
     return referencing.Registry().with_resources(
-        (f"{name}.schema.json", referencing.Resource.from_contents(schema(name))) for name in SCHEMA_NAMES
+        (f"{name}.schema.json", referencing.Resource.from_contents(schema(name)))
+        for name in SCHEMA_NAMES
     )
 
 
@@ -95,7 +97,9 @@ def suggest(word: object, choices: Iterable[object]) -> str | None:
     if not close:
         return None
     # Of the near misses, the one that starts like the word: "16:10" means "16:9", not "1:1".
-    best = max(close, key=lambda c: (len(os.path.commonprefix([c.lower(), word.lower()])), -close.index(c)))
+    best = max(
+        close, key=lambda c: (len(os.path.commonprefix([c.lower(), word.lower()])), -close.index(c))
+    )
     return f"did you mean '{best}'?"
 
 
@@ -158,7 +162,9 @@ def allowed_keys(error: ValidationError) -> list[str]:
 def missing_property(error: ValidationError) -> str | None:
     """The property a `required` error is about (jsonschema raises one error per property,
     but says which only in its message: `'duration' is a required property`)."""
-    missing = [k for k in _rule(error) if isinstance(error.instance, dict) and k not in error.instance]
+    missing = [
+        k for k in _rule(error) if isinstance(error.instance, dict) and k not in error.instance
+    ]
     for name in missing:
         if error.message.startswith(repr(name)):
             return str(name)
@@ -179,7 +185,9 @@ def describe(error: ValidationError) -> tuple[str, str | None]:
         message = f"{json.dumps(error.instance, ensure_ascii=False)} is not one of {options}"
         return custom or message, suggest(error.instance, _rule(error))
     if error.validator == "const":
-        message = f"{json.dumps(error.instance, ensure_ascii=False)} must be {json.dumps(_rule(error))}"
+        message = (
+            f"{json.dumps(error.instance, ensure_ascii=False)} must be {json.dumps(_rule(error))}"
+        )
         return custom or message, None
     if error.validator == "required":
         return custom or f"missing required field '{missing_property(error)}'", None
@@ -187,12 +195,19 @@ def describe(error: ValidationError) -> tuple[str, str | None]:
         expected = _rule(error)
         expected = " or ".join(expected) if isinstance(expected, list) else expected
         found = _json_type(error.instance)
-        return custom or f"expected {_article(expected)}, found {found} {_short(error.instance)}", None
+        return (
+            custom or f"expected {_article(expected)}, found {found} {_short(error.instance)}",
+            None,
+        )
     if error.validator in ("anyOf", "oneOf"):
         types = expected_types(error)
         if types:
             wanted = " or ".join(_article(t) for t in types)
-            return custom or f"expected {wanted}, found {_json_type(error.instance)} {_short(error.instance)}", None
+            return (
+                custom
+                or f"expected {wanted}, found {_json_type(error.instance)} {_short(error.instance)}",
+                None,
+            )
     if error.validator == "not" and not _rule(error):
         return custom or "this field is not allowed here", None
     return custom or error.message, None

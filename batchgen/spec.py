@@ -10,9 +10,10 @@ import csv
 import io
 import re
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from . import schemas
 from .errors import JobError, Problem
@@ -61,13 +62,17 @@ class Job:
     marks: Marks
     prompt_files: dict[int, PromptFile] = field(default_factory=dict)
     tables: dict[int, Table] = field(default_factory=dict)
-    images: dict[str, LocalImage] = field(default_factory=dict)  # local image path as written → the file
+    images: dict[str, LocalImage] = field(
+        default_factory=dict
+    )  # local image path as written → the file
     root: Path | None = None  # the project: files the job refers to must lie inside it
     # Entries set aside for their own mistakes (structure, missing files): the other entries
     # are still expanded and checked, so one pass reports every mistake (see `load_job`).
     problems: list[Problem] = field(default_factory=list)
     set_aside: set[int] = field(default_factory=set)
-    warnings: list[Problem] = field(default_factory=list)  # found while loading (mislabelled images)
+    warnings: list[Problem] = field(
+        default_factory=list
+    )  # found while loading (mislabelled images)
     defaults_layer: dict[str, Any] | None = field(default=None, repr=False)  # expand.py's cache
 
     @property
@@ -86,7 +91,9 @@ class Job:
     def repeat_for(self, index: int) -> int:
         return self.entries[index].get("repeat") or self.data.get("repeat") or 1
 
-    def problem(self, path: FieldPath, message: str, *, hint: str | None = None, key: bool = False) -> Problem:
+    def problem(
+        self, path: FieldPath, message: str, *, hint: str | None = None, key: bool = False
+    ) -> Problem:
         mark = self.marks.key_at(path) if key else self.marks.at(path)
         line, column = mark if mark else (None, None)
         return Problem(self.file, line, column, format_path(path), message, hint)
@@ -147,7 +154,9 @@ def _read_text(path: Path, file: str) -> str:
     try:
         raw = read_regular(path)
     except InputRefused as e:
-        raise JobError([Problem(file, None, None, "", str(e), hint="a job file is a YAML file")]) from None
+        raise JobError(
+            [Problem(file, None, None, "", str(e), hint="a job file is a YAML file")]
+        ) from None
     return decode_utf8(raw, file)
 
 
@@ -160,7 +169,16 @@ def decode_utf8(raw: bytes, file: str) -> str:
         column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
         bad = raw[e.start : e.start + 1].hex()
         raise JobError(
-            [Problem(file, line, column, "", f"not valid UTF-8 (byte 0x{bad})", hint="save the file as UTF-8")]
+            [
+                Problem(
+                    file,
+                    line,
+                    column,
+                    "",
+                    f"not valid UTF-8 (byte 0x{bad})",
+                    hint="save the file as UTF-8",
+                )
+            ]
         ) from None
 
 
@@ -179,11 +197,26 @@ def _refuse_too_many_entries(job: Job) -> None:
     limit = limits.get("max_requests") if isinstance(limits, dict) else None
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         limit = DEFAULT_MAX_REQUESTS
-    plain = sum(1 for entry in job.data["requests"] if isinstance(entry, dict) and "matrix" not in entry and "rows" not in entry)
+    plain = sum(
+        1
+        for entry in job.data["requests"]
+        if isinstance(entry, dict) and "matrix" not in entry and "rows" not in entry
+    )
     if plain > limit:
-        where = ("limits", "max_requests") if isinstance(limits, dict) and "max_requests" in limits else ("requests",)
-        raise JobError([job.problem(where, f"the job has {plain:,} request entries, past limits.max_requests ({limit:,}); nothing was sent",
-                                    hint="split the job, or raise limits.max_requests if you mean it")])
+        where = (
+            ("limits", "max_requests")
+            if isinstance(limits, dict) and "max_requests" in limits
+            else ("requests",)
+        )
+        raise JobError(
+            [
+                job.problem(
+                    where,
+                    f"the job has {plain:,} request entries, past limits.max_requests ({limit:,}); nothing was sent",
+                    hint="split the job, or raise limits.max_requests if you mean it",
+                )
+            ]
+        )
 
 
 def check_structure(job: Job) -> Iterator[Problem]:
@@ -198,7 +231,9 @@ def check_structure(job: Job) -> Iterator[Problem]:
     if not isinstance(entries, list) or not entries:
         yield from _errors(job, schemas.validator("job").iter_errors(data), ())
         return
-    yield from _errors(job, schemas.validator("job").iter_errors({**data, "requests": [{"prompt": "x"}]}), ())
+    yield from _errors(
+        job, schemas.validator("job").iter_errors({**data, "requests": [{"prompt": "x"}]}), ()
+    )
     entry_validator = schemas.validator("job", "/$defs/entry")
     verdicts: dict[str, list[Any]] = {}
     for index, entry in enumerate(entries):
@@ -228,7 +263,9 @@ def _errors(job: Job, errors: Any, prefix: FieldPath, instance: Any = None) -> I
             yield from _located(job, leaf, prefix, instance)
 
 
-def _located(job: Job, error: Any, prefix: FieldPath = (), instance: Any = None) -> Iterator[Problem]:
+def _located(
+    job: Job, error: Any, prefix: FieldPath = (), instance: Any = None
+) -> Iterator[Problem]:
     path = prefix + tuple(error.absolute_path)
     if instance is not None and tuple(error.absolute_path) == ("prompt",):
         error.instance = instance.get("prompt")  # a remembered verdict: this entry's own prompt
@@ -245,7 +282,12 @@ def _located(job: Job, error: Any, prefix: FieldPath = (), instance: Any = None)
     message, hint = schemas.describe(error)
     if not hint and isinstance(error.instance, (bool, int, float)) and "string" in message:
         hint = "put it in quotes to keep it as text"
-    if not hint and isinstance(error.instance, str) and error.instance.lower() in YAML11_BOOLEANS and "boolean" in message:
+    if (
+        not hint
+        and isinstance(error.instance, str)
+        and error.instance.lower() in YAML11_BOOLEANS
+        and "boolean" in message
+    ):
         hint = "a boolean is true or false (job files are YAML 1.2, where yes, no, on and off are text)"
     if path == () and not isinstance(job.data, dict):
         message, hint = "a job file is a mapping with version: 1 and requests: [...]", None
@@ -269,7 +311,9 @@ def _load_referenced_files(job: Job, skip: set[int]) -> dict[int, list[Problem]]
         problems: list[Problem] = []
         matrix = entry.get("matrix") or {}
         if isinstance(matrix.get("prompt"), dict):
-            loaded = _read_referenced(job, ("requests", index, "matrix", "prompt", "file"), problems)
+            loaded = _read_referenced(
+                job, ("requests", index, "matrix", "prompt", "file"), problems
+            )
             if loaded is not None:
                 job.prompt_files[index] = _parse_prompts(job, index, *loaded, problems)
         if "rows" in entry:
@@ -292,21 +336,40 @@ def _load_images(job: Job, skip: set[int]) -> tuple[list[Problem], dict[int, lis
             if isinstance(item, list):  # a matrix axis value
                 visit(item, (*path, position), entry)
             elif is_local(item):
-                note(local_path(item), (*path, position) if isinstance(value, list) else path, entry, None)
+                note(
+                    local_path(item),
+                    (*path, position) if isinstance(value, list) else path,
+                    entry,
+                    None,
+                )
 
-    def note(written: str, path: FieldPath, entry: int | None, cell: tuple[str, int, int] | None) -> None:
+    def note(
+        written: str, path: FieldPath, entry: int | None, cell: tuple[str, int, int] | None
+    ) -> None:
         if written in job.images:
             return
         try:
             image = read_image(job.path.parent / written, job.root, written)
         except ImageProblem as e:
             hint = "a path is relative to the job file; an image URL starts with https://"
-            problem = Problem(cell[0], cell[1], cell[2], "image_urls", str(e), hint) if cell else job.problem(path, str(e), hint=hint)
+            problem = (
+                Problem(cell[0], cell[1], cell[2], "image_urls", str(e), hint)
+                if cell
+                else job.problem(path, str(e), hint=hint)
+            )
             found.setdefault(entry, []).append(problem)
             return
         job.images[written] = image
         if image.mislabelled:
-            job.warnings.append(replace(job.problem(path, f"{written} holds a {image.content_type.split('/')[1].upper()}: it is uploaded as {image.content_type} ({image.name})"), severity="warning"))
+            job.warnings.append(
+                replace(
+                    job.problem(
+                        path,
+                        f"{written} holds a {image.content_type.split('/')[1].upper()}: it is uploaded as {image.content_type} ({image.name})",
+                    ),
+                    severity="warning",
+                )
+            )
 
     defaults = job.data.get("defaults") or {}
     if "image_urls" in defaults:
@@ -332,8 +395,15 @@ def _load_images(job: Job, skip: set[int]) -> tuple[list[Problem], dict[int, lis
                 cell = values[column]
                 for item in cell if isinstance(cell, list) else []:
                     if is_local(item):
-                        note(item, ("requests", index, "rows", "file"), index, (table.file, line, column + 1))
-    return found.pop(None, []), {index: problems for index, problems in found.items() if index is not None}
+                        note(
+                            item,
+                            ("requests", index, "rows", "file"),
+                            index,
+                            (table.file, line, column + 1),
+                        )
+    return found.pop(None, []), {
+        index: problems for index, problems in found.items() if index is not None
+    }
 
 
 def _read_referenced(job: Job, path: FieldPath, problems: list[Problem]) -> tuple[str, str] | None:
@@ -346,32 +416,55 @@ def _read_referenced(job: Job, path: FieldPath, problems: list[Problem]) -> tupl
     try:
         if job.root is not None and not inside(target, job.root):
             problems.append(
-                job.problem(path, f"{display} is outside the job's project ({job.root})", hint="a job may only use files inside its project")
+                job.problem(
+                    path,
+                    f"{display} is outside the job's project ({job.root})",
+                    hint="a job may only use files inside its project",
+                )
             )
             return None
         return display, decode_utf8(read_regular(target), display)
     except InputRefused as e:
         hint = "paths are relative to the job file" if str(e) == "no such file" else None
-        problems.append(job.problem(path, f"{display}: {e}" if str(e) != "no such file" else f"file not found: {display}", hint=hint))
+        problems.append(
+            job.problem(
+                path,
+                f"{display}: {e}" if str(e) != "no such file" else f"file not found: {display}",
+                hint=hint,
+            )
+        )
     except JobError as e:
         problems.extend(e.problems)
     return None
 
 
-def _parse_prompts(job: Job, index: int, display: str, text: str, problems: list[Problem]) -> PromptFile:
+def _parse_prompts(
+    job: Job, index: int, display: str, text: str, problems: list[Problem]
+) -> PromptFile:
     prompts: list[str] = []
     lines = array("L")
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if "\x00" in stripped:
-            problems.append(Problem(display, number, stripped.index("\x00") + 1, "prompt", "a NUL byte in a prompt", hint="a prompts file is text"))
+            problems.append(
+                Problem(
+                    display,
+                    number,
+                    stripped.index("\x00") + 1,
+                    "prompt",
+                    "a NUL byte in a prompt",
+                    hint="a prompts file is text",
+                )
+            )
             continue
         if stripped and not stripped.startswith("#"):
             prompts.append(stripped)
             lines.append(number)
     if not prompts:
         problems.append(
-            job.problem(("requests", index, "matrix", "prompt", "file"), f"{display} holds no prompts")
+            job.problem(
+                ("requests", index, "matrix", "prompt", "file"), f"{display} holds no prompts"
+            )
         )
     return PromptFile(display, prompts, lines)
 
@@ -385,7 +478,9 @@ def _column_types() -> dict[str, str]:
         if column in ("options", "vars", "meta"):
             continue  # objects: no way to write one in a cell (vars.<name>, meta.<name> are columns)
         leaf = column.rsplit(".", 1)[-1]
-        types[column] = "list" if column == "image_urls" else request_defs.get(leaf, {}).get("type", "string")
+        types[column] = (
+            "list" if column == "image_urls" else request_defs.get(leaf, {}).get("type", "string")
+        )
     return types
 
 
@@ -399,7 +494,16 @@ def parse_table(display: str, text: str, problems: list[Problem]) -> Table:
         problems.append(Problem(display, 1, None, "", f"CSV: {e}"))
         return Table(display, [], [])
     if not header or not any(h.strip() for h in header):
-        problems.append(Problem(display, 1, None, "", "the CSV has no header row", hint="name the columns: prompt,model,..."))
+        problems.append(
+            Problem(
+                display,
+                1,
+                None,
+                "",
+                "the CSV has no header row",
+                hint="name the columns: prompt,model,...",
+            )
+        )
         return Table(display, [], [])
     columns = [h.strip() for h in header]
     for number, column in enumerate(columns, start=1):
@@ -409,7 +513,9 @@ def parse_table(display: str, text: str, problems: list[Problem]) -> Table:
             hint = schemas.suggest(column, types) or f"columns can be: {', '.join(types)}"
             problems.append(Problem(display, 1, number, column, f"unknown column '{column}'", hint))
         elif columns.index(column) != number - 1:
-            problems.append(Problem(display, 1, number, column, f"column '{column}' is given twice"))
+            problems.append(
+                Problem(display, 1, number, column, f"column '{column}' is given twice")
+            )
     rows: list[tuple[int, tuple[Any, ...]]] = []
     line = reader.line_num
     try:
@@ -418,7 +524,15 @@ def parse_table(display: str, text: str, problems: list[Problem]) -> Table:
             if not any(c.strip() for c in cells):
                 continue
             if len(cells) > len(columns):
-                problems.append(Problem(display, start, None, "", f"row has {len(cells)} cells, the header {len(columns)}"))
+                problems.append(
+                    Problem(
+                        display,
+                        start,
+                        None,
+                        "",
+                        f"row has {len(cells)} cells, the header {len(columns)}",
+                    )
+                )
                 continue
             values = tuple(
                 _cell(display, start, number, column, types.get(column, "string"), cell, problems)
@@ -437,7 +551,9 @@ _TRUE = {"true", "yes", "1"}
 _FALSE = {"false", "no", "0"}
 
 
-def _cell(display: str, line: int, number: int, column: str, kind: str, cell: str, problems: list[Problem]) -> Any:
+def _cell(
+    display: str, line: int, number: int, column: str, kind: str, cell: str, problems: list[Problem]
+) -> Any:
     text = cell.strip()
     if text == "":
         return Table.UNSET
@@ -454,6 +570,8 @@ def _cell(display: str, line: int, number: int, column: str, kind: str, cell: st
         try:
             return int(text)
         except ValueError:
-            problems.append(Problem(display, line, number, column, f"'{text}' is not a whole number"))
+            problems.append(
+                Problem(display, line, number, column, f"'{text}' is not a whole number")
+            )
             return Table.UNSET
     return text

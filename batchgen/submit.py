@@ -15,9 +15,8 @@ import sqlite3
 import sys
 import threading
 from collections import Counter, deque
-from collections.abc import Sized
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
 
 from . import journal, models
 from .api import Api, Kind, Outcome
@@ -60,18 +59,26 @@ class RunSettings:
 class RunReport:
     """What one run did with the requests it was given."""
 
-    outcomes: Counter[str] = field(default_factory=Counter)  # submitted, rejected, failed, in_doubt, ...
+    outcomes: Counter[str] = field(
+        default_factory=Counter
+    )  # submitted, rejected, failed, in_doubt, ...
     by_model: dict[str, Counter[str]] = field(default_factory=dict)
     calls: int = 0  # create calls made, retries included
     aborted: str | None = None  # why the run stopped early (key refused, credit, identical errors)
     capped: str | None = None  # why it stopped at its spend cap (the rest not sent: exit 1)
     interrupted: bool = False
     signal: int | None = None  # the signal that interrupted it (SIGINT, SIGTERM, SIGHUP)
-    unrecorded: list[str] = field(default_factory=list)  # task ids kept in the journal, not the ledger
-    errors: Counter[str] = field(default_factory=Counter)  # message → how many requests ended with it
+    unrecorded: list[str] = field(
+        default_factory=list
+    )  # task ids kept in the journal, not the ledger
+    errors: Counter[str] = field(
+        default_factory=Counter
+    )  # message → how many requests ended with it
     spent: int = 0  # credits at known prices of the requests submitted or in doubt
     unpriced: int = 0  # those of them whose price is not known
-    submitted_classes: Counter[str] = field(default_factory=Counter)  # class key → requests submitted
+    submitted_classes: Counter[str] = field(
+        default_factory=Counter
+    )  # class key → requests submitted
 
     @property
     def done(self) -> int:
@@ -94,7 +101,11 @@ class RunReport:
             return 128 + self.signal if self.signal else EXIT_INTERRUPTED
         if self.aborted:
             return EXIT_ABORTED
-        if self.capped or unresolved_in_job or any(self.outcomes[s] for s in ("rejected", "failed", "in_doubt")):
+        if (
+            self.capped
+            or unresolved_in_job
+            or any(self.outcomes[s] for s in ("rejected", "failed", "in_doubt"))
+        ):
             return EXIT_INCOMPLETE
         return EXIT_OK
 
@@ -178,7 +189,9 @@ class Submission:
 
     # -- the run ----------------------------------------------------------------------------
 
-    def run(self, requests: Iterable[Request], on_interrupt: Callable[[int], None] | None = None) -> RunReport:
+    def run(
+        self, requests: Iterable[Request], on_interrupt: Callable[[int], None] | None = None
+    ) -> RunReport:
         """Send `requests` (a list, or a stream made as it is read: plan.ToSend); returns the
         report. Ctrl-C once: finish the calls in flight and stop; twice: mark them in_doubt and
         raise `Interrupted`."""
@@ -204,9 +217,14 @@ class Submission:
                     self._journal_unwritten()
                     self.ledger.quitting()
                     try:
-                        self.ledger.abandon_in_flight(self.run_id, "the run was stopped (a second signal) before the answer came")
+                        self.ledger.abandon_in_flight(
+                            self.run_id,
+                            "the run was stopped (a second signal) before the answer came",
+                        )
                     except sqlite3.Error as error:
-                        self.notice(f"the ledger is busy ({error}): the calls in flight stay 'sending', and the next command marks them in_doubt")
+                        self.notice(
+                            f"the ledger is busy ({error}): the calls in flight stay 'sending', and the next command marks them in_doubt"
+                        )
                     raise Interrupted(signal or self.report.signal) from None
                 interrupted = True
                 self.report.interrupted = True
@@ -219,8 +237,10 @@ class Submission:
         if self._lost:
             try:
                 rescued = self.ledger.rescue_to_journal()
-                self.notice(f"copied {rescued} rows that hold money from the lost ledger into {self.ledger.path}.journal;"
-                            " the next batchgen command records them")
+                self.notice(
+                    f"copied {rescued} rows that hold money from the lost ledger into {self.ledger.path}.journal;"
+                    " the next batchgen command records them"
+                )
             except OSError as e:
                 self.notice(f"could not copy the lost ledger's rows to the journal ({e.strerror})")
         return self.report
@@ -239,13 +259,19 @@ class Submission:
         # for both (Ledger.claim), and is counted once that commit is made. The worker's last
         # one (none is left, the run stopped) is written alone.
         carried: tuple[Request, Answered] | None = None
-        failed: str | None = None  # why a claim failed: the run stops, once the carried id is written
+        failed: str | None = (
+            None  # why a claim failed: the run stops, once the carried id is written
+        )
         try:
             while not self.stop.is_set() and not self._no_more.is_set():
                 request = self._take()
                 if request is None:
                     return
-                reservation = self.budget.reserve(request.body, self._stopping) if self.budget is not None else FREE
+                reservation = (
+                    self.budget.reserve(request.body, self._stopping)
+                    if self.budget is not None
+                    else FREE
+                )
                 if reservation is None:
                     assert self.budget is not None
                     if not self._stopping():
@@ -264,7 +290,12 @@ class Submission:
                     return
                 try:
                     previous = self.ledger.claim(
-                        request, self.job, self.api_base, self.run_id, self.allow, answered=carried and carried[1]
+                        request,
+                        self.job,
+                        self.api_base,
+                        self.run_id,
+                        self.allow,
+                        answered=carried and carried[1],
                     )
                 except LedgerUnsound as e:
                     self._refund(reservation)
@@ -297,7 +328,9 @@ class Submission:
         finally:
             if carried is not None:
                 self._write_alone(carried)
-            if failed:  # after the task id: if it could not be written either, that is the reason given
+            if (
+                failed
+            ):  # after the task id: if it could not be written either, that is the reason given
                 self._abort(failed)
 
     def _take(self) -> Request | None:
@@ -317,7 +350,9 @@ class Submission:
             self._abort(self._feed_failed)
         return None
 
-    def _attempt(self, request: Request, previous: str | None, slot: float) -> str | Answered | None:
+    def _attempt(
+        self, request: Request, previous: str | None, slot: float
+    ) -> str | Answered | None:
         """Send a request the ledger gave this run (`previous`: the state it had, None: not
         this run's to send) in its rpm `slot`; see `_send`."""
         if previous is None:
@@ -363,7 +398,9 @@ class Submission:
             self.ledger.release(request.key, previous)
             return None
         # Refused before processing every time (or stopped between tries): never created.
-        self.ledger.record_outcome(request.key, "failed", f"{outcome.message} (after {tries} attempts)")
+        self.ledger.record_outcome(
+            request.key, "failed", f"{outcome.message} (after {tries} attempts)"
+        )
         self._note_error(outcome.message)
         return "failed"
 
@@ -380,7 +417,11 @@ class Submission:
         if outcome.kind in (Kind.AUTH, Kind.NO_CREDIT):
             # Nothing was created: `failed`, so the next run (with a good key) sends it.
             self.ledger.record_outcome(key, "failed", outcome.message)
-            reason = "the API refused the key" if outcome.kind is Kind.AUTH else "the account is out of credit"
+            reason = (
+                "the API refused the key"
+                if outcome.kind is Kind.AUTH
+                else "the account is out of credit"
+            )
             self._abort(f"{reason} ({outcome.message})")
             return "failed"
         state = "in_doubt" if outcome.kind is Kind.IN_DOUBT else "rejected"
@@ -390,7 +431,9 @@ class Submission:
 
     def _write_alone(self, carried: tuple[Request, Answered]) -> None:
         """Write a carried task id in a commit of its own (not with a next claim), and count it."""
-        self._written(carried, counted=self._record_submitted(*carried))  # if not written, journaled
+        self._written(
+            carried, counted=self._record_submitted(*carried)
+        )  # if not written, journaled
 
     def _written(self, carried: tuple[Request, Answered], *, counted: bool = True) -> None:
         """A task id the run held is recorded: counted once committed, not if journaled."""
@@ -408,13 +451,17 @@ class Submission:
         if not held:
             return
         where = self._keep_in_journal(held)
-        self.notice(f"{len(held)} task ids received but not yet recorded ({', '.join(a.task_id for _, a in held)}); {where}")
+        self.notice(
+            f"{len(held)} task ids received but not yet recorded ({', '.join(a.task_id for _, a in held)}); {where}"
+        )
 
     def _record_submitted(self, request: Request, answered: Answered) -> bool:
         """Write a task id alone; if the ledger cannot take it, journal it and print it: a task
         that was created is paid for, and its id must never be lost. True if it was written."""
         try:  # raises LedgerUnsound if the ledger was deleted or replaced
-            self.ledger.record_submitted(answered.key, answered.task_id, answered.estimated_time, answered.received_at)
+            self.ledger.record_submitted(
+                answered.key, answered.task_id, answered.estimated_time, answered.received_at
+            )
             return True
         except LedgerUnsound as e:
             self._ledger_lost(str(e))
@@ -422,7 +469,9 @@ class Submission:
         except (sqlite3.Error, OSError) as e:
             problem = str(e)
         where = self._keep_in_journal([(request, answered)])
-        self.notice(f"task {answered.task_id} (request {request.key}) was created but the ledger could not record it ({problem}); {where}")
+        self.notice(
+            f"task {answered.task_id} (request {request.key}) was created but the ledger could not record it ({problem}); {where}"
+        )
         with self._lock:
             self.report.unrecorded.append(answered.task_id)
         self._abort(f"the ledger could not record a task id ({problem})")
@@ -433,9 +482,15 @@ class Submission:
         row; say where they are, for the line that tells the user."""
         entries = [
             {
-                "key": request.key, "task_id": answered.task_id, "estimated_time": answered.estimated_time,
-                "received_at": answered.received_at, "job": self.job, "api_base": self.api_base,
-                "variant": request.variant, "body": request.body, "run_id": self.run_id,
+                "key": request.key,
+                "task_id": answered.task_id,
+                "estimated_time": answered.estimated_time,
+                "received_at": answered.received_at,
+                "job": self.job,
+                "api_base": self.api_base,
+                "variant": request.variant,
+                "body": request.body,
+                "run_id": self.run_id,
             }
             for request, answered in held
         ]

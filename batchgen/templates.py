@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import jinja2
@@ -41,11 +42,13 @@ def _env() -> Any:
             _check_binop(operator, left, right)
             return _bounded(super().call_binop(context, operator, left, right))
 
-        def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (as Jinja2 spells it)
+        def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
             _check_arguments(__obj, args, kwargs)
             return _bounded(super().call(__context, __obj, *args, **kwargs))
 
-    env = BoundedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    env = BoundedEnvironment(
+        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
+    )
     # What renders differently each time would give a request a new identity on every run,
     # and every rerun would send (and bill) it again: such names are not there to be used.
     for name in _UNSTABLE_FILTERS:
@@ -83,7 +86,9 @@ def _check_binop(operator: str, left: Any, right: Any) -> None:
     elif operator == "**":
         if isinstance(left, int) and isinstance(right, int) and abs(left) > 1 and right > 0:
             if right * abs(left).bit_length() > _MAX_POWER_BITS:
-                raise _too_big(f"{left} ** {right}, a number of {right * abs(left).bit_length():,} bits")
+                raise _too_big(
+                    f"{left} ** {right}, a number of {right * abs(left).bit_length():,} bits"
+                )
     elif operator == "%" and isinstance(left, str):
         _check_format(left, right if isinstance(right, tuple) else (right,))
     elif operator == "+" and _size(left) + _size(right) > MAX_TEXT:
@@ -91,7 +96,10 @@ def _check_binop(operator: str, left: Any, right: Any) -> None:
 
 
 def _check_format(text: str, args: tuple[Any, ...] | list[Any]) -> None:
-    if _WIDE_FORMAT.search(text) or any(isinstance(a, int) and not isinstance(a, bool) and abs(a) > MAX_TEXT and "*" in text for a in args):
+    if _WIDE_FORMAT.search(text) or any(
+        isinstance(a, int) and not isinstance(a, bool) and abs(a) > MAX_TEXT and "*" in text
+        for a in args
+    ):
         raise _too_big("a format with a width that big")
 
 
@@ -100,7 +108,9 @@ def _check_arguments(function: Any, args: tuple[Any, ...], kwargs: dict[str, Any
     `'%*d' | format(10**9, 1)`), and no replace that would pass it."""
     values = (*args, *kwargs.values())
     if any(isinstance(v, int) and not isinstance(v, bool) and v > MAX_TEXT for v in values):
-        raise _too_big(f"{getattr(function, '__name__', 'a call')}({', '.join(map(repr, values))[:60]})")
+        raise _too_big(
+            f"{getattr(function, '__name__', 'a call')}({', '.join(map(repr, values))[:60]})"
+        )
     target = getattr(function, "__wrapped__", function)  # the sandbox wraps str.format
     owner = getattr(target, "__self__", None)
     name = getattr(target, "__name__", "")
@@ -150,7 +160,7 @@ def is_template(text: object) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def _compiled(source: str) -> "jinja2.Template":
+def _compiled(source: str) -> jinja2.Template:
     import jinja2
 
     try:
@@ -158,7 +168,9 @@ def _compiled(source: str) -> "jinja2.Template":
         return template
     except jinja2.TemplateSyntaxError as e:
         unstable = any(f"No filter named {name!r}" in str(e.message) for name in _UNSTABLE_FILTERS)
-        raise TemplateProblem(f"template syntax error: {e.message}" + (f" ({_WHY_UNSTABLE})" if unstable else "")) from None
+        raise TemplateProblem(
+            f"template syntax error: {e.message}" + (f" ({_WHY_UNSTABLE})" if unstable else "")
+        ) from None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -180,7 +192,9 @@ def render(source: str, values: dict[str, Any]) -> str:
     template = _compiled(source)
     try:
         made, length = [], 0
-        for chunk in template.generate(values):  # streamed, so that a loop cannot make gigabytes first
+        for chunk in template.generate(
+            values
+        ):  # streamed, so that a loop cannot make gigabytes first
             length += len(chunk)
             if length > MAX_TEXT:
                 raise _too_big("the rendered text")
@@ -189,7 +203,11 @@ def render(source: str, values: dict[str, Any]) -> str:
     except TooBig as e:
         raise TemplateProblem(str(e)) from None
     except jinja2.UndefinedError as e:
-        if any(f"'{name}' is undefined" in str(e.message) for name in _UNSTABLE_GLOBALS if name not in values):
+        if any(
+            f"'{name}' is undefined" in str(e.message)
+            for name in _UNSTABLE_GLOBALS
+            if name not in values
+        ):
             raise TemplateProblem(f"{e.message} ({_WHY_UNSTABLE})") from None
         known = ", ".join(sorted(values)) or "none"
         raise TemplateProblem(f"{e.message} (vars here: {known})") from None

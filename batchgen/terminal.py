@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -78,7 +79,9 @@ class Finite(click.ParamType):  # type: ignore[type-arg]
             self.fail(f"{value!r} is not a number", param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
-        if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):
+        if (self.low is not None and number < self.low) or (
+            self.high is not None and number > self.high
+        ):
             self.fail(f"{value} is not in the range {self.low}–{self.high}", param, ctx)
         return number
 
@@ -87,39 +90,80 @@ class Finite(click.ParamType):  # type: ignore[type-arg]
 
 
 def api_base_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--base-url", envvar="PIXWITH_BASE_URL", default=DEFAULT_API_BASE, show_default=True,
-                        help="The API's base URL (or PIXWITH_BASE_URL). Part of each request's identity.")(command)
+    return click.option(
+        "--base-url",
+        envvar="PIXWITH_BASE_URL",
+        default=DEFAULT_API_BASE,
+        show_default=True,
+        help="The API's base URL (or PIXWITH_BASE_URL). Part of each request's identity.",
+    )(command)
 
 
 def unverified_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--allow-unverified-models", "allow_unverified", is_flag=True,
-                        help="Accept models whose pages contradict themselves (`batchgen models` says why); their rules may be wrong.")(command)
+    return click.option(
+        "--allow-unverified-models",
+        "allow_unverified",
+        is_flag=True,
+        help="Accept models whose pages contradict themselves (`batchgen models` says why); their rules may be wrong.",
+    )(command)
 
 
 def send_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Where to send, with what key: shared by run, poll and download."""
-    command = click.option("--api-key-file", type=click.Path(dir_okay=False), help="Read the API key from this file (else PIXWITH_API_KEY).")(command)
-    command = click.option("--sandbox", is_flag=True, help="Start the built-in sandbox and use it with the test key.")(command)
+    command = click.option(
+        "--api-key-file",
+        type=click.Path(dir_okay=False),
+        help="Read the API key from this file (else PIXWITH_API_KEY).",
+    )(command)
+    command = click.option(
+        "--sandbox", is_flag=True, help="Start the built-in sandbox and use it with the test key."
+    )(command)
     return api_base_option(command)
 
 
 def download_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in (
-        click.option("--max-file-size", type=click.IntRange(1), default=DEFAULT_MAX_FILE_SIZE, show_default=True, help="Bytes per file, at most."),
-        click.option("--file-deadline", type=Finite(0.1), default=DEFAULT_DEADLINE, show_default=True, help="Seconds per file, at most."),
-        click.option("--stall-timeout", type=Finite(0.1), default=DEFAULT_STALL_TIMEOUT, show_default=True, help="Seconds without a byte before a download is abandoned."),
+        click.option(
+            "--max-file-size",
+            type=click.IntRange(1),
+            default=DEFAULT_MAX_FILE_SIZE,
+            show_default=True,
+            help="Bytes per file, at most.",
+        ),
+        click.option(
+            "--file-deadline",
+            type=Finite(0.1),
+            default=DEFAULT_DEADLINE,
+            show_default=True,
+            help="Seconds per file, at most.",
+        ),
+        click.option(
+            "--stall-timeout",
+            type=Finite(0.1),
+            default=DEFAULT_STALL_TIMEOUT,
+            show_default=True,
+            help="Seconds without a byte before a download is abandoned.",
+        ),
     ):
         command = option(command)
     return command
 
 
 def bounds_of(flags: dict[str, Any]) -> Bounds:
-    return Bounds(max_file_size=flags.pop("max_file_size"), deadline=flags.pop("file_deadline"), stall_timeout=flags.pop("stall_timeout"))
+    return Bounds(
+        max_file_size=flags.pop("max_file_size"),
+        deadline=flags.pop("file_deadline"),
+        stall_timeout=flags.pop("stall_timeout"),
+    )
 
 
 def all_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--all", "include_superseded", is_flag=True,
-                        help="Also the requests the job file no longer asks for (superseded by an edit).")(command)
+    return click.option(
+        "--all",
+        "include_superseded",
+        is_flag=True,
+        help="Also the requests the job file no longer asks for (superseded by an edit).",
+    )(command)
 
 
 def field_list(text: str | None) -> list[str] | None:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
@@ -51,7 +52,9 @@ def upload_all(
     stop = stop or threading.Event()
     own = client is None
     # No API key on the form POST: it goes to the storage host, not the API.
-    client = client or httpx.Client(timeout=httpx.Timeout(30.0, read=120.0), follow_redirects=False, trust_env=False)
+    client = client or httpx.Client(
+        timeout=httpx.Timeout(30.0, read=120.0), follow_redirects=False, trust_env=False
+    )
     try:
         for image in images:
             known = ledger.uploaded(image.sha256, upload_base)
@@ -77,15 +80,23 @@ class Failure:
     reason: str
 
 
-def _upload(api: Api, client: httpx.Client, image: LocalImage, backoff: Backoff, wait: Callable[[float], bool]) -> str | Failure:
+def _upload(
+    api: Api,
+    client: httpx.Client,
+    image: LocalImage,
+    backoff: Backoff,
+    wait: Callable[[float], bool],
+) -> str | Failure:
     try:
         data = image.data()  # once for every attempt
     except InputRefused as e:
         return Failure(f"cannot read it any more: {e}")
     if hashlib.sha256(data).hexdigest() != image.sha256:  # its identity says other bytes
-        return Failure("the file changed since the job was validated: run again to validate it anew")
+        return Failure(
+            "the file changed since the job was validated: run again to validate it anew"
+        )
     reason = "not tried"
-    for attempt in attempts(backoff, wait=wait):
+    for attempt in attempts(backoff, wait=wait):  # noqa: B007 (reported after the loop)
         target = api.pre_url(image.name, image.content_type)
         if target.kind is Kind.AUTH:
             return Failure(f"the API refused the key ({target.message})")
@@ -100,7 +111,9 @@ def _upload(api: Api, client: httpx.Client, image: LocalImage, backoff: Backoff,
             continue
         url, fields, image_url = form
         try:
-            answer = client.post(url, data=fields, files={"file": (image.name, data, image.content_type)})
+            answer = client.post(
+                url, data=fields, files={"file": (image.name, data, image.content_type)}
+            )
         except httpx.HTTPError as e:
             reason = f"upload: {type(e).__name__}: {e}"
             continue
@@ -126,7 +139,9 @@ def _form(data: dict[str, Any]) -> tuple[str, dict[str, str], str] | None:
 def resolve(body: dict[str, Any], urls: dict[str, str]) -> dict[str, Any] | None:
     """The body as sent: local images replaced by their URLs; None if one did not upload."""
     images = body.get("image_urls")
-    if not isinstance(images, list) or not any(isinstance(u, str) and u.startswith(LOCAL) for u in images):
+    if not isinstance(images, list) or not any(
+        isinstance(u, str) and u.startswith(LOCAL) for u in images
+    ):
         return body
     sent = []
     for item in images:

@@ -30,7 +30,9 @@ def canonical_base_url(base_url: str) -> str:
     if scheme not in DEFAULT_PORTS or not parts.hostname:
         raise UsageError(f"base URL {_shown(base_url)} is not an http(s) URL")
     if parts.username is not None or parts.password is not None:
-        raise UsageError("a base URL with user info (user:password@) is refused: give the key with PIXWITH_API_KEY")
+        raise UsageError(
+            "a base URL with user info (user:password@) is refused: give the key with PIXWITH_API_KEY"
+        )
     if parts.query or text.endswith("?"):
         raise UsageError(f"base URL {_shown(base_url)} has a query (?...): a base URL has none")
     if parts.fragment or "#" in text:
@@ -130,7 +132,11 @@ def check_result_url(url: str, *, loopback_api: bool) -> None:
             or address.is_multicast
             or address.is_reserved
             or address.is_unspecified
-            or (address.version == 6 and address.ipv4_mapped is not None and not address.ipv4_mapped.is_global)
+            or (
+                address.version == 6
+                and address.ipv4_mapped is not None
+                and not address.ipv4_mapped.is_global
+            )
         ):
             raise UrlRefused(f"{host} is a private, link-local or reserved address ({address})")
 

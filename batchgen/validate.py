@@ -8,9 +8,10 @@ never the bodies, so memory stays flat in the number of requests.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from . import models, schemas
 from .errors import JobError, Problem
@@ -29,8 +30,8 @@ from .expand import (
 )
 from .images import LOCAL
 from .spec import Job, load_job
-from .yamldoc import FieldPath
 from .urls import canonical_base_url
+from .yamldoc import FieldPath
 
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
@@ -71,7 +72,9 @@ def seen_key(key: str) -> bytes:
     return bytes.fromhex(key[:46])
 
 
-def check(job: Job, api_base: str = DEFAULT_API_BASE, *, allow_unverified: bool = False) -> ValidatedJob:
+def check(
+    job: Job, api_base: str = DEFAULT_API_BASE, *, allow_unverified: bool = False
+) -> ValidatedJob:
     """Validate every request of `job` (step 2); raise `JobError` with every problem found."""
     result = ValidatedJob(job, canonical_base_url(api_base), allow_unverified)
     for _ in checked(result):
@@ -96,7 +99,16 @@ def checked(result: ValidatedJob) -> Iterator[Request]:
     for request in expand(job, api_base):
         if request.problem is not None:
             field, message = request.problem
-            _add(problems, _located(job, request.origin, (field,), message, "vars come from defaults, the entry, matrix axes vars.<name> and CSV columns vars.<name>"))
+            _add(
+                problems,
+                _located(
+                    job,
+                    request.origin,
+                    (field,),
+                    message,
+                    "vars come from defaults, the entry, matrix axes vars.<name> and CSV columns vars.<name>",
+                ),
+            )
         entry = request.origin.entry
         seen = unused.get(entry)
         if seen is None:
@@ -123,9 +135,20 @@ def checked(result: ValidatedJob) -> Iterator[Request]:
                 if other_label == request.label:
                     message = f"id {request.label!r} is given to more than one request (also {describe_origin(job, other)})"
                 else:
-                    message = (f"ids {request.label!r} and {other_label!r} are one file name, {label_file_stem(other_label)}.mp4"
-                               f" (the other is {describe_origin(job, other)})")
-                _add(problems, _located(job, request.origin, ("id",), message, "an id names one request of the job: add {{ variant }} or a var to it"))
+                    message = (
+                        f"ids {request.label!r} and {other_label!r} are one file name, {label_file_stem(other_label)}.mp4"
+                        f" (the other is {describe_origin(job, other)})"
+                    )
+                _add(
+                    problems,
+                    _located(
+                        job,
+                        request.origin,
+                        ("id",),
+                        message,
+                        "an id names one request of the job: add {{ variant }} or a var to it",
+                    ),
+                )
         if request.variant == 0:
             for error in checker.errors(checkable_body(request.body), request.shape):
                 _add(problems, _problem(job, request.origin, error))
@@ -139,7 +162,12 @@ def checked(result: ValidatedJob) -> Iterator[Request]:
         yield request
     if problems or job.problems:
         raise JobError(sorted([*job.problems, *problems.values()], key=_order))
-    result.warnings = list(job.warnings) + list(duplicates.values()) + _unused_exclude_warnings(job) + _unused_var_warnings(job, unused)
+    result.warnings = (
+        list(job.warnings)
+        + list(duplicates.values())
+        + _unused_exclude_warnings(job)
+        + _unused_var_warnings(job, unused)
+    )
 
 
 def _unverified(job: Job, request: Request) -> Problem | None:
@@ -148,19 +176,37 @@ def _unverified(job: Job, request: Request) -> Problem | None:
     if model is None or model.verified:
         return None
     message = f"{model.name} ({model.id}) is unverified: {model.why_unverified}"
-    return _located(job, request.origin, ("model",), message, "batchgen models lists what is verified; --allow-unverified-models sends to it anyway")
+    return _located(
+        job,
+        request.origin,
+        ("model",),
+        message,
+        "batchgen models lists what is verified; --allow-unverified-models sends to it anyway",
+    )
 
 
 def checkable_body(body: dict[str, Any]) -> dict[str, Any]:
     """The body as the request schema should judge it: a local image (`sha256:…`, uploaded
     when sending) stands as a URL."""
     urls = body.get("image_urls")
-    if not isinstance(urls, list) or not any(isinstance(u, str) and u.startswith(LOCAL) for u in urls):
+    if not isinstance(urls, list) or not any(
+        isinstance(u, str) and u.startswith(LOCAL) for u in urls
+    ):
         return body
-    return {**body, "image_urls": [f"https://local.image/{u[len(LOCAL):]}" if isinstance(u, str) and u.startswith(LOCAL) else u for u in urls]}
+    return {
+        **body,
+        "image_urls": [
+            f"https://local.image/{u[len(LOCAL) :]}"
+            if isinstance(u, str) and u.startswith(LOCAL)
+            else u
+            for u in urls
+        ],
+    }
 
 
-def _located(job: Job, origin: Origin, field: FieldPath, message: str, hint: str | None = None) -> Problem:
+def _located(
+    job: Job, origin: Origin, field: FieldPath, message: str, hint: str | None = None
+) -> Problem:
     """A problem with one request's `field`, at the place in the file that set it."""
     return _at(job, origin, locate(job, origin, field), message, hint)
 
@@ -169,15 +215,29 @@ def _at(job: Job, origin: Origin, source: Source, message: str, hint: str | None
     """A problem at `source`, naming the combination or row that produced the request when
     that is not already the place itself."""
     described = describe_origin(job, origin)
-    return Problem(source.file, source.line, source.column, source.path, message, hint,
-                   origin=None if described == source.path else described)
+    return Problem(
+        source.file,
+        source.line,
+        source.column,
+        source.path,
+        message,
+        hint,
+        origin=None if described == source.path else described,
+    )
 
 
-def _unused_var_warnings(job: Job, unused: dict[int, tuple[Origin, frozenset[str]]]) -> list[Problem]:
+def _unused_var_warnings(
+    job: Job, unused: dict[int, tuple[Origin, frozenset[str]]]
+) -> list[Problem]:
     warnings = []
     for origin, names in unused.values():
         for name in sorted(names):
-            problem = _located(job, origin, ("vars", name), f"var '{name}' is not used by the prompt or the id of requests[{origin.entry}]")
+            problem = _located(
+                job,
+                origin,
+                ("vars", name),
+                f"var '{name}' is not used by the prompt or the id of requests[{origin.entry}]",
+            )
             warnings.append(replace(problem, severity="warning", origin=None))
     return warnings
 
@@ -244,7 +304,9 @@ def _problem(job: Job, origin: Origin, error: ValidationError) -> Problem:
     source = locate(job, origin, field)
     if error.validator == "not" and source.layer not in ("missing",):
         leaf = field[-1] if field else ""
-        if source.layer == "defaults" or (source.layer == "entry" and origin != Origin(origin.entry)):
+        if source.layer == "defaults" or (
+            source.layer == "entry" and origin != Origin(origin.entry)
+        ):
             hint = f"set {leaf}: null for this entry (it is inherited from {source.path})"
         else:
             hint = f"remove {leaf}"
@@ -266,7 +328,9 @@ def _other_models(field: FieldPath, error: ValidationError, hint: str | None) ->
     elif field == ("image_urls",) and error.validator in ("not", "maxItems", "required"):
         count = len(error.instance) if isinstance(error.instance, list) else 0
         takers = models.accepting("", images=count)
-        what = f"{count} image{'' if count == 1 else 's'}: taken by" if count else "no image: taken by"
+        what = (
+            f"{count} image{'' if count == 1 else 's'}: taken by" if count else "no image: taken by"
+        )
     if not takers:
         return hint
     found = f"{what} {models.names(takers)}"
@@ -286,7 +350,9 @@ def _order(problem: Problem) -> tuple[str, int, int]:
     return (problem.file, problem.line or 0, problem.column or 0)
 
 
-def _note_duplicate(job: Job, origin: Origin, earlier: int, found: dict[tuple[int, int], Problem]) -> None:
+def _note_duplicate(
+    job: Job, origin: Origin, earlier: int, found: dict[tuple[int, int], Problem]
+) -> None:
     group = (origin.entry, earlier)
     seen = found.get(group)
     if seen:
@@ -307,12 +373,20 @@ def _unused_exclude_warnings(job: Job) -> list[Problem]:
         if index in job.set_aside:
             continue
         for k in unused_excludes(job, index):
-            problem = job.problem(("requests", index, "exclude", k), "this exclude matches no combination")
+            problem = job.problem(
+                ("requests", index, "exclude", k), "this exclude matches no combination"
+            )
             warnings.append(replace(problem, severity="warning"))
     return warnings
 
 
-def validate_job(path: str, api_base: str = DEFAULT_API_BASE, *, root: Path | None = None, allow_unverified: bool = False) -> ValidatedJob:
+def validate_job(
+    path: str,
+    api_base: str = DEFAULT_API_BASE,
+    *,
+    root: Path | None = None,
+    allow_unverified: bool = False,
+) -> ValidatedJob:
     """Both steps for the job file at `path`; raise `JobError` with every problem found.
     `root`: the project its files must lie in (default: found from the job's folder);
     `allow_unverified`: accept models the catalogue marks unverified (`--allow-unverified-models`)."""

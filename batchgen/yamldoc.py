@@ -27,7 +27,9 @@ MAX_DEPTH = 64  # nesting of mappings and lists (a real job needs about 6)
 MAX_NODES = 1_000_000  # values in the file: about 200,000 explicit entries
 MAX_EXPANDED = 2_000_000  # values once aliases are expanded (an alias bomb is far past it)
 MAX_INT_DIGITS = 18  # an integer of more digits is no count, rpm or duration
-FREEZE_ABOVE = 50_000  # values: a document this big is frozen out of the GC's scans (see parse_yaml)
+FREEZE_ABOVE = (
+    50_000  # values: a document this big is frozen out of the GC's scans (see parse_yaml)
+)
 
 
 @dataclass
@@ -81,11 +83,23 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Marks]:
     except yaml.reader.ReaderError as e:  # a character YAML does not allow (NUL, ...)
         line = text.count("\n", 0, e.position) + 1
         column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
-        raise JobError([Problem(file, line, column, "", f"YAML: character {e.character!r} is not allowed in a YAML file")]) from None
+        raise JobError(
+            [
+                Problem(
+                    file,
+                    line,
+                    column,
+                    "",
+                    f"YAML: character {e.character!r} is not allowed in a YAML file",
+                )
+            ]
+        ) from None
     except yaml.YAMLError as e:  # errors without a position (rare)
         raise JobError([Problem(file, None, None, "", f"not valid YAML: {e}")]) from None
     except RecursionError:  # a last guard: _BoundedLoader stops far sooner
-        raise JobError([Problem(file, None, None, "", f"nested deeper than {MAX_DEPTH} levels")]) from None
+        raise JobError(
+            [Problem(file, None, None, "", f"nested deeper than {MAX_DEPTH} levels")]
+        ) from None
     finally:
         if gc_was_on:
             if nodes > FREEZE_ABOVE:
@@ -104,7 +118,9 @@ def _load(text: str, file: str, problems: list[Problem]) -> tuple[Any, Marks, in
     try:
         node = loader.get_single_node()
         if node is None:
-            raise JobError([Problem(file, 1, 1, "", "the file is empty", hint="start with 'version: 1'")])
+            raise JobError(
+                [Problem(file, 1, 1, "", "the file is empty", hint="start with 'version: 1'")]
+            )
         if aliases:
             _check_expansion(node)
         data = loader.construct_document(node)
@@ -147,13 +163,20 @@ class _Bounds:
                 self.aliases += 1
             if self.nodes > MAX_NODES:
                 raise ComposerError(
-                    None, None, f"more than {MAX_NODES:,} values in one job file; put prompts in a prompts file or a CSV",
+                    None,
+                    None,
+                    f"more than {MAX_NODES:,} values in one job file; put prompts in a prompts file or a CSV",
                     event.start_mark,  # type: ignore[arg-type]  # libyaml's Mark, same fields
                 )
             if isinstance(event, _OPENING):
                 self.depth += 1
                 if self.depth > MAX_DEPTH:
-                    raise ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark)  # type: ignore[arg-type]
+                    raise ComposerError(
+                        None,
+                        None,
+                        f"nested deeper than {MAX_DEPTH} levels",
+                        event.start_mark,  # type: ignore[arg-type]  # libyaml's Mark, same fields
+                    )
         elif isinstance(event, _CLOSING):
             self.depth -= 1
 
@@ -338,13 +361,20 @@ class _BoundedLoader(_SafeLoader):
         text = str(self.construct_scalar(node))
         digits = text.lstrip("+-")
         if len(digits) > MAX_INT_DIGITS:
-            raise ConstructorError(None, None, f"an integer of {len(digits)} digits is too large", node.start_mark)
+            raise ConstructorError(
+                None, None, f"an integer of {len(digits)} digits is too large", node.start_mark
+            )
         return _int(text)
 
     def construct_yaml_str(self, node: Any) -> str:
         value = super().construct_yaml_str(node)
         if not value.isascii() and _SURROGATE.search(value):
-            raise ConstructorError(None, None, "a lone surrogate escape (like \\ud800) is not valid Unicode", node.start_mark)
+            raise ConstructorError(
+                None,
+                None,
+                "a lone surrogate escape (like \\ud800) is not valid Unicode",
+                node.start_mark,
+            )
         return str(value)
 
 
@@ -352,10 +382,16 @@ class _BoundedLoader(_SafeLoader):
 for _tag, _pattern, _first in (
     ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
     ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
-    ("float", r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", "-+.0123456789"),
+    (
+        "float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+.0123456789",
+    ),
     ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
 ):
-    _BoundedLoader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern), list(_first))
+    _BoundedLoader.add_implicit_resolver(
+        f"tag:yaml.org,2002:{_tag}", re.compile(_pattern), list(_first)
+    )
 _BoundedLoader.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^(?:<<)$"), ["<"])
 _BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
 _BoundedLoader.add_constructor("tag:yaml.org,2002:str", _BoundedLoader.construct_yaml_str)
@@ -383,19 +419,27 @@ def _check_expansion(root: yaml.Node) -> None:
     distinct = len(sizes)
     if expanded > max(MAX_EXPANDED, 20 * distinct):
         raise ComposerError(
-            None, None, f"aliases expand to {expanded:,} values (from {distinct:,} written); that is an alias bomb, not a job",
+            None,
+            None,
+            f"aliases expand to {expanded:,} values (from {distinct:,} written); that is an alias bomb, not a job",
             root.start_mark,
         )
 
 
 def _yaml_problem(e: yaml.MarkedYAMLError, file: str, text: str = "") -> Problem:
     mark = e.problem_mark or e.context_mark
-    if mark is not None and _char_at(text, mark.line, mark.column) == "\t" and "'\\t'" not in str(e.problem):
+    if (
+        mark is not None
+        and _char_at(text, mark.line, mark.column) == "\t"
+        and "'\\t'" not in str(e.problem)
+    ):
         e.problem = "found character '\\t' that cannot start any token"  # libyaml does not name it
     message = " ".join(str(part) for part in (e.context, e.problem) if part) or "not valid YAML"
     hint = None
     if "python/" in message or "could not determine a constructor" in message:
-        message = message.replace("could not determine a constructor for the tag", "tag not allowed:")
+        message = message.replace(
+            "could not determine a constructor for the tag", "tag not allowed:"
+        )
         hint = "job files are plain YAML; tags that construct objects are refused"
     elif "found character '\\t'" in message:
         hint = "indent with spaces, not tabs"
@@ -426,7 +470,9 @@ def _mark(
         first: dict[Any, yaml.Node] = {}
         for key_node, value_node in node.value:
             # Plain text keys (nearly all) are read as they are; others are constructed.
-            plain = isinstance(key_node, yaml.ScalarNode) and key_node.tag == "tag:yaml.org,2002:str"
+            plain = (
+                isinstance(key_node, yaml.ScalarNode) and key_node.tag == "tag:yaml.org,2002:str"
+            )
             key = key_node.value if plain else loader.construct_object(key_node, deep=True)
             if not isinstance(key, (str, int, float, bool)) and key is not None:
                 key = str(key)

@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -24,14 +24,23 @@ START, END = "<!-- table -->", "<!-- /table -->"
 
 def run(script: str, runs: int) -> list[str]:
     print(f"running {script} ...", file=sys.stderr, flush=True)
-    out = subprocess.run([sys.executable, str(HERE / script), "--runs", str(runs)], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(HERE / script), "--runs", str(runs)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return [line for line in out.splitlines() if line.startswith("| ")]
 
 
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
-        model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in open("/proc/cpuinfo")
+            if line.startswith("model name")
+        )
         cpu = model
     except (OSError, StopIteration):
         pass
@@ -45,13 +54,19 @@ def main() -> None:
     args = parser.parse_args()
     started = time.monotonic()
     rows = [row for script in SCRIPTS for row in run(script, args.runs)]
-    table = "\n".join(["| benchmark | measured (median of %d) | target |" % args.runs, "|---|---|---|", *rows])
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    table = "\n".join(
+        [f"| benchmark | measured (median of {args.runs}) | target |", "|---|---|---|", *rows]
+    )
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     block = f"{START}\nMeasured {stamp} on {machine()}; took {time.monotonic() - started:.0f} s.\n\n{table}\n{END}"
     print(block)
     if args.write:
-        text = args.write.read_text() if args.write.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
-        args.write.write_text(re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S))
+        text = (
+            args.write.read_text() if args.write.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
+        )
+        args.write.write_text(
+            re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+        )
 
 
 if __name__ == "__main__":

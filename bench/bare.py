@@ -21,7 +21,12 @@ import httpx
 
 BODY = {
     "model_id": "2-9",
-    "options": {"prompt_optimization": True, "aspect_ratio": "16:9", "resolution": "480p", "duration": 5},
+    "options": {
+        "prompt_optimization": True,
+        "aspect_ratio": "16:9",
+        "resolution": "480p",
+        "duration": 5,
+    },
 }
 
 
@@ -46,7 +51,9 @@ def bare_async(base_url: str, key: str, n: int, concurrency: int, tag: str = "as
     async def main() -> None:
         limit = asyncio.Semaphore(concurrency)
         limits = httpx.Limits(max_connections=concurrency)
-        async with httpx.AsyncClient(base_url=base_url, headers={"Api-Key": key}, limits=limits) as client:
+        async with httpx.AsyncClient(
+            base_url=base_url, headers={"Api-Key": key}, limits=limits
+        ) as client:
 
             async def one(i: int) -> None:
                 async with limit:

@@ -8,8 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 
@@ -32,7 +32,8 @@ def sandbox(*options: str) -> Iterator[str]:
     """`batchgen sandbox` in its own process; yields its base URL."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "batchgen", "sandbox", "--port", str(port), *options], stdout=subprocess.DEVNULL
+        [sys.executable, "-m", "batchgen", "sandbox", "--port", str(port), *options],
+        stdout=subprocess.DEVNULL,
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
@@ -51,7 +52,9 @@ def sandbox(*options: str) -> Iterator[str]:
 def write_job(folder: Path, requests: int, name: str = "bench") -> Path:
     """A job of `requests` distinct Pro requests (a prompts file × 2 durations)."""
     prompts = folder / f"{name}-prompts.txt"
-    prompts.write_text("".join(f"Shot {i}: a cat crosses the garden at dusk\n" for i in range(requests // 2)))
+    prompts.write_text(
+        "".join(f"Shot {i}: a cat crosses the garden at dusk\n" for i in range(requests // 2))
+    )
     job = folder / f"{name}.yaml"
     job.write_text(
         f"""version: 1
@@ -80,11 +83,16 @@ def program(*args: str, env: dict[str, str] | None = None) -> float:
     its wall time in seconds."""
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, *args], env={**os.environ, "PIXWITH_API_KEY": KEY, **(env or {})}, capture_output=True, text=True
+        [sys.executable, *args],
+        env={**os.environ, "PIXWITH_API_KEY": KEY, **(env or {})},
+        capture_output=True,
+        text=True,
     )
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
-        raise SystemExit(f"python {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        raise SystemExit(
+            f"python {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
     return elapsed
 
 

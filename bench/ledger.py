@@ -19,8 +19,8 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from common import write_job
 from plan import run_peak
@@ -28,7 +28,9 @@ from plan import run_peak
 SMALL = 10_000
 
 
-def write_submitted(path: Path, rows: Iterable[tuple[str, str, str, str, dict, int, str, str | None]]) -> int:
+def write_submitted(
+    path: Path, rows: Iterable[tuple[str, str, str, str, dict, int, str, str | None]]
+) -> int:
     """Submitted tasks written straight into a ledger made by batchgen's own migrations, each
     linked to its job: (key, job, job file, api base, body, variant, status, label) each.
     Returns how many."""
@@ -45,8 +47,20 @@ def write_submitted(path: Path, rows: Iterable[tuple[str, str, str, str, dict, i
                 "INSERT INTO tasks (key, job, api_base, model_id, prompt, request, variant, state, task_id, submitted_at,"
                 " eta_at, attempts, status, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'submitted', ?, ?, ?, 1, ?, ?)",
                 (
-                    (key, job, api_base, body["model_id"], body.get("prompt"), json.dumps(body), variant, f"t{written + i:031x}",
-                     stamp, stamp, status, stamp)
+                    (
+                        key,
+                        job,
+                        api_base,
+                        body["model_id"],
+                        body.get("prompt"),
+                        json.dumps(body),
+                        variant,
+                        f"t{written + i:031x}",
+                        stamp,
+                        stamp,
+                        status,
+                        stamp,
+                    )
                     for i, (key, job, _, api_base, body, variant, status, _) in enumerate(batch)
                 ),
             )
@@ -61,13 +75,32 @@ def write_submitted(path: Path, rows: Iterable[tuple[str, str, str, str, dict, i
 
 def build(path: Path, rows: int) -> None:
     """A ledger of `rows` submitted tasks: a small job of the first SMALL, a big one of the rest."""
-    body = {"model_id": "2-9", "options": {"prompt_optimization": True, "aspect_ratio": "16:9", "resolution": "480p", "duration": 5}}
+    body = {
+        "model_id": "2-9",
+        "options": {
+            "prompt_optimization": True,
+            "aspect_ratio": "16:9",
+            "resolution": "480p",
+            "duration": 5,
+        },
+    }
     job = lambda i: "small" if i < SMALL else "big"  # noqa: E731
-    write_submitted(path, (
-        (f"{i:064x}", job(i), f"{job(i)}.yaml", "https://api.pixwith.ai", {**body, "prompt": f"Shot {i}"}, 0,
-         "completed" if i % 3 else "processing", None)
-        for i in range(rows)
-    ))
+    write_submitted(
+        path,
+        (
+            (
+                f"{i:064x}",
+                job(i),
+                f"{job(i)}.yaml",
+                "https://api.pixwith.ai",
+                {**body, "prompt": f"Shot {i}"},
+                0,
+                "completed" if i % 3 else "processing",
+                None,
+            )
+            for i in range(rows)
+        ),
+    )
 
 
 def build_done(path: Path, job_file: Path, api_base: str) -> int:
@@ -78,9 +111,22 @@ def build_done(path: Path, job_file: Path, api_base: str) -> int:
 
     validated = ValidatedJob(load_job(str(job_file)), api_base)
     name = validated.job.name
-    return write_submitted(path, (
-        (r.key, name, str(job_file), validated.api_base, r.body, r.variant, "completed", r.label) for r in validated.requests()
-    ))
+    return write_submitted(
+        path,
+        (
+            (
+                r.key,
+                name,
+                str(job_file),
+                validated.api_base,
+                r.body,
+                r.variant,
+                "completed",
+                r.label,
+            )
+            for r in validated.requests()
+        ),
+    )
 
 
 def rerun(tmp: Path, requests: int, runs: int) -> None:
@@ -92,9 +138,13 @@ def rerun(tmp: Path, requests: int, runs: int) -> None:
     with sandbox() as base_url:
         build_done(ledger, job, base_url)
         os.environ.update(PIXWITH_API_KEY=KEY, PIXWITH_BASE_URL=base_url)  # the child's environment
-        results = [run_peak(["--ledger", str(ledger), "run", str(job), "--yes"]) for _ in range(runs)]
+        results = [
+            run_peak(["--ledger", str(ledger), "run", str(job), "--yes"]) for _ in range(runs)
+        ]
     seconds = statistics.median(r[0] for r in results)
-    print(f"| no-op rerun of {requests:,} requests | {seconds:.2f} s, {max(r[1] for r in results):.0f} MB peak RSS | ≤ 4 s |")
+    print(
+        f"| no-op rerun of {requests:,} requests | {seconds:.2f} s, {max(r[1] for r in results):.0f} MB peak RSS | ≤ 4 s |"
+    )
 
 
 def first(tmp: Path, requests: int, runs: int) -> None:
@@ -108,18 +158,44 @@ def first(tmp: Path, requests: int, runs: int) -> None:
     with sandbox() as base_url:
         os.environ.update(PIXWITH_API_KEY=KEY, PIXWITH_BASE_URL=base_url)
         for i in range(runs):
-            results.append(run_peak(["--ledger", str(tmp / f"first{i}.db"), "run", str(job), "--yes", "--limit", "0"]))
+            results.append(
+                run_peak(
+                    [
+                        "--ledger",
+                        str(tmp / f"first{i}.db"),
+                        "run",
+                        str(job),
+                        "--yes",
+                        "--limit",
+                        "0",
+                    ]
+                )
+            )
     seconds = statistics.median(r[0] for r in results)
-    print(f"| first run of {requests:,} requests up to the first send (--limit 0) | {seconds:.2f} s, {max(r[1] for r in results):.0f} MB peak RSS | no goal set |")
+    print(
+        f"| first run of {requests:,} requests up to the first send (--limit 0) | {seconds:.2f} s, {max(r[1] for r in results):.0f} MB peak RSS | no goal set |"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--plan", type=int, default=1_000_000, help="requests in the plan benchmark (0: skip it)")
-    parser.add_argument("--rerun", type=int, default=200_000, help="requests in the no-op rerun benchmark (0: skip it)")
-    parser.add_argument("--first", type=int, default=1_000_000, help="requests in the first-run benchmark (0: skip it)")
+    parser.add_argument(
+        "--plan", type=int, default=1_000_000, help="requests in the plan benchmark (0: skip it)"
+    )
+    parser.add_argument(
+        "--rerun",
+        type=int,
+        default=200_000,
+        help="requests in the no-op rerun benchmark (0: skip it)",
+    )
+    parser.add_argument(
+        "--first",
+        type=int,
+        default=1_000_000,
+        help="requests in the first-run benchmark (0: skip it)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.rerun:
@@ -131,20 +207,32 @@ def main() -> None:
         ledger = Path(tmp) / "big.db"
         started = time.perf_counter()
         build(ledger, args.rows)
-        print(f"(built a {args.rows:,}-row ledger in {time.perf_counter() - started:.0f} s)", flush=True)
+        print(
+            f"(built a {args.rows:,}-row ledger in {time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
         for what, arguments, goal in (
             ("status of a 10,000-row job", ["status", "small"], "flat in the ledger's size"),
             (f"status of a {args.rows - SMALL:,}-row job", ["status", "big"], "flat in memory"),
-            (f"tasks --json of all {args.rows:,} rows", ["tasks", "--json"], "memory flat in the ledger's size"),
+            (
+                f"tasks --json of all {args.rows:,} rows",
+                ["tasks", "--json"],
+                "memory flat in the ledger's size",
+            ),
         ):
             results = [run_peak(["--ledger", str(ledger), *arguments]) for _ in range(args.runs)]
             seconds = statistics.median(r[0] for r in results)
-            print(f"| {what} (1M-row ledger) | {seconds:.2f} s, {max(r[1] for r in results):.0f} MB peak RSS | {goal} |", flush=True)
+            print(
+                f"| {what} (1M-row ledger) | {seconds:.2f} s, {max(r[1] for r in results):.0f} MB peak RSS | {goal} |",
+                flush=True,
+            )
         if args.plan:
             job = write_job(Path(tmp), args.plan, "plan1m")
             results = [run_peak(["plan", str(job)]) for _ in range(args.runs)]
             seconds = statistics.median(r[0] for r in results)
-            print(f"| plan of {args.plan:,} requests (a prompts file) | {seconds:.2f} s, {max(r[1] for r in results):.0f} MB peak RSS | ≤ 8 s, ≤ 250 MB |")
+            print(
+                f"| plan of {args.plan:,} requests (a prompts file) | {seconds:.2f} s, {max(r[1] for r in results):.0f} MB peak RSS | ≤ 8 s, ≤ 250 MB |"
+            )
 
 
 if __name__ == "__main__":

@@ -46,16 +46,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--json", action="store_true", help="time `plan --json` (every request printed)")
+    parser.add_argument(
+        "--json", action="store_true", help="time `plan --json` (every request printed)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        job = write_job(Path(tmp), args.requests)  # every request distinct, most of each body shared
+        job = write_job(
+            Path(tmp), args.requests
+        )  # every request distinct, most of each body shared
         extra = ["--json"] if args.json else []
         results = [run_once(job, extra) for _ in range(args.runs)]
     seconds = statistics.median(r[0] for r in results)
     peak = max(r[1] for r in results)
     mode = "plan --json" if args.json else "plan"
-    print(f"| {mode} of {args.requests:,} requests (both validation steps) | {seconds:.2f} s, {peak:.0f} MB peak RSS | < 3 s, < 300 MB |")
+    print(
+        f"| {mode} of {args.requests:,} requests (both validation steps) | {seconds:.2f} s, {peak:.0f} MB peak RSS | < 3 s, < 300 MB |"
+    )
 
 
 if __name__ == "__main__":

@@ -70,15 +70,50 @@ def once(tmp: Path, tasks: int) -> tuple[float, float, float, float]:
     job = write_job(tmp, tasks, "results")
     ledger = tmp / "results.db"
     with sandbox("--time-scale", "0") as base_url:
-        batchgen("run", str(job), "--yes", "--rpm", "0", "--concurrency", "16", base_url=base_url, ledger=ledger)
+        batchgen(
+            "run",
+            str(job),
+            "--yes",
+            "--rpm",
+            "0",
+            "--concurrency",
+            "16",
+            base_url=base_url,
+            ledger=ledger,
+        )
         with sqlite3.connect(ledger) as db:
-            task_ids = [row[0] for row in db.execute("SELECT task_id FROM tasks WHERE state = 'submitted'")]
+            task_ids = [
+                row[0] for row in db.execute("SELECT task_id FROM tasks WHERE state = 'submitted'")
+            ]
         bare_polled = bare_poll(base_url, task_ids)
-        poll = batchgen("poll", "results", "--all", "--rpm", "0", "--concurrency", str(CONCURRENCY), base_url=base_url, ledger=ledger)
+        poll = batchgen(
+            "poll",
+            "results",
+            "--all",
+            "--rpm",
+            "0",
+            "--concurrency",
+            str(CONCURRENCY),
+            base_url=base_url,
+            ledger=ledger,
+        )
         with sqlite3.connect(ledger) as db:
-            urls = [url for row in db.execute("SELECT result_urls FROM tasks WHERE status = 'completed'") for url in json.loads(row[0])]
+            urls = [
+                url
+                for row in db.execute("SELECT result_urls FROM tasks WHERE status = 'completed'")
+                for url in json.loads(row[0])
+            ]
         bare_downloaded = bare_download(urls, tmp / "bare")
-        download = batchgen("download", "results", "--out", str(tmp / "out"), "--concurrency", str(CONCURRENCY), base_url=base_url, ledger=ledger)
+        download = batchgen(
+            "download",
+            "results",
+            "--out",
+            str(tmp / "out"),
+            "--concurrency",
+            str(CONCURRENCY),
+            base_url=base_url,
+            ledger=ledger,
+        )
     return tasks / poll, tasks / bare_polled, len(urls) / download, len(urls) / bare_downloaded
 
 
@@ -96,7 +131,9 @@ def main() -> None:
         rate = statistics.median(r[ours] for r in results)
         bare_rate = statistics.median(r[bare] for r in results)
         ratio = statistics.median(r[ours] / r[bare] for r in results)
-        print(f"| {name} of {args.tasks:,} {unit} (concurrency {CONCURRENCY}) vs a bare thread loop | {ratio:.2f} ({rate:,.0f} vs {bare_rate:,.0f} {unit}/s) | ≥ 0.9 |")
+        print(
+            f"| {name} of {args.tasks:,} {unit} (concurrency {CONCURRENCY}) vs a bare thread loop | {ratio:.2f} ({rate:,.0f} vs {bare_rate:,.0f} {unit}/s) | ≥ 0.9 |"
+        )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,12 @@ KEY = "key_00000000000000000000000000000000"
 BODY = {
     "prompt": "A cat walking in the garden",
     "model_id": "2-9",
-    "options": {"prompt_optimization": True, "aspect_ratio": "16:9", "resolution": "480p", "duration": 5},
+    "options": {
+        "prompt_optimization": True,
+        "aspect_ratio": "16:9",
+        "resolution": "480p",
+        "duration": 5,
+    },
 }
 
 
@@ -35,7 +40,8 @@ def free_port() -> int:
 
 def start_sandbox(port: int) -> subprocess.Popen:
     process = subprocess.Popen(
-        [sys.executable, "-m", "batchgen", "sandbox", "--port", str(port)], stdout=subprocess.DEVNULL
+        [sys.executable, "-m", "batchgen", "sandbox", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
     )
     for _ in range(100):
         try:
@@ -90,8 +96,12 @@ def main() -> None:
     results = [measure(args.calls, args.clients) for _ in range(args.runs)]
     rate = statistics.median(r[0] for r in results)
     latency = statistics.median(r[1] for r in results)
-    print(f"| sandbox create throughput ({args.clients} client processes, {args.calls:,} calls) | {rate:,.0f} calls/s | ≥ 1,000 |")
-    print(f"| sandbox create latency, sequential keep-alive | {latency:.2f} ms median | no ~40 ms stall |")
+    print(
+        f"| sandbox create throughput ({args.clients} client processes, {args.calls:,} calls) | {rate:,.0f} calls/s | ≥ 1,000 |"
+    )
+    print(
+        f"| sandbox create latency, sequential keep-alive | {latency:.2f} ms median | no ~40 ms stall |"
+    )
 
 
 if __name__ == "__main__":

@@ -35,34 +35,69 @@ from common import KEY, batchgen, create_times, program, sandbox, write_job
 def rate(tmp: Path) -> tuple[float, bool]:
     job = write_job(tmp, 200, "rate")
     with sandbox() as base_url:
-        batchgen("run", str(job), "--yes", "--rpm", "600", "--concurrency", "8", base_url=base_url, ledger=tmp / "rate.db")
+        batchgen(
+            "run",
+            str(job),
+            "--yes",
+            "--rpm",
+            "600",
+            "--concurrency",
+            "8",
+            base_url=base_url,
+            ledger=tmp / "rate.db",
+        )
         times = create_times(base_url)
     achieved = (len(times) - 1) / (times[-1] - times[0]) * 60
-    within = all(sum(1 for t in times[i:] if t - start < 60) <= 600 for i, start in enumerate(times))
+    within = all(
+        sum(1 for t in times[i:] if t - start < 60) <= 600 for i, start in enumerate(times)
+    )
     return achieved / 600, within
 
 
 def send_all(tmp: Path, base_url: str, n: int, concurrency: int) -> float:
     """Seconds for `batchgen run` of a new job of n requests, no rpm ceiling."""
     job = write_job(tmp, n, f"send-{time.monotonic_ns()}")
-    return batchgen("run", str(job), "--yes", "--rpm", "0", "--concurrency", str(concurrency), base_url=base_url, ledger=tmp / f"{job.stem}.db")
+    return batchgen(
+        "run",
+        str(job),
+        "--yes",
+        "--rpm",
+        "0",
+        "--concurrency",
+        str(concurrency),
+        base_url=base_url,
+        ledger=tmp / f"{job.stem}.db",
+    )
 
 
-def overhead(tmp: Path, n: int = 2000, concurrency: int = 16, latency_ms: int = 50) -> tuple[float, float, float]:
+def overhead(
+    tmp: Path, n: int = 2000, concurrency: int = 16, latency_ms: int = 50
+) -> tuple[float, float, float]:
     with sandbox("--latency-ms", str(latency_ms)) as base_url:
         ours = send_all(tmp, base_url, n, concurrency)
-        best = min(bare_async(base_url, KEY, n, concurrency), bare_threads(base_url, KEY, n, concurrency))
+        best = min(
+            bare_async(base_url, KEY, n, concurrency), bare_threads(base_url, KEY, n, concurrency)
+        )
     return ours / best, ours, best
 
 
-def latency(tmp: Path, n: int, concurrency: int, latency_ms: int) -> tuple[float, float, float, float, float]:
+def latency(
+    tmp: Path, n: int, concurrency: int, latency_ms: int
+) -> tuple[float, float, float, float, float]:
     """`overhead`, and beside it the better bare loop again as a program of its own (bare.py):
     (ratio, batchgen s, bare loop s, ratio to the program, program s)."""
     with sandbox("--latency-ms", str(latency_ms)) as base_url:
         ours = send_all(tmp, base_url, n, concurrency)
         timed = {kind: loop(base_url, KEY, n, concurrency) for kind, loop in LOOPS.items()}
         kind = min(timed, key=timed.__getitem__)
-        alone = program(str(Path(__file__).with_name("bare.py")), kind, base_url, str(n), str(concurrency), f"{kind} program")
+        alone = program(
+            str(Path(__file__).with_name("bare.py")),
+            kind,
+            base_url,
+            str(n),
+            str(concurrency),
+            f"{kind} program",
+        )
     return ours / timed[kind], ours, timed[kind], ours / alone, alone
 
 
@@ -74,12 +109,25 @@ def in_process(tmp: Path, n: int, concurrency: int, latency_ms: int) -> tuple[fl
     from batchgen.submit import RunSettings, Submission
 
     tag = f"in-process-{time.monotonic_ns()}"
-    requests = [Request(identity("bench", body, 0), 0, body, Origin(0)) for body in ({**BODY, "prompt": f"{tag} {i}"} for i in range(n))]
+    requests = [
+        Request(identity("bench", body, 0), 0, body, Origin(0))
+        for body in ({**BODY, "prompt": f"{tag} {i}"} for i in range(n))
+    ]
     with sandbox("--latency-ms", str(latency_ms)) as base_url:
         bare = bare_threads(base_url, KEY, n, concurrency)
-        with Ledger(tmp / f"{tag}.db") as ledger, Api(base_url, KEY, max_connections=concurrency) as api:
+        with (
+            Ledger(tmp / f"{tag}.db") as ledger,
+            Api(base_url, KEY, max_connections=concurrency) as api,
+        ):
             run_id = ledger.start_run("bench", "bench.yaml", base_url, {})
-            submission = Submission(ledger, api, RunSettings(rpm=None, concurrency=concurrency), job="bench", api_base=base_url, run_id=run_id)
+            submission = Submission(
+                ledger,
+                api,
+                RunSettings(rpm=None, concurrency=concurrency),
+                job="bench",
+                api_base=base_url,
+                run_id=run_id,
+            )
             started = time.perf_counter()
             report = submission.run(requests)
             ours = time.perf_counter() - started
@@ -91,7 +139,17 @@ def rerun(tmp: Path) -> float:
     job = write_job(tmp, 20_000, "rerun")
     ledger = tmp / "rerun.db"
     with sandbox() as base_url:
-        batchgen("run", str(job), "--yes", "--rpm", "0", "--concurrency", "32", base_url=base_url, ledger=ledger)
+        batchgen(
+            "run",
+            str(job),
+            "--yes",
+            "--rpm",
+            "0",
+            "--concurrency",
+            "32",
+            base_url=base_url,
+            ledger=ledger,
+        )
         return batchgen("run", str(job), "--yes", base_url=base_url, ledger=ledger)
 
 
@@ -99,19 +157,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", choices=["rate", "overhead", "rerun", "latency", "in-process"])
-    parser.add_argument("--concurrency", type=int, nargs="*", default=[4, 16, 64], help="for latency")
+    parser.add_argument(
+        "--concurrency", type=int, nargs="*", default=[4, 16, 64], help="for latency"
+    )
     parser.add_argument("--latency-ms", type=int, nargs="*", default=[0, 50], help="for latency")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         if args.only in (None, "rate"):
-            results = [rate(tmp / str(i)) for i in range(args.runs) if (tmp / str(i)).mkdir() is None]
+            results = [
+                rate(tmp / str(i)) for i in range(args.runs) if (tmp / str(i)).mkdir() is None
+            ]
             ratio = statistics.median(r[0] for r in results)
-            print(f"| rate at --rpm 600 (200 requests) | {ratio:.3f} of the ceiling; never above: {all(r[1] for r in results)} | ≥ 0.97 |")
+            print(
+                f"| rate at --rpm 600 (200 requests) | {ratio:.3f} of the ceiling; never above: {all(r[1] for r in results)} | ≥ 0.97 |"
+            )
         if args.only in (None, "overhead"):
             results = [overhead(tmp) for _ in range(args.runs)]
             median = statistics.median(results)
-            print(f"| overhead vs best bare loop (2,000 × 50 ms, concurrency 16) | {median[0]:.3f}× ({median[1]:.2f} s vs {median[2]:.2f} s) | ≤ 1.15 |")
+            print(
+                f"| overhead vs best bare loop (2,000 × 50 ms, concurrency 16) | {median[0]:.3f}× ({median[1]:.2f} s vs {median[2]:.2f} s) | ≤ 1.15 |"
+            )
         if args.only == "latency":  # the scale section, run on its own (BENCHMARKS.md, Reproduce)
             for ms in args.latency_ms:
                 for concurrency in args.concurrency:
@@ -119,16 +185,24 @@ def main() -> None:
                     median = sorted(results)[len(results) // 2]
                     alone = sorted(results, key=lambda r: r[3])[len(results) // 2]
                     goal = "≤ 1.2" if ms == 0 else "≤ 1.05"
-                    print(f"| 2,000 requests, {ms} ms, concurrency {concurrency}, vs best bare loop | {median[0]:.2f}× ({median[1]:.2f} s vs {median[2]:.2f} s);"
-                          f" vs it as a program: {alone[3]:.2f}× ({alone[1]:.2f} s vs {alone[4]:.2f} s) | {goal} |", flush=True)
+                    print(
+                        f"| 2,000 requests, {ms} ms, concurrency {concurrency}, vs best bare loop | {median[0]:.2f}× ({median[1]:.2f} s vs {median[2]:.2f} s);"
+                        f" vs it as a program: {alone[3]:.2f}× ({alone[1]:.2f} s vs {alone[4]:.2f} s) | {goal} |",
+                        flush=True,
+                    )
         if args.only == "in-process":
             for ms in args.latency_ms:
                 for concurrency in args.concurrency:
                     results = [in_process(tmp, 2000, concurrency, ms) for _ in range(args.runs)]
                     median = sorted(results)[len(results) // 2]
-                    print(f"| 2,000 requests, {ms} ms, concurrency {concurrency}, in-process vs the bare thread pool | {median[0]:.2f}× ({median[1]:.2f} s vs {median[2]:.2f} s) | (diagnostic) |", flush=True)
+                    print(
+                        f"| 2,000 requests, {ms} ms, concurrency {concurrency}, in-process vs the bare thread pool | {median[0]:.2f}× ({median[1]:.2f} s vs {median[2]:.2f} s) | (diagnostic) |",
+                        flush=True,
+                    )
         if args.only in (None, "rerun"):
-            seconds = statistics.median(rerun(tmp / f"r{i}") for i in range(args.runs) if (tmp / f"r{i}").mkdir() is None)
+            seconds = statistics.median(
+                rerun(tmp / f"r{i}") for i in range(args.runs) if (tmp / f"r{i}").mkdir() is None
+            )
             print(f"| no-op rerun of 20,000 requests | {seconds:.2f} s | < 3 s |")
 
 

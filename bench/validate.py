@@ -41,7 +41,9 @@ def main() -> None:
         results = [run_peak(["validate", str(job)]) for _ in range(args.runs)]
     seconds = statistics.median(r[0] for r in results)
     peak = max(r[1] for r in results)
-    print(f"| validate of {args.entries:,} explicit entries | {seconds:.2f} s, {peak:.0f} MB peak RSS | ≤ 5 s |")
+    print(
+        f"| validate of {args.entries:,} explicit entries | {seconds:.2f} s, {peak:.0f} MB peak RSS | ≤ 5 s |"
+    )
 
 
 if __name__ == "__main__":

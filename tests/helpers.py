@@ -45,9 +45,15 @@ def canonical(body) -> str:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def job_text(prompts: list[str], *, name: str | None = None, repeat: int | None = None, limits: str = "") -> str:
+def job_text(
+    prompts: list[str], *, name: str | None = None, repeat: int | None = None, limits: str = ""
+) -> str:
     axis = ", ".join(json.dumps(p) for p in prompts)
-    head = "version: 1\n" + (f"name: {name}\n" if name else "") + (f"limits: {limits}\n" if limits else "")
+    head = (
+        "version: 1\n"
+        + (f"name: {name}\n" if name else "")
+        + (f"limits: {limits}\n" if limits else "")
+    )
     entry = f"  - matrix: {{prompt: [{axis}]}}\n" + (f"    repeat: {repeat}\n" if repeat else "")
     return head + PRO_DEFAULTS + "requests:\n" + entry
 
@@ -89,7 +95,9 @@ def corrupt_index(path, index: str) -> None:
 def can_unshare_pid() -> bool:
     if not shutil.which("unshare"):
         return False
-    probe = subprocess.run(["unshare", "--pid", "--fork", "--kill-child", "true"], capture_output=True)
+    probe = subprocess.run(
+        ["unshare", "--pid", "--fork", "--kill-child", "true"], capture_output=True
+    )
     return probe.returncode == 0
 
 
@@ -107,7 +115,10 @@ def wait_for_sending(env, n: int, timeout: float = 20) -> None:
     while True:
         with sqlite3.connect(env.ledger_path) as conn:
             try:
-                if conn.execute("SELECT count(*) FROM tasks WHERE state = 'sending'").fetchone()[0] >= n:
+                if (
+                    conn.execute("SELECT count(*) FROM tasks WHERE state = 'sending'").fetchone()[0]
+                    >= n
+                ):
                     return
             except sqlite3.OperationalError:
                 pass

@@ -71,7 +71,16 @@ def test_success_carries_the_task_id_and_eta():
         (answer(200, {"code": 2, "message": "Invalid API key provided"}), Kind.AUTH),
         (answer(200, {"code": 0, "message": "Credits not enough"}), Kind.NO_CREDIT),
         (answer(200, {"code": 0, "message": "Invalid API KEY"}), Kind.AUTH),
-        (answer(200, {"code": 2, "message": "Invalid API key. Get a valid API key at https://pixwith.ai/api"}), Kind.AUTH),
+        (
+            answer(
+                200,
+                {
+                    "code": 2,
+                    "message": "Invalid API key. Get a valid API key at https://pixwith.ai/api",
+                },
+            ),
+            Kind.AUTH,
+        ),
         (answer(200, {"code": 0, "message": "prompt violates the content policy"}), Kind.REJECTED),
         (answer(400, content=b"bad request"), Kind.REJECTED),
     ],
@@ -101,12 +110,16 @@ def test_an_answer_that_is_not_the_documented_json_is_never_a_success(handler):
 
 
 def test_a_strange_eta_keeps_the_task():
-    outcome = api_answering(answer(200, {"code": 1, "data": {"task_id": "t", "estimated_time": "soon"}})).create(BODY)
+    outcome = api_answering(
+        answer(200, {"code": 1, "data": {"task_id": "t", "estimated_time": "soon"}})
+    ).create(BODY)
     assert outcome.kind is Kind.OK and outcome.estimated_time is None
 
 
 def test_only_429_and_503_ask_everyone_to_slow_down():
-    assert api_answering(answer(429, {"code": 0}, headers={"Retry-After": "3"})).create(BODY).throttled
+    assert (
+        api_answering(answer(429, {"code": 0}, headers={"Retry-After": "3"})).create(BODY).throttled
+    )
     assert api_answering(answer(503)).create(BODY).throttled
     assert not api_answering(raising(httpx.ConnectError)).create(BODY).throttled
     assert not api_answering(answer(500)).create(BODY).throttled
@@ -118,7 +131,9 @@ def test_get_task_errors_are_always_retryable():
 
 
 def test_the_key_is_scrubbed_from_messages():
-    outcome = api_answering(answer(200, {"code": 0, "message": "key key_secret is suspended"})).create(BODY)
+    outcome = api_answering(
+        answer(200, {"code": 0, "message": "key key_secret is suspended"})
+    ).create(BODY)
     assert "key_secret" not in outcome.message and "<api key>" in outcome.message
 
 
@@ -127,10 +142,15 @@ def test_retry_after_in_both_forms():
     later = email.utils.formatdate(time.time() + 30, usegmt=True)
     assert 28 <= parse_retry_after(later) <= 31
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
-    assert parse_retry_after("²") is None and parse_retry_after("٣") is None  # digits to str.isdigit, not to float()
+    assert (
+        parse_retry_after("²") is None and parse_retry_after("٣") is None
+    )  # digits to str.isdigit, not to float()
 
 
-@pytest.mark.parametrize("url", ["https://api.pixwith.ai", "http://127.0.0.1:8000", "http://localhost:1/", "http://[::1]:5"])
+@pytest.mark.parametrize(
+    "url",
+    ["https://api.pixwith.ai", "http://127.0.0.1:8000", "http://localhost:1/", "http://[::1]:5"],
+)
 def test_allowed_base_urls(url):
     assert check_base_url(url) == url.rstrip("/")
 
@@ -178,7 +198,9 @@ def test_an_out_of_range_estimated_time_is_recorded_as_unknown(eta):
 # -- the key (issue 10.7) -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", ["key_abc\n", "key_abc\r", "\tkey_abc", "key abc", "kéy_abc", "key_\x00"])
+@pytest.mark.parametrize(
+    "key", ["key_abc\n", "key_abc\r", "\tkey_abc", "key abc", "kéy_abc", "key_\x00"]
+)
 def test_a_key_that_cannot_be_sent_is_refused_without_showing_it(key):
     with pytest.raises(UsageError) as caught:
         check_api_key(key, "PIXWITH_API_KEY")
@@ -200,10 +222,18 @@ def test_calls_carry_the_key_type_and_agent_and_nothing_else_of_a_browsers():
     create, get = seen
     assert str(create.url) == "https://api.pixwith.ai/api/task/create"
     assert str(get.url) == "https://api.pixwith.ai/api/task/get"
-    assert create.headers["Api-Key"] == "key_secret" and create.headers["Content-Type"] == "application/json"
-    assert create.headers["User-Agent"].startswith("batchgen/") and create.headers["Host"] == "api.pixwith.ai"
+    assert (
+        create.headers["Api-Key"] == "key_secret"
+        and create.headers["Content-Type"] == "application/json"
+    )
+    assert (
+        create.headers["User-Agent"].startswith("batchgen/")
+        and create.headers["Host"] == "api.pixwith.ai"
+    )
     assert "cookie" not in create.headers
-    assert create.extensions["timeout"]["read"] == 60.0  # the long read timeout: see api.DEFAULT_TIMEOUT
+    assert (
+        create.extensions["timeout"]["read"] == 60.0
+    )  # the long read timeout: see api.DEFAULT_TIMEOUT
 
 
 class CreditsServer(CountingServer):
@@ -237,8 +267,19 @@ class CreditsServer(CountingServer):
 
 @pytest.fixture
 def counting(monkeypatch):
-    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)  # calls go straight to the server unless a test sets one
+    for name in (
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ):
+        monkeypatch.delenv(
+            name, raising=False
+        )  # calls go straight to the server unless a test sets one
     server = CreditsServer()
     yield server
     server.close()
@@ -250,7 +291,9 @@ def test_a_proxy_set_in_the_environment_carries_the_calls(counting, monkeypatch)
     monkeypatch.setenv("HTTP_PROXY", counting.base_url)  # the server plays the proxy
     with Api("http://api.pixwith.invalid", "key_secret") as api:
         assert api.get_credits().credits == 7
-    assert counting.asked == ["http://api.pixwith.invalid/api/task/get_credits"]  # a proxy is asked for the absolute URL
+    assert counting.asked == [
+        "http://api.pixwith.invalid/api/task/get_credits"
+    ]  # a proxy is asked for the absolute URL
 
 
 def test_calls_reuse_connections_and_never_open_more_than_the_limit(counting):
@@ -261,7 +304,9 @@ def test_calls_reuse_connections_and_never_open_more_than_the_limit(counting):
     with Api(counting.base_url, "key_secret", max_connections=3) as api:
         for _round in range(4):  # a new pool of threads each round, as poll makes
             with ThreadPoolExecutor(6) as pool:
-                assert [b.credits for b in pool.map(lambda _: api.get_credits(), range(12))] == [7] * 12
+                assert [b.credits for b in pool.map(lambda _: api.get_credits(), range(12))] == [
+                    7
+                ] * 12
         assert counting.connections <= 3
         api.get_credits()
     assert counting.connections <= 3
@@ -271,13 +316,17 @@ def test_a_call_that_finds_every_connection_lent_waits_then_is_not_sent(counting
     import threading
 
     counting.release.clear()  # the first call's answer is held
-    with Api(counting.base_url, "key_secret", max_connections=1, timeout=httpx.Timeout(5.0, pool=0.3)) as api:
+    with Api(
+        counting.base_url, "key_secret", max_connections=1, timeout=httpx.Timeout(5.0, pool=0.3)
+    ) as api:
         first = threading.Thread(target=api.get_credits)
         first.start()
         time.sleep(0.2)
         started = time.monotonic()
         balance = api.get_credits()  # the one connection is out
-        assert balance.credits is None and balance.kind is Kind.RETRY and "not sent" in balance.problem
+        assert (
+            balance.credits is None and balance.kind is Kind.RETRY and "not sent" in balance.problem
+        )
         assert 0.25 < time.monotonic() - started < 3
         counting.release.set()
         first.join()

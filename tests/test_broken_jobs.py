@@ -19,8 +19,16 @@ CASES = {
     "enum_typo.yaml": ("enum_typo.yaml", 4, "did you mean '16:9'?"),
     "model_typo.yaml": ("model_typo.yaml", 6, "did you mean 'wan2.2-pro'?"),
     "lite_duration.yaml": ("lite_duration.yaml", 6, "Lite (2-8) has a fixed duration"),
-    "lite_duration_from_defaults.yaml": ("lite_duration_from_defaults.yaml", 4, "set duration: null for this entry"),
-    "lite_480p_via_matrix.yaml": ("lite_480p_via_matrix.yaml", 4, "only renders 720p (requests[0], matrix combination"),
+    "lite_duration_from_defaults.yaml": (
+        "lite_duration_from_defaults.yaml",
+        4,
+        "set duration: null for this entry",
+    ),
+    "lite_480p_via_matrix.yaml": (
+        "lite_480p_via_matrix.yaml",
+        4,
+        "only renders 720p (requests[0], matrix combination",
+    ),
     "lite_no_image.yaml": ("lite_no_image.yaml", 3, "needs exactly 1 image"),
     "lite_two_images.yaml": ("lite_two_images.yaml", 5, "takes exactly 1 image"),
     "pro_three_images.yaml": ("pro_three_images.yaml", 5, "1 or 2 image URLs"),
@@ -37,8 +45,16 @@ CASES = {
     "empty_prompt_file.yaml": ("empty_prompt_file.yaml", 7, "holds no prompts"),
     "bad_utf8.yaml": ("bad_utf8.yaml", 3, "not valid UTF-8 (byte 0xe9)"),
     "python_tag.yaml": ("python_tag.yaml", 3, "tag not allowed"),
-    "explosion.yaml": ("explosion.yaml", 2, "expands to 16 requests, past limits.max_requests (10)"),
-    "explosion_default_limit.yaml": ("explosion_default_limit.yaml", 6, "more than 10,000 requests"),
+    "explosion.yaml": (
+        "explosion.yaml",
+        2,
+        "expands to 16 requests, past limits.max_requests (10)",
+    ),
+    "explosion_default_limit.yaml": (
+        "explosion_default_limit.yaml",
+        6,
+        "more than 10,000 requests",
+    ),
     "empty.yaml": ("empty.yaml", 1, "the file is empty"),
     "empty_requests.yaml": ("empty_requests.yaml", 2, "at least one entry"),
     "wrong_version.yaml": ("wrong_version.yaml", 1, "version 1 only"),
@@ -65,9 +81,9 @@ def test_broken_job_is_refused_with_a_located_message(cli, name, monkeypatch):
     result = cli("validate", name)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
-    located = [l for l in result.stderr.splitlines() if f"{pointed_file}:{line}" in l]
+    located = [text for text in result.stderr.splitlines() if f"{pointed_file}:{line}" in text]
     assert located, result.stderr
-    assert any(words in l for l in located), result.stderr
+    assert any(words in text for text in located), result.stderr
 
 
 def test_python_tags_are_never_executed(cli, monkeypatch):
@@ -92,7 +108,7 @@ def test_every_error_is_reported_not_only_the_first(cli, write_job):
     assert result.exit_code == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 3, lines
-    assert any(":8:5:" in l and "unknown field 'colour'" in l for l in lines)
+    assert any(":8:5:" in text and "unknown field 'colour'" in text for text in lines)
 
 
 def test_a_missing_job_file(cli, tmp_path):
@@ -110,5 +126,9 @@ def test_json_format_lists_problems_with_their_location(cli, monkeypatch):
     report = json.loads(result.stdout)
     assert report["valid"] is False
     (problem,) = report["problems"]
-    assert (problem["line"], problem["column"], problem["path"]) == (4, 54, "defaults.options.aspect_ratio")
+    assert (problem["line"], problem["column"], problem["path"]) == (
+        4,
+        54,
+        "defaults.options.aspect_ratio",
+    )
     assert problem["hint"] == "did you mean '16:9'?"

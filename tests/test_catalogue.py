@@ -20,20 +20,28 @@ from batchgen.validate import validate_job
 
 CATALOGUE = models.catalogue()
 REQUEST = jsonschema.Draft202012Validator(schemas.schema("request"))
-UNION = {name: schemas.schema("request")["$defs"][name].get("enum") for name in models.option_names()}
+UNION = {
+    name: schemas.schema("request")["$defs"][name].get("enum") for name in models.option_names()
+}
 MOST_IMAGES = max(m.images[1] for m in CATALOGUE)
 IMAGE = "https://cdn.pixwith.ai/images/a.jpeg"
 
 
 def test_every_family_file_is_well_formed():
-    family = jsonschema.Draft202012Validator(json.loads((REPO / "schemas" / "model-family.schema.json").read_text()))
+    family = jsonschema.Draft202012Validator(
+        json.loads((REPO / "schemas" / "model-family.schema.json").read_text())
+    )
     for path in sorted((REPO / "schemas" / "models").glob("*.json")):
         errors = [e.message for e in family.iter_errors(json.loads(path.read_text()))]
         assert errors == [], (path.name, errors)
     ids = [m.id for m in CATALOGUE]
     names = [m.name for m in CATALOGUE]
     assert len(set(ids)) == len(ids) and len(set(names)) == len(names)
-    assert [m.id for m in CATALOGUE[:3]] == ["2-8", "2-9", "2-10"]  # the sandbox's task ids count from these
+    assert [m.id for m in CATALOGUE[:3]] == [
+        "2-8",
+        "2-9",
+        "2-10",
+    ]  # the sandbox's task ids count from these
 
 
 def test_the_committed_schemas_are_derived_from_the_catalogue():
@@ -58,10 +66,16 @@ def test_wan_2_2_identities_are_unchanged(write_job):
 
 # -- each page's examples ---------------------------------------------------------------------
 
-EXAMPLES = [(family, example) for family, data in sorted(models.families().items()) for example in data["examples"]]
+EXAMPLES = [
+    (family, example)
+    for family, data in sorted(models.families().items())
+    for example in data["examples"]
+]
 
 
-@pytest.mark.parametrize("family, example", EXAMPLES, ids=[f"{f}: {e['title'][:40]}" for f, e in EXAMPLES])
+@pytest.mark.parametrize(
+    "family, example", EXAMPLES, ids=[f"{f}: {e['title'][:40]}" for f, e in EXAMPLES]
+)
 def test_each_example_of_a_page_is_accepted_or_its_model_is_unverified(family, example):
     body = example["body"]
     model = models.lookup(body["model_id"])
@@ -103,28 +117,50 @@ def broken_variants(model: models.Model):
         if rule is None:  # an option of other models
             taker = models.accepting(name)[0]
             body = copy.deepcopy(base)
-            body["options"][name] = taker.options[name].values[0] if taker.options[name].values else True
+            body["options"][name] = (
+                taker.options[name].values[0] if taker.options[name].values else True
+            )
             yield f"no {name}", body, f"options.{name}", "not", f"{name} is taken by"
             continue
         outside = [v for v in UNION[name] or () if v not in (rule.values or ())]
         if rule.values is not None:
             body = copy.deepcopy(base)
             body["options"][name] = outside[0] if outside else 99
-            yield f"{name} value", body, f"options.{name}", rule.words() if outside else "is not one of", "is taken by" if outside else ""
+            yield (
+                f"{name} value",
+                body,
+                f"options.{name}",
+                rule.words() if outside else "is not one of",
+                "is taken by" if outside else "",
+            )
         if not rule.optional and not rule.text_to_video_only:
             body = copy.deepcopy(base)
             del body["options"][name]
-            yield f"{name} required", body, "", name, "set it in"  # located at the entry that lacks it
+            yield (
+                f"{name} required",
+                body,
+                "",
+                name,
+                "set it in",
+            )  # located at the entry that lacks it
         if rule.text_to_video_only:
             body = copy.deepcopy(base)
             body["image_urls"] = [IMAGE]
             body["options"][name] = rule.values[0]
-            yield f"{name} only without an image", body, f"options.{name}", "only for text-to-video", ""
+            yield (
+                f"{name} only without an image",
+                body,
+                f"options.{name}",
+                "only for text-to-video",
+                "",
+            )
     low, high = model.images
     if high < MOST_IMAGES:
         body = copy.deepcopy(base)
         body["image_urls"] = [IMAGE] * (high + 1)
-        for option in model.options.values():  # an image-to-video request: nothing text-to-video only
+        for (
+            option
+        ) in model.options.values():  # an image-to-video request: nothing text-to-video only
             if option.text_to_video_only:
                 body["options"].pop(option.name, None)
         yield "too many images", body, "image_urls", "image", "taken by"
@@ -134,11 +170,19 @@ def broken_variants(model: models.Model):
         yield "no image", body, "", "image", "no image: taken by"
 
 
-CASES = [(model, rule, body, field, words, hint) for model in CATALOGUE for rule, body, field, words, hint in broken_variants(model)]
+CASES = [
+    (model, rule, body, field, words, hint)
+    for model in CATALOGUE
+    for rule, body, field, words, hint in broken_variants(model)
+]
 
 
 def job_of(body: dict) -> str:
-    entry = {"prompt": body["prompt"], "model": models.label(body["model_id"]), "options": body["options"]}
+    entry = {
+        "prompt": body["prompt"],
+        "model": models.label(body["model_id"]),
+        "options": body["options"],
+    }
     if "image_urls" in body:
         entry["image_urls"] = body["image_urls"]
     return "version: 1\nrequests:\n  - " + json.dumps(entry) + "\n"
@@ -146,10 +190,14 @@ def job_of(body: dict) -> str:
 
 @pytest.mark.parametrize("model", CATALOGUE, ids=[m.name for m in CATALOGUE])
 def test_the_rules_make_a_valid_body_for_each_model(model):
-    assert REQUEST.is_valid(valid_body(model)), [e.message for e in REQUEST.iter_errors(valid_body(model))]
+    assert REQUEST.is_valid(valid_body(model)), [
+        e.message for e in REQUEST.iter_errors(valid_body(model))
+    ]
 
 
-@pytest.mark.parametrize("model, rule, body, field, words, hint", CASES, ids=[f"{c[0].name}: {c[1]}" for c in CASES])
+@pytest.mark.parametrize(
+    "model, rule, body, field, words, hint", CASES, ids=[f"{c[0].name}: {c[1]}" for c in CASES]
+)
 def test_each_rule_broken_is_refused_with_a_hint(write_job, model, rule, body, field, words, hint):
     assert not REQUEST.is_valid(body)
     with pytest.raises(JobError) as refused:
@@ -169,7 +217,10 @@ def test_an_option_of_another_model_names_who_takes_it(write_job):
     with pytest.raises(JobError) as refused:
         validate_job(str(write_job(job_of(body))))
     (problem,) = refused.value.problems
-    assert problem.message == "Kling 2.5 (2-1) does not take options.fix_camera (an option of Seedance 1.0)"
+    assert (
+        problem.message
+        == "Kling 2.5 (2-1) does not take options.fix_camera (an option of Seedance 1.0)"
+    )
     assert "fix_camera is taken by seedance1.0-lite, seedance1.0-pro" in problem.hint
 
 
@@ -180,13 +231,21 @@ def test_an_unverified_model_needs_the_flag_and_validate_says_why(cli, write_job
     job = write_job(job_of(valid_body(models.lookup("wan2.5-fast"))))
     refused = cli("validate", job)
     assert refused.exit_code == 2
-    assert "wan2.5-fast (2-14) is unverified: its page's table gives model_id 2-14 for Fast, but the page's Fast example sends 3-14" in refused.output
+    assert (
+        "wan2.5-fast (2-14) is unverified: its page's table gives model_id 2-14 for Fast, but the page's Fast example sends 3-14"
+        in refused.output
+    )
     assert "--allow-unverified-models" in refused.output
     assert cli("validate", job, "--allow-unverified-models").exit_code == 0
-    assert cli("plan", job).exit_code == 2 and cli("plan", job, "--allow-unverified-models").exit_code == 0
+    assert (
+        cli("plan", job).exit_code == 2
+        and cli("plan", job, "--allow-unverified-models").exit_code == 0
+    )
 
 
-def test_the_sandbox_refuses_nothing_the_schema_accepts_for_an_unverified_model(world, write_job, monkeypatch):
+def test_the_sandbox_refuses_nothing_the_schema_accepts_for_an_unverified_model(
+    world, write_job, monkeypatch
+):
     env = world(time_scale=0)
     monkeypatch.chdir(env.tmp)
     job = write_job(job_of(valid_body(models.lookup("seedance1.0-pro"))))
@@ -199,7 +258,9 @@ def test_the_sandbox_refuses_nothing_the_schema_accepts_for_an_unverified_model(
 # -- several videos per task ------------------------------------------------------------------
 
 
-def test_num_outputs_makes_that_many_files_in_the_downloads_manifest_and_gallery(world, write_job, monkeypatch):
+def test_num_outputs_makes_that_many_files_in_the_downloads_manifest_and_gallery(
+    world, write_job, monkeypatch
+):
     env = world(time_scale=0)
     monkeypatch.chdir(env.tmp)
     job = write_job(
@@ -211,7 +272,12 @@ def test_num_outputs_makes_that_many_files_in_the_downloads_manifest_and_gallery
     result = env.cli("run", job, "--yes", "--rpm", "0", "--wait", "--download", "--gallery")
     assert result.exit_code == 0, result.output
     folder = env.tmp / "outputs" / "many"
-    assert sorted(p.name for p in folder.glob("*.mp4")) == ["fox-kling.mp4", "fox_1.mp4", "fox_2.mp4", "fox_3.mp4"]
+    assert sorted(p.name for p in folder.glob("*.mp4")) == [
+        "fox-kling.mp4",
+        "fox_1.mp4",
+        "fox_2.mp4",
+        "fox_3.mp4",
+    ]
     with open(folder / "manifest.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and len({r["url"] for r in rows}) == 4
@@ -237,7 +303,11 @@ def test_models_lists_every_model_with_its_rules(cli):
     listed = [json.loads(line) for line in cli("models", "--json").output.splitlines()]
     assert [m["name"] for m in listed] == [m.name for m in CATALOGUE]
     kling = next(m for m in listed if m["name"] == "kling2.6")
-    assert kling["options"]["sound"] == {"values": [True, False], "optional": False, "text_to_video_only": False}
+    assert kling["options"]["sound"] == {
+        "values": [True, False],
+        "optional": False,
+        "text_to_video_only": False,
+    }
     assert kling["images"] == {"min": 0, "max": 1} and kling["verified"] is True
 
 
@@ -247,11 +317,15 @@ def test_the_comparison_job_runs_four_models_into_one_gallery(world, monkeypatch
     env = world(time_scale=0)
     shutil.copytree(REPO / "jobs", env.tmp / "jobs")
     monkeypatch.chdir(env.tmp)
-    result = env.cli("run", "jobs/models.yaml", "--yes", "--rpm", "0", "--wait", "--download", "--gallery")
+    result = env.cli(
+        "run", "jobs/models.yaml", "--yes", "--rpm", "0", "--wait", "--download", "--gallery"
+    )
     assert result.exit_code == 0, result.output
     page = (env.tmp / "outputs" / "compare-models" / "index.html").read_text()
     header = re.search(r"<thead>(.*?)</thead>", page, re.S).group(1)
-    columns = re.findall(r"<th scope=col>([^<]+)</th>", header)[1:]  # in the order the tasks were submitted
+    columns = re.findall(r"<th scope=col>([^<]+)</th>", header)[
+        1:
+    ]  # in the order the tasks were submitted
     assert sorted(columns) == ["kling2.6", "seedance1.0-lite", "veo3-fast", "wan2.2-pro"]
     assert page.count("<tr><th scope=row>") == 2  # one row per prompt
     assert page.count("<video") == 10  # Seedance makes two videos per task
@@ -265,7 +339,10 @@ def test_the_sandbox_accepts_each_valid_body_and_refuses_each_broken_one():
 
     from batchgen.sandbox import TEST_KEY, running
 
-    with running() as sandbox, httpx.Client(base_url=sandbox.base_url, headers={"Api-Key": TEST_KEY}) as client:
+    with (
+        running() as sandbox,
+        httpx.Client(base_url=sandbox.base_url, headers={"Api-Key": TEST_KEY}) as client,
+    ):
         for model in CATALOGUE:
             answer = client.post("/api/task/create", json=valid_body(model)).json()
             assert answer["code"] == 1, (model.name, answer)

@@ -26,9 +26,13 @@ def test_the_batchgen_command_freezes_what_it_imported_out_of_the_collectors_sig
     collector off the objects every command imports (and off them all at exit)."""
     (script,) = entry_points(group="console_scripts", name="batchgen")
     assert script.value == "batchgen.__main__:command"
-    code = "import gc, sys\nfrom batchgen.__main__ import command\nsys.argv = ['batchgen', '--version']\n" \
-           "try:\n    command()\nexcept SystemExit:\n    print(gc.get_freeze_count())"
-    frozen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()[-1]
+    code = (
+        "import gc, sys\nfrom batchgen.__main__ import command\nsys.argv = ['batchgen', '--version']\n"
+        "try:\n    command()\nexcept SystemExit:\n    print(gc.get_freeze_count())"
+    )
+    frozen = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()[-1]
     assert int(frozen) > 10_000  # the modules of the command line and everything they made
 
 
@@ -72,7 +76,9 @@ def test_plan_of_a_broken_job_exits_2_without_traceback(cli):
 
 def test_base_url_changes_the_keys(cli):
     default = json.loads(cli("plan", EXAMPLE, "--json").stdout)
-    sandbox = json.loads(cli("plan", EXAMPLE, "--json", "--base-url", "http://127.0.0.1:8787/").stdout)
+    sandbox = json.loads(
+        cli("plan", EXAMPLE, "--json", "--base-url", "http://127.0.0.1:8787/").stdout
+    )
     assert sandbox["api_base"] == "http://127.0.0.1:8787"
     assert not {r["key"] for r in default["requests"]} & {r["key"] for r in sandbox["requests"]}
 
@@ -88,7 +94,10 @@ def test_the_progress_bar_on_a_terminal_ends_its_line_when_a_run_stops_early():
     report = RunReport()
     report.outcomes["submitted"] = 3
     bar(report)
-    assert "[#######-----------------] 3/10 sent" in stream.getvalue() and not stream.getvalue().endswith("\n")
+    assert (
+        "[#######-----------------] 3/10 sent" in stream.getvalue()
+        and not stream.getvalue().endswith("\n")
+    )
     bar.finish()
     assert stream.getvalue().endswith("\n")
     bar.finish()  # nothing more to close

@@ -37,16 +37,25 @@ def hosts():
         host.close()
 
 
-def test_downloads_reuse_their_connections_and_never_open_more_than_the_concurrency(hosts, tmp_path):
+def test_downloads_reuse_their_connections_and_never_open_more_than_the_concurrency(
+    hosts, tmp_path
+):
     host = hosts[0]
     files = Files(httpx.Timeout(5.0), max_connections=3)
     try:
         for batch in range(3):  # a new pool of threads each time, as each `download` makes
             with ThreadPoolExecutor(6) as pool:
-                sizes = list(pool.map(
-                    lambda i: fetch_file(files, f"{host.base_url}/{batch}-{i}.mp4", tmp_path / f"{batch}-{i}.mp4", loopback_api=True),
-                    range(20),
-                ))
+                sizes = list(
+                    pool.map(
+                        lambda i, batch=batch: fetch_file(
+                            files,
+                            f"{host.base_url}/{batch}-{i}.mp4",
+                            tmp_path / f"{batch}-{i}.mp4",
+                            loopback_api=True,
+                        ),
+                        range(20),
+                    )
+                )
             assert sizes == [len(f"video {batch}-{i}") for i in range(20)]
     finally:
         files.close()
@@ -61,25 +70,33 @@ def test_one_connection_serves_files_from_two_hosts_in_turn(hosts, tmp_path):
     try:
         for i in range(4):
             host = hosts[i % 2]
-            assert fetch_file(files, f"{host.base_url}/{i}.mp4", tmp_path / f"{i}.mp4", loopback_api=True) == len(f"video {i}")
+            assert fetch_file(
+                files, f"{host.base_url}/{i}.mp4", tmp_path / f"{i}.mp4", loopback_api=True
+            ) == len(f"video {i}")
     finally:
         files.close()
     assert [host.connections for host in hosts] == [2, 2]
 
 
-def test_a_process_loads_its_tls_context_once_for_api_calls_and_downloads(hosts, tmp_path, monkeypatch):
+def test_a_process_loads_its_tls_context_once_for_api_calls_and_downloads(
+    hosts, tmp_path, monkeypatch
+):
     """Loading the CA bundle takes ~20 ms; a run that calls the API and downloads loads it
     once, and `prepare_tls` has it loaded before the first call needs it."""
     made = []
     monkeypatch.setattr(connections, "_tls", None)
-    monkeypatch.setattr(httpx, "create_ssl_context", lambda: made.append(1) or ssl.create_default_context())
+    monkeypatch.setattr(
+        httpx, "create_ssl_context", lambda: made.append(1) or ssl.create_default_context()
+    )
     connections.prepare_tls()
     host = hosts[0]
     with Api(host.base_url, "key_00000000000000000000000000000000") as api:
         api.get_credits()  # FileHost answers anything; only the connection matters here
     files = Files(httpx.Timeout(5.0), max_connections=2)
     try:
-        assert fetch_file(files, f"{host.base_url}/a.mp4", tmp_path / "a.mp4", loopback_api=True) == len("video a")
+        assert fetch_file(
+            files, f"{host.base_url}/a.mp4", tmp_path / "a.mp4", loopback_api=True
+        ) == len("video a")
     finally:
         files.close()
     assert made == [1]

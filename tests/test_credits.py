@@ -24,7 +24,9 @@ PRO_PRICE = "prices:\n  - {model: wan2.2-pro, options.resolution: 480p, credits:
 
 
 def priced_job(n: int, *, prices: str = PRO_PRICE, limits: str = "", tag: str = "p") -> str:
-    return job_text(prompts(n, tag=tag), limits=limits).replace("requests:\n", prices + "requests:\n", 1)
+    return job_text(prompts(n, tag=tag), limits=limits).replace(
+        "requests:\n", prices + "requests:\n", 1
+    )
 
 
 # -- 1. the balance ---------------------------------------------------------------------------
@@ -54,11 +56,15 @@ def test_the_most_specific_rule_wins():
 
         return PriceRule(_rule_fields(fields), credits, "job.yaml", 1, 1, "prices[0]")
 
-    book = PriceBook([
-        rule(10, model="wan2.2-pro"),
-        rule(20, **{"model": "2-9", "options.resolution": "480p"}),
-        rule(60, **{"model": "wan2.2-pro", "options.resolution": "720p", "options.duration": 8}),
-    ])
+    book = PriceBook(
+        [
+            rule(10, model="wan2.2-pro"),
+            rule(20, **{"model": "2-9", "options.resolution": "480p"}),
+            rule(
+                60, **{"model": "wan2.2-pro", "options.resolution": "720p", "options.duration": 8}
+            ),
+        ]
+    )
     body = {"model_id": "2-9", "options": {"resolution": "480p", "duration": 5}}
     assert book.credits(body) == 20
     assert book.credits({"model_id": "2-9", "options": {"resolution": "720p", "duration": 8}}) == 60
@@ -67,14 +73,23 @@ def test_the_most_specific_rule_wins():
 
 
 def test_a_tie_is_a_located_error(cli, write_job):
-    job = write_job(priced_job(2, prices=(
-        "prices:\n"
-        "  - {model: wan2.2-pro, options.resolution: 480p, credits: 20}\n"
-        "  - {model: wan2.2-pro, options.duration: 5, credits: 25}\n"
-    )))
+    job = write_job(
+        priced_job(
+            2,
+            prices=(
+                "prices:\n"
+                "  - {model: wan2.2-pro, options.resolution: 480p, credits: 20}\n"
+                "  - {model: wan2.2-pro, options.duration: 5, credits: 25}\n"
+            ),
+        )
+    )
     result = cli("plan", job)
     assert result.exit_code == 2
-    assert "job.yaml:7:5: error: prices[0]" in result.stderr and "prices[1]" in result.stderr and "equally specific" in result.stderr
+    assert (
+        "job.yaml:7:5: error: prices[0]" in result.stderr
+        and "prices[1]" in result.stderr
+        and "equally specific" in result.stderr
+    )
 
 
 @pytest.mark.parametrize(
@@ -90,7 +105,9 @@ def test_a_tie_is_a_located_error(cli, write_job):
 def test_a_malformed_rule_is_exit_2_at_its_line(cli, write_job, rule, words):
     job = write_job(priced_job(1, prices=f"prices:\n  - {rule}\n"))
     result = cli("validate", job)
-    assert result.exit_code == 2 and "job.yaml:7:" in result.stderr and words in result.stderr, result.stderr
+    assert result.exit_code == 2 and "job.yaml:7:" in result.stderr and words in result.stderr, (
+        result.stderr
+    )
 
 
 def test_a_prices_file_has_the_same_format(world, write_job, tmp_path):
@@ -99,7 +116,12 @@ def test_a_prices_file_has_the_same_format(world, write_job, tmp_path):
     prices = tmp_path / "prices.yaml"
     prices.write_text(PRO_PRICE)
     plan = json.loads(env.cli("plan", job, "--json", "--prices", prices).stdout)
-    assert plan["counts"]["credits"] == {"total": 60, "unknown": 0, "by_model": {"wan2.2-pro": 60}, "unknown_classes": []}
+    assert plan["counts"]["credits"] == {
+        "total": 60,
+        "unknown": 0,
+        "by_model": {"wan2.2-pro": 60},
+        "unknown_classes": [],
+    }
     assert {r["credits"] for r in plan["requests"]} == {20}
     prices.write_text("prices:\n  - {model: wan2.2-pro, credits: nan}\n")
     bad = env.cli("plan", job, "--prices", prices)
@@ -120,7 +142,9 @@ def test_editors_know_the_prices_format():
 
 def test_plan_shows_the_cost_per_model_and_what_has_no_price(cli, write_job):
     job = write_job(
-        "version: 1\n" + PRO_DEFAULTS + PRO_PRICE
+        "version: 1\n"
+        + PRO_DEFAULTS
+        + PRO_PRICE
         + "requests:\n  - matrix: {prompt: [a, b, c], model: [wan2.2-pro, wan2.2-fast]}\n"
     )
     text = cli("plan", job)
@@ -140,7 +164,10 @@ def test_a_price_learned_from_the_balance_appears_in_the_next_plan(world, write_
     job = write_job(job_text(prompts(3)))
     first = env.cli("run", job, *FAST)
     assert first.exit_code == 0
-    assert "learned: wan2.2-pro 16:9 5 s 480p costs 20 credits (run 1: 3 requests, balance 1,000 → 940)" in first.stderr
+    assert (
+        "learned: wan2.2-pro 16:9 5 s 480p costs 20 credits (run 1: 3 requests, balance 1,000 → 940)"
+        in first.stderr
+    )
     with env.ledger() as ledger:
         run = ledger.db.conn.execute("SELECT credits_before, credits_after FROM runs").fetchone()
         assert tuple(run) == (1000, 940)
@@ -154,7 +181,10 @@ def test_a_price_learned_from_the_balance_appears_in_the_next_plan(world, write_
 def test_declared_prices_beat_learned_ones(world, write_job):
     env = world(credits=1000)
     env.cli("run", write_job(job_text(prompts(2))), *FAST)  # learns 20
-    job = write_job(priced_job(2, prices="prices:\n  - {model: wan2.2-pro, credits: 25}\n", tag="declared"), name="d.yaml")
+    job = write_job(
+        priced_job(2, prices="prices:\n  - {model: wan2.2-pro, credits: 25}\n", tag="declared"),
+        name="d.yaml",
+    )
     assert "cost: 50 credits" in env.cli("plan", job).stdout
     listing = env.cli("prices", job).stdout
     assert "declared at" in listing and "25" in listing
@@ -162,9 +192,15 @@ def test_declared_prices_beat_learned_ones(world, write_job):
 
 def test_no_price_is_learned_from_a_run_of_two_classes(world, write_job):
     env = world(credits=1000)
-    job = write_job("version: 1\n" + PRO_DEFAULTS + "requests:\n  - matrix: {prompt: [a, b], options.duration: [5, 8]}\n")
+    job = write_job(
+        "version: 1\n"
+        + PRO_DEFAULTS
+        + "requests:\n  - matrix: {prompt: [a, b], options.duration: [5, 8]}\n"
+    )
     result = env.cli("run", job, *FAST)
-    assert result.exit_code == 0 and "no price learned: the run submitted 2 classes" in result.stderr
+    assert (
+        result.exit_code == 0 and "no price learned: the run submitted 2 classes" in result.stderr
+    )
     with env.ledger() as ledger:
         assert ledger.all_learned_prices() == []
 
@@ -215,13 +251,25 @@ def test_a_bad_max_credits_is_exit_2(world, write_job, value):
     assert result.exit_code == 2 and env.sandbox.calls == []
 
 
-def test_an_unreadable_balance_never_blocks_a_run_without_a_cap_but_does_with_one(world, write_job, monkeypatch):
+def test_an_unreadable_balance_never_blocks_a_run_without_a_cap_but_does_with_one(
+    world, write_job, monkeypatch
+):
     env = world()
-    monkeypatch.setattr(api.Api, "get_credits", lambda self: api.Balance(None, "the answer holds no balance", api.Kind.IN_DOUBT))
+    monkeypatch.setattr(
+        api.Api,
+        "get_credits",
+        lambda self: api.Balance(None, "the answer holds no balance", api.Kind.IN_DOUBT),
+    )
     job = write_job(priced_job(2))
     free = env.cli("run", job, *FAST)
-    assert free.exit_code == 0 and "balance unknown (the answer holds no balance): sending without a balance check" in free.stderr
-    capped = env.cli("run", write_job(priced_job(2, tag="capped"), name="c.yaml"), *FAST, "--max-credits", "100")
+    assert (
+        free.exit_code == 0
+        and "balance unknown (the answer holds no balance): sending without a balance check"
+        in free.stderr
+    )
+    capped = env.cli(
+        "run", write_job(priced_job(2, tag="capped"), name="c.yaml"), *FAST, "--max-credits", "100"
+    )
     assert capped.exit_code == 3 and "with a cap nothing is sent" in capped.output
     assert len(env.sandbox.created()) == 2
 
@@ -229,7 +277,9 @@ def test_an_unreadable_balance_never_blocks_a_run_without_a_cap_but_does_with_on
 def test_two_runs_at_once_stay_within_their_own_caps(world, write_job):
     env = world(latency_ms=30)
     job = write_job(priced_job(20))
-    runs = [env.popen("run", job, *FAST, "--concurrency", "4", "--max-credits", "60") for _ in range(2)]
+    runs = [
+        env.popen("run", job, *FAST, "--concurrency", "4", "--max-credits", "60") for _ in range(2)
+    ]
     for process in runs:
         process.communicate(timeout=60)
     created = len(env.sandbox.created())
@@ -248,18 +298,30 @@ def test_the_cap_also_stops_when_the_balance_falls_by_it():
     # Another client spends on the account meanwhile: the re-read balance shows it.
     clock = StillClock()
     balances = [999]
-    budget = Budget(200, PriceBook([PriceRule((), 1, "j", 1, 1, "prices[0]")]), balance_before=1000,
-                    read_balance=lambda: balances[-1], clock=clock)  # type: ignore[arg-type]
+    budget = Budget(
+        200,
+        PriceBook([PriceRule((), 1, "j", 1, 1, "prices[0]")]),
+        balance_before=1000,
+        read_balance=lambda: balances[-1],
+        clock=clock,
+    )  # type: ignore[arg-type]
     body = {"model_id": "2-9"}
     first = budget.reserve(body)
-    assert first and budget.created(first) and budget.balance_holds()  # a class's first create: read at once
+    assert (
+        first and budget.created(first) and budget.balance_holds()
+    )  # a class's first create: read at once
     for _ in range(48):  # then no re-read before 50 creates or 30 s
         reservation = budget.reserve(body)
         assert reservation and not budget.created(reservation)
     balances.append(951)
     clock.at = 31.0
     reservation = budget.reserve(body)
-    assert reservation and budget.created(reservation) and budget.balance_holds() and budget.stopped is None  # no fall beyond the prices
+    assert (
+        reservation
+        and budget.created(reservation)
+        and budget.balance_holds()
+        and budget.stopped is None
+    )  # no fall beyond the prices
     balances.append(790)
     clock.at = 62.0
     reservation = budget.reserve(body)
@@ -283,8 +345,13 @@ def test_a_class_s_first_request_goes_out_alone_until_the_balance_shows_its_pric
     reserved at the price the balance showed."""
     balances = [1000]
     notices: list[str] = []
-    budget = Budget(100, PriceBook([PriceRule((), 5, "j", 1, 1, "prices[0]")]), balance_before=1000,
-                    read_balance=lambda: balances[-1], notice=notices.append)
+    budget = Budget(
+        100,
+        PriceBook([PriceRule((), 5, "j", 1, 1, "prices[0]")]),
+        balance_before=1000,
+        read_balance=lambda: balances[-1],
+        notice=notices.append,
+    )
     body = {"model_id": "2-9"}
     probe = budget.reserve(body)
     assert probe is not None
@@ -309,7 +376,9 @@ def test_a_class_s_first_request_goes_out_alone_until_the_balance_shows_its_pric
 
 
 @pytest.mark.parametrize("declared, cap, requests", [(5, 100, 10), (1, 100, 60)])
-def test_a_cap_holds_against_the_balance_when_the_prices_are_wrong(world, write_job, declared, cap, requests):
+def test_a_cap_holds_against_the_balance_when_the_prices_are_wrong(
+    world, write_job, declared, cap, requests
+):
     """The sandbox charges 20 a request; the job says far less. Spent: never past the cap by
     more than the calls in flight when the balance showed it (here none: the first of the
     class goes out alone)."""
@@ -319,9 +388,14 @@ def test_a_cap_holds_against_the_balance_when_the_prices_are_wrong(world, write_
     assert result.exit_code == 1, result.output
     spent = 10_000 - env.sandbox.balance
     assert spent <= cap, (spent, result.output)
-    assert "stopped at the spend cap" in result.output and "the cap now counts each price" in result.stderr
+    assert (
+        "stopped at the spend cap" in result.output
+        and "the cap now counts each price" in result.stderr
+    )
     run = json.loads(env.cli("runs", "--json").stdout.splitlines()[0])
-    assert run["counts"]["spent_by_balance"] == spent and run["counts"]["spent"] == declared * len(env.sandbox.created())
+    assert run["counts"]["spent_by_balance"] == spent and run["counts"]["spent"] == declared * len(
+        env.sandbox.created()
+    )
     assert f"{run['counts']['spent']:,} / {spent:,}" in env.cli("runs").stdout
 
 
@@ -347,10 +421,16 @@ def test_regenerate_failed_keeps_the_earlier_task_and_counts_against_the_cap(wor
     plan = json.loads(env.cli("plan", job, "--json").stdout)
     assert {r["action"] for r in plan["requests"]} == {"generation_failed"}
     again = env.cli("run", job, *FAST)
-    assert again.exit_code == 1 and "3 generations failed" in again.output and "--regenerate-failed" in again.output
+    assert (
+        again.exit_code == 1
+        and "3 generations failed" in again.output
+        and "--regenerate-failed" in again.output
+    )
     assert len(env.sandbox.created()) == 3  # not sent again without the flag
     env.sandbox.config.fail_fraction = 0.0
-    result = env.cli("run", job, *FAST, "--regenerate-failed", "--max-credits", "40", "--concurrency", "1")
+    result = env.cli(
+        "run", job, *FAST, "--regenerate-failed", "--max-credits", "40", "--concurrency", "1"
+    )
     assert "stopped at the spend cap" in result.output
     assert len(env.sandbox.created()) == 5  # two more, the cap's worth
     with env.ledger() as ledger:
@@ -366,19 +446,34 @@ def test_regenerate_failed_keeps_the_earlier_task_and_counts_against_the_cap(wor
 def test_prices_command_without_a_ledger_says_what_is_declared(tmp_path, write_job):
     (tmp_path / ".git").mkdir()
     job = write_job(priced_job(1))
-    result = subprocess.run([sys.executable, "-m", "batchgen", "prices", str(job)], capture_output=True, text=True, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "batchgen", "prices", str(job)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0
-    assert "wan2.2-pro" in result.stdout and "declared at" in result.stdout and "none yet" in result.stdout
+    assert (
+        "wan2.2-pro" in result.stdout
+        and "declared at" in result.stdout
+        and "none yet" in result.stdout
+    )
     assert not (tmp_path / "batchgen.db").exists()
 
 
 def test_a_class_key_is_the_same_remembered_or_not_and_an_unhashable_option_is_spelled_afresh():
     from batchgen.prices import class_key, class_tuple, key_of_tuple
 
-    body = {"model_id": "2-9", "prompt": "a", "options": {"duration": 5, "prompt_optimization": True}}
+    body = {
+        "model_id": "2-9",
+        "prompt": "a",
+        "options": {"duration": 5, "prompt_optimization": True},
+    }
     assert class_key(body) == class_key(dict(body, prompt="b")) == key_of_tuple(class_tuple(body))
     listed = {"model_id": "2-9", "options": {"duration": 5, "frames": [1, 2]}}  # not hashable
-    assert class_key(listed) == '{"images":0,"model_id":"2-9","options":{"duration":5,"frames":[1,2]}}'
+    assert (
+        class_key(listed) == '{"images":0,"model_id":"2-9","options":{"duration":5,"frames":[1,2]}}'
+    )
 
 
 def test_the_issue_s_job_priced_8x_too_low_stops_within_its_cap(world, write_job):
@@ -387,7 +482,8 @@ def test_the_issue_s_job_priced_8x_too_low_stops_within_its_cap(world, write_job
     env = world(latency_ms=20, credits=10_000)
     job = write_job(
         "version: 1\nlimits: {max_credits: 100}\nprices:\n  - {model: wan2.2-pro, credits: 5}\n"
-        + PRO_DEFAULTS.replace("480p", "720p") + "requests:\n"
+        + PRO_DEFAULTS.replace("480p", "720p")
+        + "requests:\n"
         + "".join(f"  - prompt: shot {i}\n" for i in range(20))
     )
     result = env.cli("run", job, *FAST, "--concurrency", "8")

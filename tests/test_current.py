@@ -39,8 +39,25 @@ def test_runs_lists_the_history_newest_first(world, write_job):
     env.cli("run", job, *FAST)
     env.cli("run", job, *FAST, "--limit", "0")
     lines = env.cli("runs", "hist").stdout.splitlines()
-    assert lines[0].split() == ["run", "started", "(UTC)", "job", "did", "spent", "(prices", "/", "balance)", "balance", "exit"]
-    assert lines[1].startswith("2 ") and lines[2].startswith("1 ") and "2 submitted" in lines[2] and "1,000 → 960" in lines[2]
+    assert lines[0].split() == [
+        "run",
+        "started",
+        "(UTC)",
+        "job",
+        "did",
+        "spent",
+        "(prices",
+        "/",
+        "balance)",
+        "balance",
+        "exit",
+    ]
+    assert (
+        lines[1].startswith("2 ")
+        and lines[2].startswith("1 ")
+        and "2 submitted" in lines[2]
+        and "1,000 → 960" in lines[2]
+    )
     assert "0 / 40" in lines[2]  # no price declared: only the balance knows what it cost
     history = [json.loads(line) for line in env.cli("runs", "--json").stdout.splitlines()]
     assert [r["id"] for r in history] == [2, 1]
@@ -55,14 +72,17 @@ def test_on_done_runs_once_with_the_outcome_in_its_environment_and_not_the_key(w
     job = write_job(job_text(prompts(3), name="notify"))
     out = env.tmp / "done.json"
     command = (
-        f"{sys.executable} -c \"import os, json; json.dump({{k: v for k, v in os.environ.items()"
+        f'{sys.executable} -c "import os, json; json.dump({{k: v for k, v in os.environ.items()'
         f" if k.startswith(('BATCHGEN_', 'PIXWITH_API'))}}, open(r'{out}', 'a')); open(r'{out}', 'a').write('\\n')\""
     )
     assert env.cli("run", job, *FAST, "--wait", "--on-done", command).exit_code == 0
     seen = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     assert len(seen) == 1  # once
     assert seen[0]["BATCHGEN_JOB"] == "notify" and seen[0]["BATCHGEN_EXIT"] == "0"
-    assert seen[0]["BATCHGEN_COMPLETED"] == "3" and json.loads(seen[0]["BATCHGEN_COUNTS"])["generation"]["completed"] == 3
+    assert (
+        seen[0]["BATCHGEN_COMPLETED"] == "3"
+        and json.loads(seen[0]["BATCHGEN_COUNTS"])["generation"]["completed"] == 3
+    )
     assert "PIXWITH_API_KEY" not in seen[0]
     out.unlink()
     assert env.cli("poll", "notify", "--wait", "--on-done", command).exit_code == 0
@@ -81,18 +101,26 @@ def test_on_done_is_not_run_on_a_ledger_it_cannot_read_and_says_so(tmp_path):
             raise sqlite3.OperationalError("the ledger is busy: another thread is waiting on it")
 
     said: list[str] = []
-    console = type("Console", (), {"err": staticmethod(said.append), "out": staticmethod(said.append)})()
+    console = type(
+        "Console", (), {"err": staticmethod(said.append), "out": staticmethod(said.append)}
+    )()
     marker = tmp_path / "ran"
     on_done(f"touch {marker}", Busy(), "job", "job.yaml", 130, console)  # type: ignore[arg-type]
     assert not marker.exists()
-    assert said == ["--on-done not run: the ledger could not be read (the ledger is busy: another thread is waiting on it)"]
+    assert said == [
+        "--on-done not run: the ledger could not be read (the ledger is busy: another thread is waiting on it)"
+    ]
 
 
 def test_download_without_wait_takes_what_is_done_and_says_what_is_pending(world, write_job):
     env = world(time_scale=1)  # minutes: nothing is done yet
     job = write_job(job_text(prompts(2), name="soon"))
     result = env.cli("run", job, *FAST, "--download")
-    assert result.exit_code == 1 and "2 still processing" in result.output and "0 downloaded" in result.output
+    assert (
+        result.exit_code == 1
+        and "2 still processing" in result.output
+        and "0 downloaded" in result.output
+    )
     env.sandbox.config.time_scale = 0  # (new tasks would be done at once; these keep their ETA)
     quick = write_job(job_text(prompts(2, tag="quick"), name="quick"), name="quick.yaml")
     done = env.cli("run", quick, *FAST, "--download")
@@ -125,7 +153,10 @@ def test_an_edit_that_fails_validation_links_and_supersedes_nothing(world, write
         before = [dict(r) for r in ledger.db.conn.execute("SELECT * FROM job_tasks ORDER BY key")]
     # Two prompts dropped, one added, and the last request breaks the schema: checked last,
     # after the plan has met (and staged) every other request.
-    write_job(job_text(prompts(2) + ["a new prompt"], name="cats") + "  - prompt: x\n    options: {duration: 7}\n")
+    write_job(
+        job_text(prompts(2) + ["a new prompt"], name="cats")
+        + "  - prompt: x\n    options: {duration: 7}\n"
+    )
     refused = env.cli("run", job, *FAST)
     assert refused.exit_code == 2 and "duration" in refused.output
     with env.ledger() as ledger:
@@ -135,12 +166,16 @@ def test_an_edit_that_fails_validation_links_and_supersedes_nothing(world, write
 
 def test_a_job_that_fails_validation_leaves_no_ledger_behind(world, write_job):
     env = world()
-    job = write_job(job_text(prompts(3), name="cats") + "  - prompt: x\n    options: {duration: 7}\n")
+    job = write_job(
+        job_text(prompts(3), name="cats") + "  - prompt: x\n    options: {duration: 7}\n"
+    )
     assert env.cli("run", job, *FAST).exit_code == 2
     assert not env.ledger_path.exists() and env.sandbox.calls == []
 
 
-def test_a_run_checks_plans_and_links_in_one_pass_and_holds_no_request(world, write_job, monkeypatch):
+def test_a_run_checks_plans_and_links_in_one_pass_and_holds_no_request(
+    world, write_job, monkeypatch
+):
     """Validation, the plan and the links share one pass (SPEC §6.7: a no-op rerun of a big
     job pays for one expansion). What a run sends is held as keys and prices, and the requests
     are made again as they are sent: a first run never holds them all (a million of them were
@@ -175,13 +210,20 @@ def test_a_request_made_again_unlike_the_plan_is_never_sent(world, write_job, mo
 
     def changed_at_third(*args, **kwargs):
         for i, request in enumerate(expand(*args, **kwargs)):
-            yield request._replace(key="f" * 64, body={**request.body, "prompt": "unplanned"}) if i == 2 else request
+            yield (
+                request._replace(key="f" * 64, body={**request.body, "prompt": "unplanned"})
+                if i == 2
+                else request
+            )
 
     monkeypatch.setattr(batchgen.plan, "expand", changed_at_third)
     env = world()
     job = write_job(job_text(prompts(5), name="cats"))
     result = env.cli("run", job, *FAST, "--concurrency", "1")
-    assert result.exit_code == 3 and "were not the ones planned: 3 of them were not sent" in result.output
+    assert (
+        result.exit_code == 3
+        and "were not the ones planned: 3 of them were not sent" in result.output
+    )
     assert [c.body["prompt"] for c in env.sandbox.calls if c.endpoint == "create"] == prompts(5)[:2]
     monkeypatch.undo()
     assert "3 submitted" in env.cli("run", job, *FAST).output  # planned, never sent: sent now
@@ -197,10 +239,18 @@ def test_what_a_run_sends_is_held_as_keys_and_prices(load):
     plan, to_send = prepare_run(validated, no_ledger, set(), book=NO_PRICES)
     assert len(to_send) == 4 and plan.counts["new"] == 4
     assert [item.request.body["prompt"] for item in to_send] == ["a", "b", "c", "d"]
-    assert [item.request.body["prompt"] for item in to_send] == ["a", "b", "c", "d"]  # again, the same
+    assert [item.request.body["prompt"] for item in to_send] == [
+        "a",
+        "b",
+        "c",
+        "d",
+    ]  # again, the same
     head = to_send.head(3)
     assert len(head) == 3 and list(head.prices()) == [None] * 3
-    resolved = head.resolved(lambda body: None if body["prompt"] == "b" else {**body, "prompt": body["prompt"].upper()}, left_out=1)
+    resolved = head.resolved(
+        lambda body: None if body["prompt"] == "b" else {**body, "prompt": body["prompt"].upper()},
+        left_out=1,
+    )
     assert len(resolved) == 2 and [item.request.body["prompt"] for item in resolved] == ["A", "C"]
     assert len(to_send.head(0)) == 0 and list(to_send.head(0)) == []
 
@@ -210,7 +260,11 @@ def test_a_first_run_links_each_request_with_its_id_and_meta_from_the_keys_held(
     from batchgen.plan import no_ledger, prepare_run
     from batchgen.validate import ValidatedJob
 
-    job = load("version: 1\n" + PRO_DEFAULTS + "requests:\n  - {prompt: a, id: shot-a, meta: {take: 1}}\n  - {prompt: b}\n")
+    job = load(
+        "version: 1\n"
+        + PRO_DEFAULTS
+        + "requests:\n  - {prompt: a, id: shot-a, meta: {take: 1}}\n  - {prompt: b}\n"
+    )
     _, to_send = prepare_run(ValidatedJob(job, "https://api.pixwith.ai"), no_ledger, set())
     keys = [r.key for r in expand(job, "https://api.pixwith.ai")]
     assert list(to_send.links()) == [(keys[0], "shot-a", {"take": 1}), (keys[1], None, None)]
@@ -232,7 +286,9 @@ def test_runs_records_the_exit_code_the_command_ended_with(world, write_job):
 
 def test_credits_that_cannot_reach_the_api_is_not_a_usage_error(world):
     env = world()
-    result = env.cli("credits", env={"PIXWITH_BASE_URL": "http://127.0.0.1:9"})  # nothing listens there
+    result = env.cli(
+        "credits", env={"PIXWITH_BASE_URL": "http://127.0.0.1:9"}
+    )  # nothing listens there
     assert result.exit_code == 1 and "the balance could not be read" in result.output
 
 
@@ -242,7 +298,10 @@ def test_download_after_a_run_without_wait_says_the_tasks_were_never_polled(worl
     assert env.cli("run", job, *FAST).exit_code == 0
     result = env.cli("download", "unpolled", "--out", env.tmp / "videos")
     assert result.exit_code == 1, result.output
-    assert "3 still processing as last polled (3 never polled since they were sent): batchgen poll unpolled --wait" in result.output
+    assert (
+        "3 still processing as last polled (3 never polled since they were sent): batchgen poll unpolled --wait"
+        in result.output
+    )
     assert env.cli("poll", "unpolled").exit_code == 0
     assert "3 downloaded" in env.cli("download", "unpolled", "--out", env.tmp / "videos").output
 
@@ -256,7 +315,11 @@ def test_run_download_says_it_checks_the_tasks_before_downloading(world, write_j
 
 def test_the_gallery_shows_each_requests_meta(world, write_job):
     env = world(time_scale=0)
-    job = write_job("version: 1\nname: shots\n" + PRO_DEFAULTS + "requests:\n  - {prompt: a fox, id: fox, meta: {scene: 12, take: <b>one</b>}}\n")
+    job = write_job(
+        "version: 1\nname: shots\n"
+        + PRO_DEFAULTS
+        + "requests:\n  - {prompt: a fox, id: fox, meta: {scene: 12, take: <b>one</b>}}\n"
+    )
     assert env.cli("run", job, *FAST, "--wait").exit_code == 0
     assert env.cli("gallery", "shots", "--out", env.tmp / "g").exit_code == 0
     page = (env.tmp / "g" / "index.html").read_text()
@@ -280,5 +343,11 @@ def test_ctrl_c_while_batchgen_starts_is_a_quiet_exit_130(tmp_path):
         "from batchgen.__main__ import command\n"  # what the installed `batchgen` script does
         "command()\n"
     )
-    result = subprocess.run([sys.executable, "-c", starting], capture_output=True, text=True, cwd=tmp_path, timeout=60)
-    assert result.returncode == 130 and "Traceback" not in result.stderr and "interrupted" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-c", starting], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert (
+        result.returncode == 130
+        and "Traceback" not in result.stderr
+        and "interrupted" in result.stderr
+    )

@@ -13,7 +13,12 @@ from hypothesis import strategies as st
 from batchgen.expand import expand, identity
 from batchgen.validate import check
 
-PRO_OPTIONS = {"prompt_optimization": True, "aspect_ratio": "16:9", "resolution": "480p", "duration": 5}
+PRO_OPTIONS = {
+    "prompt_optimization": True,
+    "aspect_ratio": "16:9",
+    "resolution": "480p",
+    "duration": 5,
+}
 
 
 def bodies(job):
@@ -27,13 +32,17 @@ def test_a_single_request_takes_everything_from_defaults(load):
 
 def test_model_names_and_ids_both_become_model_id(load):
     job = load(
-        "version: 1\n" + PRO_DEFAULTS + "requests:\n  - {prompt: a, model: wan2.2-fast}\n  - {prompt: b, model: '2-10'}\n"
+        "version: 1\n"
+        + PRO_DEFAULTS
+        + "requests:\n  - {prompt: a, model: wan2.2-fast}\n  - {prompt: b, model: '2-10'}\n"
     )
     assert [b["model_id"] for b in bodies(job)] == ["2-10", "2-10"]
 
 
 def test_entry_fields_deep_merge_over_defaults(load):
-    job = load("version: 1\n" + PRO_DEFAULTS + "requests:\n  - {prompt: A cat, options: {duration: 8}}\n")
+    job = load(
+        "version: 1\n" + PRO_DEFAULTS + "requests:\n  - {prompt: A cat, options: {duration: 8}}\n"
+    )
     assert bodies(job)[0]["options"] == {**PRO_OPTIONS, "duration": 8}
 
 
@@ -139,7 +148,9 @@ requests:
 def test_prompts_file_gives_one_prompt_per_meaningful_line(load):
     job = load(
         "version: 1\n" + PRO_DEFAULTS + "requests:\n  - matrix: {prompt: {file: prompts/p.txt}}\n",
-        files={"prompts/p.txt": "# a comment\n\n  first prompt  \nsecond prompt\n   # indented comment\n"},
+        files={
+            "prompts/p.txt": "# a comment\n\n  first prompt  \nsecond prompt\n   # indented comment\n"
+        },
     )
     assert [b["prompt"] for b in bodies(job)] == ["first prompt", "second prompt"]
 
@@ -147,9 +158,11 @@ def test_prompts_file_gives_one_prompt_per_meaningful_line(load):
 def test_rows_are_typed_by_the_schema_and_empty_cells_inherit(load):
     job = load(
         "version: 1\n" + PRO_DEFAULTS + "requests:\n  - rows: {file: shots.csv}\n",
-        files={"shots.csv": "prompt,options.duration,options.prompt_optimization,image_urls,model\n"
-        "one,8,false,https://e.com/a.jpg https://e.com/b.jpg,\n"
-        "two,,,,wan2.2-fast\n"},
+        files={
+            "shots.csv": "prompt,options.duration,options.prompt_optimization,image_urls,model\n"
+            "one,8,false,https://e.com/a.jpg https://e.com/b.jpg,\n"
+            "two,,,,wan2.2-fast\n"
+        },
     )
     one, two = bodies(job)
     assert one["options"]["duration"] == 8 and one["options"]["prompt_optimization"] is False
@@ -160,15 +173,27 @@ def test_rows_are_typed_by_the_schema_and_empty_cells_inherit(load):
 def test_a_null_cell_deletes_the_inherited_value(load):
     job = load(
         "version: 1\n" + PRO_DEFAULTS + "requests:\n  - rows: {file: lite.csv}\n",
-        files={"lite.csv": "prompt,model,options.duration,options.resolution,image_urls\nturn,wan2.2-lite,null,720p,https://e.com/a.jpg\n"},
+        files={
+            "lite.csv": "prompt,model,options.duration,options.resolution,image_urls\nturn,wan2.2-lite,null,720p,https://e.com/a.jpg\n"
+        },
     )
     assert "duration" not in bodies(job)[0]["options"]
 
 
 def test_repeat_asks_for_variants_and_the_variant_is_part_of_the_key(load):
-    job = load("version: 1\nrepeat: 2\n" + PRO_DEFAULTS + "requests:\n  - prompt: a\n  - {prompt: b, repeat: 3}\n")
+    job = load(
+        "version: 1\nrepeat: 2\n"
+        + PRO_DEFAULTS
+        + "requests:\n  - prompt: a\n  - {prompt: b, repeat: 3}\n"
+    )
     requests = list(check(job).requests())
-    assert [(r.body["prompt"], r.variant) for r in requests] == [("a", 0), ("a", 1), ("b", 0), ("b", 1), ("b", 2)]
+    assert [(r.body["prompt"], r.variant) for r in requests] == [
+        ("a", 0),
+        ("a", 1),
+        ("b", 0),
+        ("b", 1),
+        ("b", 2),
+    ]
     assert len({r.key for r in requests}) == 5
 
 
@@ -181,7 +206,9 @@ def test_raising_repeat_keeps_the_keys_of_the_existing_variants(load):
 
 
 def test_identical_requests_are_one_request_and_a_warning(load):
-    job = load("version: 1\n" + PRO_DEFAULTS + "requests:\n  - prompt: a\n  - matrix: {prompt: [a, b]}\n")
+    job = load(
+        "version: 1\n" + PRO_DEFAULTS + "requests:\n  - prompt: a\n  - matrix: {prompt: [a, b]}\n"
+    )
     expansion = check(job)
     assert [r.body["prompt"] for r in expansion.requests()] == ["a", "b"]
     (warning,) = expansion.warnings
@@ -191,7 +218,9 @@ def test_identical_requests_are_one_request_and_a_warning(load):
 
 def test_an_exclude_that_matches_nothing_is_a_warning(load):
     job = load(
-        "version: 1\n" + PRO_DEFAULTS + "requests:\n  - matrix: {prompt: [a]}\n    exclude: [{prompt: z}]\n"
+        "version: 1\n"
+        + PRO_DEFAULTS
+        + "requests:\n  - matrix: {prompt: [a]}\n    exclude: [{prompt: z}]\n"
     )
     (warning,) = check(job).warnings
     assert "matches no combination" in warning.message
@@ -200,7 +229,10 @@ def test_an_exclude_that_matches_nothing_is_a_warning(load):
 def test_the_key_is_sha256_of_the_canonical_json_of_api_body_and_variant():
     body = {"prompt": "Un chat élégant", "model_id": "2-9", "options": {"duration": 5}}
     canonical = '{"api":"https://api.pixwith.ai","body":{"model_id":"2-9","options":{"duration":5},"prompt":"Un chat élégant"},"variant":1}'
-    assert identity("https://api.pixwith.ai/", body, 1) == hashlib.sha256(canonical.encode()).hexdigest()
+    assert (
+        identity("https://api.pixwith.ai/", body, 1)
+        == hashlib.sha256(canonical.encode()).hexdigest()
+    )
 
 
 def test_the_job_name_is_not_part_of_the_key_but_the_api_base_is(load):
@@ -213,7 +245,9 @@ def test_the_job_name_is_not_part_of_the_key_but_the_api_base_is(load):
 def test_the_default_name_is_the_file_stem(write_job):
     from batchgen.spec import load_job
 
-    path = write_job("version: 1\n" + PRO_DEFAULTS + "requests:\n  - prompt: a\n", name="cat shots (v2).yaml")
+    path = write_job(
+        "version: 1\n" + PRO_DEFAULTS + "requests:\n  - prompt: a\n", name="cat shots (v2).yaml"
+    )
     assert load_job(path).name == "cat shots -v2"
 
 
@@ -221,7 +255,11 @@ def test_the_size_guard_counts_before_building_anything(load):
     from batchgen.errors import JobError
 
     axis = "[" + ", ".join(f"p{i}" for i in range(1000)) + "]"
-    job = load("version: 1\n" + PRO_DEFAULTS + f"requests:\n  - matrix: {{prompt: {axis}, options.duration: [5, 8]}}\n    repeat: 1000\n")
+    job = load(
+        "version: 1\n"
+        + PRO_DEFAULTS
+        + f"requests:\n  - matrix: {{prompt: {axis}, options.duration: [5, 8]}}\n    repeat: 1000\n"
+    )
     with pytest.raises(JobError, match="expands to 2,000,000 requests"):
         check(job)
 
@@ -250,10 +288,20 @@ option_values = st.fixed_dictionaries(
 def jobs(draw):
     axes = {"prompt": draw(st.lists(words, min_size=1, max_size=3, unique=True))}
     if draw(st.booleans()):
-        axes["model"] = draw(st.lists(st.sampled_from(["wan2.2-pro", "wan2.2-fast", "2-9"]), min_size=1, max_size=2, unique=True))
+        axes["model"] = draw(
+            st.lists(
+                st.sampled_from(["wan2.2-pro", "wan2.2-fast", "2-9"]),
+                min_size=1,
+                max_size=2,
+                unique=True,
+            )
+        )
     if draw(st.booleans()):
         axes["options.duration"] = [5, 8]
-    entries = [{"matrix": axes, "options": draw(option_values)}, {"prompt": draw(words), "repeat": draw(st.integers(1, 3))}]
+    entries = [
+        {"matrix": axes, "options": draw(option_values)},
+        {"prompt": draw(words), "repeat": draw(st.integers(1, 3))},
+    ]
     return {
         "version": 1,
         "defaults": {"model": "wan2.2-pro", "options": {**PRO_OPTIONS, **draw(option_values)}},
@@ -281,10 +329,15 @@ def test_expansion_is_deterministic_and_independent_of_key_order(tmp_path_factor
     first, second = folder / "a.yaml", folder / "b.yaml"
     first.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     second.write_text(yaml.safe_dump(_reorder(data, seed), sort_keys=False), encoding="utf-8")
-    keys = lambda path: [(r.key, r.variant) for r in check(load_job(path)).requests()]
+
+    def keys(path):
+        return [(r.key, r.variant) for r in check(load_job(path)).requests()]
+
     once = keys(first)
     assert once == keys(first)  # deterministic
-    assert sorted(once) == sorted(keys(second))  # the same requests whatever order keys are written in
+    assert sorted(once) == sorted(
+        keys(second)
+    )  # the same requests whatever order keys are written in
     for key, _ in once:
         assert len(key) == 64 and set(key) <= set("0123456789abcdef")
 
@@ -306,7 +359,9 @@ def test_plain_scalars_are_read_as_yaml_1_2_reads_them(load):
 
 # Prompts as a prompts file may hold them: any text, quotes, backslashes, control characters,
 # characters outside the BMP, and now and then a template (which the fast path leaves alone).
-prompt_texts = st.text(min_size=1, max_size=20).filter(lambda t: t.strip() and "\n" not in t and "\r" not in t)
+prompt_texts = st.text(min_size=1, max_size=20).filter(
+    lambda t: t.strip() and "\n" not in t and "\r" not in t
+)
 
 
 @st.composite
@@ -316,10 +371,20 @@ def prompt_matrices(draw):
     if draw(st.integers(0, 5)) == 0:  # a template: the general path's to render
         prompts.append("{{ x }} cat")
     others = {
-        "model": st.lists(st.sampled_from(["wan2.2-pro", "wan2.2-fast", "2-9"]), min_size=1, max_size=2, unique=True),
+        "model": st.lists(
+            st.sampled_from(["wan2.2-pro", "wan2.2-fast", "2-9"]),
+            min_size=1,
+            max_size=2,
+            unique=True,
+        ),
         "options.duration": st.just([5, 8]),
         "options": st.lists(option_values, min_size=1, max_size=2),
-        "image_urls": st.lists(st.sampled_from(["https://e.com/a.png", "https://e.com/b.png"]), min_size=1, max_size=2, unique=True),
+        "image_urls": st.lists(
+            st.sampled_from(["https://e.com/a.png", "https://e.com/b.png"]),
+            min_size=1,
+            max_size=2,
+            unique=True,
+        ),
     }
     chosen = draw(st.lists(st.sampled_from(sorted(others)), unique=True, max_size=3))
     if draw(st.integers(0, 5)) == 0:  # a var: the general path's too
@@ -340,8 +405,13 @@ def prompt_matrices(draw):
 
 
 @settings(max_examples=150, deadline=None)
-@given(data=prompt_matrices(), api=st.sampled_from(["https://api.pixwith.ai", "http://127.0.0.1:8765/"]))
-def test_the_fast_path_makes_exactly_the_requests_the_general_one_makes(tmp_path_factory, monkeypatch_session, data, api):
+@given(
+    data=prompt_matrices(),
+    api=st.sampled_from(["https://api.pixwith.ai", "http://127.0.0.1:8765/"]),
+)
+def test_the_fast_path_makes_exactly_the_requests_the_general_one_makes(
+    tmp_path_factory, monkeypatch_session, data, api
+):
     """Keys above all: a key that differed would send a request a second time."""
     import batchgen.expand as expand_mod
     from batchgen.errors import JobError
@@ -371,10 +441,19 @@ def test_a_prompts_file_matrix_takes_the_fast_path(load):
     from batchgen.expand import _prompt_axis
 
     files = {"prompts.txt": "a cat\na dog\n"}
-    job = load("version: 1\n" + PRO_DEFAULTS + "requests:\n  - matrix: {options.duration: [5, 8], prompt: {file: prompts.txt}}\n", files)
+    job = load(
+        "version: 1\n"
+        + PRO_DEFAULTS
+        + "requests:\n  - matrix: {options.duration: [5, 8], prompt: {file: prompts.txt}}\n",
+        files,
+    )
     assert _prompt_axis(job, 0) == 1
     requests = list(expand(job))
     assert [r.body["prompt"] for r in requests] == ["a cat", "a dog", "a cat", "a dog"]
     assert all(r.shape is not None for r in requests)
-    templated = load("version: 1\n" + PRO_DEFAULTS + "requests:\n  - {vars: {x: 1}, matrix: {prompt: ['{{ x }}', b]}}\n")
+    templated = load(
+        "version: 1\n"
+        + PRO_DEFAULTS
+        + "requests:\n  - {vars: {x: 1}, matrix: {prompt: ['{{ x }}', b]}}\n"
+    )
     assert _prompt_axis(templated, 0) is None

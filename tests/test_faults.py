@@ -51,14 +51,34 @@ def scenario_faults(rng: random.Random) -> dict:
 def spelling(base_url: str, rng: random.Random) -> str:
     """The sandbox's base URL as a user might write it: one API, one identity."""
     port = base_url.rsplit(":", 1)[1]
-    return rng.choice([base_url, f"HTTP://127.0.0.1:{port}/", f"http://127.0.0.1:{port}/api/..", f"http://127.0.0.1:{port}/./"])
+    return rng.choice(
+        [
+            base_url,
+            f"HTTP://127.0.0.1:{port}/",
+            f"http://127.0.0.1:{port}/api/..",
+            f"http://127.0.0.1:{port}/./",
+        ]
+    )
 
 
 def popen_in_pid_namespace(env, *args) -> subprocess.Popen:
     """batchgen inside its own PID namespace (as in a container): its PID means nothing outside."""
     return subprocess.Popen(
-        ["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-m", "batchgen", *map(str, args)],
-        env={**os.environ, **env.env}, cwd=env.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            "unshare",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            sys.executable,
+            "-m",
+            "batchgen",
+            *map(str, args),
+        ],
+        env={**os.environ, **env.env},
+        cwd=env.tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
     )
 
@@ -72,23 +92,36 @@ def test_scenario(world, write_job, number):
     job = write_job(job_text(prompts(size, tag=f"s{number}")))
     flags = ["--yes", "--rpm", str(RPM), "--read-timeout", "1", "--max-identical-errors", "1000"]
     kills = interrupts = 0
-    actions = ["kill", "kill", "interrupt", "term", "concurrent", "linked", "rerun", "locked"] + (["namespace-kill"] if UNSHARE else [])
+    actions = ["kill", "kill", "interrupt", "term", "concurrent", "linked", "rerun", "locked"] + (
+        ["namespace-kill"] if UNSHARE else []
+    )
     linked = env.tmp / "linked"  # the same project reached through a symlinked folder
     linked.symlink_to(env.tmp)
     taken = []
-    for step in range(rng.randint(3, 4)):
+    for _ in range(rng.randint(3, 4)):
         action = rng.choice(actions)
         taken.append(action)
         base = ["--base-url", spelling(env.sandbox.base_url, rng)]
         if action in ("concurrent", "linked"):
             # "linked": the second run names the ledger through the symlink (one ledger, two names).
-            other = {"BATCHGEN_LEDGER": str(linked / env.ledger_path.name)} if action == "linked" else {}
-            runs = [env.popen("run", job, *flags, *base, "--concurrency", "4", env=e) for e in ({}, other)]
+            other = (
+                {"BATCHGEN_LEDGER": str(linked / env.ledger_path.name)}
+                if action == "linked"
+                else {}
+            )
+            runs = [
+                env.popen("run", job, *flags, *base, "--concurrency", "4", env=e)
+                for e in ({}, other)
+            ]
             for process in runs:
                 process.communicate(timeout=120)
             continue
         command = ("run", job, *flags, *base, "--concurrency", str(rng.choice([2, 4, 8])))
-        process = popen_in_pid_namespace(env, *command) if action == "namespace-kill" else env.popen(*command)
+        process = (
+            popen_in_pid_namespace(env, *command)
+            if action == "namespace-kill"
+            else env.popen(*command)
+        )
         if action == "rerun":
             process.communicate(timeout=120)
         elif action == "locked":  # another program holds the ledger's write lock for a while
@@ -118,18 +151,33 @@ def test_scenario(world, write_job, number):
     created = env.created_bodies()
     rows = {canonical(json.loads(r["request"])): r for r in env.rows()}
     duplicates = sum(n - 1 for n in created.values() if n > 1)
-    lost = sum(1 for body in created if rows.get(body, {}).get("state") not in ("submitted", "in_doubt"))
+    lost = sum(
+        1 for body in created if rows.get(body, {}).get("state") not in ("submitted", "in_doubt")
+    )
     # In doubt but never even received: claimed, then the run died before sending it. Not an
     # error (the claim must come first), but each is one the user must settle for nothing.
     received = {canonical(c.body) for c in env.sandbox.calls if c.endpoint == "create"}
-    unsent = sum(1 for body, row in rows.items() if row["state"] == "in_doubt" and body not in received)
+    unsent = sum(
+        1 for body, row in rows.items() if row["state"] == "in_doubt" and body not in received
+    )
     outcomes = Counter(c.outcome for c in env.sandbox.calls)
-    injected = sum(outcomes[k] for k in ("429", "503", "500", "dropped", "lost", "slow", "rejected"))
+    injected = sum(
+        outcomes[k] for k in ("429", "503", "500", "dropped", "lost", "slow", "rejected")
+    )
     with env.ledger() as ledger:
         integrity = ledger.integrity()
     FAULT_TABLE.append(
-        {"scenario": number, "requests": size, "faults": injected, "kills": kills, "interrupts": interrupts,
-         "duplicates": duplicates, "lost": lost, "unsent in_doubt": unsent, "steps": " ".join(taken)}
+        {
+            "scenario": number,
+            "requests": size,
+            "faults": injected,
+            "kills": kills,
+            "interrupts": interrupts,
+            "duplicates": duplicates,
+            "lost": lost,
+            "unsent in_doubt": unsent,
+            "steps": " ".join(taken),
+        }
     )
     assert duplicates == 0
     assert lost == 0
@@ -144,7 +192,11 @@ def test_scenario(world, write_job, number):
     # arrive, never more than RPM/60 in any second, give or take three for arrival jitter
     # (calls 10 ms apart, some woken late). The exact 60 s rule is tested on a fake clock.
     start, end = final_window
-    times = sorted(c.at for c in env.sandbox.calls if c.endpoint == "create" and start <= c.at <= end)
+    times = sorted(
+        c.at for c in env.sandbox.calls if c.endpoint == "create" and start <= c.at <= end
+    )
     per_second = RPM / 60
     for i, t in enumerate(times):
-        assert sum(1 for u in times[i:] if u - t < 1.0) <= per_second + 3, "more calls in a second than the ceiling allows"
+        assert sum(1 for u in times[i:] if u - t < 1.0) <= per_second + 3, (
+            "more calls in a second than the ceiling allows"
+        )

@@ -23,7 +23,9 @@ from batchgen.api import Api, Kind, classify
 from batchgen.errors import JobError
 from batchgen.validate import checkable_body, validate_job
 
-FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 REQUEST = jsonschema.Draft202012Validator(schemas.schema("request"))
 
 
@@ -50,7 +52,9 @@ def judge(path) -> None:
 
 
 EXAMPLE = (REPO / "jobs" / "example.yaml").read_text()
-SOURCES = [EXAMPLE] + [p.read_text(errors="replace") for p in sorted((REPO / "tests" / "broken").glob("*.yaml"))]
+SOURCES = [EXAMPLE] + [
+    p.read_text(errors="replace") for p in sorted((REPO / "tests" / "broken").glob("*.yaml"))
+]
 NOISE = st.text(alphabet=":{}[]-#\"'\t\n!&*|>%@,?0123456789 abcnull~", min_size=1, max_size=8)
 
 
@@ -96,17 +100,34 @@ OPTIONS = st.fixed_dictionaries(
         "duration": st.sampled_from([5, 8, None]),
     },
 )
-URLS = st.one_of(st.none(), st.just("https://e.com/a.jpg"), st.lists(st.just("https://e.com/b.jpg"), min_size=0, max_size=3))
+URLS = st.one_of(
+    st.none(),
+    st.just("https://e.com/a.jpg"),
+    st.lists(st.just("https://e.com/b.jpg"), min_size=0, max_size=3),
+)
 
 
 @st.composite
 def rule_breaking_jobs(draw) -> dict:
-    fields = lambda: st.fixed_dictionaries({}, optional={"model": MODELS, "image_urls": URLS, "options": OPTIONS, "prompt": st.just("a cat")})
-    entry = draw(fields())
+    fields = st.fixed_dictionaries(
+        {},
+        optional={
+            "model": MODELS,
+            "image_urls": URLS,
+            "options": OPTIONS,
+            "prompt": st.just("a cat"),
+        },
+    )
+    entry = draw(fields)
     entry.setdefault("prompt", "a cat")
-    matrix_entry = {"matrix": {"model": draw(st.lists(MODELS, min_size=1, max_size=3, unique=True)), "options.duration": [5, 8, None]}}
-    matrix_entry.update(draw(fields()))
-    return {"version": 1, "defaults": draw(fields()), "requests": [entry, matrix_entry]}
+    matrix_entry = {
+        "matrix": {
+            "model": draw(st.lists(MODELS, min_size=1, max_size=3, unique=True)),
+            "options.duration": [5, 8, None],
+        }
+    }
+    matrix_entry.update(draw(fields))
+    return {"version": 1, "defaults": draw(fields), "requests": [entry, matrix_entry]}
 
 
 @FUZZ
@@ -119,18 +140,49 @@ def test_schema_valid_rule_breaking_jobs_are_accepted_only_when_every_request_is
 
 CELL = st.one_of(
     st.text(alphabet=string.printable + "éß€\u2028", max_size=20),
-    st.sampled_from(["", "null", "5", "8", "true", "maybe", "wan2.2-lite", "2-10", "720p", "9:16", "https://e.com/x.jpg a b"]),
+    st.sampled_from(
+        [
+            "",
+            "null",
+            "5",
+            "8",
+            "true",
+            "maybe",
+            "wan2.2-lite",
+            "2-10",
+            "720p",
+            "9:16",
+            "https://e.com/x.jpg a b",
+        ]
+    ),
 )
 HEADERS = st.lists(
-    st.sampled_from(["prompt", "model", "image_urls", "options.duration", "options.resolution", "options.aspect_ratio",
-                     "options.prompt_optimization", "option.duration", "", "prompt"]),
+    st.sampled_from(
+        [
+            "prompt",
+            "model",
+            "image_urls",
+            "options.duration",
+            "options.resolution",
+            "options.aspect_ratio",
+            "options.prompt_optimization",
+            "option.duration",
+            "",
+            "prompt",
+        ]
+    ),
     min_size=1,
     max_size=6,
 )
 
 
 @FUZZ
-@given(header=HEADERS, rows=st.lists(st.lists(CELL, max_size=7), max_size=5), bom=st.booleans(), nul=st.booleans())
+@given(
+    header=HEADERS,
+    rows=st.lists(st.lists(CELL, max_size=7), max_size=5),
+    bom=st.booleans(),
+    nul=st.booleans(),
+)
 def test_hostile_csv_never_crashes(folder, header, rows, bom, nul):
     import csv
     import io
@@ -153,8 +205,12 @@ def test_hostile_csv_never_crashes(folder, header, rows, bom, nul):
 # -- malformed server answers -------------------------------------------------------------------
 
 json_values = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=10)),
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    st.one_of(
+        st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=10)
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 envelopes = st.fixed_dictionaries(
@@ -162,16 +218,33 @@ envelopes = st.fixed_dictionaries(
     optional={
         "code": st.one_of(st.sampled_from([0, 1, 2, "1", None, 1.0]), st.integers()),
         "message": json_values,
-        "data": st.one_of(json_values, st.fixed_dictionaries({}, optional={"task_id": json_values, "estimated_time": json_values, "status": json_values, "result_urls": json_values})),
+        "data": st.one_of(
+            json_values,
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "task_id": json_values,
+                    "estimated_time": json_values,
+                    "status": json_values,
+                    "result_urls": json_values,
+                },
+            ),
+        ),
     },
 )
-answers = st.one_of(envelopes.map(lambda v: json.dumps(v).encode()), json_values.map(lambda v: json.dumps(v).encode()), st.binary(max_size=64))
+answers = st.one_of(
+    envelopes.map(lambda v: json.dumps(v).encode()),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=64),
+)
 statuses = st.sampled_from([200, 201, 204, 301, 400, 401, 403, 404, 418, 429, 500, 502, 503, 504])
 
 
 @settings(max_examples=400, deadline=None)
 @given(status=statuses, raw=answers, retry_after=st.one_of(st.none(), st.text(max_size=30)))
-def test_no_answer_crashes_the_classifier_or_passes_for_a_success_without_task_id(status, raw, retry_after):
+def test_no_answer_crashes_the_classifier_or_passes_for_a_success_without_task_id(
+    status, raw, retry_after
+):
     for creating in (True, False):
         outcome = classify(status, retry_after, raw, creating=creating)
         if outcome.kind is Kind.OK and creating:
@@ -180,7 +253,9 @@ def test_no_answer_crashes_the_classifier_or_passes_for_a_success_without_task_i
             assert status < 300
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(script=st.lists(st.tuples(statuses, answers), min_size=1, max_size=12))
 def test_a_submission_against_garbage_answers_records_nothing_false(tmp_path_factory, script):
     from batchgen.expand import Origin, Request
@@ -195,11 +270,24 @@ def test_a_submission_against_garbage_answers_records_nothing_false(tmp_path_fac
         return httpx.Response(status, content=raw, headers={"Retry-After": "0"})
 
     folder = tmp_path_factory.mktemp("garbage")
-    requests = [Request(f"{i:064x}", 0, {"prompt": f"p{i}", "model_id": "2-9", "options": {}}, Origin(0)) for i in range(6)]
-    with Ledger(folder / "ledger.db") as ledger, Api("https://api.pixwith.ai", "k", transport=httpx.MockTransport(handler)) as api:
+    requests = [
+        Request(f"{i:064x}", 0, {"prompt": f"p{i}", "model_id": "2-9", "options": {}}, Origin(0))
+        for i in range(6)
+    ]
+    with (
+        Ledger(folder / "ledger.db") as ledger,
+        Api("https://api.pixwith.ai", "k", transport=httpx.MockTransport(handler)) as api,
+    ):
         run_id = ledger.start_run("j", "j.yaml", "https://api.pixwith.ai", {})
-        settings_ = RunSettings(rpm=None, concurrency=2, backoff=Backoff(base=0.0, max_attempts=2), max_identical_errors=1000)
-        Submission(ledger, api, settings_, job="j", api_base="https://api.pixwith.ai", run_id=run_id).run(requests)
+        settings_ = RunSettings(
+            rpm=None,
+            concurrency=2,
+            backoff=Backoff(base=0.0, max_attempts=2),
+            max_identical_errors=1000,
+        )
+        Submission(
+            ledger, api, settings_, job="j", api_base="https://api.pixwith.ai", run_id=run_id
+        ).run(requests)
         rows = list(ledger.rows())
     for row in rows:
         assert row["state"] in ("submitted", "rejected", "failed", "in_doubt"), row["state"]
@@ -216,7 +304,11 @@ TIME_LIMIT = 20  # seconds; each case takes under 2 here
 
 def alias_bomb() -> str:
     levels = "".join(f"    l{i + 1}: &l{i + 1} [{', '.join([f'*l{i}'] * 10)}]\n" for i in range(8))
-    return "version: 1\ndefaults:\n  model: wan2.2-pro\n  options:\n    l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n" + levels + "requests: [{prompt: a}]\n"
+    return (
+        "version: 1\ndefaults:\n  model: wan2.2-pro\n  options:\n    l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n"
+        + levels
+        + "requests: [{prompt: a}]\n"
+    )
 
 
 def hostile_cases(folder):
@@ -235,24 +327,162 @@ def hostile_cases(folder):
     ok = write("ok.yaml", "version: 1\n" + PRO + "requests:\n  - prompt: a\n")
     return [
         ("FIFO as job file", ["validate", str(folder / "fifo.yaml")], "FIFO"),
-        ("FIFO as prompts file", ["validate", write("fp.yaml", "version: 1\n" + PRO + "requests:\n  - matrix: {prompt: {file: fifo.txt}}\n")], "FIFO"),
-        ("symlink to a FIFO", ["validate", write("lf.yaml", "version: 1\n" + PRO + "requests:\n  - matrix: {prompt: {file: inner/link-to-fifo.txt}}\n")], "FIFO"),
-        ("symlink to /dev/zero as prompts", ["validate", write("zp.yaml", "version: 1\n" + PRO + "requests:\n  - matrix: {prompt: {file: zero.txt}}\n")], "zero.txt"),
-        ("symlink to /dev/zero as CSV", ["validate", write("zc.yaml", "version: 1\n" + PRO + "requests:\n  - rows: {file: zero.txt}\n")], "zero.txt"),
-        ("prompts outside the project", ["validate", write("out.yaml", "version: 1\n" + PRO + "requests:\n  - matrix: {prompt: {file: ../../../../etc/passwd}}\n")], "outside"),
-        ("flow nesting 5,000 deep", ["validate", write("deep.yaml", "version: 1\nrequests: " + "[" * 5000 + "]" * 5000 + "\n")], "nest"),
-        ("block nesting 3,000 deep", ["validate", write("deepb.yaml", "version: 1\nrequests:\n" + "".join("  " * i + "- \n" for i in range(1, 3000)))], "nested deeper"),
-        ("5,000-digit integer", ["validate", write("int.yaml", "version: 1\nlimits: {rpm: " + "9" * 5000 + "}\nrequests: [{prompt: a}]\n")], "too large"),
-        ("NUL byte", ["validate", write("nul.yaml", b"version: 1\nrequests:\n  - prompt: a\x00b\n")], "not allowed"),
-        ("NUL in a prompts file's name", ["validate", write("nulname.yaml", "version: 1\n" + PRO + 'requests:\n  - matrix: {prompt: {file: "a\\0b.txt"}}\n')], "NUL byte"),
-        ("NUL in an image's name", ["validate", write("nulimage.yaml", "version: 1\n" + PRO + 'requests:\n  - {prompt: a, image_urls: "cat\\0.png"}\n')], "NUL byte"),
-        ("lone surrogate escape", ["validate", write("sur.yaml", 'version: 1\n' + PRO + 'requests:\n  - prompt: "a\\ud800b"\n')], "nicode"),
-        ("alias bomb under defaults.options", ["validate", write("bomb.yaml", alias_bomb())], "alias"),
-        ("500,000 entries", ["validate", write("big.yaml", "version: 1\n" + PRO + "requests:\n" + "".join(f"- {{prompt: p{i}}}\n" for i in range(500_000)))], "values"),
-        ("--api-key-file /dev/zero", ["run", ok, "--yes", "--api-key-file", "/dev/zero"], "character device"),
-        ("--api-key-file a binary", ["run", ok, "--yes", "--api-key-file", sys.executable], "--api-key-file"),
+        (
+            "FIFO as prompts file",
+            [
+                "validate",
+                write(
+                    "fp.yaml",
+                    "version: 1\n" + PRO + "requests:\n  - matrix: {prompt: {file: fifo.txt}}\n",
+                ),
+            ],
+            "FIFO",
+        ),
+        (
+            "symlink to a FIFO",
+            [
+                "validate",
+                write(
+                    "lf.yaml",
+                    "version: 1\n"
+                    + PRO
+                    + "requests:\n  - matrix: {prompt: {file: inner/link-to-fifo.txt}}\n",
+                ),
+            ],
+            "FIFO",
+        ),
+        (
+            "symlink to /dev/zero as prompts",
+            [
+                "validate",
+                write(
+                    "zp.yaml",
+                    "version: 1\n" + PRO + "requests:\n  - matrix: {prompt: {file: zero.txt}}\n",
+                ),
+            ],
+            "zero.txt",
+        ),
+        (
+            "symlink to /dev/zero as CSV",
+            [
+                "validate",
+                write("zc.yaml", "version: 1\n" + PRO + "requests:\n  - rows: {file: zero.txt}\n"),
+            ],
+            "zero.txt",
+        ),
+        (
+            "prompts outside the project",
+            [
+                "validate",
+                write(
+                    "out.yaml",
+                    "version: 1\n"
+                    + PRO
+                    + "requests:\n  - matrix: {prompt: {file: ../../../../etc/passwd}}\n",
+                ),
+            ],
+            "outside",
+        ),
+        (
+            "flow nesting 5,000 deep",
+            [
+                "validate",
+                write("deep.yaml", "version: 1\nrequests: " + "[" * 5000 + "]" * 5000 + "\n"),
+            ],
+            "nest",
+        ),
+        (
+            "block nesting 3,000 deep",
+            [
+                "validate",
+                write(
+                    "deepb.yaml",
+                    "version: 1\nrequests:\n" + "".join("  " * i + "- \n" for i in range(1, 3000)),
+                ),
+            ],
+            "nested deeper",
+        ),
+        (
+            "5,000-digit integer",
+            [
+                "validate",
+                write(
+                    "int.yaml",
+                    "version: 1\nlimits: {rpm: " + "9" * 5000 + "}\nrequests: [{prompt: a}]\n",
+                ),
+            ],
+            "too large",
+        ),
+        (
+            "NUL byte",
+            ["validate", write("nul.yaml", b"version: 1\nrequests:\n  - prompt: a\x00b\n")],
+            "not allowed",
+        ),
+        (
+            "NUL in a prompts file's name",
+            [
+                "validate",
+                write(
+                    "nulname.yaml",
+                    "version: 1\n" + PRO + 'requests:\n  - matrix: {prompt: {file: "a\\0b.txt"}}\n',
+                ),
+            ],
+            "NUL byte",
+        ),
+        (
+            "NUL in an image's name",
+            [
+                "validate",
+                write(
+                    "nulimage.yaml",
+                    "version: 1\n" + PRO + 'requests:\n  - {prompt: a, image_urls: "cat\\0.png"}\n',
+                ),
+            ],
+            "NUL byte",
+        ),
+        (
+            "lone surrogate escape",
+            [
+                "validate",
+                write("sur.yaml", "version: 1\n" + PRO + 'requests:\n  - prompt: "a\\ud800b"\n'),
+            ],
+            "nicode",
+        ),
+        (
+            "alias bomb under defaults.options",
+            ["validate", write("bomb.yaml", alias_bomb())],
+            "alias",
+        ),
+        (
+            "500,000 entries",
+            [
+                "validate",
+                write(
+                    "big.yaml",
+                    "version: 1\n"
+                    + PRO
+                    + "requests:\n"
+                    + "".join(f"- {{prompt: p{i}}}\n" for i in range(500_000)),
+                ),
+            ],
+            "values",
+        ),
+        (
+            "--api-key-file /dev/zero",
+            ["run", ok, "--yes", "--api-key-file", "/dev/zero"],
+            "character device",
+        ),
+        (
+            "--api-key-file a binary",
+            ["run", ok, "--yes", "--api-key-file", sys.executable],
+            "--api-key-file",
+        ),
         ("--read-timeout nan", ["run", ok, "--yes", "--read-timeout", "nan"], "finite"),
-        ("--base-url http://[::1", ["run", ok, "--yes", "--base-url", "http://[::1"], "not a valid URL"),
+        (
+            "--base-url http://[::1",
+            ["run", ok, "--yes", "--base-url", "http://[::1"],
+            "not a valid URL",
+        ),
         ("sandbox --port 99999", ["sandbox", "--port", "99999"], "99999"),
         ("--out /dev/null", ["download", ok, "--out", "/dev/null"], "/dev/null"),
     ]
@@ -271,14 +501,25 @@ def test_hostile_files_are_refused_in_seconds_and_bounded_memory(tmp_path):
     def limit_memory():
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
 
-    env = {**os.environ, "PIXWITH_API_KEY": "key_00000000000000000000000000000000", "PIXWITH_BASE_URL": "http://127.0.0.1:9"}
+    env = {
+        **os.environ,
+        "PIXWITH_API_KEY": "key_00000000000000000000000000000000",
+        "PIXWITH_BASE_URL": "http://127.0.0.1:9",
+    }
     env.pop("BATCHGEN_LEDGER", None)
     failures = []
     for name, args, words in hostile_cases(tmp_path):
         started = time.monotonic()
         try:
-            result = subprocess.run([sys.executable, "-m", "batchgen", *args], capture_output=True, text=True,
-                                    timeout=TIME_LIMIT, preexec_fn=limit_memory, cwd=tmp_path, env=env)
+            result = subprocess.run(
+                [sys.executable, "-m", "batchgen", *args],
+                capture_output=True,
+                text=True,
+                timeout=TIME_LIMIT,
+                preexec_fn=limit_memory,
+                cwd=tmp_path,
+                env=env,
+            )
         except subprocess.TimeoutExpired:
             failures.append(f"{name}: still running after {TIME_LIMIT} s")
             continue
@@ -297,6 +538,13 @@ def test_every_hostile_job_file_names_its_line():
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "deep.yaml"
-        path.write_text("version: 1\nrequests:\n" + "".join("  " * i + "- \n" for i in range(1, 200)))
-        result = subprocess.run([sys.executable, "-m", "batchgen", "validate", str(path)], capture_output=True, text=True, timeout=60)
+        path.write_text(
+            "version: 1\nrequests:\n" + "".join("  " * i + "- \n" for i in range(1, 200))
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "batchgen", "validate", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 2 and f"{path}:66:" in result.stderr

@@ -104,7 +104,11 @@ def test_rows_and_cols_can_be_chosen(gallery_run):
 
 
 def chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    return (
+        shutil.which("chromium")
+        or shutil.which("chromium-browser")
+        or shutil.which("google-chrome")
+    )
 
 
 def test_the_page_loads_in_a_real_browser_with_every_video_playable(gallery_run, tmp_path):
@@ -114,11 +118,22 @@ def test_the_page_loads_in_a_real_browser_with_every_video_playable(gallery_run,
     _, folder = gallery_run
     result = subprocess.run(
         [
-            browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}", "--autoplay-policy=no-user-gesture-required",
-            "--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000",
-            "--dump-dom", (folder / "index.html").resolve().as_uri(),
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--autoplay-policy=no-user-gesture-required",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            (folder / "index.html").resolve().as_uri(),
         ],
         capture_output=True,
         text=True,

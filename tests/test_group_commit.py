@@ -75,7 +75,9 @@ def test_a_write_returns_only_once_it_is_committed(db):
     def one(n: int) -> None:
         group.write(insert(n))
         with sqlite3.connect(path) as other:  # another connection reads only what is committed
-            seen.append(other.execute("SELECT count(*) FROM t WHERE n = ?", (n,)).fetchall() == [(1,)])
+            seen.append(
+                other.execute("SELECT count(*) FROM t WHERE n = ?", (n,)).fetchall() == [(1,)]
+            )
 
     threads = [threading.Thread(target=one, args=(n,)) for n in range(200)]
     for thread in threads:
@@ -91,7 +93,9 @@ def test_a_failing_write_fails_its_whole_group_and_nothing_of_it_is_kept(db):
     lock = threading.RLock()
     group = GroupCommit(conn, lock)
     results = behind_a_commit(group, lock, 0, [1, 2, 3])  # 3 is already there
-    assert results[0] == 1 and all(isinstance(results[n], sqlite3.IntegrityError) for n in (1, 2, 3))
+    assert results[0] == 1 and all(
+        isinstance(results[n], sqlite3.IntegrityError) for n in (1, 2, 3)
+    )
     assert group.commits == 1
     assert [n for (n,) in conn.execute("SELECT n FROM t ORDER BY n")] == [0, 3]
     assert group.write(insert(1)) == 1  # the next group is not affected

@@ -56,13 +56,17 @@ def test_the_same_job_run_from_any_directory_never_sends_twice(world, tmp_path, 
     second = env.cli("run", "cats.yaml", *FAST, env=no_ledger_env)
     assert second.exit_code == 0 and "3 done" in second.output
     assert len(env.sandbox.created()) == 3
-    assert not (elsewhere / "batchgen.db").exists() and not (project / "jobs" / "batchgen.db").exists()
+    assert (
+        not (elsewhere / "batchgen.db").exists() and not (project / "jobs" / "batchgen.db").exists()
+    )
     monkeypatch.chdir(project / "jobs")  # a job's name walks up from the current directory
     status = env.cli("status", "cats", env=no_ledger_env)
     assert status.exit_code == 0 and "submitted" in status.output
 
 
-def test_an_existing_ledger_above_the_job_is_found_before_the_git_root(world, tmp_path, monkeypatch):
+def test_an_existing_ledger_above_the_job_is_found_before_the_git_root(
+    world, tmp_path, monkeypatch
+):
     env = world()
     (tmp_path / ".git").mkdir()
     (tmp_path / "sub" / "deeper").mkdir(parents=True)
@@ -133,29 +137,56 @@ def test_old_ledgers_keep_their_keys_through_the_migration(tmp_path):
         body = {"prompt": "a", "model_id": "2-9", "options": {}}
         for api_base in ("HTTP://127.0.0.1:9/", "https://api.pixwith.ai"):
             document = {"api": api_base, "body": body, "variant": 0}
-            key = hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+            key = hashlib.sha256(
+                json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+            ).hexdigest()
             ledger.db.conn.execute(
                 "INSERT INTO tasks (key, job, api_base, request, variant, state, attempts) VALUES (?, 'j', ?, ?, 0, 'submitted', 1)",
                 [key, api_base, json.dumps(body)],
             )
         before = {r["key"]: r["api_base"] for r in ledger.rows()}
         m002_canonical_api_base(ledger.db)
-        assert {r["key"]: r["api_base"] for r in ledger.rows()} == before  # keys made from a spelling keep it
+        assert {
+            r["key"]: r["api_base"] for r in ledger.rows()
+        } == before  # keys made from a spelling keep it
 
 
 # -- 3. liveness is a lock, across PID namespaces -------------------------------------------------
 
 
-@pytest.mark.skipif(not can_unshare_pid(), reason="unshare --pid is not permitted here (needs root or user namespaces)")
+@pytest.mark.skipif(
+    not can_unshare_pid(),
+    reason="unshare --pid is not permitted here (needs root or user namespaces)",
+)
 def test_a_run_killed_inside_a_pid_namespace_is_recovered(world, write_job):
     env = world(latency_ms=2000)
     job = write_job(job_text(prompts(8)))
     process = subprocess.Popen(
-        ["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-m", "batchgen", "run", str(job), *FAST, "--concurrency", "4"],
-        env={**os.environ, **env.env}, cwd=env.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        [
+            "unshare",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            sys.executable,
+            "-m",
+            "batchgen",
+            "run",
+            str(job),
+            *FAST,
+            "--concurrency",
+            "4",
+        ],
+        env={**os.environ, **env.env},
+        cwd=env.tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and len([c for c in env.sandbox.calls if c.endpoint == "create"]) < 4:
+    while (
+        time.monotonic() < deadline
+        and len([c for c in env.sandbox.calls if c.endpoint == "create"]) < 4
+    ):
         if len(env.rows()) >= 4 and any(r["state"] == "sending" for r in env.rows()):
             break
         time.sleep(0.1)
@@ -185,13 +216,26 @@ def submission_against(ledger, handler, n=3, **kwargs):
     from batchgen.submit import RunSettings, Submission
 
     notices: list[str] = []
-    requests = [Request(f"{i:064x}", 0, {"prompt": f"p{i}", "model_id": "2-9", "options": {}}, Origin(0)) for i in range(n)]
+    requests = [
+        Request(f"{i:064x}", 0, {"prompt": f"p{i}", "model_id": "2-9", "options": {}}, Origin(0))
+        for i in range(n)
+    ]
     run_id = ledger.start_run("j", "j.yaml", "https://api.pixwith.ai", {})
     lock = RunLock(ledger.path, run_id)
-    with Api("https://api.pixwith.ai", "key_testtesttest", transport=httpx.MockTransport(handler)) as api:
+    with Api(
+        "https://api.pixwith.ai", "key_testtesttest", transport=httpx.MockTransport(handler)
+    ) as api:
         settings = RunSettings(rpm=None, concurrency=1, max_identical_errors=1000)
-        report = Submission(ledger, api, settings, job="j", api_base="https://api.pixwith.ai", run_id=run_id,
-                            notice=notices.append, **kwargs).run(requests)
+        report = Submission(
+            ledger,
+            api,
+            settings,
+            job="j",
+            api_base="https://api.pixwith.ai",
+            run_id=run_id,
+            notice=notices.append,
+            **kwargs,
+        ).run(requests)
     lock.release()
     return report, notices
 
@@ -201,10 +245,14 @@ def creates_each(request):
     import httpx
 
     prompt = json.loads(request.content)["prompt"]
-    return httpx.Response(200, json={"code": 1, "data": {"task_id": f"task-{prompt}", "estimated_time": 30}})
+    return httpx.Response(
+        200, json={"code": 1, "data": {"task_id": f"task-{prompt}", "estimated_time": 30}}
+    )
 
 
-def cut_short_by_two_ctrl_cs(ledger, handler, ready: threading.Event, settle: float = 0.0) -> tuple[list[str], float]:
+def cut_short_by_two_ctrl_cs(
+    ledger, handler, ready: threading.Event, settle: float = 0.0
+) -> tuple[list[str], float]:
     """Send two requests, one at a time, and press Ctrl-C twice once `ready` is set and `settle`
     seconds more have passed; the run must raise Interrupted. (Its notices, the seconds it took.)"""
     import httpx
@@ -223,11 +271,23 @@ def cut_short_by_two_ctrl_cs(ledger, handler, ready: threading.Event, settle: fl
             pass
 
     notices: list[str] = []
-    requests = [Request(f"{i:064x}", 0, {"prompt": f"p{i}", "model_id": "2-9", "options": {}}, Origin(0)) for i in range(2)]
+    requests = [
+        Request(f"{i:064x}", 0, {"prompt": f"p{i}", "model_id": "2-9", "options": {}}, Origin(0))
+        for i in range(2)
+    ]
     run_id = ledger.start_run("j", "j.yaml", "https://api.pixwith.ai", {})
-    with Api("https://api.pixwith.ai", "key_testtesttest", transport=httpx.MockTransport(handler)) as api:
-        submission = Submission(ledger, api, RunSettings(rpm=None, concurrency=1), job="j",
-                                api_base="https://api.pixwith.ai", run_id=run_id, notice=notices.append)
+    with Api(
+        "https://api.pixwith.ai", "key_testtesttest", transport=httpx.MockTransport(handler)
+    ) as api:
+        submission = Submission(
+            ledger,
+            api,
+            RunSettings(rpm=None, concurrency=1),
+            job="j",
+            api_base="https://api.pixwith.ai",
+            run_id=run_id,
+            notice=notices.append,
+        )
         submission._all_done = CtrlCTwice()  # type: ignore[assignment]
         started = time.monotonic()
         with pytest.raises(Interrupted):
@@ -253,7 +313,9 @@ def test_a_task_id_the_locked_ledger_cannot_take_is_journaled_printed_and_replay
         if "conn" not in blocker:
             blocker["conn"] = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             blocker["conn"].execute("BEGIN IMMEDIATE")
-        return httpx.Response(200, json={"code": 1, "data": {"task_id": "task-locked-out", "estimated_time": 30}})
+        return httpx.Response(
+            200, json={"code": 1, "data": {"task_id": "task-locked-out", "estimated_time": 30}}
+        )
 
     with Ledger(path, busy_timeout=0.3) as ledger:
         report, notices = submission_against(ledger, handler)
@@ -279,13 +341,21 @@ def test_each_task_id_shares_a_commit_with_the_next_claim_and_is_counted_once_wr
     def handler(request):
         nonlocal n
         n += 1
-        return httpx.Response(200, json={"code": 1, "data": {"task_id": f"task-{n}", "estimated_time": 30}})
+        return httpx.Response(
+            200, json={"code": 1, "data": {"task_id": f"task-{n}", "estimated_time": 30}}
+        )
 
     last = [""]
 
     def trace(statement: str) -> None:  # a statement outside BEGIN … COMMIT is a commit of its own
-        echo, last[0] = statement == last[0], statement  # SQLite traces an UPDATE again as it enters a trigger
-        if not echo and (statement.startswith("COMMIT") or (statement.startswith(("INSERT", "UPDATE")) and not in_transaction())):
+        echo, last[0] = (
+            statement == last[0],
+            statement,
+        )  # SQLite traces an UPDATE again as it enters a trigger
+        if not echo and (
+            statement.startswith("COMMIT")
+            or (statement.startswith(("INSERT", "UPDATE")) and not in_transaction())
+        ):
             commits.append(statement.split()[0])
 
     with Ledger(tmp_path / "ledger.db") as ledger:
@@ -319,7 +389,9 @@ class GatedClock:
         return bool(stop is not None and stop.is_set())
 
 
-def test_a_request_waiting_for_its_rpm_slot_is_not_yet_claimed_and_the_task_id_before_it_is_written(tmp_path):
+def test_a_request_waiting_for_its_rpm_slot_is_not_yet_claimed_and_the_task_id_before_it_is_written(
+    tmp_path,
+):
     from batchgen.limits import RateLimiter
 
     path = tmp_path / "ledger.db"
@@ -327,20 +399,28 @@ def test_a_request_waiting_for_its_rpm_slot_is_not_yet_claimed_and_the_task_id_b
     done: dict = {}
     with Ledger(path) as ledger:
         limiter = RateLimiter(60, clock=clock)  # one call a second: the second request waits
-        run = threading.Thread(target=lambda: done.update(report=submission_against(ledger, creates_each, limiter=limiter)[0]))
+        run = threading.Thread(
+            target=lambda: done.update(
+                report=submission_against(ledger, creates_each, limiter=limiter)[0]
+            )
+        )
         run.start()
         assert clock.waiting.wait(10)
         # What a SIGKILL now would leave: the first request's task id, and nothing `sending`
         # that was never sent (which would come back in_doubt, and not be sent again).
         with contextlib.closing(sqlite3.connect(path)) as other_process:
-            rows = other_process.execute("SELECT key, state, task_id FROM tasks ORDER BY key").fetchall()
+            rows = other_process.execute(
+                "SELECT key, state, task_id FROM tasks ORDER BY key"
+            ).fetchall()
         clock.go.set()
         run.join(10)
     assert rows == [(f"{0:064x}", "submitted", "task-p0")]
     assert done["report"].outcomes["submitted"] == 3 and done["report"].calls == 3
 
 
-def test_a_call_whose_claim_took_long_takes_a_new_slot_so_the_rpm_ceiling_holds(tmp_path, monkeypatch):
+def test_a_call_whose_claim_took_long_takes_a_new_slot_so_the_rpm_ceiling_holds(
+    tmp_path, monkeypatch
+):
     import httpx
 
     from batchgen.limits import LATE, RateLimiter
@@ -351,7 +431,9 @@ def test_a_call_whose_claim_took_long_takes_a_new_slot_so_the_rpm_ceiling_holds(
 
     def handler(request):
         sent_at.append(clock.at)
-        return httpx.Response(200, json={"code": 1, "data": {"task_id": f"task-{len(sent_at)}", "estimated_time": 30}})
+        return httpx.Response(
+            200, json={"code": 1, "data": {"task_id": f"task-{len(sent_at)}", "estimated_time": 30}}
+        )
 
     limiter = RateLimiter(60, clock=clock)
     reserve = limiter.reserve
@@ -367,7 +449,10 @@ def test_a_call_whose_claim_took_long_takes_a_new_slot_so_the_rpm_ceiling_holds(
         report, _ = submission_against(ledger, handler, n=3, limiter=limiter)
     assert report.outcomes["submitted"] == 3
     # Each call went out in a slot of its own, on time: none late enough to bunch with the next.
-    assert all(0 <= at - max(s for s in slots if s <= at) <= LATE for at in sent_at), (sent_at, slots)
+    assert all(0 <= at - max(s for s in slots if s <= at) <= LATE for at in sent_at), (
+        sent_at,
+        slots,
+    )
     assert all(b - a >= 1.0 for a, b in zip(sent_at, sent_at[1:]))
 
 
@@ -380,18 +465,30 @@ def test_a_task_id_is_written_before_the_spend_cap_re_reads_the_balance(tmp_path
 
     def read_balance():  # a round trip, which a kill may cut: the ledger as it stands then
         with contextlib.closing(sqlite3.connect(path)) as other_process:
-            seen.append(other_process.execute("SELECT state, task_id FROM tasks ORDER BY key").fetchall())
+            seen.append(
+                other_process.execute("SELECT state, task_id FROM tasks ORDER BY key").fetchall()
+            )
         return 1000
 
     monkeypatch.setattr(budget, "CHECK_AFTER", 1)  # re-read after every create
-    cap = budget.Budget(100, PriceBook([PriceRule((), 1, "j", 1, 1, "prices[0]")]), balance_before=1000, read_balance=read_balance)
+    cap = budget.Budget(
+        100,
+        PriceBook([PriceRule((), 1, "j", 1, 1, "prices[0]")]),
+        balance_before=1000,
+        read_balance=read_balance,
+    )
     with Ledger(path) as ledger:
         report, _ = submission_against(ledger, creates_each, n=2, budget=cap)
-    assert seen == [[("submitted", "task-p0")], [("submitted", "task-p0"), ("submitted", "task-p1")]]
+    assert seen == [
+        [("submitted", "task-p0")],
+        [("submitted", "task-p0"), ("submitted", "task-p1")],
+    ]
     assert report.outcomes["submitted"] == 2 and report.capped is None
 
 
-def test_a_second_ctrl_c_journals_the_task_ids_workers_received_but_had_not_written(tmp_path, monkeypatch):
+def test_a_second_ctrl_c_journals_the_task_ids_workers_received_but_had_not_written(
+    tmp_path, monkeypatch
+):
     holding, let_go = threading.Event(), threading.Event()
     path = tmp_path / "ledger.db"
     with Ledger(path) as ledger:
@@ -417,7 +514,9 @@ def test_a_second_ctrl_c_journals_the_task_ids_workers_received_but_had_not_writ
         assert row["state"] == "submitted" and row["task_id"] == "task-p0"
 
 
-def test_a_second_ctrl_c_quits_within_seconds_while_a_worker_waits_on_a_ledger_another_process_holds(tmp_path):
+def test_a_second_ctrl_c_quits_within_seconds_while_a_worker_waits_on_a_ledger_another_process_holds(
+    tmp_path,
+):
     """The user's second Ctrl-C means "quit now". A worker whose next claim waits for another
     process's write lock holds the ledger for up to the busy timeout; the run quits after
     `QUIT_WAIT` instead, leaving what it could not write to the next command."""
@@ -451,7 +550,14 @@ def test_an_absurd_estimated_time_is_recorded_as_unknown_not_a_crash(tmp_path, e
     import httpx
 
     def handler(request):
-        return httpx.Response(200, content=b'{"code": 1, "data": {"task_id": "t-' + str(len(eta)).encode() + b'", "estimated_time": ' + eta + b"}}")
+        return httpx.Response(
+            200,
+            content=b'{"code": 1, "data": {"task_id": "t-'
+            + str(len(eta)).encode()
+            + b'", "estimated_time": '
+            + eta
+            + b"}}",
+        )
 
     with Ledger(tmp_path / "ledger.db") as ledger:
         report, _ = submission_against(ledger, handler, n=1)
@@ -464,7 +570,12 @@ def mount_tiny_tmpfs(folder) -> bool:
     folder.mkdir()
     if os.geteuid() != 0 or not shutil.which("mount"):
         return False
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(folder)], capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(folder)], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 def test_disk_full_while_recording_keeps_the_task_id(tmp_path):
@@ -487,7 +598,9 @@ def test_disk_full_while_recording_keeps_the_task_id(tmp_path):
                             f.flush()
                 except OSError:
                     pass
-            return httpx.Response(200, json={"code": 1, "data": {"task_id": "task-disk-full", "estimated_time": 30}})
+            return httpx.Response(
+                200, json={"code": 1, "data": {"task_id": "task-disk-full", "estimated_time": 30}}
+            )
 
         with Ledger(path) as ledger:
             ledger.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -574,7 +687,9 @@ def test_a_moderation_refusal_is_a_rejection_and_the_batch_goes_on(world, write_
 # -- 7. the key appears nowhere ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad", [TEST_KEY + "\n", TEST_KEY + "\r", "\t" + TEST_KEY, TEST_KEY[:-1] + "é"])
+@pytest.mark.parametrize(
+    "bad", [TEST_KEY + "\n", TEST_KEY + "\r", "\t" + TEST_KEY, TEST_KEY[:-1] + "é"]
+)
 def test_a_key_with_whitespace_or_non_ascii_is_refused_and_shown_nowhere(world, write_job, bad):
     env = world()
     job = write_job(job_text(prompts(2)))
@@ -587,12 +702,21 @@ def test_a_key_with_whitespace_or_non_ascii_is_refused_and_shown_nowhere(world, 
             assert TEST_KEY[4:].encode() not in path.read_bytes(), path
 
 
-@pytest.mark.parametrize("content", [b"\x7fELF\x02\x01\x01" + bytes(range(256)), b"", b"k\xc3\xa9y_0123456789"])
+@pytest.mark.parametrize(
+    "content", [b"\x7fELF\x02\x01\x01" + bytes(range(256)), b"", b"k\xc3\xa9y_0123456789"]
+)
 def test_a_key_file_that_is_no_key_is_refused_without_a_traceback(world, write_job, content):
     env = world()
     key_file = env.tmp / "key.bin"
     key_file.write_bytes(content)
-    result = env.cli("run", write_job(job_text(prompts(1))), *FAST, "--api-key-file", key_file, env={"PIXWITH_API_KEY": None})
+    result = env.cli(
+        "run",
+        write_job(job_text(prompts(1))),
+        *FAST,
+        "--api-key-file",
+        key_file,
+        env={"PIXWITH_API_KEY": None},
+    )
     assert result.exit_code == 2 and "--api-key-file" in result.output
     assert env.sandbox.calls == []
 
@@ -623,7 +747,9 @@ def test_a_corrupt_ledger_sends_nothing(world, write_job):
     assert len(env.sandbox.created()) == 40  # nothing resent
 
 
-def test_a_ledger_deleted_mid_run_stops_the_run_and_the_journal_keeps_what_it_received(world, write_job):
+def test_a_ledger_deleted_mid_run_stops_the_run_and_the_journal_keeps_what_it_received(
+    world, write_job
+):
     env = world(latency_ms=150)
     job = write_job(job_text(prompts(40)))
     process = env.popen("run", job, *FAST, "--concurrency", "2")
@@ -653,7 +779,9 @@ def test_a_null_csv_cell_deletes_in_every_column(cli, write_job):
         "version: 1\ndefaults:\n  model: wan2.2-pro\n"
         "  options: {prompt_optimization: true, aspect_ratio: '16:9', resolution: 480p, duration: 5}\n"
         "requests:\n  - rows: {file: shots.csv}\n",
-        files={"shots.csv": "prompt,model,options.aspect_ratio\nA cat,null,9:16\nA dog,wan2.2-fast,null\nnull,2-9,16:9\n"},
+        files={
+            "shots.csv": "prompt,model,options.aspect_ratio\nA cat,null,9:16\nA dog,wan2.2-fast,null\nnull,2-9,16:9\n"
+        },
     )
     result = cli("validate", job)
     assert result.exit_code == 2
@@ -663,7 +791,8 @@ def test_a_null_csv_cell_deletes_in_every_column(cli, write_job):
         "version: 1\ndefaults:\n  model: wan2.2-pro\n  image_urls: https://e.com/a.jpg\n"
         "  options: {prompt_optimization: true, aspect_ratio: '16:9', resolution: 480p, duration: 5}\n"
         "requests:\n  - rows: {file: ok.csv}\n",
-        name="ok.yaml", files={"ok.csv": "prompt,image_urls\nnull,null\n"},
+        name="ok.yaml",
+        files={"ok.csv": "prompt,image_urls\nnull,null\n"},
     )
     body = json.loads(cli("plan", ok, "--json").stdout)["requests"][0]["body"]
     assert body["prompt"] == "null" and "image_urls" not in body  # a prompt may be the word null
@@ -683,7 +812,7 @@ def test_manifest_cells_that_look_like_formulas_are_text(world, write_job):
     import csv
 
     env = world(time_scale=0)
-    hostile = ["=HYPERLINK(\"http://evil\",\"x\")", "+1+2", "-cmd", "@SUM(A1)"]
+    hostile = ['=HYPERLINK("http://evil","x")', "+1+2", "-cmd", "@SUM(A1)"]
     job = write_job(
         "version: 1\nname: formulas\ndefaults:\n  model: wan2.2-pro\n"
         "  options: {prompt_optimization: true, aspect_ratio: '16:9', resolution: 480p, duration: 5}\n"
@@ -702,15 +831,36 @@ def test_two_sandbox_runs_at_once_each_have_their_own_and_keys_stay_the_same(tmp
     other = write_job(job_text(prompts(3, tag="other")), name="other.yaml")
     env = {**os.environ, "BATCHGEN_LEDGER": str(tmp_path / "ledger.db"), "BATCHGEN_TESTING": "1"}
     runs = [
-        subprocess.Popen([sys.executable, "-m", "batchgen", "run", str(j), "--sandbox", "--yes", "--wait", "--rpm", "0"],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "batchgen",
+                "run",
+                str(j),
+                "--sandbox",
+                "--yes",
+                "--wait",
+                "--rpm",
+                "0",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for j in (job, other)
     ]
     for process in runs:
         out, err = process.communicate(timeout=120)
         assert process.returncode == 0, out + err
-    again = subprocess.run([sys.executable, "-m", "batchgen", "run", str(job), "--sandbox", "--yes"], env=env,
-                           capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        [sys.executable, "-m", "batchgen", "run", str(job), "--sandbox", "--yes"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert again.returncode == 0 and "3 done" in again.stdout  # same identities from a new sandbox
     with Ledger(tmp_path / "ledger.db") as ledger:
         assert {r["api_base"] for r in ledger.rows()} == {"http://127.0.0.1:47878"}
@@ -822,11 +972,18 @@ def fetch(url, tmp_path, *, loopback_api=True, **bounds):
     from batchgen.limits import Backoff
 
     target = tmp_path / "video.mp4"
-    files = Files(httpx.Timeout(5.0, read=bounds.pop("stall_timeout", 5.0)))  # what `download` fetches with
+    files = Files(
+        httpx.Timeout(5.0, read=bounds.pop("stall_timeout", 5.0))
+    )  # what `download` fetches with
     try:
         started = time.monotonic()
-        result = fetch_file(files, url, target, loopback_api=loopback_api,
-                            bounds=Bounds(backoff=Backoff(base=0, max_attempts=2), **bounds))
+        result = fetch_file(
+            files,
+            url,
+            target,
+            loopback_api=loopback_api,
+            bounds=Bounds(backoff=Backoff(base=0, max_attempts=2), **bounds),
+        )
     finally:
         files.close()
     return result, time.monotonic() - started, target
@@ -884,7 +1041,9 @@ def test_download_command_applies_the_bounds_to_what_the_api_said(world, write_j
     job = write_job(job_text(prompts(2), name="hostile"))
     assert env.cli("run", job, *FAST, "--wait").exit_code == 0
     with env.ledger() as ledger:
-        ledger.db.conn.execute("UPDATE tasks SET result_urls = ?", [json.dumps([hostile.base + "/endless"])])
+        ledger.db.conn.execute(
+            "UPDATE tasks SET result_urls = ?", [json.dumps([hostile.base + "/endless"])]
+        )
     out = env.tmp / "videos"
     result = env.cli("download", job, "--out", out, "--max-file-size", "100000")
     assert result.exit_code == 1 and "max-file-size" in result.output

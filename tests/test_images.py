@@ -25,10 +25,17 @@ def png(width: int = 4, seed: int = 0) -> bytes:
     rows = b"".join(b"\x00" + bytes([seed % 256, 0, 0]) * width for _ in range(width))
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     header = struct.pack(">IIBBBBB", width, width, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 100 + b"\xff\xd9"
@@ -44,9 +51,14 @@ def images(tmp_path):
     return tmp_path
 
 
-def test_each_distinct_image_is_uploaded_once_and_a_rerun_uploads_and_sends_nothing(world, write_job, images):
+def test_each_distinct_image_is_uploaded_once_and_a_rerun_uploads_and_sends_nothing(
+    world, write_job, images
+):
     env = world(time_scale=0)
-    job = write_job(LITE + "requests:\n  - matrix: {prompt: [a, b, c]}\n    image_urls: img/cat.png\n  - {prompt: d, image_urls: [{file: img/dog.jpg}]}\n")
+    job = write_job(
+        LITE
+        + "requests:\n  - matrix: {prompt: [a, b, c]}\n    image_urls: img/cat.png\n  - {prompt: d, image_urls: [{file: img/dog.jpg}]}\n"
+    )
     result = env.cli("run", job, *FAST)
     assert result.exit_code == 0, result.output
     assert "images: 2 uploaded, 0 uploaded before" in result.stderr
@@ -62,15 +74,21 @@ def test_each_distinct_image_is_uploaded_once_and_a_rerun_uploads_and_sends_noth
 
 def test_the_same_image_in_two_jobs_is_uploaded_once(world, write_job, images):
     env = world(time_scale=0)
-    first = write_job(LITE + "requests:\n  - {prompt: one, image_urls: img/cat.png}\n", name="one.yaml")
-    second = write_job(LITE + "requests:\n  - {prompt: two, image_urls: ./img/../img/cat.png}\n", name="two.yaml")
+    first = write_job(
+        LITE + "requests:\n  - {prompt: one, image_urls: img/cat.png}\n", name="one.yaml"
+    )
+    second = write_job(
+        LITE + "requests:\n  - {prompt: two, image_urls: ./img/../img/cat.png}\n", name="two.yaml"
+    )
     env.cli("run", first, *FAST)
     result = env.cli("run", second, *FAST)
     assert "images: 0 uploaded, 1 uploaded before" in result.stderr
     assert len([c for c in env.sandbox.calls if c.endpoint == "upload"]) == 1
     with env.ledger() as ledger:
         rows = ledger.db.conn.execute("SELECT sha256, name, size FROM uploads").fetchall()
-    assert [tuple(r) for r in rows] == [(hashlib.sha256(png(seed=1)).hexdigest(), "cat.png", len(png(seed=1)))]
+    assert [tuple(r) for r in rows] == [
+        (hashlib.sha256(png(seed=1)).hexdigest(), "cat.png", len(png(seed=1)))
+    ]
 
 
 def test_a_local_image_stands_as_its_sha256_in_the_identity(cli, write_job, images):
@@ -82,16 +100,29 @@ def test_a_local_image_stands_as_its_sha256_in_the_identity(cli, write_job, imag
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert plan["requests"][0]["key"] == hashlib.sha256(canonical.encode()).hexdigest()
     (images / "img" / "copy.png").write_bytes(png(seed=1))  # the same bytes under another name
-    renamed = write_job(LITE + "requests:\n  - {prompt: a, image_urls: img/copy.png}\n", name="renamed.yaml")
-    assert json.loads(cli("plan", renamed, "--json").stdout)["requests"][0]["key"] == plan["requests"][0]["key"]
+    renamed = write_job(
+        LITE + "requests:\n  - {prompt: a, image_urls: img/copy.png}\n", name="renamed.yaml"
+    )
+    assert (
+        json.loads(cli("plan", renamed, "--json").stdout)["requests"][0]["key"]
+        == plan["requests"][0]["key"]
+    )
 
 
 @pytest.mark.parametrize(
     "setup, item, words",
     [
         (lambda d: None, "img/missing.png", "image not found"),
-        (lambda d: (d / "img" / "notes.jpg").write_text("not an image"), "img/notes.jpg", "not a JPEG or PNG"),
-        (lambda d: (d / "img" / "huge.png").write_bytes(png() + b"\0" * 10_000_001), "img/huge.png", "over the limit"),
+        (
+            lambda d: (d / "img" / "notes.jpg").write_text("not an image"),
+            "img/notes.jpg",
+            "not a JPEG or PNG",
+        ),
+        (
+            lambda d: (d / "img" / "huge.png").write_bytes(png() + b"\0" * 10_000_001),
+            "img/huge.png",
+            "over the limit",
+        ),
         (lambda d: None, "../outside.png", "outside the job's project"),
         (lambda d: (d / "img" / "dir.png").mkdir(), "img/dir.png", "is a directory"),
     ],
@@ -99,9 +130,16 @@ def test_a_local_image_stands_as_its_sha256_in_the_identity(cli, write_job, imag
 def test_a_bad_image_is_exit_2_at_its_line(cli, write_job, images, setup, item, words):
     setup(images)
     (images.parent / "outside.png").write_bytes(png())
-    job = write_job(LITE + f"requests:\n  - {{prompt: fine, image_urls: img/cat.png}}\n  - {{prompt: bad, image_urls: {item}}}\n")
+    job = write_job(
+        LITE
+        + f"requests:\n  - {{prompt: fine, image_urls: img/cat.png}}\n  - {{prompt: bad, image_urls: {item}}}\n"
+    )
     result = cli("validate", job)
-    assert result.exit_code == 2 and "job.yaml:7:31: error: requests[1].image_urls: " in result.stderr and words in result.stderr, result.stderr
+    assert (
+        result.exit_code == 2
+        and "job.yaml:7:31: error: requests[1].image_urls: " in result.stderr
+        and words in result.stderr
+    ), result.stderr
     assert str(images) + "/img" not in result.stderr  # named as the job wrote it
 
 
@@ -117,7 +155,10 @@ def test_a_png_named_jpg_is_uploaded_as_a_png_with_a_warning(world, write_job, i
 
 def test_a_local_image_in_a_csv_cell(world, write_job, images):
     env = world(time_scale=0)
-    job = write_job(LITE + "requests:\n  - rows: {file: shots.csv}\n", files={"shots.csv": "prompt,image_urls\nfirst,img/cat.png\nsecond,img/dog.jpg\n"})
+    job = write_job(
+        LITE + "requests:\n  - rows: {file: shots.csv}\n",
+        files={"shots.csv": "prompt,image_urls\nfirst,img/cat.png\nsecond,img/dog.jpg\n"},
+    )
     assert env.cli("run", job, *FAST).exit_code == 0
     assert len([c for c in env.sandbox.calls if c.endpoint == "upload"]) == 2
 
@@ -127,13 +168,21 @@ def test_an_expired_target_is_asked_for_again(world, write_job, images):
     job = write_job(LITE + "requests:\n  - {prompt: a, image_urls: img/cat.png}\n")
     result = env.cli("run", job, *FAST)
     assert result.exit_code == 0, result.output
-    assert [c.outcome for c in env.sandbox.calls if c.endpoint == "upload"] == ["Request has expired", "stored"]
-    assert len([c for c in env.sandbox.calls if c.endpoint == "pre_url"]) == 2  # a fresh target for the retry
+    assert [c.outcome for c in env.sandbox.calls if c.endpoint == "upload"] == [
+        "Request has expired",
+        "stored",
+    ]
+    assert (
+        len([c for c in env.sandbox.calls if c.endpoint == "pre_url"]) == 2
+    )  # a fresh target for the retry
 
 
 def test_a_failing_upload_is_retried_like_a_refused_create(world, write_job, images):
     env = world(time_scale=0, upload_fail_rate=0.5, seed=3)
-    job = write_job(LITE + "requests:\n  - matrix: {prompt: [a, b]}\n    image_urls: img/cat.png\n  - {prompt: c, image_urls: img/dog.jpg}\n")
+    job = write_job(
+        LITE
+        + "requests:\n  - matrix: {prompt: [a, b]}\n    image_urls: img/cat.png\n  - {prompt: c, image_urls: img/dog.jpg}\n"
+    )
     result = env.cli("run", job, *FAST)
     uploads = [c.outcome for c in env.sandbox.calls if c.endpoint == "upload"]
     assert "slow down" in uploads and uploads.count("stored") == 2, uploads
@@ -142,7 +191,10 @@ def test_a_failing_upload_is_retried_like_a_refused_create(world, write_job, ima
 
 def test_nothing_is_created_for_a_request_whose_image_did_not_upload(world, write_job, images):
     env = world(time_scale=0, upload_fail_rate=1.0)
-    job = write_job(LITE + "requests:\n  - {prompt: a, image_urls: img/cat.png}\n  - {prompt: b, image_urls: 'https://cdn.example.com/x.jpg'}\n")
+    job = write_job(
+        LITE
+        + "requests:\n  - {prompt: a, image_urls: img/cat.png}\n  - {prompt: b, image_urls: 'https://cdn.example.com/x.jpg'}\n"
+    )
     result = env.cli("run", job, *FAST)
     assert result.exit_code == 1
     assert "1 requests not sent: their image did not upload" in result.stderr
@@ -155,7 +207,9 @@ def test_nothing_is_created_for_a_request_whose_image_did_not_upload(world, writ
 
 
 def target(client):
-    answer = client.post("/api/task/pre_url", json={"image_name": "cat.png", "content_type": "image/png"}).json()
+    answer = client.post(
+        "/api/task/pre_url", json={"image_name": "cat.png", "content_type": "image/png"}
+    ).json()
     assert answer["code"] == 1
     return answer["data"]["upload_url"], answer["data"]["image_url"]
 
@@ -169,26 +223,56 @@ def target(client):
     ],
 )
 def test_the_sandbox_checks_the_form_as_s3_would(mangle, why):
-    with running() as sandbox, httpx.Client(base_url=sandbox.base_url, headers={"Api-Key": TEST_KEY}) as client:
+    with (
+        running() as sandbox,
+        httpx.Client(base_url=sandbox.base_url, headers={"Api-Key": TEST_KEY}) as client,
+    ):
         upload, _ = target(client)
-        answer = httpx.post(upload["url"], data=mangle(upload["fields"]), files={"file": ("cat.png", png(), "image/png")})
+        answer = httpx.post(
+            upload["url"],
+            data=mangle(upload["fields"]),
+            files={"file": ("cat.png", png(), "image/png")},
+        )
         assert answer.status_code in (400, 403) and why in answer.text
 
 
 def test_the_sandbox_refuses_a_key_on_the_form_a_wrong_type_and_unknown_images():
-    with running() as sandbox, httpx.Client(base_url=sandbox.base_url, headers={"Api-Key": TEST_KEY}) as client:
+    with (
+        running() as sandbox,
+        httpx.Client(base_url=sandbox.base_url, headers={"Api-Key": TEST_KEY}) as client,
+    ):
         upload, image_url = target(client)
-        with_key = httpx.post(upload["url"], data=upload["fields"], files={"file": ("cat.png", png(), "image/png")}, headers={"Api-Key": TEST_KEY})
+        with_key = httpx.post(
+            upload["url"],
+            data=upload["fields"],
+            files={"file": ("cat.png", png(), "image/png")},
+            headers={"Api-Key": TEST_KEY},
+        )
         assert with_key.status_code == 400 and "API key" in with_key.text
-        wrong = httpx.post(upload["url"], data=upload["fields"], files={"file": ("cat.png", JPEG, "image/png")})
+        wrong = httpx.post(
+            upload["url"], data=upload["fields"], files={"file": ("cat.png", JPEG, "image/png")}
+        )
         assert wrong.status_code == 400 and "Content-Type" in wrong.text
-        body = {"prompt": "a", "model_id": "2-8", "image_urls": [image_url],
-                "options": {"prompt_optimization": True, "aspect_ratio": "16:9", "resolution": "720p"}}
+        body = {
+            "prompt": "a",
+            "model_id": "2-8",
+            "image_urls": [image_url],
+            "options": {"prompt_optimization": True, "aspect_ratio": "16:9", "resolution": "720p"},
+        }
         refused = client.post("/api/task/create", json=body).json()
         assert refused == {"code": 0, "message": "Invalid image url"}  # never uploaded
-        assert httpx.post(upload["url"], data=upload["fields"], files={"file": ("cat.png", png(), "image/png")}).status_code == 204
+        assert (
+            httpx.post(
+                upload["url"],
+                data=upload["fields"],
+                files={"file": ("cat.png", png(), "image/png")},
+            ).status_code
+            == 204
+        )
         assert client.post("/api/task/create", json=body).json()["code"] == 1
-        bad = client.post("/api/task/pre_url", json={"image_name": "cat.gif", "content_type": "image/gif"}).json()
+        bad = client.post(
+            "/api/task/pre_url", json={"image_name": "cat.gif", "content_type": "image/gif"}
+        ).json()
         assert bad == {"code": 0, "message": "Invalid image format"}
 
 

@@ -36,32 +36,77 @@ def ledger(tmp_path):
 def test_tables_and_columns_are_exactly_the_documented_ones(ledger):
     # Pinned exactly, in order (as llm's test_migrate does): the tables are a public interface.
     assert ledger.columns("tasks") == [
-        "key", "job", "api_base", "model_id", "prompt", "request", "variant", "state", "task_id",
-        "estimated_time", "submitted_at", "eta_at", "attempts", "error", "status", "result_urls",
-        "checked_at", "files", "updated_at", "run_id",
+        "key",
+        "job",
+        "api_base",
+        "model_id",
+        "prompt",
+        "request",
+        "variant",
+        "state",
+        "task_id",
+        "estimated_time",
+        "submitted_at",
+        "eta_at",
+        "attempts",
+        "error",
+        "status",
+        "result_urls",
+        "checked_at",
+        "files",
+        "updated_at",
+        "run_id",
     ]
     assert ledger.columns("job_tasks") == ["job", "job_file", "key", "label", "meta", "current"]
     assert ledger.columns("runs") == [
-        "id", "started_at", "ended_at", "job", "job_file", "api_base", "flags", "counts", "exit_code", "pid",
-        "credits_before", "credits_after",
+        "id",
+        "started_at",
+        "ended_at",
+        "job",
+        "job_file",
+        "api_base",
+        "flags",
+        "counts",
+        "exit_code",
+        "pid",
+        "credits_before",
+        "credits_after",
     ]
-    assert ledger.columns("prices") == ["class", "api_base", "credits", "run_id", "requests", "learned_at"]
+    assert ledger.columns("prices") == [
+        "class",
+        "api_base",
+        "credits",
+        "run_id",
+        "requests",
+        "learned_at",
+    ]
     assert ledger.columns("task_history") == [
-        "key", "task_id", "submitted_at", "status", "result_urls", "error", "replaced_at", "run_id",
+        "key",
+        "task_id",
+        "submitted_at",
+        "status",
+        "result_urls",
+        "error",
+        "replaced_at",
+        "run_id",
     ]
     assert ledger.columns("reviews") == ["key", "job", "pick", "rating", "note", "updated_at"]
     db = sqlite_utils.Database(ledger.db.conn)  # as a user would look at it
     assert db["tasks"].pks == ["key"]
     assert db["reviews"].pks == ["job", "key"]
     # What a job's standing is read from, without touching the task rows (SPEC §6.7).
-    assert {"tasks_standing", "job_tasks_current"} <= {index.name for table in ("tasks", "job_tasks") for index in db[table].indexes}
+    assert {"tasks_standing", "job_tasks_current"} <= {
+        index.name for table in ("tasks", "job_tasks") for index in db[table].indexes
+    }
 
 
 def test_migrations_are_recorded_and_applied_once(tmp_path):
     path = tmp_path / "ledger.db"
     Ledger(path).close()
     with Ledger(path) as again:
-        names = [row["name"] for row in sqlite_utils.Database(again.db.conn)["_batchgen_migrations"].rows]
+        names = [
+            row["name"] for row in sqlite_utils.Database(again.db.conn)["_batchgen_migrations"].rows
+        ]
     assert names == [name for name, _ in MIGRATIONS]
 
 
@@ -73,7 +118,12 @@ def test_opening_an_up_to_date_ledger_does_not_import_sqlite_utils(tmp_path):
     path = tmp_path / "ledger.db"
     Ledger(path).close()
     code = f"import sys; from batchgen.ledger import Ledger; Ledger({str(path)!r}).close(); print('sqlite_utils' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == "False"
+    )
 
 
 def test_wal_full_sync_and_private_file(ledger):
@@ -105,7 +155,10 @@ def test_failed_requests_may_be_claimed_again_in_doubt_only_when_allowed(ledger)
     assert ledger.claim(request(), "job", "https://api", run, allow={"failed"}) == "failed"
     ledger.record_outcome("k1", "in_doubt", "read timeout")
     assert ledger.claim(request(), "job", "https://api", run, allow={"failed"}) is None
-    assert ledger.claim(request(), "job", "https://api", run, allow={"failed", "in_doubt"}) == "in_doubt"
+    assert (
+        ledger.claim(request(), "job", "https://api", run, allow={"failed", "in_doubt"})
+        == "in_doubt"
+    )
     assert ledger.task("k1")["attempts"] == 3
 
 
@@ -115,11 +168,19 @@ def test_a_workers_answer_is_written_in_the_same_commit_as_its_next_claim(ledger
     statements: list[str] = []
     ledger.db.conn.set_trace_callback(statements.append)
     answered = Answered("k1", "task-1", 30, "2026-11-30T10:00:00.000Z")
-    assert ledger.claim(request("k2"), "job", "https://api", run, allow=set(), answered=answered) == "new"
+    assert (
+        ledger.claim(request("k2"), "job", "https://api", run, allow=set(), answered=answered)
+        == "new"
+    )
     ledger.db.conn.set_trace_callback(None)
     # SQLite traces an UPDATE again as it enters the task-history trigger: one statement, not two.
     statements = [s for i, s in enumerate(statements) if i == 0 or s != statements[i - 1]]
-    assert [s.split()[0] for s in statements] == ["BEGIN", "UPDATE", "INSERT", "COMMIT"]  # one commit for both
+    assert [s.split()[0] for s in statements] == [
+        "BEGIN",
+        "UPDATE",
+        "INSERT",
+        "COMMIT",
+    ]  # one commit for both
     assert ledger.task("k1")["task_id"] == "task-1" and ledger.task("k1")["state"] == "submitted"
     assert ledger.task("k1")["eta_at"] == "2026-11-30T10:00:30.000Z"
     assert ledger.task("k2")["state"] == "sending"
@@ -132,7 +193,11 @@ def test_claims_that_queue_behind_a_commit_share_the_next_one(ledger):
     results: dict[str, str | None] = {}
 
     def claim(key: str) -> threading.Thread:
-        thread = threading.Thread(target=lambda: results.__setitem__(key, ledger.claim(request(key), "job", "https://api", run, allow=set())))
+        thread = threading.Thread(
+            target=lambda: results.__setitem__(
+                key, ledger.claim(request(key), "job", "https://api", run, allow=set())
+            )
+        )
         thread.start()
         return thread
 
@@ -150,16 +215,29 @@ def test_claims_that_queue_behind_a_commit_share_the_next_one(ledger):
     assert {ledger.task(key)["state"] for key in results} == {"sending"}
 
 
-def test_a_claim_that_cannot_commit_writes_neither_it_nor_the_answer_riding_with_it(ledger, tmp_path):
+def test_a_claim_that_cannot_commit_writes_neither_it_nor_the_answer_riding_with_it(
+    ledger, tmp_path
+):
     import sqlite3
 
     run = ledger.start_run("job", "job.yaml", "https://api", {})
     ledger.claim(request("k1"), "job", "https://api", run, allow=set())
     ledger.claim(request("k2"), "job", "https://api", run, allow=set())
-    ledger.db.conn.execute("CREATE TEMP TRIGGER refuse BEFORE INSERT ON tasks WHEN NEW.key = 'k3' BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    ledger.db.conn.execute(
+        "CREATE TEMP TRIGGER refuse BEFORE INSERT ON tasks WHEN NEW.key = 'k3' BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    )
     with pytest.raises(sqlite3.IntegrityError, match="disk full"):
-        ledger.claim(request("k3"), "job", "https://api", run, allow=set(), answered=Answered("k1", "task-1", 30, "2026-11-30T10:00:00.000Z"))
-    assert ledger.task("k1")["state"] == "sending" and ledger.task("k1")["task_id"] is None  # rolled back with the claim
+        ledger.claim(
+            request("k3"),
+            "job",
+            "https://api",
+            run,
+            allow=set(),
+            answered=Answered("k1", "task-1", 30, "2026-11-30T10:00:00.000Z"),
+        )
+    assert (
+        ledger.task("k1")["state"] == "sending" and ledger.task("k1")["task_id"] is None
+    )  # rolled back with the claim
     assert ledger.task("k3") is None
     assert not ledger.db.conn.in_transaction
 
@@ -213,9 +291,14 @@ def test_a_lock_held_by_another_process_means_alive(ledger):
     run = ledger.start_run("job", "job.yaml", "https://api", {})
     ledger.claim(request(), "job", "https://api", run, allow=set())
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from batchgen.liveness import RunLock;"
-         f"RunLock(Path({str(ledger.path)!r}), {run}); print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from batchgen.liveness import RunLock;"
+            f"RunLock(Path({str(ledger.path)!r}), {run}); print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -238,7 +321,9 @@ def test_recover_never_touches_a_row_another_run_reclaimed(ledger):
     ledger.claim(request(), "job", "https://api", dead, allow=set())
     live = ledger.start_run("job", "job.yaml", "https://api", {})
     lock = RunLock(ledger.path, live)
-    ledger.db.conn.execute("UPDATE tasks SET run_id = ? WHERE key = 'k1'", [live])  # reclaimed meanwhile
+    ledger.db.conn.execute(
+        "UPDATE tasks SET run_id = ? WHERE key = 'k1'", [live]
+    )  # reclaimed meanwhile
     try:
         import batchgen.liveness
 
@@ -274,7 +359,10 @@ def test_a_ledger_reached_through_a_symlink_is_the_same_ledger_with_the_same_run
         (tmp_path / "elsewhere").symlink_to(project)
         with Ledger(tmp_path / "elsewhere" / "batchgen.db") as b:
             assert b.recovered == 0 and b.task("k1")["state"] == "sending"
-            assert b.claim(request(), "job", "https://api", run + 1, allow={"failed", "in_doubt"}) is None
+            assert (
+                b.claim(request(), "job", "https://api", run + 1, allow={"failed", "in_doubt"})
+                is None
+            )
             assert journal.journal_path(b.path) == journal.journal_path(a.path)
         lock.release()
 
@@ -327,17 +415,41 @@ def test_the_journal_is_replayed_when_the_ledger_is_next_opened(tmp_path):
     with Ledger(path) as ledger:
         run = ledger.start_run("job", "job.yaml", "https://api", {})
         ledger.claim(request("known"), "job", "https://api", run, allow=set())
-    entry = {"key": "known", "task_id": "t-known", "estimated_time": 1e308, "received_at": "2026-11-25T10:00:00.000Z"}
+    entry = {
+        "key": "known",
+        "task_id": "t-known",
+        "estimated_time": 1e308,
+        "received_at": "2026-11-25T10:00:00.000Z",
+    }
     journal.append(path, entry)
-    journal.append(path, {"key": "lost", "task_id": "t-lost", "estimated_time": 30, "received_at": "2026-11-25T10:00:01.000Z",
-                          "job": "job", "api_base": "https://api", "variant": 0, "body": BODY})
+    journal.append(
+        path,
+        {
+            "key": "lost",
+            "task_id": "t-lost",
+            "estimated_time": 30,
+            "received_at": "2026-11-25T10:00:01.000Z",
+            "job": "job",
+            "api_base": "https://api",
+            "variant": 0,
+            "body": BODY,
+        },
+    )
     with open(journal.journal_path(path), "a") as f:
         f.write('{"key": "torn')  # a crash mid-write
     with Ledger(path) as ledger:
         assert ledger.replayed == 2
         known, lost = ledger.task("known"), ledger.task("lost")
-        assert known["state"] == "submitted" and known["task_id"] == "t-known" and known["eta_at"] is None
-        assert lost["state"] == "submitted" and lost["task_id"] == "t-lost" and lost["eta_at"] == "2026-11-25T10:00:31.000Z"
+        assert (
+            known["state"] == "submitted"
+            and known["task_id"] == "t-known"
+            and known["eta_at"] is None
+        )
+        assert (
+            lost["state"] == "submitted"
+            and lost["task_id"] == "t-lost"
+            and lost["eta_at"] == "2026-11-25T10:00:31.000Z"
+        )
         assert [r["key"] for r in ledger.rows("job")] == ["lost"]  # rebuilt, and linked to its job
     assert not journal.journal_path(path).exists()
     with Ledger(path) as ledger:
@@ -345,11 +457,21 @@ def test_the_journal_is_replayed_when_the_ledger_is_next_opened(tmp_path):
 
 
 def answer(key: str) -> dict:
-    return {"key": key, "task_id": f"t-{key}", "estimated_time": 30, "received_at": "2026-11-25T10:00:00.000Z",
-            "job": "job", "api_base": "https://api", "variant": 0, "body": {**BODY, "prompt": key}}
+    return {
+        "key": key,
+        "task_id": f"t-{key}",
+        "estimated_time": 30,
+        "received_at": "2026-11-25T10:00:00.000Z",
+        "job": "job",
+        "api_base": "https://api",
+        "variant": 0,
+        "body": {**BODY, "prompt": key},
+    }
 
 
-def test_a_task_id_journaled_while_another_command_replays_the_journal_is_kept(tmp_path, monkeypatch):
+def test_a_task_id_journaled_while_another_command_replays_the_journal_is_kept(
+    tmp_path, monkeypatch
+):
     # A run whose ledger is locked journals a task id just as another command (opening the
     # same ledger) records the journal: the new line must not be removed unread with the rest.
     path = tmp_path / "ledger.db"
@@ -400,15 +522,22 @@ def test_task_ids_journaled_by_one_process_while_two_others_replay_are_all_recor
         "    (folder / f'replaying-{os.getpid()}').touch()\n"
         "    if (folder / 'appended').exists(): break\n"
     )
-    processes = [subprocess.Popen([sys.executable, "-c", code, str(path)]) for code in (appender, replayer, replayer)]
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code, str(path)])
+        for code in (appender, replayer, replayer)
+    ]
     assert [process.wait(60) for process in processes] == [0, 0, 0]
     with Ledger(path) as ledger:
-        recorded = ledger.db.conn.execute("SELECT count(*) FROM tasks WHERE task_id IS NOT NULL").fetchone()[0]
+        recorded = ledger.db.conn.execute(
+            "SELECT count(*) FROM tasks WHERE task_id IS NOT NULL"
+        ).fetchone()[0]
     assert recorded == 200
     assert list(journal.entries(path)) == []
 
 
-def test_an_append_that_finds_its_journal_taken_for_replay_writes_to_the_new_one(tmp_path, monkeypatch):
+def test_an_append_that_finds_its_journal_taken_for_replay_writes_to_the_new_one(
+    tmp_path, monkeypatch
+):
     path = tmp_path / "ledger.db"
     journal.append(path, answer("first"))
     flock = journal.fcntl.flock
@@ -434,7 +563,10 @@ def test_a_journal_taken_by_a_replay_that_then_failed_is_replayed_by_the_next_co
     journal.append(path, answer("later"))
     with Ledger(path) as ledger:
         assert ledger.replayed == 2
-        assert ledger.task("kept")["task_id"] == "t-kept" and ledger.task("later")["task_id"] == "t-later"
+        assert (
+            ledger.task("kept")["task_id"] == "t-kept"
+            and ledger.task("later")["task_id"] == "t-later"
+        )
     assert sorted(p.name for p in tmp_path.iterdir() if "journal" in p.name) == []
 
 
@@ -449,12 +581,24 @@ def disk_stays_full(monkeypatch) -> None:
     monkeypatch.setattr(journal, "_append", full)
 
 
-def test_on_a_full_disk_a_received_task_id_goes_into_the_space_the_run_set_aside(tmp_path, monkeypatch):
+def test_on_a_full_disk_a_received_task_id_goes_into_the_space_the_run_set_aside(
+    tmp_path, monkeypatch
+):
     path = tmp_path / "ledger.db"
     Ledger(path).close()
     journal.reserve(path)  # as a run does at its start
     disk_stays_full(monkeypatch)
-    where = journal.append(path, {"key": "k1", "task_id": "task-1", "job": "job", "api_base": "https://api", "variant": 0, "body": BODY})
+    where = journal.append(
+        path,
+        {
+            "key": "k1",
+            "task_id": "task-1",
+            "job": "job",
+            "api_base": "https://api",
+            "variant": 0,
+            "body": BODY,
+        },
+    )
     assert where.name.startswith("ledger.db.journal.reserve-")
     assert [e["task_id"] for e in journal.entries(path)] == ["task-1"]
     journal.release_reserve(path)  # the run ends: its reserve goes to the next replay
@@ -559,10 +703,14 @@ def test_submitted_records_the_eta(ledger):
     ledger.claim(request(), "job", "https://api", run, allow=set())
     ledger.record_submitted("k1", "task-1", 150)
     row = ledger.task("k1")
-    assert row["state"] == "submitted" and row["status"] == "processing" and row["task_id"] == "task-1"
+    assert (
+        row["state"] == "submitted" and row["status"] == "processing" and row["task_id"] == "task-1"
+    )
     from batchgen.ledger import parse_timestamp
 
-    assert (parse_timestamp(row["eta_at"]) - parse_timestamp(row["submitted_at"])).total_seconds() == 150
+    assert (
+        parse_timestamp(row["eta_at"]) - parse_timestamp(row["submitted_at"])
+    ).total_seconds() == 150
     assert row["submitted_at"].endswith("Z")
 
 
@@ -576,8 +724,15 @@ def test_processes_opening_a_new_ledger_at_once_all_succeed(tmp_path):
     for _ in range(10):
         for suffix in ("", "-wal", "-shm"):
             (tmp_path / f"new.db{suffix}").unlink(missing_ok=True)
-        command = [sys.executable, "-c", f"from batchgen.ledger import Ledger; Ledger({str(path)!r}).close()"]
-        processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        command = [
+            sys.executable,
+            "-c",
+            f"from batchgen.ledger import Ledger; Ledger({str(path)!r}).close()",
+        ]
+        processes = [
+            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
         for process in processes:
             _, err = process.communicate(timeout=60)
             assert process.returncode == 0, err

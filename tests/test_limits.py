@@ -84,7 +84,13 @@ def test_a_wait_with_a_stop_event_goes_through_the_fake_clock_and_finishes_at_on
 
 def test_the_retry_loop_makes_at_most_max_attempts_and_does_not_wait_after_the_last():
     waits = []
-    made = list(attempts(Backoff(base=1, max_attempts=4), wait=lambda s: waits.append(s) or False, rng=random.Random(1)))
+    made = list(
+        attempts(
+            Backoff(base=1, max_attempts=4),
+            wait=lambda s: waits.append(s) or False,
+            rng=random.Random(1),
+        )
+    )
     assert made == [1, 2, 3, 4] and len(waits) == 3
 
 
@@ -110,6 +116,10 @@ def test_a_call_late_by_up_to_LATE_keeps_every_60_second_window_under_the_ceilin
     clock = FakeClock()
     limiter = RateLimiter(600, clock=clock)
     starts = [limiter.reserve() for _ in range(1200)]
-    sent = [start + (limits.LATE if i % 7 == 0 else 0) for i, start in enumerate(starts)]  # some late
+    sent = [
+        start + (limits.LATE if i % 7 == 0 else 0) for i, start in enumerate(starts)
+    ]  # some late
     sent.sort()
-    assert all(sum(1 for t in sent[i : i + 700] if t - first < 60) <= 600 for i, first in enumerate(sent))
+    assert all(
+        sum(1 for t in sent[i : i + 700] if t - first < 60) <= 600 for i, first in enumerate(sent)
+    )

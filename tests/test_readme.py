@@ -31,7 +31,13 @@ def test_the_main_command_leaves_playable_videos_and_a_manifest(tmp_path):
     command = shlex.split(main.split("&&", 1)[1])
     assert command[0] == "batchgen"
     shutil.copytree(REPO / "jobs", tmp_path / "jobs")
-    result = subprocess.run([sys.executable, "-m", "batchgen", *command[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "batchgen", *command[1:]],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     out = tmp_path / "outputs" / "garden-cats"
     videos = sorted(out.glob("*.mp4"))

@@ -65,18 +65,26 @@ def test_download_fetches_each_file_once_byte_identical_with_a_manifest(world, w
     served = [c for c in env.sandbox.calls if c.endpoint == "file"]
     assert len(served) == 4
     again = env.cli("download", job, "--out", out)
-    assert again.exit_code == 0 and "0 downloaded" in again.output and "4 already there" in again.output
+    assert (
+        again.exit_code == 0
+        and "0 downloaded" in again.output
+        and "4 already there" in again.output
+    )
     assert len([c for c in env.sandbox.calls if c.endpoint == "file"]) == 4  # no new file requests
     with open(out / "manifest.csv", newline="") as f:
         manifest = list(csv.DictReader(f))
     assert sorted(r["file"] for r in manifest) == [p.name for p in files]
     assert {r["model"] for r in manifest} == {"wan2.2-pro"}
-    assert all(r["task_id"] and r["prompt"] and json.loads(r["options"])["duration"] == 5 for r in manifest)
+    assert all(
+        r["task_id"] and r["prompt"] and json.loads(r["options"])["duration"] == 5 for r in manifest
+    )
     recorded = [json.loads(r["files"]) for r in env.rows()]
     assert sorted(p for paths in recorded for p in paths) == sorted(map(str, files))
 
 
-def test_an_interrupted_download_leaves_no_partial_file_and_the_next_call_completes_it(world, write_job):
+def test_an_interrupted_download_leaves_no_partial_file_and_the_next_call_completes_it(
+    world, write_job
+):
     env = world(time_scale=0, cut_download_rate=1.0)
     job = done_job(env, write_job, n=2)
     out = env.tmp / "videos"
@@ -113,17 +121,24 @@ def unreachable_wait(env, write_job, n: int, name: str):
         raise httpx.ConnectError("connection refused", request=request)
 
     clock = FakeClock()
-    with env.ledger() as ledger, Api(env.sandbox.base_url, "k", transport=httpx.MockTransport(unreachable)) as api:
+    with (
+        env.ledger() as ledger,
+        Api(env.sandbox.base_url, "k", transport=httpx.MockTransport(unreachable)) as api,
+    ):
         report = wait_for(ledger, api, name, limiter=RateLimiter(60, clock=clock), clock=clock)
     return report, len(calls), clock.at
 
 
-def test_wait_gives_up_on_an_unreachable_api_within_a_bound_that_does_not_grow_with_the_tasks(world, write_job):
+def test_wait_gives_up_on_an_unreachable_api_within_a_bound_that_does_not_grow_with_the_tasks(
+    world, write_job
+):
     env = world(time_scale=0)
     small = unreachable_wait(env, write_job, 4, "few")
     large = unreachable_wait(env, write_job, 120, "many")
     for report, calls, seconds in (small, large):
-        assert report.gave_up and "could not be reached" in report.gave_up and report.aborted is None
+        assert (
+            report.gave_up and "could not be reached" in report.gave_up and report.aborted is None
+        )
         assert calls <= 3 * (6 + 4)  # UNREACHABLE_ROUNDS x (UNREACHABLE_CALLS + calls in flight)
         assert seconds < 60  # at rpm 60: a minute of (fake) pacing at most
     assert large[0].processing == 120  # nothing recorded wrongly; poll --wait resumes later
@@ -144,11 +159,16 @@ def test_a_huge_eta_does_not_keep_wait_from_polling(world, write_job):
     with env.ledger() as ledger:  # the API promised a year; it was last heard of 11 minutes ago
         ledger.db.conn.execute(
             "UPDATE tasks SET eta_at = ?, submitted_at = ?",
-            [timestamp(now() + timedelta(days=365)), timestamp(now() - REPOLL - timedelta(minutes=1))],
+            [
+                timestamp(now() + timedelta(days=365)),
+                timestamp(now() - REPOLL - timedelta(minutes=1)),
+            ],
         )
     clock = FakeClock()
     with env.ledger() as ledger, Api(env.sandbox.base_url, TEST_KEY) as api:
-        report = wait_for(ledger, api, "slowpoke", limiter=RateLimiter(None, clock=clock), clock=clock)
+        report = wait_for(
+            ledger, api, "slowpoke", limiter=RateLimiter(None, clock=clock), clock=clock
+        )
     assert report.completed == 2
     assert all(s <= MAX_SLEEP for s in clock.slept)
 
@@ -225,11 +245,18 @@ def test_an_answer_about_a_task_the_request_no_longer_holds_is_not_recorded(tmp_
             # Meanwhile, in another process, an earlier poll saw t-1 fail and a rerun with
             # --regenerate-failed sent the request again.
             with Ledger(path) as other:
-                other.db.conn.execute("UPDATE tasks SET status = 'failed' WHERE key = ?", (request.key,))
+                other.db.conn.execute(
+                    "UPDATE tasks SET status = 'failed' WHERE key = ?", (request.key,)
+                )
                 rerun = other.start_run("j", "j.yaml", "https://api", {})
-                assert other.claim(request, "j", "https://api", rerun, allow={"generation_failed"}) == "generation_failed"
+                assert (
+                    other.claim(request, "j", "https://api", rerun, allow={"generation_failed"})
+                    == "generation_failed"
+                )
                 other.record_submitted(request.key, "t-2", 30)
-            return httpx.Response(200, json={"code": 1, "data": {"status": 3, "error": "t-1 failed"}})
+            return httpx.Response(
+                200, json={"code": 1, "data": {"status": 3, "error": "t-1 failed"}}
+            )
 
         with Api("https://api", "key_test", transport=httpx.MockTransport(answer)) as api:
             report = poll(ledger, api, tasks, limiter=RateLimiter(None))

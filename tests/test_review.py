@@ -102,18 +102,24 @@ def test_the_page_shows_every_request_with_controls_and_the_token(served):
     env, url, token = served
     page = httpx.get(url)
     assert page.status_code == 200 and f'content="{token}"' in page.text
-    assert page.text.count("<figure") == 4 and page.text.count('class=pick') == 4
+    assert page.text.count("<figure") == 4 and page.text.count("class=pick") == 4
     assert "A cat crosses the garden, shot s2" in page.text  # the rendered prompt
     tiles = httpx.get(url + "api/tiles", headers={"X-Batchgen-Token": token}).json()
     assert {t["outcome"] for t in tiles["tiles"]} == {"completed"} and len(tiles["tiles"]) == 4
-    assert all("/media/" in t["media_html"] for t in tiles["tiles"])  # the downloaded files, through the server
+    assert all(
+        "/media/" in t["media_html"] for t in tiles["tiles"]
+    )  # the downloaded files, through the server
 
 
 def test_a_mark_from_the_page_lands_in_the_reviews_table(served):
     env, url, token = served
     key = keys_by_label(env)["s2-wan2.2-fast"]
     answer = post(url, token, {"key": key, "pick": 1, "rating": 5, "note": "the winner"})
-    assert answer.status_code == 200 and answer.json()["review"] == {"pick": 1, "rating": 5, "note": "the winner"}
+    assert answer.status_code == 200 and answer.json()["review"] == {
+        "pick": 1,
+        "rating": 5,
+        "note": "the winner",
+    }
     with env.ledger() as ledger:
         row = ledger.reviews("drafts")[key]
     assert (row["pick"], row["rating"], row["note"]) == (1, 5, "the winner")
@@ -129,27 +135,46 @@ def test_the_page_refuses_what_it_did_not_hand_out(served):
     assert httpx.get(url + "api/tiles").status_code == 403  # no token, no tiles
     rebound = httpx.get(url, headers={"Host": "attacker.example:80"})
     assert rebound.status_code == 421 and token not in rebound.text
-    form = httpx.post(url + "api/review", data={"key": key, "pick": "1"}, headers={"X-Batchgen-Token": token})
+    form = httpx.post(
+        url + "api/review", data={"key": key, "pick": "1"}, headers={"X-Batchgen-Token": token}
+    )
     assert form.status_code == 415  # only JSON, which another site's form cannot send
     unknown = post(url, token, {"key": "f" * 64, "pick": 1})
-    assert unknown.status_code == 404 and "not a request of the job 'drafts'" in unknown.json()["error"]
-    for bad in ({"pick": 2}, {"pick": True}, {"rating": 6}, {"rating": 2.5}, {"note": "x" * 2001}, {"colour": "red"}, {}):
+    assert (
+        unknown.status_code == 404
+        and "not a request of the job 'drafts'" in unknown.json()["error"]
+    )
+    for bad in (
+        {"pick": 2},
+        {"pick": True},
+        {"rating": 6},
+        {"rating": 2.5},
+        {"note": "x" * 2001},
+        {"colour": "red"},
+        {},
+    ):
         answer = post(url, token, {"key": key, **bad})
         assert answer.status_code == 400, bad
     with env.ledger() as ledger:
         assert ledger.reviews("drafts") == {}  # nothing refused was written
 
 
-def raw_post(url: str, token: str, body: bytes, *, length: str | None = None, then: bytes = b"") -> bytes:
+def raw_post(
+    url: str, token: str, body: bytes, *, length: str | None = None, then: bytes = b""
+) -> bytes:
     """POST over a socket of our own (httpx would not send a body this wrong), then `then` on
     the same connection; everything the server answered until it closed or went quiet."""
     import socket
 
     host, port = url.split("//", 1)[1].rstrip("/").split(":")
     request = (
-        f"POST /api/review HTTP/1.1\r\nHost: {host}:{port}\r\nX-Batchgen-Token: {token}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body) if length is None else length}\r\n\r\n"
-    ).encode() + body + then
+        (
+            f"POST /api/review HTTP/1.1\r\nHost: {host}:{port}\r\nX-Batchgen-Token: {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body) if length is None else length}\r\n\r\n"
+        ).encode()
+        + body
+        + then
+    )
     with socket.create_connection((host, int(port)), timeout=10) as conn:
         conn.sendall(request)
         answer = b""
@@ -159,11 +184,14 @@ def raw_post(url: str, token: str, body: bytes, *, length: str | None = None, th
     return answer
 
 
-@pytest.mark.parametrize("body, length, why", [
-    (b'{"key": "x", "note": "\\ud800"}', None, b"not Unicode"),
-    (b"[" * 8000 + b"]" * 8000, None, b"nested too deep"),
-    (b'{"key": "x", "pick": 1}', "twelve", b"Content-Length"),
-])
+@pytest.mark.parametrize(
+    "body, length, why",
+    [
+        (b'{"key": "x", "note": "\\ud800"}', None, b"not Unicode"),
+        (b"[" * 8000 + b"]" * 8000, None, b"nested too deep"),
+        (b'{"key": "x", "pick": 1}', "twelve", b"Content-Length"),
+    ],
+)
 def test_a_body_the_server_cannot_take_gets_a_400(served, body, length, why):
     env, url, token = served
     answer = raw_post(url, token, body, length=length)
@@ -175,8 +203,10 @@ def test_a_refused_post_closes_its_connection_so_its_body_is_never_read_as_a_req
     connection, it would be a request the page never made."""
     env, url, token = served
     key = keys_by_label(env)["fox"]
-    smuggled = (f"POST /api/review HTTP/1.1\r\nHost: {url.split('//')[1].rstrip('/')}\r\nX-Batchgen-Token: {token}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: 26\r\n\r\n").encode()
+    smuggled = (
+        f"POST /api/review HTTP/1.1\r\nHost: {url.split('//')[1].rstrip('/')}\r\nX-Batchgen-Token: {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: 26\r\n\r\n"
+    ).encode()
     inner = json.dumps({"key": key, "pick": 1}).encode()
     too_big = smuggled + inner  # declared as a body far over the limit: refused unread
     answer = raw_post(url, token, too_big, length=str(review.MAX_BODY + 1))
@@ -206,7 +236,11 @@ def test_videos_are_served_with_ranges_and_only_the_jobs_own(served):
     env, url, token = served
     key = keys_by_label(env)["fox"]
     whole = httpx.get(f"{url}media/{key}/0")
-    assert whole.status_code == 200 and whole.headers["content-type"] == "video/mp4" and len(whole.content) > 100
+    assert (
+        whole.status_code == 200
+        and whole.headers["content-type"] == "video/mp4"
+        and len(whole.content) > 100
+    )
     part = httpx.get(f"{url}media/{key}/0", headers={"Range": "bytes=10-19"})
     assert part.status_code == 206 and part.content == whole.content[10:20]
     assert part.headers["content-range"] == f"bytes 10-19/{len(whole.content)}"
@@ -226,22 +260,34 @@ def test_the_gallery_shows_marks_short_headers_and_each_videos_shape(drafts):
         ledger.record_review("drafts", keys["s3-wan2.2-fast"], {"pick": 0, "note": "blurry"})
     assert env.cli("gallery", "drafts").exit_code == 0
     text = (env.tmp / "outputs" / "drafts" / "index.html").read_text()
-    assert len(re.findall(r'<figure[^>]*data-pick="1"', text)) == 1 and len(re.findall(r'<figure[^>]*data-pick="0"', text)) == 1
+    assert (
+        len(re.findall(r'<figure[^>]*data-pick="1"', text)) == 1
+        and len(re.findall(r'<figure[^>]*data-pick="0"', text)) == 1
+    )
     assert "<b class=picked>picked</b>" in text and "★★★☆☆" in text and "blurry" in text
     assert 'id="picked-only"' in text
     assert "--aspect: 9 / 16" in text and "--aspect: 16 / 9" in text  # the fox asked for portrait
-    assert "options.aspect_ratio" not in re.sub(r"<script>.*?</script>", "", text, flags=re.S)  # headers: values, not paths
+    assert "options.aspect_ratio" not in re.sub(
+        r"<script>.*?</script>", "", text, flags=re.S
+    )  # headers: values, not paths
 
 
-def test_a_sparse_grid_is_laid_out_as_rows_of_cards_without_empty_cells(world, write_job, monkeypatch):
+def test_a_sparse_grid_is_laid_out_as_rows_of_cards_without_empty_cells(
+    world, write_job, monkeypatch
+):
     env = world(time_scale=0)
     monkeypatch.chdir(env.tmp)
     # Six prompts, each sent to one of six option combinations: a 6x6 table would be 30/36 empty.
     entries = "".join(
         f"  - {{prompt: p{i}, options: {{aspect_ratio: '{a}', duration: {d}, resolution: {r}}}}}\n"
-        for i, (a, d, r) in enumerate([(a, d, r) for a in ("16:9", "9:16") for d in (5, 8) for r in ("480p", "720p")][:6])
+        for i, (a, d, r) in enumerate(
+            [(a, d, r) for a in ("16:9", "9:16") for d in (5, 8) for r in ("480p", "720p")][:6]
+        )
     )
-    job = write_job("version: 1\nname: sparse\ndefaults: {model: wan2.2-pro, options: {prompt_optimization: true}}\nrequests:\n" + entries)
+    job = write_job(
+        "version: 1\nname: sparse\ndefaults: {model: wan2.2-pro, options: {prompt_optimization: true}}\nrequests:\n"
+        + entries
+    )
     assert env.cli("run", job, *FAST, "--wait", "--download", "--gallery").exit_code == 0
     text = (env.tmp / "outputs" / "sparse" / "index.html").read_text()
     assert "<table>" not in text and text.count("<section class=row>") == 6
@@ -255,33 +301,60 @@ def pick(env, *labels: str, rating: int | None = None) -> None:
     keys = keys_by_label(env)
     with env.ledger() as ledger:
         for label in labels:
-            ledger.record_review("drafts", keys[label], {"pick": 1, **({"rating": rating} if rating else {})})
+            ledger.record_review(
+                "drafts", keys[label], {"pick": 1, **({"rating": rating} if rating else {})}
+            )
 
 
 def test_promote_writes_the_picked_requests_with_their_templates_and_the_overrides(drafts):
     env, job = drafts
     pick(env, "s2-wan2.2-fast", "fox", rating=4)
     out = env.tmp / "promoted" / "best.yaml"
-    result = env.cli("promote", job, "--picked", "--set", "model=wan2.2-pro", "--set", "options.resolution=720p",
-                     "--set", "options.duration=8", "-o", out)
+    result = env.cli(
+        "promote",
+        job,
+        "--picked",
+        "--set",
+        "model=wan2.2-pro",
+        "--set",
+        "options.resolution=720p",
+        "--set",
+        "options.duration=8",
+        "-o",
+        out,
+    )
     assert result.exit_code == 0, result.output
     assert "2 requests" in result.output
     text = out.read_text()
     assert text.startswith("# Promoted by `batchgen promote`") and "from job 'drafts'" in text
-    assert '--set "model=wan2.2-pro" --set "options.resolution=720p" --set "options.duration=8"' in text
+    assert (
+        '--set "model=wan2.2-pro" --set "options.resolution=720p" --set "options.duration=8"'
+        in text
+    )
     data = yaml.safe_load(text)
     assert data["limits"] == {"rpm": 60}
     shot, fox = data["requests"]
-    assert shot["prompt"] == "A {{ animal }} crosses the garden, shot {{ shot }}"  # the template, not its rendering
-    assert shot["vars"] == {"animal": "cat", "shot": "s2"} and shot["id"] == "{{ shot }}-{{ model }}"
+    assert (
+        shot["prompt"] == "A {{ animal }} crosses the garden, shot {{ shot }}"
+    )  # the template, not its rendering
+    assert (
+        shot["vars"] == {"animal": "cat", "shot": "s2"} and shot["id"] == "{{ shot }}-{{ model }}"
+    )
     assert shot["meta"] == {"scene": "garden"} and shot["model"] == "wan2.2-pro"
-    assert shot["options"] == {"prompt_optimization": True, "aspect_ratio": "16:9", "resolution": "720p", "duration": 8}
+    assert shot["options"] == {
+        "prompt_optimization": True,
+        "aspect_ratio": "16:9",
+        "resolution": "720p",
+        "duration": 8,
+    }
     assert fox["image_urls"] == ["../images/fox.png"]  # the same file, from the new job's folder
     assert fox["options"]["aspect_ratio"] == "9:16" and fox["id"] == "fox"
     # The promoted job is a job like any other: the winners, at full quality, labelled anew.
     plan = json.loads(env.cli("plan", out, "--json").stdout)
     assert plan["counts"]["new"] == 2
-    assert {(r["body"]["model_id"], r["body"]["options"]["duration"]) for r in plan["requests"]} == {("2-9", 8)}
+    assert {
+        (r["body"]["model_id"], r["body"]["options"]["duration"]) for r in plan["requests"]
+    } == {("2-9", 8)}
     assert env.cli("run", out, *FAST, "--wait").exit_code == 0
     with env.ledger() as ledger:
         labels = sorted(row["label"] for row in ledger.rows("best"))
@@ -291,19 +364,31 @@ def test_promote_writes_the_picked_requests_with_their_templates_and_the_overrid
 def test_promote_by_rating_and_picked_variants_become_repeat(world, write_job, monkeypatch):
     env = world(time_scale=0)
     monkeypatch.chdir(env.tmp)
-    job = write_job("version: 1\nname: drafts\ndefaults: {model: wan2.2-fast, options: {prompt_optimization: true, aspect_ratio: '16:9', resolution: 480p, duration: 5}}\n"
-                    "requests:\n  - {prompt: a cat, id: cat, repeat: 3}\n  - {prompt: a dog, id: dog}\n", name="drafts.yaml")
+    job = write_job(
+        "version: 1\nname: drafts\ndefaults: {model: wan2.2-fast, options: {prompt_optimization: true, aspect_ratio: '16:9', resolution: 480p, duration: 5}}\n"
+        "requests:\n  - {prompt: a cat, id: cat, repeat: 3}\n  - {prompt: a dog, id: dog}\n",
+        name="drafts.yaml",
+    )
     assert env.cli("run", job, *FAST, "--wait").exit_code == 0
     with env.ledger() as ledger:
-        rows = {r["label"]: r["key"] for r in ledger.rows("drafts")}  # cat, cat-v1, cat-v2 (repeats numbered)
+        rows = {
+            r["label"]: r["key"] for r in ledger.rows("drafts")
+        }  # cat, cat-v1, cat-v2 (repeats numbered)
         for label in ("cat", "cat-v2"):
             ledger.record_review("drafts", rows[label], {"rating": 5})
         ledger.record_review("drafts", rows["cat-v1"], {"rating": 2})
         ledger.record_review("drafts", rows["dog"], {"rating": 3})
     out = env.tmp / "best.yaml"
-    assert env.cli("promote", "drafts", "--rating-at-least", "4", "--set", "options.duration=8", "-o", out).exit_code == 0
+    assert (
+        env.cli(
+            "promote", "drafts", "--rating-at-least", "4", "--set", "options.duration=8", "-o", out
+        ).exit_code
+        == 0
+    )
     (entry,) = yaml.safe_load(out.read_text())["requests"]
-    assert entry["repeat"] == 2 and entry["id"] == "cat-{{ variant }}"  # two variants kept, each its own id
+    assert (
+        entry["repeat"] == 2 and entry["id"] == "cat-{{ variant }}"
+    )  # two variants kept, each its own id
     assert json.loads(env.cli("plan", out, "--json").stdout)["counts"]["new"] == 2
 
 
@@ -317,7 +402,11 @@ def test_promote_never_writes_over_its_job_file_and_over_another_file_only_with_
     other = env.tmp / "best.yaml"
     other.write_text("# my notes\n")
     refused = env.cli("promote", job, "--picked", "-o", other)
-    assert refused.exit_code == 2 and "best.yaml exists" in refused.output and "--force" in refused.output
+    assert (
+        refused.exit_code == 2
+        and "best.yaml exists" in refused.output
+        and "--force" in refused.output
+    )
     assert other.read_text() == "# my notes\n"
     assert env.cli("promote", job, "--picked", "-o", other, "--force").exit_code == 0
     assert other.read_text().startswith("# Promoted by")
@@ -336,21 +425,32 @@ def test_an_override_cannot_add_lines_to_the_promoted_file(drafts):
 
 def test_promote_carries_the_prices_only_while_they_still_price_the_requests(drafts):
     env, job = drafts
-    job.write_text(job.read_text().replace("requests:\n", "prices:\n  - {model: wan2.2-fast, credits: 10}\nrequests:\n", 1))
+    job.write_text(
+        job.read_text().replace(
+            "requests:\n", "prices:\n  - {model: wan2.2-fast, credits: 10}\nrequests:\n", 1
+        )
+    )
     pick(env, "s1-wan2.2-fast")
     same = env.tmp / "same.yaml"
     assert env.cli("promote", job, "--picked", "--set", "meta.take=2", "-o", same).exit_code == 0
     assert yaml.safe_load(same.read_text())["prices"] == [{"model": "wan2.2-fast", "credits": 10}]
     pro = env.tmp / "pro.yaml"
-    assert env.cli("promote", job, "--picked", "--set", "model=wan2.2-pro", "-o", pro).exit_code == 0
-    assert "prices" not in yaml.safe_load(pro.read_text()) and "prices: not carried" in pro.read_text()
+    assert (
+        env.cli("promote", job, "--picked", "--set", "model=wan2.2-pro", "-o", pro).exit_code == 0
+    )
+    assert (
+        "prices" not in yaml.safe_load(pro.read_text()) and "prices: not carried" in pro.read_text()
+    )
 
 
 def test_promote_with_nothing_picked_says_so(drafts):
     env, job = drafts
     result = env.cli("promote", job, "--picked", "-o", env.tmp / "best.yaml")
     assert result.exit_code == 1
-    assert "nothing in job 'drafts' is picked" in result.output and "batchgen review drafts" in result.output
+    assert (
+        "nothing in job 'drafts' is picked" in result.output
+        and "batchgen review drafts" in result.output
+    )
     assert not (env.tmp / "best.yaml").exists()
 
 
@@ -364,7 +464,9 @@ def test_promote_refuses_an_unknown_field_and_a_value_the_model_refuses(drafts):
     refused = env.cli("promote", job, "--picked", "--set", "options.resolution=1080p", "-o", out)
     assert refused.exit_code == 2
     assert "best.yaml (not written)" in refused.output and "request 'fox'" in refused.output
-    assert "takes resolution 480p or 720p" in refused.output and "1080p is taken by" in refused.output
+    assert (
+        "takes resolution 480p or 720p" in refused.output and "1080p is taken by" in refused.output
+    )
     assert not out.exists() and not list(env.tmp.glob("best.yaml*"))
     neither = env.cli("promote", job, "-o", out)
     assert neither.exit_code == 2 and "--picked, --rating-at-least N, or both" in neither.output
@@ -389,33 +491,43 @@ def test_review_of_a_job_the_ledger_does_not_know_is_exit_2(drafts):
     assert result.exit_code == 2 and "no job file or job named 'no-such-job'" in result.output
 
 
-
 # -- in a real browser ------------------------------------------------------------------------
 
 
 def chromium() -> str | None:
     import shutil
 
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    return (
+        shutil.which("chromium")
+        or shutil.which("chromium-browser")
+        or shutil.which("google-chrome")
+    )
 
 
 def test_in_a_browser_pick_two_rate_and_note_then_promote_them(drafts):
     browser_path = chromium()
     if browser_path is None:
         pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium where it can)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (a test extra) is not installed")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright (a test extra) is not installed"
+    )
     env, job = drafts
     keys = keys_by_label(env)
     process = env.popen("review", "drafts", "--no-open")
     try:
         url = re.fullmatch(r"serving (\S+)\n", process.stdout.readline()).group(1)
         with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=browser_path, args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
+            browser = playwright.chromium.launch(
+                executable_path=browser_path,
+                args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"],
+            )
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             console: list[str] = []
             page.on("console", lambda message: console.append(message.text))
             page.goto(url)
-            first, second = (f'figure[data-key="{keys[label]}"]' for label in ("s1-wan2.2-fast", "fox"))
+            first, second = (
+                f'figure[data-key="{keys[label]}"]' for label in ("s1-wan2.2-fast", "fox")
+            )
             page.click(f"{first} button.pick")
             page.click(f"{second} button.pick")
             page.click(f'{second} button.star[data-rating="4"]')
@@ -428,7 +540,9 @@ def test_in_a_browser_pick_two_rate_and_note_then_promote_them(drafts):
             page.fill("#filter", "light")  # the note is searchable too
             assert page.locator("figure:not(.hidden)").count() == 1
             videos = page.eval_on_selector_all("video", "vs => vs.map(v => v.readyState)")
-            assert videos and all(state >= 1 for state in videos), videos  # each video loads through the server
+            assert videos and all(state >= 1 for state in videos), (
+                videos
+            )  # each video loads through the server
             browser.close()
         assert console == [], console
     finally:
@@ -447,7 +561,17 @@ def test_in_a_browser_pick_two_rate_and_note_then_promote_them(drafts):
         keys["fox"]: (1, 4, None),
     }
     out = env.tmp / "winners.yaml"
-    result = env.cli("promote", job, "--picked", "--set", "model=wan2.2-pro", "--set", "options.duration=8", "-o", out)
+    result = env.cli(
+        "promote",
+        job,
+        "--picked",
+        "--set",
+        "model=wan2.2-pro",
+        "--set",
+        "options.duration=8",
+        "-o",
+        out,
+    )
     assert result.exit_code == 0, result.output
     promoted = yaml.safe_load(out.read_text())["requests"]
     assert [entry.get("vars", {}).get("shot") or entry["id"] for entry in promoted] == ["s1", "fox"]

@@ -25,7 +25,9 @@ def test_each_request_is_created_once_with_the_documented_headers_and_body(world
     assert result.exit_code == 0, result.output
     creates = [c for c in env.sandbox.calls if c.endpoint == "create"]
     assert all(c.api_key_ok and c.content_type == "application/json" for c in creates)
-    assert sorted(map(canonical, (c.body for c in creates))) == sorted(map(canonical, planned_bodies(env, job)))
+    assert sorted(map(canonical, (c.body for c in creates))) == sorted(
+        map(canonical, planned_bodies(env, job))
+    )
     assert set(env.created_bodies().values()) == {1}
     rows = env.rows()
     assert len(rows) == 6 and {r["state"] for r in rows} == {"submitted"}
@@ -100,24 +102,48 @@ def test_plan_reports_what_the_ledger_knows(world, write_job):
     assert [r["action"] for r in plan["requests"]].count("done") == 3
     # The text report comes from the same path, and says the same.
     text = env.cli("plan", job)
-    assert text.exit_code == 0 and "wan2.2-pro     done 3  new 1" in text.stdout and "a run would send 1" in text.stdout
+    assert (
+        text.exit_code == 0
+        and "wan2.2-pro     done 3  new 1" in text.stdout
+        and "a run would send 1" in text.stdout
+    )
     assert "ledger: " in text.stderr
 
 
-FAULTS = dict(rate_429=0.15, rate_503=0.1, rate_500=0.1, drop_rate=0.1, lose_answer_rate=0.1, retry_after=0.05, seed=3)
+FAULTS = dict(
+    rate_429=0.15,
+    rate_503=0.1,
+    rate_500=0.1,
+    drop_rate=0.1,
+    lose_answer_rate=0.1,
+    retry_after=0.05,
+    seed=3,
+)
 
 
 def test_faults_never_create_twice_and_resubmitting_in_doubt_completes_the_job(world, write_job):
     env = world(**FAULTS)
     job = write_job(job_text(prompts(40)))
-    result = env.cli("run", job, "--yes", "--rpm", "60000", "--concurrency", "8", "--max-identical-errors", "1000")
+    result = env.cli(
+        "run",
+        job,
+        "--yes",
+        "--rpm",
+        "60000",
+        "--concurrency",
+        "8",
+        "--max-identical-errors",
+        "1000",
+    )
     assert result.exit_code == 1, result.output  # some in doubt
     assert_consistent(env)
     states = {r["state"] for r in env.rows()}
     assert "in_doubt" in states and "submitted" in states
     assert "--resubmit-in-doubt" in result.output
     # With faults off: a plain rerun retries failed ones only; the flag resends in-doubt ones.
-    env.sandbox.config.__dict__.update(rate_429=0, rate_503=0, rate_500=0, drop_rate=0, lose_answer_rate=0)
+    env.sandbox.config.__dict__.update(
+        rate_429=0, rate_503=0, rate_500=0, drop_rate=0, lose_answer_rate=0
+    )
     env.cli("run", job, "--yes", "--rpm", "60000")
     assert {r["state"] for r in env.rows()} <= {"submitted", "in_doubt"}
     result = env.cli("run", job, "--yes", "--rpm", "60000", "--resubmit-in-doubt")
@@ -163,7 +189,9 @@ def test_retry_after_in_seconds_and_as_a_date_pauses_every_call(tmp_path):
     clock = Clock()
     answers = [
         httpx.Response(503, headers={"Retry-After": "20"}),
-        httpx.Response(429, headers={"Retry-After": email.utils.formatdate(real_time.time() + 40, usegmt=True)}),
+        httpx.Response(
+            429, headers={"Retry-After": email.utils.formatdate(real_time.time() + 40, usegmt=True)}
+        ),
     ]
     arrivals = []
 
@@ -171,15 +199,29 @@ def test_retry_after_in_seconds_and_as_a_date_pauses_every_call(tmp_path):
         arrivals.append(clock.at)
         if answers:
             return answers.pop(0)
-        return httpx.Response(200, json={"code": 1, "data": {"task_id": f"t{len(arrivals)}", "estimated_time": 9}})
+        return httpx.Response(
+            200, json={"code": 1, "data": {"task_id": f"t{len(arrivals)}", "estimated_time": 9}}
+        )
 
-    with Ledger(tmp_path / "ledger.db") as ledger, Api("https://api.pixwith.ai", "key_testtesttest", transport=httpx.MockTransport(handler)) as api:
+    with (
+        Ledger(tmp_path / "ledger.db") as ledger,
+        Api(
+            "https://api.pixwith.ai", "key_testtesttest", transport=httpx.MockTransport(handler)
+        ) as api,
+    ):
         run_id = ledger.start_run("j", "j.yaml", "https://api.pixwith.ai", {})
         RunLock(ledger.path, run_id)
         request = Request("a" * 64, 0, {"prompt": "p", "model_id": "2-9", "options": {}}, Origin(0))
         limiter = RateLimiter(None, clock=clock)
-        report = Submission(ledger, api, RunSettings(rpm=None, concurrency=1), job="j", api_base="https://api.pixwith.ai",
-                            run_id=run_id, limiter=limiter).run([request])
+        report = Submission(
+            ledger,
+            api,
+            RunSettings(rpm=None, concurrency=1),
+            job="j",
+            api_base="https://api.pixwith.ai",
+            run_id=run_id,
+            limiter=limiter,
+        ).run([request])
     assert report.outcomes["submitted"] == 1
     assert arrivals[1] - arrivals[0] >= 20  # Retry-After: 20
     assert arrivals[2] - arrivals[1] >= 38  # Retry-After: a date 40 s ahead (1 s resolution)
@@ -190,7 +232,9 @@ def test_a_refused_key_stops_at_once_with_exit_3_and_the_key_is_nowhere(world, w
     env = world(keys=("key_the_right_one",))
     secret = "key_wrong_0123456789abcdef"
     job = write_job(job_text(prompts(30)))
-    result = env.cli("run", job, "--yes", "--rpm", "60000", "--concurrency", "4", env={"PIXWITH_API_KEY": secret})
+    result = env.cli(
+        "run", job, "--yes", "--rpm", "60000", "--concurrency", "4", env={"PIXWITH_API_KEY": secret}
+    )
     assert result.exit_code == 3, result.output
     assert "refused the key" in result.output
     assert len([c for c in env.sandbox.calls if c.endpoint == "create"]) <= 4
@@ -199,7 +243,9 @@ def test_a_refused_key_stops_at_once_with_exit_3_and_the_key_is_nowhere(world, w
     for path in env.tmp.iterdir():
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
-    assert env.rows() == []  # refused at the balance check, before any claim: sent once the key is right
+    assert (
+        env.rows() == []
+    )  # refused at the balance check, before any claim: sent once the key is right
 
 
 def test_the_key_from_a_file(world, write_job):
@@ -237,7 +283,9 @@ def test_out_of_credit_stops_with_exit_3(world, write_job):
 def test_a_run_of_identical_errors_stops(world, write_job):
     env = world(rate_500=1.0)
     job = write_job(job_text(prompts(20)))
-    result = env.cli("run", job, "--yes", "--rpm", "60000", "--concurrency", "1", "--max-identical-errors", "3")
+    result = env.cli(
+        "run", job, "--yes", "--rpm", "60000", "--concurrency", "1", "--max-identical-errors", "3"
+    )
     assert result.exit_code == 3 and "3 requests in a row" in result.output
     assert len([c for c in env.sandbox.calls if c.endpoint == "create"]) == 3
 
@@ -278,7 +326,11 @@ def test_status_and_tasks(world, write_job):
     job = write_job(job_text(prompts(3), name="cats"))
     env.cli("run", job, "--yes", "--rpm", "6000")
     status = json.loads(env.cli("status", "cats", "--json").stdout)
-    assert status["job"] == "cats" and status["counts"][0]["n"] == 3 and status["counts"][0]["model"] == "wan2.2-pro"
+    assert (
+        status["job"] == "cats"
+        and status["counts"][0]["n"] == 3
+        and status["counts"][0]["model"] == "wan2.2-pro"
+    )
     lines = env.cli("tasks", job, "--json").stdout.splitlines()
     assert len(lines) == 3 and json.loads(lines[0])["state"] == "submitted"
     csv_out = env.cli("tasks", "cats", "--csv", "--state", "submitted").stdout.splitlines()
@@ -311,7 +363,9 @@ def test_sigkill_at_random_moments_then_rerun_loses_nothing(world, write_job):
 def test_two_concurrent_runs_on_one_ledger_never_send_twice(world, write_job):
     env = world(latency_ms=10)
     job = write_job(job_text(prompts(40)))
-    runs = [env.popen("run", job, "--yes", "--rpm", "60000", "--concurrency", "4") for _ in range(2)]
+    runs = [
+        env.popen("run", job, "--yes", "--rpm", "60000", "--concurrency", "4") for _ in range(2)
+    ]
     for process in runs:
         process.communicate(timeout=60)
         assert process.returncode == 0
@@ -330,7 +384,9 @@ def test_ctrl_c_finishes_calls_in_flight_and_leaves_the_job_resumable(world, wri
     assert process.returncode == 130, err
     assert "stopping" in err
     rows = env.rows()
-    assert rows and {r["state"] for r in rows} == {"submitted"}, [(r["state"], r["error"]) for r in rows if r["state"] != "submitted"]  # nothing left sending
+    assert rows and {r["state"] for r in rows} == {"submitted"}, [
+        (r["state"], r["error"]) for r in rows if r["state"] != "submitted"
+    ]  # nothing left sending
     assert len(env.sandbox.created()) == len(rows)
     assert env.cli("run", job, "--yes", "--rpm", "60000").exit_code == 0
     assert len(env.sandbox.created()) == 30
@@ -342,15 +398,26 @@ def test_on_a_terminal_a_big_run_asks_first_and_no_sends_nothing(world, write_jo
     env = world()
     job = write_job(job_text(prompts(25)))
     monkeypatch.setattr(batchgen.cli.Terminal, "interactive", True, raising=False)
-    monkeypatch.setattr(batchgen.cli.Terminal, "__init__", lambda self: setattr(self, "_stdout_closed", False))
+    monkeypatch.setattr(
+        batchgen.cli.Terminal, "__init__", lambda self: setattr(self, "_stdout_closed", False)
+    )
     declined = env.runner.invoke(batchgen.cli.main, ["run", str(job)], env=env.env, input="n\n")
-    assert "send 25 requests (cost 0 credits at known prices + 25 of unknown price, balance 1,000,000; each may be billed)?" in declined.output
-    assert declined.exit_code == 1 and [c for c in env.sandbox.calls if c.endpoint == "create"] == []
+    assert (
+        "send 25 requests (cost 0 credits at known prices + 25 of unknown price, balance 1,000,000; each may be billed)?"
+        in declined.output
+    )
+    assert (
+        declined.exit_code == 1 and [c for c in env.sandbox.calls if c.endpoint == "create"] == []
+    )
     assert env.rows() == []
-    accepted = env.runner.invoke(batchgen.cli.main, ["run", str(job), "--rpm", "60000"], env=env.env, input="y\n")
+    accepted = env.runner.invoke(
+        batchgen.cli.main, ["run", str(job), "--rpm", "60000"], env=env.env, input="y\n"
+    )
     assert accepted.exit_code == 0 and len(env.sandbox.created()) == 25
     small = write_job(job_text(prompts(3, tag="small")), name="small.yaml")
-    assert env.runner.invoke(batchgen.cli.main, ["run", str(small)], env=env.env).exit_code == 0  # 3 ≤ 20: no question
+    assert (
+        env.runner.invoke(batchgen.cli.main, ["run", str(small)], env=env.env).exit_code == 0
+    )  # 3 ≤ 20: no question
 
 
 def test_a_second_ctrl_c_quits_at_once_and_calls_in_flight_become_in_doubt(world, write_job):
@@ -391,11 +458,15 @@ def _rerun_after_the_kill(env, job) -> None:
     assert sorted(r["state"] for r in env.rows()) == ["in_doubt", "submitted", "submitted"]
 
 
-def test_a_kill_after_the_task_was_created_and_before_its_answer_arrived_leaves_it_in_doubt(world, write_job):
+def test_a_kill_after_the_task_was_created_and_before_its_answer_arrived_leaves_it_in_doubt(
+    world, write_job
+):
     """Paid for, no task id: the request is in_doubt (never lost, never sent again unasked)."""
     env = world(slow_rate=1.0, slow_seconds=3)
     job = write_job(job_text(prompts(3)))
-    process = env.popen("run", job, "--yes", "--rpm", "60000", "--concurrency", "1", "--read-timeout", "60")
+    process = env.popen(
+        "run", job, "--yes", "--rpm", "60000", "--concurrency", "1", "--read-timeout", "60"
+    )
     _first_created(env)
     env.sandbox.config.slow_rate = 0.0  # the rerun's calls answer at once
     process.kill()
@@ -424,7 +495,9 @@ def test_a_kill_after_the_answer_arrived_and_before_its_commit_leaves_it_in_doub
     _rerun_after_the_kill(env, job)
 
 
-def test_a_kill_while_a_group_of_answers_waits_for_its_commit_leaves_each_in_doubt(world, write_job):
+def test_a_kill_while_a_group_of_answers_waits_for_its_commit_leaves_each_in_doubt(
+    world, write_job
+):
     """Answers are committed in groups: four arrive while a write lock holds the ledger (one
     leads a commit that waits for the lock, three queue behind it), and the run is killed.
     All four are in_doubt, none is sent again, and the rerun sends only the four requests

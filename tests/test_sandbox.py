@@ -21,13 +21,23 @@ HEADERS = {"Content-Type": "application/json", "Api-Key": TEST_KEY}
 PRO_TEXT_TO_VIDEO = {
     "prompt": "A cat walking in the garden",
     "model_id": "2-9",
-    "options": {"prompt_optimization": True, "aspect_ratio": "16:9", "resolution": "480p", "duration": 5},
+    "options": {
+        "prompt_optimization": True,
+        "aspect_ratio": "16:9",
+        "resolution": "480p",
+        "duration": 5,
+    },
 }
 FAST_WITH_IMAGE = {
     "prompt": "The cat turns to look at the camera",
     "model_id": "2-10",
     "image_urls": ["https://cdn.pixwith.ai/images/cf0ddb5ad6a0f0c85ab4d1dceb9fd89c_0.jpeg"],
-    "options": {"prompt_optimization": True, "aspect_ratio": "9:16", "resolution": "720p", "duration": 5},
+    "options": {
+        "prompt_optimization": True,
+        "aspect_ratio": "9:16",
+        "resolution": "720p",
+        "duration": 5,
+    },
 }
 LITE = {
     "prompt": "The cat blinks",
@@ -64,24 +74,63 @@ def test_the_documented_examples_create_tasks(serve):
         answer = create(client, body).json()
         assert answer["code"] == 1 and answer["message"] == "success"
         assert parse_task_id(answer["data"]["task_id"]) is not None
-        assert isinstance(answer["data"]["estimated_time"], int) and answer["data"]["estimated_time"] > 0
+        assert (
+            isinstance(answer["data"]["estimated_time"], int)
+            and answer["data"]["estimated_time"] > 0
+        )
     assert list(sandbox.created_per_body().values()) == [1, 1, 1]
 
 
 BROKEN_RULES = [
     ({**LITE, "options": {**LITE["options"], "duration": 5}}, "options.duration", "fixed duration"),
-    ({**LITE, "options": {**LITE["options"], "resolution": "480p"}}, "options.resolution", "only renders 720p"),
+    (
+        {**LITE, "options": {**LITE["options"], "resolution": "480p"}},
+        "options.resolution",
+        "only renders 720p",
+    ),
     ({k: v for k, v in LITE.items() if k != "image_urls"}, "image_urls", "exactly 1 image"),
-    ({**LITE, "image_urls": ["https://e.com/a.jpg", "https://e.com/b.jpg"]}, "image_urls", "exactly 1 image"),
-    ({**PRO_TEXT_TO_VIDEO, "options": {**PRO_TEXT_TO_VIDEO["options"], "duration": None}}, "options.duration", ""),
-    ({**PRO_TEXT_TO_VIDEO, "options": {k: v for k, v in PRO_TEXT_TO_VIDEO["options"].items() if k != "duration"}}, "options.duration", "5 or 8"),
+    (
+        {**LITE, "image_urls": ["https://e.com/a.jpg", "https://e.com/b.jpg"]},
+        "image_urls",
+        "exactly 1 image",
+    ),
+    (
+        {**PRO_TEXT_TO_VIDEO, "options": {**PRO_TEXT_TO_VIDEO["options"], "duration": None}},
+        "options.duration",
+        "",
+    ),
+    (
+        {
+            **PRO_TEXT_TO_VIDEO,
+            "options": {k: v for k, v in PRO_TEXT_TO_VIDEO["options"].items() if k != "duration"},
+        },
+        "options.duration",
+        "5 or 8",
+    ),
     ({**FAST_WITH_IMAGE, "image_urls": ["https://e.com/a.jpg"] * 3}, "image_urls", "1 or 2"),
-    ({**PRO_TEXT_TO_VIDEO, "options": {**PRO_TEXT_TO_VIDEO["options"], "aspect_ratio": "4:3"}}, "options.aspect_ratio", "16:9"),
-    ({**PRO_TEXT_TO_VIDEO, "options": {**PRO_TEXT_TO_VIDEO["options"], "duration": 6}}, "options.duration", "5 or 8"),
+    (
+        {**PRO_TEXT_TO_VIDEO, "options": {**PRO_TEXT_TO_VIDEO["options"], "aspect_ratio": "4:3"}},
+        "options.aspect_ratio",
+        "16:9",
+    ),
+    (
+        {**PRO_TEXT_TO_VIDEO, "options": {**PRO_TEXT_TO_VIDEO["options"], "duration": 6}},
+        "options.duration",
+        "5 or 8",
+    ),
     ({**PRO_TEXT_TO_VIDEO, "model_id": "2-11"}, "model_id", "2-8"),
     ({**PRO_TEXT_TO_VIDEO, "seed": 3}, "seed", "not a known field"),
     ({k: v for k, v in PRO_TEXT_TO_VIDEO.items() if k != "prompt"}, "prompt", "required"),
-    ({**PRO_TEXT_TO_VIDEO, "options": {k: v for k, v in PRO_TEXT_TO_VIDEO["options"].items() if k != "prompt_optimization"}}, "options.prompt_optimization", "required"),
+    (
+        {
+            **PRO_TEXT_TO_VIDEO,
+            "options": {
+                k: v for k, v in PRO_TEXT_TO_VIDEO["options"].items() if k != "prompt_optimization"
+            },
+        },
+        "options.prompt_optimization",
+        "required",
+    ),
 ]
 
 
@@ -119,7 +168,9 @@ def test_a_later_sandbox_answers_for_tasks_an_earlier_one_created(serve):
     _, client = serve(time_scale=0)
     task_id = create(client, PRO_TEXT_TO_VIDEO).json()["data"]["task_id"]
     with running(SandboxConfig()) as other:
-        answer = httpx.post(f"{other.base_url}/api/task/get", json={"task_id": task_id}, headers=HEADERS).json()
+        answer = httpx.post(
+            f"{other.base_url}/api/task/get", json={"task_id": task_id}, headers=HEADERS
+        ).json()
     assert answer["data"]["status"] == 2
 
 
@@ -142,7 +193,9 @@ def test_keys(serve):
 
 def test_malformed_calls_get_sensible_answers(serve):
     _, client = serve()
-    wrong_type = client.post("/api/task/create", content=b"{}", headers={"Content-Type": "text/plain"})
+    wrong_type = client.post(
+        "/api/task/create", content=b"{}", headers={"Content-Type": "text/plain"}
+    )
     assert wrong_type.status_code == 415 and wrong_type.json()["code"] == 0
     bad_json = client.post("/api/task/create", content=b"{nope")
     assert bad_json.status_code == 400 and "not valid JSON" in bad_json.json()["message"]
@@ -276,9 +329,15 @@ bodies = st.fixed_dictionaries(
             {},
             optional={
                 "prompt_optimization": st.one_of(st.booleans(), st.just(1)),
-                "aspect_ratio": st.sampled_from([*REQUEST_DEFS["aspect_ratio"]["enum"], "Portrait"]),
+                "aspect_ratio": st.sampled_from(
+                    [*REQUEST_DEFS["aspect_ratio"]["enum"], "Portrait"]
+                ),
                 "resolution": st.sampled_from([*REQUEST_DEFS["resolution"]["enum"], "2160p"]),
-                "duration": st.one_of(st.sampled_from([*REQUEST_DEFS["duration"]["enum"], 15, 5.0]), st.none(), st.just(True)),
+                "duration": st.one_of(
+                    st.sampled_from([*REQUEST_DEFS["duration"]["enum"], 15, 5.0]),
+                    st.none(),
+                    st.just(True),
+                ),
                 "num_outputs": st.sampled_from([1, 2, 4, 5, "2"]),
                 "sound": st.one_of(st.booleans(), st.just("yes")),
                 "fix_camera": st.booleans(),
@@ -296,7 +355,9 @@ def shared_client():
         yield client
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(body=bodies)
 def test_the_sandbox_accepts_exactly_what_the_request_schema_accepts(shared_client, body):
     # A plain jsonschema check, without the memo the sandbox (and validate) use.

@@ -70,14 +70,32 @@ def test_the_prompt_rule_depends_only_on_type_and_length():
 def test_the_example_job_shows_every_feature_of_the_format():
     text = (REPO / "jobs" / "example.yaml").read_text()
     assert text.startswith("# yaml-language-server: $schema=../schemas/job.schema.json")
-    for feature in ("name:", "limits:", "defaults:", "matrix:", "exclude:", "include:", "rows:", "repeat:", "{file: prompts/", "null"):
+    for feature in (
+        "name:",
+        "limits:",
+        "defaults:",
+        "matrix:",
+        "exclude:",
+        "include:",
+        "rows:",
+        "repeat:",
+        "{file: prompts/",
+        "null",
+    ):
         assert feature in text, feature
 
 
 def test_check_jsonschema_accepts_the_shipped_jobs():
     jobs = sorted(str(p) for p in (REPO / "jobs").glob("*.yaml"))
     result = subprocess.run(
-        [sys.executable, "-m", "check_jsonschema", "--schemafile", str(REPO / "schemas" / "job.schema.json"), *jobs],
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--schemafile",
+            str(REPO / "schemas" / "job.schema.json"),
+            *jobs,
+        ],
         capture_output=True,
         text=True,
     )
@@ -87,7 +105,14 @@ def test_check_jsonschema_accepts_the_shipped_jobs():
 def test_check_jsonschema_rejects_a_broken_job():
     broken = REPO / "tests" / "broken" / "option_typo.yaml"
     result = subprocess.run(
-        [sys.executable, "-m", "check_jsonschema", "--schemafile", str(REPO / "schemas" / "job.schema.json"), str(broken)],
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--schemafile",
+            str(REPO / "schemas" / "job.schema.json"),
+            str(broken),
+        ],
         capture_output=True,
         text=True,
     )

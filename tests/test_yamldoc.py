@@ -100,7 +100,10 @@ def test_every_core_schema_scalar_reads_the_same_both_ways():
 
 
 def test_the_shipped_and_broken_job_files_read_the_same_both_ways():
-    files = [*sorted((REPO / "jobs").glob("*.yaml")), *sorted((REPO / "tests" / "broken").glob("*.yaml"))]
+    files = [
+        *sorted((REPO / "jobs").glob("*.yaml")),
+        *sorted((REPO / "tests" / "broken").glob("*.yaml")),
+    ]
     fast = 0
     for path in files:
         text = path.read_text(errors="replace")
@@ -158,13 +161,34 @@ SCALARS = st.one_of(
     st.integers(-(10**15), 10**15),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=12),
-    st.sampled_from(["16:9", "yes", "no", "on", "0o17", "017", "0x1f", "1_000", "~", "null", "True", ".inf", "-", "<<x", "a: b", "#"]),
+    st.sampled_from(
+        [
+            "16:9",
+            "yes",
+            "no",
+            "on",
+            "0o17",
+            "017",
+            "0x1f",
+            "1_000",
+            "~",
+            "null",
+            "True",
+            ".inf",
+            "-",
+            "<<x",
+            "a: b",
+            "#",
+        ]
+    ),
 )
 DATA = st.recursive(
     SCALARS,
     lambda inner: st.one_of(
         st.lists(inner, max_size=4),
-        st.dictionaries(st.one_of(st.text(max_size=6), st.integers(-9, 9), st.booleans()), inner, max_size=4),
+        st.dictionaries(
+            st.one_of(st.text(max_size=6), st.integers(-9, 9), st.booleans()), inner, max_size=4
+        ),
     ),
     max_leaves=20,
 )
@@ -178,8 +202,16 @@ DATA = st.recursive(
     width=st.sampled_from([20, 80]),
 )
 def test_any_document_reads_the_same_both_ways(data, flow, style, width):
-    text = yaml.safe_dump({"root": data}, default_flow_style=flow, default_style=style, allow_unicode=True, width=width)
+    text = yaml.safe_dump(
+        {"root": data},
+        default_flow_style=flow,
+        default_style=style,
+        allow_unicode=True,
+        width=width,
+    )
     built = yamldoc._build(text)
-    if built is None:  # a surrogate or a huge integer the dumper wrote: the loader's way is the only way
+    if (
+        built is None
+    ):  # a surrogate or a huge integer the dumper wrote: the loader's way is the only way
         return
     assert_same_reading(text)
