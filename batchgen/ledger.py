@@ -17,8 +17,9 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from . import journal, liveness
 from .errors import EXIT_ABORTED, BatchgenError, UsageError
@@ -89,6 +90,11 @@ class Checked(NamedTuple):
     error: str | None
 
 
+# What the ledger's database raises when it fails under a command (disk full, locked past the
+# timeout): the command line catches these by this name, so it never imports the driver.
+FAILURES: tuple[type[Exception], ...] = (sqlite3.Error,)
+
+
 class LedgerUnsound(BatchgenError):
     """The ledger cannot be trusted to keep the record: deleted, replaced or corrupt."""
 
@@ -102,7 +108,9 @@ class Ledger:
     left `sending` by runs that are gone become `in_doubt` (see `recover`).
     """
 
-    def __init__(self, path: str | Path, *, create: bool = True, busy_timeout: float = BUSY_TIMEOUT):
+    def __init__(
+        self, path: str | Path, *, create: bool = True, busy_timeout: float = BUSY_TIMEOUT
+    ):
         self.path = _real_name(Path(path))
         if not create and not self.path.exists():
             raise NoLedger(f"no ledger at {self.path}: nothing has been sent from this project yet")
@@ -110,7 +118,9 @@ class Ledger:
         self._refuse_hard_links()
         self._identity = self._file_identity()
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+            )
             conn.row_factory = sqlite3.Row
             mode = _enable_wal(conn, busy_timeout)
             conn.execute("PRAGMA synchronous=FULL")
@@ -167,9 +177,13 @@ class Ledger:
         try:
             identity = self._file_identity()
         except FileNotFoundError:
-            raise LedgerUnsound(f"the ledger {self.path} was deleted while batchgen was using it") from None
+            raise LedgerUnsound(
+                f"the ledger {self.path} was deleted while batchgen was using it"
+            ) from None
         if identity != self._identity:
-            raise LedgerUnsound(f"the ledger {self.path} was replaced by another file while batchgen was using it")
+            raise LedgerUnsound(
+                f"the ledger {self.path} was replaced by another file while batchgen was using it"
+            )
 
     def quick_check(self) -> None:
         """Raise `LedgerUnsound` if SQLite finds the ledger corrupt (a broken index would make
@@ -177,7 +191,9 @@ class Ledger:
         try:
             rows = self._query("PRAGMA quick_check")
         except sqlite3.DatabaseError as e:
-            raise LedgerUnsound(f"the ledger {self.path} is corrupt ({e}); nothing was sent") from None
+            raise LedgerUnsound(
+                f"the ledger {self.path} is corrupt ({e}); nothing was sent"
+            ) from None
         problems = [row[0] for row in rows if row[0] != "ok"]
         if problems:
             raise LedgerUnsound(
@@ -260,7 +276,12 @@ class Ledger:
                 chunk = keys[start : start + _BATCH]
                 marks = ",".join("?" * len(chunk))
                 # The index holds what is read: the rows themselves are never touched.
-                found.update(cursor.execute(f"SELECT key, {_EFFECTIVE_STATE} FROM tasks INDEXED BY tasks_standing WHERE key IN ({marks})", chunk))
+                found.update(
+                    cursor.execute(
+                        f"SELECT key, {_EFFECTIVE_STATE} FROM tasks INDEXED BY tasks_standing WHERE key IN ({marks})",
+                        chunk,
+                    )
+                )
         return found
 
     def task(self, key: str) -> dict[str, Any] | None:
@@ -268,7 +289,9 @@ class Ledger:
         return dict(rows[0]) if rows else None
 
     def job_names(self) -> list[str]:
-        return [row["job"] for row in self._query("SELECT DISTINCT job FROM job_tasks ORDER BY job")]
+        return [
+            row["job"] for row in self._query("SELECT DISTINCT job FROM job_tasks ORDER BY job")
+        ]
 
     def rows(self, job: str | None = None, state: str | None = None) -> Iterator[dict[str, Any]]:
         """The tasks of `job` (every task if None) that the ledger has rows for, oldest first."""
@@ -320,8 +343,16 @@ class Ledger:
         """(model_id, state, status, n) rows for `job`, or for every task if None."""
         sql = "SELECT t.model_id, t.state, coalesce(t.status, '') AS status, count(*) AS n FROM tasks t"
         if job is not None:
-            sql += " INDEXED BY tasks_standing JOIN job_tasks j ON j.key = t.key WHERE j.job = ?" + self._current
-        return [dict(r) for r in self._query(sql + " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", [job] if job is not None else [])]
+            sql += (
+                " INDEXED BY tasks_standing JOIN job_tasks j ON j.key = t.key WHERE j.job = ?"
+                + self._current
+            )
+        return [
+            dict(r)
+            for r in self._query(
+                sql + " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", [job] if job is not None else []
+            )
+        ]
 
     def last_due(self, job: str | None) -> str | None:
         """The latest ETA among the submitted tasks (of `job`) still processing."""
@@ -338,7 +369,9 @@ class Ledger:
 
     def open_tasks(self, job: str | None) -> list[dict[str, Any]]:
         """Submitted tasks (of `job`) whose generation has not ended, soonest ETA first."""
-        sql = "SELECT t.* FROM tasks t" + (" JOIN job_tasks j ON j.key = t.key AND j.job = ?" + self._current if job else "")
+        sql = "SELECT t.* FROM tasks t" + (
+            " JOIN job_tasks j ON j.key = t.key AND j.job = ?" + self._current if job else ""
+        )
         sql += f" WHERE {_PROCESSING} ORDER BY t.eta_at"
         return [dict(r) for r in self._query(sql, [job] if job else [])]
 
@@ -347,7 +380,8 @@ class Ledger:
         return [
             dict(r)
             for r in self._query(
-                "SELECT t.*, j.label, j.meta FROM tasks t JOIN job_tasks j ON j.key = t.key AND j.job = ?" + self._current
+                "SELECT t.*, j.label, j.meta FROM tasks t JOIN job_tasks j ON j.key = t.key AND j.job = ?"
+                + self._current
                 + " WHERE t.state = 'submitted' AND t.status = 'completed' ORDER BY t.submitted_at, t.key",
                 [job],
             )
@@ -365,8 +399,13 @@ class Ledger:
 
     def unpolled_count(self, job: str) -> int:
         """Submitted tasks of `job` that no poll has asked about yet."""
-        sql = "SELECT count(*) FROM tasks t JOIN job_tasks j ON j.key = t.key AND j.job = ?" + self._current
-        return int(self._query(sql + " WHERE t.state = 'submitted' AND t.checked_at IS NULL", [job])[0][0])
+        sql = (
+            "SELECT count(*) FROM tasks t JOIN job_tasks j ON j.key = t.key AND j.job = ?"
+            + self._current
+        )
+        return int(
+            self._query(sql + " WHERE t.state = 'submitted' AND t.checked_at IS NULL", [job])[0][0]
+        )
 
     # -- writing --------------------------------------------------------------------------
 
@@ -389,10 +428,21 @@ class Ledger:
 
         def stage(requests: Iterable[Link]) -> None:
             # Streamed into the table: a first run stages every request it holds at once.
-            rows = ((r.key, r.label, json.dumps(r.meta, ensure_ascii=False, default=str) if r.meta else None) for r in requests)
+            rows = (
+                (
+                    r.key,
+                    r.label,
+                    json.dumps(r.meta, ensure_ascii=False, default=str) if r.meta else None,
+                )
+                for r in requests
+            )
             with self._locked() as conn:
-                conn.execute("BEGIN")  # deferred, and only the temp database is written: no write lock
-                conn.executemany("INSERT INTO temp.staged_links (key, label, meta) VALUES (?, ?, ?)", rows)
+                conn.execute(
+                    "BEGIN"
+                )  # deferred, and only the temp database is written: no write lock
+                conn.executemany(
+                    "INSERT INTO temp.staged_links (key, label, meta) VALUES (?, ?, ?)", rows
+                )
                 conn.execute("COMMIT")
 
         try:
@@ -412,7 +462,9 @@ class Ledger:
                 )
                 # Every staged key is current now; any other current row is one the file dropped.
                 staged = conn.execute("SELECT count(*) FROM temp.staged_links").fetchone()[0]
-                current = conn.execute("SELECT count(*) FROM job_tasks WHERE job = ? AND current = 1", (job,)).fetchone()[0]
+                current = conn.execute(
+                    "SELECT count(*) FROM job_tasks WHERE job = ? AND current = 1", (job,)
+                ).fetchone()[0]
                 if current > staged:
                     conn.execute(
                         "UPDATE job_tasks SET current = 0 WHERE job = ? AND current = 1"
@@ -429,7 +481,14 @@ class Ledger:
         return [dict(r) for r in self._query(sql, [job, limit] if job else [limit])]
 
     def claim(
-        self, request: Request, job: str, api_base: str, run_id: int, allow: set[str], *, answered: Answered | None = None
+        self,
+        request: Request,
+        job: str,
+        api_base: str,
+        run_id: int,
+        allow: set[str],
+        *,
+        answered: Answered | None = None,
     ) -> str | None:
         """Mark the request `sending`, durably, if this run may send it.
 
@@ -447,12 +506,18 @@ class Ledger:
         Raises `LedgerUnsound` if the ledger file was deleted or replaced since it was opened:
         the claim would go into a file nobody reads, and the next run would pay again.
         """
-        sent = json.dumps(request.body, ensure_ascii=False)  # before taking the lock: other threads wait on it
+        sent = json.dumps(
+            request.body, ensure_ascii=False
+        )  # before taking the lock: other threads wait on it
         stamp = timestamp()
 
         def claim_in(conn: sqlite3.Connection) -> str | None:
             if answered is not None:
-                _set(conn, answered.key, _submitted(answered.task_id, answered.estimated_time, answered.received_at))
+                _set(
+                    conn,
+                    answered.key,
+                    _submitted(answered.task_id, answered.estimated_time, answered.received_at),
+                )
             if _insert_claim(conn, request, sent, job, api_base, run_id, stamp):
                 return "new"
             return _reclaim(conn, request, stamp, run_id, allow)
@@ -468,11 +533,22 @@ class Ledger:
             if previous == "new":
                 conn.execute("DELETE FROM tasks WHERE key = ? AND state = 'sending'", (key,))
             elif previous == "generation_failed":  # put the earlier task back where it was
-                last = conn.execute("SELECT rowid, * FROM task_history WHERE key = ? ORDER BY rowid DESC LIMIT 1", (key,)).fetchone()
+                last = conn.execute(
+                    "SELECT rowid, * FROM task_history WHERE key = ? ORDER BY rowid DESC LIMIT 1",
+                    (key,),
+                ).fetchone()
                 conn.execute(
                     "UPDATE tasks SET state = 'submitted', attempts = attempts - 1, task_id = ?, submitted_at = ?, status = ?,"
                     " result_urls = ?, error = ?, updated_at = ? WHERE key = ? AND state = 'sending'",
-                    (last["task_id"], last["submitted_at"], last["status"], last["result_urls"], last["error"], timestamp(), key),
+                    (
+                        last["task_id"],
+                        last["submitted_at"],
+                        last["status"],
+                        last["result_urls"],
+                        last["error"],
+                        timestamp(),
+                        key,
+                    ),
                 )
                 conn.execute("DELETE FROM task_history WHERE rowid = ?", (last["rowid"],))
             else:
@@ -481,7 +557,9 @@ class Ledger:
                     (previous, timestamp(), key),
                 )
 
-    def record_submitted(self, key: str, task_id: str, estimated_time: float | None, submitted_at: str | None = None) -> None:
+    def record_submitted(
+        self, key: str, task_id: str, estimated_time: float | None, submitted_at: str | None = None
+    ) -> None:
         """Write a task id (committed in a group with other workers' answers). Raises
         `LedgerUnsound` if the ledger file was deleted or replaced (see `claim`)."""
         self.check_same_file()
@@ -529,20 +607,26 @@ class Ledger:
 
     def learned_prices(self, api_base: str) -> dict[str, tuple[int, int | None]]:
         """class key → (credits, the run that taught it), for one API."""
-        rows = self._query("SELECT class, credits, run_id FROM prices WHERE api_base = ?", [api_base])
+        rows = self._query(
+            "SELECT class, credits, run_id FROM prices WHERE api_base = ?", [api_base]
+        )
         return {row["class"]: (row["credits"], row["run_id"]) for row in rows}
 
     def all_learned_prices(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._query("SELECT * FROM prices ORDER BY api_base, class")]
 
-    def record_learned_price(self, api_base: str, cls: str, credits: int, run_id: int, requests: int) -> None:
+    def record_learned_price(
+        self, api_base: str, cls: str, credits: int, run_id: int, requests: int
+    ) -> None:
         with self.transaction() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO prices (class, api_base, credits, run_id, requests, learned_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (cls, api_base, credits, run_id, requests, timestamp()),
             )
 
-    def record_balance(self, run_id: int, *, before: int | None = None, after: int | None = None) -> None:
+    def record_balance(
+        self, run_id: int, *, before: int | None = None, after: int | None = None
+    ) -> None:
         with self.transaction() as conn:
             if before is not None:
                 conn.execute("UPDATE runs SET credits_before = ? WHERE id = ?", (before, run_id))
@@ -559,16 +643,26 @@ class Ledger:
         return int(row[0][0])
 
     def history(self, key: str) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._query("SELECT * FROM task_history WHERE key = ? ORDER BY replaced_at", [key])]
+        return [
+            dict(r)
+            for r in self._query(
+                "SELECT * FROM task_history WHERE key = ? ORDER BY replaced_at", [key]
+            )
+        ]
 
     # -- uploads --------------------------------------------------------------------------
 
     def uploaded(self, sha256: str, upload_base: str) -> str | None:
         """The URL a local image was uploaded to (at this API), if it was."""
-        rows = self._query("SELECT image_url FROM uploads WHERE sha256 = ? AND upload_base = ?", [sha256, upload_base])
+        rows = self._query(
+            "SELECT image_url FROM uploads WHERE sha256 = ? AND upload_base = ?",
+            [sha256, upload_base],
+        )
         return str(rows[0][0]) if rows else None
 
-    def record_upload(self, sha256: str, upload_base: str, image_url: str, name: str, size: int) -> None:
+    def record_upload(
+        self, sha256: str, upload_base: str, image_url: str, name: str, size: int
+    ) -> None:
         with self.transaction() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO uploads (sha256, upload_base, image_url, name, size, uploaded_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -579,7 +673,9 @@ class Ledger:
 
     def reviews(self, job: str) -> dict[str, dict[str, Any]]:
         """key → the job's review of it (pick, rating, note, updated_at)."""
-        rows = self._query("SELECT key, pick, rating, note, updated_at FROM reviews WHERE job = ?", [job])
+        rows = self._query(
+            "SELECT key, pick, rating, note, updated_at FROM reviews WHERE job = ?", [job]
+        )
         return {row["key"]: dict(row) for row in rows}
 
     def asks_for(self, job: str, key: str) -> bool:
@@ -594,7 +690,12 @@ class Ledger:
         if unknown:
             raise ValueError(f"not a review field: {', '.join(sorted(unknown))}")
         with self.transaction() as conn:
-            if conn.execute("SELECT 1 FROM job_tasks WHERE job = ? AND key = ?", (job, key)).fetchone() is None:
+            if (
+                conn.execute(
+                    "SELECT 1 FROM job_tasks WHERE job = ? AND key = ?", (job, key)
+                ).fetchone()
+                is None
+            ):
                 raise KeyError(key)
             conn.execute("INSERT OR IGNORE INTO reviews (job, key) VALUES (?, ?)", (job, key))
             assigned = ", ".join(f"{name} = ?" for name in fields)
@@ -602,10 +703,15 @@ class Ledger:
                 f"UPDATE reviews SET {assigned}{', ' if assigned else ''}updated_at = ? WHERE job = ? AND key = ?",
                 (*fields.values(), timestamp(), job, key),
             )
-            row = conn.execute("SELECT key, pick, rating, note, updated_at FROM reviews WHERE job = ? AND key = ?", (job, key)).fetchone()
+            row = conn.execute(
+                "SELECT key, pick, rating, note, updated_at FROM reviews WHERE job = ? AND key = ?",
+                (job, key),
+            ).fetchone()
         return dict(row)
 
-    def chosen(self, job: str, *, picked: bool, rating_at_least: int | None) -> list[dict[str, Any]]:
+    def chosen(
+        self, job: str, *, picked: bool, rating_at_least: int | None
+    ) -> list[dict[str, Any]]:
         """The job's current requests a review chose (picked, and/or rated at least N), with
         their label and meta, in the order they were submitted."""
         where = []
@@ -618,7 +724,8 @@ class Ledger:
         sql = (
             "SELECT t.*, j.label, j.meta, j.job_file, r.pick, r.rating, r.note FROM reviews r"
             " JOIN job_tasks j ON j.job = r.job AND j.key = r.key JOIN tasks t ON t.key = r.key"
-            f" WHERE r.job = ?{self._current} AND " + " AND ".join(where or ["1"])
+            f" WHERE r.job = ?{self._current} AND "
+            + " AND ".join(where or ["1"])
             + " ORDER BY t.submitted_at IS NULL, t.submitted_at, t.key"
         )
         return [dict(r) for r in self._query(sql, params)]
@@ -669,7 +776,10 @@ class Ledger:
         A run is gone when its lock can be taken (see liveness.py): rows of a run still going
         in another process, in whatever PID namespace, are left alone.
         """
-        runs = [row[0] for row in self._query("SELECT DISTINCT run_id FROM tasks WHERE state = 'sending'")]
+        runs = [
+            row[0]
+            for row in self._query("SELECT DISTINCT run_id FROM tasks WHERE state = 'sending'")
+        ]
         gone = [run for run in runs if run is None or not liveness.is_alive(self.path, run)]
         if not gone:
             return 0
@@ -698,18 +808,35 @@ class Ledger:
             return 0
         with self.transaction() as conn:
             for entry in entries:
-                row = conn.execute("SELECT state, task_id FROM tasks WHERE key = ?", (entry["key"],)).fetchone()
+                row = conn.execute(
+                    "SELECT state, task_id FROM tasks WHERE key = ?", (entry["key"],)
+                ).fetchone()
                 if row is not None and row["state"] == "submitted" and row["task_id"]:
                     continue  # recorded after all (or replayed before a crash)
-                if not entry.get("task_id"):  # rescued as in_doubt: maybe created, never resent silently
+                if not entry.get(
+                    "task_id"
+                ):  # rescued as in_doubt: maybe created, never resent silently
                     if row is None:
                         _insert_entry(conn, entry, "in_doubt")
                     elif row["state"] in ("sending", "failed"):
-                        _set(conn, entry["key"], {"state": "in_doubt", "error": entry.get("error") or "in doubt in a ledger that was lost"})
+                        _set(
+                            conn,
+                            entry["key"],
+                            {
+                                "state": "in_doubt",
+                                "error": entry.get("error") or "in doubt in a ledger that was lost",
+                            },
+                        )
                     continue
                 if row is None:  # the ledger was replaced: the row is rebuilt from the entry
                     _insert_entry(conn, entry, "sending")
-                _set(conn, entry["key"], _submitted(entry["task_id"], entry.get("estimated_time"), entry.get("received_at")))
+                _set(
+                    conn,
+                    entry["key"],
+                    _submitted(
+                        entry["task_id"], entry.get("estimated_time"), entry.get("received_at")
+                    ),
+                )
         journal.discard(taken)  # only once committed: until then they are replayed again
         return len(entries)
 
@@ -723,10 +850,17 @@ class Ledger:
         )
         entries = [
             {
-                "key": row["key"], "task_id": row["task_id"], "estimated_time": row["estimated_time"],
-                "received_at": row["submitted_at"], "job": row["job"], "job_file": row["job_file"],
-                "api_base": row["api_base"], "variant": row["variant"], "body": json.loads(row["request"]),
-                "run_id": row["run_id"], "state": "submitted" if row["task_id"] else "in_doubt",
+                "key": row["key"],
+                "task_id": row["task_id"],
+                "estimated_time": row["estimated_time"],
+                "received_at": row["submitted_at"],
+                "job": row["job"],
+                "job_file": row["job_file"],
+                "api_base": row["api_base"],
+                "variant": row["variant"],
+                "body": json.loads(row["request"]),
+                "run_id": row["run_id"],
+                "state": "submitted" if row["task_id"] else "in_doubt",
                 "error": row["error"] or "in doubt when its ledger was lost",
             }
             for row in rows
@@ -742,7 +876,9 @@ class Ledger:
 # The state a run decides by: `generation_failed` for a task created but whose video failed.
 # A submitted task whose generation has not ended (the tasks table as `t`).
 _PROCESSING = "t.state = 'submitted' AND coalesce(t.status, 'processing') = 'processing'"
-_EFFECTIVE_STATE = "CASE WHEN state = 'submitted' AND status = 'failed' THEN 'generation_failed' ELSE state END"
+_EFFECTIVE_STATE = (
+    "CASE WHEN state = 'submitted' AND status = 'failed' THEN 'generation_failed' ELSE state END"
+)
 
 
 def _real_name(path: Path) -> Path:
@@ -756,21 +892,43 @@ def _real_name(path: Path) -> Path:
     return path if real == Path(os.path.abspath(path)) else real
 
 
-def _insert_claim(conn: sqlite3.Connection, request: Request, sent: str, job: str, api_base: str, run_id: int, stamp: str) -> bool:
+def _insert_claim(
+    conn: sqlite3.Connection,
+    request: Request,
+    sent: str,
+    job: str,
+    api_base: str,
+    run_id: int,
+    stamp: str,
+) -> bool:
     """Claim a request the ledger has no row for; False if it has one."""
     body = request.body
     inserted = conn.execute(
         "INSERT INTO tasks (key, job, api_base, model_id, prompt, request, variant, state,"
         " attempts, updated_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, 'sending', 1, ?, ?) ON CONFLICT (key) DO NOTHING",
-        (request.key, job, api_base, body.get("model_id"), body.get("prompt"), sent, request.variant, stamp, run_id),
+        (
+            request.key,
+            job,
+            api_base,
+            body.get("model_id"),
+            body.get("prompt"),
+            sent,
+            request.variant,
+            stamp,
+            run_id,
+        ),
     )
     return inserted.rowcount == 1
 
 
-def _reclaim(conn: sqlite3.Connection, request: Request, stamp: str, run_id: int, allow: set[str]) -> str | None:
+def _reclaim(
+    conn: sqlite3.Connection, request: Request, stamp: str, run_id: int, allow: set[str]
+) -> str | None:
     """Claim a request the ledger has a row for, if its state is in `allow`; inside the
     caller's transaction. Returns the state it had, or None."""
-    row = conn.execute(f"SELECT {_EFFECTIVE_STATE} AS state, task_id FROM tasks WHERE key = ?", (request.key,)).fetchone()
+    row = conn.execute(
+        f"SELECT {_EFFECTIVE_STATE} AS state, task_id FROM tasks WHERE key = ?", (request.key,)
+    ).fetchone()
     if row["state"] not in allow:
         return None
     conn.execute(
@@ -788,7 +946,9 @@ def _reclaim(conn: sqlite3.Connection, request: Request, stamp: str, run_id: int
     return str(row["state"])
 
 
-def _set(conn: sqlite3.Connection, key: str, fields: dict[str, Any], *, task_id: str | None = None) -> None:
+def _set(
+    conn: sqlite3.Connection, key: str, fields: dict[str, Any], *, task_id: str | None = None
+) -> None:
     """UPDATE the task `key` with `fields` (and `updated_at`), inside the caller's transaction;
     with `task_id`, only if the row still holds that task."""
     fields = {**fields, "updated_at": timestamp()}
@@ -796,7 +956,10 @@ def _set(conn: sqlite3.Connection, key: str, fields: dict[str, Any], *, task_id:
     if task_id is None:
         conn.execute(f"UPDATE tasks SET {assignments} WHERE key = ?", (*fields.values(), key))
     else:
-        conn.execute(f"UPDATE tasks SET {assignments} WHERE key = ? AND task_id = ?", (*fields.values(), key, task_id))
+        conn.execute(
+            f"UPDATE tasks SET {assignments} WHERE key = ? AND task_id = ?",
+            (*fields.values(), key, task_id),
+        )
 
 
 def _insert_entry(conn: sqlite3.Connection, entry: dict[str, Any], state: str) -> None:
@@ -805,8 +968,16 @@ def _insert_entry(conn: sqlite3.Connection, entry: dict[str, Any], state: str) -
         "INSERT INTO tasks (key, job, api_base, model_id, prompt, request, variant, state, attempts, error,"
         " updated_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
         (
-            entry["key"], entry.get("job") or "", entry.get("api_base") or "", body.get("model_id"), body.get("prompt"),
-            json.dumps(body, ensure_ascii=False), int(entry.get("variant") or 0), state, entry.get("error"), timestamp(),
+            entry["key"],
+            entry.get("job") or "",
+            entry.get("api_base") or "",
+            body.get("model_id"),
+            body.get("prompt"),
+            json.dumps(body, ensure_ascii=False),
+            int(entry.get("variant") or 0),
+            state,
+            entry.get("error"),
+            timestamp(),
             entry.get("run_id"),
         ),
     )
@@ -817,7 +988,9 @@ def _insert_entry(conn: sqlite3.Connection, entry: dict[str, Any], state: str) -
         )
 
 
-def _submitted(task_id: str, estimated_time: float | None, submitted_at: str | None) -> dict[str, Any]:
+def _submitted(
+    task_id: str, estimated_time: float | None, submitted_at: str | None
+) -> dict[str, Any]:
     """The fields of a row whose create call answered with `task_id`."""
     submitted = parse_timestamp(submitted_at) if submitted_at else now()
     eta = later(submitted, estimated_time)
