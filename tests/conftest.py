@@ -1,14 +1,20 @@
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import FAULT_TABLE, REPO
 
 from batchgen import limits
 from batchgen.cli import main
+from batchgen.ledger import Ledger
+from batchgen.sandbox import TEST_KEY, SandboxConfig, running
 from batchgen.spec import Job, load_job
 
 
@@ -27,6 +33,36 @@ def ctrl_c_reaches_the_runs_the_tests_start():
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
+
+
+# Caches the tools keep beside the code; anything else a test writes belongs under tmp_path.
+_TOOL_CACHES = (".pytest_cache", ".hypothesis", ".mypy_cache", ".ruff_cache", "__pycache__")
+
+
+def _files_git_does_not_track() -> set[str] | None:
+    try:
+        listed = subprocess.run(
+            ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None  # not a git checkout (an unpacked sdist): nothing to compare with
+    paths = {line[3:] for line in listed.splitlines() if line[:2] in ("??", "!!")}
+    return {p for p in paths if not any(part in _TOOL_CACHES for part in Path(p).parts)}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def the_checkout_is_left_as_it_was():
+    """No test leaves files in the checkout (a ledger, outputs/, a download)."""
+    before = _files_git_does_not_track()
+    yield
+    after = _files_git_does_not_track()
+    if before is not None and after is not None:
+        left = sorted(after - before)
+        assert not left, f"the tests left files in the checkout: {left}"
 
 
 @pytest.fixture
@@ -68,13 +104,6 @@ def cli():
 
 # -- running batchgen against a sandbox ---------------------------------------------------------
 
-import os
-import subprocess
-import sys
-
-from batchgen.ledger import Ledger
-from batchgen.sandbox import TEST_KEY, SandboxConfig, running
-
 
 class Env:
     """A sandbox and a ledger in a temporary folder, and ways to run batchgen against them."""
@@ -96,7 +125,9 @@ class Env:
 
     def cli(self, *args, env: dict[str, str] | None = None):
         """batchgen in this process (fast); returns click's Result."""
-        return self.runner.invoke(main, [str(a) for a in args], env={**self.env, **(env or {})}, catch_exceptions=False)
+        return self.runner.invoke(
+            main, [str(a) for a in args], env={**self.env, **(env or {})}, catch_exceptions=False
+        )
 
     def popen(self, *args, env: dict[str, str] | None = None) -> subprocess.Popen:
         """batchgen as a separate process (for kills, signals and concurrent runs)."""
@@ -123,9 +154,12 @@ class Env:
 
 
 @pytest.fixture
-def world(tmp_path):
-    """world(**sandbox_settings) → an Env with a fresh sandbox (stopped after the test)."""
+def world(tmp_path, monkeypatch):
+    """world(**sandbox_settings) → an Env with a fresh sandbox (stopped after the test).
+    Commands run in tmp_path, so what they write by default (outputs/) stays there."""
     import contextlib
+
+    monkeypatch.chdir(tmp_path)
 
     with contextlib.ExitStack() as stack:
 
@@ -138,16 +172,28 @@ def world(tmp_path):
 
 # -- the fault suite's table --------------------------------------------------------------------
 
-from helpers import FAULT_TABLE  # noqa: E402
-
 
 def pytest_terminal_summary(terminalreporter):
     if not FAULT_TABLE:
         return
-    columns = ["scenario", "requests", "faults", "kills", "interrupts", "duplicates", "lost", "unsent in_doubt", "steps"]
+    columns = [
+        "scenario",
+        "requests",
+        "faults",
+        "kills",
+        "interrupts",
+        "duplicates",
+        "lost",
+        "unsent in_doubt",
+        "steps",
+    ]
     write = terminalreporter.write_line
     write("")
-    write("fault suite: " + ", ".join(f"{sum(r[c] for r in FAULT_TABLE)} {c}" for c in columns[1:-1]) + f" over {len(FAULT_TABLE)} scenarios")
+    write(
+        "fault suite: "
+        + ", ".join(f"{sum(r[c] for r in FAULT_TABLE)} {c}" for c in columns[1:-1])
+        + f" over {len(FAULT_TABLE)} scenarios"
+    )
     write("| " + " | ".join(columns) + " |")
     write("|" + "---|" * len(columns))
     for row in FAULT_TABLE:
