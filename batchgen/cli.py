@@ -25,6 +25,7 @@ from .errors import (
     UsageError,
 )
 from .expand import DEFAULT_API_BASE
+from .init_cli import init_command
 from .ledger import FAILURES as ledger_failures
 from .ledger import STATES, Ledger, NoLedger
 from .limits import Backoff, RateLimiter
@@ -579,7 +580,7 @@ def schema(name: str) -> None:
     click.echo(schemas.schema_text(name), nl=False)
 
 
-for command in (sandbox_command, review_command, promote_command, models_command):
+for command in (init_command, sandbox_command, review_command, promote_command, models_command):
     main.add_command(command)
 
 if __name__ == "__main__":  # pragma: no cover

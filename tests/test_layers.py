@@ -37,6 +37,7 @@ LAYERS = [
     "migrations",
     "group_commit",
     "ledger",
+    "starter",
     "connections",
     "api",
     "limits",
@@ -55,6 +56,7 @@ LAYERS = [
     "sandbox_cli",
     "review_cli",
     "models_cli",
+    "init_cli",
     "cli",
     "__main__",
 ]
