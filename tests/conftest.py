@@ -170,10 +170,41 @@ def world(tmp_path, monkeypatch):
         yield make
 
 
+# -- the fast set and the whole suite ----------------------------------------------------------
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--all",
+        action="store_true",
+        help="also run the slow scenario tests: kills, signals, the fault suite, browsers (CI does)",
+    )
+
+
+_LEFT_OUT: list[str] = []
+
+
+def pytest_collection_modifyitems(config, items):
+    # A test file or test named on the command line runs whatever its marker
+    # (`pytest tests/test_faults.py` means it), as does a marker expression (`-m slow`).
+    named = any(".py" in arg for arg in config.args)
+    if config.getoption("--all") or named or config.option.markexpr:
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+        config.hook.pytest_deselected(items=slow)
+        _LEFT_OUT.extend(item.nodeid for item in slow)
+
+
 # -- the fault suite's table --------------------------------------------------------------------
 
 
 def pytest_terminal_summary(terminalreporter):
+    if _LEFT_OUT:
+        terminalreporter.write_line(
+            f"the fast set: {len(_LEFT_OUT)} slow tests left out; `pytest --all` runs them (CI does)"
+        )
     if not FAULT_TABLE:
         return
     columns = [

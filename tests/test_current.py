@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from helpers import PRO_DEFAULTS, job_text, prompts
 
 FAST = ("--yes", "--rpm", "0")
@@ -292,6 +293,7 @@ def test_credits_that_cannot_reach_the_api_is_not_a_usage_error(world):
     assert result.exit_code == 1 and "the balance could not be read" in result.output
 
 
+@pytest.mark.slow
 def test_download_after_a_run_without_wait_says_the_tasks_were_never_polled(world, write_job):
     env = world(time_scale=0)  # done at once, but no poll has asked yet
     job = write_job(job_text(prompts(3), name="unpolled"))

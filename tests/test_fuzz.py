@@ -488,6 +488,7 @@ def hostile_cases(folder):
     ]
 
 
+@pytest.mark.slow
 def test_hostile_files_are_refused_in_seconds_and_bounded_memory(tmp_path):
     import resource
     import subprocess

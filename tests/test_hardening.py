@@ -158,6 +158,7 @@ def test_old_ledgers_keep_their_keys_through_the_migration(tmp_path):
     not can_unshare_pid(),
     reason="unshare --pid is not permitted here (needs root or user namespaces)",
 )
+@pytest.mark.slow
 def test_a_run_killed_inside_a_pid_namespace_is_recovered(world, write_job):
     env = world(latency_ms=2000)
     job = write_job(job_text(prompts(8)))
@@ -514,6 +515,7 @@ def test_a_second_ctrl_c_journals_the_task_ids_workers_received_but_had_not_writ
         assert row["state"] == "submitted" and row["task_id"] == "task-p0"
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_quits_within_seconds_while_a_worker_waits_on_a_ledger_another_process_holds(
     tmp_path,
 ):
@@ -622,6 +624,7 @@ def test_disk_full_while_recording_keeps_the_task_id(tmp_path):
 # -- 5. SIGTERM, SIGHUP and a closed stdout -------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_sigterm_and_sighup_finish_the_calls_in_flight_like_ctrl_c(world, write_job, sig, code):
     env = world(latency_ms=300)
@@ -639,6 +642,7 @@ def test_sigterm_and_sighup_finish_the_calls_in_flight_like_ctrl_c(world, write_
     assert len(env.sandbox.created()) == 30 and set(env.created_bodies().values()) == {1}
 
 
+@pytest.mark.slow
 def test_a_second_sigterm_quits_at_once_and_leaves_in_doubt(world, write_job):
     env = world(latency_ms=3000)
     job = write_job(job_text(prompts(8)))
@@ -747,6 +751,7 @@ def test_a_corrupt_ledger_sends_nothing(world, write_job):
     assert len(env.sandbox.created()) == 40  # nothing resent
 
 
+@pytest.mark.slow
 def test_a_ledger_deleted_mid_run_stops_the_run_and_the_journal_keeps_what_it_received(
     world, write_job
 ):
@@ -826,6 +831,7 @@ def test_manifest_cells_that_look_like_formulas_are_text(world, write_job):
     assert prompts_written == sorted("'" + p for p in hostile)
 
 
+@pytest.mark.slow
 def test_two_sandbox_runs_at_once_each_have_their_own_and_keys_stay_the_same(tmp_path, write_job):
     job = write_job(job_text(prompts(3)))
     other = write_job(job_text(prompts(3, tag="other")), name="other.yaml")
@@ -1008,6 +1014,7 @@ def test_a_declared_size_over_the_cap_is_not_even_read(hostile, tmp_path):
     assert "max-file-size" in result and took < 5
 
 
+@pytest.mark.slow
 def test_a_trickle_meets_the_per_file_deadline(hostile, tmp_path):
     result, took, target = fetch(hostile.base + "/slow", tmp_path, deadline=1.0)
     assert "within 1 s" in result and not target.exists()

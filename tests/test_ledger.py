@@ -714,6 +714,7 @@ def test_submitted_records_the_eta(ledger):
     assert row["submitted_at"].endswith("Z")
 
 
+@pytest.mark.slow
 def test_processes_opening_a_new_ledger_at_once_all_succeed(tmp_path):
     # Two batchgen processes on a ledger that doesn't exist yet: both switch it to WAL and
     # migrate it. Before the fix one of them failed with "database is locked" every few rounds.

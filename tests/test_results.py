@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
 from helpers import FakeClock, job_text, prompts
 
 from batchgen.sandbox import TEST_KEY, parse_task_id, sample_video
 
 
+@pytest.mark.slow
 def test_run_wait_ends_with_each_task_as_the_sandbox_decided(world, write_job):
     env = world(time_scale=0.002, fail_fraction=0.4, seed=5)
     job = write_job(job_text(prompts(10)))
@@ -24,6 +26,7 @@ def test_run_wait_ends_with_each_task_as_the_sandbox_decided(world, write_job):
         assert row["checked_at"]
 
 
+@pytest.mark.slow
 def test_poll_checks_only_tasks_past_their_eta_unless_all(world, write_job):
     env = world(time_scale=1)  # minutes: nothing is due
     job = write_job(job_text(prompts(3)))

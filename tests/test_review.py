@@ -504,6 +504,7 @@ def chromium() -> str | None:
     )
 
 
+@pytest.mark.slow
 def test_in_a_browser_pick_two_rate_and_note_then_promote_them(drafts):
     browser_path = chromium()
     if browser_path is None:

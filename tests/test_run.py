@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import time
 
+import pytest
 from helpers import assert_consistent, canonical, job_text, prompts, wait_for_sending
 
 from batchgen.sandbox import TEST_KEY
@@ -151,6 +152,7 @@ def test_faults_never_create_twice_and_resubmitting_in_doubt_completes_the_job(w
     assert {r["state"] for r in env.rows()} == {"submitted"}
 
 
+@pytest.mark.slow
 def test_429_and_503_are_retried_and_retry_after_pauses_sending(world, write_job):
     # In the sandbox's record: throttled calls were retried until every request got through.
     env = world(rate_429=0.3, rate_503=0.3, retry_after=0.2, seed=1)
@@ -304,6 +306,7 @@ def test_rejected_requests_are_only_retried_when_asked(world, write_job):
     assert len(env.sandbox.created()) == 2
 
 
+@pytest.mark.slow
 def test_the_rpm_ceiling_holds_in_the_sandbox_record(world, write_job):
     rpm = 300  # one call every 0.2 s
     env = world(rpm_limit=rpm)
@@ -341,6 +344,7 @@ def test_status_and_tasks(world, write_job):
 # -- processes: kills, signals, concurrency ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_rerun_loses_nothing(world, write_job):
     env = world(latency_ms=15)
     job = write_job(job_text(prompts(60)))
@@ -373,6 +377,7 @@ def test_two_concurrent_runs_on_one_ledger_never_send_twice(world, write_job):
     assert set(env.created_bodies().values()) == {1}
 
 
+@pytest.mark.slow
 def test_ctrl_c_finishes_calls_in_flight_and_leaves_the_job_resumable(world, write_job):
     env = world(latency_ms=200)
     job = write_job(job_text(prompts(30)))
@@ -392,6 +397,7 @@ def test_ctrl_c_finishes_calls_in_flight_and_leaves_the_job_resumable(world, wri
     assert len(env.sandbox.created()) == 30
 
 
+@pytest.mark.slow
 def test_on_a_terminal_a_big_run_asks_first_and_no_sends_nothing(world, write_job, monkeypatch):
     import batchgen.cli
 
@@ -420,6 +426,7 @@ def test_on_a_terminal_a_big_run_asks_first_and_no_sends_nothing(world, write_jo
     )  # 3 ≤ 20: no question
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_quits_at_once_and_calls_in_flight_become_in_doubt(world, write_job):
     env = world(latency_ms=3000)
     job = write_job(job_text(prompts(8)))
@@ -474,6 +481,7 @@ def test_a_kill_after_the_task_was_created_and_before_its_answer_arrived_leaves_
     _rerun_after_the_kill(env, job)
 
 
+@pytest.mark.slow
 def test_a_kill_after_the_answer_arrived_and_before_its_commit_leaves_it_in_doubt(world, write_job):
     """The answer is in the process's memory and nowhere else: held off the ledger by a write
     lock this test takes once the task exists, the run is killed waiting for it."""
@@ -495,6 +503,7 @@ def test_a_kill_after_the_answer_arrived_and_before_its_commit_leaves_it_in_doub
     _rerun_after_the_kill(env, job)
 
 
+@pytest.mark.slow
 def test_a_kill_while_a_group_of_answers_waits_for_its_commit_leaves_each_in_doubt(
     world, write_job
 ):
