@@ -1,4 +1,5 @@
-"""The README's promises: two set-up commands, and the main one works as written."""
+"""The README's promises: two set-up commands, and the main one works as written (its other
+examples are run by test_docs, as every page's under docs/ is)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from helpers import REPO
 
 
@@ -21,10 +23,11 @@ def setup_commands() -> list[str]:
 def test_the_readme_has_exactly_two_set_up_commands_and_ci_runs_the_test_one():
     main, tests = setup_commands()
     assert main.startswith("pip install . && batchgen run jobs/example.yaml --sandbox")
-    assert tests == "pip install '.[test]' && pytest"
+    assert tests == "pip install '.[test]' && pytest --all"
     assert tests in (REPO / ".ci" / "run").read_text()
 
 
+@pytest.mark.slow
 def test_the_main_command_leaves_playable_videos_and_a_manifest(tmp_path):
     (tmp_path / ".git").mkdir()  # a clone of the project: the ledger goes at its root
     main, _ = setup_commands()
