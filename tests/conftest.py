@@ -102,7 +102,7 @@ def cli():
     return invoke
 
 
-# -- running batchgen against a sandbox ---------------------------------------------------------
+# -- running batchgen against a sandbox -----------------------------------------------------------
 
 
 class Env:
@@ -170,7 +170,7 @@ def world(tmp_path, monkeypatch):
         yield make
 
 
-# -- the fast set and the whole suite ----------------------------------------------------------
+# -- the fast set and the whole suite -------------------------------------------------------------
 
 
 def pytest_addoption(parser):
@@ -197,7 +197,7 @@ def pytest_collection_modifyitems(config, items):
         _LEFT_OUT.extend(item.nodeid for item in slow)
 
 
-# -- the fault suite's table --------------------------------------------------------------------
+# -- the fault suite's table ----------------------------------------------------------------------
 
 
 def pytest_terminal_summary(terminalreporter):

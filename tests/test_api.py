@@ -7,11 +7,13 @@ import time
 
 import httpx
 import pytest
-from helpers import CountingServer
+from helpers import CountingServer, job_text, prompts
 
 from batchgen.api import Api, Kind, check_api_key, classify, parse_retry_after, redact
 from batchgen.errors import UsageError
 from batchgen.urls import check_api_base as check_base_url
+
+FAST = ("--yes", "--rpm", "60000")
 
 BODY = {"prompt": "a", "model_id": "2-9", "options": {}}
 
@@ -161,7 +163,7 @@ def test_refused_base_urls(url):
         check_base_url(url)
 
 
-# -- classification by what the API documents, not by words (issue 10.6) -------------------------
+# -- classification by what the API documents, not by words ---------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -195,7 +197,7 @@ def test_an_out_of_range_estimated_time_is_recorded_as_unknown(eta):
     assert outcome.kind is Kind.OK and outcome.task_id == "t1" and outcome.estimated_time is None
 
 
-# -- the key (issue 10.7) -----------------------------------------------------------------------
+# -- the key --------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -246,6 +248,7 @@ class CreditsServer(CountingServer):
         self.asked: list[str] = []
         self.release = threading.Event()
         self.release.set()
+        self.arrived = threading.Event()  # set once a call reached the server
         super().__init__()
 
     def answer(self, handler):
@@ -253,6 +256,7 @@ class CreditsServer(CountingServer):
 
         self.asked.append(handler.path)
         handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+        self.arrived.set()
         self.release.wait(10)
         body = json.dumps({"code": 1, "message": "ok", "data": {"credits": 7}}).encode()
         handler.send_response(200)
@@ -321,14 +325,31 @@ def test_a_call_that_finds_every_connection_lent_waits_then_is_not_sent(counting
     ) as api:
         first = threading.Thread(target=api.get_credits)
         first.start()
-        time.sleep(0.2)
+        assert counting.arrived.wait(10)  # the first call holds the one connection
         started = time.monotonic()
         balance = api.get_credits()  # the one connection is out
+        # Not sent (a held answer would have given 7), after the pool's wait, never before it.
         assert (
             balance.credits is None and balance.kind is Kind.RETRY and "not sent" in balance.problem
         )
-        assert 0.25 < time.monotonic() - started < 3
+        assert time.monotonic() - started >= 0.25
         counting.release.set()
         first.join()
         assert api.get_credits().credits == 7  # given back once its answer was read
     assert counting.connections == 1
+
+
+# -- a refusal the API documents ------------------------------------------------------------------
+
+
+def test_a_moderation_refusal_is_a_rejection_and_the_batch_goes_on(world, write_job):
+    env = world(reject_rate=0.3, reject_message="Prompt contains forbidden content", seed=2)
+    job = write_job(job_text(prompts(20)))
+    result = env.cli("run", job, *FAST, "--concurrency", "1")
+    assert result.exit_code == 1, result.output  # not 3: the key was not refused
+    assert "refused the key" not in result.output and "out of credit" not in result.output
+    states = [r["state"] for r in env.rows()]
+    assert len(states) == 20 and "rejected" in states and "failed" not in states
+    assert states.count("submitted") == len(env.sandbox.created())
+    again = env.cli("run", job, *FAST)  # the rejected ones are not sent again first
+    assert again.exit_code == 1 and len(env.sandbox.created()) == states.count("submitted")

@@ -1,4 +1,4 @@
-"""The model catalogue (issue 15): one file per family, the page's examples accepted, one broken
+"""The model catalogue: one file per family, the page's examples accepted, one broken
 variant per rule refused with a hint naming the models that would take it, the schemas derived
 from the files, unverified models behind a flag, several videos per task, `batchgen models`."""
 
@@ -53,7 +53,7 @@ def test_the_committed_schemas_are_derived_from_the_catalogue():
 
 
 def test_wan_2_2_identities_are_unchanged(write_job):
-    # The SPEC's first example, expanded from a job file: the key every earlier version of
+    # The API's documented first example, expanded from a job file: the key every earlier version of
     # batchgen computed for it (so ledgers made before the catalogue keep their rows).
     job = write_job(
         "version: 1\ndefaults: {model: wan2.2-pro, options: {prompt_optimization: true, aspect_ratio: '16:9', resolution: 480p, duration: 5}}\n"
@@ -64,7 +64,7 @@ def test_wan_2_2_identities_are_unchanged(write_job):
     assert request.key == identity("https://api.pixwith.ai", request.body, 0)
 
 
-# -- each page's examples ---------------------------------------------------------------------
+# -- each page's examples -------------------------------------------------------------------------
 
 EXAMPLES = [
     (family, example)
@@ -94,7 +94,7 @@ def test_every_verified_model_has_an_example_from_its_page():
     assert [m.name for m in CATALOGUE if m.verified and m.id not in covered] == []
 
 
-# -- one broken variant per rule --------------------------------------------------------------
+# -- one broken variant per rule ------------------------------------------------------------------
 
 
 def valid_body(model: models.Model) -> dict:
@@ -224,7 +224,7 @@ def test_an_option_of_another_model_names_who_takes_it(write_job):
     assert "fix_camera is taken by seedance1.0-lite, seedance1.0-pro" in problem.hint
 
 
-# -- unverified models ------------------------------------------------------------------------
+# -- unverified models ----------------------------------------------------------------------------
 
 
 def test_an_unverified_model_needs_the_flag_and_validate_says_why(cli, write_job):
@@ -255,7 +255,7 @@ def test_the_sandbox_refuses_nothing_the_schema_accepts_for_an_unverified_model(
     assert sum(env.created_bodies().values()) == 1
 
 
-# -- several videos per task ------------------------------------------------------------------
+# -- several videos per task ----------------------------------------------------------------------
 
 
 def test_num_outputs_makes_that_many_files_in_the_downloads_manifest_and_gallery(
@@ -288,7 +288,7 @@ def test_num_outputs_makes_that_many_files_in_the_downloads_manifest_and_gallery
     assert fox.count("<video") == 3  # the three videos of one task, in one tile
 
 
-# -- the command --------------------------------------------------------------------------------
+# -- the command ----------------------------------------------------------------------------------
 
 
 def test_models_lists_every_model_with_its_rules(cli):
@@ -331,7 +331,7 @@ def test_the_comparison_job_runs_four_models_into_one_gallery(world, monkeypatch
     assert page.count("<video") == 10  # Seedance makes two videos per task
 
 
-# -- the sandbox judges every body as the validator does ----------------------------------------
+# -- the sandbox judges every body as the validator does ------------------------------------------
 
 
 def test_the_sandbox_accepts_each_valid_body_and_refuses_each_broken_one():
@@ -354,7 +354,7 @@ def test_the_sandbox_accepts_each_valid_body_and_refuses_each_broken_one():
             assert accepted == REQUEST.is_valid(example["body"]), example["title"]
 
 
-def test_the_readme_shows_the_models_as_batchgen_models_prints_them(cli):
-    readme = (REPO / "README.md").read_text()
-    shown = readme.split("$ batchgen models\n", 1)[1].split("```", 1)[0]
+def test_the_models_page_shows_the_models_as_batchgen_models_prints_them(cli):
+    page = (REPO / "docs" / "models.md").read_text()
+    shown = page.split("$ batchgen models\n", 1)[1].split("```", 1)[0]
     assert shown == cli("models").output

@@ -8,9 +8,11 @@ import subprocess
 import sys
 from importlib.metadata import entry_points
 
-from helpers import REPO
+from helpers import REPO, job_text, prompts
 
 from batchgen import __version__
+
+FAST = ("--yes", "--rpm", "60000")
 
 EXAMPLE = REPO / "jobs" / "example.yaml"
 
@@ -115,3 +117,16 @@ def test_plain_progress_lines_off_a_terminal():
     report.outcomes.update(submitted=9, in_doubt=1)
     ProgressDisplay(10, stream=stream, tty=False)(report)
     assert stream.getvalue() == "progress: 10/10 done, 9 submitted, 1 errors\n"
+
+
+# -- tasks as CSV ---------------------------------------------------------------------------------
+
+
+def test_tasks_csv_with_no_rows_has_every_column(world, write_job):
+    env = world()
+    job = write_job(job_text(prompts(1)))
+    env.cli("run", job, *FAST)
+    header = env.cli("tasks", "--csv", "--state", "rejected").stdout.splitlines()
+    with env.ledger() as ledger:
+        assert header == [",".join(ledger.columns())]
+    assert len(header[0].split(",")) == 20

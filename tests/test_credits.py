@@ -1,4 +1,4 @@
-"""Spend control (issue 12): the balance, prices declared and learned, what a plan costs, the
+"""Spend control: the balance, prices declared and learned, what a plan costs, the
 balance check before sending, the per-run cap, and generating failed videos again.
 
 The sandbox's prices are invented (Pro 480p 5 s: 20 credits); batchgen never assumes them:
@@ -29,7 +29,7 @@ def priced_job(n: int, *, prices: str = PRO_PRICE, limits: str = "", tag: str = 
     )
 
 
-# -- 1. the balance ---------------------------------------------------------------------------
+# -- 1. the balance -------------------------------------------------------------------------------
 
 
 def test_credits_prints_the_balance(world):
@@ -47,7 +47,7 @@ def test_the_sandbox_deducts_at_creation_and_refuses_when_short(world, write_job
     assert len(env.sandbox.created()) == 2 and env.sandbox.balance == 10
 
 
-# -- 2. declared prices ------------------------------------------------------------------------
+# -- 2. declared prices ---------------------------------------------------------------------------
 
 
 def test_the_most_specific_rule_wins():
@@ -137,7 +137,7 @@ def test_editors_know_the_prices_format():
     assert "max_credits" in definition["properties"]["limits"]["properties"]
 
 
-# -- 4. what a plan costs ----------------------------------------------------------------------
+# -- 4. what a plan costs -------------------------------------------------------------------------
 
 
 def test_plan_shows_the_cost_per_model_and_what_has_no_price(cli, write_job):
@@ -156,7 +156,7 @@ def test_plan_shows_the_cost_per_model_and_what_has_no_price(cli, write_job):
     assert sorted({r["credits"] for r in plan["requests"]}, key=str) == [20, None]
 
 
-# -- 3. learned prices ------------------------------------------------------------------------------
+# -- 3. learned prices ----------------------------------------------------------------------------
 
 
 def test_a_price_learned_from_the_balance_appears_in_the_next_plan(world, write_job):
@@ -410,7 +410,7 @@ def test_a_declared_price_the_balance_contradicts_is_said_in_run_plan_and_prices
     assert said in env.cli("run", job, *FAST).stderr
 
 
-# -- 6. generating failed videos again --------------------------------------------------------------
+# -- 6. generating failed videos again ------------------------------------------------------------
 
 
 def test_regenerate_failed_keeps_the_earlier_task_and_counts_against_the_cap(world, write_job):

@@ -1,4 +1,4 @@
-"""A job is what its file asks for now (issue 14, part): requests an edit dropped are kept in the
+"""A job is what its file asks for now: requests an edit dropped are kept in the
 ledger, marked superseded, and left out of what the job shows unless --all; and `runs`."""
 
 from __future__ import annotations
@@ -177,8 +177,8 @@ def test_a_job_that_fails_validation_leaves_no_ledger_behind(world, write_job):
 def test_a_run_checks_plans_and_links_in_one_pass_and_holds_no_request(
     world, write_job, monkeypatch
 ):
-    """Validation, the plan and the links share one pass (SPEC §6.7: a no-op rerun of a big
-    job pays for one expansion). What a run sends is held as keys and prices, and the requests
+    """Validation, the plan and the links share one pass (a no-op rerun of a big job
+    pays for one expansion). What a run sends is held as keys and prices, and the requests
     are made again as they are sent: a first run never holds them all (a million of them were
     ~650 MB); a rerun with nothing to send makes none."""
     import batchgen.plan
@@ -271,7 +271,7 @@ def test_a_first_run_links_each_request_with_its_id_and_meta_from_the_keys_held(
     assert list(to_send.links()) == [(keys[0], "shot-a", {"take": 1}), (keys[1], None, None)]
 
 
-# -- what the commands say is what happened ------------------------------------------------------
+# -- what the commands say is what happened -------------------------------------------------------
 
 
 def test_runs_records_the_exit_code_the_command_ended_with(world, write_job):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 import yaml
@@ -264,7 +265,7 @@ def test_the_size_guard_counts_before_building_anything(load):
         check(job)
 
 
-# -- properties -------------------------------------------------------------------------------
+# -- properties -----------------------------------------------------------------------------------
 
 # Not starting with a digit: PyYAML writes `08` unquoted (not an int to YAML 1.1), and a job
 # file is read as YAML 1.2 reads it, where it is the number 8.
@@ -355,7 +356,7 @@ def test_plain_scalars_are_read_as_yaml_1_2_reads_them(load):
     assert job.limits == {"rpm": 15, "concurrency": 17}
 
 
-# -- the fast path for a long prompt axis (SPEC §6.7) ---------------------------------------------
+# -- the fast path for a long prompt axis ---------------------------------------------------------
 
 # Prompts as a prompts file may hold them: any text, quotes, backslashes, control characters,
 # characters outside the BMP, and now and then a template (which the fast path leaves alone).
@@ -457,3 +458,30 @@ def test_a_prompts_file_matrix_takes_the_fast_path(load):
         + "requests:\n  - {vars: {x: 1}, matrix: {prompt: ['{{ x }}', b]}}\n"
     )
     assert _prompt_axis(templated, 0) is None
+
+
+# -- a CSV cell that says null --------------------------------------------------------------------
+
+
+def test_a_null_csv_cell_deletes_in_every_column(cli, write_job):
+    job = write_job(
+        "version: 1\ndefaults:\n  model: wan2.2-pro\n"
+        "  options: {prompt_optimization: true, aspect_ratio: '16:9', resolution: 480p, duration: 5}\n"
+        "requests:\n  - rows: {file: shots.csv}\n",
+        files={
+            "shots.csv": "prompt,model,options.aspect_ratio\nA cat,null,9:16\nA dog,wan2.2-fast,null\nnull,2-9,16:9\n"
+        },
+    )
+    result = cli("validate", job)
+    assert result.exit_code == 2
+    assert "missing model" in result.stderr and "missing options.aspect_ratio" in result.stderr
+    assert '"null" is not one of' not in result.stderr  # not the text "null"
+    ok = write_job(
+        "version: 1\ndefaults:\n  model: wan2.2-pro\n  image_urls: https://e.com/a.jpg\n"
+        "  options: {prompt_optimization: true, aspect_ratio: '16:9', resolution: 480p, duration: 5}\n"
+        "requests:\n  - rows: {file: ok.csv}\n",
+        name="ok.yaml",
+        files={"ok.csv": "prompt,image_urls\nnull,null\n"},
+    )
+    body = json.loads(cli("plan", ok, "--json").stdout)["requests"][0]["body"]
+    assert body["prompt"] == "null" and "image_urls" not in body  # a prompt may be the word null

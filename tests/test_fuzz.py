@@ -202,7 +202,7 @@ def test_hostile_csv_never_crashes(folder, header, rows, bom, nul):
     judge(job)
 
 
-# -- malformed server answers -------------------------------------------------------------------
+# -- malformed server answers ---------------------------------------------------------------------
 
 json_values = st.recursive(
     st.one_of(
@@ -295,11 +295,14 @@ def test_a_submission_against_garbage_answers_records_nothing_false(tmp_path_fac
             assert isinstance(row["task_id"], str) and row["task_id"].strip()
 
 
-# -- hostile files: exit 2, located, in seconds and bounded memory (issue 10.10) ------------------
+# -- hostile files: exit 2, located, in seconds and bounded memory --------------------------------
 
 PRO = "defaults:\n  model: wan2.2-pro\n  options: {prompt_optimization: true, aspect_ratio: '16:9', resolution: 480p, duration: 5}\n"
 MEMORY_LIMIT = 1 << 30  # address space for the whole process, interpreter included
-TIME_LIMIT = 20  # seconds; each case takes under 2 here
+# Seconds before a case counts as hung: each takes under 2 on a quiet machine, but the bound
+# that matters is the memory cap (limit_memory); this only stops a hang, so it is generous
+# for a loaded 2-core machine.
+TIME_LIMIT = 120
 
 
 def alias_bomb() -> str:

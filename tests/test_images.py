@@ -1,4 +1,4 @@
-"""Local images (issue 13): checked in validation, uploaded once per distinct content, known in
+"""Local images: checked in validation, uploaded once per distinct content, known in
 identities as sha256:<hex>, and sent as the URL the upload gave. Judged against the sandbox,
 which implements pre_url, the presigned form POST (with S3's checks) and serves the image."""
 
@@ -203,7 +203,7 @@ def test_nothing_is_created_for_a_request_whose_image_did_not_upload(world, writ
     assert env.cli("run", job, *FAST).exit_code == 0 and len(env.sandbox.created()) == 2
 
 
-# -- the sandbox's side --------------------------------------------------------------------------
+# -- the sandbox's side ---------------------------------------------------------------------------
 
 
 def target(client):

@@ -127,7 +127,7 @@ def test_the_command_line_speaks_neither_sql_nor_http():
 
 
 def test_jsonschema_is_imported_only_to_check_a_job():
-    """~50 ms of every start that poll, download, status and tasks do not need (SPEC §6.7)."""
+    """~50 ms of every start that poll, download, status and tasks do not need."""
     import subprocess
     import sys
 

@@ -177,7 +177,7 @@ def test_a_huge_eta_does_not_keep_wait_from_polling(world, write_job):
 
 
 def test_a_poll_records_its_answers_in_groups_and_each_answer_once(world, write_job, monkeypatch):
-    """A status is re-asked if lost, so a poll commits answers together (SPEC §6.7), not one
+    """A status is re-asked if lost, so a poll commits answers together, not one
     durable commit per task; every answer still lands."""
     from batchgen.ledger import Ledger
     from batchgen.results import RECORD_GROUP
@@ -210,6 +210,7 @@ def test_a_poll_killed_mid_group_loses_only_answers_that_are_asked_again(world, 
     process = env.popen("poll", job, "--all", "--rpm", "0", "--concurrency", "4")
     deadline = time.monotonic() + 20
     while sum(1 for c in env.sandbox.calls if c.endpoint == "get") < 40:
+        assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "the poll never got going"
         time.sleep(0.01)
     process.kill()

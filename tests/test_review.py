@@ -1,4 +1,4 @@
-"""The review loop (issue 14): marks in the `reviews` table, the live review page and its
+"""The review loop: marks in the `reviews` table, the live review page and its
 guards, the gallery showing the marks, and `promote` writing the winners as a new job."""
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def keys_by_label(env) -> dict[str, str]:
         return {row["label"]: row["key"] for row in ledger.rows("drafts")}
 
 
-# -- the reviews table ------------------------------------------------------------------------
+# -- the reviews table ----------------------------------------------------------------------------
 
 
 def test_a_mark_sets_only_the_fields_given_and_only_for_the_jobs_requests(drafts):
@@ -81,7 +81,7 @@ def test_a_mark_sets_only_the_fields_given_and_only_for_the_jobs_requests(drafts
             ledger.record_review("another-job", keys["fox"], {"pick": 1})
 
 
-# -- the review page --------------------------------------------------------------------------
+# -- the review page ------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -249,7 +249,7 @@ def test_videos_are_served_with_ranges_and_only_the_jobs_own(served):
     assert httpx.get(f"{url}media/../../batchgen.db").status_code == 404
 
 
-# -- the static gallery shows the marks ---------------------------------------------------------
+# -- the static gallery shows the marks -----------------------------------------------------------
 
 
 def test_the_gallery_shows_marks_short_headers_and_each_videos_shape(drafts):
@@ -294,7 +294,7 @@ def test_a_sparse_grid_is_laid_out_as_rows_of_cards_without_empty_cells(
     assert text.count("<figure") == 6 and "<td></td>" not in text
 
 
-# -- promote ------------------------------------------------------------------------------------
+# -- promote --------------------------------------------------------------------------------------
 
 
 def pick(env, *labels: str, rating: int | None = None) -> None:
@@ -491,7 +491,7 @@ def test_review_of_a_job_the_ledger_does_not_know_is_exit_2(drafts):
     assert result.exit_code == 2 and "no job file or job named 'no-such-job'" in result.output
 
 
-# -- in a real browser ------------------------------------------------------------------------
+# -- in a real browser ----------------------------------------------------------------------------
 
 
 def chromium() -> str | None:

@@ -341,7 +341,7 @@ def test_status_and_tasks(world, write_job):
     assert env.cli("status", "nope").exit_code == 2
 
 
-# -- processes: kills, signals, concurrency ---------------------------------------------------
+# -- processes: kills, signals, concurrency -------------------------------------------------------
 
 
 @pytest.mark.slow

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import os
+import subprocess
+import sys
 import time
 
 import httpx
 import jsonschema
 import pytest
+from helpers import job_text, prompts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchgen import schemas
+from batchgen.ledger import Ledger
 from batchgen.sandbox import TEST_KEY, SandboxConfig, parse_task_id, running
 
 HEADERS = {"Content-Type": "application/json", "Api-Key": TEST_KEY}
@@ -205,7 +210,7 @@ def test_malformed_calls_get_sensible_answers(serve):
     assert not_object["code"] == 0 and "JSON object" in not_object["message"]
 
 
-# -- faults ---------------------------------------------------------------------------------
+# -- faults ---------------------------------------------------------------------------------------
 
 
 def retry_after_seconds(value: str) -> float:
@@ -313,7 +318,7 @@ def test_stats_endpoint_reports_the_record(serve):
     assert len(client.get("/_sandbox/calls").json()) == 2
 
 
-# -- one source of truth ----------------------------------------------------------------------
+# -- one source of truth --------------------------------------------------------------------------
 
 urls = st.sampled_from(["https://e.com/a.jpg", "http://e.com/b.png", "not a url", ""])
 # Every model of the catalogue, every option any of them takes, with values from the union of
@@ -363,3 +368,47 @@ def test_the_sandbox_accepts_exactly_what_the_request_schema_accepts(shared_clie
     # A plain jsonschema check, without the memo the sandbox (and validate) use.
     expected = jsonschema.Draft202012Validator(schemas.schema("request")).is_valid(body)
     assert (create(shared_client, body).json()["code"] == 1) == expected
+
+
+# -- two sandboxes at once ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_sandbox_runs_at_once_each_have_their_own_and_keys_stay_the_same(tmp_path, write_job):
+    job = write_job(job_text(prompts(3)))
+    other = write_job(job_text(prompts(3, tag="other")), name="other.yaml")
+    env = {**os.environ, "BATCHGEN_LEDGER": str(tmp_path / "ledger.db"), "BATCHGEN_TESTING": "1"}
+    runs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "batchgen",
+                "run",
+                str(j),
+                "--sandbox",
+                "--yes",
+                "--wait",
+                "--rpm",
+                "0",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for j in (job, other)
+    ]
+    for process in runs:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, out + err
+    again = subprocess.run(
+        [sys.executable, "-m", "batchgen", "run", str(job), "--sandbox", "--yes"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode == 0 and "3 done" in again.stdout  # same identities from a new sandbox
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        assert {r["api_base"] for r in ledger.rows()} == {"http://127.0.0.1:47878"}

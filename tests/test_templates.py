@@ -1,4 +1,4 @@
-"""Prompt templates, vars and labels (issue 13): `{{ name }}` filled from vars in defaults,
+"""Prompt templates, vars and labels: `{{ name }}` filled from vars in defaults,
 entries, matrix axes and CSV columns; an `id` per request that names its files; `meta` kept
 beside it. Neither vars, id nor meta is sent; the rendered prompt is."""
 
@@ -140,7 +140,7 @@ def test_all_template_mistakes_in_one_pass(cli, write_job):
     assert "requests[4]" in result.stderr and "image" in result.stderr
 
 
-# -- labels ----------------------------------------------------------------------------------------
+# -- labels ---------------------------------------------------------------------------------------
 
 
 LABELLED = (
