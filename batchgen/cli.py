@@ -20,14 +20,16 @@ from .errors import (
     EXIT_ABORTED,
     EXIT_INCOMPLETE,
     EXIT_USAGE,
+    BalanceUnknown,
     BatchgenError,
     JobError,
+    NoLedger,
     UsageError,
 )
 from .expand import DEFAULT_API_BASE
 from .init_cli import init_command
 from .ledger import FAILURES as ledger_failures
-from .ledger import STATES, Ledger, NoLedger
+from .ledger import STATES, Ledger
 from .limits import Backoff, RateLimiter
 from .models_cli import models_command
 from .plan import Plan, no_ledger, plan_job
@@ -544,7 +546,7 @@ def credits_command(sandbox: bool, api_key_file: str | None, base_url: str) -> N
         with api.Api(target.base_url, target.key) as client:
             balance, why = credits.read_balance(client)
     if balance is None:
-        raise credits.BalanceUnknown(f"the balance could not be read: {why}")
+        raise BalanceUnknown(f"the balance could not be read: {why}")
     click.echo(f"{balance:,} credits")
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from .api import Api, Kind
 from .display import table
-from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, BatchgenError, UsageError
+from .errors import NotCovered, UsageError
 from .plan import ToSend
 from .prices import PriceBook, class_key, describe_class, job_rules, load_rules
 from .submit import RunReport
@@ -21,19 +21,6 @@ from .validate import ValidatedJob, validate_job
 
 if TYPE_CHECKING:
     from .ledger import Ledger
-
-
-class NotCovered(BatchgenError):
-    """The balance does not cover the run, or cannot be read when a cap needs it."""
-
-    exit_code = EXIT_ABORTED
-
-
-class BalanceUnknown(BatchgenError):
-    """`batchgen credits` could not learn the balance (the API unreachable, or its answer
-    nonsense): not a usage error, the command simply did not get its answer (exit 1)."""
-
-    exit_code = EXIT_INCOMPLETE
 
 
 def price_book(

@@ -1,7 +1,23 @@
 """The errors a user can act on, and the exit codes they carry.
 
-Everything a user did wrong ends as one of these; the CLI turns them into a message and an
-exit code, never a traceback.
+Everything a user did wrong, and everything that stops a command, ends as one of these; the
+command line turns them into a message and an exit code, never a traceback. The tree:
+
+    BatchgenError                 a message for the user, and its exit code
+    ├── JobError (2)              a job file is invalid: every problem found, with its place
+    ├── UsageError (2)            bad usage: an option, a path, a value
+    │   ├── NoLedger (2)          a command that only reads found no ledger
+    │   └── PortBusy (2)          the port asked for (--port) is taken
+    ├── NotCovered (3)            the balance does not cover the run, or a cap cannot read it
+    ├── LedgerUnsound (3)         the ledger cannot be trusted: deleted, replaced or corrupt
+    ├── BalanceUnknown (1)        `credits` did not get the balance
+    ├── NothingChosen (1)         `promote` found nothing picked
+    └── PlanChanged (2)           the requests made again to send are not the ones planned
+
+The exceptions a module raises and catches itself (a refused URL, a download to retry, a
+template too big) stay in that module: each is turned into a Problem or one of these before
+it reaches a user. A ledger's database failing under a command (`ledger.FAILURES`) is the
+one other thing the command line catches (exit 3).
 """
 
 from __future__ import annotations
@@ -74,3 +90,42 @@ class JobError(BatchgenError):
 
 class UsageError(BatchgenError):
     exit_code = EXIT_USAGE
+
+
+class NoLedger(UsageError):
+    """A command that only reads found no ledger (it never creates one)."""
+
+
+class PortBusy(UsageError):
+    """The port asked for (--port) is taken."""
+
+
+class NotCovered(BatchgenError):
+    """The balance does not cover the run, or cannot be read when a cap needs it."""
+
+    exit_code = EXIT_ABORTED
+
+
+class LedgerUnsound(BatchgenError):
+    """The ledger cannot be trusted to keep the record: deleted, replaced or corrupt."""
+
+    exit_code = EXIT_ABORTED
+
+
+class BalanceUnknown(BatchgenError):
+    """`batchgen credits` could not learn the balance (the API unreachable, or its answer
+    nonsense): not a usage error, the command simply did not get its answer (exit 1)."""
+
+    exit_code = EXIT_INCOMPLETE
+
+
+class NothingChosen(BatchgenError):
+    """No request of the job is picked (or rated high enough): nothing to promote."""
+
+    exit_code = EXIT_INCOMPLETE
+
+
+class PlanChanged(BatchgenError):
+    """The job's expansion, made again to send, did not give the requests planned: the rest
+    of them are not sent. (An expansion depends only on the job already read; this guards
+    that rule, so that nothing is ever sent that was not planned, priced and linked.)"""

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from . import journal, liveness
-from .errors import EXIT_ABORTED, BatchgenError, UsageError
+from .errors import LedgerUnsound, NoLedger, UsageError
 from .expand import Request
 from .group_commit import GroupCommit
 from .migrations import migrate
@@ -49,10 +49,6 @@ class Link(Protocol):
 
     @property
     def meta(self) -> dict[str, Any] | None: ...
-
-
-class NoLedger(UsageError):
-    """A command that only reads found no ledger (it never creates one)."""
 
 
 class Database(NamedTuple):
@@ -93,12 +89,6 @@ class Checked(NamedTuple):
 # What the ledger's database raises when it fails under a command (disk full, locked past the
 # timeout): the command line catches these by this name, so it never imports the driver.
 FAILURES: tuple[type[Exception], ...] = (sqlite3.Error,)
-
-
-class LedgerUnsound(BatchgenError):
-    """The ledger cannot be trusted to keep the record: deleted, replaced or corrupt."""
-
-    exit_code = EXIT_ABORTED
 
 
 class Ledger:

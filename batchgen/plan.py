@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from . import models
-from .errors import BatchgenError, JobError
+from .errors import JobError, PlanChanged
 from .expand import Request, describe_origin, expand
 from .prices import NO_PRICES, PriceBook, PriceTie, class_key, class_tuple, key_of_tuple
 from .spec import load_job
@@ -234,12 +234,6 @@ class Linked(NamedTuple):
     key: str
     label: str | None
     meta: dict[str, Any] | None
-
-
-class PlanChanged(BatchgenError):
-    """The job's expansion, made again to send, did not give the requests planned: the rest
-    of them are not sent. (An expansion depends only on the job already read; this guards
-    that rule, so that nothing is ever sent that was not planned, priced and linked.)"""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from . import models, schemas
-from .errors import EXIT_INCOMPLETE, BatchgenError, JobError, Problem, UsageError
+from .errors import JobError, NothingChosen, Problem, UsageError
 from .expand import sourced
 from .images import LOCAL, is_local, local_path
 from .ledger import Ledger
@@ -28,12 +28,6 @@ from .validate import validate_job
 from .yamldoc import scalar
 
 ENTRY_FIELDS = ("id", "prompt", "model", "image_urls", "options", "vars", "meta")
-
-
-class NothingChosen(BatchgenError):
-    """No request of the job is picked (or rated high enough): nothing to promote."""
-
-    exit_code = EXIT_INCOMPLETE
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import gallery
-from .errors import UsageError
+from .errors import PortBusy
 from .ledger import Ledger
 from .loopback import LoopbackHandler, in_background
 
@@ -347,7 +347,3 @@ def serving(session: Session, port: int = 0) -> Iterator[ReviewServer]:
         raise PortBusy(f"cannot serve the review page on 127.0.0.1:{port}: {e.strerror}") from None
     with in_background(server, poll_interval=0.1):
         yield server
-
-
-class PortBusy(UsageError):
-    """The port asked for (--port) is taken."""

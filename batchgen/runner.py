@@ -29,7 +29,7 @@ from . import sandbox as sandbox_mod
 from .budget import Budget
 from .display import ProgressDisplay, summary_lines
 from .download import Bounds, download
-from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, UsageError
+from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, NotCovered, UsageError
 from .inputs import InputRefused, read_regular
 from .ledger import Ledger
 from .limits import Backoff, RateLimiter
@@ -320,7 +320,7 @@ def _run_planned(
         balance, why = credits.read_balance(client)
         if balance is None:
             if cap:
-                raise credits.NotCovered(
+                raise NotCovered(
                     f"the balance could not be read ({why}); with a cap nothing is sent"
                 )
             console.err(f"balance unknown ({why}): sending without a balance check")

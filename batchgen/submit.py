@@ -21,9 +21,16 @@ from dataclasses import dataclass, field
 from . import journal, models
 from .api import Api, Kind, Outcome
 from .budget import FREE, Budget, Reservation
-from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, BatchgenError
+from .errors import (
+    EXIT_ABORTED,
+    EXIT_INCOMPLETE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    BatchgenError,
+    LedgerUnsound,
+)
 from .expand import Request
-from .ledger import RESENDABLE, Answered, Ledger, LedgerUnsound
+from .ledger import RESENDABLE, Answered, Ledger
 from .limits import Backoff, RateLimiter, attempts
 from .prices import class_key
 from .times import timestamp
