@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from . import models, templates
+from . import models, prompt_templates
 from .images import LocalImage, is_local, local_path
 from .spec import Job, Table
 from .yamldoc import FieldPath, format_path
@@ -290,7 +290,7 @@ def sourced(job: Job, api_base: str = DEFAULT_API_BASE) -> Iterator[tuple[Reques
                 "vars" not in merged
                 and "id" not in merged
                 and "meta" not in merged
-                and not templates.is_template(merged.get("prompt"))
+                and not prompt_templates.is_template(merged.get("prompt"))
             ):
                 # The common case, kept cheap: nothing to render, name or keep.
                 body = request_body(merged, job.images)
@@ -304,8 +304,8 @@ def sourced(job: Job, api_base: str = DEFAULT_API_BASE) -> Iterator[tuple[Reques
                 body["prompt"] = rendered
             label_source = merged.get("id")
             label_names = (
-                templates.names(str(label_source))
-                if templates.is_template(label_source)
+                prompt_templates.names(str(label_source))
+                if prompt_templates.is_template(label_source)
                 else frozenset()
             )
             used |= label_names
@@ -349,7 +349,9 @@ def _prompt_axis(job: Job, index: int) -> int | None:
         return None
     for i, axis in enumerate(matrix):
         if i == found[0]:
-            if not all(isinstance(p, str) and not templates.is_template(p) for p in axis.values):
+            if not all(
+                isinstance(p, str) and not prompt_templates.is_template(p) for p in axis.values
+            ):
                 return None
         elif split_path(axis.field)[0] in ("vars", "id", "meta", "prompt"):
             return None
@@ -419,12 +421,12 @@ def _render_prompt(
 ) -> tuple[str | None, tuple[str, str] | None, frozenset[str]]:
     """(the rendered prompt or None, the problem filling it, the var names it reads)."""
     prompt = merged.get("prompt")
-    if not isinstance(prompt, str) or not templates.is_template(prompt):
+    if not isinstance(prompt, str) or not prompt_templates.is_template(prompt):
         return None, None, frozenset()
-    used = templates.names(prompt)
+    used = prompt_templates.names(prompt)
     try:
-        return templates.render(prompt, values), None, used
-    except templates.TemplateProblem as e:
+        return prompt_templates.render(prompt, values), None, used
+    except prompt_templates.TemplateProblem as e:
         return None, ("prompt", str(e)), used
 
 
@@ -434,14 +436,14 @@ def _label(
     """The request's `id`: a template sees each var by name, `model` (its name) and `variant`."""
     if source is None:
         return None, None
-    if not templates.is_template(source):
+    if not prompt_templates.is_template(source):
         return str(source), None
     try:
-        return templates.render(
+        return prompt_templates.render(
             str(source),
             {**values, "model": models.label(str(body.get("model_id"))), "variant": variant},
         ), None
-    except templates.TemplateProblem as e:
+    except prompt_templates.TemplateProblem as e:
         return None, ("id", str(e))
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import click
 
 from . import promote as promote_mod
-from . import review as review_mod
 from .project import locate
 from .runner import named_job, open_ledger, resolve_job
 from .terminal import Terminal, field_list
+from .web import review_server as review_mod
 
 
 @click.command()

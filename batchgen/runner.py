@@ -24,7 +24,6 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from . import api, connections, credits, journal, models, uploads
-from . import gallery as gallery_mod
 from . import sandbox as sandbox_mod
 from .budget import Budget
 from .display import ProgressDisplay, summary_lines
@@ -50,6 +49,7 @@ from .submit import (
 )
 from .urls import check_api_base
 from .validate import ValidatedJob
+from .web import pages as gallery_pages
 
 CONFIRM_ABOVE = 20  # on a terminal, ask before sending more requests than this
 SANDBOX_TIME_SCALE = 0.02  # `--sandbox`: a 240 s generation takes about 5 s
@@ -725,7 +725,7 @@ def write_gallery(
     cols: list[str] | None = None,
 ) -> Path:
     prepare_folder(folder)
-    path = gallery_mod.write(ledger, name, folder, rows, cols)
+    path = gallery_pages.write(ledger, name, folder, rows, cols)
     console.out(f"gallery: {path}")
     return path
 

@@ -8,6 +8,7 @@ and printing. A new module gets its place here.
 from __future__ import annotations
 
 import ast
+from pathlib import Path
 
 from helpers import REPO
 
@@ -26,7 +27,7 @@ LAYERS = [
     "model_schema",
     "display",
     "spec",
-    "templates",
+    "prompt_templates",
     "expand",
     "validate",
     "prices",
@@ -47,8 +48,10 @@ LAYERS = [
     "uploads",
     "results",
     "download",
-    "gallery",
-    "review",
+    "web.__init__",
+    "web.tiles",
+    "web.pages",
+    "web.review_server",
     "promote",
     "sandbox",
     "runner",
@@ -63,19 +66,30 @@ LAYERS = [
 PACKAGE = REPO / "batchgen"
 
 
+def source(module: str) -> Path:
+    return PACKAGE / (module.replace(".", "/") + ".py")
+
+
+def modules() -> list[str]:
+    """Every module of the package, dotted from it: `errors`, `web.pages`, `web.__init__`."""
+    return [".".join(p.relative_to(PACKAGE).with_suffix("").parts) for p in PACKAGE.rglob("*.py")]
+
+
 def imports_of(module: str) -> set[str]:
     """The batchgen modules `module` imports, at run time (not under TYPE_CHECKING)."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    tree = ast.parse(source(module).read_text())
+    package = module.split(".")[:-1]  # the folder it is in: [] at the top, ["web"] in web/
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             return
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module:
-                found.add(node.module.split(".")[0])
-            else:
-                found.update(alias.name for alias in node.names)
+        if isinstance(node, ast.ImportFrom) and node.level >= 1:
+            base = package[: len(package) - (node.level - 1)]
+            target = base + (node.module.split(".") if node.module else [])
+            for alias in node.names:  # `from .web import pages` imports web.pages
+                named = ".".join([*target, alias.name])
+                found.add(named if named in LAYERS else ".".join(target))
         for child in ast.iter_child_nodes(node):
             visit(child)
 
@@ -84,7 +98,7 @@ def imports_of(module: str) -> set[str]:
 
 
 def test_every_module_has_a_layer():
-    assert sorted(p.stem for p in PACKAGE.glob("*.py")) == sorted(LAYERS)
+    assert sorted(modules()) == sorted(LAYERS)
 
 
 def test_no_module_imports_one_above_it():
@@ -99,7 +113,7 @@ def test_no_module_imports_one_above_it():
 def test_sql_lives_in_the_ledger_modules():
     # (and in the sandbox's own store, which has none today)
     allowed = {"ledger", "migrations"}
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         if path.stem in allowed:
             continue
         text = path.read_text()

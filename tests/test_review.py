@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from batchgen import review
+from batchgen.web import review_server as review
 
 FAST = ("--yes", "--rpm", "0")
 

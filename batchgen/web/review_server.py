@@ -1,7 +1,7 @@
 """The review page: a job's videos served live from the ledger, to pick, reject, rate and note.
 
 A small HTTP server (the standard library's; one page, a JSON endpoint, the video files) on
-127.0.0.1 only. The page is gallery.py's, with controls; marks go to the `reviews` table.
+127.0.0.1 only. The page is pages.py's, with controls; marks go to the `reviews` table.
 
 Who may write: only the page this server handed out. Every /api/ call must carry the
 session's token (a fresh random one per `batchgen review`, written into the page), in a
@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import gallery
-from .errors import PortBusy
-from .ledger import Ledger
-from .loopback import LoopbackHandler, in_background
+from ..errors import PortBusy
+from ..ledger import Ledger
+from ..loopback import LoopbackHandler, in_background
+from . import pages, tiles
 
 MAX_NOTE = 2000  # characters
 MAX_BODY = 16_384  # bytes of a review post
@@ -62,26 +62,26 @@ class Session:
         ]
 
     def page(self) -> str:
-        return gallery.page(
+        return pages.page(
             self.ledger,
             self.job,
             self.out,
             self.rows,
             self.cols,
-            live=gallery.Live(self.token),
+            live=pages.Live(self.token),
             media=self.media,
         )
 
     def tiles(self) -> dict[str, Any]:
-        found = gallery.tiles(self.ledger, self.job, self.out, self.media)
+        found = tiles.tiles(self.ledger, self.job, self.out, self.media)
         return {
             "job": self.job,
-            "summary": gallery.summary(found, self.ledger.unsent_count(self.job)),
+            "summary": tiles.summary(found, self.ledger.unsent_count(self.job)),
             "tiles": [
                 {
                     "key": t.key,
                     "outcome": t.outcome,
-                    "media_html": gallery.media_html(t),
+                    "media_html": pages.media_html(t),
                     "review": _review_fields(t.review),
                 }
                 for t in found
@@ -93,7 +93,7 @@ class Session:
         task = self.ledger.task(key)
         if task is None or not self.ledger.asks_for(self.job, key):
             return None
-        found = gallery.files_on_disk(task, self.out)
+        found = tiles.files_on_disk(task, self.out)
         return Path(found[index]) if 0 <= index < len(found) else None
 
     def review(self, posted: Any) -> dict[str, Any]:
@@ -333,7 +333,7 @@ def open_session(
 ) -> Session:
     """A review session on the ledger: marks wait briefly for a run's write lock, then the
     page is told to retry (reading is never blocked: the ledger is in WAL mode)."""
-    gallery.check_axes((rows or []) + (cols or []))
+    tiles.check_axes((rows or []) + (cols or []))
     ledger = Ledger(ledger_path, create=False, busy_timeout=WRITE_TIMEOUT)
     return Session(ledger, job, out, secrets.token_urlsafe(24), rows, cols)
 
