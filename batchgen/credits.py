@@ -12,8 +12,8 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from .api import Api, Kind
-from .display import table
 from .errors import NotCovered, UsageError
+from .output.progress import table
 from .plan import ToSend
 from .prices import PriceBook, class_key, describe_class, job_rules, load_rules
 from .submit import RunReport

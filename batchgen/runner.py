@@ -1,6 +1,6 @@
 """The run, as a use case: settings in, an exit code out.
 
-`cli.py` parses the command line into a `RunOptions` and a `Target` and calls `execute_run`;
+`cli/send.py` parses the command line into a `RunOptions` and a `Target` and calls `execute_run`;
 everything between (which ledger, validation, planning, the confirmation, the run's record in
 `runs`, its lock, sending, the summary, the wait → download → gallery chain and the exit code)
 lives here. What people read goes through a `Console`, so this module prints nothing itself.
@@ -26,13 +26,13 @@ from urllib.parse import urlsplit
 from . import api, connections, credits, journal, models, uploads
 from . import sandbox as sandbox_mod
 from .budget import Budget
-from .display import ProgressDisplay, summary_lines
 from .download import Bounds, download
 from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, NotCovered, UsageError
 from .inputs import InputRefused, read_regular
 from .ledger import Ledger
 from .limits import Backoff, RateLimiter
 from .liveness import RunLock
+from .output.progress import ProgressDisplay, summary_lines
 from .plan import Plan, ToSend, no_ledger, prepare_run
 from .prices import PriceBook
 from .project import Project

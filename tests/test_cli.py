@@ -88,7 +88,7 @@ def test_base_url_changes_the_keys(cli):
 def test_the_progress_bar_on_a_terminal_ends_its_line_when_a_run_stops_early():
     import io
 
-    from batchgen.display import ProgressDisplay
+    from batchgen.output.progress import ProgressDisplay
     from batchgen.submit import RunReport
 
     stream = io.StringIO()
@@ -109,7 +109,7 @@ def test_the_progress_bar_on_a_terminal_ends_its_line_when_a_run_stops_early():
 def test_plain_progress_lines_off_a_terminal():
     import io
 
-    from batchgen.display import ProgressDisplay
+    from batchgen.output.progress import ProgressDisplay
     from batchgen.submit import RunReport
 
     stream = io.StringIO()

@@ -131,7 +131,7 @@ def test_download_without_wait_takes_what_is_done_and_says_what_is_pending(world
 def test_the_progress_bar_fits_the_terminal_and_shows_the_true_rate():
     import io
 
-    from batchgen.display import ProgressDisplay
+    from batchgen.output.progress import ProgressDisplay
     from batchgen.submit import RunReport
 
     stream = io.StringIO()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from . import models
-from .report import models_report
+from .. import models
+from ..output.reports import models_report
 
 
 @click.command("models")

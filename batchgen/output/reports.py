@@ -8,14 +8,14 @@ import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TextIO
 
-from . import models
-from .display import table, when_due
-from .errors import Problem
-from .plan import Plan, StateLookup, planned
-from .prices import NO_PRICES, PriceBook, describe_class
+from .. import models
+from ..errors import Problem
+from ..plan import Plan, StateLookup, planned
+from ..prices import NO_PRICES, PriceBook, describe_class
+from .progress import table, when_due
 
 if TYPE_CHECKING:
-    from .validate import ValidatedJob
+    from ..validate import ValidatedJob
 
 
 def problem_lines(problems: Iterable[Problem]) -> list[str]:

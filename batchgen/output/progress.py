@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from .submit import RunReport
-from .times import now, parse_timestamp
+    from ..submit import RunReport
+from ..times import now, parse_timestamp
 
 
 class ProgressDisplay:

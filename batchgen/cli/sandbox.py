@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
-from . import sandbox as sandbox_mod
-from .errors import UsageError
-from .terminal import Finite
+from .. import sandbox as sandbox_mod
+from ..errors import UsageError
+from .options import Finite
 
 RATE = Finite(0, 1)
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import click
 
-from . import promote as promote_mod
-from .project import locate
-from .runner import named_job, open_ledger, resolve_job
-from .terminal import Terminal, field_list
-from .web import review_server as review_mod
+from .. import promote as promote_mod
+from ..output.console import Terminal
+from ..project import locate
+from ..runner import named_job, open_ledger, resolve_job
+from ..web import review_server as review_mod
+from .options import field_list
 
 
 @click.command()

@@ -1,0 +1,91 @@
+"""The command line: parse, call the stage that does the work, print. Nothing else lives here.
+
+One module per family of commands (check, send, follow, reads, review, sandbox, models,
+init), the options they share in options.py, one console (output.console.Terminal). Errors
+become a message and an exit code in one place, `BatchgenGroup.invoke`; the run's use case
+lives in runner.py; which ledger a command uses is decided by project.py.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from .. import __version__, api
+from ..errors import EXIT_ABORTED, BatchgenError, JobError
+from ..ledger import FAILURES as ledger_failures
+from ..output.console import Terminal
+from ..output.reports import problem_lines
+from ..runner import interrupted_exit
+from . import check, follow, reads, send
+from .init import init_command
+from .models import models_command
+from .review import promote as promote_command
+from .review import review as review_command
+from .sandbox import sandbox_command
+
+
+class BatchgenGroup(click.Group):
+    """Turns every error a user can cause into a message and an exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        console = Terminal()
+        try:
+            return super().invoke(ctx)
+        except JobError as e:
+            for line in problem_lines(e.problems):
+                console.err(api.redact_secrets(line))
+            sys.exit(e.exit_code)
+        except BatchgenError as e:
+            console.err(api.redact_secrets(f"error: {e}"))
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt as e:  # outside a run's own handling: nothing was being sent
+            console.err("\ninterrupted")
+            sys.exit(interrupted_exit(e))
+        except ledger_failures as e:
+            # The ledger failed under us (disk full, locked past the timeout). Rows that were
+            # being sent stay `sending` and become in_doubt at the next command; task ids
+            # received meanwhile are in the journal.
+            console.err(f"error: the ledger failed: {e}")
+            sys.exit(EXIT_ABORTED)
+
+
+@click.group(cls=BatchgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="batchgen")
+@click.option(
+    "--ledger",
+    envvar="BATCHGEN_LEDGER",
+    type=click.Path(dir_okay=False),
+    help="The SQLite ledger (or BATCHGEN_LEDGER). Default: batchgen.db of the job's project.",
+)
+@click.pass_context
+def main(ctx: click.Context, ledger: str | None) -> None:
+    """Batch runner for AI video generation: job files in, videos and a ledger out."""
+    ctx.obj = {"ledger": ledger}
+
+
+for command in (
+    check.validate,
+    check.plan,
+    send.run,
+    follow.poll,
+    follow.download,
+    follow.gallery,
+    reads.runs,
+    reads.status,
+    reads.tasks,
+    reads.credits_command,
+    reads.prices,
+    check.schema,
+    init_command,
+    sandbox_command,
+    review_command,
+    promote_command,
+    models_command,
+):
+    main.add_command(command)
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,37 @@
+"""What the command modules share: the project a command works in, a ledger opened only to
+read, and warnings printed the same way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..errors import NoLedger
+from ..ledger import Ledger
+from ..output.console import Terminal
+from ..output.reports import problem_lines
+from ..project import locate
+from ..runner import open_ledger
+from ..validate import ValidatedJob
+
+
+def project_of(job: str | None) -> Any:
+    """The project of `job` (a path or a name), with the --ledger the group was given."""
+    return locate(job, click.get_current_context().obj["ledger"])
+
+
+def read_only(job: str | None, include_superseded: bool = False) -> Ledger | None:
+    """The project's ledger, or None (said so) when there is none: reading never creates one."""
+    try:
+        ledger = open_ledger(project_of(job), Terminal(), create=False)
+    except NoLedger as e:
+        click.echo(f"{e}", err=True)
+        return None
+    ledger.include_superseded = include_superseded
+    return ledger
+
+
+def echo_warnings(expansion: ValidatedJob) -> None:
+    for line in problem_lines(expansion.warnings):
+        click.echo(line, err=True)

@@ -1,0 +1,195 @@
+"""Following what was sent: `poll`, `download`, `gallery`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .. import api
+from ..errors import (
+    EXIT_ABORTED,
+    EXIT_INCOMPLETE,
+    UsageError,
+)
+from ..expand import DEFAULT_API_BASE
+from ..limits import RateLimiter
+from ..output.console import Terminal
+from ..results import pending
+from ..results import poll as poll_tasks
+from ..runner import (
+    api_target,
+    download_job,
+    named_job,
+    open_ledger,
+    resolve_job,
+    wait_until_done,
+    write_gallery,
+)
+from ..runner import (
+    on_done as run_on_done,
+)
+from ..submit import DEFAULT_RPM
+from .common import project_of
+from .options import (
+    all_option,
+    bounds_of,
+    download_options,
+    field_list,
+    send_options,
+)
+
+
+@click.command()
+@click.argument("job", required=False)
+@click.option(
+    "--all", "all_tasks", is_flag=True, help="Check every unfinished task, not only those due."
+)
+@click.option("--wait", is_flag=True, help="Keep polling until every task has ended.")
+@click.option(
+    "--rpm",
+    type=click.IntRange(0, 100_000),
+    default=DEFAULT_RPM,
+    show_default=True,
+    help="Get-task calls per minute, at most; 0: no ceiling.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Get-task calls in flight, at most.",
+)
+@click.option(
+    "--on-done",
+    help="With --wait: a shell command to run once at the end (BATCHGEN_JOB, BATCHGEN_EXIT, ...).",
+)
+@send_options
+def poll(
+    job: str | None,
+    all_tasks: bool,
+    wait: bool,
+    rpm: int,
+    concurrency: int,
+    on_done: str | None,
+    sandbox: bool,
+    api_key_file: str | None,
+    base_url: str,
+) -> None:
+    """Check submitted tasks that have not ended; record status and result URLs."""
+    console = Terminal()
+    with api_target(
+        sandbox=sandbox, base_url=base_url, api_key_file=api_key_file, need_key=True
+    ) as target:
+        with open_ledger(project_of(job), console, create=False) as ledger:
+            name = resolve_job(ledger, job)
+            if wait:
+                if name is None:
+                    raise UsageError("poll --wait needs a job")
+                code = wait_until_done(ledger, target, name, RateLimiter(rpm or None), console)
+                run_on_done(on_done, ledger, name, None, code, console)
+                sys.exit(code)
+            due = pending(ledger, name, due_only=not all_tasks)
+            with api.Api(target.base_url, target.key) as client:
+                report = poll_tasks(
+                    ledger, client, due, limiter=RateLimiter(rpm or None), concurrency=concurrency
+                )
+    console.out(
+        f"checked {report.checked}: {report.completed} completed, {report.failed} failed, {report.processing} processing"
+    )
+    if report.unknown:
+        console.err(
+            f"{len(report.unknown)} task ids unknown to the API: {', '.join(report.unknown[:5])}"
+        )
+    if report.errors:
+        console.err(f"{report.errors} could not be checked (network); poll again later")
+    if report.aborted:
+        console.err(f"stopped: {report.aborted}")
+        sys.exit(EXIT_ABORTED)
+    sys.exit(EXIT_INCOMPLETE if report.unknown or report.errors else 0)
+
+
+@click.command()
+@click.argument("job")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Folder for the videos (default outputs/<job>/).",
+)
+@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option(
+    "--sandbox", is_flag=True, help="Serve the built-in sandbox's result files while downloading."
+)
+@download_options
+@all_option
+def download(
+    job: str,
+    out: str | None,
+    concurrency: int,
+    sandbox: bool,
+    include_superseded: bool,
+    **flags: Any,
+) -> None:
+    """Save every completed task's videos, atomically; skip those already on disk."""
+    console = Terminal()
+    bounds = bounds_of(flags)
+    with api_target(
+        sandbox=sandbox, base_url=DEFAULT_API_BASE, api_key_file=None, need_key=False
+    ) as target:
+        with open_ledger(project_of(job), console, create=False) as ledger:
+            ledger.include_superseded = include_superseded
+            name = named_job(resolve_job(ledger, job))
+            folder = Path(out) if out else Path("outputs") / name
+            sys.exit(
+                download_job(
+                    ledger,
+                    name,
+                    folder,
+                    target if sandbox else None,
+                    console,
+                    concurrency=concurrency,
+                    bounds=bounds,
+                )
+            )
+
+
+@click.command()
+@click.argument("job")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="The job's download folder (default outputs/<job>/).",
+)
+@click.option("--rows", help="Comma-separated fields for rows (default: prompt).")
+@click.option(
+    "--cols", help="Comma-separated fields for columns (default: the other fields that vary)."
+)
+@click.option("--open", "open_it", is_flag=True, help="Open the page in a browser.")
+@all_option
+def gallery(
+    job: str,
+    out: str | None,
+    rows: str | None,
+    cols: str | None,
+    open_it: bool,
+    include_superseded: bool,
+) -> None:
+    """Write a page showing the job's videos side by side: index.html beside them."""
+    console = Terminal()
+    with open_ledger(project_of(job), console, create=False) as ledger:
+        ledger.include_superseded = include_superseded
+        name = named_job(resolve_job(ledger, job))
+        path = write_gallery(
+            ledger,
+            name,
+            Path(out) if out else Path("outputs") / name,
+            console,
+            field_list(rows),
+            field_list(cols),
+        )
+    if open_it:
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
