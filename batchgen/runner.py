@@ -9,34 +9,33 @@ lives here. What people read goes through a `Console`, so this module prints not
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import signal
 import sqlite3
-import subprocess
-import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import urlsplit
+from typing import Any, TextIO
 
 from . import api, connections, credits, journal, models, uploads
-from . import sandbox as sandbox_mod
 from .budget import Budget
-from .download import Bounds, download
-from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, NotCovered, UsageError
-from .inputs import InputRefused, read_regular
+from .download import Bounds
+from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, NotCovered
+from .follow import at_most_every, download_job, on_done, wait_until_done, write_gallery
 from .ledger import Ledger
 from .limits import Backoff, RateLimiter
 from .liveness import RunLock
 from .output.progress import ProgressDisplay, summary_lines
-from .plan import Plan, ToSend, no_ledger, prepare_run
+from .output.reports import plan_lines, problem_lines, write_plan_json
+from .plan import Plan, ToSend, no_ledger, plan_job, prepare_run
 from .prices import PriceBook
 from .project import Project
-from .results import pending, poll, wait_for
+from .results import pending, poll
+from .session import (
+    Console,
+    Target,
+    interrupted_exit,
+    open_ledger,
+    signals_as_interrupts,
+)
 from .spec import load_job
 from .submit import (
     DEFAULT_CONCURRENCY,
@@ -44,135 +43,11 @@ from .submit import (
     DEFAULT_RPM,
     Interrupted,
     RunSettings,
-    StopSignal,
     Submission,
 )
-from .urls import check_api_base
-from .validate import ValidatedJob
-from .web import pages as gallery_pages
+from .validate import ValidatedJob, validate_job
 
 CONFIRM_ABOVE = 20  # on a terminal, ask before sending more requests than this
-SANDBOX_TIME_SCALE = 0.02  # `--sandbox`: a 240 s generation takes about 5 s
-# `--sandbox` requests are known by this base URL whatever port the run's own sandbox has, so
-# their identities stay the same from run to run (and match ledgers made before).
-SANDBOX_IDENTITY = f"http://127.0.0.1:{sandbox_mod.DEFAULT_PORT}"
-MAX_KEY_FILE = 4096
-
-
-class Console(Protocol):
-    """Where a command's words go: `out` for results (stdout), `err` for everything else."""
-
-    interactive: bool
-
-    def out(self, line: str) -> None: ...
-
-    def err(self, line: str) -> None: ...
-
-    def confirm(self, question: str) -> bool: ...
-
-
-# -- where to send, with what key ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    """The API a command talks to: the base URL that is part of each request's identity (and
-    recorded in the ledger), the one calls go to (they differ only for the sandbox), the key."""
-
-    identity_base: str
-    base_url: str
-    key: str
-    sandbox_files: str | None = None  # `--sandbox`: the running sandbox's file URL prefix
-
-    def rebase(self, url: str) -> str:
-        """A recorded result URL, pointed at the sandbox serving now (for `--sandbox`)."""
-        if (
-            self.sandbox_files
-            and "/_sandbox/files/" in url
-            and urlsplit(url).hostname == "127.0.0.1"
-        ):
-            return self.sandbox_files + url.split("/_sandbox/files/", 1)[1]
-        return url
-
-
-def read_api_key(api_key_file: str | None) -> str | None:
-    """The key from --api-key-file, else PIXWITH_API_KEY, checked; never echoed anywhere."""
-    if api_key_file:
-        source = f"--api-key-file {api_key_file}"
-        try:
-            raw = read_regular(api_key_file, limit=MAX_KEY_FILE)
-        except InputRefused as e:
-            raise UsageError(f"{source}: {e}") from None
-        try:
-            from_file = raw.decode(
-                "ascii"
-            ).strip()  # the file's own line break is not part of the key
-        except UnicodeDecodeError:
-            raise UsageError(
-                f"{source}: not a text file holding an API key (it has non-ASCII bytes)"
-            ) from None
-        if not from_file:
-            raise UsageError(f"{source}: the file is empty")
-        api.remember_secret(from_file)
-        return api.check_api_key(from_file, source)
-    from_env = os.environ.get("PIXWITH_API_KEY") or None
-    if from_env is not None:
-        api.remember_secret(from_env)
-        api.check_api_key(from_env, "PIXWITH_API_KEY")
-    return from_env
-
-
-@contextlib.contextmanager
-def api_target(
-    *, sandbox: bool, base_url: str, api_key_file: str | None, need_key: bool
-) -> Iterator[Target]:
-    """The configured API, or a sandbox of this command's own (on a free port)."""
-    if not sandbox:
-        base = check_api_base(base_url)
-        key = read_api_key(api_key_file)
-        if need_key and not key:
-            raise UsageError(
-                "no API key: set PIXWITH_API_KEY or pass --api-key-file (or try --sandbox)"
-            )
-        yield Target(base, base, key or "")
-        return
-    config = sandbox_mod.SandboxConfig(time_scale=SANDBOX_TIME_SCALE)
-    with sandbox_mod.running(config) as served:
-        yield Target(
-            SANDBOX_IDENTITY,
-            served.base_url,
-            sandbox_mod.TEST_KEY,
-            f"{served.base_url}/_sandbox/files/",
-        )
-
-
-# -- signals and interruption --------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def signals_as_interrupts() -> Iterator[None]:
-    """SIGTERM and SIGHUP act like Ctrl-C for the block: the first stops claiming and waits for
-    the calls in flight, a second quits at once. (Only the main thread may install handlers;
-    elsewhere, as in some test runners, the defaults stay.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise StopSignal(signum)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def interrupted_exit(error: BaseException) -> int:
-    """130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
-    number = getattr(error, "signal", None)
-    return 128 + number if number else EXIT_INTERRUPTED
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -221,19 +96,6 @@ class RunOptions:
         flags.pop("job_file")
         flags["bounds"] = {k: v for k, v in flags["bounds"].items() if k != "backoff"}
         return flags
-
-
-def open_ledger(project: Project, console: Console, *, create: bool) -> Ledger:
-    """Open the project's ledger and say which one it is, and what opening it repaired."""
-    ledger = Ledger(project.ledger, create=create)
-    console.err(project.describe())
-    if ledger.replayed:
-        console.err(f"recorded {ledger.replayed} task ids kept in the journal by an earlier run")
-    if ledger.recovered:
-        console.err(
-            f"{ledger.recovered} requests left 'sending' by an earlier run that ended are now in_doubt"
-        )
-    return ledger
 
 
 def execute_run(options: RunOptions, target: Target, project: Project, console: Console) -> int:
@@ -383,46 +245,6 @@ def _cost_and_balance(to_send: ToSend, balance: int | None) -> str:
         f" + {unknown} of unknown price" if unknown else ""
     )
     return cost + (f", balance {balance:,}" if balance is not None else ", balance unknown")
-
-
-def on_done(
-    command: str | None,
-    ledger: Ledger,
-    job: str,
-    job_file: str | None,
-    exit_code: int,
-    console: Console,
-) -> None:
-    """Run `command` (a shell command) once, with what became of the job in its environment:
-    BATCHGEN_JOB, BATCHGEN_JOB_FILE, BATCHGEN_EXIT, BATCHGEN_LEDGER, BATCHGEN_COUNTS (JSON) and
-    BATCHGEN_SUBMITTED / _COMPLETED / _FAILED / _PROCESSING. The API key is not passed on."""
-    if not command:
-        return
-    try:
-        states = ledger.job_states(job)
-        generation = ledger.generation_counts(job)
-    except sqlite3.Error as e:  # busy after a second Ctrl-C (`Ledger.quitting`), or failing
-        console.err(f"--on-done not run: the ledger could not be read ({e})")
-        return
-    env = {k: v for k, v in os.environ.items() if k != "PIXWITH_API_KEY"}
-    env.update(
-        BATCHGEN_JOB=job,
-        BATCHGEN_JOB_FILE=job_file or "",
-        BATCHGEN_EXIT=str(exit_code),
-        BATCHGEN_LEDGER=str(ledger.path),
-        BATCHGEN_COUNTS=json.dumps({"states": states, "generation": generation}, sort_keys=True),
-        BATCHGEN_SUBMITTED=str(states.get("submitted", 0) + states.get("generation_failed", 0)),
-        BATCHGEN_COMPLETED=str(generation["completed"]),
-        BATCHGEN_FAILED=str(generation["failed"]),
-        BATCHGEN_PROCESSING=str(generation["processing"]),
-    )
-    try:
-        finished = subprocess.run(command, shell=True, env=env)
-    except OSError as e:
-        console.err(f"--on-done could not run: {e.strerror}")
-        return
-    if finished.returncode:
-        console.err(f"--on-done exited {finished.returncode}")
 
 
 def _with_images_uploaded(
@@ -614,7 +436,7 @@ def _after_sending(
             tasks = pending(ledger, name, due_only=False)
             if tasks:
                 console.err(f"checking {len(tasks)} tasks before downloading")
-                show = _at_most_every(
+                show = at_most_every(
                     2.0,
                     lambda report: console.err(
                         f"checked {report.checked}/{len(tasks)}: {report.completed} completed"
@@ -630,121 +452,46 @@ def _after_sending(
     return exit_code
 
 
-def wait_until_done(
-    ledger: Ledger, target: Target, job: str, limiter: RateLimiter, console: Console
-) -> int:
-    """Poll until every task of `job` has ended; the exit code it deserves."""
-    last = [""]
-
-    def show(counts: dict[str, int]) -> None:
-        line = f"waiting: {counts['processing']} processing, {counts['completed']} completed, {counts['failed']} failed"
-        if line != last[0]:
-            console.err(line)
-            last[0] = line
-
-    stop = threading.Event()
-    with api.Api(target.base_url, target.key) as client, signals_as_interrupts():
-        try:
-            report = wait_for(ledger, client, job, limiter=limiter, on_progress=show, stop=stop)
-        except KeyboardInterrupt as e:
-            stop.set()
-            console.err(
-                "\nstopped waiting; batchgen poll --wait or run --wait picks up where this left"
-            )
-            return interrupted_exit(e)
-    ended = f"tasks ended: {report.completed} completed, {report.failed} failed"
-    console.out(ended + (f", {report.processing} still processing" if report.processing else ""))
-    if report.unknown:
-        console.out(
-            f"{len(report.unknown)} task ids unknown to the API: {', '.join(report.unknown[:5])}"
-        )
-    if report.aborted:
-        console.err(f"stopped: {report.aborted}")
-        return EXIT_ABORTED
-    if report.gave_up:
-        console.err(f"stopped waiting: {report.gave_up}")
-    return EXIT_INCOMPLETE if report.failed or report.unknown or report.processing else 0
-
-
-def download_job(
-    ledger: Ledger,
-    name: str,
-    folder: Path,
-    target: Target | None,
+def show_plan(
+    job: str,
+    base_url: str,
+    project: Project,
     console: Console,
+    out: TextIO,
     *,
-    concurrency: int = 4,
-    bounds: Bounds = Bounds(),
-) -> int:
-    prepare_folder(folder)
-    rebase: Callable[[str], str] = target.rebase if target else (lambda url: url)
-    report = download(ledger, name, folder, concurrency=concurrency, bounds=bounds, rebase=rebase)
-    console.out(
-        f"{folder}: {report.downloaded} downloaded ({report.bytes:,} bytes), {report.skipped} already there; manifest.csv"
-    )
-    for failure in report.failed:
-        console.err(f"  failed: {failure}")
-    # Only what a poll saw completed is downloaded: a task never polled since it was sent may
-    # be done already. Said, so that "0 downloaded" is not taken for "nothing to get".
-    processing, unpolled = ledger.generation_counts(name)["processing"], ledger.unpolled_count(name)
-    if processing:
-        never = f" ({unpolled} never polled since they were sent)" if unpolled else ""
-        console.out(
-            f"{processing} still processing as last polled{never}: batchgen poll {name} --wait, then batchgen download {name}"
+    prices_file: str | None,
+    allow_unverified: bool,
+    as_json: bool,
+) -> None:
+    """`batchgen plan`: what a run of `job` would send and what it would cost, from what the
+    ledger knows (every request is new without one): text lines through `console`, or one JSON
+    object streamed to `out`. Sends nothing and writes nothing, not even a new ledger."""
+    ledger = open_ledger(project, console, create=False) if project.ledger.exists() else None
+    if ledger is None:
+        console.err(f"ledger: none yet at {project.ledger}: every request is new")
+    with contextlib.ExitStack() as stack:
+        if ledger is not None:
+            stack.enter_context(ledger)
+        states = ledger.states if ledger else no_ledger
+        if as_json:
+            validated = validate_job(
+                job, base_url, root=project.root, allow_unverified=allow_unverified
+            )
+            for line in problem_lines(validated.warnings):
+                console.err(line)
+            book = credits.price_book(validated, ledger, prices_file)
+            plan = Plan(validated.job.name, validated.api_base)
+            write_plan_json(out, validated, plan, states, book)
+            return
+        validated, result = plan_job(
+            job,
+            base_url,
+            states,
+            root=project.root,
+            allow_unverified=allow_unverified,
+            prices=lambda v: credits.price_book(v, ledger, prices_file),
         )
-    return EXIT_INCOMPLETE if report.failed or processing else 0
-
-
-def _at_most_every(seconds: float, show: Callable[[Any], None]) -> Callable[[Any], None]:
-    """`show`, called at most once every `seconds` (a progress line on a long poll)."""
-    last = [time.monotonic()]
-
-    def throttled(value: Any) -> None:
-        if time.monotonic() - last[0] >= seconds:
-            last[0] = time.monotonic()
-            show(value)
-
-    return throttled
-
-
-def prepare_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot use {folder} as a folder: {e.strerror}") from None
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise UsageError(f"cannot use {folder} as a folder: not a writable directory")
-
-
-def write_gallery(
-    ledger: Ledger,
-    name: str,
-    folder: Path,
-    console: Console,
-    rows: list[str] | None = None,
-    cols: list[str] | None = None,
-) -> Path:
-    prepare_folder(folder)
-    path = gallery_pages.write(ledger, name, folder, rows, cols)
-    console.out(f"gallery: {path}")
-    return path
-
-
-def resolve_job(ledger: Ledger, job: str | None) -> str | None:
-    """A job's name in the ledger, from a job file or a name; None means every job."""
-    if job is None:
-        return None
-    if os.path.isfile(job):
-        return load_job(job).name
-    if job in ledger.job_names():
-        return job
-    known = ", ".join(ledger.job_names()) or "none yet"
-    raise UsageError(
-        f"no job file or job named {job!r} in the ledger {ledger.path} (jobs: {known})"
-    )
-
-
-def named_job(name: str | None) -> str:
-    if name is None:  # only when no job was given, which these commands' arguments forbid
-        raise UsageError("a job is needed")
-    return name
+    for line in problem_lines(validated.warnings):
+        console.err(line)
+    for line in plan_lines(result):
+        console.out(line)

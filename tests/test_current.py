@@ -93,7 +93,7 @@ def test_on_done_runs_once_with_the_outcome_in_its_environment_and_not_the_key(w
 def test_on_done_is_not_run_on_a_ledger_it_cannot_read_and_says_so(tmp_path):
     import sqlite3
 
-    from batchgen.runner import on_done
+    from batchgen.follow import on_done
 
     class Busy:  # a ledger a worker still holds after a second Ctrl-C (Ledger.quitting)
         path = tmp_path / "batchgen.db"

@@ -55,6 +55,8 @@ LAYERS = [
     "web.review_server",
     "promote",
     "sandbox",
+    "session",
+    "follow",
     "runner",
     "output.console",
     "cli.options",
@@ -160,3 +162,27 @@ def test_jsonschema_is_imported_only_to_check_a_job():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
     assert out == ["False", "True"]
+
+
+def test_the_sandbox_is_imported_only_when_asked_for():
+    """A command without --sandbox never loads the sandbox (its server, its fault knobs)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import batchgen.cli, batchgen.runner; print('batchgen.sandbox' in sys.modules);"
+        " from batchgen.session import api_target;"
+        " cm = api_target(sandbox=True, base_url='', api_key_file=None, need_key=False);"
+        " cm.__enter__(); print('batchgen.sandbox' in sys.modules); cm.__exit__(None, None, None)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["False", "True"]
+
+
+def test_the_sandbox_address_written_out_is_the_sandbox_s_own():
+    from batchgen import sandbox, session
+
+    assert session.SANDBOX_PORT == sandbox.DEFAULT_PORT
+    assert session.SANDBOX_CREDITS == sandbox.DEFAULT_CREDITS

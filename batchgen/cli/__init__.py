@@ -18,7 +18,7 @@ from ..errors import EXIT_ABORTED, BatchgenError, JobError
 from ..ledger import FAILURES as ledger_failures
 from ..output.console import Terminal
 from ..output.reports import problem_lines
-from ..runner import interrupted_exit
+from ..session import interrupted_exit
 from . import check, follow, reads, send
 from .init import init_command
 from .models import models_command

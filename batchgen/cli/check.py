@@ -6,25 +6,20 @@ import sys
 
 import click
 
-from .. import credits, schemas
+from .. import schemas
 from ..errors import (
     EXIT_USAGE,
     JobError,
 )
 from ..output.console import Terminal
 from ..output.reports import (
-    plan_lines,
     problem_lines,
     problems_json,
-    write_plan_json,
 )
-from ..plan import Plan, no_ledger, plan_job
-from ..runner import (
-    open_ledger,
-)
+from ..runner import show_plan
 from ..urls import canonical_base_url
 from ..validate import validate_job
-from .common import echo_warnings, project_of
+from .common import project_of
 from .options import (
     api_base_option,
     unverified_option,
@@ -81,38 +76,16 @@ def plan(
 ) -> None:
     """Show what a run of JOB would send and what it would cost: counts by model and by action
     (new, done, failed, rejected, in_doubt) from what the ledger knows. Sends and writes nothing."""
-    base_url = canonical_base_url(base_url)
-    project = project_of(job)
-    console = Terminal()
-    ledger = open_ledger(project, console, create=False) if project.ledger.exists() else None
-    if ledger is None:
-        console.err(f"ledger: none yet at {project.ledger}: every request is new")
-    try:
-        states = ledger.states if ledger else no_ledger
-        if as_json:
-            expansion = validate_job(
-                job, base_url, root=project.root, allow_unverified=allow_unverified
-            )
-            echo_warnings(expansion)
-            book = credits.price_book(expansion, ledger, prices_file)
-            write_plan_json(
-                sys.stdout, expansion, Plan(expansion.job.name, expansion.api_base), states, book
-            )
-            return
-        expansion, result = plan_job(
-            job,
-            base_url,
-            states,
-            root=project.root,
-            allow_unverified=allow_unverified,
-            prices=lambda v: credits.price_book(v, ledger, prices_file),
-        )
-    finally:
-        if ledger:
-            ledger.close()
-    echo_warnings(expansion)
-    for line in plan_lines(result):
-        click.echo(line)
+    show_plan(
+        job,
+        canonical_base_url(base_url),
+        project_of(job),
+        Terminal(),
+        sys.stdout,
+        prices_file=prices_file,
+        allow_unverified=allow_unverified,
+        as_json=as_json,
+    )
 
 
 @click.command()

@@ -1,5 +1,5 @@
-"""What the command modules share: the project a command works in, a ledger opened only to
-read, and warnings printed the same way."""
+"""What the command modules share: the project a command works in, and a ledger opened only
+to read."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ import click
 from ..errors import NoLedger
 from ..ledger import Ledger
 from ..output.console import Terminal
-from ..output.reports import problem_lines
 from ..project import locate
-from ..runner import open_ledger
-from ..validate import ValidatedJob
+from ..session import open_ledger
 
 
 def project_of(job: str | None) -> Any:
@@ -30,8 +28,3 @@ def read_only(job: str | None, include_superseded: bool = False) -> Ledger | Non
         return None
     ledger.include_superseded = include_superseded
     return ledger
-
-
-def echo_warnings(expansion: ValidatedJob) -> None:
-    for line in problem_lines(expansion.warnings):
-        click.echo(line, err=True)

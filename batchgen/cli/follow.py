@@ -8,29 +8,10 @@ from typing import Any
 
 import click
 
-from .. import api
-from ..errors import (
-    EXIT_ABORTED,
-    EXIT_INCOMPLETE,
-    UsageError,
-)
 from ..expand import DEFAULT_API_BASE
-from ..limits import RateLimiter
+from ..follow import download_job, poll_job, write_gallery
 from ..output.console import Terminal
-from ..results import pending
-from ..results import poll as poll_tasks
-from ..runner import (
-    api_target,
-    download_job,
-    named_job,
-    open_ledger,
-    resolve_job,
-    wait_until_done,
-    write_gallery,
-)
-from ..runner import (
-    on_done as run_on_done,
-)
+from ..session import api_target, named_job, open_ledger, resolve_job
 from ..submit import DEFAULT_RPM
 from .common import project_of
 from .options import (
@@ -79,36 +60,21 @@ def poll(
     base_url: str,
 ) -> None:
     """Check submitted tasks that have not ended; record status and result URLs."""
-    console = Terminal()
     with api_target(
         sandbox=sandbox, base_url=base_url, api_key_file=api_key_file, need_key=True
     ) as target:
-        with open_ledger(project_of(job), console, create=False) as ledger:
-            name = resolve_job(ledger, job)
-            if wait:
-                if name is None:
-                    raise UsageError("poll --wait needs a job")
-                code = wait_until_done(ledger, target, name, RateLimiter(rpm or None), console)
-                run_on_done(on_done, ledger, name, None, code, console)
-                sys.exit(code)
-            due = pending(ledger, name, due_only=not all_tasks)
-            with api.Api(target.base_url, target.key) as client:
-                report = poll_tasks(
-                    ledger, client, due, limiter=RateLimiter(rpm or None), concurrency=concurrency
-                )
-    console.out(
-        f"checked {report.checked}: {report.completed} completed, {report.failed} failed, {report.processing} processing"
-    )
-    if report.unknown:
-        console.err(
-            f"{len(report.unknown)} task ids unknown to the API: {', '.join(report.unknown[:5])}"
+        code = poll_job(
+            project_of(job),
+            job,
+            target,
+            Terminal(),
+            all_tasks=all_tasks,
+            wait=wait,
+            rpm=rpm,
+            concurrency=concurrency,
+            on_done_command=on_done,
         )
-    if report.errors:
-        console.err(f"{report.errors} could not be checked (network); poll again later")
-    if report.aborted:
-        console.err(f"stopped: {report.aborted}")
-        sys.exit(EXIT_ABORTED)
-    sys.exit(EXIT_INCOMPLETE if report.unknown or report.errors else 0)
+    sys.exit(code)
 
 
 @click.command()

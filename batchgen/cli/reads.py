@@ -19,10 +19,7 @@ from ..output.reports import (
     status_report,
     write_tasks,
 )
-from ..runner import (
-    api_target,
-    resolve_job,
-)
+from ..session import api_target, resolve_job
 from ..urls import canonical_base_url
 from .common import read_only
 from .options import (

@@ -12,7 +12,7 @@ import click
 from .. import promote as promote_mod
 from ..output.console import Terminal
 from ..project import locate
-from ..runner import named_job, open_ledger, resolve_job
+from ..session import named_job, open_ledger, resolve_job
 from ..web import review_server as review_mod
 from .options import field_list
 

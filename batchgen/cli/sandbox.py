@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from .. import sandbox as sandbox_mod
 from ..errors import UsageError
+from ..session import SANDBOX_CREDITS, SANDBOX_PORT
 from .options import Finite
 
 RATE = Finite(0, 1)
@@ -18,7 +18,7 @@ RATE = Finite(0, 1)
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
-    default=sandbox_mod.DEFAULT_PORT,
+    default=SANDBOX_PORT,
     show_default=True,
     help="0 picks a free port.",
 )
@@ -44,7 +44,7 @@ RATE = Finite(0, 1)
 @click.option(
     "--credits",
     type=click.IntRange(0),
-    default=sandbox_mod.DEFAULT_CREDITS,
+    default=SANDBOX_CREDITS,
     show_default=True,
     help="The balance; each create deducts an invented price (see the README).",
 )
@@ -111,6 +111,8 @@ def sandbox_command(port: int, keys: tuple[str, ...], **settings: Any) -> None:
     Same endpoints and rules as the real API; accepts the test key
     key_00000000000000000000000000000000. GET /_sandbox/stats shows what it received.
     """
+    from .. import sandbox as sandbox_mod  # imported only by the command that serves it
+
     config = sandbox_mod.SandboxConfig(keys=(sandbox_mod.TEST_KEY, *keys), **settings)
     try:
         with sandbox_mod.running(config, port) as served:

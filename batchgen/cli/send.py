@@ -10,11 +10,8 @@ import click
 from .. import api
 from ..limits import Backoff
 from ..output.console import Terminal
-from ..runner import (
-    RunOptions,
-    api_target,
-    execute_run,
-)
+from ..runner import RunOptions, execute_run
+from ..session import api_target
 from ..submit import DEFAULT_CONCURRENCY, DEFAULT_MAX_IDENTICAL_ERRORS, DEFAULT_RPM
 from .common import project_of
 from .options import (

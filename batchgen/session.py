@@ -1,0 +1,187 @@
+"""What every command works with: the console it speaks to, the API it talks to (where to
+send, with what key; the built-in sandbox started only when asked for), the project's ledger
+opened and what opening it repaired, which job a name means, and signals as interrupts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from . import api
+from .errors import EXIT_INTERRUPTED, UsageError
+from .inputs import InputRefused, read_regular
+from .ledger import Ledger
+from .project import Project
+from .spec import load_job
+from .submit import (
+    StopSignal,
+)
+from .urls import check_api_base
+
+SANDBOX_TIME_SCALE = 0.02  # `--sandbox`: a 240 s generation takes about 5 s
+# `--sandbox` requests are known by this base URL whatever port the run's own sandbox has, so
+# their identities stay the same from run to run (and match ledgers made before). It is
+# sandbox.DEFAULT_PORT's address, written out here so that a command without --sandbox never
+# imports the sandbox (test_sandbox holds the two equal).
+SANDBOX_PORT = 47878
+SANDBOX_CREDITS = 1_000_000  # sandbox.DEFAULT_CREDITS, for the same reason
+SANDBOX_IDENTITY = f"http://127.0.0.1:{SANDBOX_PORT}"
+MAX_KEY_FILE = 4096
+
+
+class Console(Protocol):
+    """Where a command's words go: `out` for results (stdout), `err` for everything else."""
+
+    interactive: bool
+
+    def out(self, line: str) -> None: ...
+
+    def err(self, line: str) -> None: ...
+
+    def confirm(self, question: str) -> bool: ...
+
+
+# -- where to send, with what key ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """The API a command talks to: the base URL that is part of each request's identity (and
+    recorded in the ledger), the one calls go to (they differ only for the sandbox), the key."""
+
+    identity_base: str
+    base_url: str
+    key: str
+    sandbox_files: str | None = None  # `--sandbox`: the running sandbox's file URL prefix
+
+    def rebase(self, url: str) -> str:
+        """A recorded result URL, pointed at the sandbox serving now (for `--sandbox`)."""
+        if (
+            self.sandbox_files
+            and "/_sandbox/files/" in url
+            and urlsplit(url).hostname == "127.0.0.1"
+        ):
+            return self.sandbox_files + url.split("/_sandbox/files/", 1)[1]
+        return url
+
+
+def read_api_key(api_key_file: str | None) -> str | None:
+    """The key from --api-key-file, else PIXWITH_API_KEY, checked; never echoed anywhere."""
+    if api_key_file:
+        source = f"--api-key-file {api_key_file}"
+        try:
+            raw = read_regular(api_key_file, limit=MAX_KEY_FILE)
+        except InputRefused as e:
+            raise UsageError(f"{source}: {e}") from None
+        try:
+            from_file = raw.decode(
+                "ascii"
+            ).strip()  # the file's own line break is not part of the key
+        except UnicodeDecodeError:
+            raise UsageError(
+                f"{source}: not a text file holding an API key (it has non-ASCII bytes)"
+            ) from None
+        if not from_file:
+            raise UsageError(f"{source}: the file is empty")
+        api.remember_secret(from_file)
+        return api.check_api_key(from_file, source)
+    from_env = os.environ.get("PIXWITH_API_KEY") or None
+    if from_env is not None:
+        api.remember_secret(from_env)
+        api.check_api_key(from_env, "PIXWITH_API_KEY")
+    return from_env
+
+
+@contextlib.contextmanager
+def api_target(
+    *, sandbox: bool, base_url: str, api_key_file: str | None, need_key: bool
+) -> Iterator[Target]:
+    """The configured API, or a sandbox of this command's own (on a free port)."""
+    if not sandbox:
+        base = check_api_base(base_url)
+        key = read_api_key(api_key_file)
+        if need_key and not key:
+            raise UsageError(
+                "no API key: set PIXWITH_API_KEY or pass --api-key-file (or try --sandbox)"
+            )
+        yield Target(base, base, key or "")
+        return
+    from . import sandbox as sandbox_mod  # only now: most commands never need it
+
+    config = sandbox_mod.SandboxConfig(time_scale=SANDBOX_TIME_SCALE)
+    with sandbox_mod.running(config) as served:
+        yield Target(
+            SANDBOX_IDENTITY,
+            served.base_url,
+            sandbox_mod.TEST_KEY,
+            f"{served.base_url}/_sandbox/files/",
+        )
+
+
+# -- signals and interruption --------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def signals_as_interrupts() -> Iterator[None]:
+    """SIGTERM and SIGHUP act like Ctrl-C for the block: the first stops claiming and waits for
+    the calls in flight, a second quits at once. (Only the main thread may install handlers;
+    elsewhere, as in some test runners, the defaults stay.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise StopSignal(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def interrupted_exit(error: BaseException) -> int:
+    """130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
+    number = getattr(error, "signal", None)
+    return 128 + number if number else EXIT_INTERRUPTED
+
+
+def open_ledger(project: Project, console: Console, *, create: bool) -> Ledger:
+    """Open the project's ledger and say which one it is, and what opening it repaired."""
+    ledger = Ledger(project.ledger, create=create)
+    console.err(project.describe())
+    if ledger.replayed:
+        console.err(f"recorded {ledger.replayed} task ids kept in the journal by an earlier run")
+    if ledger.recovered:
+        console.err(
+            f"{ledger.recovered} requests left 'sending' by an earlier run that ended are now in_doubt"
+        )
+    return ledger
+
+
+def resolve_job(ledger: Ledger, job: str | None) -> str | None:
+    """A job's name in the ledger, from a job file or a name; None means every job."""
+    if job is None:
+        return None
+    if os.path.isfile(job):
+        return load_job(job).name
+    if job in ledger.job_names():
+        return job
+    known = ", ".join(ledger.job_names()) or "none yet"
+    raise UsageError(
+        f"no job file or job named {job!r} in the ledger {ledger.path} (jobs: {known})"
+    )
+
+
+def named_job(name: str | None) -> str:
+    if name is None:  # only when no job was given, which these commands' arguments forbid
+        raise UsageError("a job is needed")
+    return name
