@@ -38,7 +38,12 @@ LAYERS = [
     "liveness",
     "migrations",
     "group_commit",
-    "ledger",
+    "ledger.store",
+    "ledger.queries",
+    "ledger.claims",
+    "ledger.tables",
+    "ledger.recovery",
+    "ledger.__init__",
     "starter",
     "connections",
     "api",
@@ -98,7 +103,14 @@ def imports_of(module: str) -> set[str]:
             target = base + (node.module.split(".") if node.module else [])
             for alias in node.names:  # `from .web import pages` imports web.pages
                 named = ".".join([*target, alias.name])
-                found.add(named if named in LAYERS else ".".join(target))
+                package_itself = ".".join([*target, "__init__"])  # `from .ledger import Ledger`
+                found.add(
+                    named
+                    if named in LAYERS
+                    else package_itself
+                    if package_itself in LAYERS
+                    else ".".join(target)
+                )
         for child in ast.iter_child_nodes(node):
             visit(child)
 
@@ -121,9 +133,8 @@ def test_no_module_imports_one_above_it():
 
 def test_sql_lives_in_the_ledger_modules():
     # (and in the sandbox's own store, which has none today)
-    allowed = {"ledger", "migrations"}
     for path in PACKAGE.rglob("*.py"):
-        if path.stem in allowed:
+        if path.parent.name == "ledger" or path.stem == "migrations":
             continue
         text = path.read_text()
         for word in ("SELECT ", "UPDATE tasks", "INSERT INTO", "JOIN job_tasks"):

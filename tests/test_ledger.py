@@ -710,7 +710,7 @@ def test_submitted_records_the_eta(ledger):
     assert (
         row["state"] == "submitted" and row["status"] == "processing" and row["task_id"] == "task-1"
     )
-    from batchgen.ledger import parse_timestamp
+    from batchgen.times import parse_timestamp
 
     assert (
         parse_timestamp(row["eta_at"]) - parse_timestamp(row["submitted_at"])

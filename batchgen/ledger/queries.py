@@ -1,0 +1,172 @@
+"""Read queries: where requests stand, by key, by job, by state. Nothing here writes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
+
+from .store import _BATCH, _EFFECTIVE_STATE, _PROCESSING, Store
+
+
+class Standing(NamedTuple):
+    """Where a job's requests stand: how many are in each state (`generation_failed` apart),
+    how many were never claimed (a --limit run, say), the latest ETA of those processing."""
+
+    states: dict[str, int]
+    unsent: int
+    last_due: str | None
+
+
+class Queries(Store):
+    """What the ledger knows, read."""
+
+    def states(self, keys: Iterable[str]) -> dict[str, str]:
+        """key → state, for the keys the ledger knows; a submitted task whose generation failed
+        reads `generation_failed` (sent again only with --regenerate-failed)."""
+        found: dict[str, str] = {}
+        keys = list(keys)
+        with self._locked() as conn:
+            cursor = conn.cursor()
+            cursor.row_factory = None  # plain tuples: this runs once per request of a plan
+            for start in range(0, len(keys), _BATCH):
+                chunk = keys[start : start + _BATCH]
+                marks = ",".join("?" * len(chunk))
+                # The index holds what is read: the rows themselves are never touched.
+                found.update(
+                    cursor.execute(
+                        f"SELECT key, {_EFFECTIVE_STATE} FROM tasks INDEXED BY tasks_standing WHERE key IN ({marks})",
+                        chunk,
+                    )
+                )
+        return found
+
+    def task(self, key: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM tasks WHERE key = ?", [key])
+        return dict(rows[0]) if rows else None
+
+    def job_names(self) -> list[str]:
+        return [
+            row["job"] for row in self._query("SELECT DISTINCT job FROM job_tasks ORDER BY job")
+        ]
+
+    def rows(self, job: str | None = None, state: str | None = None) -> Iterator[dict[str, Any]]:
+        """The tasks of `job` (every task if None) that the ledger has rows for, oldest first."""
+        sql = "SELECT t.*" + (", j.label, j.meta" if job is not None else "") + " FROM tasks t"
+        params: list[Any] = []
+        where = []
+        if job is not None:
+            sql += " JOIN job_tasks j ON j.key = t.key"
+            where.append("j.job = ?" + self._current)
+            params.append(job)
+        if state is not None:
+            where.append("t.state = ?")
+            params.append(state)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY t.submitted_at IS NULL, t.submitted_at, t.key"
+        # Streamed, a batch at a time: `tasks --json` of a million rows holds one batch, not
+        # a million. (Not for use while another thread writes through this ledger.)
+        with self._locked() as conn:
+            cursor = conn.execute(sql, params)
+        while True:
+            with self._locked():
+                batch = cursor.fetchmany(_BATCH)
+            if not batch:
+                return
+            for row in batch:
+                yield dict(row)
+
+    def standing(self, job: str) -> Standing:
+        """Where the job's requests stand, from one pass over its rows in the indexes."""
+        rows = self._query(
+            f"SELECT CASE WHEN t.key IS NULL THEN NULL ELSE {_EFFECTIVE_STATE} END AS state, count(*) AS n,"
+            f" max(CASE WHEN {_PROCESSING} THEN t.eta_at END) AS due"
+            f" FROM job_tasks j LEFT JOIN tasks t INDEXED BY tasks_standing ON t.key = j.key WHERE j.job = ?{self._current} GROUP BY 1",
+            [job],
+        )
+        dues = [row["due"] for row in rows if row["due"] is not None]
+        return Standing(
+            states={row["state"]: row["n"] for row in rows if row["state"] is not None},
+            unsent=sum(row["n"] for row in rows if row["state"] is None),
+            last_due=max(dues) if dues else None,
+        )
+
+    def job_states(self, job: str) -> dict[str, int]:
+        """state → how many of the job's requests are in it (`generation_failed` apart)."""
+        return self.standing(job).states
+
+    def status_counts(self, job: str | None) -> list[dict[str, Any]]:
+        """(model_id, state, status, n) rows for `job`, or for every task if None."""
+        sql = "SELECT t.model_id, t.state, coalesce(t.status, '') AS status, count(*) AS n FROM tasks t"
+        if job is not None:
+            sql += (
+                " INDEXED BY tasks_standing JOIN job_tasks j ON j.key = t.key WHERE j.job = ?"
+                + self._current
+            )
+        return [
+            dict(r)
+            for r in self._query(
+                sql + " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", [job] if job is not None else []
+            )
+        ]
+
+    def last_due(self, job: str | None) -> str | None:
+        """The latest ETA among the submitted tasks (of `job`) still processing."""
+        sql = "SELECT max(t.eta_at) FROM tasks t"
+        if job is not None:
+            sql += " JOIN job_tasks j ON j.key = t.key AND j.job = ?" + self._current
+        sql += f" WHERE {_PROCESSING}"
+        due: str | None = self._query(sql, [job] if job is not None else [])[0][0]
+        return due
+
+    def unsent_count(self, job: str) -> int:
+        """Requests linked to `job` that were never claimed (a --limit run, say)."""
+        return self.standing(job).unsent
+
+    def open_tasks(self, job: str | None) -> list[dict[str, Any]]:
+        """Submitted tasks (of `job`) whose generation has not ended, soonest ETA first."""
+        sql = "SELECT t.* FROM tasks t" + (
+            " JOIN job_tasks j ON j.key = t.key AND j.job = ?" + self._current if job else ""
+        )
+        sql += f" WHERE {_PROCESSING} ORDER BY t.eta_at"
+        return [dict(r) for r in self._query(sql, [job] if job else [])]
+
+    def completed_tasks(self, job: str) -> list[dict[str, Any]]:
+        """The job's tasks whose generation completed, in the order they were submitted."""
+        return [
+            dict(r)
+            for r in self._query(
+                "SELECT t.*, j.label, j.meta FROM tasks t JOIN job_tasks j ON j.key = t.key AND j.job = ?"
+                + self._current
+                + " WHERE t.state = 'submitted' AND t.status = 'completed' ORDER BY t.submitted_at, t.key",
+                [job],
+            )
+        ]
+
+    def generation_counts(self, job: str | None) -> dict[str, int]:
+        """processing / completed / failed → how many submitted tasks (of `job`) are in it."""
+        sql = "SELECT coalesce(t.status, 'processing') AS status, count(*) AS n FROM tasks t"
+        sql += " JOIN job_tasks j ON j.key = t.key AND j.job = ?" + self._current if job else ""
+        sql += " WHERE t.state = 'submitted' GROUP BY 1"
+        counts = {"processing": 0, "completed": 0, "failed": 0}
+        for row in self._query(sql, [job] if job else []):
+            counts[row["status"]] = row["n"]
+        return counts
+
+    def unpolled_count(self, job: str) -> int:
+        """Submitted tasks of `job` that no poll has asked about yet."""
+        sql = (
+            "SELECT count(*) FROM tasks t JOIN job_tasks j ON j.key = t.key AND j.job = ?"
+            + self._current
+        )
+        return int(
+            self._query(sql + " WHERE t.state = 'submitted' AND t.checked_at IS NULL", [job])[0][0]
+        )
+
+    def history(self, key: str) -> list[dict[str, Any]]:
+        return [
+            dict(r)
+            for r in self._query(
+                "SELECT * FROM task_history WHERE key = ? ORDER BY replaced_at", [key]
+            )
+        ]

@@ -1,0 +1,152 @@
+"""The small tables beside the tasks: learned prices and balances, uploads, reviews, runs."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from ..times import timestamp
+from .store import Store
+
+
+class Tables(Store):
+    """Prices, uploads, reviews and runs."""
+
+    def learned_prices(self, api_base: str) -> dict[str, tuple[int, int | None]]:
+        """class key → (credits, the run that taught it), for one API."""
+        rows = self._query(
+            "SELECT class, credits, run_id FROM prices WHERE api_base = ?", [api_base]
+        )
+        return {row["class"]: (row["credits"], row["run_id"]) for row in rows}
+
+    def all_learned_prices(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._query("SELECT * FROM prices ORDER BY api_base, class")]
+
+    def record_learned_price(
+        self, api_base: str, cls: str, credits: int, run_id: int, requests: int
+    ) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO prices (class, api_base, credits, run_id, requests, learned_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (cls, api_base, credits, run_id, requests, timestamp()),
+            )
+
+    def record_balance(
+        self, run_id: int, *, before: int | None = None, after: int | None = None
+    ) -> None:
+        with self.transaction() as conn:
+            if before is not None:
+                conn.execute("UPDATE runs SET credits_before = ? WHERE id = ?", (before, run_id))
+            if after is not None:
+                conn.execute("UPDATE runs SET credits_after = ? WHERE id = ?", (after, run_id))
+
+    def runs_overlapping(self, run_id: int) -> int:
+        """How many other runs on this ledger were going at any time during run `run_id`."""
+        row = self._query(
+            "SELECT count(*) FROM runs o, runs r WHERE r.id = ? AND o.id != r.id"
+            " AND o.started_at <= coalesce(r.ended_at, o.started_at) AND coalesce(o.ended_at, '9999') >= r.started_at",
+            [run_id],
+        )
+        return int(row[0][0])
+
+    def uploaded(self, sha256: str, upload_base: str) -> str | None:
+        """The URL a local image was uploaded to (at this API), if it was."""
+        rows = self._query(
+            "SELECT image_url FROM uploads WHERE sha256 = ? AND upload_base = ?",
+            [sha256, upload_base],
+        )
+        return str(rows[0][0]) if rows else None
+
+    def record_upload(
+        self, sha256: str, upload_base: str, image_url: str, name: str, size: int
+    ) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO uploads (sha256, upload_base, image_url, name, size, uploaded_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (sha256, upload_base, image_url, name, size, timestamp()),
+            )
+
+    def reviews(self, job: str) -> dict[str, dict[str, Any]]:
+        """key → the job's review of it (pick, rating, note, updated_at)."""
+        rows = self._query(
+            "SELECT key, pick, rating, note, updated_at FROM reviews WHERE job = ?", [job]
+        )
+        return {row["key"]: dict(row) for row in rows}
+
+    def asks_for(self, job: str, key: str) -> bool:
+        """Whether `key` is one of the job's requests (a current one, unless `--all`)."""
+        sql = "SELECT 1 FROM job_tasks j WHERE j.job = ? AND j.key = ?" + self._current
+        return bool(self._query(sql, [job, key]))
+
+    def record_review(self, job: str, key: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Set some of `pick`, `rating`, `note` of the job's review of `key` (the others are
+        kept); return the review as it now stands. `key` must be one of the job's requests."""
+        unknown = set(fields) - {"pick", "rating", "note"}
+        if unknown:
+            raise ValueError(f"not a review field: {', '.join(sorted(unknown))}")
+        with self.transaction() as conn:
+            if (
+                conn.execute(
+                    "SELECT 1 FROM job_tasks WHERE job = ? AND key = ?", (job, key)
+                ).fetchone()
+                is None
+            ):
+                raise KeyError(key)
+            conn.execute("INSERT OR IGNORE INTO reviews (job, key) VALUES (?, ?)", (job, key))
+            assigned = ", ".join(f"{name} = ?" for name in fields)
+            conn.execute(
+                f"UPDATE reviews SET {assigned}{', ' if assigned else ''}updated_at = ? WHERE job = ? AND key = ?",
+                (*fields.values(), timestamp(), job, key),
+            )
+            row = conn.execute(
+                "SELECT key, pick, rating, note, updated_at FROM reviews WHERE job = ? AND key = ?",
+                (job, key),
+            ).fetchone()
+        return dict(row)
+
+    def chosen(
+        self, job: str, *, picked: bool, rating_at_least: int | None
+    ) -> list[dict[str, Any]]:
+        """The job's current requests a review chose (picked, and/or rated at least N), with
+        their label and meta, in the order they were submitted."""
+        where = []
+        params: list[Any] = [job]
+        if picked:
+            where.append("r.pick = 1")
+        if rating_at_least is not None:
+            where.append("r.rating >= ?")
+            params.append(rating_at_least)
+        sql = (
+            "SELECT t.*, j.label, j.meta, j.job_file, r.pick, r.rating, r.note FROM reviews r"
+            " JOIN job_tasks j ON j.job = r.job AND j.key = r.key JOIN tasks t ON t.key = r.key"
+            f" WHERE r.job = ?{self._current} AND "
+            + " AND ".join(where or ["1"])
+            + " ORDER BY t.submitted_at IS NULL, t.submitted_at, t.key"
+        )
+        return [dict(r) for r in self._query(sql, params)]
+
+    def runs(self, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest runs (of `job`), newest first."""
+        sql = "SELECT * FROM runs" + (" WHERE job = ?" if job else "") + " ORDER BY id DESC LIMIT ?"
+        return [dict(r) for r in self._query(sql, [job, limit] if job else [limit])]
+
+    def start_run(self, job: str, job_file: str, api_base: str, flags: dict[str, Any]) -> int:
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO runs (started_at, job, job_file, api_base, flags, pid) VALUES (?, ?, ?, ?, ?, ?)",
+                (timestamp(), job, job_file, api_base, json.dumps(flags), os.getpid()),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def end_run(self, run_id: int, counts: dict[str, Any], exit_code: int) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE runs SET ended_at = ?, counts = ?, exit_code = ? WHERE id = ?",
+                (timestamp(), json.dumps(counts), exit_code, run_id),
+            )
+
+    def set_exit_code(self, run_id: int, exit_code: int) -> None:
+        """The command's exit code, once what came after the sending (wait, download) ended."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE runs SET exit_code = ? WHERE id = ?", (exit_code, run_id))
