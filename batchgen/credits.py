@@ -28,7 +28,7 @@ def price_book(
 ) -> PriceBook:
     """The job's rules and the `--prices` file's (declared), then what the ledger learned."""
     rules = job_rules(validated.job) + (load_rules(prices_file) if prices_file else [])
-    learned = ledger.learned_prices(validated.api_base) if ledger is not None else {}
+    learned = ledger.prices.learned(validated.api_base) if ledger is not None else {}
     return PriceBook(rules, learned)
 
 
@@ -93,12 +93,12 @@ def learn_price(
         return f"no price learned: the run submitted {len(report.submitted_classes)} classes of request"
     if report.outcomes["in_doubt"]:
         return "no price learned: some requests are in doubt (created or not, unknown)"
-    if ledger.runs_overlapping(run_id):
+    if ledger.runs.overlapping(run_id):
         return "no price learned: another run on this ledger overlapped this one"
     if drop <= 0 or drop % submitted:
         return f"no price learned: the balance fell by {drop:,} for {submitted} requests, not a multiple"
     (cls,) = report.submitted_classes
-    ledger.record_learned_price(api_base, cls, drop // submitted, run_id, submitted)
+    ledger.prices.record(api_base, cls, drop // submitted, run_id, submitted)
     return f"learned: {describe_class(cls)} costs {drop // submitted:,} credits (run {run_id}: {submitted} requests, balance {before:,} → {after:,})"
 
 
@@ -137,7 +137,7 @@ def price_report(
         if rules
         else ["  none (prices: in a job file, or --prices FILE)"]
     )
-    learned = ledger.all_learned_prices() if ledger is not None else []
+    learned = ledger.prices.all() if ledger is not None else []
     lines.append("learned from the balance:")
     lines += (
         [

@@ -89,7 +89,7 @@ def promote(
     """Write `out`, a job of the requests of `job` that the review chose, with the overrides.
     Returns how many entries it has. Raises NothingChosen, or JobError (naming the request)
     if the new job would not validate; `out` is then left as it was."""
-    chosen = ledger.chosen(job, picked=picked, rating_at_least=rating_at_least)
+    chosen = ledger.reviews.chosen(job, picked=picked, rating_at_least=rating_at_least)
     if not chosen:
         raise NothingChosen(
             f"nothing in job {job!r} is {_choice(picked, rating_at_least)}: mark videos with `batchgen review {job}` first"

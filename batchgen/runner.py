@@ -231,7 +231,7 @@ def _run_planned(
         with contextlib.suppress(
             sqlite3.Error
         ):  # busy after a second Ctrl-C: the sending's code stays
-            ledger.set_exit_code(run_id, exit_code)
+            ledger.runs.set_exit_code(run_id, exit_code)
     on_done(options.on_done, ledger, validated.job.name, options.job_file, exit_code, console)
     return exit_code
 
@@ -327,13 +327,13 @@ def _send(
     console: Console,
 ) -> tuple[int, int]:
     """Send, with the run recorded in `runs`: (exit code, run id)."""
-    run_id = ledger.start_run(
+    run_id = ledger.runs.start(
         name,
         options.job_file,
         target.identity_base,
         options.flags() | {"rpm": settings.rpm, "concurrency": settings.concurrency},
     )
-    ledger.record_balance(run_id, before=budget.balance_before)
+    ledger.runs.record_balance(run_id, before=budget.balance_before)
     lock = RunLock(ledger.path, run_id)  # before the first claim: see liveness.py
     journal.reserve(ledger.path)
     progress = ProgressDisplay(len(to_send))
@@ -365,7 +365,7 @@ def _send(
             except Interrupted as e:
                 exit_code = interrupted_exit(e)
                 with contextlib.suppress(sqlite3.Error):  # busy: the run is left without its end
-                    ledger.end_run(run_id, {"interrupted": "twice"}, exit_code)
+                    ledger.runs.end(run_id, {"interrupted": "twice"}, exit_code)
                 console.err("quit: calls in flight are in_doubt")
                 return exit_code, run_id
         after = (
@@ -373,7 +373,7 @@ def _send(
             if budget.balance_before is not None and report.calls
             else budget.balance_before
         )
-        ledger.record_balance(run_id, after=after)
+        ledger.runs.record_balance(run_id, after=after)
         standing = ledger.standing(name)
         states = Counter(standing.states)
         for line in summary_lines(
@@ -399,7 +399,7 @@ def _send(
             if budget.balance_before is not None and after is not None
             else None
         )
-        ledger.end_run(
+        ledger.runs.end(
             run_id,
             dict(report.outcomes)
             | {

@@ -57,7 +57,7 @@ def upload_all(
     )
     try:
         for image in images:
-            known = ledger.uploaded(image.sha256, upload_base)
+            known = ledger.uploads.find(image.sha256, upload_base)
             if known:
                 urls[image.ref] = known
                 report.reused += 1
@@ -66,7 +66,7 @@ def upload_all(
             if isinstance(result, Failure):
                 report.failed[image.sha256] = f"{image.path}: {result.reason}"
                 continue
-            ledger.record_upload(image.sha256, upload_base, result, image.name, image.size)
+            ledger.uploads.record(image.sha256, upload_base, result, image.name, image.size)
             urls[image.ref] = result
             report.uploaded += 1
     finally:

@@ -119,7 +119,7 @@ def in_process(tmp: Path, n: int, concurrency: int, latency_ms: int) -> tuple[fl
             Ledger(tmp / f"{tag}.db") as ledger,
             Api(base_url, KEY, max_connections=concurrency) as api,
         ):
-            run_id = ledger.start_run("bench", "bench.yaml", base_url, {})
+            run_id = ledger.runs.start("bench", "bench.yaml", base_url, {})
             submission = Submission(
                 ledger,
                 api,

@@ -202,7 +202,7 @@ def test_no_price_is_learned_from_a_run_of_two_classes(world, write_job):
         result.exit_code == 0 and "no price learned: the run submitted 2 classes" in result.stderr
     )
     with env.ledger() as ledger:
-        assert ledger.all_learned_prices() == []
+        assert ledger.prices.all() == []
 
 
 # -- 5. the balance check and the cap -------------------------------------------------------------

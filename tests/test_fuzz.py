@@ -278,7 +278,7 @@ def test_a_submission_against_garbage_answers_records_nothing_false(tmp_path_fac
         Ledger(folder / "ledger.db") as ledger,
         Api("https://api.pixwith.ai", "k", transport=httpx.MockTransport(handler)) as api,
     ):
-        run_id = ledger.start_run("j", "j.yaml", "https://api.pixwith.ai", {})
+        run_id = ledger.runs.start("j", "j.yaml", "https://api.pixwith.ai", {})
         settings_ = RunSettings(
             rpm=None,
             concurrency=2,

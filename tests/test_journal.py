@@ -34,7 +34,7 @@ def submission_against(ledger, handler, n=3, **kwargs):
         Request(f"{i:064x}", 0, {"prompt": f"p{i}", "model_id": "2-9", "options": {}}, Origin(0))
         for i in range(n)
     ]
-    run_id = ledger.start_run("j", "j.yaml", "https://api.pixwith.ai", {})
+    run_id = ledger.runs.start("j", "j.yaml", "https://api.pixwith.ai", {})
     lock = RunLock(ledger.path, run_id)
     with Api(
         "https://api.pixwith.ai", "key_testtesttest", transport=httpx.MockTransport(handler)
@@ -89,7 +89,7 @@ def cut_short_by_two_ctrl_cs(
         Request(f"{i:064x}", 0, {"prompt": f"p{i}", "model_id": "2-9", "options": {}}, Origin(0))
         for i in range(2)
     ]
-    run_id = ledger.start_run("j", "j.yaml", "https://api.pixwith.ai", {})
+    run_id = ledger.runs.start("j", "j.yaml", "https://api.pixwith.ai", {})
     with Api(
         "https://api.pixwith.ai", "key_testtesttest", transport=httpx.MockTransport(handler)
     ) as api:

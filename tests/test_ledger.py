@@ -143,7 +143,7 @@ def test_not_a_ledger_is_a_clear_error(tmp_path):
 
 
 def test_a_claim_is_taken_once(ledger, tmp_path):
-    run = ledger.start_run("job", "job.yaml", "https://api", {})
+    run = ledger.runs.start("job", "job.yaml", "https://api", {})
     RunLock(ledger.path, run)  # a live run (the lock goes with the test's process)
     assert ledger.claim(request(), "job", "https://api", run, allow={"failed"}) == "new"
     with Ledger(tmp_path / "ledger.db") as other:  # another process, in effect
@@ -152,7 +152,7 @@ def test_a_claim_is_taken_once(ledger, tmp_path):
 
 
 def test_failed_requests_may_be_claimed_again_in_doubt_only_when_allowed(ledger):
-    run = ledger.start_run("job", "job.yaml", "https://api", {})
+    run = ledger.runs.start("job", "job.yaml", "https://api", {})
     ledger.claim(request(), "job", "https://api", run, allow=set())
     ledger.record_outcome("k1", "failed", "HTTP 503")
     assert ledger.claim(request(), "job", "https://api", run, allow={"failed"}) == "failed"
@@ -166,7 +166,7 @@ def test_failed_requests_may_be_claimed_again_in_doubt_only_when_allowed(ledger)
 
 
 def test_a_workers_answer_is_written_in_the_same_commit_as_its_next_claim(ledger):
-    run = ledger.start_run("job", "job.yaml", "https://api", {})
+    run = ledger.runs.start("job", "job.yaml", "https://api", {})
     ledger.claim(request("k1"), "job", "https://api", run, allow=set())
     statements: list[str] = []
     ledger.db.conn.set_trace_callback(statements.append)
@@ -192,7 +192,7 @@ def test_a_workers_answer_is_written_in_the_same_commit_as_its_next_claim(ledger
 def test_claims_that_queue_behind_a_commit_share_the_next_one(ledger):
     """Workers' claims are group-committed: the three that arrive while the first claim's
     commit waits for the ledger go out in one commit after it, not three."""
-    run = ledger.start_run("job", "job.yaml", "https://api", {})
+    run = ledger.runs.start("job", "job.yaml", "https://api", {})
     results: dict[str, str | None] = {}
 
     def claim(key: str) -> threading.Thread:
@@ -223,7 +223,7 @@ def test_a_claim_that_cannot_commit_writes_neither_it_nor_the_answer_riding_with
 ):
     import sqlite3
 
-    run = ledger.start_run("job", "job.yaml", "https://api", {})
+    run = ledger.runs.start("job", "job.yaml", "https://api", {})
     ledger.claim(request("k1"), "job", "https://api", run, allow=set())
     ledger.claim(request("k2"), "job", "https://api", run, allow=set())
     ledger.db.conn.execute(
@@ -248,7 +248,7 @@ def test_a_claim_that_cannot_commit_writes_neither_it_nor_the_answer_riding_with
 def test_a_claim_into_a_ledger_replaced_under_the_run_is_refused(tmp_path):
     path = tmp_path / "ledger.db"
     with Ledger(path) as ledger:
-        run = ledger.start_run("job", "job.yaml", "https://api", {})
+        run = ledger.runs.start("job", "job.yaml", "https://api", {})
         os.rename(path, tmp_path / "moved.db")
         with pytest.raises(LedgerUnsound, match="deleted"):
             ledger.claim(request(), "job", "https://api", run, allow=set())
@@ -257,17 +257,17 @@ def test_a_claim_into_a_ledger_replaced_under_the_run_is_refused(tmp_path):
 
 
 def test_release_undoes_a_claim_that_was_never_sent(ledger):
-    run = ledger.start_run("job", "job.yaml", "https://api", {})
+    run = ledger.runs.start("job", "job.yaml", "https://api", {})
     ledger.claim(request(), "job", "https://api", run, allow=set())
     ledger.release("k1", "new")
     assert ledger.task("k1") is None
 
 
 def test_sending_rows_of_a_run_that_is_gone_become_in_doubt(ledger):
-    run = ledger.start_run("job", "job.yaml", "https://api", {})
+    run = ledger.runs.start("job", "job.yaml", "https://api", {})
     lock = RunLock(ledger.path, run)
     ledger.claim(request("mine"), "job", "https://api", run, allow=set())
-    dead = ledger.start_run("job", "job.yaml", "https://api", {})
+    dead = ledger.runs.start("job", "job.yaml", "https://api", {})
     ledger.claim(request("theirs"), "job", "https://api", dead, allow=set())  # it never held a lock
     assert ledger.recover() == 1
     assert ledger.task("theirs")["state"] == "in_doubt"
@@ -280,7 +280,7 @@ def test_liveness_is_the_lock_not_the_pid(ledger):
     # A run whose recorded PID is alive (this very process, or PID 1 as inside a container)
     # but which holds no lock is gone: its rows are recovered. The old PID check kept them
     # `sending` forever.
-    run = ledger.start_run("job", "job.yaml", "https://api", {})
+    run = ledger.runs.start("job", "job.yaml", "https://api", {})
     ledger.db.conn.execute("UPDATE runs SET pid = 1 WHERE id = ?", [run])
     ledger.claim(request(), "job", "https://api", run, allow=set())
     assert ledger.recover() == 1
@@ -291,7 +291,7 @@ def test_a_lock_held_by_another_process_means_alive(ledger):
     import subprocess
     import sys
 
-    run = ledger.start_run("job", "job.yaml", "https://api", {})
+    run = ledger.runs.start("job", "job.yaml", "https://api", {})
     ledger.claim(request(), "job", "https://api", run, allow=set())
     holder = subprocess.Popen(
         [
@@ -320,9 +320,9 @@ def is_alive_elsewhere_gone(ledger) -> bool:
 def test_recover_never_touches_a_row_another_run_reclaimed(ledger):
     # The check and the update are apart: the update names the dead run, so a row some live
     # run claimed in between is not flipped.
-    dead = ledger.start_run("job", "job.yaml", "https://api", {})
+    dead = ledger.runs.start("job", "job.yaml", "https://api", {})
     ledger.claim(request(), "job", "https://api", dead, allow=set())
-    live = ledger.start_run("job", "job.yaml", "https://api", {})
+    live = ledger.runs.start("job", "job.yaml", "https://api", {})
     lock = RunLock(ledger.path, live)
     ledger.db.conn.execute(
         "UPDATE tasks SET run_id = ? WHERE key = 'k1'", [live]
@@ -356,7 +356,7 @@ def test_a_ledger_reached_through_a_symlink_is_the_same_ledger_with_the_same_run
     --resubmit-in-doubt it does not send them again."""
     project = tmp_path / "project"
     with Ledger(project / "batchgen.db") as a:
-        run = a.start_run("job", "job.yaml", "https://api", {})
+        run = a.runs.start("job", "job.yaml", "https://api", {})
         lock = RunLock(a.path, run)  # run A, still going
         a.claim(request(), "job", "https://api", run, allow=set())
         (tmp_path / "elsewhere").symlink_to(project)
@@ -373,7 +373,7 @@ def test_a_ledger_reached_through_a_symlink_is_the_same_ledger_with_the_same_run
 def test_a_task_id_written_over_is_kept_in_the_history(ledger):
     """However a second task id reaches a row (two runs' answers, a journal replayed, a
     reclaim), the first one, a paid video, stays findable in task_history."""
-    run = ledger.start_run("job", "job.yaml", "https://api", {})
+    run = ledger.runs.start("job", "job.yaml", "https://api", {})
     ledger.claim(request(), "job", "https://api", run, allow=set())
     ledger.record_submitted("k1", "task-A", 30)
     ledger.record_submitted("k1", "task-B", 30)
@@ -387,7 +387,7 @@ def test_a_task_id_written_over_is_kept_in_the_history(ledger):
 def test_a_corrupt_index_is_found_before_sending(tmp_path):
     path = tmp_path / "ledger.db"
     with Ledger(path) as ledger:
-        run = ledger.start_run("job", "job.yaml", "https://api", {})
+        run = ledger.runs.start("job", "job.yaml", "https://api", {})
         for i in range(50):
             ledger.claim(request(f"k{i:03d}"), "job", "https://api", run, allow=set())
         ledger.db.conn.execute("UPDATE tasks SET state = 'submitted'")
@@ -416,7 +416,7 @@ def test_a_ledger_deleted_or_replaced_under_a_command_is_noticed(tmp_path):
 def test_the_journal_is_replayed_when_the_ledger_is_next_opened(tmp_path):
     path = tmp_path / "ledger.db"
     with Ledger(path) as ledger:
-        run = ledger.start_run("job", "job.yaml", "https://api", {})
+        run = ledger.runs.start("job", "job.yaml", "https://api", {})
         ledger.claim(request("known"), "job", "https://api", run, allow=set())
     entry = {
         "key": "known",
@@ -657,7 +657,7 @@ def test_a_line_torn_by_a_crash_does_not_swallow_the_next_entry(tmp_path):
 def test_files_saved_for_a_task_the_request_no_longer_holds_are_not_recorded_on_its_row(ledger):
     # A download of t-1's video ends after the request was sent again (t-2): the file is
     # t-1's, and the row must not say t-2's video is on disk.
-    run = ledger.start_run("job", "job.yaml", "https://api", {})
+    run = ledger.runs.start("job", "job.yaml", "https://api", {})
     ledger.claim(request(), "job", "https://api", run, allow=set())
     ledger.record_submitted("k1", "t-2", 30)
     ledger.record_files_of([("k1", "t-1", ["outputs/t-1.mp4"])])
@@ -688,7 +688,7 @@ def test_once_quitting_a_statement_waits_only_briefly_for_a_busy_ledger(ledger):
     with pytest.raises(sqlite3.OperationalError, match="busy"):
         list(ledger.rows())
     with pytest.raises(sqlite3.OperationalError, match="busy"):
-        ledger.end_run(1, {}, 130)
+        ledger.runs.end(1, {}, 130)
     ledger.close()  # gives up too: the process's exit closes it
     # Each of the five gave up after its brief wait, not the busy timeout (30 s each).
     assert time.monotonic() - started < BUSY_TIMEOUT
@@ -703,7 +703,7 @@ def test_reading_never_creates_a_ledger(tmp_path):
 
 
 def test_submitted_records_the_eta(ledger):
-    run = ledger.start_run("job", "job.yaml", "https://api", {})
+    run = ledger.runs.start("job", "job.yaml", "https://api", {})
     ledger.claim(request(), "job", "https://api", run, allow=set())
     ledger.record_submitted("k1", "task-1", 150)
     row = ledger.task("k1")

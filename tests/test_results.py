@@ -240,7 +240,7 @@ def test_an_answer_about_a_task_the_request_no_longer_holds_is_not_recorded(tmp_
     path = tmp_path / "ledger.db"
     request = Request("k" * 64, 0, {"prompt": "p", "model_id": "2-9", "options": {}}, Origin(0))
     with Ledger(path) as ledger:
-        first = ledger.start_run("j", "j.yaml", "https://api", {})
+        first = ledger.runs.start("j", "j.yaml", "https://api", {})
         ledger.claim(request, "j", "https://api", first, allow=set())
         ledger.record_submitted(request.key, "t-1", 30)
         tasks = pending(ledger, None, due_only=False)  # the poll's view: t-1, processing
@@ -252,7 +252,7 @@ def test_an_answer_about_a_task_the_request_no_longer_holds_is_not_recorded(tmp_
                 other.db.conn.execute(
                     "UPDATE tasks SET status = 'failed' WHERE key = ?", (request.key,)
                 )
-                rerun = other.start_run("j", "j.yaml", "https://api", {})
+                rerun = other.runs.start("j", "j.yaml", "https://api", {})
                 assert (
                     other.claim(request, "j", "https://api", rerun, allow={"generation_failed"})
                     == "generation_failed"

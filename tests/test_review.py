@@ -69,16 +69,16 @@ def test_a_mark_sets_only_the_fields_given_and_only_for_the_jobs_requests(drafts
     env, _ = drafts
     keys = keys_by_label(env)
     with env.ledger() as ledger:
-        ledger.record_review("drafts", keys["s1-wan2.2-fast"], {"pick": 1})
-        ledger.record_review("drafts", keys["s1-wan2.2-fast"], {"rating": 4, "note": "nice light"})
-        after = ledger.reviews("drafts")[keys["s1-wan2.2-fast"]]
+        ledger.reviews.record("drafts", keys["s1-wan2.2-fast"], {"pick": 1})
+        ledger.reviews.record("drafts", keys["s1-wan2.2-fast"], {"rating": 4, "note": "nice light"})
+        after = ledger.reviews.of("drafts")[keys["s1-wan2.2-fast"]]
         assert (after["pick"], after["rating"], after["note"]) == (1, 4, "nice light")
-        ledger.record_review("drafts", keys["s1-wan2.2-fast"], {"pick": None})
-        assert ledger.reviews("drafts")[keys["s1-wan2.2-fast"]]["pick"] is None
+        ledger.reviews.record("drafts", keys["s1-wan2.2-fast"], {"pick": None})
+        assert ledger.reviews.of("drafts")[keys["s1-wan2.2-fast"]]["pick"] is None
         with pytest.raises(KeyError):
-            ledger.record_review("drafts", "0" * 64, {"pick": 1})
+            ledger.reviews.record("drafts", "0" * 64, {"pick": 1})
         with pytest.raises(KeyError):
-            ledger.record_review("another-job", keys["fox"], {"pick": 1})
+            ledger.reviews.record("another-job", keys["fox"], {"pick": 1})
 
 
 # -- the review page ------------------------------------------------------------------------------
@@ -121,7 +121,7 @@ def test_a_mark_from_the_page_lands_in_the_reviews_table(served):
         "note": "the winner",
     }
     with env.ledger() as ledger:
-        row = ledger.reviews("drafts")[key]
+        row = ledger.reviews.of("drafts")[key]
     assert (row["pick"], row["rating"], row["note"]) == (1, 5, "the winner")
     tiles = httpx.get(url + "api/tiles", headers={"X-Batchgen-Token": token}).json()
     assert "1 picked" in tiles["summary"]
@@ -156,7 +156,7 @@ def test_the_page_refuses_what_it_did_not_hand_out(served):
         answer = post(url, token, {"key": key, **bad})
         assert answer.status_code == 400, bad
     with env.ledger() as ledger:
-        assert ledger.reviews("drafts") == {}  # nothing refused was written
+        assert ledger.reviews.of("drafts") == {}  # nothing refused was written
 
 
 def raw_post(
@@ -213,7 +213,7 @@ def test_a_refused_post_closes_its_connection_so_its_body_is_never_read_as_a_req
     assert answer.startswith(b"HTTP/1.1 413 ") and answer.count(b"HTTP/1.1 ") == 1, answer[:400]
     assert b"Connection: close" in answer
     with env.ledger() as ledger:
-        assert ledger.reviews("drafts") == {}
+        assert ledger.reviews.of("drafts") == {}
 
 
 def test_the_page_keeps_working_while_a_run_holds_the_ledger(served):
@@ -256,8 +256,8 @@ def test_the_gallery_shows_marks_short_headers_and_each_videos_shape(drafts):
     env, _ = drafts
     keys = keys_by_label(env)
     with env.ledger() as ledger:
-        ledger.record_review("drafts", keys["s1-wan2.2-fast"], {"pick": 1, "rating": 3})
-        ledger.record_review("drafts", keys["s3-wan2.2-fast"], {"pick": 0, "note": "blurry"})
+        ledger.reviews.record("drafts", keys["s1-wan2.2-fast"], {"pick": 1, "rating": 3})
+        ledger.reviews.record("drafts", keys["s3-wan2.2-fast"], {"pick": 0, "note": "blurry"})
     assert env.cli("gallery", "drafts").exit_code == 0
     text = (env.tmp / "outputs" / "drafts" / "index.html").read_text()
     assert (
@@ -301,7 +301,7 @@ def pick(env, *labels: str, rating: int | None = None) -> None:
     keys = keys_by_label(env)
     with env.ledger() as ledger:
         for label in labels:
-            ledger.record_review(
+            ledger.reviews.record(
                 "drafts", keys[label], {"pick": 1, **({"rating": rating} if rating else {})}
             )
 
@@ -375,9 +375,9 @@ def test_promote_by_rating_and_picked_variants_become_repeat(world, write_job, m
             r["label"]: r["key"] for r in ledger.rows("drafts")
         }  # cat, cat-v1, cat-v2 (repeats numbered)
         for label in ("cat", "cat-v2"):
-            ledger.record_review("drafts", rows[label], {"rating": 5})
-        ledger.record_review("drafts", rows["cat-v1"], {"rating": 2})
-        ledger.record_review("drafts", rows["dog"], {"rating": 3})
+            ledger.reviews.record("drafts", rows[label], {"rating": 5})
+        ledger.reviews.record("drafts", rows["cat-v1"], {"rating": 2})
+        ledger.reviews.record("drafts", rows["dog"], {"rating": 3})
     out = env.tmp / "best.yaml"
     assert (
         env.cli(
@@ -551,7 +551,7 @@ def test_in_a_browser_pick_two_rate_and_note_then_promote_them(drafts):
         process.wait(timeout=10)
     for _ in range(50):  # the note's save is the page's last request
         with env.ledger() as ledger:
-            marks = ledger.reviews("drafts")
+            marks = ledger.reviews.of("drafts")
         if marks.get(keys["s1-wan2.2-fast"], {}).get("note"):
             break
         import time

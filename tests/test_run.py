@@ -211,7 +211,7 @@ def test_retry_after_in_seconds_and_as_a_date_pauses_every_call(tmp_path):
             "https://api.pixwith.ai", "key_testtesttest", transport=httpx.MockTransport(handler)
         ) as api,
     ):
-        run_id = ledger.start_run("j", "j.yaml", "https://api.pixwith.ai", {})
+        run_id = ledger.runs.start("j", "j.yaml", "https://api.pixwith.ai", {})
         RunLock(ledger.path, run_id)
         request = Request("a" * 64, 0, {"prompt": "p", "model_id": "2-9", "options": {}}, Origin(0))
         limiter = RateLimiter(None, clock=clock)

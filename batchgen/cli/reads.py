@@ -44,7 +44,9 @@ def runs(job: str | None, as_json: bool, last: int) -> None:
     ledger = read_only(job)
     if ledger is not None:
         with ledger:
-            for line in runs_report(ledger.runs(resolve_job(ledger, job), last), as_json=as_json):
+            for line in runs_report(
+                ledger.runs.latest(resolve_job(ledger, job), last), as_json=as_json
+            ):
                 click.echo(line)
 
 

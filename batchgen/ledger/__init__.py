@@ -23,7 +23,7 @@ from .claims import RESENDABLE, STATES, Answered, Checked, Claims, Link
 from .queries import Queries, Standing
 from .recovery import Recovery
 from .store import BUSY_TIMEOUT, FAILURES, QUIT_WAIT, Database, Store
-from .tables import Tables
+from .tables import Prices, Reviews, Runs, Uploads
 
 __all__ = [
     "BUSY_TIMEOUT",
@@ -41,9 +41,10 @@ __all__ = [
 ]
 
 
-class Ledger(Recovery, Claims, Queries, Tables):
+class Ledger(Recovery, Claims, Queries):
     """An open ledger: the store (store.py) with its read queries (queries.py), its claims and
-    records (claims.py), its small tables (tables.py) and recovery (recovery.py).
+    records (claims.py) and recovery (recovery.py); its small tables are objects of their own
+    (tables.py): `prices`, `uploads`, `reviews`, `runs`.
 
     Opening it also makes it whole again: answers kept in the journal are replayed, and rows
     left `sending` by runs that are gone become `in_doubt` (see `recover`).
@@ -53,5 +54,9 @@ class Ledger(Recovery, Claims, Queries, Tables):
         self, path: str | Path, *, create: bool = True, busy_timeout: float = BUSY_TIMEOUT
     ):
         super().__init__(path, create=create, busy_timeout=busy_timeout)
+        self.prices = Prices(self)
+        self.uploads = Uploads(self)
+        self.reviews = Reviews(self)
+        self.runs = Runs(self)
         self.replayed = self.replay_journal()
         self.recovered = self.recover()

@@ -170,3 +170,8 @@ class Queries(Store):
                 "SELECT * FROM task_history WHERE key = ? ORDER BY replaced_at", [key]
             )
         ]
+
+    def asks_for(self, job: str, key: str) -> bool:
+        """Whether `key` is one of the job's requests (a current one, unless `--all`)."""
+        sql = "SELECT 1 FROM job_tasks j WHERE j.job = ? AND j.key = ?" + self._current
+        return bool(self._query(sql, [job, key]))

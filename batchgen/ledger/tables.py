@@ -1,4 +1,7 @@
-"""The small tables beside the tasks: learned prices and balances, uploads, reviews, runs."""
+"""The small tables beside the tasks, each an object of its own on the ledger, as
+sqlite-utils has a Table beside its Database: `ledger.prices` (prices learned from balances),
+`ledger.uploads` (local images uploaded), `ledger.reviews` (picks, ratings and notes),
+`ledger.runs` (every run: when, flags, counts, balances, exit code)."""
 
 from __future__ import annotations
 
@@ -10,82 +13,71 @@ from ..times import timestamp
 from .store import Store
 
 
-class Tables(Store):
-    """Prices, uploads, reviews and runs."""
+class Table:
+    """One of the ledger's tables, reached through the ledger's store (its lock and
+    transactions)."""
 
-    def learned_prices(self, api_base: str) -> dict[str, tuple[int, int | None]]:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+
+class Prices(Table):
+    """The `prices` table: a price per class of request and API, learned from a run's balance."""
+
+    def learned(self, api_base: str) -> dict[str, tuple[int, int | None]]:
         """class key → (credits, the run that taught it), for one API."""
-        rows = self._query(
+        rows = self.store._query(
             "SELECT class, credits, run_id FROM prices WHERE api_base = ?", [api_base]
         )
         return {row["class"]: (row["credits"], row["run_id"]) for row in rows}
 
-    def all_learned_prices(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._query("SELECT * FROM prices ORDER BY api_base, class")]
+    def all(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.store._query("SELECT * FROM prices ORDER BY api_base, class")]
 
-    def record_learned_price(
-        self, api_base: str, cls: str, credits: int, run_id: int, requests: int
-    ) -> None:
-        with self.transaction() as conn:
+    def record(self, api_base: str, cls: str, credits: int, run_id: int, requests: int) -> None:
+        with self.store.transaction() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO prices (class, api_base, credits, run_id, requests, learned_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (cls, api_base, credits, run_id, requests, timestamp()),
             )
 
-    def record_balance(
-        self, run_id: int, *, before: int | None = None, after: int | None = None
-    ) -> None:
-        with self.transaction() as conn:
-            if before is not None:
-                conn.execute("UPDATE runs SET credits_before = ? WHERE id = ?", (before, run_id))
-            if after is not None:
-                conn.execute("UPDATE runs SET credits_after = ? WHERE id = ?", (after, run_id))
 
-    def runs_overlapping(self, run_id: int) -> int:
-        """How many other runs on this ledger were going at any time during run `run_id`."""
-        row = self._query(
-            "SELECT count(*) FROM runs o, runs r WHERE r.id = ? AND o.id != r.id"
-            " AND o.started_at <= coalesce(r.ended_at, o.started_at) AND coalesce(o.ended_at, '9999') >= r.started_at",
-            [run_id],
-        )
-        return int(row[0][0])
+class Uploads(Table):
+    """The `uploads` table: where each local image was uploaded, per API."""
 
-    def uploaded(self, sha256: str, upload_base: str) -> str | None:
+    def find(self, sha256: str, upload_base: str) -> str | None:
         """The URL a local image was uploaded to (at this API), if it was."""
-        rows = self._query(
+        rows = self.store._query(
             "SELECT image_url FROM uploads WHERE sha256 = ? AND upload_base = ?",
             [sha256, upload_base],
         )
         return str(rows[0][0]) if rows else None
 
-    def record_upload(
-        self, sha256: str, upload_base: str, image_url: str, name: str, size: int
-    ) -> None:
-        with self.transaction() as conn:
+    def record(self, sha256: str, upload_base: str, image_url: str, name: str, size: int) -> None:
+        with self.store.transaction() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO uploads (sha256, upload_base, image_url, name, size, uploaded_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (sha256, upload_base, image_url, name, size, timestamp()),
             )
 
-    def reviews(self, job: str) -> dict[str, dict[str, Any]]:
+
+class Reviews(Table):
+    """The `reviews` table: a job's picks, ratings and notes."""
+
+    def of(self, job: str) -> dict[str, dict[str, Any]]:
         """key → the job's review of it (pick, rating, note, updated_at)."""
-        rows = self._query(
+        rows = self.store._query(
             "SELECT key, pick, rating, note, updated_at FROM reviews WHERE job = ?", [job]
         )
         return {row["key"]: dict(row) for row in rows}
 
-    def asks_for(self, job: str, key: str) -> bool:
-        """Whether `key` is one of the job's requests (a current one, unless `--all`)."""
-        sql = "SELECT 1 FROM job_tasks j WHERE j.job = ? AND j.key = ?" + self._current
-        return bool(self._query(sql, [job, key]))
-
-    def record_review(self, job: str, key: str, fields: dict[str, Any]) -> dict[str, Any]:
+    def record(self, job: str, key: str, fields: dict[str, Any]) -> dict[str, Any]:
         """Set some of `pick`, `rating`, `note` of the job's review of `key` (the others are
         kept); return the review as it now stands. `key` must be one of the job's requests."""
         unknown = set(fields) - {"pick", "rating", "note"}
         if unknown:
             raise ValueError(f"not a review field: {', '.join(sorted(unknown))}")
-        with self.transaction() as conn:
+        with self.store.transaction() as conn:
             if (
                 conn.execute(
                     "SELECT 1 FROM job_tasks WHERE job = ? AND key = ?", (job, key)
@@ -120,27 +112,31 @@ class Tables(Store):
         sql = (
             "SELECT t.*, j.label, j.meta, j.job_file, r.pick, r.rating, r.note FROM reviews r"
             " JOIN job_tasks j ON j.job = r.job AND j.key = r.key JOIN tasks t ON t.key = r.key"
-            f" WHERE r.job = ?{self._current} AND "
+            f" WHERE r.job = ?{self.store._current} AND "
             + " AND ".join(where or ["1"])
             + " ORDER BY t.submitted_at IS NULL, t.submitted_at, t.key"
         )
-        return [dict(r) for r in self._query(sql, params)]
+        return [dict(r) for r in self.store._query(sql, params)]
 
-    def runs(self, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+
+class Runs(Table):
+    """The `runs` table: one row per run."""
+
+    def latest(self, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """The latest runs (of `job`), newest first."""
         sql = "SELECT * FROM runs" + (" WHERE job = ?" if job else "") + " ORDER BY id DESC LIMIT ?"
-        return [dict(r) for r in self._query(sql, [job, limit] if job else [limit])]
+        return [dict(r) for r in self.store._query(sql, [job, limit] if job else [limit])]
 
-    def start_run(self, job: str, job_file: str, api_base: str, flags: dict[str, Any]) -> int:
-        with self.transaction() as conn:
+    def start(self, job: str, job_file: str, api_base: str, flags: dict[str, Any]) -> int:
+        with self.store.transaction() as conn:
             cursor = conn.execute(
                 "INSERT INTO runs (started_at, job, job_file, api_base, flags, pid) VALUES (?, ?, ?, ?, ?, ?)",
                 (timestamp(), job, job_file, api_base, json.dumps(flags), os.getpid()),
             )
             return int(cursor.lastrowid or 0)
 
-    def end_run(self, run_id: int, counts: dict[str, Any], exit_code: int) -> None:
-        with self.transaction() as conn:
+    def end(self, run_id: int, counts: dict[str, Any], exit_code: int) -> None:
+        with self.store.transaction() as conn:
             conn.execute(
                 "UPDATE runs SET ended_at = ?, counts = ?, exit_code = ? WHERE id = ?",
                 (timestamp(), json.dumps(counts), exit_code, run_id),
@@ -148,5 +144,23 @@ class Tables(Store):
 
     def set_exit_code(self, run_id: int, exit_code: int) -> None:
         """The command's exit code, once what came after the sending (wait, download) ended."""
-        with self.transaction() as conn:
+        with self.store.transaction() as conn:
             conn.execute("UPDATE runs SET exit_code = ? WHERE id = ?", (exit_code, run_id))
+
+    def record_balance(
+        self, run_id: int, *, before: int | None = None, after: int | None = None
+    ) -> None:
+        with self.store.transaction() as conn:
+            if before is not None:
+                conn.execute("UPDATE runs SET credits_before = ? WHERE id = ?", (before, run_id))
+            if after is not None:
+                conn.execute("UPDATE runs SET credits_after = ? WHERE id = ?", (after, run_id))
+
+    def overlapping(self, run_id: int) -> int:
+        """How many other runs on this ledger were going at any time during run `run_id`."""
+        row = self.store._query(
+            "SELECT count(*) FROM runs o, runs r WHERE r.id = ? AND o.id != r.id"
+            " AND o.started_at <= coalesce(r.ended_at, o.started_at) AND coalesce(o.ended_at, '9999') >= r.started_at",
+            [run_id],
+        )
+        return int(row[0][0])

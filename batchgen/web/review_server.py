@@ -127,7 +127,7 @@ class Session:
                 f"{posted['key'][:16]}… is not a request of the job {self.job!r}",
             )
         try:
-            return _review_fields(self.ledger.record_review(self.job, posted["key"], fields))
+            return _review_fields(self.ledger.reviews.record(self.job, posted["key"], fields))
         except sqlite3.OperationalError as e:
             if "locked" in str(e) or "busy" in str(e):
                 raise Refused(

@@ -71,7 +71,7 @@ MediaLinks = Callable[[dict[str, Any], list[str]], list[str]]
 def tiles(ledger: Ledger, job: str, out: Path, media: MediaLinks | None = None) -> list[Tile]:
     """The job's tiles. `media(row, files)` gives the links for a row's videos (the files
     found on disk, as paths); by default, paths relative to `out` (the static page's folder)."""
-    reviews = ledger.reviews(job)
+    reviews = ledger.reviews.of(job)
     found = []
     for row in ledger.rows(job):
         body = json.loads(row["request"])
