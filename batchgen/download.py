@@ -142,12 +142,13 @@ def download(
     rebase: Callable[[str], str] = lambda url: url,
     on_progress: Callable[[int, int], None] = lambda done, total: None,
     stop: threading.Event | None = None,
+    current_only: bool = True,
 ) -> DownloadReport:
     """Save every completed task's videos under `out`; record their paths; write the manifest.
 
     `rebase` maps a recorded URL to the one to fetch (`download --sandbox` points the
     sandbox's file URLs at the sandbox serving now)."""
-    work = result_files(ledger.completed_tasks(job), out)
+    work = result_files(ledger.completed_tasks(job, current_only=current_only), out)
     # A file on disk is this task's only if no other task's row records it: a ledger written
     # when two tasks could share a name may hold either video there (fetched again, then).
     recorded: dict[str, set[str]] = {}

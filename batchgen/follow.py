@@ -77,10 +77,21 @@ def download_job(
     *,
     concurrency: int = 4,
     bounds: Bounds = Bounds(),
+    current_only: bool = True,
 ) -> int:
+    """Download the completed videos of `name` (its current requests', unless not
+    `current_only`) into `folder`; say what is still processing. The exit code."""
     prepare_folder(folder)
     rebase: Callable[[str], str] = target.rebase if target else (lambda url: url)
-    report = download(ledger, name, folder, concurrency=concurrency, bounds=bounds, rebase=rebase)
+    report = download(
+        ledger,
+        name,
+        folder,
+        concurrency=concurrency,
+        bounds=bounds,
+        rebase=rebase,
+        current_only=current_only,
+    )
     console.out(
         f"{folder}: {report.downloaded} downloaded ({report.bytes:,} bytes), {report.skipped} already there; manifest.csv"
     )
@@ -88,7 +99,8 @@ def download_job(
         console.err(f"  failed: {failure}")
     # Only what a poll saw completed is downloaded: a task never polled since it was sent may
     # be done already. Said, so that "0 downloaded" is not taken for "nothing to get".
-    processing, unpolled = ledger.generation_counts(name)["processing"], ledger.unpolled_count(name)
+    processing = ledger.generation_counts(name, current_only=current_only)["processing"]
+    unpolled = ledger.unpolled_count(name, current_only=current_only)
     if processing:
         never = f" ({unpolled} never polled since they were sent)" if unpolled else ""
         console.out(
@@ -125,9 +137,11 @@ def write_gallery(
     console: Console,
     rows: list[str] | None = None,
     cols: list[str] | None = None,
+    *,
+    current_only: bool = True,
 ) -> Path:
     prepare_folder(folder)
-    path = gallery_pages.write(ledger, name, folder, rows, cols)
+    path = gallery_pages.write(ledger, name, folder, rows, cols, current_only=current_only)
     console.out(f"gallery: {path}")
     return path
 

@@ -19,12 +19,11 @@ def project_of(job: str | None) -> Any:
     return locate(job, click.get_current_context().obj["ledger"])
 
 
-def read_only(job: str | None, include_superseded: bool = False) -> Ledger | None:
+def read_only(job: str | None) -> Ledger | None:
     """The project's ledger, or None (said so) when there is none: reading never creates one."""
     try:
         ledger = open_ledger(project_of(job), Terminal(), create=False)
     except NoLedger as e:
         click.echo(f"{e}", err=True)
         return None
-    ledger.include_superseded = include_superseded
     return ledger

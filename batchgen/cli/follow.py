@@ -105,7 +105,6 @@ def download(
         sandbox=sandbox, base_url=DEFAULT_API_BASE, api_key_file=None, need_key=False
     ) as target:
         with open_ledger(project_of(job), console, create=False) as ledger:
-            ledger.include_superseded = include_superseded
             name = named_job(resolve_job(ledger, job))
             folder = Path(out) if out else Path("outputs") / name
             sys.exit(
@@ -117,6 +116,7 @@ def download(
                     console,
                     concurrency=concurrency,
                     bounds=bounds,
+                    current_only=not include_superseded,
                 )
             )
 
@@ -145,7 +145,6 @@ def gallery(
     """Write a page showing the job's videos side by side: index.html beside them."""
     console = Terminal()
     with open_ledger(project_of(job), console, create=False) as ledger:
-        ledger.include_superseded = include_superseded
         name = named_job(resolve_job(ledger, job))
         path = write_gallery(
             ledger,
@@ -154,6 +153,7 @@ def gallery(
             console,
             field_list(rows),
             field_list(cols),
+            current_only=not include_superseded,
         )
     if open_it:
         import webbrowser

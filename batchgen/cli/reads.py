@@ -56,18 +56,19 @@ def runs(job: str | None, as_json: bool, last: int) -> None:
 @all_option
 def status(job: str | None, as_json: bool, include_superseded: bool) -> None:
     """Counts per state and generation status, by model; when the last task is due."""
-    ledger = read_only(job, include_superseded)
+    ledger = read_only(job)
+    current_only = not include_superseded
     if ledger is None:
         if as_json:
             click.echo(json.dumps({"job": None, "counts": [], "not_sent": 0, "last_due": None}))
         return
     with ledger:
         name = resolve_job(ledger, job)
-        rows = ledger.status_counts(name)
+        rows = ledger.status_counts(name, current_only=current_only)
         standing = (
-            ledger.standing(name) if name else None
+            ledger.standing(name, current_only=current_only) if name else None
         )  # a job's last due and unsent, in one pass
-        due = standing.last_due if standing else ledger.last_due(None)
+        due = standing.last_due if standing else ledger.last_due(None, current_only=current_only)
         unsent = standing.unsent if standing else 0
     for line in status_report(name, rows, unsent, due, as_json=as_json):
         click.echo(line)
@@ -81,7 +82,8 @@ def status(job: str | None, as_json: bool, include_superseded: bool) -> None:
 @all_option
 def tasks(job: str | None, state: str | None, fmt: str | None, include_superseded: bool) -> None:
     """The ledger's rows for JOB (or every job)."""
-    ledger = read_only(job, include_superseded)
+    ledger = read_only(job)
+    current_only = not include_superseded
     if ledger is None:
         return
     with ledger:
@@ -89,7 +91,9 @@ def tasks(job: str | None, state: str | None, fmt: str | None, include_supersede
         columns = ledger.columns() + (
             ["label", "meta"] if name is not None else []
         )  # the job gives these
-        write_tasks(sys.stdout, ledger.rows(name, state), columns, fmt or "text")
+        write_tasks(
+            sys.stdout, ledger.rows(name, state, current_only=current_only), columns, fmt or "text"
+        )
 
 
 @click.command("credits")

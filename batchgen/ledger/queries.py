@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
-from .store import _BATCH, _EFFECTIVE_STATE, _PROCESSING, Store
+from .store import _BATCH, _EFFECTIVE_STATE, _PROCESSING, Store, current
 
 
 class Standing(NamedTuple):
@@ -49,14 +49,16 @@ class Queries(Store):
             row["job"] for row in self._query("SELECT DISTINCT job FROM job_tasks ORDER BY job")
         ]
 
-    def rows(self, job: str | None = None, state: str | None = None) -> Iterator[dict[str, Any]]:
+    def rows(
+        self, job: str | None = None, state: str | None = None, *, current_only: bool = True
+    ) -> Iterator[dict[str, Any]]:
         """The tasks of `job` (every task if None) that the ledger has rows for, oldest first."""
         sql = "SELECT t.*" + (", j.label, j.meta" if job is not None else "") + " FROM tasks t"
         params: list[Any] = []
         where = []
         if job is not None:
             sql += " JOIN job_tasks j ON j.key = t.key"
-            where.append("j.job = ?" + self._current)
+            where.append("j.job = ?" + current(current_only))
             params.append(job)
         if state is not None:
             where.append("t.state = ?")
@@ -76,12 +78,12 @@ class Queries(Store):
             for row in batch:
                 yield dict(row)
 
-    def standing(self, job: str) -> Standing:
+    def standing(self, job: str, *, current_only: bool = True) -> Standing:
         """Where the job's requests stand, from one pass over its rows in the indexes."""
         rows = self._query(
             f"SELECT CASE WHEN t.key IS NULL THEN NULL ELSE {_EFFECTIVE_STATE} END AS state, count(*) AS n,"
             f" max(CASE WHEN {_PROCESSING} THEN t.eta_at END) AS due"
-            f" FROM job_tasks j LEFT JOIN tasks t INDEXED BY tasks_standing ON t.key = j.key WHERE j.job = ?{self._current} GROUP BY 1",
+            f" FROM job_tasks j LEFT JOIN tasks t INDEXED BY tasks_standing ON t.key = j.key WHERE j.job = ?{current(current_only)} GROUP BY 1",
             [job],
         )
         dues = [row["due"] for row in rows if row["due"] is not None]
@@ -95,13 +97,13 @@ class Queries(Store):
         """state → how many of the job's requests are in it (`generation_failed` apart)."""
         return self.standing(job).states
 
-    def status_counts(self, job: str | None) -> list[dict[str, Any]]:
+    def status_counts(self, job: str | None, *, current_only: bool = True) -> list[dict[str, Any]]:
         """(model_id, state, status, n) rows for `job`, or for every task if None."""
         sql = "SELECT t.model_id, t.state, coalesce(t.status, '') AS status, count(*) AS n FROM tasks t"
         if job is not None:
             sql += (
                 " INDEXED BY tasks_standing JOIN job_tasks j ON j.key = t.key WHERE j.job = ?"
-                + self._current
+                + current(current_only)
             )
         return [
             dict(r)
@@ -110,11 +112,11 @@ class Queries(Store):
             )
         ]
 
-    def last_due(self, job: str | None) -> str | None:
+    def last_due(self, job: str | None, *, current_only: bool = True) -> str | None:
         """The latest ETA among the submitted tasks (of `job`) still processing."""
         sql = "SELECT max(t.eta_at) FROM tasks t"
         if job is not None:
-            sql += " JOIN job_tasks j ON j.key = t.key AND j.job = ?" + self._current
+            sql += " JOIN job_tasks j ON j.key = t.key AND j.job = ?" + current(current_only)
         sql += f" WHERE {_PROCESSING}"
         due: str | None = self._query(sql, [job] if job is not None else [])[0][0]
         return due
@@ -123,41 +125,47 @@ class Queries(Store):
         """Requests linked to `job` that were never claimed (a --limit run, say)."""
         return self.standing(job).unsent
 
-    def open_tasks(self, job: str | None) -> list[dict[str, Any]]:
+    def open_tasks(self, job: str | None, *, current_only: bool = True) -> list[dict[str, Any]]:
         """Submitted tasks (of `job`) whose generation has not ended, soonest ETA first."""
         sql = "SELECT t.* FROM tasks t" + (
-            " JOIN job_tasks j ON j.key = t.key AND j.job = ?" + self._current if job else ""
+            " JOIN job_tasks j ON j.key = t.key AND j.job = ?" + current(current_only)
+            if job
+            else ""
         )
         sql += f" WHERE {_PROCESSING} ORDER BY t.eta_at"
         return [dict(r) for r in self._query(sql, [job] if job else [])]
 
-    def completed_tasks(self, job: str) -> list[dict[str, Any]]:
+    def completed_tasks(self, job: str, *, current_only: bool = True) -> list[dict[str, Any]]:
         """The job's tasks whose generation completed, in the order they were submitted."""
         return [
             dict(r)
             for r in self._query(
                 "SELECT t.*, j.label, j.meta FROM tasks t JOIN job_tasks j ON j.key = t.key AND j.job = ?"
-                + self._current
+                + current(current_only)
                 + " WHERE t.state = 'submitted' AND t.status = 'completed' ORDER BY t.submitted_at, t.key",
                 [job],
             )
         ]
 
-    def generation_counts(self, job: str | None) -> dict[str, int]:
+    def generation_counts(self, job: str | None, *, current_only: bool = True) -> dict[str, int]:
         """processing / completed / failed → how many submitted tasks (of `job`) are in it."""
         sql = "SELECT coalesce(t.status, 'processing') AS status, count(*) AS n FROM tasks t"
-        sql += " JOIN job_tasks j ON j.key = t.key AND j.job = ?" + self._current if job else ""
+        sql += (
+            " JOIN job_tasks j ON j.key = t.key AND j.job = ?" + current(current_only)
+            if job
+            else ""
+        )
         sql += " WHERE t.state = 'submitted' GROUP BY 1"
         counts = {"processing": 0, "completed": 0, "failed": 0}
         for row in self._query(sql, [job] if job else []):
             counts[row["status"]] = row["n"]
         return counts
 
-    def unpolled_count(self, job: str) -> int:
+    def unpolled_count(self, job: str, *, current_only: bool = True) -> int:
         """Submitted tasks of `job` that no poll has asked about yet."""
         sql = (
             "SELECT count(*) FROM tasks t JOIN job_tasks j ON j.key = t.key AND j.job = ?"
-            + self._current
+            + current(current_only)
         )
         return int(
             self._query(sql + " WHERE t.state = 'submitted' AND t.checked_at IS NULL", [job])[0][0]
@@ -171,7 +179,7 @@ class Queries(Store):
             )
         ]
 
-    def asks_for(self, job: str, key: str) -> bool:
-        """Whether `key` is one of the job's requests (a current one, unless `--all`)."""
-        sql = "SELECT 1 FROM job_tasks j WHERE j.job = ? AND j.key = ?" + self._current
+    def asks_for(self, job: str, key: str, *, current_only: bool = True) -> bool:
+        """Whether `key` is one of the job's requests (a current one, unless not `current_only`)."""
+        sql = "SELECT 1 FROM job_tasks j WHERE j.job = ? AND j.key = ?" + current(current_only)
         return bool(self._query(sql, [job, key]))

@@ -186,15 +186,6 @@ class Store:
         with self._locked() as conn:
             return conn.execute(sql, tuple(params)).fetchall()
 
-    # A job's requests are those its file asked for at its last run: rows it no longer asks
-    # for are kept, marked superseded (`job_tasks.current` = 0), and left out of what a job
-    # shows unless this is set (`--all`).
-    include_superseded = False
-
-    @property
-    def _current(self) -> str:
-        return "" if self.include_superseded else " AND j.current = 1"
-
     def columns(self, table: str = "tasks") -> list[str]:
         return [row["name"] for row in self._query(f"PRAGMA table_info({table})")]
 
@@ -224,3 +215,10 @@ def _enable_wal(conn: sqlite3.Connection, timeout: float = BUSY_TIMEOUT) -> str:
             if "locked" not in str(e) or time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
+
+
+def current(current_only: bool) -> str:
+    """The SQL that keeps a job's current requests (`j` is its job_tasks), or none. A job's
+    requests are those its file asked for at its last run: the rows it no longer asks for are
+    kept, marked superseded (`job_tasks.current` = 0), and shown only when asked (`--all`)."""
+    return " AND j.current = 1" if current_only else ""

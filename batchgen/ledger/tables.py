@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from ..times import timestamp
-from .store import Store
+from .store import Store, current
 
 
 class Table:
@@ -98,7 +98,7 @@ class Reviews(Table):
         return dict(row)
 
     def chosen(
-        self, job: str, *, picked: bool, rating_at_least: int | None
+        self, job: str, *, picked: bool, rating_at_least: int | None, current_only: bool = True
     ) -> list[dict[str, Any]]:
         """The job's current requests a review chose (picked, and/or rated at least N), with
         their label and meta, in the order they were submitted."""
@@ -112,7 +112,7 @@ class Reviews(Table):
         sql = (
             "SELECT t.*, j.label, j.meta, j.job_file, r.pick, r.rating, r.note FROM reviews r"
             " JOIN job_tasks j ON j.job = r.job AND j.key = r.key JOIN tasks t ON t.key = r.key"
-            f" WHERE r.job = ?{self.store._current} AND "
+            f" WHERE r.job = ?{current(current_only)} AND "
             + " AND ".join(where or ["1"])
             + " ORDER BY t.submitted_at IS NULL, t.submitted_at, t.key"
         )

@@ -234,10 +234,12 @@ def page(
     cols: list[str] | None = None,
     live: Live | None = None,
     media: MediaLinks | None = None,
+    *,
+    current_only: bool = True,
 ) -> str:
     """The page for `job` from the ledger as it is now."""
     check_axes((rows or []) + (cols or []))
-    found = tiles(ledger, job, out, media)
+    found = tiles(ledger, job, out, media, current_only=current_only)
     varying = varying_of(found)
     rows, cols = choose_axes(found, rows, cols, varying)
     return render(
@@ -251,9 +253,11 @@ def write(
     out: Path,
     rows: list[str] | None = None,
     cols: list[str] | None = None,
+    *,
+    current_only: bool = True,
 ) -> Path:
     """Write `out/index.html` for `job`; return its path."""
-    text = page(ledger, job, out, rows, cols)
+    text = page(ledger, job, out, rows, cols, current_only=current_only)
     path = out / "index.html"
     part = out / "index.html.part"
     part.write_text(text, encoding="utf-8")

@@ -68,12 +68,19 @@ class Tile:
 MediaLinks = Callable[[dict[str, Any], list[str]], list[str]]
 
 
-def tiles(ledger: Ledger, job: str, out: Path, media: MediaLinks | None = None) -> list[Tile]:
+def tiles(
+    ledger: Ledger,
+    job: str,
+    out: Path,
+    media: MediaLinks | None = None,
+    *,
+    current_only: bool = True,
+) -> list[Tile]:
     """The job's tiles. `media(row, files)` gives the links for a row's videos (the files
     found on disk, as paths); by default, paths relative to `out` (the static page's folder)."""
     reviews = ledger.reviews.of(job)
     found = []
-    for row in ledger.rows(job):
+    for row in ledger.rows(job, current_only=current_only):
         body = json.loads(row["request"])
         files = files_on_disk(row, out)
         links = media(row, files) if media else [os.path.relpath(f, out) for f in files]
