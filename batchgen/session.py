@@ -156,13 +156,14 @@ def interrupted_exit(error: BaseException) -> int:
 
 def open_ledger(project: Project, console: Console, *, create: bool) -> Ledger:
     """Open the project's ledger and say which one it is, and what opening it repaired."""
-    ledger = Ledger(project.ledger, create=create)
+    ledger = Ledger.open(project.ledger, create=create)
     console.err(project.describe())
-    if ledger.replayed:
-        console.err(f"recorded {ledger.replayed} task ids kept in the journal by an earlier run")
-    if ledger.recovered:
+    replayed, recovered = ledger.repaired
+    if replayed:
+        console.err(f"recorded {replayed} task ids kept in the journal by an earlier run")
+    if recovered:
         console.err(
-            f"{ledger.recovered} requests left 'sending' by an earlier run that ended are now in_doubt"
+            f"{recovered} requests left 'sending' by an earlier run that ended are now in_doubt"
         )
     return ledger
 

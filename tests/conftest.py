@@ -142,7 +142,8 @@ class Env:
         )
 
     def ledger(self) -> Ledger:
-        return Ledger(self.ledger_path)
+        """The ledger as the next command would find it: opened and repaired."""
+        return Ledger.open(self.ledger_path)
 
     def rows(self) -> list[dict]:
         with self.ledger() as ledger:

@@ -131,7 +131,7 @@ def test_a_task_id_the_locked_ledger_cannot_take_is_journaled_printed_and_replay
             200, json={"code": 1, "data": {"task_id": "task-locked-out", "estimated_time": 30}}
         )
 
-    with Ledger(path, busy_timeout=0.3) as ledger:
+    with Ledger.open(path, busy_timeout=0.3) as ledger:
         report, notices = submission_against(ledger, handler)
     assert report.aborted and "could not record" in report.aborted
     assert report.unrecorded == ["task-locked-out"]
@@ -139,8 +139,8 @@ def test_a_task_id_the_locked_ledger_cannot_take_is_journaled_printed_and_replay
     assert "task-locked-out" in journal.journal_path(path).read_text()
     blocker["conn"].execute("ROLLBACK")
     blocker["conn"].close()
-    with Ledger(path) as ledger:  # the next command records it
-        assert ledger.replayed == 1
+    with Ledger.open(path) as ledger:  # the next command records it
+        assert ledger.repaired.replayed == 1
         row = ledger.task(f"{0:064x}")
         assert row["state"] == "submitted" and row["task_id"] == "task-locked-out"
         assert {r["state"] for r in ledger.rows()} == {"submitted"}  # the rest were never sent
@@ -417,7 +417,7 @@ def test_disk_full_while_recording_keeps_the_task_id(tmp_path):
                 200, json={"code": 1, "data": {"task_id": "task-disk-full", "estimated_time": 30}}
             )
 
-        with Ledger(path) as ledger:
+        with Ledger.open(path) as ledger:
             ledger.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             journal.reserve(path)  # as a run does at its start
             report, notices = submission_against(ledger, handler, n=2)
@@ -426,8 +426,8 @@ def test_disk_full_while_recording_keeps_the_task_id(tmp_path):
         assert [e["task_id"] for e in journal.entries(path)] == ["task-disk-full"]
         journal.release_reserve(path)  # as a run does at its end
         filler.unlink()  # space again
-        with Ledger(path) as ledger:
-            assert ledger.replayed == 1
+        with Ledger.open(path) as ledger:
+            assert ledger.repaired.replayed == 1
             row = ledger.task(f"{0:064x}")
         assert row["state"] == "submitted" and row["task_id"] == "task-disk-full"
     finally:

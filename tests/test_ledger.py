@@ -355,13 +355,13 @@ def test_a_ledger_reached_through_a_symlink_is_the_same_ledger_with_the_same_run
     claims as a live run's (not "left by a run that ended"), so that even with
     --resubmit-in-doubt it does not send them again."""
     project = tmp_path / "project"
-    with Ledger(project / "batchgen.db") as a:
+    with Ledger.open(project / "batchgen.db") as a:
         run = a.runs.start("job", "job.yaml", "https://api", {})
         lock = RunLock(a.path, run)  # run A, still going
         a.claim(request(), "job", "https://api", run, allow=set())
         (tmp_path / "elsewhere").symlink_to(project)
-        with Ledger(tmp_path / "elsewhere" / "batchgen.db") as b:
-            assert b.recovered == 0 and b.task("k1")["state"] == "sending"
+        with Ledger.open(tmp_path / "elsewhere" / "batchgen.db") as b:
+            assert b.repaired.recovered == 0 and b.task("k1")["state"] == "sending"
             assert (
                 b.claim(request(), "job", "https://api", run + 1, allow={"failed", "in_doubt"})
                 is None
@@ -415,7 +415,7 @@ def test_a_ledger_deleted_or_replaced_under_a_command_is_noticed(tmp_path):
 
 def test_the_journal_is_replayed_when_the_ledger_is_next_opened(tmp_path):
     path = tmp_path / "ledger.db"
-    with Ledger(path) as ledger:
+    with Ledger.open(path) as ledger:
         run = ledger.runs.start("job", "job.yaml", "https://api", {})
         ledger.claim(request("known"), "job", "https://api", run, allow=set())
     entry = {
@@ -440,8 +440,8 @@ def test_the_journal_is_replayed_when_the_ledger_is_next_opened(tmp_path):
     )
     with open(journal.journal_path(path), "a") as f:
         f.write('{"key": "torn')  # a crash mid-write
-    with Ledger(path) as ledger:
-        assert ledger.replayed == 2
+    with Ledger.open(path) as ledger:
+        assert ledger.repaired.replayed == 2
         known, lost = ledger.task("known"), ledger.task("lost")
         assert (
             known["state"] == "submitted"
@@ -455,8 +455,8 @@ def test_the_journal_is_replayed_when_the_ledger_is_next_opened(tmp_path):
         )
         assert [r["key"] for r in ledger.rows("job")] == ["lost"]  # rebuilt, and linked to its job
     assert not journal.journal_path(path).exists()
-    with Ledger(path) as ledger:
-        assert ledger.replayed == 0
+    with Ledger.open(path) as ledger:
+        assert ledger.repaired.replayed == 0
 
 
 def answer(key: str) -> dict:
@@ -478,7 +478,7 @@ def test_a_task_id_journaled_while_another_command_replays_the_journal_is_kept(
     # A run whose ledger is locked journals a task id just as another command (opening the
     # same ledger) records the journal: the new line must not be removed unread with the rest.
     path = tmp_path / "ledger.db"
-    Ledger(path).close()
+    Ledger.open(path).close()
     journal.append(path, answer("early"))
     transaction = Ledger.transaction
 
@@ -490,10 +490,12 @@ def test_a_task_id_journaled_while_another_command_replays_the_journal_is_kept(
             yield conn
 
     monkeypatch.setattr(Ledger, "transaction", racing)
-    with Ledger(path) as ledger:
-        assert ledger.replayed == 1 and ledger.task("early")["task_id"] == "t-early"
-    with Ledger(path) as ledger:  # the next command records it
-        assert ledger.replayed == 1 and ledger.task("meanwhile")["task_id"] == "t-meanwhile"
+    with Ledger.open(path) as ledger:
+        assert ledger.repaired.replayed == 1 and ledger.task("early")["task_id"] == "t-early"
+    with Ledger.open(path) as ledger:  # the next command records it
+        assert (
+            ledger.repaired.replayed == 1 and ledger.task("meanwhile")["task_id"] == "t-meanwhile"
+        )
     assert list(journal.entries(path)) == []
 
 
@@ -505,7 +507,7 @@ def test_task_ids_journaled_by_one_process_while_two_others_replay_are_all_recor
     import sys
 
     path = tmp_path / "ledger.db"
-    Ledger(path).close()
+    Ledger.open(path).close()
     appender = (
         "import sys, time; from batchgen import journal; from pathlib import Path\n"
         "folder = Path(sys.argv[1]).parent\n"
@@ -521,7 +523,7 @@ def test_task_ids_journaled_by_one_process_while_two_others_replay_are_all_recor
         "import os, sys; from pathlib import Path; from batchgen.ledger import Ledger\n"
         "folder = Path(sys.argv[1]).parent\n"
         "while True:\n"
-        "    Ledger(Path(sys.argv[1])).close()\n"
+        "    Ledger.open(Path(sys.argv[1])).close()\n"
         "    (folder / f'replaying-{os.getpid()}').touch()\n"
         "    if (folder / 'appended').exists(): break\n"
     )
@@ -530,7 +532,7 @@ def test_task_ids_journaled_by_one_process_while_two_others_replay_are_all_recor
         for code in (appender, replayer, replayer)
     ]
     assert [process.wait(60) for process in processes] == [0, 0, 0]
-    with Ledger(path) as ledger:
+    with Ledger.open(path) as ledger:
         recorded = ledger.db.conn.execute(
             "SELECT count(*) FROM tasks WHERE task_id IS NOT NULL"
         ).fetchone()[0]
@@ -560,12 +562,12 @@ def test_an_append_that_finds_its_journal_taken_for_replay_writes_to_the_new_one
 
 def test_a_journal_taken_by_a_replay_that_then_failed_is_replayed_by_the_next_command(tmp_path):
     path = tmp_path / "ledger.db"
-    Ledger(path).close()
+    Ledger.open(path).close()
     journal.append(path, answer("kept"))
     assert len(journal.take(path)) == 1  # and the replay's process died before its commit
     journal.append(path, answer("later"))
-    with Ledger(path) as ledger:
-        assert ledger.replayed == 2
+    with Ledger.open(path) as ledger:
+        assert ledger.repaired.replayed == 2
         assert (
             ledger.task("kept")["task_id"] == "t-kept"
             and ledger.task("later")["task_id"] == "t-later"
@@ -588,7 +590,7 @@ def test_on_a_full_disk_a_received_task_id_goes_into_the_space_the_run_set_aside
     tmp_path, monkeypatch
 ):
     path = tmp_path / "ledger.db"
-    Ledger(path).close()
+    Ledger.open(path).close()
     journal.reserve(path)  # as a run does at its start
     disk_stays_full(monkeypatch)
     where = journal.append(
@@ -606,8 +608,8 @@ def test_on_a_full_disk_a_received_task_id_goes_into_the_space_the_run_set_aside
     assert [e["task_id"] for e in journal.entries(path)] == ["task-1"]
     journal.release_reserve(path)  # the run ends: its reserve goes to the next replay
     monkeypatch.undo()
-    with Ledger(path) as ledger:
-        assert ledger.replayed == 1 and ledger.task("k1")["task_id"] == "task-1"
+    with Ledger.open(path) as ledger:
+        assert ledger.repaired.replayed == 1 and ledger.task("k1")["task_id"] == "task-1"
     assert sorted(p.name for p in tmp_path.iterdir() if ".journal" in p.name) == []
 
 
@@ -616,7 +618,7 @@ def test_the_reserve_of_a_run_killed_on_a_full_disk_is_replayed_by_the_next_comm
     import sys
 
     path = tmp_path / "ledger.db"
-    Ledger(path).close()
+    Ledger.open(path).close()
     killed_run = (
         "import errno, os, sys\n"
         "from pathlib import Path\n"
@@ -629,8 +631,8 @@ def test_the_reserve_of_a_run_killed_on_a_full_disk_is_replayed_by_the_next_comm
         "os._exit(9)\n"  # killed: the reserve is never handed over
     )
     subprocess.run([sys.executable, "-c", killed_run, str(path)], check=False, timeout=60)
-    with Ledger(path) as ledger:
-        assert ledger.replayed == 1 and ledger.task("k1")["task_id"] == "task-1"
+    with Ledger.open(path) as ledger:
+        assert ledger.repaired.replayed == 1 and ledger.task("k1")["task_id"] == "task-1"
     assert not [p for p in tmp_path.iterdir() if ".journal" in p.name]
 
 
@@ -792,3 +794,15 @@ def test_a_ledger_deleted_mid_run_stops_the_run_and_the_journal_keeps_what_it_re
     known = {canonical(json.loads(r["request"])) for r in env.rows() if r["task_id"]}
     first_run_bodies = [canonical(c.body) for c in env.sandbox.created()[:created]]
     assert set(first_run_bodies) <= known
+
+
+def test_repair_is_asked_for_and_says_what_it_did(tmp_path):
+    """Opening a ledger only opens it; Ledger.open (what every command uses) also makes it
+    whole, and `repaired` says how: here a row left `sending` by a run that is gone."""
+    with Ledger(tmp_path / "l.db") as ledger:
+        run = ledger.runs.start("job", "job.yaml", "https://api", {})  # no lock: a run now gone
+        ledger.claim(request(), "job", "https://api", run, allow=set())
+    with Ledger(tmp_path / "l.db") as opened:
+        assert opened.repaired == (0, 0) and opened.task("k1")["state"] == "sending"
+    with Ledger.open(tmp_path / "l.db") as repaired:
+        assert repaired.repaired == (0, 1) and repaired.task("k1")["state"] == "in_doubt"

@@ -63,7 +63,7 @@ def test_a_run_killed_inside_a_pid_namespace_is_recovered(world, write_job):
     with env.ledger() as ledger:
         pid = ledger.db.conn.execute("SELECT pid FROM runs").fetchone()[0]
         assert pid < 10  # a PID from inside the namespace: as a host PID it means another process
-        assert ledger.recovered >= 1
+        assert ledger.repaired.recovered >= 1
     states = {r["state"] for r in env.rows()}
     assert "sending" not in states and "in_doubt" in states
     result = env.cli("run", job, *FAST)

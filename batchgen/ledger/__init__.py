@@ -18,6 +18,7 @@ are gone). `Ledger` is all of them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from .claims import RESENDABLE, STATES, Answered, Checked, Claims, Link
 from .queries import Queries, Standing
@@ -35,6 +36,7 @@ __all__ = [
     "Checked",
     "Database",
     "Ledger",
+    "Repaired",
     "Link",
     "Standing",
     "Store",
@@ -46,8 +48,9 @@ class Ledger(Recovery, Claims, Queries):
     records (claims.py) and recovery (recovery.py); its small tables are objects of their own
     (tables.py): `prices`, `uploads`, `reviews`, `runs`.
 
-    Opening it also makes it whole again: answers kept in the journal are replayed, and rows
-    left `sending` by runs that are gone become `in_doubt` (see `recover`).
+    Making it whole again after a run that ended badly is asked for, not done behind the
+    caller's back: `Ledger.open` (what every command uses) opens and repairs, and says what it
+    repaired in `repaired`; `Ledger(path)` only opens.
     """
 
     def __init__(
@@ -58,5 +61,31 @@ class Ledger(Recovery, Claims, Queries):
         self.uploads = Uploads(self)
         self.reviews = Reviews(self)
         self.runs = Runs(self)
-        self.replayed = self.replay_journal()
-        self.recovered = self.recover()
+        self.repaired = Repaired(0, 0)
+
+    @classmethod
+    def open(
+        cls, path: str | Path, *, create: bool = True, busy_timeout: float = BUSY_TIMEOUT
+    ) -> Ledger:
+        """The ledger at `path`, repaired (see `repair`): what a command sends from."""
+        ledger = cls(path, create=create, busy_timeout=busy_timeout)
+        try:
+            ledger.repair()
+        except BaseException:
+            ledger.close()
+            raise
+        return ledger
+
+    def repair(self) -> Repaired:
+        """Make the ledger whole: answers kept in the journal are recorded, and rows left
+        `sending` by runs that are gone become `in_doubt`. Before anything is planned or sent
+        from it: a task id only the journal holds would otherwise look unsent."""
+        self.repaired = Repaired(replayed=self.replay_journal(), recovered=self.recover())
+        return self.repaired
+
+
+class Repaired(NamedTuple):
+    """What `Ledger.repair` did."""
+
+    replayed: int  # task ids recorded from the journal
+    recovered: int  # rows of runs that are gone, now in_doubt

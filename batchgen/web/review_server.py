@@ -334,7 +334,7 @@ def open_session(
     """A review session on the ledger: marks wait briefly for a run's write lock, then the
     page is told to retry (reading is never blocked: the ledger is in WAL mode)."""
     tiles.check_axes((rows or []) + (cols or []))
-    ledger = Ledger(ledger_path, create=False, busy_timeout=WRITE_TIMEOUT)
+    ledger = Ledger.open(ledger_path, create=False, busy_timeout=WRITE_TIMEOUT)
     return Session(ledger, job, out, secrets.token_urlsafe(24), rows, cols)
 
 
