@@ -26,8 +26,8 @@ from urllib.parse import quote, quote_plus
 import httpx
 
 from . import __version__
-from .connections import OneConnectionEach
 from .errors import UsageError
+from .http_transport import OneConnectionEach
 
 MAX_ANSWER_BYTES = 1 << 20  # an answer larger than this is not the documented JSON
 # An `estimated_time` past this (or not a finite number) is recorded as unknown: no generation

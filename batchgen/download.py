@@ -34,8 +34,8 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from . import __version__, models
-from .connections import OneConnectionEach
 from .expand import label_file_stem
+from .http_transport import OneConnectionEach
 from .ledger import Ledger
 from .limits import REAL_CLOCK, Backoff, Clock, attempts
 from .urls import UrlRefused, check_result_url, is_loopback_host

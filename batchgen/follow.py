@@ -18,8 +18,8 @@ from . import api
 from .download import Bounds, download
 from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, UsageError
 from .ledger import Ledger
+from .ledger_location import Project
 from .limits import RateLimiter
-from .project import Project
 from .results import pending, poll, wait_for
 from .session import (
     Console,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .inputs import InputRefused, inside, read_regular
+from .user_files import InputRefused, inside, read_regular
 
 MAX_IMAGE_SIZE = 10 * 1000 * 1000  # "at most 10 MB"
 LOCAL = "sha256:"  # how a local image stands in a request body before upload

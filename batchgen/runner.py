@@ -15,20 +15,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import api, connections, credits, journal, models, uploads
+from . import api, credits, http_transport, journal, models, uploads
 from .budget import Budget
 from .download import Bounds
 from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, NotCovered
 from .follow import at_most_every, download_job, on_done, wait_until_done, write_gallery
 from .ledger import Ledger
+from .ledger_location import Project
 from .limits import Backoff, RateLimiter
-from .liveness import RunLock
 from .output.progress import ProgressDisplay, summary_lines
 from .output.reports import plan_lines, problem_lines, write_plan_json
 from .plan import Plan, ToSend, no_ledger, plan_job, prepare_run
 from .prices import PriceBook
-from .project import Project
 from .results import pending, poll
+from .run_locks import RunLock
 from .session import (
     Console,
     Target,
@@ -101,7 +101,7 @@ class RunOptions:
 def execute_run(options: RunOptions, target: Target, project: Project, console: Console) -> int:
     """validate and plan (one pass), send, record; then wait, download, gallery if asked. The exit code."""
     if not options.dry_run:
-        connections.prepare_tls()  # loads while the job is read; no call goes out before it is checked
+        http_transport.prepare_tls()  # loads while the job is read; no call goes out before it is checked
     # Step 1 of validation (the file against the job schema) now; step 2 checks each request
     # as the plan meets it, so a big job is expanded once.
     validated = ValidatedJob(
@@ -334,7 +334,7 @@ def _send(
         options.flags() | {"rpm": settings.rpm, "concurrency": settings.concurrency},
     )
     ledger.runs.record_balance(run_id, before=budget.balance_before)
-    lock = RunLock(ledger.path, run_id)  # before the first claim: see liveness.py
+    lock = RunLock(ledger.path, run_id)  # before the first claim: see run_locks.py
     journal.reserve(ledger.path)
     progress = ProgressDisplay(len(to_send))
     try:

@@ -36,7 +36,7 @@ from importlib import resources
 from typing import Any
 
 from . import schemas
-from .loopback import LoopbackHandler, in_background
+from .local_server import LoopbackHandler, in_background
 from .models import catalogue, lookup
 
 TEST_KEY = "key_00000000000000000000000000000000"

@@ -16,14 +16,14 @@ from urllib.parse import urlsplit
 
 from . import api
 from .errors import EXIT_INTERRUPTED, UsageError
-from .inputs import InputRefused, read_regular
 from .ledger import Ledger
-from .project import Project
+from .ledger_location import Project
 from .spec import load_job
 from .submit import (
     StopSignal,
 )
 from .urls import check_api_base
+from .user_files import InputRefused, read_regular
 
 SANDBOX_TIME_SCALE = 0.02  # `--sandbox`: a 240 s generation takes about 5 s
 # `--sandbox` requests are known by this base URL whatever port the run's own sandbox has, so

@@ -18,8 +18,8 @@ from typing import Any
 from . import schemas
 from .errors import JobError, Problem
 from .images import ImageProblem, LocalImage, is_local, local_path, read_image
-from .inputs import InputRefused, inside, read_regular
-from .project import find_root
+from .ledger_location import find_root
+from .user_files import InputRefused, inside, read_regular
 from .yamldoc import YAML11_BOOLEANS, FieldPath, Marks, format_path, parse_yaml
 
 DEFAULT_MAX_REQUESTS = 10_000
@@ -108,7 +108,7 @@ def load_job(path: str | Path, root: Path | None = None) -> Job:
     and reports everything at once; `validate.check` raises with all of it.
 
     `root` is the project folder the job's files must lie in (default: found from the job
-    file's folder, as its ledger is; see project.py)."""
+    file's folder, as its ledger is; see ledger_location.py)."""
     file = str(path)
     path = Path(path)
     text = _read_text(path, file)

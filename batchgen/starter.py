@@ -6,7 +6,7 @@ It writes three things and changes nothing a user already has:
   (lines already there are kept, and none is written twice);
 - `jobs/first.yaml`, a starter job, unless that file exists;
 - an empty ledger at the folder, so the folder is the project's root (the walk of
-  `project.find_root` stops there) - unless a ledger is found at or above it already: a second
+  `ledger_location.find_root` stops there) - unless a ledger is found at or above it already: a second
   ledger would forget what the first one paid for, and its jobs would be sent again.
 
 The starter files are package data (`batchgen/data/starter/`), not strings in the code.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .errors import UsageError
 from .ledger import Ledger
-from .project import LEDGER_NAME
+from .ledger_location import LEDGER_NAME
 
 STARTER_JOB = Path("jobs") / "first.yaml"
 

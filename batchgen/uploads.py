@@ -21,9 +21,9 @@ import httpx
 
 from .api import Api, Kind
 from .images import LOCAL, LocalImage
-from .inputs import InputRefused
 from .ledger import Ledger
 from .limits import REAL_CLOCK, Backoff, Clock, attempts
+from .user_files import InputRefused
 
 UPLOAD_BACKOFF = Backoff(max_attempts=5)
 

@@ -26,7 +26,7 @@ def submission_against(ledger, handler, n=3, **kwargs):
 
     from batchgen.api import Api
     from batchgen.expand import Origin, Request
-    from batchgen.liveness import RunLock
+    from batchgen.run_locks import RunLock
     from batchgen.submit import RunSettings, Submission
 
     notices: list[str] = []

@@ -18,8 +18,8 @@ from batchgen import journal
 from batchgen.errors import LedgerUnsound, UsageError
 from batchgen.expand import Origin, Request
 from batchgen.ledger import BUSY_TIMEOUT, Answered, Ledger
-from batchgen.liveness import RunLock
 from batchgen.migrations import MIGRATIONS
+from batchgen.run_locks import RunLock
 
 FAST = ("--yes", "--rpm", "60000")
 
@@ -297,7 +297,7 @@ def test_a_lock_held_by_another_process_means_alive(ledger):
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from batchgen.liveness import RunLock;"
+            "import sys, time; from pathlib import Path; from batchgen.run_locks import RunLock;"
             f"RunLock(Path({str(ledger.path)!r}), {run}); print('held', flush=True); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,
@@ -328,14 +328,14 @@ def test_recover_never_touches_a_row_another_run_reclaimed(ledger):
         "UPDATE tasks SET run_id = ? WHERE key = 'k1'", [live]
     )  # reclaimed meanwhile
     try:
-        import batchgen.liveness
+        import batchgen.run_locks
 
-        original = batchgen.liveness.is_alive
-        batchgen.liveness.is_alive = lambda path, run: run != dead and original(path, run)
+        original = batchgen.run_locks.is_alive
+        batchgen.run_locks.is_alive = lambda path, run: run != dead and original(path, run)
         ledger.db.conn.execute("UPDATE tasks SET run_id = ? WHERE key = 'k1'", [live])
         assert ledger.recover() == 0
     finally:
-        batchgen.liveness.is_alive = original
+        batchgen.run_locks.is_alive = original
         lock.release()
     assert ledger.task("k1")["state"] == "sending"
 

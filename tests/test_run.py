@@ -175,7 +175,7 @@ def test_retry_after_in_seconds_and_as_a_date_pauses_every_call(tmp_path):
     from batchgen.expand import Origin, Request
     from batchgen.ledger import Ledger
     from batchgen.limits import RateLimiter
-    from batchgen.liveness import RunLock
+    from batchgen.run_locks import RunLock
     from batchgen.submit import RunSettings, Submission
 
     class Clock:

@@ -3,7 +3,7 @@
 One module per family of commands (check, send, follow, reads, review, sandbox, models,
 init), the options they share in options.py, one console (output.console.Terminal). Errors
 become a message and an exit code in one place, `BatchgenGroup.invoke`; the run's use case
-lives in runner.py; which ledger a command uses is decided by project.py.
+lives in runner.py; which ledger a command uses is decided by ledger_location.py.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ import click
 
 from ..errors import NoLedger
 from ..ledger import Ledger
+from ..ledger_location import locate
 from ..output.console import Terminal
-from ..project import locate
 from ..session import open_ledger
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 
 from .. import promote as promote_mod
+from ..ledger_location import locate
 from ..output.console import Terminal
-from ..project import locate
 from ..session import named_job, open_ledger, resolve_job
 from ..web import review_server as review_mod
 from .options import field_list

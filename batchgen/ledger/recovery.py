@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from .. import journal, liveness
+from .. import journal, run_locks
 from ..times import timestamp
 from .claims import _insert_entry, _set, _submitted
 from .store import Store
@@ -35,14 +35,14 @@ class Recovery(Store):
         """Rows left `sending` by a run that is gone (crashed, killed) become `in_doubt`.
 
         Their request may have gone out, so they are not resent without --resubmit-in-doubt.
-        A run is gone when its lock can be taken (see liveness.py): rows of a run still going
+        A run is gone when its lock can be taken (see run_locks.py): rows of a run still going
         in another process, in whatever PID namespace, are left alone.
         """
         runs = [
             row[0]
             for row in self._query("SELECT DISTINCT run_id FROM tasks WHERE state = 'sending'")
         ]
-        gone = [run for run in runs if run is None or not liveness.is_alive(self.path, run)]
+        gone = [run for run in runs if run is None or not run_locks.is_alive(self.path, run)]
         if not gone:
             return 0
         recovered = 0

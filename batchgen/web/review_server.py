@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from ..errors import PortBusy
 from ..ledger import Ledger
-from ..loopback import LoopbackHandler, in_background
+from ..local_server import LoopbackHandler, in_background
 from . import pages, tiles
 
 MAX_NOTE = 2000  # characters

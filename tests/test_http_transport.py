@@ -1,4 +1,4 @@
-"""connections.OneConnectionEach as downloads use it: connections reused, never more than the
+"""http_transport.OneConnectionEach as downloads use it: connections reused, never more than the
 limit, and not tied to one host; and the one TLS context a process loads. (Api's use of it is
 in test_api.py.)"""
 
@@ -11,7 +11,7 @@ import httpx
 import pytest
 from helpers import CountingServer
 
-from batchgen import connections
+from batchgen import http_transport
 from batchgen.api import Api
 from batchgen.download import Files, fetch_file
 
@@ -84,11 +84,11 @@ def test_a_process_loads_its_tls_context_once_for_api_calls_and_downloads(
     """Loading the CA bundle takes ~20 ms; a run that calls the API and downloads loads it
     once, and `prepare_tls` has it loaded before the first call needs it."""
     made = []
-    monkeypatch.setattr(connections, "_tls", None)
+    monkeypatch.setattr(http_transport, "_tls", None)
     monkeypatch.setattr(
         httpx, "create_ssl_context", lambda: made.append(1) or ssl.create_default_context()
     )
-    connections.prepare_tls()
+    http_transport.prepare_tls()
     host = hosts[0]
     with Api(host.base_url, "key_00000000000000000000000000000000") as api:
         api.get_credits()  # FileHost answers anything; only the connection matters here
