@@ -129,6 +129,25 @@ class Sandbox:
         self.images: dict[str, tuple[str, bytes]] = {}  # object key → (content type, bytes)
         self._targets_issued = 0
         self.checker = schemas.RequestChecker()
+        self._open_connections = 0
+        self._idle = threading.Condition(self._lock)
+
+    # -- connections being served -----------------------------------------------------------
+
+    def connection_opened(self) -> None:
+        with self._lock:
+            self._open_connections += 1
+
+    def connection_closed(self) -> None:
+        with self._lock:
+            self._open_connections -= 1
+            self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Until no connection is being served (a killed client's calls in flight have been
+        answered, or found cut): True, or False past `timeout` seconds."""
+        with self._lock:
+            return self._idle.wait_for(lambda: self._open_connections == 0, timeout)
 
     # -- the record ---------------------------------------------------------------------
 
@@ -657,6 +676,18 @@ class SandboxServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that hangs up mid-call is normal here (timeouts, kills): not worth a trace.
         pass
+
+    # Counted in the serving thread as it accepts (before the handler's thread starts), and
+    # uncounted once the handler is done with the connection: see Sandbox.wait_idle.
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.sandbox.connection_opened()
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        try:
+            super().shutdown_request(request)
+        finally:
+            self.sandbox.connection_closed()
 
 
 @contextlib.contextmanager

@@ -59,7 +59,7 @@ def test_a_run_killed_inside_a_pid_namespace_is_recovered(world, write_job):
         time.sleep(0.1)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    time.sleep(2.5)  # the calls in flight reach the sandbox and create their tasks
+    assert env.sandbox.wait_idle(30)  # the calls in flight were answered: the record is whole
     with env.ledger() as ledger:
         pid = ledger.db.conn.execute("SELECT pid FROM runs").fetchone()[0]
         assert pid < 10  # a PID from inside the namespace: as a host PID it means another process
