@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .errors import UsageError
 from .ledger import Ledger
-from .ledger_location import LEDGER_NAME
+from .ledger_location import LEDGER_NAME, find_root
 
 STARTER_JOB = Path("jobs") / "first.yaml"
 
@@ -41,10 +41,9 @@ def _starter(name: str) -> str:
 
 
 def _existing_ledger(folder: Path) -> Path | None:
-    for place in (folder, *folder.parents):
-        if (place / LEDGER_NAME).exists():
-            return place / LEDGER_NAME
-    return None
+    """The ledger the walk of `find_root` finds at or above `folder`, if there is one."""
+    root, _ = find_root(folder)
+    return root / LEDGER_NAME if (root / LEDGER_NAME).exists() else None
 
 
 def add_ignores(gitignore: Path) -> list[str]:
