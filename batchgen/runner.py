@@ -12,7 +12,6 @@ import contextlib
 import sqlite3
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, TextIO
 
 from . import api, credits, http_transport, journal, models, uploads
@@ -34,6 +33,7 @@ from .session import (
     Target,
     interrupted_exit,
     open_ledger,
+    output_folder,
     signals_as_interrupts,
 )
 from .spec import load_job
@@ -430,7 +430,7 @@ def _after_sending(
     if options.wait and exit_code in (0, EXIT_INCOMPLETE):
         waited = wait_until_done(ledger, target, name, limiter, console)
         exit_code = waited if waited >= 128 else max(exit_code, waited)
-    folder = Path("outputs") / name
+    folder = output_folder(name)
     if options.download and exit_code in (0, EXIT_INCOMPLETE):
         if not options.wait:  # one look at the tasks, so that what is done now is downloaded now
             tasks = pending(ledger, name, due_only=False)

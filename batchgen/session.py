@@ -11,6 +11,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -166,6 +167,12 @@ def open_ledger(project: Project, console: Console, *, create: bool) -> Ledger:
             f"{recovered} requests left 'sending' by an earlier run that ended are now in_doubt"
         )
     return ledger
+
+
+def output_folder(name: str, out: str | None = None) -> Path:
+    """Where a job's videos, manifest and gallery go: `--out`, else outputs/<job>/ of the
+    folder the command runs in."""
+    return Path(out) if out else Path("outputs") / name
 
 
 def resolve_job(ledger: Ledger, job: str | None) -> str | None:

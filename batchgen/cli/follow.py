@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -11,7 +10,7 @@ import click
 from ..expand import DEFAULT_API_BASE
 from ..follow import download_job, poll_job, write_gallery
 from ..output.console import Terminal
-from ..session import api_target, named_job, open_ledger, resolve_job
+from ..session import api_target, named_job, open_ledger, output_folder, resolve_job
 from ..submit import DEFAULT_RPM
 from .common import project_of
 from .options import (
@@ -19,6 +18,7 @@ from .options import (
     bounds_of,
     download_options,
     field_list,
+    page_options,
     send_options,
 )
 
@@ -106,7 +106,7 @@ def download(
     ) as target:
         with open_ledger(project_of(job), console, create=False) as ledger:
             name = named_job(resolve_job(ledger, job))
-            folder = Path(out) if out else Path("outputs") / name
+            folder = output_folder(name, out)
             sys.exit(
                 download_job(
                     ledger,
@@ -123,15 +123,7 @@ def download(
 
 @click.command()
 @click.argument("job")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False),
-    help="The job's download folder (default outputs/<job>/).",
-)
-@click.option("--rows", help="Comma-separated fields for rows (default: prompt).")
-@click.option(
-    "--cols", help="Comma-separated fields for columns (default: the other fields that vary)."
-)
+@page_options
 @click.option("--open", "open_it", is_flag=True, help="Open the page in a browser.")
 @all_option
 def gallery(
@@ -149,7 +141,7 @@ def gallery(
         path = write_gallery(
             ledger,
             name,
-            Path(out) if out else Path("outputs") / name,
+            output_folder(name, out),
             console,
             field_list(rows),
             field_list(cols),

@@ -124,6 +124,21 @@ def all_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
+def page_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The folder and layout of a job's page: shared by gallery and review."""
+    command = click.option(
+        "--cols", help="Comma-separated fields for columns (default: the other fields that vary)."
+    )(command)
+    command = click.option("--rows", help="Comma-separated fields for rows (default: prompt).")(
+        command
+    )
+    return click.option(
+        "--out",
+        type=click.Path(file_okay=False),
+        help="The job's download folder (default outputs/<job>/).",
+    )(command)
+
+
 def field_list(text: str | None) -> list[str] | None:
     """`--rows prompt,model` → ["prompt", "model"]; None when not given."""
     return [part.strip() for part in text.split(",") if part.strip()] if text else None

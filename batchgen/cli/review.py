@@ -10,11 +10,11 @@ from pathlib import Path
 import click
 
 from .. import promote as promote_mod
-from ..ledger_location import locate
 from ..output.console import Terminal
-from ..session import named_job, open_ledger, resolve_job
+from ..session import named_job, open_ledger, output_folder, resolve_job
 from ..web import review_server as review_mod
-from .options import field_list
+from .common import project_of
+from .options import field_list, page_options
 
 
 @click.command()
@@ -26,28 +26,20 @@ from .options import field_list
     show_default=True,
     help="Port on 127.0.0.1; 0 picks a free one.",
 )
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False),
-    help="The job's download folder (default outputs/<job>/).",
-)
-@click.option("--rows", help="Comma-separated fields for rows (default: prompt).")
-@click.option(
-    "--cols", help="Comma-separated fields for columns (default: the other fields that vary)."
-)
+@page_options
 @click.option("--no-open", is_flag=True, help="Don't open the page in a browser.")
 def review(
     job: str, port: int, out: str | None, rows: str | None, cols: str | None, no_open: bool
 ) -> None:
     """Serve the job's videos live on 127.0.0.1 to pick, reject, rate and note each one."""
     console = Terminal()
-    project = locate(job, click.get_current_context().obj["ledger"])
+    project = project_of(job)
     with open_ledger(project, console, create=False) as ledger:
         name = named_job(resolve_job(ledger, job))
     session = review_mod.open_session(
         project.ledger,
         name,
-        Path(out) if out else Path("outputs") / name,
+        output_folder(name, out),
         field_list(rows),
         field_list(cols),
     )
@@ -105,7 +97,7 @@ def promote(
     promote_mod.check_output(Path(output), Path(job) if Path(job).is_file() else None, force=force)
     parsed = [promote_mod.parse_override(text) for text in overrides]
     console = Terminal()
-    project = locate(job, click.get_current_context().obj["ledger"])
+    project = project_of(job)
     with open_ledger(project, console, create=False) as ledger:
         name = named_job(resolve_job(ledger, job))
         job_file = job if Path(job).is_file() else None
