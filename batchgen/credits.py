@@ -1,7 +1,7 @@
 """A run's money: which prices apply, whether the balance covers what it would send, what it
 spent, and what its balance drop teaches.
 
-The balance comes from `get_credits`. When the API does not answer it (or answers nonsense),
+The balance comes from the provider's balance read. When the API does not answer it (or answers nonsense),
 a run without a cap goes on and says so; a run with a cap sends nothing (exit 3), since it
 could not keep its promise.
 """
@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from .api import Api, Kind
 from .errors import NotCovered, UsageError
 from .output.progress import table
 from .plan import ToSend
 from .prices import PriceBook, class_key, describe_class, job_rules, load_rules
+from .providers import Kind, Provider
 from .submit import RunReport
 from .validate import ValidatedJob, validate_job
 
@@ -45,9 +45,9 @@ def require_prices(to_send: ToSend, cap: int) -> None:
         )
 
 
-def read_balance(client: Api) -> tuple[int | None, str]:
+def read_balance(client: Provider) -> tuple[int | None, str]:
     """(balance, why not) — a refused key stops everything at once (exit 3)."""
-    balance = client.get_credits()
+    balance = client.balance()
     if balance.kind is Kind.AUTH:
         raise NotCovered(f"the API refused the key ({balance.problem})")
     return balance.credits, balance.problem

@@ -17,12 +17,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from . import models, prompt_templates
+from . import models, prompt_templates, providers
 from .images import LocalImage, is_local, local_path
 from .spec import Job, Table
 from .yamldoc import FieldPath, format_path
 
-DEFAULT_API_BASE = "https://api.pixwith.ai"
+# Where requests go (and are known by) unless --base-url says otherwise: the provider's own.
+DEFAULT_API_BASE = providers.named().default_base_url
 
 Assignment = tuple[tuple[str, ...], Any]
 

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import api
 from .download import Bounds, download
 from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, UsageError
 from .ledger import Ledger
@@ -45,7 +44,7 @@ def wait_until_done(
             last[0] = line
 
     stop = threading.Event()
-    with api.Api(target.base_url, target.key) as client, signals_as_interrupts():
+    with target.connect() as client, signals_as_interrupts():
         try:
             report = wait_for(ledger, client, job, limiter=limiter, on_progress=show, stop=stop)
         except KeyboardInterrupt as e:
@@ -210,7 +209,7 @@ def poll_job(
             on_done(on_done_command, ledger, name, None, code, console)
             return code
         due = pending(ledger, name, due_only=not all_tasks)
-        with api.Api(target.base_url, target.key) as client:
+        with target.connect() as client:
             report = poll(ledger, client, due, limiter=limiter, concurrency=concurrency)
     console.out(
         f"checked {report.checked}: {report.completed} completed, {report.failed} failed, {report.processing} processing"

@@ -1,13 +1,54 @@
-"""An httpx transport that gives each call a connection of its own: API calls and result-file
-downloads both go through it."""
+"""How batchgen speaks HTTP to a provider: its timeouts, what a Retry-After header asks, and an
+httpx transport that gives each call a connection of its own (API calls and result-file
+downloads both go through it)."""
 
 from __future__ import annotations
 
+import email.utils
 import ssl
 import threading
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 
 import httpx
+
+# Timeouts are set on purpose. Connecting and waiting for a pooled connection happen before
+# anything is sent, so they may be short and are retried. Reading is the answer to a call
+# that may have created a task: a timeout there makes the request `in_doubt`, so it is long.
+DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=30.0, pool=60.0)
+
+
+def timeout(read: float) -> httpx.Timeout:
+    """The default timeouts with another read timeout (`--read-timeout`)."""
+    return httpx.Timeout(
+        connect=DEFAULT_TIMEOUT.connect,
+        read=read,
+        write=DEFAULT_TIMEOUT.write,
+        pool=DEFAULT_TIMEOUT.pool,
+    )
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():  # str.isdigit() also takes "²", which float() refuses
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def proxy_in_environment() -> bool:
+    """Whether HTTP_PROXY, HTTPS_PROXY or ALL_PROXY is set (httpx.Client decides, with
+    NO_PROXY, whether it applies to the API)."""
+    return any(scheme in ("http", "https", "all") for scheme in urllib.request.getproxies())
 
 
 class OneConnectionEach(httpx.BaseTransport):

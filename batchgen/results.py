@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from .api import Api, Kind, Outcome
 from .ledger import Checked, Ledger
 from .limits import REAL_CLOCK, Backoff, Clock, RateLimiter, attempts
+from .providers import Kind, Outcome, Provider, TaskState
 from .times import now, parse_timestamp
 
-STATUS = {1: "processing", 2: "completed", 3: "failed"}
 POLL_BACKOFF = Backoff(max_attempts=4)  # get-task is safe to retry; a round gives up sooner
 UNREACHABLE_CALLS = 6  # get calls in a row that did not reach the API: the round stops
 # Answers recorded per commit. A status is not money: one lost to a crash is asked again, so a
@@ -66,7 +65,7 @@ def pending(ledger: Ledger, job: str | None, *, due_only: bool) -> list[dict[str
 
 def poll(
     ledger: Ledger,
-    api: Api,
+    api: Provider,
     tasks: list[dict[str, Any]],
     *,
     limiter: RateLimiter,
@@ -143,18 +142,15 @@ def _record(row: dict[str, Any], outcome: Outcome, report: PollReport) -> Checke
         return Checked(
             row["key"], row["task_id"], "processing", None, f"get-task: {outcome.message}"
         )
-    data = outcome.data or {}
-    status = STATUS.get(data.get("status"), "processing")  # type: ignore[arg-type]
-    urls = data.get("result_urls")
-    urls = [u for u in urls if isinstance(u, str)] if isinstance(urls, list) else []
-    error = data.get("error") if status == "failed" and isinstance(data.get("error"), str) else None
+    task = outcome.task or TaskState("processing")
+    status = task.status
     if status == "completed":
         report.completed += 1
     elif status == "failed":
         report.failed += 1
     else:
         report.processing += 1
-    return Checked(row["key"], row["task_id"], status, urls, error)
+    return Checked(row["key"], row["task_id"], status, list(task.result_urls), task.error)
 
 
 def next_check(tasks: list[dict[str, Any]], unknown: set[str]) -> float | None:
@@ -177,7 +173,7 @@ def next_check(tasks: list[dict[str, Any]], unknown: set[str]) -> float | None:
 
 def wait_for(
     ledger: Ledger,
-    api: Api,
+    api: Provider,
     job: str,
     *,
     limiter: RateLimiter,

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
-from . import api, credits, http_transport, journal, models, uploads
+from . import credits, http_transport, journal, models, uploads
 from .budget import Budget
 from .download import Bounds
 from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, NotCovered
@@ -26,6 +26,7 @@ from .output.progress import ProgressDisplay, summary_lines
 from .output.reports import plan_lines, problem_lines, write_plan_json
 from .plan import Plan, ToSend, no_ledger, plan_job, prepare_run
 from .prices import PriceBook
+from .providers import Provider
 from .results import pending, poll
 from .run_locks import RunLock
 from .session import (
@@ -68,7 +69,7 @@ class RunOptions:
     gallery: bool = False
     max_identical_errors: int = DEFAULT_MAX_IDENTICAL_ERRORS
     max_attempts: int = Backoff.max_attempts
-    read_timeout: float = api.DEFAULT_TIMEOUT.read or 60.0
+    read_timeout: float = http_transport.DEFAULT_TIMEOUT.read or 60.0
     bounds: Bounds = field(default_factory=Bounds)
     max_credits: int | None = None  # None: the job's limits.max_credits, else no cap
     allow_partial: bool = False
@@ -172,10 +173,8 @@ def _run_planned(
         credits.require_prices(to_send, cap)
     if options.dry_run:
         return _dry_run(plan, to_send, settings, target, console)
-    client = api.Api(
-        target.base_url,
-        target.key,
-        timeout=api.timeout(options.read_timeout),
+    client = target.connect(
+        timeout=http_transport.timeout(options.read_timeout),
         max_connections=settings.concurrency,
     )
     with client:
@@ -204,7 +203,7 @@ def _run_planned(
             cap,
             book,
             balance_before=balance,
-            read_balance=lambda: client.get_credits().credits,
+            read_balance=lambda: client.balance().credits,
             notice=console.err,
         )
         # One limiter for the whole run: get-task calls after the sends share its pace.
@@ -249,7 +248,7 @@ def _cost_and_balance(to_send: ToSend, balance: int | None) -> str:
 
 def _with_images_uploaded(
     ledger: Ledger,
-    client: api.Api,
+    client: Provider,
     validated: ValidatedJob,
     to_send: ToSend,
     target: Target,
@@ -262,7 +261,7 @@ def _with_images_uploaded(
         return to_send, 0
     # The images each request shows, counted by their set (one pass, only for such jobs).
     shown = Counter(
-        frozenset(r for r in item.request.body.get("image_urls") or [] if r in by_ref)
+        frozenset(r for r in target.provider.images_shown(item.request.body) if r in by_ref)
         for item in to_send
     )
     needed = {ref: by_ref[ref] for refs in shown for ref in refs}
@@ -282,7 +281,8 @@ def _with_images_uploaded(
         console.err(
             f"{left_out} requests not sent: their image did not upload (nothing was created for them)"
         )
-    return to_send.resolved(lambda body: uploads.resolve(body, urls), left_out), left_out
+    with_images = target.provider.with_images
+    return to_send.resolved(lambda body: with_images(body, urls), left_out), left_out
 
 
 def _dry_run(
@@ -316,7 +316,7 @@ def _plan_line(plan: Plan, sending: int, settings: RunSettings, target: Target) 
 
 def _send(
     ledger: Ledger,
-    client: api.Api,
+    client: Provider,
     options: RunOptions,
     name: str,
     target: Target,
@@ -369,7 +369,7 @@ def _send(
                 console.err("quit: calls in flight are in_doubt")
                 return exit_code, run_id
         after = (
-            client.get_credits().credits
+            client.balance().credits
             if budget.balance_before is not None and report.calls
             else budget.balance_before
         )
@@ -442,7 +442,7 @@ def _after_sending(
                         f"checked {report.checked}/{len(tasks)}: {report.completed} completed"
                     ),
                 )
-                with api.Api(target.base_url, target.key) as client:
+                with target.connect() as client:
                     poll(ledger, client, tasks, limiter=limiter, on_progress=show)
         exit_code = max(
             exit_code, download_job(ledger, name, folder, target, console, bounds=options.bounds)

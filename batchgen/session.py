@@ -10,12 +10,13 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from . import api
+from . import providers
+from .api_keys import check_api_key, remember_secret
 from .errors import EXIT_INTERRUPTED, UsageError
 from .ledger import Ledger
 from .ledger_location import Project
@@ -27,13 +28,6 @@ from .urls import check_api_base
 from .user_files import InputRefused, read_regular
 
 SANDBOX_TIME_SCALE = 0.02  # `--sandbox`: a 240 s generation takes about 5 s
-# `--sandbox` requests are known by this base URL whatever port the run's own sandbox has, so
-# their identities stay the same from run to run (and match ledgers made before). It is
-# sandbox.DEFAULT_PORT's address, written out here so that a command without --sandbox never
-# imports the sandbox (test_sandbox holds the two equal).
-SANDBOX_PORT = 47878
-SANDBOX_CREDITS = 1_000_000  # sandbox.DEFAULT_CREDITS, for the same reason
-SANDBOX_IDENTITY = f"http://127.0.0.1:{SANDBOX_PORT}"
 MAX_KEY_FILE = 4096
 
 
@@ -54,13 +48,19 @@ class Console(Protocol):
 
 @dataclass(frozen=True)
 class Target:
-    """The API a command talks to: the base URL that is part of each request's identity (and
-    recorded in the ledger), the one calls go to (they differ only for the sandbox), the key."""
+    """The API a command talks to: its provider, the base URL that is part of each request's
+    identity (and recorded in the ledger), the one calls go to (they differ only for the
+    sandbox), the key."""
 
     identity_base: str
     base_url: str
     key: str
     sandbox_files: str | None = None  # `--sandbox`: the running sandbox's file URL prefix
+    provider: providers.Description = field(default_factory=providers.named)
+
+    def connect(self, **options: Any) -> providers.Provider:
+        """A client for this API (options: timeout, max_connections, transport)."""
+        return self.provider.connect(self.base_url, self.key, **options)
 
     def rebase(self, url: str) -> str:
         """A recorded result URL, pointed at the sandbox serving now (for `--sandbox`)."""
@@ -73,8 +73,9 @@ class Target:
         return url
 
 
-def read_api_key(api_key_file: str | None) -> str | None:
-    """The key from --api-key-file, else PIXWITH_API_KEY, checked; never echoed anywhere."""
+def read_api_key(api_key_file: str | None, variable: str) -> str | None:
+    """The key from --api-key-file, else the provider's variable (PIXWITH_API_KEY), checked;
+    never echoed anywhere."""
     if api_key_file:
         source = f"--api-key-file {api_key_file}"
         try:
@@ -91,12 +92,12 @@ def read_api_key(api_key_file: str | None) -> str | None:
             ) from None
         if not from_file:
             raise UsageError(f"{source}: the file is empty")
-        api.remember_secret(from_file)
-        return api.check_api_key(from_file, source)
-    from_env = os.environ.get("PIXWITH_API_KEY") or None
+        remember_secret(from_file)
+        return check_api_key(from_file, source)
+    from_env = os.environ.get(variable) or None
     if from_env is not None:
-        api.remember_secret(from_env)
-        api.check_api_key(from_env, "PIXWITH_API_KEY")
+        remember_secret(from_env)
+        check_api_key(from_env, variable)
     return from_env
 
 
@@ -105,24 +106,21 @@ def api_target(
     *, sandbox: bool, base_url: str, api_key_file: str | None, need_key: bool
 ) -> Iterator[Target]:
     """The configured API, or a sandbox of this command's own (on a free port)."""
+    provider = providers.named()
     if not sandbox:
         base = check_api_base(base_url)
-        key = read_api_key(api_key_file)
+        key = read_api_key(api_key_file, provider.key_variable)
         if need_key and not key:
             raise UsageError(
-                "no API key: set PIXWITH_API_KEY or pass --api-key-file (or try --sandbox)"
+                f"no API key: set {provider.key_variable} or pass --api-key-file (or try --sandbox)"
             )
-        yield Target(base, base, key or "")
+        yield Target(base, base, key or "", provider=provider)
         return
-    from . import sandbox as sandbox_mod  # only now: most commands never need it
-
-    config = sandbox_mod.SandboxConfig(time_scale=SANDBOX_TIME_SCALE)
-    with sandbox_mod.running(config) as served:
+    with provider.sandbox(SANDBOX_TIME_SCALE) as served:
+        # Its requests are known by one address whatever port serves them, so that their
+        # identities stay the same from run to run (and match ledgers made before).
         yield Target(
-            SANDBOX_IDENTITY,
-            served.base_url,
-            sandbox_mod.TEST_KEY,
-            f"{served.base_url}/_sandbox/files/",
+            provider.sandbox_identity, served.base_url, served.key, served.files_url, provider
         )
 
 

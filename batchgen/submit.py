@@ -3,7 +3,7 @@
 Threads, not asyncio: every call is bracketed by short, blocking SQLite commits (the
 `sending` claim before; the outcome after, which for a task id is the commit of the worker's
 next claim), and sqlite3 is blocking. With a thread per in-flight call (`concurrency` of
-them), each with a connection of its own while its call is out (api.py), the ledger is used
+them), each with a connection of its own while its call is out (the provider's client), the ledger is used
 directly, and Ctrl-C is handled in the main thread while workers finish their calls.
 """
 
@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 
 from . import journal, models
-from .api import Api, Kind, Outcome
 from .budget import FREE, Budget, Reservation
 from .errors import (
     EXIT_ABORTED,
@@ -33,6 +32,7 @@ from .expand import Request
 from .ledger import RESENDABLE, Answered, Ledger
 from .limits import Backoff, RateLimiter, attempts
 from .prices import class_key
+from .providers import Kind, Outcome, Provider
 from .times import timestamp
 
 DEFAULT_CONCURRENCY = 4
@@ -155,7 +155,7 @@ class Submission:
     def __init__(
         self,
         ledger: Ledger,
-        api: Api,
+        api: Provider,
         settings: RunSettings,
         *,
         job: str,

@@ -103,9 +103,9 @@ def latency(
 
 def in_process(tmp: Path, n: int, concurrency: int, latency_ms: int) -> tuple[float, float, float]:
     """(batchgen's Submission, bare thread pool) seconds for n requests, both in this process."""
-    from batchgen.api import Api
     from batchgen.expand import Origin, Request, identity
     from batchgen.ledger import Ledger
+    from batchgen.providers.pixwith.client import PixwithApi
     from batchgen.submit import RunSettings, Submission
 
     tag = f"in-process-{time.monotonic_ns()}"
@@ -117,7 +117,7 @@ def in_process(tmp: Path, n: int, concurrency: int, latency_ms: int) -> tuple[fl
         bare = bare_threads(base_url, KEY, n, concurrency)
         with (
             Ledger(tmp / f"{tag}.db") as ledger,
-            Api(base_url, KEY, max_connections=concurrency) as api,
+            PixwithApi(base_url, KEY, max_connections=concurrency) as api,
         ):
             run_id = ledger.runs.start("bench", "bench.yaml", base_url, {})
             submission = Submission(

@@ -14,7 +14,7 @@ from helpers import FAULT_TABLE, REPO
 from batchgen import limits
 from batchgen.cli import main
 from batchgen.ledger import Ledger
-from batchgen.sandbox import TEST_KEY, SandboxConfig, running
+from batchgen.providers.pixwith.sandbox import TEST_KEY, SandboxConfig, running
 from batchgen.spec import Job, load_job
 
 

@@ -9,8 +9,12 @@ import httpx
 import pytest
 from helpers import CountingServer, job_text, prompts
 
-from batchgen.api import Api, Kind, check_api_key, classify, parse_retry_after, redact
+from batchgen.api_keys import check_api_key, redact
 from batchgen.errors import UsageError
+from batchgen.http_transport import parse_retry_after
+from batchgen.providers import Kind
+from batchgen.providers.pixwith.answers import classify
+from batchgen.providers.pixwith.client import PixwithApi
 from batchgen.urls import check_api_base as check_base_url
 
 FAST = ("--yes", "--rpm", "60000")
@@ -18,8 +22,10 @@ FAST = ("--yes", "--rpm", "60000")
 BODY = {"prompt": "a", "model_id": "2-9", "options": {}}
 
 
-def api_answering(handler) -> Api:
-    return Api("https://api.pixwith.ai", "key_secret", transport=httpx.MockTransport(handler))
+def api_answering(handler) -> PixwithApi:
+    return PixwithApi(
+        "https://api.pixwith.ai", "key_secret", transport=httpx.MockTransport(handler)
+    )
 
 
 def answer(status=200, json=None, content=None, headers=None):
@@ -293,8 +299,8 @@ def test_a_proxy_set_in_the_environment_carries_the_calls(counting, monkeypatch)
     """Calls skip httpx.Client's per-call work, but not the user's proxy: with HTTP_PROXY set
     they go through a client, which sends them to the proxy."""
     monkeypatch.setenv("HTTP_PROXY", counting.base_url)  # the server plays the proxy
-    with Api("http://api.pixwith.invalid", "key_secret") as api:
-        assert api.get_credits().credits == 7
+    with PixwithApi("http://api.pixwith.invalid", "key_secret") as api:
+        assert api.balance().credits == 7
     assert counting.asked == [
         "http://api.pixwith.invalid/api/task/get_credits"
     ]  # a proxy is asked for the absolute URL
@@ -305,14 +311,12 @@ def test_calls_reuse_connections_and_never_open_more_than_the_limit(counting):
     read: threads that come and go (a poll's rounds) reuse them, and never exceed the limit."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with Api(counting.base_url, "key_secret", max_connections=3) as api:
+    with PixwithApi(counting.base_url, "key_secret", max_connections=3) as api:
         for _round in range(4):  # a new pool of threads each round, as poll makes
             with ThreadPoolExecutor(6) as pool:
-                assert [b.credits for b in pool.map(lambda _: api.get_credits(), range(12))] == [
-                    7
-                ] * 12
+                assert [b.credits for b in pool.map(lambda _: api.balance(), range(12))] == [7] * 12
         assert counting.connections <= 3
-        api.get_credits()
+        api.balance()
     assert counting.connections <= 3
 
 
@@ -320,14 +324,14 @@ def test_a_call_that_finds_every_connection_lent_waits_then_is_not_sent(counting
     import threading
 
     counting.release.clear()  # the first call's answer is held
-    with Api(
+    with PixwithApi(
         counting.base_url, "key_secret", max_connections=1, timeout=httpx.Timeout(5.0, pool=0.3)
     ) as api:
-        first = threading.Thread(target=api.get_credits)
+        first = threading.Thread(target=api.balance)
         first.start()
         assert counting.arrived.wait(10)  # the first call holds the one connection
         started = time.monotonic()
-        balance = api.get_credits()  # the one connection is out
+        balance = api.balance()  # the one connection is out
         # Not sent (a held answer would have given 7), after the pool's wait, never before it.
         assert (
             balance.credits is None and balance.kind is Kind.RETRY and "not sent" in balance.problem
@@ -335,7 +339,7 @@ def test_a_call_that_finds_every_connection_lent_waits_then_is_not_sent(counting
         assert time.monotonic() - started >= 0.25
         counting.release.set()
         first.join()
-        assert api.get_credits().credits == 7  # given back once its answer was read
+        assert api.balance().credits == 7  # given back once its answer was read
     assert counting.connections == 1
 
 

@@ -8,7 +8,7 @@ from helpers import (
     prompts,
 )
 
-from batchgen.sandbox import TEST_KEY
+from batchgen.providers.pixwith.sandbox import TEST_KEY
 
 FAST = ("--yes", "--rpm", "60000")
 

@@ -337,7 +337,7 @@ def test_the_comparison_job_runs_four_models_into_one_gallery(world, monkeypatch
 def test_the_sandbox_accepts_each_valid_body_and_refuses_each_broken_one():
     import httpx
 
-    from batchgen.sandbox import TEST_KEY, running
+    from batchgen.providers.pixwith.sandbox import TEST_KEY, running
 
     with (
         running() as sandbox,

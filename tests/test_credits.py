@@ -15,9 +15,10 @@ import threading
 import pytest
 from helpers import PRO_DEFAULTS, job_text, prompts
 
-from batchgen import api
 from batchgen.budget import Budget
 from batchgen.prices import PriceBook, PriceRule
+from batchgen.providers import Balance, Kind
+from batchgen.providers.pixwith.client import PixwithApi
 
 FAST = ("--yes", "--rpm", "0")
 PRO_PRICE = "prices:\n  - {model: wan2.2-pro, options.resolution: 480p, credits: 20}\n"
@@ -256,9 +257,9 @@ def test_an_unreadable_balance_never_blocks_a_run_without_a_cap_but_does_with_on
 ):
     env = world()
     monkeypatch.setattr(
-        api.Api,
-        "get_credits",
-        lambda self: api.Balance(None, "the answer holds no balance", api.Kind.IN_DOUBT),
+        PixwithApi,
+        "balance",
+        lambda self: Balance(None, "the answer holds no balance", Kind.IN_DOUBT),
     )
     job = write_job(priced_job(2))
     free = env.cli("run", job, *FAST)

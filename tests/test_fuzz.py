@@ -19,8 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchgen import schemas
-from batchgen.api import Api, Kind, classify
 from batchgen.errors import JobError
+from batchgen.providers import Kind
+from batchgen.providers.pixwith.answers import classify
+from batchgen.providers.pixwith.client import PixwithApi
 from batchgen.validate import checkable_body, validate_job
 
 FUZZ = settings(
@@ -276,7 +278,7 @@ def test_a_submission_against_garbage_answers_records_nothing_false(tmp_path_fac
     ]
     with (
         Ledger(folder / "ledger.db") as ledger,
-        Api("https://api.pixwith.ai", "k", transport=httpx.MockTransport(handler)) as api,
+        PixwithApi("https://api.pixwith.ai", "k", transport=httpx.MockTransport(handler)) as api,
     ):
         run_id = ledger.runs.start("j", "j.yaml", "https://api.pixwith.ai", {})
         settings_ = RunSettings(

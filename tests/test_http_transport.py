@@ -1,5 +1,5 @@
 """http_transport.OneConnectionEach as downloads use it: connections reused, never more than the
-limit, and not tied to one host; and the one TLS context a process loads. (Api's use of it is
+limit, and not tied to one host; and the one TLS context a process loads. (PixwithApi's use of it is
 in test_api.py.)"""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 from helpers import CountingServer
 
 from batchgen import http_transport
-from batchgen.api import Api
 from batchgen.download import Files, fetch_file
+from batchgen.providers.pixwith.client import PixwithApi
 
 
 class FileHost(CountingServer):
@@ -90,8 +90,8 @@ def test_a_process_loads_its_tls_context_once_for_api_calls_and_downloads(
     )
     http_transport.prepare_tls()
     host = hosts[0]
-    with Api(host.base_url, "key_00000000000000000000000000000000") as api:
-        api.get_credits()  # FileHost answers anything; only the connection matters here
+    with PixwithApi(host.base_url, "key_00000000000000000000000000000000") as api:
+        api.balance()  # FileHost answers anything; only the connection matters here
     files = Files(httpx.Timeout(5.0), max_connections=2)
     try:
         assert fetch_file(

@@ -12,7 +12,7 @@ import zlib
 import httpx
 import pytest
 
-from batchgen.sandbox import TEST_KEY, running
+from batchgen.providers.pixwith.sandbox import TEST_KEY, running
 
 LITE = (
     "version: 1\ndefaults:\n  model: wan2.2-lite\n"
@@ -277,15 +277,15 @@ def test_the_sandbox_refuses_a_key_on_the_form_a_wrong_type_and_unknown_images()
 
 
 def test_an_image_changed_after_validation_is_not_uploaded(world, images, tmp_path):
-    from batchgen.api import Api
     from batchgen.images import read_image
     from batchgen.ledger import Ledger
+    from batchgen.providers.pixwith.client import PixwithApi
     from batchgen.uploads import upload_all
 
     env = world(time_scale=0)
     image = read_image(images / "img" / "cat.png", images)
     (images / "img" / "cat.png").write_bytes(png(seed=9))  # edited between validation and sending
-    with Ledger(tmp_path / "l.db") as ledger, Api(env.sandbox.base_url, TEST_KEY) as api:
+    with Ledger(tmp_path / "l.db") as ledger, PixwithApi(env.sandbox.base_url, TEST_KEY) as api:
         urls, report = upload_all(ledger, api, [image], upload_base=env.sandbox.base_url)
     assert urls == {} and "changed since the job was validated" in report.failed[image.sha256]
     assert [c for c in env.sandbox.calls if c.endpoint in ("pre_url", "upload")] == []

@@ -24,8 +24,8 @@ FAST = ("--yes", "--rpm", "60000")
 def submission_against(ledger, handler, n=3, **kwargs):
     import httpx
 
-    from batchgen.api import Api
     from batchgen.expand import Origin, Request
+    from batchgen.providers.pixwith.client import PixwithApi
     from batchgen.run_locks import RunLock
     from batchgen.submit import RunSettings, Submission
 
@@ -36,7 +36,7 @@ def submission_against(ledger, handler, n=3, **kwargs):
     ]
     run_id = ledger.runs.start("j", "j.yaml", "https://api.pixwith.ai", {})
     lock = RunLock(ledger.path, run_id)
-    with Api(
+    with PixwithApi(
         "https://api.pixwith.ai", "key_testtesttest", transport=httpx.MockTransport(handler)
     ) as api:
         settings = RunSettings(rpm=None, concurrency=1, max_identical_errors=1000)
@@ -71,8 +71,8 @@ def cut_short_by_two_ctrl_cs(
     seconds more have passed; the run must raise Interrupted. (Its notices, the seconds it took.)"""
     import httpx
 
-    from batchgen.api import Api
     from batchgen.expand import Origin, Request
+    from batchgen.providers.pixwith.client import PixwithApi
     from batchgen.submit import Interrupted, RunSettings, Submission
 
     class CtrlCTwice:  # the run's wait for its workers (`Submission._all_done`), cut short
@@ -90,7 +90,7 @@ def cut_short_by_two_ctrl_cs(
         for i in range(2)
     ]
     run_id = ledger.runs.start("j", "j.yaml", "https://api.pixwith.ai", {})
-    with Api(
+    with PixwithApi(
         "https://api.pixwith.ai", "key_testtesttest", transport=httpx.MockTransport(handler)
     ) as api:
         submission = Submission(

@@ -8,7 +8,7 @@ import json
 import pytest
 from helpers import FakeClock, job_text, prompts
 
-from batchgen.sandbox import TEST_KEY, parse_task_id, sample_video
+from batchgen.providers.pixwith.sandbox import TEST_KEY, parse_task_id, sample_video
 
 
 @pytest.mark.slow
@@ -111,8 +111,8 @@ def unreachable_wait(env, write_job, n: int, name: str):
     """wait_for against an API that refuses every connection; (report, get calls, fake seconds)."""
     import httpx
 
-    from batchgen.api import Api
     from batchgen.limits import RateLimiter
+    from batchgen.providers.pixwith.client import PixwithApi
     from batchgen.results import wait_for
 
     job = write_job(job_text(prompts(n, tag=name), name=name), name=f"{name}.yaml")
@@ -126,7 +126,7 @@ def unreachable_wait(env, write_job, n: int, name: str):
     clock = FakeClock()
     with (
         env.ledger() as ledger,
-        Api(env.sandbox.base_url, "k", transport=httpx.MockTransport(unreachable)) as api,
+        PixwithApi(env.sandbox.base_url, "k", transport=httpx.MockTransport(unreachable)) as api,
     ):
         report = wait_for(ledger, api, name, limiter=RateLimiter(60, clock=clock), clock=clock)
     return report, len(calls), clock.at
@@ -151,8 +151,8 @@ def test_wait_gives_up_on_an_unreachable_api_within_a_bound_that_does_not_grow_w
 def test_a_huge_eta_does_not_keep_wait_from_polling(world, write_job):
     from datetime import timedelta
 
-    from batchgen.api import Api
     from batchgen.limits import RateLimiter
+    from batchgen.providers.pixwith.client import PixwithApi
     from batchgen.results import MAX_SLEEP, REPOLL, wait_for
     from batchgen.times import now, timestamp
 
@@ -168,7 +168,7 @@ def test_a_huge_eta_does_not_keep_wait_from_polling(world, write_job):
             ],
         )
     clock = FakeClock()
-    with env.ledger() as ledger, Api(env.sandbox.base_url, TEST_KEY) as api:
+    with env.ledger() as ledger, PixwithApi(env.sandbox.base_url, TEST_KEY) as api:
         report = wait_for(
             ledger, api, "slowpoke", limiter=RateLimiter(None, clock=clock), clock=clock
         )
@@ -231,10 +231,10 @@ def test_an_answer_about_a_task_the_request_no_longer_holds_is_not_recorded(tmp_
     --regenerate-failed would then pay for the request once more)."""
     import httpx
 
-    from batchgen.api import Api
     from batchgen.expand import Origin, Request
     from batchgen.ledger import Ledger
     from batchgen.limits import RateLimiter
+    from batchgen.providers.pixwith.client import PixwithApi
     from batchgen.results import pending, poll
 
     path = tmp_path / "ledger.db"
@@ -262,7 +262,7 @@ def test_an_answer_about_a_task_the_request_no_longer_holds_is_not_recorded(tmp_
                 200, json={"code": 1, "data": {"status": 3, "error": "t-1 failed"}}
             )
 
-        with Api("https://api", "key_test", transport=httpx.MockTransport(answer)) as api:
+        with PixwithApi("https://api", "key_test", transport=httpx.MockTransport(answer)) as api:
             report = poll(ledger, api, tasks, limiter=RateLimiter(None))
         assert report.failed == 1  # what the API said of t-1
         row = ledger.task(request.key)

@@ -11,7 +11,7 @@ import time
 import pytest
 from helpers import assert_consistent, canonical, job_text, prompts, wait_for_sending
 
-from batchgen.sandbox import TEST_KEY
+from batchgen.providers.pixwith.sandbox import TEST_KEY
 
 
 def planned_bodies(env, job) -> list[dict]:
@@ -171,10 +171,10 @@ def test_retry_after_in_seconds_and_as_a_date_pauses_every_call(tmp_path):
 
     import httpx
 
-    from batchgen.api import Api
     from batchgen.expand import Origin, Request
     from batchgen.ledger import Ledger
     from batchgen.limits import RateLimiter
+    from batchgen.providers.pixwith.client import PixwithApi
     from batchgen.run_locks import RunLock
     from batchgen.submit import RunSettings, Submission
 
@@ -207,7 +207,7 @@ def test_retry_after_in_seconds_and_as_a_date_pauses_every_call(tmp_path):
 
     with (
         Ledger(tmp_path / "ledger.db") as ledger,
-        Api(
+        PixwithApi(
             "https://api.pixwith.ai", "key_testtesttest", transport=httpx.MockTransport(handler)
         ) as api,
     ):

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from batchgen import schemas
 from batchgen.ledger import Ledger
-from batchgen.sandbox import TEST_KEY, SandboxConfig, parse_task_id, running
+from batchgen.providers.pixwith.sandbox import TEST_KEY, SandboxConfig, parse_task_id, running
 
 HEADERS = {"Content-Type": "application/json", "Api-Key": TEST_KEY}
 

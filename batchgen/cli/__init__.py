@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from .. import __version__, api
+from .. import __version__
+from ..api_keys import redact_secrets
 from ..errors import EXIT_ABORTED, BatchgenError, JobError
 from ..ledger import FAILURES as ledger_failures
 from ..output.console import Terminal
@@ -36,10 +37,10 @@ class BatchgenGroup(click.Group):
             return super().invoke(ctx)
         except JobError as e:
             for line in problem_lines(e.problems):
-                console.err(api.redact_secrets(line))
+                console.err(redact_secrets(line))
             sys.exit(e.exit_code)
         except BatchgenError as e:
-            console.err(api.redact_secrets(f"error: {e}"))
+            console.err(redact_secrets(f"error: {e}"))
             sys.exit(e.exit_code)
         except KeyboardInterrupt as e:  # outside a run's own handling: nothing was being sent
             console.err("\ninterrupted")

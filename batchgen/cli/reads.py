@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from .. import api, credits
+from .. import credits
 from ..errors import (
     BalanceUnknown,
 )
@@ -99,11 +99,11 @@ def tasks(job: str | None, state: str | None, fmt: str | None, include_supersede
 @click.command("credits")
 @send_options
 def credits_command(sandbox: bool, api_key_file: str | None, base_url: str) -> None:
-    """The account's balance (get_credits)."""
+    """The account's balance."""
     with api_target(
         sandbox=sandbox, base_url=base_url, api_key_file=api_key_file, need_key=True
     ) as target:
-        with api.Api(target.base_url, target.key) as client:
+        with target.connect() as client:
             balance, why = credits.read_balance(client)
     if balance is None:
         raise BalanceUnknown(f"the balance could not be read: {why}")

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ..errors import UsageError
-from ..session import SANDBOX_CREDITS, SANDBOX_PORT
+from ..providers.pixwith.facts import DEFAULT_CREDITS, DEFAULT_PORT
 from .options import Finite
 
 RATE = Finite(0, 1)
@@ -18,7 +18,7 @@ RATE = Finite(0, 1)
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
-    default=SANDBOX_PORT,
+    default=DEFAULT_PORT,
     show_default=True,
     help="0 picks a free port.",
 )
@@ -44,7 +44,7 @@ RATE = Finite(0, 1)
 @click.option(
     "--credits",
     type=click.IntRange(0),
-    default=SANDBOX_CREDITS,
+    default=DEFAULT_CREDITS,
     show_default=True,
     help="The balance; each create deducts an invented price (see the README).",
 )
@@ -111,7 +111,8 @@ def sandbox_command(port: int, keys: tuple[str, ...], **settings: Any) -> None:
     Same endpoints and rules as the real API; accepts the test key
     key_00000000000000000000000000000000. GET /_sandbox/stats shows what it received.
     """
-    from .. import sandbox as sandbox_mod  # imported only by the command that serves it
+    # pixwith's sandbox (the one provider there is), imported only by the command that serves it
+    from ..providers.pixwith import sandbox as sandbox_mod
 
     config = sandbox_mod.SandboxConfig(keys=(sandbox_mod.TEST_KEY, *keys), **settings)
     try:

@@ -7,7 +7,6 @@ from typing import Any
 
 import click
 
-from .. import api
 from ..limits import Backoff
 from ..output.console import Terminal
 from ..runner import RunOptions, execute_run
@@ -70,7 +69,7 @@ from .options import (
 @click.option(
     "--read-timeout",
     type=Finite(0.1, 86_400),
-    default=api.DEFAULT_TIMEOUT.read,
+    default=RunOptions.read_timeout,
     show_default=True,
     help="Seconds to wait for an answer; past it the request is in doubt.",
 )

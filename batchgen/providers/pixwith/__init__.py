@@ -1,0 +1,64 @@
+"""pixwith.ai's task API: what every command knows of it before connecting (`PROVIDER`).
+
+Everything pixwith-specific is in this folder: facts.py (its base URL, key variable, test
+key), answers.py (its envelope and what each answer means), client.py (its calls, uploads
+included), bodies.py (how a body shows images), sandbox/ (the local stand-in). The client and
+the sandbox are imported only when a command connects or asks for the sandbox.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from ..base import Description, Provider, Served
+from .bodies import images_shown, with_images
+from .facts import (
+    DEFAULT_BASE_URL,
+    DEFAULT_CREDITS,
+    DEFAULT_PORT,
+    KEY_VARIABLE,
+    SANDBOX_IDENTITY,
+    TEST_KEY,
+)
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_CREDITS",
+    "DEFAULT_PORT",
+    "KEY_VARIABLE",
+    "PROVIDER",
+    "SANDBOX_IDENTITY",
+    "TEST_KEY",
+]
+
+
+def connect(base_url: str, key: str, **options: Any) -> Provider:
+    """A client for the API at `base_url` (options: timeout, max_connections, transport)."""
+    from .client import PixwithApi  # httpx is loaded only by commands that call out
+
+    return PixwithApi(base_url, key, **options)
+
+
+@contextlib.contextmanager
+def serve_sandbox(time_scale: float) -> Iterator[Served]:
+    """A sandbox of this command's own, on a free port."""
+    from . import sandbox as sandbox_package  # only now: most commands never need it
+
+    config = sandbox_package.SandboxConfig(time_scale=time_scale)
+    with sandbox_package.running(config) as served:
+        yield Served(served.base_url, TEST_KEY, f"{served.base_url}/_sandbox/files/")
+
+
+PROVIDER = Description(
+    name="pixwith",
+    default_base_url=DEFAULT_BASE_URL,
+    key_variable=KEY_VARIABLE,
+    connect=connect,
+    images_shown=images_shown,
+    with_images=with_images,
+    sandbox=serve_sandbox,
+    sandbox_identity=SANDBOX_IDENTITY,
+    sandbox_credits=DEFAULT_CREDITS,
+)

@@ -1,0 +1,140 @@
+"""The provider seam: the run speaks only `Provider` (create, get, balance, upload) and
+`Outcome`, so a provider is a folder under batchgen/providers/ exporting a `Description`."""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+from pathlib import Path
+
+import pytest
+from helpers import REPO, job_text, prompts
+
+from batchgen import providers
+from batchgen.errors import UsageError
+from batchgen.ledger import Ledger
+from batchgen.ledger_location import Project
+from batchgen.runner import RunOptions, execute_run
+from batchgen.session import Target
+
+# A whole provider in one folder: an in-memory API that creates a task per call, answers
+# every get as completed, and charges 7 credits a task. Nothing in it speaks HTTP.
+MEMORY_PROVIDER = """
+import contextlib
+from batchgen.providers.base import Balance, Description, Kind, Outcome, TaskState, Uploaded
+
+CREATED = []
+
+
+class Memory:
+    def __init__(self, base_url, key, **options):
+        self.credits = 1000
+
+    def create(self, body):
+        CREATED.append(body)
+        self.credits -= 7
+        return Outcome(Kind.OK, task_id=f"mem-{len(CREATED)}", estimated_time=1.0)
+
+    def get(self, task_id):
+        return Outcome(Kind.OK, task=TaskState("completed", (f"https://memory/{task_id}.mp4",)))
+
+    def balance(self):
+        return Balance(self.credits)
+
+    def upload(self, image, data):
+        return Uploaded(Kind.OK, url=f"https://memory/{image.sha256}.png")
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+PROVIDER = Description(
+    name="memory",
+    default_base_url="https://memory.invalid",
+    key_variable="MEMORY_API_KEY",
+    connect=Memory,
+    images_shown=lambda body: iter(()),
+    with_images=lambda body, urls: body,
+    sandbox=lambda time_scale: contextlib.nullcontext(),
+    sandbox_identity="https://memory.invalid",
+    sandbox_credits=1000,
+)
+"""
+
+
+class Quiet:
+    interactive = False
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def out(self, line: str) -> None:
+        self.lines.append(line)
+
+    def err(self, line: str) -> None:
+        self.lines.append(line)
+
+    def confirm(self, question: str) -> bool:
+        return False
+
+
+@pytest.fixture
+def memory_provider(tmp_path, monkeypatch):
+    folder = tmp_path / "more_providers" / "memory"
+    folder.mkdir(parents=True)
+    (folder / "__init__.py").write_text(textwrap.dedent(MEMORY_PROVIDER))
+    monkeypatch.setattr(providers, "__path__", [*providers.__path__, str(folder.parent)])
+    providers.available.cache_clear()
+    yield providers.named("memory")
+    providers.available.cache_clear()
+
+
+def test_pixwith_is_the_provider_there_is():
+    assert providers.available() == ("pixwith",)
+    assert providers.named().default_base_url == "https://api.pixwith.ai"
+    with pytest.raises(UsageError, match="no provider named 'nope' \\(there are: pixwith\\)"):
+        providers.named("nope")
+
+
+def test_a_provider_is_a_folder_and_a_run_needs_nothing_else(memory_provider, tmp_path):
+    import importlib
+
+    module = importlib.import_module("batchgen.providers.memory")
+    job = tmp_path / "job.yaml"
+    job.write_text(job_text(prompts(3), name="mem"))
+    project = Project(tmp_path, tmp_path / "batchgen.db", "test")
+    base = memory_provider.default_base_url
+    target = Target(base, base, "key_memory", provider=memory_provider)
+    console = Quiet()
+
+    code = execute_run(RunOptions(str(job), yes=True, wait=True), target, project, console)
+
+    assert code == 0, console.lines
+    assert len(module.CREATED) == 3
+    with Ledger(project.ledger) as ledger:
+        rows = list(ledger.rows("mem"))
+        assert sorted(r["task_id"] for r in rows) == ["mem-1", "mem-2", "mem-3"]
+        assert {r["status"] for r in rows} == {"completed"}, rows[0]
+    # A rerun sends nothing: what the provider created is in the ledger.
+    assert execute_run(RunOptions(str(job), yes=True), target, project, Quiet()) == 0
+    assert len(module.CREATED) == 3
+
+
+def test_only_the_providers_folder_knows_pixwith():
+    """Outside providers/, pixwith is named only by `batchgen sandbox` (which serves its
+    sandbox): the run, the ledger and the reads speak `Provider` and `Outcome`."""
+    package = REPO / "batchgen"
+    naming = set()
+    for path in package.rglob("*.py"):
+        if "providers" in path.relative_to(package).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and "pixwith" in (node.module or ""):
+                naming.add(str(Path(path).relative_to(package)))
+    assert naming == {"cli/sandbox.py"}
