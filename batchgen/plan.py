@@ -12,7 +12,8 @@ from typing import Any, NamedTuple
 
 from . import models
 from .errors import JobError, PlanChanged
-from .expand import Request, describe_origin, expand
+from .expand import Request, expand
+from .origins import describe_origin
 from .prices import NO_PRICES, PriceBook, PriceTie, class_key, class_tuple, key_of_tuple
 from .spec import load_job
 from .urls import canonical_base_url

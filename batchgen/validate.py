@@ -19,16 +19,14 @@ from .expand import (
     DEFAULT_API_BASE,
     Origin,
     Request,
-    Source,
-    describe_origin,
     expand,
     label_file_stem,
-    locate,
     merged_requests,
     unused_excludes,
     upper_bound,
 )
 from .images import LOCAL
+from .origins import Source, describe_origin, locate
 from .spec import Job, load_job
 from .urls import canonical_base_url
 from .yamldoc import FieldPath

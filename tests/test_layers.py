@@ -35,6 +35,7 @@ LAYERS = [
     "spec",
     "prompt_templates",
     "expand",
+    "origins",
     "validate",
     "prices",
     "plan",
