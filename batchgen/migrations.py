@@ -240,3 +240,111 @@ def m009_keep_replaced_task_ids(db: sqlite_utils.Database) -> None:
         END
         """
     )
+
+
+# A job's counts: (job, current, model_id, state, status) → how many of its requests stand
+# there, kept by triggers in the same transaction as every write, so `status JOB` and a
+# run's summary read a few rows whatever the job's or the ledger's size. A request the job
+# asks for that was never claimed (no tasks row) counts under model_id, state and status ''.
+_COUNT_UP = (
+    "INSERT INTO job_counts (job, current, model_id, state, status, n) {rows}"
+    " ON CONFLICT (job, current, model_id, state, status) DO UPDATE SET n = n + 1;"
+)
+_COUNT_DOWN = (
+    "UPDATE job_counts SET n = n - 1"
+    " WHERE model_id = {model} AND state = {state} AND status = {status} AND {which};"
+)
+_LINKS = "(job, current) IN (SELECT job, current FROM job_tasks WHERE key = {row}.key)"
+_UNSENT = {"model": "''", "state": "''", "status": "''"}
+
+
+def _task(row: str) -> dict[str, str]:
+    return {
+        "model": f"coalesce({row}.model_id, '')",
+        "state": f"{row}.state",
+        "status": f"coalesce({row}.status, '')",
+    }
+
+
+def _linked(row: str) -> dict[str, str]:
+    """A job_tasks row's tuple, looking its task up (missing: the unsent tuple)."""
+    task = f"(SELECT {{}} FROM tasks WHERE key = {row}.key)"
+    return {
+        "model": f"coalesce({task.format('model_id')}, '')",
+        "state": f"coalesce({task.format('state')}, '')",
+        "status": f"coalesce({task.format('status')}, '')",
+    }
+
+
+def _up_each_link(row: str, of: dict[str, str]) -> str:
+    rows = (
+        f"SELECT job, current, {of['model']}, {of['state']}, {of['status']}, 1"
+        f" FROM job_tasks WHERE key = {row}.key"
+    )
+    return _COUNT_UP.format(rows=rows)
+
+
+def _down_each_link(row: str, of: dict[str, str]) -> str:
+    return _COUNT_DOWN.format(**of, which=_LINKS.format(row=row))
+
+
+def _up_link(row: str) -> str:
+    of = _linked(row)
+    rows = f"SELECT {row}.job, {row}.current, {of['model']}, {of['state']}, {of['status']}, 1"
+    return _COUNT_UP.format(rows=rows + " WHERE true")
+
+
+def _down_link(row: str) -> str:
+    which = f"job = {row}.job AND current = {row}.current"
+    return _COUNT_DOWN.format(**_linked(row), which=which)
+
+
+@migration
+def m010_job_counts(db: sqlite_utils.Database) -> None:
+    """Counts per job kept by triggers (see `_COUNT_UP`), filled once from what is there."""
+    conn = db.conn
+    conn.execute(
+        "CREATE TABLE job_counts (job TEXT NOT NULL, current INTEGER NOT NULL,"
+        " model_id TEXT NOT NULL, state TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,"
+        " PRIMARY KEY (job, current, model_id, state, status)) WITHOUT ROWID"
+    )
+    conn.execute(
+        "INSERT INTO job_counts (job, current, model_id, state, status, n)"
+        " SELECT j.job, j.current, coalesce(t.model_id, ''), coalesce(t.state, ''),"
+        " coalesce(t.status, ''), count(*)"
+        " FROM job_tasks j LEFT JOIN tasks t ON t.key = j.key GROUP BY 1, 2, 3, 4, 5"
+    )
+    triggers = {
+        "job_counts_link": ("AFTER INSERT ON job_tasks", "", [_up_link("NEW")]),
+        "job_counts_unlink": ("AFTER DELETE ON job_tasks", "", [_down_link("OLD")]),
+        "job_counts_relink": (
+            "AFTER UPDATE OF job, key, current ON job_tasks",
+            "",
+            [_down_link("OLD"), _up_link("NEW")],
+        ),
+        "job_counts_claim": (
+            "AFTER INSERT ON tasks",
+            "",
+            [_down_each_link("NEW", _UNSENT), _up_each_link("NEW", _task("NEW"))],
+        ),
+        "job_counts_forget": (
+            "AFTER DELETE ON tasks",
+            "",
+            [_down_each_link("OLD", _task("OLD")), _up_each_link("OLD", _UNSENT)],
+        ),
+        "job_counts_move": (
+            "AFTER UPDATE OF model_id, state, status ON tasks",
+            " WHEN coalesce(OLD.model_id, '') != coalesce(NEW.model_id, '')"
+            " OR OLD.state != NEW.state OR coalesce(OLD.status, '') != coalesce(NEW.status, '')",
+            [_down_each_link("OLD", _task("OLD")), _up_each_link("NEW", _task("NEW"))],
+        ),
+    }
+    for name, (when, condition, statements) in triggers.items():
+        conn.execute(
+            f"CREATE TRIGGER {name} {when} FOR EACH ROW{condition} BEGIN {' '.join(statements)} END"
+        )
+    # The latest ETA of a job's tasks still processing, found from the latest down.
+    conn.execute(
+        "CREATE INDEX tasks_processing_eta ON tasks (eta_at, key)"
+        " WHERE state = 'submitted' AND coalesce(status, 'processing') = 'processing'"
+    )

@@ -107,8 +107,9 @@ class Claims(Store):
                 )
                 # Every staged key is current now; any other current row is one the file dropped.
                 staged = conn.execute("SELECT count(*) FROM temp.staged_links").fetchone()[0]
-                current = conn.execute(
-                    "SELECT count(*) FROM job_tasks WHERE job = ? AND current = 1", (job,)
+                current = conn.execute(  # kept by triggers: no pass over the job's rows
+                    "SELECT coalesce(sum(n), 0) FROM job_counts WHERE job = ? AND current = 1",
+                    (job,),
                 ).fetchone()[0]
                 if current > staged:
                     conn.execute(

@@ -79,19 +79,21 @@ class Queries(Store):
                 yield dict(row)
 
     def standing(self, job: str, *, current_only: bool = True) -> Standing:
-        """Where the job's requests stand, from one pass over its rows in the indexes."""
-        rows = self._query(
-            f"SELECT CASE WHEN t.key IS NULL THEN NULL ELSE {_EFFECTIVE_STATE} END AS state, count(*) AS n,"
-            f" max(CASE WHEN {_PROCESSING} THEN t.eta_at END) AS due"
-            f" FROM job_tasks j LEFT JOIN tasks t INDEXED BY tasks_standing ON t.key = j.key WHERE j.job = ?{current(current_only)} GROUP BY 1",
-            [job],
-        )
-        dues = [row["due"] for row in rows if row["due"] is not None]
-        return Standing(
-            states={row["state"]: row["n"] for row in rows if row["state"] is not None},
-            unsent=sum(row["n"] for row in rows if row["state"] is None),
-            last_due=max(dues) if dues else None,
-        )
+        """Where the job's requests stand: from its maintained counts (`job_counts`, a few rows
+        whatever the job's size) and one look for its latest ETA."""
+        states: dict[str, int] = {}
+        unsent = 0
+        for row in self._counts(job, current_only):
+            if not row["state"]:
+                unsent += row["n"]
+                continue
+            state = (
+                "generation_failed"
+                if row["state"] == "submitted" and row["status"] == "failed"
+                else row["state"]
+            )
+            states[state] = states.get(state, 0) + row["n"]
+        return Standing(states, unsent, self.last_due(job, current_only=current_only))
 
     def job_states(self, job: str) -> dict[str, int]:
         """state → how many of the job's requests are in it (`generation_failed` apart)."""
@@ -99,26 +101,58 @@ class Queries(Store):
 
     def status_counts(self, job: str | None, *, current_only: bool = True) -> list[dict[str, Any]]:
         """(model_id, state, status, n) rows for `job`, or for every task if None."""
-        sql = "SELECT t.model_id, t.state, coalesce(t.status, '') AS status, count(*) AS n FROM tasks t"
         if job is not None:
-            sql += (
-                " INDEXED BY tasks_standing JOIN job_tasks j ON j.key = t.key WHERE j.job = ?"
-                + current(current_only)
-            )
-        return [
-            dict(r)
-            for r in self._query(
-                sql + " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", [job] if job is not None else []
-            )
-        ]
+            return [
+                {**row, "model_id": row["model_id"] or None}
+                for row in self._counts(job, current_only)
+                if row["state"]
+            ]
+        sql = "SELECT t.model_id, t.state, coalesce(t.status, '') AS status, count(*) AS n FROM tasks t"
+        return [dict(r) for r in self._query(sql + " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")]
+
+    def _counts(self, job: str, current_only: bool) -> list[dict[str, Any]]:
+        """The job's rows of `job_counts`: (model_id, state, status, n), '' state for unsent."""
+        sql = (
+            "SELECT model_id, state, status, sum(n) AS n FROM job_counts WHERE job = ?"
+            + (" AND current = 1" if current_only else "")
+            + " GROUP BY 1, 2, 3 HAVING sum(n) > 0 ORDER BY 1, 2, 3"
+        )
+        return [dict(r) for r in self._query(sql, [job])]
+
+    def _linked_count(self, job: str, current_only: bool) -> int:
+        return sum(row["n"] for row in self._counts(job, current_only))
 
     def last_due(self, job: str | None, *, current_only: bool = True) -> str | None:
-        """The latest ETA among the submitted tasks (of `job`) still processing."""
-        sql = "SELECT max(t.eta_at) FROM tasks t"
-        if job is not None:
-            sql += " JOIN job_tasks j ON j.key = t.key AND j.job = ?" + current(current_only)
-        sql += f" WHERE {_PROCESSING}"
-        due: str | None = self._query(sql, [job] if job is not None else [])[0][0]
+        """The latest ETA among the submitted tasks (of `job`) still processing.
+
+        For a job, first from the latest ETA down (the processing tasks' own index), looking at
+        as many as the job has requests: a big job's latest is found at once. Only if none of
+        those is the job's are the job's own rows read, so either way the cost is in proportion
+        to the job, not to the ledger."""
+        if job is None:
+            sql = f"SELECT max(t.eta_at) FROM tasks t WHERE {_PROCESSING}"
+            latest: str | None = self._query(sql)[0][0]
+            return latest
+        links = self._linked_count(job, current_only)
+        if not links:
+            return None
+        member = "SELECT 1 FROM job_tasks j WHERE j.job = ? AND j.key = t.key" + current(
+            current_only
+        )
+        rows = self._query(
+            f"SELECT t.eta_at FROM (SELECT key, eta_at FROM tasks INDEXED BY tasks_processing_eta"
+            f" WHERE state = 'submitted' AND coalesce(status, 'processing') = 'processing'"
+            f" ORDER BY eta_at DESC LIMIT ?) t WHERE EXISTS ({member}) LIMIT 1",
+            [links, job],
+        )
+        if rows:
+            found: str | None = rows[0][0]
+            return found
+        sql = (
+            "SELECT max(t.eta_at) FROM job_tasks j JOIN tasks t INDEXED BY tasks_standing"
+            f" ON t.key = j.key WHERE j.job = ?{current(current_only)} AND {_PROCESSING}"
+        )
+        due: str | None = self._query(sql, [job])[0][0]
         return due
 
     def unsent_count(self, job: str) -> int:
