@@ -348,3 +348,14 @@ def m010_job_counts(db: sqlite_utils.Database) -> None:
         "CREATE INDEX tasks_processing_eta ON tasks (eta_at, key)"
         " WHERE state = 'submitted' AND coalesce(status, 'processing') = 'processing'"
     )
+
+
+@migration
+def m011_job_inputs(db: sqlite_utils.Database) -> None:
+    """What a job's current links were made from (see unchanged.py): a digest of the job file,
+    the files it refers to and the code that expanded them, with the job's warnings."""
+    db.conn.execute(
+        "CREATE TABLE job_inputs (job TEXT PRIMARY KEY, job_file TEXT NOT NULL,"
+        " digest TEXT NOT NULL, requests INTEGER NOT NULL, warnings TEXT NOT NULL,"
+        " recorded_at TEXT NOT NULL)"
+    )

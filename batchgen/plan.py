@@ -32,7 +32,7 @@ def no_ledger(keys: Iterable[str]) -> dict[str, str]:
     return {}
 
 
-_ACTION_OF_STATE = {
+ACTION_OF_STATE = {
     "submitted": "done",
     "failed": "failed",
     "rejected": "rejected",
@@ -134,7 +134,7 @@ def plan_job(
         load_job(path, root), canonical_base_url(api_base), allow_unverified=allow_unverified
     )
     book = prices(validated) if prices else NO_PRICES
-    result = _new_plan(validated, book)
+    result = empty_plan(validated, book)
     if (
         book.empty and states is no_ledger
     ):  # every request is new and unpriced: validation's counts are the plan
@@ -153,7 +153,8 @@ def plan_job(
     return validated, result
 
 
-def _new_plan(validated: ValidatedJob, book: PriceBook) -> Plan:
+def empty_plan(validated: ValidatedJob, book: PriceBook = NO_PRICES) -> Plan:
+    """A plan of the job that counts nothing yet."""
     result = Plan(validated.job.name, validated.api_base)
     if book.empty:  # no price known at all: which classes lack one is every class; not counted
         result.unknown_by_class = None
@@ -190,7 +191,7 @@ def _decide(
         except PriceTie as tie:
             raise JobError([tie.problem(describe_origin(validated.job, request.origin))]) from None
         yield PlannedRequest(
-            request, _ACTION_OF_STATE.get(state, "new") if state else "new", credits
+            request, ACTION_OF_STATE.get(state, "new") if state else "new", credits
         )
 
 
@@ -209,13 +210,13 @@ def prepare_run(
     that a request another job got done counts for this one too). A problem found raises
     `JobError` once the whole job was checked: then the plan and what was staged are void.
     """
-    result = _new_plan(expansion, book)
+    result = empty_plan(expansion, book)
     to_send = ToSend(expansion)
     for chunk in _in_batches(checked(expansion)):
         if stage is not None:
             stage(chunk)
         for item in _decide(chunk, states, book, expansion):
-            sends = item.action == "new" or _STATE_OF_ACTION.get(item.action) in allow
+            sends = item.action == "new" or STATE_OF_ACTION.get(item.action) in allow
             result.count(item, sends=sends, book=book)
             if sends:
                 to_send.add(item)
@@ -317,4 +318,4 @@ class ToSend:
         )
 
 
-_STATE_OF_ACTION = {action: state for state, action in _ACTION_OF_STATE.items()}
+STATE_OF_ACTION = {action: state for state, action in ACTION_OF_STATE.items()}

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
-from . import credits, http_transport, journal, models, uploads
+from . import credits, http_transport, journal, models, unchanged, uploads
 from .budget import Budget
 from .download import Bounds
 from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, NotCovered
@@ -128,7 +128,8 @@ def execute_run(options: RunOptions, target: Target, project: Project, console: 
             )
         with open_ledger(project, console, create=True) as ledger:
             ledger.quick_check()  # another run may have made it meanwhile: checked as any other
-            with ledger.linking(plan.job, options.job_file) as stage:
+            inputs = unchanged.inputs(validated, unchanged.digest(validated, options.job_file))
+            with ledger.linking(plan.job, options.job_file, inputs) as stage:
                 stage(to_send.links())  # no ledger yet: every request of the job is new, so planned
             return _run_planned(
                 ledger, validated, plan, to_send, book, options, settings, target, console
@@ -137,10 +138,17 @@ def execute_run(options: RunOptions, target: Target, project: Project, console: 
         if not options.dry_run:
             ledger.quick_check()
         book = credits.price_book(validated, ledger, options.prices_file)
-        if options.dry_run:
+        made_from = unchanged.digest(validated, options.job_file)
+        settled = unchanged.settled_plan(
+            ledger, validated, options.job_file, made_from, allow, book
+        )
+        if settled is not None:  # nothing changed and nothing to send: its requests not made
+            plan, to_send = settled, ToSend(validated)
+        elif options.dry_run:
             plan, to_send = prepare_run(validated, ledger.states, allow, book=book)
         else:
-            with ledger.linking(validated.job.name, options.job_file) as stage:
+            inputs = unchanged.inputs(validated, made_from)
+            with ledger.linking(validated.job.name, options.job_file, inputs) as stage:
                 plan, to_send = prepare_run(validated, ledger.states, allow, book=book, stage=stage)
         _warn(validated, console)
         return _run_planned(

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 SCHEMA_NAMES = ("job", "request")
 
 
-def _schema_dir() -> Path:
+def schema_dir() -> Path:
     # Installed: the wheel carries schemas/ inside the package. From a source checkout
     # (editable install, or running the tests in place) they sit at the top of the repo.
     packaged = Path(str(resources.files("batchgen"))) / "schemas"
@@ -39,7 +39,7 @@ def _schema_dir() -> Path:
 @functools.cache
 def load(filename: str) -> dict[str, Any]:
     """The parsed contents of a shipped schema file (`job.schema.json`, `models/wan-2-2.json`, ...)."""
-    with open(_schema_dir() / filename, encoding="utf-8") as f:
+    with open(schema_dir() / filename, encoding="utf-8") as f:
         schema: dict[str, Any] = json.load(f)
     return schema
 
@@ -47,7 +47,7 @@ def load(filename: str) -> dict[str, Any]:
 @functools.cache
 def family_files() -> tuple[str, ...]:
     """The model catalogue's files (`schemas/models/*.json`, one per model family)."""
-    return tuple(sorted(p.name for p in (_schema_dir() / "models").glob("*.json")))
+    return tuple(sorted(p.name for p in (schema_dir() / "models").glob("*.json")))
 
 
 def schema(name: str) -> dict[str, Any]:
@@ -56,7 +56,7 @@ def schema(name: str) -> dict[str, Any]:
 
 
 def schema_text(name: str) -> str:
-    return (_schema_dir() / f"{name}.schema.json").read_text(encoding="utf-8")
+    return (schema_dir() / f"{name}.schema.json").read_text(encoding="utf-8")
 
 
 @functools.cache

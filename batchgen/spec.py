@@ -7,6 +7,7 @@ contents of the prompt files and CSV tables it refers to (so expansion needs no 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
 from array import array
@@ -74,6 +75,9 @@ class Job:
         default_factory=list
     )  # found while loading (mislabelled images)
     defaults_layer: dict[str, Any] | None = field(default=None, repr=False)  # expand.py's cache
+    # Each file read as text (the job file, prompts files, CSV tables) → the SHA-256 of its
+    # bytes; with `images`, all its requests are made from (see unchanged.py).
+    read: dict[str, str] = field(default_factory=dict)
 
     @property
     def entries(self) -> list[dict[str, Any]]:
@@ -111,9 +115,10 @@ def load_job(path: str | Path, root: Path | None = None) -> Job:
     file's folder, as its ledger is; see ledger_location.py)."""
     file = str(path)
     path = Path(path)
-    text = _read_text(path, file)
+    read: dict[str, str] = {}
+    text = _read_text(path, file, read)
     data, marks = parse_yaml(text, file)
-    job = Job(path=path, file=file, name=_default_name(path), data=data, marks=marks)
+    job = Job(path=path, file=file, name=_default_name(path), data=data, marks=marks, read=read)
     job.root = root or find_root(path.resolve().parent)[0]
     _refuse_too_many_entries(job)
     problems = list(check_structure(job))
@@ -150,13 +155,15 @@ def read_text_file(path: str) -> str:
     return _read_text(Path(path), path)
 
 
-def _read_text(path: Path, file: str) -> str:
+def _read_text(path: Path, file: str, read: dict[str, str] | None = None) -> str:
     try:
         raw = read_regular(path)
     except InputRefused as e:
         raise JobError(
             [Problem(file, None, None, "", str(e), hint="a job file is a YAML file")]
         ) from None
+    if read is not None:
+        read[file] = hashlib.sha256(raw).hexdigest()
     return decode_utf8(raw, file)
 
 
@@ -423,7 +430,9 @@ def _read_referenced(job: Job, path: FieldPath, problems: list[Problem]) -> tupl
                 )
             )
             return None
-        return display, decode_utf8(read_regular(target), display)
+        raw = read_regular(target)
+        job.read[display] = hashlib.sha256(raw).hexdigest()
+        return display, decode_utf8(raw, display)
     except InputRefused as e:
         hint = "paths are relative to the job file" if str(e) == "no such file" else None
         problems.append(

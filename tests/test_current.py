@@ -198,7 +198,10 @@ def test_a_run_checks_plans_and_links_in_one_pass_and_holds_no_request(
     assert env.cli("run", job, *FAST).exit_code == 0  # no ledger yet
     assert len(passes) == 2  # checked, planned and linked; sent
     assert "3 done" in env.cli("run", job, *FAST).output
-    assert len(passes) == 3  # nothing to send: nothing made again
+    assert len(passes) == 2  # unchanged, nothing to send: planned from its counts (unchanged.py)
+    job.write_text(job.read_text() + "# edited\n")
+    assert "3 done" in env.cli("run", job, *FAST).output
+    assert len(passes) == 3  # edited: checked, planned and linked in one pass; nothing to send
     assert len(env.cli("tasks", "cats", "--json").stdout.splitlines()) == 3
 
 

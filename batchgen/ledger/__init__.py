@@ -24,7 +24,7 @@ from .claims import RESENDABLE, STATES, Answered, Checked, Claims, Link
 from .queries import Queries, Standing
 from .recovery import Recovery
 from .store import BUSY_TIMEOUT, FAILURES, QUIT_WAIT, Database, Store
-from .tables import Prices, Reviews, Runs, Uploads
+from .tables import JobInputs, Prices, Reviews, Runs, Uploads
 
 __all__ = [
     "BUSY_TIMEOUT",
@@ -46,7 +46,7 @@ __all__ = [
 class Ledger(Recovery, Claims, Queries):
     """An open ledger: the store (store.py) with its read queries (queries.py), its claims and
     records (claims.py) and recovery (recovery.py); its small tables are objects of their own
-    (tables.py): `prices`, `uploads`, `reviews`, `runs`.
+    (tables.py): `prices`, `uploads`, `reviews`, `runs`, `job_inputs`.
 
     Making it whole again after a run that ended badly is asked for, not done behind the
     caller's back: `Ledger.open` (what every command uses) opens and repairs, and says what it
@@ -61,6 +61,7 @@ class Ledger(Recovery, Claims, Queries):
         self.uploads = Uploads(self)
         self.reviews = Reviews(self)
         self.runs = Runs(self)
+        self.job_inputs = JobInputs(self)
         self.repaired = Repaired(0, 0)
 
     @classmethod

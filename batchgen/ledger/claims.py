@@ -12,6 +12,7 @@ from typing import Any, NamedTuple, Protocol
 from ..expand import Request
 from ..times import later, now, parse_timestamp, timestamp
 from .store import _EFFECTIVE_STATE, Store
+from .tables import JobInput, JobInputs
 
 # What a run may send, by the state the ledger holds: the other states need a flag.
 RESENDABLE = {"failed"}
@@ -55,10 +56,16 @@ class Claims(Store):
     """Claiming requests, linking them to a job, recording what became of them."""
 
     @contextlib.contextmanager
-    def linking(self, job: str, job_file: str) -> Iterator[Callable[[Iterable[Link]], None]]:
+    def linking(
+        self,
+        job: str,
+        job_file: str,
+        inputs: Callable[[], JobInput | None] = lambda: None,
+    ) -> Iterator[Callable[[Iterable[Link]], None]]:
         """Record that `job` asks for the requests given to the function this yields (a request
         may belong to many jobs), with the label and meta the job gives each; the job's other
-        rows (from before an edit) are superseded.
+        rows (from before an edit) are superseded. What `inputs` gives when the block ends (what
+        the requests were made from, see unchanged.py) is recorded with them, in one transaction.
 
         The requests are staged in a temporary table, which takes no lock on the ledger, and
         written in one transaction when the block ends well: a run validates and links in one
@@ -105,6 +112,8 @@ class Claims(Store):
                     " OR job_tasks.label IS NOT excluded.label OR job_tasks.meta IS NOT excluded.meta",
                     (job, job_file),
                 )
+                # In the links' transaction: a digest never describes links another run made.
+                JobInputs.write(conn, job, job_file, inputs())
                 # Every staged key is current now; any other current row is one the file dropped.
                 staged = conn.execute("SELECT count(*) FROM temp.staged_links").fetchone()[0]
                 current = conn.execute(  # kept by triggers: no pass over the job's rows

@@ -83,7 +83,7 @@ class Queries(Store):
         whatever the job's size) and one look for its latest ETA."""
         states: dict[str, int] = {}
         unsent = 0
-        for row in self._counts(job, current_only):
+        for row in self.counts(job, current_only):
             if not row["state"]:
                 unsent += row["n"]
                 continue
@@ -104,13 +104,13 @@ class Queries(Store):
         if job is not None:
             return [
                 {**row, "model_id": row["model_id"] or None}
-                for row in self._counts(job, current_only)
+                for row in self.counts(job, current_only)
                 if row["state"]
             ]
         sql = "SELECT t.model_id, t.state, coalesce(t.status, '') AS status, count(*) AS n FROM tasks t"
         return [dict(r) for r in self._query(sql + " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")]
 
-    def _counts(self, job: str, current_only: bool) -> list[dict[str, Any]]:
+    def counts(self, job: str, current_only: bool = True) -> list[dict[str, Any]]:
         """The job's rows of `job_counts`: (model_id, state, status, n), '' state for unsent."""
         sql = (
             "SELECT model_id, state, status, sum(n) AS n FROM job_counts WHERE job = ?"
@@ -120,7 +120,7 @@ class Queries(Store):
         return [dict(r) for r in self._query(sql, [job])]
 
     def _linked_count(self, job: str, current_only: bool) -> int:
-        return sum(row["n"] for row in self._counts(job, current_only))
+        return sum(row["n"] for row in self.counts(job, current_only))
 
     def last_due(self, job: str | None, *, current_only: bool = True) -> str | None:
         """The latest ETA among the submitted tasks (of `job`) still processing.

@@ -1,13 +1,15 @@
 """The small tables beside the tasks, each an object of its own on the ledger, as
 sqlite-utils has a Table beside its Database: `ledger.prices` (prices learned from balances),
 `ledger.uploads` (local images uploaded), `ledger.reviews` (picks, ratings and notes),
-`ledger.runs` (every run: when, flags, counts, balances, exit code)."""
+`ledger.runs` (every run: when, flags, counts, balances, exit code), `ledger.job_inputs`
+(what each job's links were made from)."""
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any
+import sqlite3
+from typing import Any, NamedTuple
 
 from ..times import timestamp
 from .store import Store, current
@@ -164,3 +166,39 @@ class Runs(Table):
             [run_id],
         )
         return int(row[0][0])
+
+
+class JobInput(NamedTuple):
+    """What a job's links were made from (a digest, see unchanged.py), how many requests they
+    are, and the validation's warnings (as `Problem` fields)."""
+
+    digest: str
+    requests: int
+    warnings: list[dict[str, Any]]
+
+
+class JobInputs(Table):
+    """The `job_inputs` table: per job, what its current links were made from. It is written
+    only by linking, in the links' own transaction (`Ledger.linking`)."""
+
+    def recorded(self, job: str, job_file: str, digest: str) -> JobInput | None:
+        """What was recorded for `job` linked from `job_file`, if it was made from `digest`."""
+        rows = self.store._query(
+            "SELECT requests, warnings FROM job_inputs WHERE job = ? AND job_file = ? AND digest = ?",
+            [job, job_file, digest],
+        )
+        if not rows:
+            return None
+        return JobInput(digest, int(rows[0]["requests"]), json.loads(rows[0]["warnings"]))
+
+    @staticmethod
+    def write(conn: sqlite3.Connection, job: str, job_file: str, made: JobInput | None) -> None:
+        """Replace the job's row, within the caller's transaction; None leaves it without one
+        (its next run is planned in full)."""
+        conn.execute("DELETE FROM job_inputs WHERE job = ?", (job,))
+        if made is not None:
+            conn.execute(
+                "INSERT INTO job_inputs (job, job_file, digest, requests, warnings, recorded_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (job, job_file, made.digest, made.requests, json.dumps(made.warnings), timestamp()),
+            )
