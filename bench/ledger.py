@@ -130,20 +130,28 @@ def build_done(path: Path, job_file: Path, api_base: str) -> int:
 
 
 def rerun(tmp: Path, requests: int, runs: int) -> None:
-    """`batchgen run` of a job whose every request is done: nothing is sent, as a user feels it."""
+    """`batchgen run` of a job whose every request is done: nothing is sent, as a user feels it.
+
+    The ledger is written straight (build_done), without what a run records beside its links,
+    so the first rerun plans the job in full, as the first rerun after an edit does; it records
+    what the links were made from, and the reruns after it (timed apart) are planned from the
+    job's counts (batchgen/unchanged.py)."""
     from common import KEY, sandbox
 
     job = write_job(tmp, requests, "rerun")
     ledger = tmp / "rerun.db"
+    command = ["--ledger", str(ledger), "run", str(job), "--yes"]
     with sandbox() as base_url:
         build_done(ledger, job, base_url)
         os.environ.update(PIXWITH_API_KEY=KEY, PIXWITH_BASE_URL=base_url)  # the child's environment
-        results = [
-            run_peak(["--ledger", str(ledger), "run", str(job), "--yes"]) for _ in range(runs)
-        ]
+        full = run_peak(command)
+        results = [run_peak(command) for _ in range(runs)]
     seconds = statistics.median(r[0] for r in results)
     print(
-        f"| no-op rerun of {requests:,} requests | {seconds:.2f} s, {max(r[1] for r in results):.0f} MB peak RSS | ≤ 4 s |"
+        f"| no-op rerun of {requests:,} requests, unchanged | {seconds:.2f} s, {max(r[1] for r in results):.0f} MB peak RSS | ≤ 2 s |"
+    )
+    print(
+        f"| no-op rerun of {requests:,} requests, just edited (planned in full; once) | {full[0]:.2f} s, {full[1]:.0f} MB peak RSS | no goal set |"
     )
 
 
