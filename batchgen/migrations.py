@@ -359,3 +359,12 @@ def m011_job_inputs(db: sqlite_utils.Database) -> None:
         " digest TEXT NOT NULL, requests INTEGER NOT NULL, warnings TEXT NOT NULL,"
         " recorded_at TEXT NOT NULL)"
     )
+
+
+@migration
+def m012_tasks_oldest_first(db: sqlite_utils.Database) -> None:
+    """`tasks` (oldest first) of a whole ledger read in this index's order, not sorted: a
+    million rows of ~1 KB each went through a temporary b-tree (~60% of `tasks --json`)."""
+    db.conn.execute(
+        "CREATE INDEX tasks_oldest_first ON tasks (submitted_at IS NULL, submitted_at, key)"
+    )

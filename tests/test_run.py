@@ -341,6 +341,28 @@ def test_status_and_tasks(world, write_job):
     assert env.cli("status", "nope").exit_code == 2
 
 
+def test_tasks_json_is_every_row_of_the_ledger_as_it_holds_it(world, write_job):
+    """`tasks --json` is made by SQLite, not by Python: the same values, types and order as
+    the ledger's rows, whatever their text (non-ASCII, quotes, newlines); numbers to 15
+    significant digits (SQLite's own), which every time the API gives keeps exactly."""
+    env = world()
+    job = write_job(job_text(["a cat", 'Chat "été" 猫\n２', "a dog"], name="cats"))
+    env.cli("run", job, "--yes", "--rpm", "0")
+    conn = sqlite3.connect(env.ledger_path)
+    with conn:
+        conn.execute("UPDATE tasks SET estimated_time = 85.3, submitted_at = NULL WHERE rowid = 1")
+        conn.execute("UPDATE job_tasks SET meta = '{\"shot\": \"ü\"}', label = 'x\ty'")
+    conn.close()
+    with env.ledger() as ledger:
+        every = list(ledger.rows())
+        of_job = list(ledger.rows("cats"))
+    for args, expected in ((["tasks", "--json"], every), (["tasks", "cats", "--json"], of_job)):
+        lines = env.cli(*args).stdout.splitlines()
+        assert [json.loads(line) for line in lines] == expected
+    assert any("été" in row["prompt"] for row in every) and every[-1]["submitted_at"] is None
+    assert set(of_job[0]) == set(every[0]) | {"label", "meta"}
+
+
 # -- processes: kills, signals, concurrency -------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from ..ledger import STATES
 from ..output.reports import (
     runs_report,
     status_report,
+    write_lines,
     write_tasks,
 )
 from ..session import api_target, resolve_job
@@ -88,6 +89,9 @@ def tasks(job: str | None, state: str | None, fmt: str | None, include_supersede
         return
     with ledger:
         name = resolve_job(ledger, job)
+        if fmt == "json":
+            write_lines(sys.stdout, ledger.rows_as_json(name, state, current_only=current_only))
+            return
         columns = ledger.columns() + (
             ["label", "meta"] if name is not None else []
         )  # the job gives these

@@ -53,7 +53,29 @@ class Queries(Store):
         self, job: str | None = None, state: str | None = None, *, current_only: bool = True
     ) -> Iterator[dict[str, Any]]:
         """The tasks of `job` (every task if None) that the ledger has rows for, oldest first."""
-        sql = "SELECT t.*" + (", j.label, j.meta" if job is not None else "") + " FROM tasks t"
+        select = "t.*" + (", j.label, j.meta" if job is not None else "")
+        for row in self._stream(*self._rows_sql(select, job, state, current_only)):
+            yield dict(row)
+
+    def rows_as_json(
+        self, job: str | None = None, state: str | None = None, *, current_only: bool = True
+    ) -> Iterator[str]:
+        """The rows `rows` gives, each one JSON object of every column, made by SQLite: a
+        million rows in seconds, where a dict and `json.dumps` for each took ~15 s. Text is
+        kept as text (`request`, `result_urls` and `meta` are JSON inside a string, as
+        `rows` gives them)."""
+        columns = [("t", name) for name in self.columns()]
+        if job is not None:
+            columns += [("j", "label"), ("j", "meta")]  # the job gives these
+        fields = ", ".join(f"'{name}', {table}.\"{name}\"" for table, name in columns)
+        sql, params = self._rows_sql(f"json_object({fields})", job, state, current_only)
+        for row in self._stream(sql, params, plain=True):
+            yield row[0]
+
+    def _rows_sql(
+        self, select: str, job: str | None, state: str | None, current_only: bool
+    ) -> tuple[str, list[Any]]:
+        sql = f"SELECT {select} FROM tasks t"
         params: list[Any] = []
         where = []
         if job is not None:
@@ -65,18 +87,30 @@ class Queries(Store):
             params.append(state)
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY t.submitted_at IS NULL, t.submitted_at, t.key"
+        # Every task: read in this order from its index (migration 12), not sorted in a temporary
+        # b-tree (a million rows of ~1 KB each). A job's tasks: found by the job and sorted; the
+        # unary + keeps the planner from walking the whole ledger's index to find them.
+        order = (
+            "t.submitted_at IS NULL, t.submitted_at"
+            if job is None
+            else "+t.submitted_at IS NULL, +t.submitted_at"
+        )
+        return sql + f" ORDER BY {order}, t.key", params
+
+    def _stream(self, sql: str, params: list[Any], *, plain: bool = False) -> Iterator[Any]:
         # Streamed, a batch at a time: `tasks --json` of a million rows holds one batch, not
         # a million. (Not for use while another thread writes through this ledger.)
         with self._locked() as conn:
-            cursor = conn.execute(sql, params)
+            cursor = conn.cursor()
+            if plain:
+                cursor.row_factory = None
+            cursor.execute(sql, params)
         while True:
             with self._locked():
                 batch = cursor.fetchmany(_BATCH)
             if not batch:
                 return
-            for row in batch:
-                yield dict(row)
+            yield from batch
 
     def standing(self, job: str, *, current_only: bool = True) -> Standing:
         """Where the job's requests stand: from its maintained counts (`job_counts`, a few rows

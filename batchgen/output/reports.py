@@ -109,13 +109,16 @@ def status_report(
     return lines
 
 
+def write_lines(out: TextIO, lines: Iterable[str]) -> None:
+    """`tasks --json`: the rows, each already one JSON object (`Ledger.rows_as_json`), one a
+    line, streamed."""
+    out.writelines(line + "\n" for line in lines)
+
+
 def write_tasks(out: TextIO, rows: Iterable[dict[str, Any]], columns: list[str], fmt: str) -> None:
-    """`tasks`: the ledger's rows as `json` (one object a line), `csv` (every column, a header
-    even with no rows) or `text` (a short table). `json` and `csv` stream the rows."""
-    if fmt == "json":
-        for row in rows:
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    elif fmt == "csv":
+    """`tasks`: the ledger's rows as `csv` (every column, a header even with no rows, streamed)
+    or `text` (a short table)."""
+    if fmt == "csv":
         writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
