@@ -152,6 +152,43 @@ def wait_for_sending(env, n: int, timeout: float = 20) -> None:
         time.sleep(0.02)
 
 
+class StderrLines:
+    """A process's stderr, read as it comes by a thread, so that a test can wait until the
+    process says something (its state is then known) instead of sleeping and hoping."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._ended = False
+        self._reader = threading.Thread(target=self._read, args=(process.stderr,), daemon=True)
+        self._reader.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 30) -> None:
+        """Until a line holds `text` (a bound only against a hang, never a measure)."""
+
+        def said() -> bool:
+            return any(text in line for line in self.lines)
+
+        with self._changed:
+            self._changed.wait_for(lambda: self._ended or said(), timeout)
+            assert said(), f"the process never said {text!r}: {''.join(self.lines)}"
+
+    def text(self, timeout: float = 30) -> str:
+        """Everything it wrote, once it closed its stderr (it has exited)."""
+        self._reader.join(timeout)
+        assert not self._reader.is_alive(), "the process never closed its stderr"
+        return "".join(self.lines)
+
+
 class Loopback:
     """An HTTP server on 127.0.0.1 answering with `handler` from a background thread: a
     test's stand-in for an API, a proxy or a file host."""
@@ -160,7 +197,9 @@ class Loopback:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()  # shut down within 0.05 s, not the default 0.5
 
     def close(self):
         self.server.shutdown()

@@ -24,6 +24,7 @@ class HostileFiles:
 
         outer = self
         self.hits: list[str] = []
+        self.sent = 0  # bytes of body the endless path wrote before the client hung up
         self.headers: list[dict[str, str]] = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -47,14 +48,14 @@ class HostileFiles:
     def close(self):
         self.loopback.close()
 
-    @staticmethod
-    def serve_endless(h):  # no length, never ends
+    def serve_endless(self, h):  # no length, never ends (6.5 GB)
         h.send_response(200)
         h.send_header("Content-Type", "video/mp4")
         h.end_headers()
         chunk = b"\0" * 65536
         for _ in range(100_000):
             h.wfile.write(chunk)
+            self.sent += len(chunk)
 
     @staticmethod
     def serve_slow(h):  # a byte now and then: never stalls, never ends
@@ -123,7 +124,6 @@ def fetch(url, tmp_path, *, loopback_api=True, **bounds):
         httpx.Timeout(5.0, read=bounds.pop("stall_timeout", 5.0))
     )  # what `download` fetches with
     try:
-        started = time.monotonic()
         result = fetch_file(
             files,
             url,
@@ -133,11 +133,11 @@ def fetch(url, tmp_path, *, loopback_api=True, **bounds):
         )
     finally:
         files.close()
-    return result, time.monotonic() - started, target
+    return result, target
 
 
 def test_a_file_host_is_sent_the_agent_and_nothing_of_the_users(hostile, tmp_path):
-    result, _, target = fetch(hostile.base + "/flaky", tmp_path)  # 503, then the file
+    result, target = fetch(hostile.base + "/flaky", tmp_path)  # 503, then the file
     assert result == len(b"fine video") and target.read_bytes() == b"fine video"
     for sent in hostile.headers:
         assert sent["User-Agent"].startswith("batchgen/")
@@ -145,41 +145,43 @@ def test_a_file_host_is_sent_the_agent_and_nothing_of_the_users(hostile, tmp_pat
 
 
 def test_an_endless_body_stops_at_the_size_cap(hostile, tmp_path):
-    result, took, target = fetch(hostile.base + "/endless", tmp_path, max_file_size=1 << 20)
+    result, target = fetch(hostile.base + "/endless", tmp_path, max_file_size=1 << 20)
     assert isinstance(result, str) and "max-file-size" in result
-    assert not target.exists() and not list(tmp_path.glob("*.part")) and took < 10
+    assert not target.exists() and not list(tmp_path.glob("*.part"))
+    assert hostile.sent < 64 << 20  # stopped reading soon after the cap (socket buffers aside)
 
 
 def test_a_declared_size_over_the_cap_is_not_even_read(hostile, tmp_path):
-    result, took, _ = fetch(hostile.base + "/huge", tmp_path)
-    assert "max-file-size" in result and took < 5
+    result, _ = fetch(hostile.base + "/huge", tmp_path)
+    # Refused on its Content-Length: reading the body (none comes) would end in a timeout.
+    assert "max-file-size" in result and hostile.hits == ["/huge"]
 
 
 @pytest.mark.slow
 def test_a_trickle_meets_the_per_file_deadline(hostile, tmp_path):
-    result, took, target = fetch(hostile.base + "/slow", tmp_path, deadline=1.0)
+    result, target = fetch(hostile.base + "/slow", tmp_path, deadline=1.0)
     assert "within 1 s" in result and not target.exists()
-    assert took < 8  # two attempts of about a second each
+    assert hostile.hits == ["/slow", "/slow"]  # each attempt stopped at its deadline
 
 
 def test_redirects_are_bounded_and_each_hop_is_checked(hostile, tmp_path):
-    result, _, _ = fetch(hostile.base + "/loop", tmp_path)
+    result, _ = fetch(hostile.base + "/loop", tmp_path)
     assert "more than 5 redirects" in result
     assert hostile.hits.count("/loop") == 6
-    result, _, _ = fetch(hostile.base + "/to-private", tmp_path)
+    result, _ = fetch(hostile.base + "/to-private", tmp_path)
     assert "10.1.2.3" in result and "private" in result
-    result, _, _ = fetch(hostile.base + "/to-metadata", tmp_path)
+    result, _ = fetch(hostile.base + "/to-metadata", tmp_path)
     assert "169.254.169.254" in result
 
 
 def test_loopback_and_plain_http_only_when_the_api_is_loopback(hostile, tmp_path):
-    result, _, _ = fetch(hostile.base + "/flaky", tmp_path, loopback_api=False)
+    result, _ = fetch(hostile.base + "/flaky", tmp_path, loopback_api=False)
     assert "only https" in result and hostile.hits == []
 
 
 def test_a_transient_failure_is_retried_within_the_command(hostile, tmp_path):
     HostileFiles.flaky_done = False
-    result, _, target = fetch(hostile.base + "/flaky", tmp_path)
+    result, target = fetch(hostile.base + "/flaky", tmp_path)
     assert result == len(b"fine video") and target.read_bytes() == b"fine video"
     assert hostile.hits == ["/flaky", "/flaky"]
 

@@ -33,7 +33,7 @@ class Memory:
     def create(self, body):
         CREATED.append(body)
         self.credits -= 7
-        return Outcome(Kind.OK, task_id=f"mem-{len(CREATED)}", estimated_time=1.0)
+        return Outcome(Kind.OK, task_id=f"mem-{len(CREATED)}", estimated_time=0.0)
 
     def get(self, task_id):
         return Outcome(Kind.OK, task=TaskState("completed", (f"https://memory/{task_id}.mp4",)))
@@ -113,7 +113,7 @@ def test_a_provider_is_a_folder_and_a_run_needs_nothing_else(memory_provider, tm
     target = Target(base, base, "key_memory", provider=memory_provider)
     console = Quiet()
 
-    code = execute_run(RunOptions(str(job), yes=True, wait=True), target, project, console)
+    code = execute_run(RunOptions(str(job), yes=True, wait=True, rpm=0), target, project, console)
 
     assert code == 0, console.lines
     assert len(module.CREATED) == 3

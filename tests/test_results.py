@@ -43,7 +43,7 @@ def test_unknown_task_ids_are_reported(world, write_job):
     env.cli("run", job, "--yes", "--rpm", "60000")
     with env.ledger() as ledger:
         ledger.db.conn.execute("UPDATE tasks SET task_id = 'not-a-sandbox-id' WHERE rowid = 1")
-    result = env.cli("poll", job, "--all")
+    result = env.cli("poll", job, "--all", "--rpm", "0")
     assert result.exit_code == 1 and "1 task ids unknown" in result.output
 
 

@@ -345,5 +345,5 @@ def serving(session: Session, port: int = 0) -> Iterator[ReviewServer]:
         server = ReviewServer(session, port)
     except OSError as e:
         raise PortBusy(f"cannot serve the review page on 127.0.0.1:{port}: {e.strerror}") from None
-    with in_background(server, poll_interval=0.1):
+    with in_background(server, poll_interval=0.05):
         yield server
