@@ -19,7 +19,8 @@ from typing import Any, NamedTuple
 
 from . import models, prompt_templates, providers
 from .images import LocalImage, is_local, local_path
-from .spec import Job, Table
+from .job_files import Table
+from .spec import Job
 
 # Where requests go (and are known by) unless --base-url says otherwise: the provider's own.
 DEFAULT_API_BASE = providers.named().default_base_url

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .expand import Origin, axes, split_path
-from .spec import Job, Table
+from .job_files import Table
+from .spec import Job
 from .yamldoc import FieldPath, format_path
 
 

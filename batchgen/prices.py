@@ -23,7 +23,8 @@ from typing import Any
 
 from . import models, schemas
 from .errors import JobError, Problem
-from .spec import Job, read_text_file
+from .job_files import read_text_file
+from .spec import Job
 from .yamldoc import FieldPath, Marks, parse_yaml
 
 

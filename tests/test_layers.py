@@ -32,6 +32,7 @@ LAYERS = [
     "model_schema",
     "output.__init__",
     "output.progress",
+    "job_files",
     "spec",
     "prompt_templates",
     "expand",
