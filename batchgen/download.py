@@ -34,25 +34,14 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from . import __version__, models
+from .download_bounds import DEFAULT_BOUNDS, Bounds
 from .expand import label_file_stem
 from .http_transport import OneConnectionEach
 from .ledger import Ledger
-from .limits import REAL_CLOCK, Backoff, Clock, attempts
+from .limits import REAL_CLOCK, Clock, attempts
 from .urls import UrlRefused, check_result_url, is_loopback_host
 
 MAX_REDIRECTS = 5
-DEFAULT_MAX_FILE_SIZE = 2 << 30  # 2 GiB
-DEFAULT_DEADLINE = 600.0  # seconds for one file, all hops and retries of one attempt included
-DEFAULT_STALL_TIMEOUT = 60.0  # seconds without a byte
-DOWNLOAD_BACKOFF = Backoff(base=0.5, cap=10.0, max_attempts=4)
-
-
-@dataclass(frozen=True)
-class Bounds:
-    max_file_size: int = DEFAULT_MAX_FILE_SIZE
-    deadline: float = DEFAULT_DEADLINE
-    stall_timeout: float = DEFAULT_STALL_TIMEOUT
-    backoff: Backoff = DOWNLOAD_BACKOFF
 
 
 @dataclass
@@ -138,7 +127,7 @@ def download(
     *,
     client: Getter | None = None,
     concurrency: int = 4,
-    bounds: Bounds = Bounds(),
+    bounds: Bounds = DEFAULT_BOUNDS,
     rebase: Callable[[str], str] = lambda url: url,
     on_progress: Callable[[int, int], None] = lambda done, total: None,
     stop: threading.Event | None = None,
@@ -263,7 +252,7 @@ def fetch_file(
     path: Path,
     *,
     loopback_api: bool,
-    bounds: Bounds = Bounds(),
+    bounds: Bounds = DEFAULT_BOUNDS,
     stop: threading.Event | None = None,
     clock: Clock = REAL_CLOCK,
 ) -> int | str:

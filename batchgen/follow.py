@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .download import Bounds, download
+from .download import download
+from .download_bounds import DEFAULT_BOUNDS, Bounds
 from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, UsageError
 from .ledger import Ledger
 from .ledger_location import Project
@@ -75,7 +76,7 @@ def download_job(
     console: Console,
     *,
     concurrency: int = 4,
-    bounds: Bounds = Bounds(),
+    bounds: Bounds = DEFAULT_BOUNDS,
     current_only: bool = True,
 ) -> int:
     """Download the completed videos of `name` (its current requests', unless not

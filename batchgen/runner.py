@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from . import credits, http_transport, journal, models, unchanged, uploads
 from .budget import Budget
-from .download import Bounds
+from .download_bounds import Bounds
 from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, NotCovered
 from .follow import at_most_every, download_job, on_done, wait_until_done, write_gallery
 from .ledger import Ledger

@@ -130,3 +130,41 @@ def test_tasks_csv_with_no_rows_has_every_column(world, write_job):
     with env.ledger() as ledger:
         assert header == [",".join(ledger.columns())]
     assert len(header[0].split(",")) == 20
+
+
+def test_each_command_is_loaded_by_the_name_it_is_listed_under():
+    import importlib
+
+    from batchgen.cli import COMMANDS
+
+    for name, where in COMMANDS.items():
+        module, attribute = where.split(":")
+        command = getattr(importlib.import_module(f"batchgen.cli.{module}"), attribute)
+        assert command.name == name, where
+
+
+def test_a_read_command_loads_neither_the_http_client_nor_the_pages(tmp_path):
+    """`status`, `tasks` and `--version` start in what they need: the commands are loaded
+    when asked for, and what they share does not pull in what only sending needs."""
+    probe = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from batchgen.cli import main\n"
+        "for args in (['--version'], ['--ledger', sys.argv[1], 'status'],"
+        " ['--ledger', sys.argv[1], 'tasks', '--json']):\n"
+        "    assert CliRunner().invoke(main, args).exit_code == 0, args\n"
+        "heavy = {'httpx', 'jinja2', 'batchgen.download', 'batchgen.runner', 'batchgen.web'}\n"
+        "print(sorted(heavy & {'.'.join(m.split('.')[:2]) if m.startswith('batchgen') else"
+        " m.split('.')[0] for m in sys.modules}))\n"
+    )
+    from batchgen.ledger import Ledger
+
+    with Ledger(tmp_path / "ledger.db"):
+        pass
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path / "ledger.db")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "[]", out.stdout

@@ -116,7 +116,8 @@ def hostile():
 def fetch(url, tmp_path, *, loopback_api=True, **bounds):
     import httpx
 
-    from batchgen.download import Bounds, Files, fetch_file
+    from batchgen.download import Files, fetch_file
+    from batchgen.download_bounds import Bounds
     from batchgen.limits import Backoff
 
     target = tmp_path / "video.mp4"

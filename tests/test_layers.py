@@ -57,6 +57,7 @@ LAYERS = [
     "providers.pixwith.answers",
     "providers.pixwith.client",
     "limits",
+    "download_bounds",
     "budget",
     "submit",
     "credits",

@@ -8,6 +8,7 @@ lives in runner.py; which ledger a command uses is decided by ledger_location.py
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
@@ -20,16 +21,46 @@ from ..ledger import FAILURES as ledger_failures
 from ..output.console import Terminal
 from ..output.reports import problem_lines
 from ..session import interrupted_exit
-from . import check, follow, reads, send
-from .init import init_command
-from .models import models_command
-from .review import promote as promote_command
-from .review import review as review_command
-from .sandbox import sandbox_command
+
+# Each command by name, as "module:attribute" under batchgen.cli, in the order help lists them.
+# Imported when it is run (or its help shown): `status` or `--version` need not load what `run`
+# does (the HTTP client, the expansion, Jinja2, the web pages), a quarter of a second that every
+# command paid before it started. (click's documented pattern for lazily loaded subcommands.)
+COMMANDS = {
+    "validate": "check:validate",
+    "plan": "check:plan",
+    "run": "send:run",
+    "poll": "follow:poll",
+    "download": "follow:download",
+    "gallery": "follow:gallery",
+    "runs": "reads:runs",
+    "status": "reads:status",
+    "tasks": "reads:tasks",
+    "credits": "reads:credits_command",
+    "prices": "reads:prices",
+    "schema": "check:schema",
+    "init": "init:init_command",
+    "sandbox": "sandbox:sandbox_command",
+    "review": "review:review",
+    "promote": "review:promote",
+    "models": "models:models_command",
+}
 
 
 class BatchgenGroup(click.Group):
-    """Turns every error a user can cause into a message and an exit code, never a traceback."""
+    """Loads each command when it is asked for (`COMMANDS`), and turns every error a user can
+    cause into a message and an exit code, never a traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        where = COMMANDS.get(cmd_name)
+        if where is None:
+            return None
+        module, attribute = where.split(":")
+        command: click.Command = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         console = Terminal()
@@ -66,27 +97,6 @@ def main(ctx: click.Context, ledger: str | None) -> None:
     """Batch runner for AI video generation: job files in, videos and a ledger out."""
     ctx.obj = {"ledger": ledger}
 
-
-for command in (
-    check.validate,
-    check.plan,
-    send.run,
-    follow.poll,
-    follow.download,
-    follow.gallery,
-    reads.runs,
-    reads.status,
-    reads.tasks,
-    reads.credits_command,
-    reads.prices,
-    check.schema,
-    init_command,
-    sandbox_command,
-    review_command,
-    promote_command,
-    models_command,
-):
-    main.add_command(command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -7,13 +7,13 @@ from typing import Any
 
 import click
 
-from ..expand import DEFAULT_API_BASE
 from ..follow import download_job, poll_job, write_gallery
 from ..output.console import Terminal
 from ..session import api_target, named_job, open_ledger, output_folder, resolve_job
 from ..submit import DEFAULT_RPM
 from .common import project_of
 from .options import (
+    DEFAULT_API_BASE,
     all_option,
     bounds_of,
     download_options,

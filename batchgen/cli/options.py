@@ -12,13 +12,15 @@ from typing import Any
 
 import click
 
-from ..download import (
+from .. import providers
+from ..download_bounds import (
     DEFAULT_DEADLINE,
     DEFAULT_MAX_FILE_SIZE,
     DEFAULT_STALL_TIMEOUT,
     Bounds,
 )
-from ..expand import DEFAULT_API_BASE
+
+DEFAULT_API_BASE = providers.named().default_base_url  # as expand.py's, without loading it
 
 
 # click >= 8.2 makes ParamType generic; subscripting it would break click 8.1 at import.

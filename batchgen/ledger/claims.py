@@ -7,12 +7,14 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from ..expand import Request
 from ..times import later, now, parse_timestamp, timestamp
 from .store import _EFFECTIVE_STATE, Store
 from .tables import JobInput, JobInputs
+
+if TYPE_CHECKING:
+    from ..expand import Request
 
 # What a run may send, by the state the ledger holds: the other states need a flag.
 RESENDABLE = {"failed"}

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .. import models
 from ..errors import Problem
-from ..plan import Plan, StateLookup, planned
 from ..prices import NO_PRICES, PriceBook, describe_class
 from .progress import table, when_due
 
 if TYPE_CHECKING:
+    from ..plan import Plan, StateLookup
     from ..validate import ValidatedJob
 
 
@@ -72,6 +72,8 @@ def write_plan_json(
     states: StateLookup,
     book: PriceBook = NO_PRICES,
 ) -> None:
+    from ..plan import planned  # the expansion: loaded by `plan --json`, not by every command
+
     # Streamed: the requests are written as they are planned; counts come last in the text.
     out.write(
         f'{{"job":{json.dumps(result.job)},"api_base":{json.dumps(result.api_base)},"requests":['
