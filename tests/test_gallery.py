@@ -104,6 +104,34 @@ def test_rows_and_cols_can_be_chosen(gallery_run):
     assert bad.exit_code == 2 and "did you mean 'model'?" in bad.output
 
 
+def test_a_big_job_is_paged_into_files_each_showing_its_own_tiles(gallery_run, monkeypatch):
+    """A page shows at most PAGE_TILES tiles, so a job of any size is written a page at a time:
+    index.html, page-2.html, … linked to each other, every task on exactly one of them, each
+    saying what the whole job is. A shorter gallery written later removes the pages it no
+    longer has."""
+    from batchgen.web import pages
+
+    env, folder = gallery_run
+    monkeypatch.setattr(pages, "PAGE_TILES", 4)
+    assert env.cli("gallery", "gallery").exit_code == 0
+    first, second = (folder / "index.html").read_text(), (folder / "page-2.html").read_text()
+    assert not (folder / "page-3.html").exists()
+    shown = [[f["data-key"] for f in Page(text).figures] for text in (first, second)]
+    assert [len(keys) for keys in shown] == [4, 2]
+    assert sorted(shown[0] + shown[1]) == sorted(r["key"] for r in env.rows())
+    assert 'href="page-2.html" rel=next' in first and "page 1 of 2, tiles 1–4 of 6" in first
+    assert 'href="index.html" rel=prev' in second and "tiles 5–6 of 6" in second
+    summary = re.search(r'<span id="summary">(.*?)</span>', first).group(1)
+    assert summary == re.search(r'<span id="summary">(.*?)</span>', second).group(1)
+    assert sum(int(n) for n in re.findall(r"(\d+) (?:completed|failed)", summary)) == 6
+    monkeypatch.setattr(pages, "PAGE_TILES", 500)
+    assert env.cli("gallery", "gallery").exit_code == 0
+    assert (
+        not (folder / "page-2.html").exists()
+        and "rel=next" not in (folder / "index.html").read_text()
+    )
+
+
 def chromium() -> str | None:
     return (
         shutil.which("chromium")

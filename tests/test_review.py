@@ -111,6 +111,26 @@ def test_the_page_shows_every_request_with_controls_and_the_token(served):
     )  # the downloaded files, through the server
 
 
+def test_the_page_is_served_a_page_of_tiles_at_a_time(served, monkeypatch):
+    """Each page (`?page=N`) reads and shows its own tiles only, and follows only them."""
+    from batchgen.web import pages
+
+    env, url, token = served
+    monkeypatch.setattr(pages, "PAGE_TILES", 3)
+    first, second = httpx.get(url), httpx.get(url + "?page=2")
+    assert first.text.count("<figure") == 3 and second.text.count("<figure") == 1
+    assert 'href="/?page=2" rel=next' in first.text and 'href="/" rel=prev' in second.text
+    keys = set(re.findall(r'data-key="([0-9a-f]{64})"', first.text + second.text))
+    assert keys == set(keys_by_label(env).values())
+    followed = httpx.get(url + "api/tiles?page=2", headers={"X-Batchgen-Token": token}).json()
+    assert [t["key"] for t in followed["tiles"]] == re.findall(
+        r'data-key="([0-9a-f]{64})"', second.text
+    )
+    assert followed["summary"] == "4 completed"  # of the whole job
+    for beyond in ("?page=3", "?page=0", "?page=two", "?page=1&page=2"):
+        assert httpx.get(url + beyond).status_code == 404, beyond
+
+
 def test_a_mark_from_the_page_lands_in_the_reviews_table(served):
     env, url, token = served
     key = keys_by_label(env)["s2-wan2.2-fast"]

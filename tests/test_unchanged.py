@@ -64,7 +64,7 @@ def test_an_edited_prompts_file_is_planned_in_full_and_sends_the_new_line(
     expansions.clear()
     assert env.cli("run", job, *FAST).exit_code == 0
     assert expansions
-    assert [c.body["prompt"] for c in env.sandbox.created()] == ["a", "b", "c"]
+    assert sorted(c.body["prompt"] for c in env.sandbox.created()) == ["a", "b", "c"]
 
 
 def test_a_local_image_with_new_bytes_under_the_same_name_is_sent(world, write_job, tmp_path):

@@ -72,6 +72,35 @@ class Queries(Store):
         for row in self._stream(sql, params, plain=True):
             yield row[0]
 
+    def rows_of(
+        self, job: str, keys: list[str], *, current_only: bool = True
+    ) -> list[dict[str, Any]]:
+        """The rows `rows(job)` gives for these keys (a page of them), in the keys' order."""
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(keys), _BATCH):
+            chunk = keys[start : start + _BATCH]
+            sql, params = self._rows_sql("t.*, j.label, j.meta", job, None, current_only)
+            sql = sql.replace(" ORDER BY", f" AND t.key IN ({','.join('?' * len(chunk))}) ORDER BY")
+            found.update((row["key"], dict(row)) for row in self._query(sql, [*params, *chunk]))
+        return [found[key] for key in keys if key in found]
+
+    def keys_in_order(
+        self, job: str, *, start: int = 0, limit: int | None = None, current_only: bool = True
+    ) -> Iterator[str]:
+        """The keys of `rows(job)`, in its order, from the `start`-th (`limit` of them): a page
+        of a job's tasks is found by sorting its keys, not its rows (~1 KB each)."""
+        sql, params = self._rows_sql("t.key", job, None, current_only)
+        if limit is not None or start:
+            sql += " LIMIT ? OFFSET ?"
+            params += [-1 if limit is None else limit, start]
+        for row in self._stream(sql, params, plain=True):
+            yield row[0]
+
+    def sent_count(self, job: str, *, current_only: bool = True) -> int:
+        """How many of the job's requests the ledger has a task row for (`rows(job)`'s length),
+        from its maintained counts."""
+        return sum(row["n"] for row in self.counts(job, current_only) if row["state"])
+
     def _rows_sql(
         self, select: str, job: str | None, state: str | None, current_only: bool
     ) -> tuple[str, list[Any]]:

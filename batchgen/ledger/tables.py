@@ -66,12 +66,29 @@ class Uploads(Table):
 class Reviews(Table):
     """The `reviews` table: a job's picks, ratings and notes."""
 
-    def of(self, job: str) -> dict[str, dict[str, Any]]:
-        """key → the job's review of it (pick, rating, note, updated_at)."""
+    def of(self, job: str, keys: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        """key → the job's review of it (pick, rating, note, updated_at); of `keys` only, if
+        given (a page of the job)."""
+        sql = "SELECT key, pick, rating, note, updated_at FROM reviews WHERE job = ?"
+        if keys is None:
+            return {row["key"]: dict(row) for row in self.store._query(sql, [job])}
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.store._query(sql + f" AND key IN ({marks})", [job, *chunk])
+            found.update((row["key"], dict(row)) for row in rows)
+        return found
+
+    def picked(self, job: str, *, current_only: bool = True) -> int:
+        """How many of the job's requests are picked (its current ones, unless not
+        `current_only`)."""
         rows = self.store._query(
-            "SELECT key, pick, rating, note, updated_at FROM reviews WHERE job = ?", [job]
+            "SELECT count(*) FROM reviews r JOIN job_tasks j ON j.job = r.job AND j.key = r.key"
+            " WHERE r.job = ? AND r.pick = 1" + current(current_only),
+            [job],
         )
-        return {row["key"]: dict(row) for row in rows}
+        return int(rows[0][0])
 
     def record(self, job: str, key: str, fields: dict[str, Any]) -> dict[str, Any]:
         """Set some of `pick`, `rating`, `note` of the job's review of `key` (the others are

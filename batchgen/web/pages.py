@@ -10,8 +10,10 @@ job (tiles.py). The templates autoescape: a prompt is text, never HTML.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -24,12 +26,25 @@ from markupsafe import Markup
 from .. import models
 from ..ledger import Ledger
 from ..times import timestamp
-from .tiles import MediaLinks, Tile, check_axes, choose_axes, key, ordered, summary, tiles
+from .tiles import (
+    MediaLinks,
+    Tile,
+    check_axes,
+    choose_axes,
+    job_summary,
+    key,
+    ordered,
+    summary,
+    tiles,
+)
 from .tiles import varying_axes as varying_of
 
 # A grid with fewer of its cells filled than this is laid out as rows of cards instead of a
 # table: a job whose prompts each went to a few models would otherwise be mostly empty cells.
 DENSE_ENOUGH = 0.5
+# Tiles a page shows at most: a job of any size is read, rendered and served a page at a time
+# (100,000 tiles were one 70 MB page, 10 s and 1 GB before its first byte).
+PAGE_TILES = 500
 HEADER_CHARACTERS = 80  # a longer header (a long prompt) is cut, with the whole in its tooltip
 
 
@@ -71,9 +86,13 @@ def render(
     unsent: int = 0,
     live: Live | None = None,
     varying: list[str] | None = None,
+    *,
+    summary_text: str | None = None,
+    paging: Paging | None = None,
 ) -> str:
     """The page for `found`, rows keyed by `rows` and columns by `cols` (live: the review page);
-    `varying`: varying_axes(found), if the caller has it."""
+    `varying`: varying_axes(found), if the caller has it. `summary_text` says what the whole
+    job is, when `found` is one page of it (`paging`); else the summary is of `found`."""
     row_keys = ordered({key(t, rows) for t in found}, found, rows)
     col_keys = ordered({key(t, cols) for t in found}, found, cols)
     grid: dict[tuple[tuple[str, ...], tuple[str, ...]], list[Tile]] = {}
@@ -104,7 +123,8 @@ def render(
         .get_template("page.html.j2")
         .render(
             title=job,
-            summary=summary(found, unsent),
+            summary=summary(found, unsent) if summary_text is None else summary_text,
+            paging=paging if paging and paging.pages > 1 else None,
             same=_same_for_all(found, differing),
             as_cards=as_cards,
             rows=table,
@@ -226,6 +246,50 @@ def _link(path: str) -> str:
     return path if path.startswith(("/", "http://", "https://")) else quote(path)
 
 
+class NoSuchPage(LookupError):
+    """A page number past the job's last page (or below 1)."""
+
+
+@dataclass(frozen=True)
+class Paging:
+    """Where a page stands among the job's pages, and the links to its neighbours."""
+
+    number: int
+    pages: int
+    first: int  # the page's first tile, counted from 1 among the job's
+    last: int
+    total: int
+    previous: str | None
+    next: str | None
+
+
+def page_count(total: int) -> int:
+    return max(1, -(-total // PAGE_TILES))
+
+
+def page_file(number: int) -> str:
+    """The static gallery's file for a page: index.html, then page-2.html, page-3.html, …"""
+    return "index.html" if number == 1 else f"page-{number}.html"
+
+
+def live_link(number: int) -> str:
+    """The review page's address for a page."""
+    return "/" if number == 1 else f"/?page={number}"
+
+
+def _paging(number: int, pages: int, shown: int, total: int, link: Callable[[int], str]) -> Paging:
+    first = (number - 1) * PAGE_TILES + 1
+    return Paging(
+        number,
+        pages,
+        first if shown else 0,
+        first + shown - 1,
+        total,
+        link(number - 1) if number > 1 else None,
+        link(number + 1) if number < pages else None,
+    )
+
+
 def page(
     ledger: Ledger,
     job: str,
@@ -236,14 +300,48 @@ def page(
     media: MediaLinks | None = None,
     *,
     current_only: bool = True,
+    number: int = 1,
 ) -> str:
-    """The page for `job` from the ledger as it is now."""
+    """Page `number` of `job` from the ledger as it is now (its tiles only are read: a page
+    of a job of any size is a few hundred rows, in time and in memory)."""
     check_axes((rows or []) + (cols or []))
-    found = tiles(ledger, job, out, media, current_only=current_only)
+    total = ledger.sent_count(job, current_only=current_only)
+    pages = page_count(total)
+    if not 1 <= number <= pages:
+        raise NoSuchPage(f"the job {job!r} has {pages} page{'s' if pages > 1 else ''}")
+    keys = list(
+        ledger.keys_in_order(
+            job, start=(number - 1) * PAGE_TILES, limit=PAGE_TILES, current_only=current_only
+        )
+    )
+    paging = _paging(number, pages, len(keys), total, live_link if live else page_file)
+    return _page_of(ledger, job, out, keys, rows, cols, live, media, current_only, paging)
+
+
+def _page_of(
+    ledger: Ledger,
+    job: str,
+    out: Path,
+    keys: list[str],
+    rows: list[str] | None,
+    cols: list[str] | None,
+    live: Live | None,
+    media: MediaLinks | None,
+    current_only: bool,
+    paging: Paging,
+) -> str:
+    found = tiles(ledger, job, out, media, current_only=current_only, keys=keys)
     varying = varying_of(found)
     rows, cols = choose_axes(found, rows, cols, varying)
     return render(
-        job, found, rows, cols, unsent=ledger.unsent_count(job), live=live, varying=varying
+        job,
+        found,
+        rows,
+        cols,
+        live=live,
+        varying=varying,
+        summary_text=job_summary(ledger, job, current_only=current_only),
+        paging=paging,
     )
 
 
@@ -256,10 +354,34 @@ def write(
     *,
     current_only: bool = True,
 ) -> Path:
-    """Write `out/index.html` for `job`; return its path."""
-    text = page(ledger, job, out, rows, cols, current_only=current_only)
-    path = out / "index.html"
-    part = out / "index.html.part"
+    """Write the gallery of `job` into `out`: index.html, and page-2.html, … when the job has
+    more than a page of tiles (each page made and written in turn: memory stays that of one
+    page). Return the first page's path."""
+    check_axes((rows or []) + (cols or []))
+    total = ledger.sent_count(job, current_only=current_only)
+    pages = page_count(total)
+    keys = ledger.keys_in_order(job, current_only=current_only)
+    for number in range(1, pages + 1):
+        chunk = list(itertools.islice(keys, PAGE_TILES))
+        paging = _paging(number, pages, len(chunk), total, page_file)
+        text = _page_of(ledger, job, out, chunk, rows, cols, None, None, current_only, paging)
+        _write_file(out / page_file(number), text)
+    for stale in out.glob("page-*.html"):  # a longer gallery's pages, written here before
+        number_text = stale.stem.removeprefix("page-")
+        if number_text.isdigit() and int(number_text) > pages and _is_ours(stale):
+            stale.unlink()
+    return out / page_file(1)
+
+
+def _write_file(path: Path, text: str) -> None:
+    part = path.with_name(path.name + ".part")
     part.write_text(text, encoding="utf-8")
     os.replace(part, path)
-    return path
+
+
+def _is_ours(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return '<meta name="generator" content="batchgen">' in f.read(2000)
+    except OSError:
+        return False

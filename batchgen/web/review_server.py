@@ -24,7 +24,7 @@ from http import HTTPStatus
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from ..errors import PortBusy
 from ..ledger import Ledger
@@ -61,22 +61,32 @@ class Session:
             if isinstance(url, str) and urlsplit(url).scheme in ("http", "https")
         ]
 
-    def page(self) -> str:
-        return pages.page(
-            self.ledger,
-            self.job,
-            self.out,
-            self.rows,
-            self.cols,
-            live=pages.Live(self.token),
-            media=self.media,
-        )
+    def page(self, number: int = 1) -> str:
+        try:
+            return pages.page(
+                self.ledger,
+                self.job,
+                self.out,
+                self.rows,
+                self.cols,
+                live=pages.Live(self.token),
+                media=self.media,
+                number=number,
+            )
+        except pages.NoSuchPage as e:
+            raise Refused(HTTPStatus.NOT_FOUND, str(e)) from None
 
-    def tiles(self) -> dict[str, Any]:
-        found = tiles.tiles(self.ledger, self.job, self.out, self.media)
+    def tiles(self, number: int = 1) -> dict[str, Any]:
+        """The tiles of page `number` as they stand now, for the page to follow."""
+        keys = list(
+            self.ledger.keys_in_order(
+                self.job, start=(number - 1) * pages.PAGE_TILES, limit=pages.PAGE_TILES
+            )
+        )
+        found = tiles.tiles(self.ledger, self.job, self.out, self.media, keys=keys)
         return {
             "job": self.job,
-            "summary": tiles.summary(found, self.ledger.unsent_count(self.job)),
+            "summary": tiles.job_summary(self.ledger, self.job),
             "tiles": [
                 {
                     "key": t.key,
@@ -221,12 +231,13 @@ class _Handler(LoopbackHandler):
 
     def _get(self, path: str) -> None:
         if path == "/":
-            self._send(HTTPStatus.OK, self.session.page().encode(), "text/html; charset=utf-8")
+            page = self.session.page(self._page_number())
+            self._send(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
         elif path == "/favicon.ico":
             self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
         elif path == "/api/tiles":
             self._check_token()
-            self._json(HTTPStatus.OK, self.session.tiles())
+            self._json(HTTPStatus.OK, self.session.tiles(self._page_number()))
         elif (found := re.fullmatch(r"/media/([0-9a-f]{64})/(\d{1,3})", path)) is not None:
             file = self.session.file(found.group(1), int(found.group(2)))
             if file is None:
@@ -234,6 +245,13 @@ class _Handler(LoopbackHandler):
             self._file(file)
         else:
             raise Refused(HTTPStatus.NOT_FOUND, "no such page")
+
+    def _page_number(self) -> int:
+        """`?page=N` of the address (1 without it)."""
+        given = parse_qs(urlsplit(self.path).query).get("page", ["1"])
+        if len(given) != 1 or not re.fullmatch(r"[1-9][0-9]{0,8}", given[0]):
+            raise Refused(HTTPStatus.NOT_FOUND, "a page is ?page=N, N from 1")
+        return int(given[0])
 
     def _post(self, path: str) -> None:
         if path != "/api/review":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,10 +52,7 @@ class Tile:
 
     @property
     def outcome(self) -> str:
-        """What the tile shows: completed, failed, processing, or the submission's state."""
-        if self.state == "submitted":
-            return self.status or "processing"
-        return self.state.replace("_", " ")
+        return outcome_of(self.state, self.status)
 
     @property
     def aspect(self) -> str:
@@ -63,6 +60,13 @@ class Tile:
         ratio = str(self.options.get("aspect_ratio") or "16:9")
         width, _, height = ratio.partition(":")
         return f"{width} / {height}" if width.isdigit() and height.isdigit() else "16 / 9"
+
+
+def outcome_of(state: str, status: str | None) -> str:
+    """What a tile shows: completed, failed, processing, or the submission's state."""
+    if state == "submitted":
+        return status or "processing"
+    return state.replace("_", " ")
 
 
 MediaLinks = Callable[[dict[str, Any], list[str]], list[str]]
@@ -75,12 +79,19 @@ def tiles(
     media: MediaLinks | None = None,
     *,
     current_only: bool = True,
+    keys: list[str] | None = None,
 ) -> list[Tile]:
-    """The job's tiles. `media(row, files)` gives the links for a row's videos (the files
-    found on disk, as paths); by default, paths relative to `out` (the static page's folder)."""
-    reviews = ledger.reviews.of(job)
+    """The job's tiles (those of `keys` only, in their order: a page). `media(row, files)`
+    gives the links for a row's videos (the files found on disk, as paths); by default, paths
+    relative to `out` (the static page's folder)."""
+    if keys is None:
+        rows: Iterable[dict[str, Any]] = ledger.rows(job, current_only=current_only)
+        reviews = ledger.reviews.of(job)
+    else:
+        rows = ledger.rows_of(job, keys, current_only=current_only)
+        reviews = ledger.reviews.of(job, keys)
     found = []
-    for row in ledger.rows(job, current_only=current_only):
+    for row in rows:
         body = json.loads(row["request"])
         files = files_on_disk(row, out)
         links = media(row, files) if media else [os.path.relpath(f, out) for f in files]
@@ -152,11 +163,28 @@ def choose_axes(
 
 
 def summary(found: list[Tile], unsent: int = 0) -> str:
+    """`3 completed, 1 failed, 2 not sent yet · 1 picked`, of these tiles."""
     outcomes = Counter(t.outcome for t in found)
+    return _summary(outcomes, unsent, sum(1 for t in found if t.review.get("pick") == 1))
+
+
+def job_summary(ledger: Ledger, job: str, *, current_only: bool = True) -> str:
+    """The same of the whole job, from its maintained counts: a page shows some of its tiles,
+    and says what all of them are."""
+    outcomes: Counter[str] = Counter()
+    for row in ledger.counts(job, current_only):
+        if row["state"]:
+            outcomes[outcome_of(row["state"], row["status"] or None)] += row["n"]
+    standing = ledger.standing(job, current_only=current_only)
+    return _summary(
+        outcomes, standing.unsent, ledger.reviews.picked(job, current_only=current_only)
+    )
+
+
+def _summary(outcomes: Counter[str], unsent: int, picked: int) -> str:
     text = ", ".join(f"{n} {o}" for o, n in outcomes.most_common())
     if unsent:
         text += f", {unsent} not sent yet"
-    picked = sum(1 for t in found if t.review.get("pick") == 1)
     if picked:
         text += f" · {picked} picked"
     return text

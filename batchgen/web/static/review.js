@@ -42,7 +42,7 @@ for (const figure of document.querySelectorAll('figure')) {
 }
 async function follow() {
   try {
-    const answer = await fetch('/api/tiles', {headers: {'X-Batchgen-Token': token}});
+    const answer = await fetch('/api/tiles' + location.search, {headers: {'X-Batchgen-Token': token}});  // this page's
     if (answer.status === 403) { say((await answer.json()).error); return; }
     if (answer.ok) {
       const state = await answer.json();
