@@ -13,7 +13,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -156,7 +156,7 @@ def _image(item: Any, images: dict[str, LocalImage] | None) -> Any:
 @dataclass
 class _Axis:
     field: str
-    values: list[Any]
+    values: Sequence[Any]  # a prompts file's are `job_files.Prompts`
 
     def layers(self) -> list[list[Assignment]]:
         """The assignments each value of the axis makes, by value index."""

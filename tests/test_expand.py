@@ -156,6 +156,28 @@ def test_prompts_file_gives_one_prompt_per_meaningful_line(load):
     assert [b["prompt"] for b in bodies(job)] == ["first prompt", "second prompt"]
 
 
+def test_a_prompts_file_ends_lines_where_python_does_and_keeps_any_text(load):
+    # Held compactly (UTF-8 end to end), a prompt comes back as written: accents, emoji, and
+    # lines ended by \r\n, \r or U+2028 as str.splitlines ends them, numbered so.
+    text = "caf\u00e9 at dawn\r\na fox \U0001f98a\rsnow\u2028  last one  \n"
+    job = load(
+        "version: 1\n" + PRO_DEFAULTS + "requests:\n  - matrix: {prompt: {file: p.txt}}\n",
+        files={"p.txt": text},
+    )
+    assert [b["prompt"] for b in bodies(job)] == [
+        "caf\u00e9 at dawn",
+        "a fox \U0001f98a",
+        "snow",
+        "last one",
+    ]
+    (prompts,) = job.prompt_files.values()
+    assert list(prompts.lines) == [1, 2, 3, 4]
+    assert prompts.prompts[-1] == "last one" and prompts.prompts[1:3] == [
+        "a fox \U0001f98a",
+        "snow",
+    ]
+
+
 def test_rows_are_typed_by_the_schema_and_empty_cells_inherit(load):
     job = load(
         "version: 1\n" + PRO_DEFAULTS + "requests:\n  - rows: {file: shots.csv}\n",
@@ -215,6 +237,22 @@ def test_identical_requests_are_one_request_and_a_warning(load):
     (warning,) = expansion.warnings
     assert warning.severity == "warning" and "same request as requests[0]" in warning.message
     assert warning.line == 8
+
+
+def test_duplicates_are_counted_by_the_entry_that_asked_first(load):
+    job = load(
+        "version: 1\n"
+        + PRO_DEFAULTS
+        + "requests:\n"
+        + "  - matrix: {prompt: [a, b, a]}\n"  # a again: this entry asked first
+        + "  - matrix: {prompt: [b, c, a]}\n"  # b and a: requests[0] asked first
+    )
+    expansion = check(job)
+    assert [r.body["prompt"] for r in expansion.requests()] == ["a", "b", "c"]
+    within, across = expansion.warnings
+    assert "same request as an earlier request of this entry" in within.message
+    assert within.count == 1
+    assert "same request as requests[0]" in across.message and across.count == 2
 
 
 def test_an_exclude_that_matches_nothing_is_a_warning(load):
