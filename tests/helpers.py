@@ -245,3 +245,19 @@ def wait_until(condition, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline
         time.sleep(0.001)
+
+
+def steps(ledger, read) -> int:
+    """SQLite virtual-machine steps (in hundreds) that `read()` takes: a count, not a time."""
+    counted = [0]
+
+    def tick() -> int:
+        counted[0] += 1
+        return 0
+
+    ledger.db.conn.set_progress_handler(tick, 100)
+    try:
+        read()
+    finally:
+        ledger.db.conn.set_progress_handler(None, 100)
+    return counted[0]

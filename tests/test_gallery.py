@@ -106,8 +106,8 @@ def test_rows_and_cols_can_be_chosen(gallery_run):
 
 def test_a_big_job_is_paged_into_files_each_showing_its_own_tiles(gallery_run, monkeypatch):
     """A page shows at most PAGE_TILES tiles, so a job of any size is written a page at a time:
-    index.html, page-2.html, … linked to each other, every task on exactly one of them, each
-    saying what the whole job is. A shorter gallery written later removes the pages it no
+    index.html, page-2.html, … linked to each other, every task on exactly one of them in the
+    order sent, each saying what the whole job is. A shorter gallery written later removes the pages it no
     longer has."""
     from batchgen.web import pages
 
@@ -119,6 +119,8 @@ def test_a_big_job_is_paged_into_files_each_showing_its_own_tiles(gallery_run, m
     shown = [[f["data-key"] for f in Page(text).figures] for text in (first, second)]
     assert [len(keys) for keys in shown] == [4, 2]
     assert sorted(shown[0] + shown[1]) == sorted(r["key"] for r in env.rows())
+    in_order = [r["key"] for r in env.rows()]  # as `tasks` lists them: the order sent
+    assert [set(keys) for keys in shown] == [set(in_order[:4]), set(in_order[4:])]
     assert 'href="page-2.html" rel=next' in first and "page 1 of 2, tiles 1–4 of 6" in first
     assert 'href="index.html" rel=prev' in second and "tiles 5–6 of 6" in second
     summary = re.search(r'<span id="summary">(.*?)</span>', first).group(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from helpers import assert_counts_kept, counts_recomputed, job_text, prompts
+from helpers import assert_counts_kept, counts_recomputed, job_text, prompts, steps
 
 from batchgen.ledger import Ledger
 
@@ -31,22 +31,6 @@ def fill(ledger: Ledger, job: str, first: int, n: int, *, eta: str = STAMP) -> N
         ((job, f"{job}.yaml", f"{i:064x}") for i in range(first, first + n)),
     )
     conn.execute("COMMIT")
-
-
-def steps(ledger: Ledger, read) -> int:
-    """SQLite virtual-machine steps (in hundreds) that `read()` takes: a count, not a time."""
-    counted = [0]
-
-    def tick() -> int:
-        counted[0] += 1
-        return 0
-
-    ledger.db.conn.set_progress_handler(tick, 100)
-    try:
-        read()
-    finally:
-        ledger.db.conn.set_progress_handler(None, 100)
-    return counted[0]
 
 
 def test_status_of_a_job_does_not_grow_with_the_rest_of_the_ledger(tmp_path):
@@ -75,6 +59,20 @@ def test_status_of_a_big_job_reads_its_counts_not_its_rows(tmp_path):
         few = steps(small, lambda: (small.standing("job"), small.status_counts("job")))
         many = steps(big, lambda: (big.standing("job"), big.status_counts("job")))
     assert many <= 2 * few + 5, (few, many)
+
+
+def test_standing_of_a_job_all_done_looks_for_no_eta(tmp_path):
+    # Nothing processing, says its counts: no row is read for the latest ETA (a gallery asks
+    # on every page).
+    costs = []
+    for size in (100, 5_000):
+        with Ledger(tmp_path / f"{size}.db") as ledger:
+            fill(ledger, "job", 0, size)
+            ledger.db.conn.execute("UPDATE tasks SET status = 'completed'")
+            assert ledger.standing("job").last_due is None
+            costs.append(steps(ledger, lambda ledger=ledger: ledger.standing("job")))
+    few, many = costs
+    assert many <= 1.5 * few + 5, costs
 
 
 def test_the_counts_follow_every_way_a_row_changes(world, write_job):

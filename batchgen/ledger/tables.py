@@ -84,7 +84,8 @@ class Reviews(Table):
         """How many of the job's requests are picked (its current ones, unless not
         `current_only`)."""
         rows = self.store._query(
-            "SELECT count(*) FROM reviews r JOIN job_tasks j ON j.job = r.job AND j.key = r.key"
+            # CROSS JOIN: from the job's reviews (a few) to their links, not from its links (all)
+            "SELECT count(*) FROM reviews r CROSS JOIN job_tasks j ON j.job = r.job AND j.key = r.key"
             " WHERE r.job = ? AND r.pick = 1" + current(current_only),
             [job],
         )
