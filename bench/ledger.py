@@ -238,7 +238,7 @@ def main() -> None:
             results = [run_peak(["--ledger", str(ledger), *arguments]) for _ in range(args.runs)]
             seconds = statistics.median(r[0] for r in results)
             print(
-                f"| {what} (1M-row ledger) | {seconds:.2f} s, {max(r[1] for r in results):.0f} MB peak RSS | {goal} |",
+                f"| {what} ({args.rows:,}-row ledger) | {seconds:.2f} s, {max(r[1] for r in results):.0f} MB peak RSS | {goal} |",
                 flush=True,
             )
 
