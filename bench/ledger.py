@@ -234,6 +234,13 @@ def main() -> None:
                 ["tasks", "--json"],
                 "memory flat in the ledger's size",
             ),
+            (
+                f"tasks --csv of all {args.rows:,} rows",
+                ["tasks", "--csv"],
+                "memory flat in the ledger's size",
+            ),
+            (f"tasks of all {args.rows:,} rows", ["tasks"], "memory flat in the ledger's size"),
+            ("runs", ["runs"], "memory flat in the ledger's size"),
         ):
             results = [run_peak(["--ledger", str(ledger), *arguments]) for _ in range(args.runs)]
             seconds = statistics.median(r[0] for r in results)

@@ -132,6 +132,41 @@ def test_tasks_csv_with_no_rows_has_every_column(world, write_job):
     assert len(header[0].split(",")) == 20
 
 
+def test_tasks_as_a_table_is_aligned_and_read_a_row_at_a_time():
+    """The table is measured in one pass over the rows and written in a second, a line as each
+    row comes: a million rows are never held at once (plain `tasks` of 300,000 rows held
+    630 MB)."""
+    import io
+
+    from batchgen.output.reports import write_tasks
+
+    out = io.StringIO()
+    passes: list[list[int]] = []  # per pass: the lines written when each row was made
+
+    def rows():
+        passes.append([])
+        for i in range(3):
+            passes[-1].append(out.getvalue().count("\n"))
+            yield {
+                "key": f"{i:064x}",
+                "label": "a-long-label" if i == 1 else None,
+                "model_id": "2-9",
+                "variant": 0,
+                "state": "submitted",
+                "status": "completed",
+                "task_id": f"t{i}",
+                "error": None,
+                "prompt": f"p{i}",
+            }
+
+    write_tasks(out, rows, [], "text")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "id / key      model       v  state      status     task_id  prompt / error"
+    assert lines[1] == f"{0:012x}  wan2.2-pro  0  submitted  completed  t0       p0"
+    assert lines[2] == "a-long-label  wan2.2-pro  0  submitted  completed  t1       p1"
+    assert passes == [[0, 0, 0], [1, 2, 3]]
+
+
 def test_each_command_is_loaded_by_the_name_it_is_listed_under():
     import importlib
 

@@ -96,7 +96,10 @@ def tasks(job: str | None, state: str | None, fmt: str | None, include_supersede
             ["label", "meta"] if name is not None else []
         )  # the job gives these
         write_tasks(
-            sys.stdout, ledger.rows(name, state, current_only=current_only), columns, fmt or "text"
+            sys.stdout,
+            lambda: ledger.rows(name, state, current_only=current_only),
+            columns,
+            fmt or "text",
         )
 
 

@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
@@ -164,9 +164,23 @@ def summary_lines(
 
 
 def table(rows: Iterable[Iterable[Any]], header: Iterable[str]) -> list[str]:
-    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
+    cells = [_cells(row) for row in rows]
+    return list(streamed_table(lambda: cells, header))
+
+
+def streamed_table(
+    rows: Callable[[], Iterable[Iterable[Any]]], header: Iterable[str]
+) -> Iterator[str]:
+    """The lines of a table whose rows `rows()` gives each time it is called: once to measure
+    the columns, once to write them, so a table of a million rows holds one at a time."""
     names = list(header)
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(names)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(names, widths)).rstrip()]
-    out += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
-    return out
+    widths = [len(h) for h in names]
+    for row in rows():
+        widths = [max(w, len(v)) for w, v in zip(widths, _cells(row))]
+    yield "  ".join(h.ljust(w) for h, w in zip(names, widths)).rstrip()
+    for row in rows():
+        yield "  ".join(v.ljust(w) for v, w in zip(_cells(row), widths)).rstrip()
+
+
+def _cells(row: Iterable[Any]) -> list[str]:
+    return ["" if v is None else str(v) for v in row]

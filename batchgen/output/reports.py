@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .. import models
 from ..errors import Problem
 from ..prices import NO_PRICES, PriceBook, describe_class
-from .progress import table, when_due
+from .progress import streamed_table, table, when_due
 
 if TYPE_CHECKING:
     from ..plan import Plan, StateLookup
@@ -117,17 +117,21 @@ def write_lines(out: TextIO, lines: Iterable[str]) -> None:
     out.writelines(line + "\n" for line in lines)
 
 
-def write_tasks(out: TextIO, rows: Iterable[dict[str, Any]], columns: list[str], fmt: str) -> None:
-    """`tasks`: the ledger's rows as `csv` (every column, a header even with no rows, streamed)
-    or `text` (a short table)."""
+def write_tasks(
+    out: TextIO, rows: Callable[[], Iterable[dict[str, Any]]], columns: list[str], fmt: str
+) -> None:
+    """`tasks`: the ledger's rows as `csv` (every column, a header even with no rows) or `text`
+    (a short table), streamed: `rows()` gives them afresh each time it is called (the table
+    reads them twice, once for its widths), so memory stays one row's at any ledger size."""
     if fmt == "csv":
         writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
-    else:
-        rows = list(rows)  # a table's widths need every row
-        shown = [
-            (
+        writer.writerows(rows())
+        return
+
+    def shown() -> Iterator[tuple[Any, ...]]:
+        for r in rows():
+            yield (
                 r.get("label") or r["key"][:12],
                 models.label(r["model_id"] or ""),
                 r["variant"],
@@ -136,17 +140,10 @@ def write_tasks(out: TextIO, rows: Iterable[dict[str, Any]], columns: list[str],
                 r["task_id"],
                 (r["error"] or r["prompt"] or "")[:50],
             )
-            for r in rows
-        ]
-        out.write(
-            "\n".join(
-                table(
-                    shown,
-                    ("id / key", "model", "v", "state", "status", "task_id", "prompt / error"),
-                )
-            )
-            + "\n"
-        )
+
+    header = ("id / key", "model", "v", "state", "status", "task_id", "prompt / error")
+    for line in streamed_table(shown, header):
+        out.write(line + "\n")
 
 
 def runs_report(rows: list[dict[str, Any]], *, as_json: bool) -> list[str]:
