@@ -411,8 +411,8 @@ def test_ctrl_c_finishes_calls_in_flight_and_leaves_the_job_resumable(world, wri
     env = world(latency_ms=200)
     job = write_job(job_text(prompts(30)))
     process = env.popen("run", job, "--yes", "--rpm", "60000", "--concurrency", "4")
+    assert env.sandbox.wait_answered(4, timeout=20)  # some answered, more on the way
     wait_for_sending(env, 1)
-    time.sleep(0.5)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130, err
@@ -519,7 +519,8 @@ def test_a_kill_after_the_answer_arrived_and_before_its_commit_leaves_it_in_doub
     env.sandbox.config.slow_rate = 0.0
     blocker = sqlite3.connect(env.ledger_path, isolation_level=None, timeout=10)
     blocker.execute("BEGIN IMMEDIATE")  # no write can commit: not the answer, not the next claim
-    time.sleep(1.0)  # the answer (0.3 s) is read, and the run waits on the lock to record it
+    # The task id is written back (after 0.3 s), and the run waits on the lock to record it.
+    assert env.sandbox.wait_answered(1, timeout=20)
     assert process.poll() is None
     process.kill()
     process.wait()
@@ -548,7 +549,7 @@ def test_a_kill_while_a_group_of_answers_waits_for_its_commit_leaves_each_in_dou
     blocker = sqlite3.connect(env.ledger_path, isolation_level=None, timeout=10)
     blocker.execute("BEGIN IMMEDIATE")
     env.sandbox.config.slow_rate = 0.0
-    time.sleep(1.5)  # the four answers are read and wait in the group commit
+    assert env.sandbox.wait_answered(4, timeout=20)  # the four wait in the group commit
     assert process.poll() is None
     process.kill()
     process.wait()

@@ -159,6 +159,7 @@ class _Handler(LoopbackHandler):
         else:
             record("created", task_id)
         self._answer(HTTPStatus.OK, 1, "success", data={"task_id": task_id, "estimated_time": eta})
+        sandbox.task_answered()
 
     def _credits(self) -> None:
         """POST /api/task/get_credits (no body): the balance."""

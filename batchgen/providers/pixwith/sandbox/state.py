@@ -114,6 +114,8 @@ class Sandbox:
         self.checker = schemas.RequestChecker()
         self._open_connections = 0
         self._idle = threading.Condition(self._lock)
+        self.tasks_answered = 0  # create calls whose task id was written back to the client
+        self._answered = threading.Condition(self._lock)
 
     # -- connections being served -----------------------------------------------------------
 
@@ -131,6 +133,17 @@ class Sandbox:
         answered, or found cut): True, or False past `timeout` seconds."""
         with self._lock:
             return self._idle.wait_for(lambda: self._open_connections == 0, timeout)
+
+    def task_answered(self) -> None:
+        with self._lock:
+            self.tasks_answered += 1
+            self._answered.notify_all()
+
+    def wait_answered(self, n: int, timeout: float) -> bool:
+        """Until `n` created tasks' answers were written to their clients (a test that must
+        act once the client holds its task id waits on this): True, or False past `timeout`."""
+        with self._lock:
+            return self._answered.wait_for(lambda: self.tasks_answered >= n, timeout)
 
     # -- the record ---------------------------------------------------------------------
 
