@@ -12,7 +12,7 @@ import contextlib
 import sqlite3
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any, TextIO
+from typing import Any
 
 from . import credits, http_transport, journal, models, unchanged, uploads
 from .budget import Budget
@@ -23,8 +23,7 @@ from .ledger import Ledger
 from .ledger_location import Project
 from .limits import Backoff, RateLimiter
 from .output.progress import ProgressDisplay, summary_lines
-from .output.reports import plan_lines, problem_lines, write_plan_json
-from .plan import Plan, ToSend, no_ledger, plan_job, prepare_run
+from .plan import Plan, ToSend, no_ledger, prepare_run
 from .prices import PriceBook
 from .providers import Provider
 from .results import pending, poll
@@ -46,7 +45,7 @@ from .submit import (
     RunSettings,
     Submission,
 )
-from .validate import ValidatedJob, validate_job
+from .validate import ValidatedJob
 
 CONFIRM_ABOVE = 20  # on a terminal, ask before sending more requests than this
 
@@ -458,48 +457,3 @@ def _after_sending(
     if options.gallery and exit_code in (0, EXIT_INCOMPLETE):
         write_gallery(ledger, name, folder, console)
     return exit_code
-
-
-def show_plan(
-    job: str,
-    base_url: str,
-    project: Project,
-    console: Console,
-    out: TextIO,
-    *,
-    prices_file: str | None,
-    allow_unverified: bool,
-    as_json: bool,
-) -> None:
-    """`batchgen plan`: what a run of `job` would send and what it would cost, from what the
-    ledger knows (every request is new without one): text lines through `console`, or one JSON
-    object streamed to `out`. Sends nothing and writes nothing, not even a new ledger."""
-    ledger = open_ledger(project, console, create=False) if project.ledger.exists() else None
-    if ledger is None:
-        console.err(f"ledger: none yet at {project.ledger}: every request is new")
-    with contextlib.ExitStack() as stack:
-        if ledger is not None:
-            stack.enter_context(ledger)
-        states = ledger.states if ledger else no_ledger
-        if as_json:
-            validated = validate_job(
-                job, base_url, root=project.root, allow_unverified=allow_unverified
-            )
-            for line in problem_lines(validated.warnings):
-                console.err(line)
-            book = credits.price_book(validated, ledger, prices_file)
-            plan = Plan(validated.job.name, validated.api_base)
-            write_plan_json(out, validated, plan, states, book)
-            return
-        validated, result = plan_job(
-            job,
-            base_url,
-            states,
-            root=project.root,
-            allow_unverified=allow_unverified,
-            prices=lambda v: credits.price_book(v, ledger, prices_file),
-        )
-    for line in problem_lines(validated.warnings):
-        console.err(line)
-    for line in plan_lines(result):
-        console.out(line)

@@ -77,6 +77,7 @@ LAYERS = [
     "session",
     "follow",
     "runner",
+    "preview",
     "output.console",
     "cli.options",
     "cli.common",

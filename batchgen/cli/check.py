@@ -16,7 +16,7 @@ from ..output.reports import (
     problem_lines,
     problems_json,
 )
-from ..runner import show_plan
+from ..preview import show_plan
 from ..urls import canonical_base_url
 from ..validate import validate_job
 from .common import project_of
