@@ -16,7 +16,7 @@ from .output.progress import table
 from .plan import ToSend
 from .prices import PriceBook, class_key, describe_class, job_rules, load_rules
 from .providers import Kind, Provider
-from .submit import RunReport
+from .run_report import RunReport
 from .validate import ValidatedJob, validate_job
 
 if TYPE_CHECKING:

@@ -28,6 +28,12 @@ from .prices import PriceBook
 from .providers import Provider
 from .results import pending, poll
 from .run_locks import RunLock
+from .run_report import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_IDENTICAL_ERRORS,
+    DEFAULT_RPM,
+    RunSettings,
+)
 from .session import (
     Console,
     Target,
@@ -37,14 +43,7 @@ from .session import (
     signals_as_interrupts,
 )
 from .spec import load_job
-from .submit import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_MAX_IDENTICAL_ERRORS,
-    DEFAULT_RPM,
-    Interrupted,
-    RunSettings,
-    Submission,
-)
+from .submit import Interrupted, Submission
 from .validate import ValidatedJob
 
 CONFIRM_ABOVE = 20  # on a terminal, ask before sending more requests than this

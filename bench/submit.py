@@ -106,7 +106,8 @@ def in_process(tmp: Path, n: int, concurrency: int, latency_ms: int) -> tuple[fl
     from batchgen.expand import Origin, Request, identity
     from batchgen.ledger import Ledger
     from batchgen.providers.pixwith.client import PixwithApi
-    from batchgen.submit import RunSettings, Submission
+    from batchgen.run_report import RunSettings
+    from batchgen.submit import Submission
 
     tag = f"in-process-{time.monotonic_ns()}"
     requests = [

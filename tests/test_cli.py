@@ -89,7 +89,7 @@ def test_the_progress_bar_on_a_terminal_ends_its_line_when_a_run_stops_early():
     import io
 
     from batchgen.output.progress import ProgressDisplay
-    from batchgen.submit import RunReport
+    from batchgen.run_report import RunReport
 
     stream = io.StringIO()
     bar = ProgressDisplay(10, stream=stream, tty=True)
@@ -110,7 +110,7 @@ def test_plain_progress_lines_off_a_terminal():
     import io
 
     from batchgen.output.progress import ProgressDisplay
-    from batchgen.submit import RunReport
+    from batchgen.run_report import RunReport
 
     stream = io.StringIO()
     report = RunReport()

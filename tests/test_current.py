@@ -132,7 +132,7 @@ def test_the_progress_bar_fits_the_terminal_and_shows_the_true_rate():
     import io
 
     from batchgen.output.progress import ProgressDisplay
-    from batchgen.submit import RunReport
+    from batchgen.run_report import RunReport
 
     stream = io.StringIO()
     bar = ProgressDisplay(500, stream=stream, tty=True, columns=60)

@@ -263,7 +263,8 @@ def test_a_submission_against_garbage_answers_records_nothing_false(tmp_path_fac
     from batchgen.expand import Origin, Request
     from batchgen.ledger import Ledger
     from batchgen.limits import Backoff
-    from batchgen.submit import RunSettings, Submission
+    from batchgen.run_report import RunSettings
+    from batchgen.submit import Submission
 
     answers_left = list(script)
 

@@ -27,7 +27,8 @@ def submission_against(ledger, handler, n=3, **kwargs):
     from batchgen.expand import Origin, Request
     from batchgen.providers.pixwith.client import PixwithApi
     from batchgen.run_locks import RunLock
-    from batchgen.submit import RunSettings, Submission
+    from batchgen.run_report import RunSettings
+    from batchgen.submit import Submission
 
     notices: list[str] = []
     requests = [
@@ -71,7 +72,8 @@ def cut_short_by_two_ctrl_cs(ledger, handler, ready: threading.Event) -> tuple[l
 
     from batchgen.expand import Origin, Request
     from batchgen.providers.pixwith.client import PixwithApi
-    from batchgen.submit import Interrupted, RunSettings, Submission
+    from batchgen.run_report import RunSettings
+    from batchgen.submit import Interrupted, Submission
 
     class CtrlCTwice:  # the run's wait for its workers (`Submission._all_done`), cut short
         def wait(self, timeout):

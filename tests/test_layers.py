@@ -59,6 +59,7 @@ LAYERS = [
     "limits",
     "download_bounds",
     "budget",
+    "run_report",
     "submit",
     "credits",
     "uploads",

@@ -183,7 +183,8 @@ def test_retry_after_in_seconds_and_as_a_date_pauses_every_call(tmp_path):
     from batchgen.limits import RateLimiter
     from batchgen.providers.pixwith.client import PixwithApi
     from batchgen.run_locks import RunLock
-    from batchgen.submit import RunSettings, Submission
+    from batchgen.run_report import RunSettings
+    from batchgen.submit import Submission
 
     class Clock:
         at = 0.0

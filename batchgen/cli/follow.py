@@ -9,8 +9,8 @@ import click
 
 from ..follow import download_job, poll_job, write_gallery
 from ..output.console import Terminal
+from ..run_report import DEFAULT_RPM
 from ..session import api_target, named_job, open_ledger, output_folder, resolve_job
-from ..submit import DEFAULT_RPM
 from .common import project_of
 from .options import (
     DEFAULT_API_BASE,

@@ -9,9 +9,9 @@ import click
 
 from ..limits import Backoff
 from ..output.console import Terminal
+from ..run_report import DEFAULT_CONCURRENCY, DEFAULT_MAX_IDENTICAL_ERRORS, DEFAULT_RPM
 from ..runner import RunOptions, execute_run
 from ..session import api_target
-from ..submit import DEFAULT_CONCURRENCY, DEFAULT_MAX_IDENTICAL_ERRORS, DEFAULT_RPM
 from .common import project_of
 from .options import (
     Finite,
