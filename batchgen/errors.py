@@ -71,6 +71,16 @@ class Problem:
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
+    @classmethod
+    def at_offset(
+        cls, file: str, text: str | bytes, offset: int, message: str, hint: str | None = None
+    ) -> Problem:
+        """A problem at `offset` into the file's text (or bytes), located by line and column."""
+        newline = "\n" if isinstance(text, str) else b"\n"
+        line = text.count(newline, 0, offset) + 1  # type: ignore[arg-type]
+        column = offset - (text.rfind(newline, 0, offset) + 1) + 1  # type: ignore[arg-type]
+        return cls(file, line, column, "", message, hint=hint)
+
 
 class BatchgenError(Exception):
     """An error with a message for the user and the exit code it ends the program with."""

@@ -126,18 +126,11 @@ def decode_utf8(raw: bytes, file: str) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
         bad = raw[e.start : e.start + 1].hex()
         raise JobError(
             [
-                Problem(
-                    file,
-                    line,
-                    column,
-                    "",
-                    f"not valid UTF-8 (byte 0x{bad})",
-                    hint="save the file as UTF-8",
+                Problem.at_offset(
+                    file, raw, e.start, f"not valid UTF-8 (byte 0x{bad})", "save the file as UTF-8"
                 )
             ]
         ) from None

@@ -81,19 +81,8 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Marks]:
     except yaml.MarkedYAMLError as e:
         raise JobError([_yaml_problem(e, file, text)]) from None
     except yaml.reader.ReaderError as e:  # a character YAML does not allow (NUL, ...)
-        line = text.count("\n", 0, e.position) + 1
-        column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
-        raise JobError(
-            [
-                Problem(
-                    file,
-                    line,
-                    column,
-                    "",
-                    f"YAML: character {e.character!r} is not allowed in a YAML file",
-                )
-            ]
-        ) from None
+        message = f"YAML: character {e.character!r} is not allowed in a YAML file"
+        raise JobError([Problem.at_offset(file, text, e.position, message)]) from None
     except yaml.YAMLError as e:  # errors without a position (rare)
         raise JobError([Problem(file, None, None, "", f"not valid YAML: {e}")]) from None
     except RecursionError:  # a last guard: _BoundedLoader stops far sooner
