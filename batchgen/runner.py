@@ -23,6 +23,7 @@ from .ledger import Ledger
 from .ledger_location import Project
 from .limits import Backoff, RateLimiter
 from .output.progress import ProgressDisplay, summary_lines
+from .output.reports import problem_lines
 from .plan import Plan, ToSend, no_ledger, prepare_run
 from .prices import PriceBook
 from .providers import Provider
@@ -155,8 +156,8 @@ def execute_run(options: RunOptions, target: Target, project: Project, console: 
 
 
 def _warn(validated: ValidatedJob, console: Console) -> None:
-    for problem in validated.warnings:
-        console.err(str(problem))
+    for line in problem_lines(validated.warnings):  # as `plan` says them: with their counts
+        console.err(line)
 
 
 def _run_planned(

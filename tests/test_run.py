@@ -69,6 +69,18 @@ def test_raising_repeat_sends_only_the_new_variants(world, write_job):
     assert set(env.created_bodies().values()) == {3}
 
 
+def test_a_run_warns_as_plan_does_with_how_many_requests_each_warning_covers(world, write_job):
+    env = world()
+    job = write_job(job_text(["a", "b", "a", "a"]))  # two duplicates of one prompt
+    warned = [line for line in env.cli("plan", job).stderr.splitlines() if "same request" in line]
+    assert len(warned) == 1 and warned[0].endswith("[2 requests]")
+    run = env.cli("run", job, "--yes", "--rpm", "0")
+    assert run.exit_code == 0 and warned[0] in run.stderr.splitlines()
+    again = env.cli("run", job, "--yes", "--rpm", "0")  # unchanged: the warnings as recorded
+    assert again.exit_code == 0 and warned[0] in again.stderr.splitlines()
+    assert len(env.sandbox.created()) == 2
+
+
 def test_a_copy_of_the_job_under_another_name_sends_nothing(world, write_job):
     env = world()
     original = write_job(job_text(prompts(3), name="first"))
