@@ -57,8 +57,9 @@ class Prompts(Sequence[str]):
             return [self[i] for i in range(*index.indices(len(self)))]
         if index < 0:
             index += len(self._ends)
-        end = self._ends[index]  # IndexError past the end, as a list's
-        return self._data[self._ends[index - 1] if index else 0 : end].decode()
+        if not 0 <= index < len(self._ends):
+            raise IndexError("prompt index out of range")  # as a list's, either side
+        return self._data[self._ends[index - 1] if index else 0 : self._ends[index]].decode()
 
     def __iter__(self) -> Iterator[str]:
         start = 0

@@ -176,6 +176,9 @@ def test_a_prompts_file_ends_lines_where_python_does_and_keeps_any_text(load):
         "a fox \U0001f98a",
         "snow",
     ]
+    for outside in (4, -5):  # as a list of them would
+        with pytest.raises(IndexError):
+            prompts.prompts[outside]
 
 
 def test_rows_are_typed_by_the_schema_and_empty_cells_inherit(load):
