@@ -21,6 +21,11 @@ class Standing(NamedTuple):
 _WALK_SHARE = 8
 
 
+def _linked_to_job(current_only: bool) -> str:
+    """A subquery true of a task `t` the job (the first parameter) asks for."""
+    return "SELECT 1 FROM job_tasks j WHERE j.job = ? AND j.key = t.key" + current(current_only)
+
+
 class Queries(Store):
     """What the ledger knows, read."""
 
@@ -98,13 +103,11 @@ class Queries(Store):
         own order (`tasks_oldest_first`), its tasks picked out as they come: a page costs at
         most eight pages' worth of index entries. A smaller job's keys (not its rows, ~1 KB
         each) are sorted: that costs in proportion to the job, a small part of the ledger."""
-        member = "SELECT 1 FROM job_tasks j WHERE j.job = ? AND j.key = t.key" + current(
-            current_only
-        )
         (last,) = self._query("SELECT coalesce(max(rowid), 0) FROM tasks")[0]  # ~ the size
         if self.sent_count(job, current_only=current_only) * _WALK_SHARE >= last:
             sql = (
-                f"SELECT t.key FROM tasks t INDEXED BY tasks_oldest_first WHERE EXISTS ({member})"
+                "SELECT t.key FROM tasks t INDEXED BY tasks_oldest_first"
+                f" WHERE EXISTS ({_linked_to_job(current_only)})"
                 " ORDER BY t.submitted_at IS NULL, t.submitted_at, t.key"
             )
             params: list[Any] = [job]
@@ -220,9 +223,7 @@ class Queries(Store):
             for row in counts
         ):
             return None
-        member = "SELECT 1 FROM job_tasks j WHERE j.job = ? AND j.key = t.key" + current(
-            current_only
-        )
+        member = _linked_to_job(current_only)
         rows = self._query(
             f"SELECT t.eta_at FROM (SELECT key, eta_at FROM tasks INDEXED BY tasks_processing_eta"
             f" WHERE state = 'submitted' AND coalesce(status, 'processing') = 'processing'"

@@ -164,8 +164,8 @@ def summary_lines(
 
 
 def table(rows: Iterable[Iterable[Any]], header: Iterable[str]) -> list[str]:
-    cells = [_cells(row) for row in rows]
-    return list(streamed_table(lambda: cells, header))
+    held = list(rows)
+    return list(streamed_table(lambda: held, header))
 
 
 def streamed_table(
