@@ -122,6 +122,15 @@ class LedgerUnsound(BatchgenError):
     exit_code = EXIT_ABORTED
 
 
+class LedgerFailed(Exception):
+    """The ledger's database failed under a command (its server gone, a lock not had in time):
+    a PostgreSQL ledger's errors, as sqlite3.Error is a SQLite one's (`ledger.FAILURES`)."""
+
+
+class LedgerBusy(LedgerFailed):
+    """Another thread of this process held the ledger longer than the process would wait."""
+
+
 class BalanceUnknown(BatchgenError):
     """`batchgen credits` could not learn the balance (the API unreachable, or its answer
     nonsense): not a usage error, the command simply did not get its answer (exit 1)."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import threading
 import time
@@ -17,6 +16,7 @@ from typing import Any
 from .download import download
 from .download_bounds import DEFAULT_BOUNDS, Bounds
 from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, UsageError
+from .ledger import FAILURES as LEDGER_FAILURES
 from .ledger import Ledger
 from .ledger_location import Project
 from .limits import RateLimiter
@@ -162,7 +162,7 @@ def on_done(
     try:
         states = ledger.job_states(job)
         generation = ledger.generation_counts(job)
-    except sqlite3.Error as e:  # busy after a second Ctrl-C (`Ledger.quitting`), or failing
+    except LEDGER_FAILURES as e:  # busy after a second Ctrl-C (`Ledger.quitting`), or failing
         console.err(f"--on-done not run: the ledger could not be read ({e})")
         return
     env = {k: v for k, v in os.environ.items() if k != "PIXWITH_API_KEY"}
@@ -170,7 +170,7 @@ def on_done(
         BATCHGEN_JOB=job,
         BATCHGEN_JOB_FILE=job_file or "",
         BATCHGEN_EXIT=str(exit_code),
-        BATCHGEN_LEDGER=str(ledger.path),
+        BATCHGEN_LEDGER=ledger.location,
         BATCHGEN_COUNTS=json.dumps({"states": states, "generation": generation}, sort_keys=True),
         BATCHGEN_SUBMITTED=str(states.get("submitted", 0) + states.get("generation_failed", 0)),
         BATCHGEN_COMPLETED=str(generation["completed"]),

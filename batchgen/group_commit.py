@@ -22,13 +22,15 @@ that cannot be recorded goes to the journal: see submit.py).
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from .connections import Connection
+from .errors import LedgerFailed
+
 T = TypeVar("T")
-Write = Callable[[sqlite3.Connection], T]
+Write = Callable[[Connection], T]
 
 
 class _Pending(Generic[T]):
@@ -55,9 +57,18 @@ class GroupCommit:
     thread, which does not write through here.
     """
 
-    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock):
+    def __init__(
+        self,
+        conn: Connection,
+        lock: threading.RLock,
+        *,
+        single_statements: bool = True,
+        failures: tuple[type[Exception], ...] = (Exception,),
+    ):
         self._conn = conn
         self._lock = lock
+        self._single_statements = single_statements  # see `write`'s `one_statement`
+        self._failures = failures  # what the connection raises when a statement fails
         self._guard = threading.Lock()  # guards `_queued` and `_leading`; never held to wait
         self._queued: list[_Pending[Any]] = []
         self._leading = False  # a thread is committing a group, or has been chosen to
@@ -68,7 +79,9 @@ class GroupCommit:
         committed (or raise its error, or the transaction's).
 
         `one_statement`: `write` executes a single statement, which SQLite makes a
-        transaction of its own when it commits alone (no BEGIN and COMMIT to send)."""
+        transaction of its own when it commits alone (no BEGIN and COMMIT to send). Not where
+        the connection says single statements must not skip the write lock
+        (`single_statements`: PostgreSQL's writers take turns only under it)."""
         pending: _Pending[T] = _Pending(write, one_statement)
         with self._guard:
             self._queued.append(pending)
@@ -105,7 +118,7 @@ class GroupCommit:
     def _commit(self, group: list[_Pending[Any]]) -> None:
         conn = self._conn
         try:
-            if len(group) == 1 and group[0].one_statement:
+            if len(group) == 1 and group[0].one_statement and self._single_statements:
                 group[0].result = group[0].write(conn)
             else:
                 conn.execute("BEGIN IMMEDIATE")
@@ -117,16 +130,12 @@ class GroupCommit:
             if conn.in_transaction:
                 try:
                     conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass  # SQLite has already rolled back (an I/O error does that)
+                except self._failures:
+                    pass  # already rolled back (SQLite does that on an I/O error)
             # Nothing of the group is on disk: every write of it fails with this error. A
             # KeyboardInterrupt is raised in the thread that took it; the others are told their
             # commit did not happen.
-            failure = (
-                e
-                if isinstance(e, Exception)
-                else sqlite3.OperationalError("the commit was interrupted")
-            )
+            failure = e if isinstance(e, Exception) else LedgerFailed("the commit was interrupted")
             for pending in group:
                 pending.error = failure
                 pending.result = None

@@ -299,6 +299,35 @@ def _down_link(row: str) -> str:
     return _COUNT_DOWN.format(**_linked(row), which=which)
 
 
+# name → (when it fires, on what condition, its statements): SQLite's triggers here, and the
+# same statements in PostgreSQL's functions (ledger/postgres_schema.py).
+JOB_COUNT_TRIGGERS: dict[str, tuple[str, str, list[str]]] = {
+    "job_counts_link": ("AFTER INSERT ON job_tasks", "", [_up_link("NEW")]),
+    "job_counts_unlink": ("AFTER DELETE ON job_tasks", "", [_down_link("OLD")]),
+    "job_counts_relink": (
+        "AFTER UPDATE OF job, key, current ON job_tasks",
+        "",
+        [_down_link("OLD"), _up_link("NEW")],
+    ),
+    "job_counts_claim": (
+        "AFTER INSERT ON tasks",
+        "",
+        [_down_each_link("NEW", _UNSENT), _up_each_link("NEW", _task("NEW"))],
+    ),
+    "job_counts_forget": (
+        "AFTER DELETE ON tasks",
+        "",
+        [_down_each_link("OLD", _task("OLD")), _up_each_link("OLD", _UNSENT)],
+    ),
+    "job_counts_move": (
+        "AFTER UPDATE OF model_id, state, status ON tasks",
+        "coalesce(OLD.model_id, '') != coalesce(NEW.model_id, '')"
+        " OR OLD.state != NEW.state OR coalesce(OLD.status, '') != coalesce(NEW.status, '')",
+        [_down_each_link("OLD", _task("OLD")), _up_each_link("NEW", _task("NEW"))],
+    ),
+}
+
+
 @migration
 def m010_job_counts(db: sqlite_utils.Database) -> None:
     """Counts per job kept by triggers (see `_COUNT_UP`), filled once from what is there."""
@@ -314,32 +343,8 @@ def m010_job_counts(db: sqlite_utils.Database) -> None:
         " coalesce(t.status, ''), count(*)"
         " FROM job_tasks j LEFT JOIN tasks t ON t.key = j.key GROUP BY 1, 2, 3, 4, 5"
     )
-    triggers = {
-        "job_counts_link": ("AFTER INSERT ON job_tasks", "", [_up_link("NEW")]),
-        "job_counts_unlink": ("AFTER DELETE ON job_tasks", "", [_down_link("OLD")]),
-        "job_counts_relink": (
-            "AFTER UPDATE OF job, key, current ON job_tasks",
-            "",
-            [_down_link("OLD"), _up_link("NEW")],
-        ),
-        "job_counts_claim": (
-            "AFTER INSERT ON tasks",
-            "",
-            [_down_each_link("NEW", _UNSENT), _up_each_link("NEW", _task("NEW"))],
-        ),
-        "job_counts_forget": (
-            "AFTER DELETE ON tasks",
-            "",
-            [_down_each_link("OLD", _task("OLD")), _up_each_link("OLD", _UNSENT)],
-        ),
-        "job_counts_move": (
-            "AFTER UPDATE OF model_id, state, status ON tasks",
-            " WHEN coalesce(OLD.model_id, '') != coalesce(NEW.model_id, '')"
-            " OR OLD.state != NEW.state OR coalesce(OLD.status, '') != coalesce(NEW.status, '')",
-            [_down_each_link("OLD", _task("OLD")), _up_each_link("NEW", _task("NEW"))],
-        ),
-    }
-    for name, (when, condition, statements) in triggers.items():
+    for name, (when, condition, statements) in JOB_COUNT_TRIGGERS.items():
+        condition = f" WHEN {condition}" if condition else ""
         conn.execute(
             f"CREATE TRIGGER {name} {when} FOR EACH ROW{condition} BEGIN {' '.join(statements)} END"
         )

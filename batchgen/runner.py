@@ -9,7 +9,6 @@ lives here. What people read goes through a `Console`, so this module prints not
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from .budget import Budget
 from .download_bounds import Bounds
 from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, NotCovered
 from .follow import at_most_every, download_job, on_done, wait_until_done, write_gallery
+from .ledger import FAILURES as LEDGER_FAILURES
 from .ledger import Ledger
 from .ledger_location import Project
 from .limits import Backoff, RateLimiter
@@ -28,7 +28,6 @@ from .plan import Plan, ToSend, no_ledger, prepare_run
 from .prices import PriceBook
 from .providers import Provider
 from .results import pending, poll
-from .run_locks import RunLock
 from .run_report import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_IDENTICAL_ERRORS,
@@ -111,7 +110,7 @@ def execute_run(options: RunOptions, target: Target, project: Project, console: 
     )
     settings = options.settings(validated.job.limits)
     allow = settings.resendable()
-    if not project.ledger.exists():
+    if not project.ledger_exists():
         # Every request is new. Planned before the ledger is made, so that a job that fails
         # validation leaves none behind; linked once it exists.
         book = credits.price_book(validated, None, options.prices_file)
@@ -235,7 +234,7 @@ def _run_planned(
     )
     if exit_code != recorded:  # the run's record says how the command ended, not only its sending
         with contextlib.suppress(
-            sqlite3.Error
+            *LEDGER_FAILURES
         ):  # busy after a second Ctrl-C: the sending's code stays
             ledger.runs.set_exit_code(run_id, exit_code)
     on_done(options.on_done, ledger, validated.job.name, options.job_file, exit_code, console)
@@ -341,7 +340,7 @@ def _send(
         options.flags() | {"rpm": settings.rpm, "concurrency": settings.concurrency},
     )
     ledger.runs.record_balance(run_id, before=budget.balance_before)
-    lock = RunLock(ledger.path, run_id)  # before the first claim: see run_locks.py
+    lock = ledger.hold_run(run_id)  # before the first claim: see backend.py
     journal.reserve(ledger.path)
     progress = ProgressDisplay(len(to_send))
     try:
@@ -371,7 +370,7 @@ def _send(
                 progress.finish()
             except Interrupted as e:
                 exit_code = interrupted_exit(e)
-                with contextlib.suppress(sqlite3.Error):  # busy: the run is left without its end
+                with contextlib.suppress(*LEDGER_FAILURES):  # busy: the run is left without its end
                     ledger.runs.end(run_id, {"interrupted": "twice"}, exit_code)
                 console.err("quit: calls in flight are in_doubt")
                 return exit_code, run_id

@@ -183,7 +183,7 @@ def resolve_job(ledger: Ledger, job: str | None) -> str | None:
         return job
     known = ", ".join(ledger.job_names()) or "none yet"
     raise UsageError(
-        f"no job file or job named {job!r} in the ledger {ledger.path} (jobs: {known})"
+        f"no job file or job named {job!r} in the ledger {ledger.shown} (jobs: {known})"
     )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import sqlite3
 import sys
 import threading
 from collections import deque
@@ -24,11 +23,15 @@ from .errors import (
     LedgerUnsound,
 )
 from .expand import Request
+from .ledger import FAILURES as LEDGER_FAILURES
 from .ledger import Answered, Ledger
 from .limits import RateLimiter, attempts
 from .providers import Kind, Outcome, Provider
 from .run_report import Progress, RunReport, RunSettings
 from .times import timestamp
+
+# Why an answer could not be recorded, and goes to the journal instead.
+_UNRECORDED: tuple[type[Exception], ...] = (*LEDGER_FAILURES, OSError)
 
 
 class Interrupted(Exception):
@@ -139,7 +142,7 @@ class Submission:
                             self.run_id,
                             "the run was stopped (a second signal) before the answer came",
                         )
-                    except sqlite3.Error as error:
+                    except LEDGER_FAILURES as error:
                         self.notice(
                             f"the ledger is busy ({error}): the calls in flight stay 'sending', and the next command marks them in_doubt"
                         )
@@ -219,7 +222,7 @@ class Submission:
                     self._refund(reservation)
                     self._ledger_lost(str(e))
                     return
-                except sqlite3.Error as e:  # nothing sent: stop rather than guess
+                except LEDGER_FAILURES as e:  # nothing sent: stop rather than guess
                     self._refund(reservation)
                     failed = f"the ledger failed: {e}"
                     return
@@ -384,7 +387,7 @@ class Submission:
         except LedgerUnsound as e:
             self._ledger_lost(str(e))
             problem = str(e)
-        except (sqlite3.Error, OSError) as e:
+        except _UNRECORDED as e:
             problem = str(e)
         where = self._keep_in_journal([(request, answered)])
         self.notice(
@@ -457,5 +460,5 @@ class Submission:
     def _safe_in_doubt(self, request: Request, message: str) -> None:
         try:
             self.ledger.abandon_one(request.key, self.run_id, message)
-        except sqlite3.Error:  # the ledger itself is failing: the row stays `sending`, which
+        except LEDGER_FAILURES:  # the ledger itself is failing: the row stays `sending`, which
             pass  # the next run turns into in_doubt (never resent silently either way)

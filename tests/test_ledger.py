@@ -15,7 +15,7 @@ import sqlite_utils
 from helpers import canonical, corrupt_index, job_text, prompts, wait_for_calls, wait_until
 
 from batchgen import journal
-from batchgen.errors import LedgerUnsound, UsageError
+from batchgen.errors import LedgerBusy, LedgerUnsound, UsageError
 from batchgen.expand import Origin, Request
 from batchgen.ledger import BUSY_TIMEOUT, Answered, Ledger
 from batchgen.migrations import MIGRATIONS
@@ -683,13 +683,13 @@ def test_once_quitting_a_statement_waits_only_briefly_for_a_busy_ledger(ledger):
     assert held.wait(5)
     ledger.quitting(0.2)
     started = time.monotonic()
-    with pytest.raises(sqlite3.OperationalError, match="busy"):
+    with pytest.raises(LedgerBusy, match="busy"):
         ledger.task("k1")
-    with pytest.raises(sqlite3.OperationalError, match="busy"):
+    with pytest.raises(LedgerBusy, match="busy"):
         ledger.states(["k1"])
-    with pytest.raises(sqlite3.OperationalError, match="busy"):
+    with pytest.raises(LedgerBusy, match="busy"):
         list(ledger.rows())
-    with pytest.raises(sqlite3.OperationalError, match="busy"):
+    with pytest.raises(LedgerBusy, match="busy"):
         ledger.runs.end(1, {}, 130)
     ledger.close()  # gives up too: the process's exit closes it
     # Each of the five gave up after its brief wait, not the busy timeout (30 s each).

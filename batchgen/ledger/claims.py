@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from ..connections import Connection
 from ..times import later, now, parse_timestamp, timestamp
 from .store import _EFFECTIVE_STATE, Store
 from .tables import JobInput, JobInputs
@@ -78,7 +78,7 @@ class Claims(Store):
                 # order, and the two statements below each need one pass over the table.
                 "CREATE TEMP TABLE IF NOT EXISTS staged_links (key TEXT, label TEXT, meta TEXT)"
             )
-            conn.execute("DELETE FROM temp.staged_links")
+            conn.execute("DELETE FROM staged_links")
 
         def stage(requests: Iterable[Link]) -> None:
             # Streamed into the table: a first run stages every request it holds at once.
@@ -95,7 +95,7 @@ class Claims(Store):
                     "BEGIN"
                 )  # deferred, and only the temp database is written: no write lock
                 conn.executemany(
-                    "INSERT INTO temp.staged_links (key, label, meta) VALUES (?, ?, ?)", rows
+                    "INSERT INTO staged_links (key, label, meta) VALUES (?, ?, ?)", rows
                 )
                 conn.execute("COMMIT")
 
@@ -105,19 +105,20 @@ class Claims(Store):
                 # A row is written only when something changed: a rerun of a big job rewrites nothing.
                 # In key order: the three indexes it goes into are ordered by key, and random
                 # inserts into them cost ~5x more (a first run of a million requests: 22 s).
+                differs = self.sql.distinct
                 conn.execute(
                     "INSERT INTO job_tasks (job, job_file, key, label, meta, current)"
-                    " SELECT ?, ?, key, label, meta, 1 FROM temp.staged_links WHERE true ORDER BY key"
+                    " SELECT ?, ?, key, label, meta, 1 FROM staged_links WHERE true ORDER BY key"
                     " ON CONFLICT (job, key) DO UPDATE SET job_file = excluded.job_file, label = excluded.label,"
                     " meta = excluded.meta, current = 1"
-                    " WHERE job_tasks.current = 0 OR job_tasks.job_file IS NOT excluded.job_file"
-                    " OR job_tasks.label IS NOT excluded.label OR job_tasks.meta IS NOT excluded.meta",
+                    f" WHERE job_tasks.current = 0 OR job_tasks.job_file {differs} excluded.job_file"
+                    f" OR job_tasks.label {differs} excluded.label OR job_tasks.meta {differs} excluded.meta",
                     (job, job_file),
                 )
                 # In the links' transaction: a digest never describes links another run made.
                 JobInputs.write(conn, job, job_file, inputs())
                 # Every staged key is current now; any other current row is one the file dropped.
-                staged = conn.execute("SELECT count(*) FROM temp.staged_links").fetchone()[0]
+                staged = conn.execute("SELECT count(*) FROM staged_links").fetchone()[0]
                 current = conn.execute(  # kept by triggers: no pass over the job's rows
                     "SELECT coalesce(sum(n), 0) FROM job_counts WHERE job = ? AND current = 1",
                     (job,),
@@ -125,12 +126,12 @@ class Claims(Store):
                 if current > staged:
                     conn.execute(
                         "UPDATE job_tasks SET current = 0 WHERE job = ? AND current = 1"
-                        " AND key NOT IN (SELECT key FROM temp.staged_links)",
+                        " AND key NOT IN (SELECT key FROM staged_links)",
                         (job,),
                     )
         finally:
             with self._locked() as conn:
-                conn.execute("DELETE FROM temp.staged_links")
+                conn.execute("DELETE FROM staged_links")
 
     def claim(
         self,
@@ -163,7 +164,7 @@ class Claims(Store):
         )  # before taking the lock: other threads wait on it
         stamp = timestamp()
 
-        def claim_in(conn: sqlite3.Connection) -> str | None:
+        def claim_in(conn: Connection) -> str | None:
             if answered is not None:
                 _set(
                     conn,
@@ -257,7 +258,7 @@ class Claims(Store):
 
 
 def _insert_claim(
-    conn: sqlite3.Connection,
+    conn: Connection,
     request: Request,
     sent: str,
     job: str,
@@ -282,11 +283,11 @@ def _insert_claim(
             run_id,
         ),
     )
-    return inserted.rowcount == 1
+    return bool(inserted.rowcount == 1)
 
 
 def _reclaim(
-    conn: sqlite3.Connection, request: Request, stamp: str, run_id: int, allow: set[str]
+    conn: Connection, request: Request, stamp: str, run_id: int, allow: set[str]
 ) -> str | None:
     """Claim a request the ledger has a row for, if its state is in `allow`; inside the
     caller's transaction. Returns the state it had, or None."""
@@ -310,9 +311,7 @@ def _reclaim(
     return str(row["state"])
 
 
-def _set(
-    conn: sqlite3.Connection, key: str, fields: dict[str, Any], *, task_id: str | None = None
-) -> None:
+def _set(conn: Connection, key: str, fields: dict[str, Any], *, task_id: str | None = None) -> None:
     """UPDATE the task `key` with `fields` (and `updated_at`), inside the caller's transaction;
     with `task_id`, only if the row still holds that task."""
     fields = {**fields, "updated_at": timestamp()}
@@ -326,7 +325,7 @@ def _set(
         )
 
 
-def _insert_entry(conn: sqlite3.Connection, entry: dict[str, Any], state: str) -> None:
+def _insert_entry(conn: Connection, entry: dict[str, Any], state: str) -> None:
     body = entry.get("body") or {}
     conn.execute(
         "INSERT INTO tasks (key, job, api_base, model_id, prompt, request, variant, state, attempts, error,"
@@ -347,7 +346,7 @@ def _insert_entry(conn: sqlite3.Connection, entry: dict[str, Any], state: str) -
     )
     if entry.get("job"):
         conn.execute(
-            "INSERT OR IGNORE INTO job_tasks (job, job_file, key) VALUES (?, ?, ?)",
+            "INSERT INTO job_tasks (job, job_file, key) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
             (entry["job"], entry.get("job_file") or "", entry["key"]),
         )
 

@@ -19,6 +19,7 @@ class Standing(NamedTuple):
 
 # A job at least 1/_WALK_SHARE of the ledger is paged by walking the ledger's order.
 _WALK_SHARE = 8
+_NO_LIMIT = 2**62  # a LIMIT both engines take for "none" (SQLite's -1 is an error in PostgreSQL)
 
 
 def _linked_to_job(current_only: bool) -> str:
@@ -43,7 +44,7 @@ class Queries(Store):
                 # The index holds what is read: the rows themselves are never touched.
                 found.update(
                     cursor.execute(
-                        f"SELECT key, {_EFFECTIVE_STATE} FROM tasks INDEXED BY tasks_standing WHERE key IN ({marks})",
+                        f"SELECT key, {_EFFECTIVE_STATE} FROM tasks{self.sql.use_index('tasks_standing')} WHERE key IN ({marks})",
                         chunk,
                     )
                 )
@@ -77,7 +78,7 @@ class Queries(Store):
         if job is not None:
             columns += [("j", "label"), ("j", "meta")]  # the job gives these
         fields = ", ".join(f"'{name}', {table}.\"{name}\"" for table, name in columns)
-        sql, params = self._rows_sql(f"json_object({fields})", job, state, current_only)
+        sql, params = self._rows_sql(f"{self.sql.json_object}({fields})", job, state, current_only)
         for row in self._stream(sql, params, plain=True):
             yield row[0]
 
@@ -103,10 +104,9 @@ class Queries(Store):
         own order (`tasks_oldest_first`), its tasks picked out as they come: a page costs at
         most eight pages' worth of index entries. A smaller job's keys (not its rows, ~1 KB
         each) are sorted: that costs in proportion to the job, a small part of the ledger."""
-        (last,) = self._query("SELECT coalesce(max(rowid), 0) FROM tasks")[0]  # ~ the size
-        if self.sent_count(job, current_only=current_only) * _WALK_SHARE >= last:
+        if self.sent_count(job, current_only=current_only) * _WALK_SHARE >= self.size_hint():
             sql = (
-                "SELECT t.key FROM tasks t INDEXED BY tasks_oldest_first"
+                f"SELECT t.key FROM tasks t{self.sql.use_index('tasks_oldest_first')}"
                 f" WHERE EXISTS ({_linked_to_job(current_only)})"
                 " ORDER BY t.submitted_at IS NULL, t.submitted_at, t.key"
             )
@@ -115,7 +115,7 @@ class Queries(Store):
             sql, params = self._rows_sql("t.key", job, None, current_only)
         if limit is not None or start:
             sql += " LIMIT ? OFFSET ?"
-            params += [-1 if limit is None else limit, start]
+            params += [_NO_LIMIT if limit is None else limit, start]
         for row in self._stream(sql, params, plain=True):
             yield row[0]
 
@@ -142,11 +142,8 @@ class Queries(Store):
         # Every task: read in this order from its index (migration 12), not sorted in a temporary
         # b-tree (a million rows of ~1 KB each). A job's tasks: found by the job and sorted; the
         # unary + keeps the planner from walking the whole ledger's index to find them.
-        order = (
-            "t.submitted_at IS NULL, t.submitted_at"
-            if job is None
-            else "+t.submitted_at IS NULL, +t.submitted_at"
-        )
+        plus = "" if job is None else self.sql.unary_plus
+        order = f"{plus}t.submitted_at IS NULL, {plus}t.submitted_at"
         return sql + f" ORDER BY {order}, t.key", params
 
     def _stream(self, sql: str, params: list[Any], *, plain: bool = False) -> Iterator[Any]:
@@ -225,7 +222,7 @@ class Queries(Store):
             return None
         member = _linked_to_job(current_only)
         rows = self._query(
-            f"SELECT t.eta_at FROM (SELECT key, eta_at FROM tasks INDEXED BY tasks_processing_eta"
+            f"SELECT t.eta_at FROM (SELECT key, eta_at FROM tasks{self.sql.use_index('tasks_processing_eta')}"
             f" WHERE state = 'submitted' AND coalesce(status, 'processing') = 'processing'"
             f" ORDER BY eta_at DESC LIMIT ?) t WHERE EXISTS ({member}) LIMIT 1",
             [links, job],
@@ -234,7 +231,7 @@ class Queries(Store):
             found: str | None = rows[0][0]
             return found
         sql = (
-            "SELECT max(t.eta_at) FROM job_tasks j JOIN tasks t INDEXED BY tasks_standing"
+            f"SELECT max(t.eta_at) FROM job_tasks j JOIN tasks t{self.sql.use_index('tasks_standing')}"
             f" ON t.key = j.key WHERE j.job = ?{current(current_only)} AND {_PROCESSING}"
         )
         due: str | None = self._query(sql, [job])[0][0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from .. import journal, run_locks
+from .. import journal
 from ..times import timestamp
 from .claims import _insert_entry, _set, _submitted
 from .store import Store
@@ -21,7 +21,7 @@ class Recovery(Store):
                 "UPDATE tasks SET state = 'in_doubt', error = ?, updated_at = ? WHERE state = 'sending' AND run_id = ?",
                 (reason, timestamp(), run_id),
             )
-            return cursor.rowcount
+            return int(cursor.rowcount)
 
     def abandon_one(self, key: str, run_id: int, reason: str) -> None:
         """One of this run's `sending` rows becomes `in_doubt` (and no one else's)."""
@@ -35,14 +35,14 @@ class Recovery(Store):
         """Rows left `sending` by a run that is gone (crashed, killed) become `in_doubt`.
 
         Their request may have gone out, so they are not resent without --resubmit-in-doubt.
-        A run is gone when its lock can be taken (see run_locks.py): rows of a run still going
+        A run is gone when nothing holds it (`Store.hold_run`: a lock, see backend.py): rows of a run still going
         in another process, in whatever PID namespace, are left alone.
         """
         runs = [
             row[0]
             for row in self._query("SELECT DISTINCT run_id FROM tasks WHERE state = 'sending'")
         ]
-        gone = [run for run in runs if run is None or not run_locks.is_alive(self.path, run)]
+        gone = [run for run in runs if run is None or not self.run_is_alive(run)]
         if not gone:
             return 0
         recovered = 0
@@ -53,7 +53,7 @@ class Recovery(Store):
                 cursor = conn.execute(
                     "UPDATE tasks SET state = 'in_doubt', error = 'found sending after its run ended"
                     " (crash or kill): it may or may not have been created', updated_at = ?"
-                    " WHERE state = 'sending' AND run_id IS ?",
+                    f" WHERE state = 'sending' AND run_id {self.sql.same} ?",
                     (timestamp(), run),
                 )
                 recovered += cursor.rowcount

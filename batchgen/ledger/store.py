@@ -1,21 +1,21 @@
-"""The store: the ledger's file and connection. Opening it safely (created 0600, one name,
-WAL, migrated), the lock every statement runs under, transactions, and checks that the file is
-still the one opened and sound."""
+"""The store: an open ledger, whatever its backend (backend.py). The lock every statement runs
+under, transactions, group commit, and which backend a location names."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, Self
 
-from ..errors import LedgerUnsound, NoLedger, UsageError
+from ..connections import Connection
+from ..errors import LedgerBusy, LedgerFailed
 from ..group_commit import GroupCommit
-from ..migrations import migrate
+from ..ledger_location import is_url
+from .backend import Backend, RunHold
+from .sqlite_file import SqliteFile
 
 _BATCH = 500  # keys per IN (...) query: well under SQLite's variable limit
 BUSY_TIMEOUT = 30.0  # seconds a statement waits for another process's write lock
@@ -23,7 +23,7 @@ QUIT_WAIT = 2.0  # seconds it waits instead once the process quits at once (`Led
 
 # What the ledger's database raises when it fails under a command (disk full, locked past the
 # timeout): the command line catches these by this name, so it never imports the driver.
-FAILURES: tuple[type[Exception], ...] = (sqlite3.Error,)
+FAILURES: tuple[type[Exception], ...] = (sqlite3.Error, LedgerFailed)
 
 # SQL shared by the queries and the claims: a task still generating, and a state as a plan
 # reads it (a submitted task whose generation failed is `generation_failed`).
@@ -37,111 +37,77 @@ class Database(NamedTuple):
     """The ledger's connection, as `ledger.db.conn` (the spelling of sqlite-utils, which
     batchgen imports only to migrate a ledger: see `migrations.migrate`)."""
 
-    conn: sqlite3.Connection
+    conn: Connection
 
 
 class Store:
-    """An open ledger file. Safe to share between threads: every statement runs under one lock."""
+    """An open ledger. Safe to share between threads: every statement runs under one lock.
+
+    `location` is a file's path (SQLite, the default) or a `postgresql://` URL: see
+    backend.py for what differs between the two, and `open_backend` for how one is chosen."""
 
     def __init__(
-        self, path: str | Path, *, create: bool = True, busy_timeout: float = BUSY_TIMEOUT
+        self, location: str | Path, *, create: bool = True, busy_timeout: float = BUSY_TIMEOUT
     ):
-        self.path = _real_name(Path(path))
-        if not create and not self.path.exists():
-            raise NoLedger(f"no ledger at {self.path}: nothing has been sent from this project yet")
-        self._create_private(self.path)
-        self._refuse_hard_links()
-        self._identity = self._file_identity()
-        try:
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
-            )
-            conn.row_factory = sqlite3.Row
-            mode = _enable_wal(conn, busy_timeout)
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-            self.db = Database(conn)
-            self._lock = threading.RLock()
-            self._patience: float | None = None  # set by `quitting`
-            self._group = GroupCommit(conn, self._lock)
-            with self._lock:
-                migrate(conn)
-        except sqlite3.OperationalError as e:  # locked past the timeout, unreadable, ...
-            raise UsageError(f"{self.path}: cannot open the ledger ({e})") from None
-        except sqlite3.DatabaseError as e:
-            raise UsageError(f"{self.path}: not a batchgen ledger ({e})") from None
-        if mode.lower() != "wal":
-            raise UsageError(f"{self.path}: cannot switch the ledger to WAL mode (got {mode})")
+        self.backend = open_backend(location, create=create, busy_timeout=busy_timeout)
+        self.sql = self.backend.dialect
+        # Where this machine keeps its own files for the ledger (the journal, its reserve):
+        # the SQLite file itself, or a name of its own for a PostgreSQL ledger.
+        self.path = self.backend.local
+        self.db = Database(self.backend.conn)
+        self._lock = threading.RLock()
+        self._patience: float | None = None  # set by `quitting`
+        self._group = GroupCommit(
+            self.backend.conn,
+            self._lock,
+            single_statements=self.backend.single_statement_commits,
+            failures=FAILURES,
+        )
 
-    @staticmethod
-    def _create_private(path: Path) -> None:
-        # Created 0600 before SQLite opens it (its -wal and -shm files copy the mode): the
-        # ledger holds every prompt sent, which may be nobody else's business.
-        if path.exists():
-            return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        except OSError as e:
-            raise UsageError(f"cannot create the ledger {path}: {e.strerror}") from None
+    @property
+    def location(self) -> str:
+        """The ledger as `--ledger` and `BATCHGEN_LEDGER` take it."""
+        return self.backend.location
 
-    def _refuse_hard_links(self) -> None:
-        # Two names for one ledger file get two -wal files: SQLite's locking no longer
-        # covers both, so two runs could each claim the same request and pay for it twice.
-        try:
-            info = os.stat(self.path)
-        except OSError as e:
-            raise UsageError(f"cannot open the ledger {self.path}: {e.strerror}") from None
-        if info.st_nlink > 1:
-            raise UsageError(
-                f"{self.path} has {info.st_nlink} hard links: a ledger must have one name "
-                "(SQLite cannot lock it through the others); copy it instead of linking it"
-            )
-        if not os.path.isfile(self.path):
-            raise UsageError(f"{self.path} is not a regular file")
-
-    def _file_identity(self) -> tuple[int, int]:
-        info = os.stat(self.path)
-        return (info.st_dev, info.st_ino)
+    @property
+    def shown(self) -> str:
+        """The ledger as messages name it (a URL without its password)."""
+        return self.backend.shown
 
     def check_same_file(self) -> None:
         """Raise `LedgerUnsound` if the ledger was deleted or replaced since it was opened:
         anything written now would go to a file nobody will read."""
-        try:
-            identity = self._file_identity()
-        except FileNotFoundError:
-            raise LedgerUnsound(
-                f"the ledger {self.path} was deleted while batchgen was using it"
-            ) from None
-        if identity != self._identity:
-            raise LedgerUnsound(
-                f"the ledger {self.path} was replaced by another file while batchgen was using it"
-            )
+        self.backend.check_same()
 
     def quick_check(self) -> None:
-        """Raise `LedgerUnsound` if SQLite finds the ledger corrupt (a broken index would make
-        done requests look new, and send them again)."""
-        try:
-            rows = self._query("PRAGMA quick_check")
-        except sqlite3.DatabaseError as e:
-            raise LedgerUnsound(
-                f"the ledger {self.path} is corrupt ({e}); nothing was sent"
-            ) from None
-        problems = [row[0] for row in rows if row[0] != "ok"]
-        if problems:
-            raise LedgerUnsound(
-                f"the ledger {self.path} is corrupt ({problems[0]}); nothing was sent. "
-                f"Keep a copy, then try: sqlite3 {self.path} '.recover' | sqlite3 repaired.db"
-            )
+        """Raise `LedgerUnsound` if the engine finds the ledger corrupt (a broken index would
+        make done requests look new, and send them again)."""
+        with self._locked():
+            self.backend.quick_check()
 
     def integrity(self) -> str:
-        return str(self._query("PRAGMA integrity_check")[0][0])
+        with self._locked():
+            return self.backend.integrity()
+
+    def hold_run(self, run_id: int) -> RunHold:
+        """Show run `run_id` as going to every other process, until released (or until this
+        process dies): before its first claim, so a run with `sending` rows always shows."""
+        with self._locked():
+            return self.backend.hold_run(run_id)
+
+    def run_is_alive(self, run_id: int) -> bool:
+        with self._locked():
+            return self.backend.is_alive(run_id)
+
+    def size_hint(self) -> int:
+        with self._locked():
+            return self.backend.size_hint()
 
     def close(self) -> None:
         try:
-            with self._locked() as conn:
-                conn.close()
-        except sqlite3.OperationalError:
+            with self._locked():
+                self.backend.close()
+        except FAILURES:
             pass  # quitting, with a worker still on it: the process's exit closes it
 
     def quitting(self, wait: float = QUIT_WAIT) -> None:
@@ -153,13 +119,13 @@ class Store:
         self._patience = wait
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[sqlite3.Connection]:
+    def _locked(self) -> Iterator[Connection]:
         """The connection, with the lock every statement runs under (see `quitting`)."""
         if not self._lock.acquire(timeout=-1 if self._patience is None else self._patience):
-            raise sqlite3.OperationalError("the ledger is busy: another thread is waiting on it")
+            raise LedgerBusy("the ledger is busy: another thread is waiting on it")
         try:
             if self._patience is not None:
-                self.db.conn.execute(f"PRAGMA busy_timeout={int(self._patience * 1000)}")
+                self.backend.set_patience(self._patience)
             yield self.db.conn
         finally:
             self._lock.release()
@@ -171,7 +137,7 @@ class Store:
         self.close()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Connection]:
         """BEGIN IMMEDIATE … COMMIT: takes the write lock up front, so reads inside are current."""
         with self._locked() as conn:
             conn.execute("BEGIN IMMEDIATE")
@@ -182,39 +148,25 @@ class Store:
                 raise
             conn.execute("COMMIT")
 
-    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         with self._locked() as conn:
-            return conn.execute(sql, tuple(params)).fetchall()
+            rows: list[Any] = conn.execute(sql, tuple(params)).fetchall()
+            return rows
 
     def columns(self, table: str = "tasks") -> list[str]:
-        return [row["name"] for row in self._query(f"PRAGMA table_info({table})")]
+        with self._locked():
+            return self.backend.columns(table)
 
 
-def _real_name(path: Path) -> Path:
-    """The ledger's own name, through any symlink (of the file or of a folder above it).
+def open_backend(location: str | Path, *, create: bool, busy_timeout: float) -> Backend:
+    """The backend `location` names, opened: a `postgresql://` URL, or a SQLite file."""
+    if is_url(location):
+        # Imported only for a URL: psycopg is an extra (`batchgen[postgres]`), and a SQLite
+        # ledger's commands do not pay for importing it.
+        from .postgres import PostgresLedger
 
-    SQLite follows links, but the files beside the ledger (journal, reserve, the runs' locks)
-    are named from this path: reached under two names, two runs would each see the other's
-    live rows as left by a run that ended, and send them again. Unchanged when no link is
-    involved, so messages name the path as the user typed it."""
-    real = Path(os.path.realpath(path))
-    return path if real == Path(os.path.abspath(path)) else real
-
-
-def _enable_wal(conn: sqlite3.Connection, timeout: float = BUSY_TIMEOUT) -> str:
-    """Switch to WAL, waiting out another process doing the same to a new ledger.
-
-    SQLite does not call the busy handler for every lock this pragma takes, so two processes
-    opening a new ledger at once could fail with "database is locked" despite the timeout.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
-        except sqlite3.OperationalError as e:
-            if "locked" not in str(e) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
+        return PostgresLedger(str(location), create=create, busy_timeout=busy_timeout)
+    return SqliteFile(Path(location), create=create, busy_timeout=busy_timeout)
 
 
 def current(current_only: bool) -> str:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from typing import Any, NamedTuple
 
+from ..connections import Connection
 from ..times import timestamp
 from .store import Store, current
 
@@ -39,7 +39,9 @@ class Prices(Table):
     def record(self, api_base: str, cls: str, credits: int, run_id: int, requests: int) -> None:
         with self.store.transaction() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO prices (class, api_base, credits, run_id, requests, learned_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO prices (class, api_base, credits, run_id, requests, learned_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (class, api_base) DO UPDATE SET credits = excluded.credits,"
+                " run_id = excluded.run_id, requests = excluded.requests, learned_at = excluded.learned_at",
                 (cls, api_base, credits, run_id, requests, timestamp()),
             )
 
@@ -58,7 +60,9 @@ class Uploads(Table):
     def record(self, sha256: str, upload_base: str, image_url: str, name: str, size: int) -> None:
         with self.store.transaction() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO uploads (sha256, upload_base, image_url, name, size, uploaded_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO uploads (sha256, upload_base, image_url, name, size, uploaded_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (sha256, upload_base) DO UPDATE SET image_url = excluded.image_url,"
+                " name = excluded.name, size = excluded.size, uploaded_at = excluded.uploaded_at",
                 (sha256, upload_base, image_url, name, size, timestamp()),
             )
 
@@ -105,7 +109,9 @@ class Reviews(Table):
                 is None
             ):
                 raise KeyError(key)
-            conn.execute("INSERT OR IGNORE INTO reviews (job, key) VALUES (?, ?)", (job, key))
+            conn.execute(
+                "INSERT INTO reviews (job, key) VALUES (?, ?) ON CONFLICT DO NOTHING", (job, key)
+            )
             assigned = ", ".join(f"{name} = ?" for name in fields)
             conn.execute(
                 f"UPDATE reviews SET {assigned}{', ' if assigned else ''}updated_at = ? WHERE job = ? AND key = ?",
@@ -133,7 +139,7 @@ class Reviews(Table):
             "SELECT t.*, j.label, j.meta, j.job_file, r.pick, r.rating, r.note FROM reviews r"
             " JOIN job_tasks j ON j.job = r.job AND j.key = r.key JOIN tasks t ON t.key = r.key"
             f" WHERE r.job = ?{current(current_only)} AND "
-            + " AND ".join(where or ["1"])
+            + " AND ".join(where or ["true"])
             + " ORDER BY t.submitted_at IS NULL, t.submitted_at, t.key"
         )
         return [dict(r) for r in self.store._query(sql, params)]
@@ -149,11 +155,13 @@ class Runs(Table):
 
     def start(self, job: str, job_file: str, api_base: str, flags: dict[str, Any]) -> int:
         with self.store.transaction() as conn:
-            cursor = conn.execute(
+            conn.execute(
                 "INSERT INTO runs (started_at, job, job_file, api_base, flags, pid) VALUES (?, ?, ?, ?, ?, ?)",
                 (timestamp(), job, job_file, api_base, json.dumps(flags), os.getpid()),
             )
-            return int(cursor.lastrowid or 0)
+            # Read back in its transaction, which writes alone (in either engine): the spelling
+            # both share, where a cursor's lastrowid is SQLite's own.
+            return int(conn.execute("SELECT max(id) FROM runs").fetchone()[0])
 
     def end(self, run_id: int, counts: dict[str, Any], exit_code: int) -> None:
         with self.store.transaction() as conn:
@@ -210,7 +218,7 @@ class JobInputs(Table):
         return JobInput(digest, int(rows[0]["requests"]), json.loads(rows[0]["warnings"]))
 
     @staticmethod
-    def write(conn: sqlite3.Connection, job: str, job_file: str, made: JobInput | None) -> None:
+    def write(conn: Connection, job: str, job_file: str, made: JobInput | None) -> None:
         """Replace the job's row, within the caller's transaction; None leaves it without one
         (its next run is planned in full)."""
         conn.execute("DELETE FROM job_inputs WHERE job = ?", (job,))

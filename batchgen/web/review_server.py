@@ -17,7 +17,6 @@ import json
 import mimetypes
 import re
 import secrets
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -26,7 +25,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..errors import PortBusy
+from ..errors import LedgerBusy, PortBusy
+from ..ledger import FAILURES as LEDGER_FAILURES
 from ..ledger import Ledger
 from ..local_server import LoopbackHandler, in_background
 from . import pages, tiles
@@ -138,8 +138,8 @@ class Session:
             )
         try:
             return _review_fields(self.ledger.reviews.record(self.job, posted["key"], fields))
-        except sqlite3.OperationalError as e:
-            if "locked" in str(e) or "busy" in str(e):
+        except LEDGER_FAILURES as e:
+            if "locked" in str(e) or "busy" in str(e) or isinstance(e, LedgerBusy):
                 raise Refused(
                     HTTPStatus.SERVICE_UNAVAILABLE,
                     "the ledger is busy (a run is writing to it); try again",
@@ -343,7 +343,7 @@ class ReviewServer(ThreadingHTTPServer):
 
 
 def open_session(
-    ledger_path: Path,
+    ledger_path: Path | str,
     job: str,
     out: Path,
     rows: list[str] | None = None,

@@ -1,0 +1,59 @@
+"""The seam between the ledger and its database engine: one protocol, two implementations.
+
+`Store` (store.py) holds what every ledger does the same way: the one lock its statements run
+under, transactions, group commit. What depends on where the ledger lives is a `Backend`:
+sqlite_file.py (the default: one file in the project, nothing to install) and postgres.py (a
+ledger a team shares, `--ledger postgresql://…`). Both keep the same tables, columns and
+guarantees; a backend says how.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from ..connections import Connection, Dialect
+
+
+class RunHold(Protocol):
+    """What tells other processes a run is still going, held from its start to its end."""
+
+    def release(self) -> None: ...
+
+
+class Backend(Protocol):
+    dialect: Dialect
+    location: str  # as the user gives it, and as `BATCHGEN_LEDGER` takes it
+    shown: str  # as messages name it: a URL without its password
+    local: Path  # this machine's own files for the ledger are named from it (the journal)
+    conn: Connection
+    # Whether a write of one statement may commit on its own, without the write lock that
+    # `BEGIN IMMEDIATE` takes (SQLite's statements take it anyway).
+    single_statement_commits: bool
+
+    def check_same(self) -> None:
+        """Raise `LedgerUnsound` if the ledger is no longer the one opened."""
+
+    def quick_check(self) -> None:
+        """Raise `LedgerUnsound` if the engine finds the ledger corrupt."""
+
+    def integrity(self) -> str:
+        """The engine's full check: "ok" when sound."""
+
+    def columns(self, table: str) -> list[str]:
+        """The table's public columns, in order."""
+
+    def size_hint(self) -> int:
+        """About how many rows `tasks` has (cheap: not a count)."""
+
+    def set_patience(self, seconds: float) -> None:
+        """From now on a statement waits at most `seconds` for another process's lock."""
+
+    def hold_run(self, run_id: int) -> RunHold:
+        """Show run `run_id` as going until released, or until this process or its
+        connection dies."""
+
+    def is_alive(self, run_id: int) -> bool:
+        """Whether run `run_id` is still going, in any process on any machine."""
+
+    def close(self) -> None: ...
