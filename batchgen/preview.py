@@ -7,7 +7,8 @@ import contextlib
 from typing import TextIO
 
 from . import credits
-from .ledger_location import Project
+from .errors import NoLedger
+from .ledger_location import Project, shown
 from .output.reports import plan_lines, problem_lines, write_plan_json
 from .plan import Plan, no_ledger, plan_job
 from .session import Console, open_ledger
@@ -28,9 +29,12 @@ def show_plan(
     """`batchgen plan`: what a run of `job` would send and what it would cost, from what the
     ledger knows (every request is new without one): text lines through `console`, or one JSON
     object streamed to `out`. Sends nothing and writes nothing, not even a new ledger."""
-    ledger = open_ledger(project, console, create=False) if project.ledger.exists() else None
+    ledger = None
+    if project.ledger_exists():
+        with contextlib.suppress(NoLedger):  # a server without batchgen's tables yet
+            ledger = open_ledger(project, console, create=False)
     if ledger is None:
-        console.err(f"ledger: none yet at {project.ledger}: every request is new")
+        console.err(f"ledger: none yet at {shown(project.ledger)}: every request is new")
     with contextlib.ExitStack() as stack:
         if ledger is not None:
             stack.enter_context(ledger)
