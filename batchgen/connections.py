@@ -49,16 +49,25 @@ class Dialect(NamedTuple):
     name: str
     indexed_by: str  # "INDEXED BY {index}" in SQLite: the planner is told which index to use
     unary_plus: str  # SQLite's "+" before a column: keeps the planner off that column's index
-    json_object: str  # the function that builds a JSON object from name, value pairs
+    json_object: str  # a JSON object's text from name, value pairs: "{fields}" is them
     distinct: str  # null-safe "is not equal"
     same: str  # null-safe "is equal"
+    ordered_join: str  # a join the planner must take in the order written (SQLite's CROSS JOIN)
 
     def use_index(self, name: str) -> str:
         """The hint to read a table through index `name` (nothing where there is none)."""
         return self.indexed_by.format(index=name)
 
 
-SQLITE = Dialect("sqlite", " INDEXED BY {index}", "+", "json_object", "IS NOT", "IS")
+SQLITE = Dialect(
+    "sqlite", " INDEXED BY {index}", "+", "json_object({fields})", "IS NOT", "IS", "CROSS JOIN"
+)
 POSTGRESQL = Dialect(
-    "postgresql", "", "", "json_build_object", "IS DISTINCT FROM", "IS NOT DISTINCT FROM"
+    "postgresql",
+    "",
+    "",
+    "json_build_object({fields})::text",  # as text: psycopg would make a dict of json
+    "IS DISTINCT FROM",
+    "IS NOT DISTINCT FROM",
+    "JOIN",
 )

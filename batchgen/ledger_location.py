@@ -52,7 +52,7 @@ class Project:
 
     def ledger_exists(self) -> bool:
         """Whether there may be a ledger to read: a SQLite file that exists, or any server
-        (opened with `create=False`, one without batchgen's tables says so)."""
+        (opened with `create=False`, a database without batchgen's tables says so)."""
         return is_url(self.ledger) or Path(self.ledger).exists()
 
 

@@ -20,7 +20,7 @@ from .errors import EXIT_ABORTED, EXIT_INCOMPLETE, NotCovered
 from .follow import at_most_every, download_job, on_done, wait_until_done, write_gallery
 from .ledger import FAILURES as LEDGER_FAILURES
 from .ledger import Ledger
-from .ledger_location import Project
+from .ledger_location import Project, is_url
 from .limits import Backoff, RateLimiter
 from .output.progress import ProgressDisplay, summary_lines
 from .output.reports import problem_lines
@@ -132,7 +132,8 @@ def execute_run(options: RunOptions, target: Target, project: Project, console: 
             return _run_planned(
                 ledger, validated, plan, to_send, book, options, settings, target, console
             )
-    with open_ledger(project, console, create=False) as ledger:
+    # A server's ledger is made here if its database has none yet (a file's was made above).
+    with open_ledger(project, console, create=is_url(project.ledger)) as ledger:
         if not options.dry_run:
             ledger.quick_check()
         book = credits.price_book(validated, ledger, options.prices_file)

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from click.testing import CliRunner
@@ -106,12 +108,13 @@ def cli():
 
 
 class Env:
-    """A sandbox and a ledger in a temporary folder, and ways to run batchgen against them."""
+    """A sandbox and a ledger in a temporary folder, and ways to run batchgen against them.
+    The ledger is a file there, or the PostgreSQL database `ledger` names."""
 
-    def __init__(self, tmp_path: Path, sandbox):
+    def __init__(self, tmp_path: Path, sandbox, ledger: str | Path | None = None):
         self.tmp = tmp_path
         self.sandbox = sandbox
-        self.ledger_path = tmp_path / "ledger.db"
+        self.ledger_path = ledger or tmp_path / "ledger.db"
         self.runner = CliRunner()
 
     @property
@@ -164,11 +167,72 @@ def world(tmp_path, monkeypatch):
 
     with contextlib.ExitStack() as stack:
 
-        def make(**settings) -> Env:
+        def make(ledger: str | Path | None = None, **settings) -> Env:
             sandbox = stack.enter_context(running(SandboxConfig(**settings)))
-            return Env(tmp_path, sandbox)
+            return Env(tmp_path, sandbox, ledger)
 
         yield make
+
+
+# -- the ledger's two backends: the shared suite runs against both ----------------------------
+
+POSTGRES_URL = os.environ.get("BATCHGEN_TEST_POSTGRES")
+_NO_POSTGRES = (
+    "no PostgreSQL server for the tests: BATCHGEN_TEST_POSTGRES is not set"
+    " (.ci/run starts one with .ci/start-postgres and sets it)"
+)
+_databases = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin():
+    """A connection to the test server, to make and drop databases; skips, saying why, when
+    there is none."""
+    if not POSTGRES_URL:
+        pytest.skip(_NO_POSTGRES)
+    try:
+        import psycopg
+    except ImportError:
+        pytest.skip("psycopg is not installed: pip install '.[test]'")
+    try:
+        conn = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=10)
+    except psycopg.Error as e:
+        pytest.skip(f"the PostgreSQL server BATCHGEN_TEST_POSTGRES names cannot be reached: {e}")
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def new_database(postgres_admin, tmp_path, monkeypatch):
+    """() → the URL of a new, empty PostgreSQL database, dropped after the test. This
+    machine's files for it (the journal) go under tmp_path."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    made = []
+
+    def make() -> str:
+        name = f"batchgen_test_{os.getpid()}_{next(_databases)}"
+        postgres_admin.execute(f"CREATE DATABASE {name}")
+        made.append(name)
+        return urlsplit(POSTGRES_URL)._replace(path=f"/{name}").geturl()
+
+    yield make
+    for name in made:
+        postgres_admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def shared_world(world, ledger_location):
+    """`world`, on each backend in turn: the run's guarantees, shown on both."""
+    return lambda **settings: world(ledger=ledger_location, **settings)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_location(request, tmp_path) -> str | Path:
+    """Where a test's ledger is: a SQLite file, then a PostgreSQL database (each test that
+    takes this runs once on each backend)."""
+    if request.param == "sqlite":
+        return tmp_path / "ledger.db"
+    return request.getfixturevalue("new_database")()
 
 
 # -- the fast set and the whole suite -------------------------------------------------------------

@@ -2,6 +2,7 @@
 sys.path; the repo root is not, so `import batchgen` finds the installed package, as a user's
 install would). Fixtures live in conftest.py; no test file imports another."""
 
+import contextlib
 import json
 import shutil
 import sqlite3
@@ -80,29 +81,80 @@ def assert_consistent(env):
     assert_counts_kept(env.ledger_path)
 
 
-def counts_recomputed(path) -> set[tuple]:
+def _ledger_rows(location, sql: str) -> set[tuple]:
+    from batchgen.ledger import Ledger  # as a user's query would read it, on either backend
+
+    with Ledger(location, create=False) as ledger:
+        return {tuple(row) for row in ledger._query(sql)}
+
+
+def counts_recomputed(location) -> set[tuple]:
     """job_counts as a GROUP BY over job_tasks and tasks would give it now."""
-    with sqlite3.connect(path) as conn:
-        return set(
-            conn.execute(
-                "SELECT j.job, j.current, coalesce(t.model_id, ''), coalesce(t.state, ''),"
-                " coalesce(t.status, ''), count(*) FROM job_tasks j LEFT JOIN tasks t ON t.key = j.key"
-                " GROUP BY 1, 2, 3, 4, 5"
-            )
-        )
+    return _ledger_rows(
+        location,
+        "SELECT j.job, j.current, coalesce(t.model_id, ''), coalesce(t.state, ''),"
+        " coalesce(t.status, ''), count(*) FROM job_tasks j LEFT JOIN tasks t ON t.key = j.key"
+        " GROUP BY 1, 2, 3, 4, 5",
+    )
 
 
-def assert_counts_kept(path) -> None:
+def assert_counts_kept(location) -> None:
     """The counts the triggers keep are the counts the rows give."""
-    if not Path(path).exists():
+    if not str(location).startswith("postgresql://") and not Path(location).exists():
         return
-    with sqlite3.connect(path) as conn:
-        kept = set(
-            conn.execute(
-                "SELECT job, current, model_id, state, status, n FROM job_counts WHERE n != 0"
-            )
+    kept = _ledger_rows(
+        location, "SELECT job, current, model_id, state, status, n FROM job_counts WHERE n != 0"
+    )
+    assert kept == counts_recomputed(location)
+
+
+def is_postgres(location) -> bool:
+    return str(location).startswith("postgresql://")
+
+
+def ledger_sql(location, sql: str, *params) -> None:
+    """A statement run by hand on the ledger, as a user's sqlite3 or psql would."""
+    from batchgen.ledger import Ledger
+
+    with Ledger(location, create=False) as ledger:
+        ledger.db.conn.execute(sql, params)
+
+
+@contextlib.contextmanager
+def write_lock_held(location):
+    """Another program holds the ledger's write lock: no write can commit meanwhile."""
+    if is_postgres(location):
+        import psycopg
+
+        from batchgen.ledger.postgres import WRITERS_LOCK
+
+        with psycopg.connect(str(location), autocommit=True) as conn:
+            conn.execute("BEGIN")
+            conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (WRITERS_LOCK,))
+            yield
+            conn.execute("ROLLBACK")
+        return
+    conn = sqlite3.connect(location, isolation_level=None, timeout=30)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+def wait_for_runs_to_end(location, timeout: float = 30) -> None:
+    """Until no run with `sending` rows is alive: a killed run's file lock goes at once, its
+    PostgreSQL session when the server reads the closed connection (waited for, not assumed)."""
+    from batchgen.ledger import Ledger
+
+    with Ledger(location, create=False) as ledger:
+        runs = [
+            r[0] for r in ledger._query("SELECT DISTINCT run_id FROM tasks WHERE state = 'sending'")
+        ]
+        wait_until(
+            lambda: not any(run is not None and ledger.run_is_alive(run) for run in runs), timeout
         )
-    assert kept == counts_recomputed(path)
 
 
 def corrupt_index(path, index: str) -> None:
@@ -138,18 +190,26 @@ def wait_for_calls(env, n: int, timeout: float = 20) -> None:
 def wait_for_sending(env, n: int, timeout: float = 20) -> None:
     """Until `n` rows are `sending`: calls in flight, not answered yet."""
     deadline = time.monotonic() + timeout
-    while True:
-        with sqlite3.connect(env.ledger_path) as conn:
-            try:
-                if (
-                    conn.execute("SELECT count(*) FROM tasks WHERE state = 'sending'").fetchone()[0]
-                    >= n
-                ):
-                    return
-            except sqlite3.OperationalError:
-                pass
+    while _sending(env.ledger_path) < n:
         assert time.monotonic() < deadline, "the run never started sending"
         time.sleep(0.02)
+
+
+def _sending(location) -> int:
+    sql = "SELECT count(*) FROM tasks WHERE state = 'sending'"
+    if is_postgres(location):  # read as psql would: no batchgen in the way
+        import psycopg
+
+        with psycopg.connect(str(location), autocommit=True) as conn:
+            try:
+                return conn.execute(sql).fetchone()[0]
+            except psycopg.errors.UndefinedTable:  # the run has not made the tables yet
+                return 0
+    with sqlite3.connect(location) as conn:
+        try:
+            return conn.execute(sql).fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
 
 
 class StderrLines:

@@ -11,8 +11,8 @@ from helpers import PRO_DEFAULTS, job_text, prompts
 FAST = ("--yes", "--rpm", "0")
 
 
-def test_an_edited_job_shows_only_what_its_file_asks_for_now(world, write_job):
-    env = world(time_scale=0)
+def test_an_edited_job_shows_only_what_its_file_asks_for_now(shared_world, write_job):
+    env = shared_world(time_scale=0)
     job = write_job(job_text(prompts(5), name="cats"))
     assert env.cli("run", job, *FAST, "--wait").exit_code == 0
     write_job(job_text(prompts(3) + ["a new prompt"], name="cats"))  # two dropped, one added
@@ -34,8 +34,8 @@ def test_an_edited_job_shows_only_what_its_file_asks_for_now(world, write_job):
     assert len(env.cli("tasks", "cats", "--json").stdout.splitlines()) == 5
 
 
-def test_runs_lists_the_history_newest_first(world, write_job):
-    env = world(credits=1000)
+def test_runs_lists_the_history_newest_first(shared_world, write_job):
+    env = shared_world(credits=1000)
     job = write_job(job_text(prompts(2), name="hist"))
     env.cli("run", job, *FAST)
     env.cli("run", job, *FAST, "--limit", "0")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from helpers import assert_counts_kept, counts_recomputed, job_text, prompts, steps
+from helpers import assert_counts_kept, counts_recomputed, job_text, ledger_sql, prompts, steps
 
 from batchgen.ledger import Ledger
 
@@ -75,8 +75,8 @@ def test_standing_of_a_job_all_done_looks_for_no_eta(tmp_path):
     assert many <= 1.5 * few + 5, costs
 
 
-def test_the_counts_follow_every_way_a_row_changes(world, write_job):
-    env = world(time_scale=0, reject_rate=0.3, seed=3)
+def test_the_counts_follow_every_way_a_row_changes(shared_world, write_job):
+    env = shared_world(time_scale=0, reject_rate=0.3, seed=3)
     job = write_job(job_text(prompts(12), name="kept"))
     assert env.cli("run", job, *FAST).exit_code in (0, 1)
     assert_counts_kept(env.ledger_path)
@@ -94,9 +94,11 @@ def test_the_counts_follow_every_way_a_row_changes(world, write_job):
         assert sum(standing.states.values()) == 12
     env.cli("run", job, *FAST, "--retry-rejected")
     assert_counts_kept(env.ledger_path)
-    with sqlite3.connect(env.ledger_path) as conn:  # a row deleted by hand, a link too
-        conn.execute("DELETE FROM tasks WHERE key = (SELECT min(key) FROM tasks)")
-        conn.execute("DELETE FROM job_tasks WHERE key = (SELECT max(key) FROM job_tasks)")
+    # A row deleted by hand, a link too.
+    ledger_sql(env.ledger_path, "DELETE FROM tasks WHERE key = (SELECT min(key) FROM tasks)")
+    ledger_sql(
+        env.ledger_path, "DELETE FROM job_tasks WHERE key = (SELECT max(key) FROM job_tasks)"
+    )
     assert_counts_kept(env.ledger_path)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import sqlite3
 import time
 
 import pytest
@@ -14,8 +13,11 @@ from helpers import (
     assert_consistent,
     canonical,
     job_text,
+    ledger_sql,
     prompts,
+    wait_for_runs_to_end,
     wait_for_sending,
+    write_lock_held,
 )
 
 from batchgen.providers.pixwith.sandbox import TEST_KEY
@@ -26,8 +28,8 @@ def planned_bodies(env, job) -> list[dict]:
     return [r["body"] for r in json.loads(result.stdout)["requests"]]
 
 
-def test_each_request_is_created_once_with_the_documented_headers_and_body(world, write_job):
-    env = world()
+def test_each_request_is_created_once_with_the_documented_headers_and_body(shared_world, write_job):
+    env = shared_world()
     job = write_job(job_text(prompts(6)))
     result = env.cli("run", job, "--yes", "--rpm", "6000")
     assert result.exit_code == 0, result.output
@@ -45,8 +47,8 @@ def test_each_request_is_created_once_with_the_documented_headers_and_body(world
         assert row["eta_at"] > row["submitted_at"]
 
 
-def test_a_rerun_sends_nothing_and_an_edit_sends_exactly_the_edit(world, write_job):
-    env = world()
+def test_a_rerun_sends_nothing_and_an_edit_sends_exactly_the_edit(shared_world, write_job):
+    env = shared_world()
     job = write_job(job_text(prompts(5)))
     assert env.cli("run", job, "--yes", "--rpm", "6000").exit_code == 0
     assert env.cli("run", job, "--yes", "--rpm", "6000").exit_code == 0
@@ -59,8 +61,8 @@ def test_a_rerun_sends_nothing_and_an_edit_sends_exactly_the_edit(world, write_j
     assert env.sandbox.created()[-1].body["prompt"] == "a dog in the garden"
 
 
-def test_raising_repeat_sends_only_the_new_variants(world, write_job):
-    env = world()
+def test_raising_repeat_sends_only_the_new_variants(shared_world, write_job):
+    env = shared_world()
     job = write_job(job_text(prompts(2), repeat=2))
     env.cli("run", job, "--yes", "--rpm", "6000")
     write_job(job_text(prompts(2), repeat=3))
@@ -81,8 +83,8 @@ def test_a_run_warns_as_plan_does_with_how_many_requests_each_warning_covers(wor
     assert len(env.sandbox.created()) == 2
 
 
-def test_a_copy_of_the_job_under_another_name_sends_nothing(world, write_job):
-    env = world()
+def test_a_copy_of_the_job_under_another_name_sends_nothing(shared_world, write_job):
+    env = shared_world()
     original = write_job(job_text(prompts(3), name="first"))
     env.cli("run", original, "--yes", "--rpm", "6000")
     copy = write_job(job_text(prompts(3), name="second"), name="copy.yaml")
@@ -103,8 +105,8 @@ def test_dry_run_sends_and_writes_nothing(world, write_job):
     assert env.rows() == []
 
 
-def test_limit_sends_at_most_n(world, write_job):
-    env = world()
+def test_limit_sends_at_most_n(shared_world, write_job):
+    env = shared_world()
     job = write_job(job_text(prompts(5)))
     result = env.cli("run", job, "--yes", "--limit", "2", "--rpm", "6000")
     assert result.exit_code == 0 and "3 not sent yet" in result.output
@@ -113,8 +115,8 @@ def test_limit_sends_at_most_n(world, write_job):
     assert len(env.sandbox.created()) == 5
 
 
-def test_plan_reports_what_the_ledger_knows(world, write_job):
-    env = world()
+def test_plan_reports_what_the_ledger_knows(shared_world, write_job):
+    env = shared_world()
     job = write_job(job_text(prompts(4)))
     env.cli("run", job, "--yes", "--limit", "3", "--rpm", "6000")
     plan = json.loads(env.cli("plan", job, "--json").stdout)
@@ -141,8 +143,10 @@ FAULTS = dict(
 )
 
 
-def test_faults_never_create_twice_and_resubmitting_in_doubt_completes_the_job(world, write_job):
-    env = world(**FAULTS)
+def test_faults_never_create_twice_and_resubmitting_in_doubt_completes_the_job(
+    shared_world, write_job
+):
+    env = shared_world(**FAULTS)
     job = write_job(job_text(prompts(40)))
     result = env.cli(
         "run",
@@ -312,8 +316,8 @@ def test_a_run_of_identical_errors_stops(world, write_job):
     assert len([c for c in env.sandbox.calls if c.endpoint == "create"]) == 3
 
 
-def test_rejected_requests_are_only_retried_when_asked(world, write_job):
-    env = world(reject_rate=1.0)
+def test_rejected_requests_are_only_retried_when_asked(shared_world, write_job):
+    env = shared_world(reject_rate=1.0)
     job = write_job(job_text(prompts(2)))
     result = env.cli("run", job, "--yes", "--rpm", "60000")
     assert result.exit_code == 1 and "2 rejected" in result.output
@@ -344,8 +348,8 @@ def test_the_rpm_ceiling_holds_in_the_sandbox_record(world, write_job):
         assert sum(1 for t in times[i:] if t - start < 60) <= rpm
 
 
-def test_status_and_tasks(world, write_job):
-    env = world()
+def test_status_and_tasks(shared_world, write_job):
+    env = shared_world()
     job = write_job(job_text(prompts(3), name="cats"))
     env.cli("run", job, "--yes", "--rpm", "6000")
     status = json.loads(env.cli("status", "cats", "--json").stdout)
@@ -361,18 +365,19 @@ def test_status_and_tasks(world, write_job):
     assert env.cli("status", "nope").exit_code == 2
 
 
-def test_tasks_json_is_every_row_of_the_ledger_as_it_holds_it(world, write_job):
+def test_tasks_json_is_every_row_of_the_ledger_as_it_holds_it(shared_world, write_job):
     """`tasks --json` is made by SQLite, not by Python: the same values, types and order as
     the ledger's rows, whatever their text (non-ASCII, quotes, newlines); numbers to 15
     significant digits (SQLite's own), which every time the API gives keeps exactly."""
-    env = world()
+    env = shared_world()
     job = write_job(job_text(["a cat", 'Chat "été" 猫\n２', "a dog"], name="cats"))
     env.cli("run", job, "--yes", "--rpm", "0")
-    conn = sqlite3.connect(env.ledger_path)
-    with conn:
-        conn.execute("UPDATE tasks SET estimated_time = 85.3, submitted_at = NULL WHERE rowid = 1")
-        conn.execute("UPDATE job_tasks SET meta = '{\"shot\": \"ü\"}', label = 'x\ty'")
-    conn.close()
+    ledger_sql(
+        env.ledger_path,
+        "UPDATE tasks SET estimated_time = 85.3, submitted_at = NULL"
+        " WHERE key = (SELECT min(key) FROM tasks)",
+    )
+    ledger_sql(env.ledger_path, "UPDATE job_tasks SET meta = '{\"shot\": \"ü\"}', label = 'x\ty'")
     with env.ledger() as ledger:
         every = list(ledger.rows())
         of_job = list(ledger.rows("cats"))
@@ -387,8 +392,8 @@ def test_tasks_json_is_every_row_of_the_ledger_as_it_holds_it(world, write_job):
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_then_rerun_loses_nothing(world, write_job):
-    env = world(latency_ms=15)
+def test_sigkill_at_random_moments_then_rerun_loses_nothing(shared_world, write_job):
+    env = shared_world(latency_ms=15)
     job = write_job(job_text(prompts(60)))
     rng = random.Random(11)
     for _ in range(4):
@@ -406,8 +411,8 @@ def test_sigkill_at_random_moments_then_rerun_loses_nothing(world, write_job):
     assert {r["state"] for r in env.rows()} <= {"submitted", "in_doubt"}
 
 
-def test_two_concurrent_runs_on_one_ledger_never_send_twice(world, write_job):
-    env = world(latency_ms=10)
+def test_two_concurrent_runs_on_one_ledger_never_send_twice(shared_world, write_job):
+    env = shared_world(latency_ms=10)
     job = write_job(job_text(prompts(40)))
     runs = [
         env.popen("run", job, "--yes", "--rpm", "60000", "--concurrency", "4") for _ in range(2)
@@ -420,8 +425,8 @@ def test_two_concurrent_runs_on_one_ledger_never_send_twice(world, write_job):
 
 
 @pytest.mark.slow
-def test_ctrl_c_finishes_calls_in_flight_and_leaves_the_job_resumable(world, write_job):
-    env = world(latency_ms=200)
+def test_ctrl_c_finishes_calls_in_flight_and_leaves_the_job_resumable(shared_world, write_job):
+    env = shared_world(latency_ms=200)
     job = write_job(job_text(prompts(30)))
     process = env.popen("run", job, "--yes", "--rpm", "60000", "--concurrency", "4")
     assert env.sandbox.wait_answered(4, timeout=20)  # some answered, more on the way
@@ -469,8 +474,8 @@ def test_on_a_terminal_a_big_run_asks_first_and_no_sends_nothing(world, write_jo
 
 
 @pytest.mark.slow
-def test_a_second_ctrl_c_quits_at_once_and_calls_in_flight_become_in_doubt(world, write_job):
-    env = world(latency_ms=3000)
+def test_a_second_ctrl_c_quits_at_once_and_calls_in_flight_become_in_doubt(shared_world, write_job):
+    env = shared_world(latency_ms=3000)
     job = write_job(job_text(prompts(8)))
     process = env.popen("run", job, "--yes", "--rpm", "60000", "--concurrency", "4")
     wait_for_sending(env, 4)  # four calls are in flight, each answered after 3 s
@@ -506,10 +511,10 @@ def _rerun_after_the_kill(env, job) -> None:
 
 
 def test_a_kill_after_the_task_was_created_and_before_its_answer_arrived_leaves_it_in_doubt(
-    world, write_job
+    shared_world, write_job
 ):
     """Paid for, no task id: the request is in_doubt (never lost, never sent again unasked)."""
-    env = world(slow_rate=1.0, slow_seconds=3)
+    env = shared_world(slow_rate=1.0, slow_seconds=3)
     job = write_job(job_text(prompts(3)))
     process = env.popen(
         "run", job, "--yes", "--rpm", "60000", "--concurrency", "1", "--read-timeout", "60"
@@ -522,23 +527,23 @@ def test_a_kill_after_the_task_was_created_and_before_its_answer_arrived_leaves_
 
 
 @pytest.mark.slow
-def test_a_kill_after_the_answer_arrived_and_before_its_commit_leaves_it_in_doubt(world, write_job):
+def test_a_kill_after_the_answer_arrived_and_before_its_commit_leaves_it_in_doubt(
+    shared_world, write_job
+):
     """The answer is in the process's memory and nowhere else: held off the ledger by a write
     lock this test takes once the task exists, the run is killed waiting for it."""
-    env = world(slow_rate=1.0, slow_seconds=0.3)
+    env = shared_world(slow_rate=1.0, slow_seconds=0.3)
     job = write_job(job_text(prompts(3)))
     process = env.popen("run", job, "--yes", "--rpm", "60000", "--concurrency", "1")
     _first_created(env)
     env.sandbox.config.slow_rate = 0.0
-    blocker = sqlite3.connect(env.ledger_path, isolation_level=None, timeout=10)
-    blocker.execute("BEGIN IMMEDIATE")  # no write can commit: not the answer, not the next claim
-    # The task id is written back (after 0.3 s), and the run waits on the lock to record it.
-    assert env.sandbox.wait_answered(1, timeout=20)
-    assert process.poll() is None
-    process.kill()
-    process.wait()
-    blocker.execute("ROLLBACK")
-    blocker.close()
+    with write_lock_held(env.ledger_path):  # no write can commit: not the answer, not a claim
+        # The task id is written back (after 0.3 s), and the run waits on the lock to record it.
+        assert env.sandbox.wait_answered(1, timeout=20)
+        assert process.poll() is None
+        process.kill()
+        process.wait()
+    wait_for_runs_to_end(env.ledger_path)
     with env.ledger() as ledger:  # opening recovers the row the killed run left sending
         assert [r["state"] for r in ledger.rows()] == ["in_doubt"]
     _rerun_after_the_kill(env, job)
@@ -546,28 +551,26 @@ def test_a_kill_after_the_answer_arrived_and_before_its_commit_leaves_it_in_doub
 
 @pytest.mark.slow
 def test_a_kill_while_a_group_of_answers_waits_for_its_commit_leaves_each_in_doubt(
-    world, write_job
+    shared_world, write_job
 ):
     """Answers are committed in groups: four arrive while a write lock holds the ledger (one
     leads a commit that waits for the lock, three queue behind it), and the run is killed.
     All four are in_doubt, none is sent again, and the rerun sends only the four requests
     that were never claimed."""
-    env = world(slow_rate=1.0, slow_seconds=0.5)
+    env = shared_world(slow_rate=1.0, slow_seconds=0.5)
     job = write_job(job_text(prompts(8)))
     process = env.popen("run", job, "--yes", "--rpm", "60000", "--concurrency", "4")
     deadline = time.monotonic() + 20
     while len(env.sandbox.created()) < 4:  # four calls in flight, each answered after 0.5 s
         assert time.monotonic() < deadline, "the run never had four calls in flight"
         time.sleep(0.005)
-    blocker = sqlite3.connect(env.ledger_path, isolation_level=None, timeout=10)
-    blocker.execute("BEGIN IMMEDIATE")
-    env.sandbox.config.slow_rate = 0.0
-    assert env.sandbox.wait_answered(4, timeout=20)  # the four wait in the group commit
-    assert process.poll() is None
-    process.kill()
-    process.wait()
-    blocker.execute("ROLLBACK")
-    blocker.close()
+    with write_lock_held(env.ledger_path):
+        env.sandbox.config.slow_rate = 0.0
+        assert env.sandbox.wait_answered(4, timeout=20)  # the four wait in the group commit
+        assert process.poll() is None
+        process.kill()
+        process.wait()
+    wait_for_runs_to_end(env.ledger_path)
     with env.ledger() as ledger:
         assert [r["state"] for r in ledger.rows()] == ["in_doubt"] * 4
     rerun = env.cli("run", job, "--yes", "--rpm", "60000")

@@ -4,8 +4,7 @@ send, takes the full plan, and sends exactly what it did before."""
 
 from __future__ import annotations
 
-import sqlite3
-
+import helpers
 import pytest
 from helpers import PRO_DEFAULTS
 from test_images import LITE, png
@@ -33,14 +32,13 @@ def expansions(monkeypatch) -> list[int]:
 
 
 def ledger_sql(env, sql: str, *params) -> None:
-    conn = sqlite3.connect(env.ledger_path)
-    with conn:
-        conn.execute(sql, params)
-    conn.close()
+    helpers.ledger_sql(env.ledger_path, sql, *params)
 
 
-def test_a_rerun_with_nothing_to_send_is_planned_without_its_requests(world, write_job, expansions):
-    env = world(time_scale=0)
+def test_a_rerun_with_nothing_to_send_is_planned_without_its_requests(
+    shared_world, write_job, expansions
+):
+    env = shared_world(time_scale=0)
     job = write_job(PROMPTS_JOB, files={"prompts.txt": "a\nb\nc\n"})
     assert env.cli("run", job, *FAST).exit_code == 0
     expansions.clear()
@@ -55,9 +53,9 @@ def test_a_rerun_with_nothing_to_send_is_planned_without_its_requests(world, wri
 
 
 def test_an_edited_prompts_file_is_planned_in_full_and_sends_the_new_line(
-    world, write_job, expansions
+    shared_world, write_job, expansions
 ):
-    env = world(time_scale=0)
+    env = shared_world(time_scale=0)
     job = write_job(PROMPTS_JOB, files={"prompts.txt": "a\nb\n"})
     env.cli("run", job, *FAST)
     write_job(PROMPTS_JOB, files={"prompts.txt": "a\nb\nc\n"})  # the job file is the same

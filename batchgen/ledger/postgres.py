@@ -44,7 +44,7 @@ except ImportError:  # an extra: `pip install 'batchgen[postgres]'`
     psycopg = None  # type: ignore[assignment]
 
 # Advisory lock keys (two int4s: a namespace, then an id), batchgen's own in the database.
-_NAMESPACE_WRITE = 0x62676E77  # "bgnw": the one lock writers take turns on
+WRITERS_LOCK = 0x62676E77  # "bgnw": the one lock writers take turns on
 _NAMESPACE_RUNS = 0x62676E72  # "bgnr": one per run, by its id
 # libpq's keepalives, unless the URL sets its own: a session whose machine vanished (no FIN
 # ever comes) ends in about a minute, and with it its run's lock.
@@ -161,7 +161,7 @@ class Connection:
     def execute(self, sql: str, parameters: Iterable[Any] = (), /) -> Cursor:
         if sql == "BEGIN IMMEDIATE":  # a transaction that writes: writers take turns
             self.cursor().execute("BEGIN")
-            return self.cursor().execute("SELECT pg_advisory_xact_lock(?, 0)", (_NAMESPACE_WRITE,))
+            return self.cursor().execute("SELECT pg_advisory_xact_lock(?, 0)", (WRITERS_LOCK,))
         return self.cursor().execute(sql, parameters)
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> Cursor:

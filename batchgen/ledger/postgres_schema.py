@@ -93,9 +93,12 @@ def _job_count_triggers() -> str:
     """migrations.py's m010 triggers, each one function running the same statements."""
     made = []
     for name, (when, condition, statements) in JOB_COUNT_TRIGGERS.items():
+        # In PostgreSQL a bare `n` in an upsert's SET could be the existing row's or the one
+        # proposed: it must be named. (SQLite's migration, shipped, is left as it is.)
+        body = " ".join(s.replace("SET n = n + 1", "SET n = job_counts.n + 1") for s in statements)
         made.append(
             f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            f" {' '.join(statements)} RETURN NULL; END $$;"
+            f" {body} RETURN NULL; END $$;"
             f" CREATE TRIGGER {name} {when} FOR EACH ROW"
             + (f" WHEN ({condition})" if condition else "")
             + f" EXECUTE FUNCTION {name}();"

@@ -78,7 +78,9 @@ class Queries(Store):
         if job is not None:
             columns += [("j", "label"), ("j", "meta")]  # the job gives these
         fields = ", ".join(f"'{name}', {table}.\"{name}\"" for table, name in columns)
-        sql, params = self._rows_sql(f"{self.sql.json_object}({fields})", job, state, current_only)
+        sql, params = self._rows_sql(
+            self.sql.json_object.format(fields=fields), job, state, current_only
+        )
         for row in self._stream(sql, params, plain=True):
             yield row[0]
 

@@ -89,7 +89,8 @@ class Reviews(Table):
         `current_only`)."""
         rows = self.store._query(
             # CROSS JOIN: from the job's reviews (a few) to their links, not from its links (all)
-            "SELECT count(*) FROM reviews r CROSS JOIN job_tasks j ON j.job = r.job AND j.key = r.key"
+            f"SELECT count(*) FROM reviews r {self.store.sql.ordered_join} job_tasks j"
+            " ON j.job = r.job AND j.key = r.key"
             " WHERE r.job = ? AND r.pick = 1" + current(current_only),
             [job],
         )
