@@ -56,6 +56,7 @@ LAYERS = [
     "ledger.claims",
     "ledger.recovery",
     "ledger.__init__",
+    "ledger_copy",
     "unchanged",
     "starter",
     "http_transport",
@@ -95,6 +96,7 @@ LAYERS = [
     "cli.models",
     "cli.review",
     "cli.sandbox",
+    "cli.ledger",
     "cli.__init__",
     "__main__",
 ]

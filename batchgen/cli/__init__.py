@@ -1,7 +1,7 @@
 """The command line: parse, call the stage that does the work, print. Nothing else lives here.
 
 One module per family of commands (check, send, follow, reads, review, sandbox, models,
-init), the options they share in options.py, one console (output.console.Terminal). Errors
+init, ledger), the options they share in options.py, one console (output.console.Terminal). Errors
 become a message and an exit code in one place, `BatchgenGroup.invoke`; the run's use case
 lives in runner.py; which ledger a command uses is decided by ledger_location.py.
 """
@@ -44,6 +44,7 @@ COMMANDS = {
     "review": "review:review",
     "promote": "review:promote",
     "models": "models:models_command",
+    "ledger": "ledger:ledger_command",
 }
 
 
@@ -90,7 +91,8 @@ class BatchgenGroup(click.Group):
     "--ledger",
     envvar="BATCHGEN_LEDGER",
     type=click.Path(dir_okay=False),
-    help="The SQLite ledger (or BATCHGEN_LEDGER). Default: batchgen.db of the job's project.",
+    help="The ledger: a SQLite file, or a postgresql:// URL (or BATCHGEN_LEDGER). Default: the"
+    " one batchgen.yaml names, else batchgen.db of the job's project.",
 )
 @click.pass_context
 def main(ctx: click.Context, ledger: str | None) -> None:

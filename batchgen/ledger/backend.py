@@ -56,4 +56,8 @@ class Backend(Protocol):
     def is_alive(self, run_id: int) -> bool:
         """Whether run `run_id` is still going, in any process on any machine."""
 
+    def sync_run_ids(self) -> None:
+        """After runs were written with their ids (a copied ledger): the next run's id
+        follows the largest."""
+
     def close(self) -> None: ...

@@ -287,6 +287,13 @@ class PostgresLedger:
         ).fetchall()
         return bool(rows)
 
+    def sync_run_ids(self) -> None:
+        # An identity column's sequence does not see ids written into it.
+        self.conn.execute(
+            "SELECT setval(pg_get_serial_sequence('runs', 'id'),"
+            " (SELECT coalesce(max(id), 0) + 1 FROM runs), false)"
+        ).fetchone()
+
     def close(self) -> None:
         self.conn.close()
 

@@ -126,6 +126,9 @@ class SqliteFile:
     def is_alive(self, run_id: int) -> bool:
         return run_locks.is_alive(self.local, run_id)
 
+    def sync_run_ids(self) -> None:
+        pass  # an INTEGER PRIMARY KEY goes on from the largest id there is
+
     def close(self) -> None:
         self.conn.close()
 

@@ -103,6 +103,11 @@ class Store:
         with self._locked():
             return self.backend.size_hint()
 
+    def sync_run_ids(self) -> None:
+        """After runs were copied in with their ids: the next run's follows the largest."""
+        with self._locked():
+            self.backend.sync_run_ids()
+
     def close(self) -> None:
         try:
             with self._locked():

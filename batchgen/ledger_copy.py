@@ -1,0 +1,87 @@
+"""A ledger moved from one backend to another: `batchgen ledger push` (a SQLite file into a
+team's PostgreSQL ledger) and `batchgen ledger pull` (a server's ledger into a local file).
+
+Every row is copied as it is, keys, task ids, run ids and all, so the destination knows what
+the source did: a rerun from it plans nothing new, and nothing is sent again. The source is
+opened as any command opens it (its journal replayed, a gone run's `sending` rows made
+in_doubt), and left as it was. The copy is one transaction: a destination that fails midway
+holds nothing of it.
+
+It is refused, saying why, when a run is still sending from the source (its claims would
+land after the copy), and when the destination already holds a ledger: merging two records
+of what was paid for is not guessed at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+from .errors import UsageError
+from .ledger import Ledger
+
+# In an order the triggers keep `job_counts` right by: a task before its links (a link counts
+# its task's state), runs before anything names them. `job_counts` is the triggers' own.
+TABLES = (
+    "runs",
+    "tasks",
+    "task_history",
+    "job_tasks",
+    "prices",
+    "uploads",
+    "reviews",
+    "job_inputs",
+)
+_CHUNK = 500
+
+
+class Copied(NamedTuple):
+    tables: dict[str, int]  # table → rows copied
+
+    def describe(self) -> str:
+        return ", ".join(f"{n:,} {table}" for table, n in self.tables.items())
+
+
+def copy_ledger(source: Ledger, destination: Ledger) -> Copied:
+    """Copy every row of `source` into `destination`, which must hold no ledger yet."""
+    sending = source._query("SELECT DISTINCT run_id FROM tasks WHERE state = 'sending'")
+    live = [row[0] for row in sending if row[0] is not None and source.run_is_alive(row[0])]
+    if live:
+        raise UsageError(
+            f"run {live[0]} is still sending from {source.shown}: copy the ledger once it ends"
+        )
+    held = {
+        table: int(destination._query(f"SELECT count(*) FROM {table}")[0][0])
+        for table in ("tasks", "runs", "job_tasks")
+    }
+    if any(held.values()):
+        what = ", ".join(f"{n:,} {table}" for table, n in held.items() if n)
+        raise UsageError(
+            f"{destination.shown} already holds a ledger ({what}): batchgen copies a ledger"
+            " only into an empty one, and never merges two"
+        )
+    copied: dict[str, int] = {}
+    with destination.transaction() as conn:
+        for table in TABLES:
+            columns = source.columns(table)
+            names = ", ".join(f'"{name}"' for name in columns)
+            marks = ", ".join("?" * len(columns))
+            insert = f"INSERT INTO {table} ({names}) VALUES ({marks})"
+            count = 0
+            for chunk in _chunks(source._stream(f"SELECT {names} FROM {table}", [], plain=True)):
+                conn.executemany(insert, chunk)
+                count += len(chunk)
+            copied[table] = count
+    destination.sync_run_ids()
+    return Copied(copied)
+
+
+def _chunks(rows: Iterator[Any]) -> Iterator[list[tuple[Any, ...]]]:
+    chunk: list[tuple[Any, ...]] = []
+    for row in rows:
+        chunk.append(tuple(row))
+        if len(chunk) == _CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
