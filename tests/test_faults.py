@@ -1,5 +1,7 @@
 """The fault suite: seeded random scenarios mixing every sandbox fault with SIGKILL, Ctrl-C,
-reruns and concurrent runs, each judged from the sandbox's record and the ledger.
+reruns and concurrent runs, each judged from the sandbox's record and the ledger. Each runs
+on a SQLite ledger and on a PostgreSQL one, where the concurrent runs come from two folders
+with a journal each, as from two machines.
 
 After every scenario: no request created twice, every task the sandbox created is in the
 ledger as submitted or in_doubt (none lost), PRAGMA integrity_check is ok, and (for runs
@@ -12,14 +14,21 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from collections import Counter
 
 import pytest
-from helpers import FAULT_TABLE, can_unshare_pid, canonical, job_text, prompts
+from helpers import (
+    FAULT_TABLE,
+    can_unshare_pid,
+    canonical,
+    job_text,
+    prompts,
+    wait_for_runs_to_end,
+    write_lock_held,
+)
 
 UNSHARE = can_unshare_pid()
 
@@ -61,6 +70,14 @@ def spelling(base_url: str, rng: random.Random) -> str:
     )
 
 
+def another_machine(job, folder):
+    """The job in a copy of its project elsewhere (another clone), for a run from there."""
+    folder.mkdir(exist_ok=True)
+    copy = folder / job.name
+    copy.write_text(job.read_text(encoding="utf-8"), encoding="utf-8")
+    return copy
+
+
 def popen_in_pid_namespace(env, *args) -> subprocess.Popen:
     """batchgen inside its own PID namespace (as in a container): its PID means nothing outside."""
     return subprocess.Popen(
@@ -83,11 +100,15 @@ def popen_in_pid_namespace(env, *args) -> subprocess.Popen:
     )
 
 
-@pytest.mark.parametrize("number", SCENARIOS)
-def test_scenario(world, write_job, number):
+@pytest.mark.parametrize(
+    ("backend", "number"),
+    [("sqlite", n) for n in SCENARIOS] + [("postgresql", n) for n in SCENARIOS],
+)
+def test_scenario(world, write_job, request, tmp_path, backend, number):
     rng = random.Random(1000 + number)
     faults = scenario_faults(rng)
-    env = world(**faults)
+    postgres = backend == "postgresql"
+    env = world(ledger=request.getfixturevalue("new_database")() if postgres else None, **faults)
     size = rng.choice([100, 150, 200])
     job = write_job(job_text(prompts(size, tag=f"s{number}")))
     flags = ["--yes", "--rpm", str(RPM), "--read-timeout", "1", "--max-identical-errors", "1000"]
@@ -103,15 +124,18 @@ def test_scenario(world, write_job, number):
         taken.append(action)
         base = ["--base-url", spelling(env.sandbox.base_url, rng)]
         if action in ("concurrent", "linked"):
-            # "linked": the second run names the ledger through the symlink (one ledger, two names).
-            other = (
-                {"BATCHGEN_LEDGER": str(linked / env.ledger_path.name)}
-                if action == "linked"
-                else {}
-            )
+            # "linked": the second run names the ledger through the symlink (one ledger, two
+            # names); on a server, it runs from another copy of the project with a journal of
+            # its own, as from another machine.
+            other_job, other = job, {}
+            if action == "linked" and postgres:
+                other_job = another_machine(job, tmp_path / "machine-b")
+                other = {"XDG_STATE_HOME": str(tmp_path / "machine-b" / "state")}
+            elif action == "linked":
+                other = {"BATCHGEN_LEDGER": str(linked / env.ledger_path.name)}
             runs = [
-                env.popen("run", job, *flags, *base, "--concurrency", "4", env=e)
-                for e in ({}, other)
+                env.popen("run", j, *flags, *base, "--concurrency", "4", env=e)
+                for j, e in ((job, {}), (other_job, other))
             ]
             for process in runs:
                 process.communicate(timeout=120)
@@ -126,10 +150,8 @@ def test_scenario(world, write_job, number):
             process.communicate(timeout=120)
         elif action == "locked":  # another program holds the ledger's write lock for a while
             time.sleep(rng.uniform(0.3, 1.0))
-            with sqlite3.connect(env.ledger_path, timeout=30) as conn:
-                conn.execute("BEGIN IMMEDIATE")
+            with write_lock_held(env.ledger_path):
                 time.sleep(rng.uniform(0.5, 2.0))
-                conn.execute("ROLLBACK")
             process.communicate(timeout=120)
         else:
             time.sleep(rng.uniform(0.3, 1.5))
@@ -143,6 +165,7 @@ def test_scenario(world, write_job, number):
                 process.send_signal(signal.SIGINT if action == "interrupt" else signal.SIGTERM)
                 interrupts += 1
             process.communicate(timeout=120)
+    wait_for_runs_to_end(env.ledger_path)  # a killed run's session, gone when the server sees it
     final_started = time.time()
     final = env.popen("run", job, *flags, "--concurrency", "4")
     final.communicate(timeout=120)
@@ -168,7 +191,7 @@ def test_scenario(world, write_job, number):
         integrity = ledger.integrity()
     FAULT_TABLE.append(
         {
-            "scenario": number,
+            "scenario": f"{number} ({backend})",
             "requests": size,
             "faults": injected,
             "kills": kills,
