@@ -15,6 +15,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sized
+from typing import NoReturn
 
 from . import journal
 from .budget import FREE, Budget, Reservation
@@ -135,18 +136,7 @@ class Submission:
             except KeyboardInterrupt as e:
                 signal = getattr(e, "signal", None)
                 if interrupted:
-                    self._journal_unwritten()
-                    self.ledger.quitting()
-                    try:
-                        self.ledger.abandon_in_flight(
-                            self.run_id,
-                            "the run was stopped (a second signal) before the answer came",
-                        )
-                    except LEDGER_FAILURES as error:
-                        self.notice(
-                            f"the ledger is busy ({error}): the calls in flight stay 'sending', and the next command marks them in_doubt"
-                        )
-                    raise Interrupted(signal or self.report.signal) from None
+                    self._quit_at_once(signal)
                 interrupted = True
                 self.report.interrupted = True
                 self.report.signal = signal
@@ -154,7 +144,10 @@ class Submission:
                 if on_interrupt:
                     with self._lock:
                         running = self._running
-                    on_interrupt(running)
+                    try:
+                        on_interrupt(running)
+                    except KeyboardInterrupt as again:  # the second, while the first is told
+                        self._quit_at_once(getattr(again, "signal", None))
         if self._lost:
             try:
                 rescued = self.ledger.rescue_to_journal()
@@ -165,6 +158,21 @@ class Submission:
             except OSError as e:
                 self.notice(f"could not copy the lost ledger's rows to the journal ({e.strerror})")
         return self.report
+
+    def _quit_at_once(self, signal: int | None) -> NoReturn:
+        """A second signal: exit now, the calls in flight marked in_doubt (their answers,
+        should they come, are not waited for)."""
+        self._journal_unwritten()
+        self.ledger.quitting()
+        try:
+            self.ledger.abandon_in_flight(
+                self.run_id, "the run was stopped (a second signal) before the answer came"
+            )
+        except LEDGER_FAILURES as error:
+            self.notice(
+                f"the ledger is busy ({error}): the calls in flight stay 'sending', and the next command marks them in_doubt"
+            )
+        raise Interrupted(signal or self.report.signal) from None
 
     def _worker(self) -> None:
         try:
