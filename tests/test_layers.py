@@ -56,7 +56,7 @@ LAYERS = [
     "ledger.claims",
     "ledger.recovery",
     "ledger.__init__",
-    "ledger_copy",
+    "ledger.copying",
     "unchanged",
     "starter",
     "http_transport",

@@ -1,5 +1,5 @@
 """`batchgen ledger push` and `batchgen ledger pull`: a ledger moved between a SQLite file and
-a PostgreSQL server (see ledger_copy.py). Parsing and printing only."""
+a PostgreSQL server (see ledger/copying.py). Parsing and printing only."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import click
 
 from ..errors import UsageError
 from ..ledger import Ledger
-from ..ledger_copy import copy_ledger
+from ..ledger.copying import copy_ledger
 from ..ledger_location import is_url, shown
 from ..output.console import Terminal
 from .common import project_of

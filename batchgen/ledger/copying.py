@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from .errors import UsageError
-from .ledger import Ledger
+from ..errors import UsageError
+from . import Ledger
 
 # In an order the triggers keep `job_counts` right by: a task before its links (a link counts
 # its task's state), runs before anything names them. `job_counts` is the triggers' own.
