@@ -392,8 +392,8 @@ def test_tasks_json_is_every_row_of_the_ledger_as_it_holds_it(shared_world, writ
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_then_rerun_loses_nothing(shared_world, write_job):
-    env = shared_world(latency_ms=15)
+def test_sigkill_at_random_moments_then_rerun_loses_nothing(world, write_job):
+    env = world(latency_ms=15)
     job = write_job(job_text(prompts(60)))
     rng = random.Random(11)
     for _ in range(4):
@@ -425,8 +425,8 @@ def test_two_concurrent_runs_on_one_ledger_never_send_twice(shared_world, write_
 
 
 @pytest.mark.slow
-def test_ctrl_c_finishes_calls_in_flight_and_leaves_the_job_resumable(shared_world, write_job):
-    env = shared_world(latency_ms=200)
+def test_ctrl_c_finishes_calls_in_flight_and_leaves_the_job_resumable(world, write_job):
+    env = world(latency_ms=200)
     job = write_job(job_text(prompts(30)))
     process = env.popen("run", job, "--yes", "--rpm", "60000", "--concurrency", "4")
     assert env.sandbox.wait_answered(4, timeout=20)  # some answered, more on the way
