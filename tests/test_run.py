@@ -475,10 +475,10 @@ def test_on_a_terminal_a_big_run_asks_first_and_no_sends_nothing(world, write_jo
 
 @pytest.mark.slow
 def test_a_second_ctrl_c_quits_at_once_and_calls_in_flight_become_in_doubt(shared_world, write_job):
-    env = shared_world(latency_ms=3000)
+    env = shared_world(latency_ms=1500)
     job = write_job(job_text(prompts(8)))
     process = env.popen("run", job, "--yes", "--rpm", "60000", "--concurrency", "4")
-    wait_for_sending(env, 4)  # four calls are in flight, each answered after 3 s
+    wait_for_sending(env, 4)  # four calls are in flight, each answered after 1.5 s
     stderr = StderrLines(process)
     process.send_signal(signal.SIGINT)
     stderr.wait_for("stopping")  # the first is handled: the run waits for its calls
