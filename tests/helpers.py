@@ -88,6 +88,17 @@ def _ledger_rows(location, sql: str) -> set[tuple]:
         return {tuple(row) for row in ledger._query(sql)}
 
 
+def duplicates_and_lost(created: dict[str, int], rows: dict[str, dict]) -> tuple[int, int]:
+    """From the sandbox's tasks created per body and the ledger's rows by body: requests
+    created more than once (each extra one paid twice), and created tasks the ledger does not
+    hold as submitted or in_doubt (paid for and lost)."""
+    duplicates = sum(n - 1 for n in created.values() if n > 1)
+    lost = sum(
+        1 for body in created if rows.get(body, {}).get("state") not in ("submitted", "in_doubt")
+    )
+    return duplicates, lost
+
+
 def counts_recomputed(location) -> set[tuple]:
     """job_counts as a GROUP BY over job_tasks and tasks would give it now."""
     return _ledger_rows(

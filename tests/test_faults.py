@@ -25,6 +25,7 @@ from helpers import (
     FAULT_TABLE,
     can_unshare_pid,
     canonical,
+    duplicates_and_lost,
     job_text,
     prompts,
     wait_for_runs_to_end,
@@ -177,10 +178,7 @@ def test_scenario(world, write_job, request, tmp_path, backend, number):
 
     created = env.created_bodies()
     rows = {canonical(json.loads(r["request"])): r for r in env.rows()}
-    duplicates = sum(n - 1 for n in created.values() if n > 1)
-    lost = sum(
-        1 for body in created if rows.get(body, {}).get("state") not in ("submitted", "in_doubt")
-    )
+    duplicates, lost = duplicates_and_lost(created, rows)
     # In doubt but never even received: claimed, then the run died before sending it. Not an
     # error (the claim must come first), but each is one the user must settle for nothing.
     received = {canonical(c.body) for c in env.sandbox.calls if c.endpoint == "create"}

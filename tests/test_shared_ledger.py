@@ -17,6 +17,7 @@ from helpers import (
     FAULT_TABLE,
     assert_counts_kept,
     canonical,
+    duplicates_and_lost,
     job_text,
     prompts,
     wait_for_runs_to_end,
@@ -148,10 +149,7 @@ def test_two_machines_at_once_with_kills_and_lost_answers_create_once_and_lose_n
     created = env.created_bodies()  # counted by the server's own log of create calls
     with Ledger.open(url) as ledger:
         rows = {canonical(json.loads(r["request"])): r for r in ledger.rows()}
-    duplicates = sum(n - 1 for n in created.values() if n > 1)
-    lost = sum(
-        1 for body in created if rows.get(body, {}).get("state") not in ("submitted", "in_doubt")
-    )
+    duplicates, lost = duplicates_and_lost(created, rows)
     FAULT_TABLE.append(
         {
             "scenario": "two machines (postgresql)",
