@@ -63,12 +63,10 @@ class GroupCommit:
         lock: threading.RLock,
         *,
         single_statements: bool = True,
-        failures: tuple[type[Exception], ...] = (Exception,),
     ):
         self._conn = conn
         self._lock = lock
         self._single_statements = single_statements  # see `write`'s `one_statement`
-        self._failures = failures  # what the connection raises when a statement fails
         self._guard = threading.Lock()  # guards `_queued` and `_leading`; never held to wait
         self._queued: list[_Pending[Any]] = []
         self._leading = False  # a thread is committing a group, or has been chosen to
@@ -127,17 +125,21 @@ class GroupCommit:
                 conn.execute("COMMIT")
             self.commits += 1
         except BaseException as e:
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except self._failures:
-                    pass  # already rolled back (SQLite does that on an I/O error)
-            # Nothing of the group is on disk: every write of it fails with this error. A
-            # KeyboardInterrupt is raised in the thread that took it; the others are told their
-            # commit did not happen.
+            # Every write of the group fails with this error, before anything else is tried: a
+            # claim whose commit is not known to have happened must never read as claimed (its
+            # request would go out unclaimed). A KeyboardInterrupt is raised in the thread that
+            # took it; the others are told their commit did not happen.
             failure = e if isinstance(e, Exception) else LedgerFailed("the commit was interrupted")
             for pending in group:
                 pending.error = failure
                 pending.result = None
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except Exception:
+                # Already rolled back (SQLite does that on an I/O error), or the connection is
+                # gone (a server's session ended: the server rolled it back). Either way the
+                # group's error above is the one its writers are told.
+                pass
             if not isinstance(e, Exception):
                 raise

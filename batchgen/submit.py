@@ -148,6 +148,7 @@ class Submission:
                         on_interrupt(running)
                     except KeyboardInterrupt as again:  # the second, while the first is told
                         self._quit_at_once(getattr(again, "signal", None))
+        self._journal_left_over()
         if self._lost:
             try:
                 rescued = self.ledger.rescue_to_journal()
@@ -177,6 +178,8 @@ class Submission:
     def _worker(self) -> None:
         try:
             self._work()
+        except Exception as e:  # a bug, or a failure no one foresaw: the run stops, saying why
+            self._abort(f"batchgen error while sending: {type(e).__name__}: {e}")
         finally:
             with self._lock:
                 self._running -= 1
@@ -371,6 +374,23 @@ class Submission:
         if counted:
             self._count(carried[0], "submitted")
 
+    def _journal_left_over(self) -> None:
+        """Every worker has ended: a task id received and still neither recorded nor journaled
+        (an error no handler foresaw cut its worker short) goes to the journal now. A created
+        task is paid for; its id is never dropped on the floor."""
+        with self._lock:
+            held = list(self._unwritten.values())
+            self._unwritten.clear()
+        if not held:
+            return
+        where = self._keep_in_journal(held)
+        with self._lock:
+            self.report.unrecorded.extend(answered.task_id for _, answered in held)
+        self.notice(
+            f"{len(held)} task ids received but not recorded ({', '.join(a.task_id for _, a in held)}); {where}"
+        )
+        self._abort("the ledger could not record every task id")
+
     def _journal_unwritten(self) -> None:
         """A second signal: the run exits without waiting for its workers. The task ids they
         hold, received and not yet committed, go to the journal, which the next command
@@ -397,6 +417,8 @@ class Submission:
             problem = str(e)
         except _UNRECORDED as e:
             problem = str(e)
+        except Exception as e:  # whatever it was, the id is kept: see the journal below
+            problem = f"{type(e).__name__}: {e}"
         where = self._keep_in_journal([(request, answered)])
         self.notice(
             f"task {answered.task_id} (request {request.key}) was created but the ledger could not record it ({problem}); {where}"

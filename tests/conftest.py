@@ -144,6 +144,14 @@ class Env:
             text=True,
         )
 
+    def outputs(self, job: str) -> Path:
+        """Where a job's videos go by default: a folder of this API's own, since the sandbox
+        served here is not the API a job is paid on (outputs/127.0.0.1-PORT/<job>/)."""
+        from batchgen.session import output_folder
+        from batchgen.urls import canonical_base_url
+
+        return self.tmp / output_folder(job, api_base=canonical_base_url(self.sandbox.base_url))
+
     def ledger(self) -> Ledger:
         """The ledger as the next command would find it: opened and repaired."""
         return Ledger.open(self.ledger_path)
@@ -218,6 +226,54 @@ def new_database(postgres_admin, tmp_path, monkeypatch):
     yield make
     for name in made:
         postgres_admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+class PrivateServer:
+    """A PostgreSQL server of one test's own, to crash and start again (`.ci/start-postgres`
+    makes it, from the machine's PostgreSQL binaries)."""
+
+    def __init__(self, folder: Path, url: str):
+        self.folder = folder
+        self.url = url
+
+    def crash(self) -> None:
+        """`pg_ctl stop -m immediate`: every session cut, nothing shut down cleanly."""
+        subprocess.run([self.folder / "stop"], check=True, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        subprocess.run([self.folder / "start"], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def private_postgres():
+    """A throwaway PostgreSQL server for one test (which may crash it); skips, saying why, when
+    none can start here."""
+    import shutil
+    import tempfile
+
+    if POSTGRES_URL is None and shutil.which("initdb") is None:
+        pytest.skip(
+            "no PostgreSQL binaries on this machine (initdb) for a server of the test's own"
+        )
+    # Straight under the temporary folder: the server runs as the postgres user, who must
+    # reach it (pytest's own folders are root's alone).
+    folder = Path(tempfile.mkdtemp(prefix="batchgen-pg-"))
+    started = subprocess.run(
+        [REPO / ".ci" / "start-postgres", folder],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "BATCHGEN_NO_INSTALL": "1"},
+    )
+    if started.returncode != 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip(
+            f"a PostgreSQL server of the test's own did not start: {started.stderr.strip()}"
+        )
+    server = PrivateServer(folder, started.stdout.strip())
+    yield server
+    subprocess.run([folder / "stop"], capture_output=True, timeout=60)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ guarantees; a backend says how.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
 
@@ -30,6 +31,10 @@ class Backend(Protocol):
     # Whether a write of one statement may commit on its own, without the write lock that
     # `BEGIN IMMEDIATE` takes (SQLite's statements take it anyway).
     single_statement_commits: bool
+    # Whether a process quitting at once (a second signal) may still write its last words
+    # (its calls in flight made in_doubt) within `Store.quitting`'s wait. Not where the
+    # database may be the very thing that stopped answering (a server).
+    touch_on_quit: bool
 
     def check_same(self) -> None:
         """Raise `LedgerUnsound` if the ledger is no longer the one opened."""
@@ -48,6 +53,10 @@ class Backend(Protocol):
 
     def set_patience(self, seconds: float) -> None:
         """From now on a statement waits at most `seconds` for another process's lock."""
+
+    def long_calls(self) -> AbstractContextManager[None]:
+        """Calls made inside may rightly take minutes (a big job's links, a ledger's copy):
+        not taken for a server that stopped answering."""
 
     def hold_run(self, run_id: int) -> RunHold:
         """Show run `run_id` as going until released, or until this process or its

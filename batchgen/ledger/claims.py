@@ -90,7 +90,7 @@ class Claims(Store):
                 )
                 for r in requests
             )
-            with self._locked() as conn:
+            with self._locked() as conn, self.long_calls():
                 conn.execute(
                     "BEGIN"
                 )  # deferred, and only the temp database is written: no write lock
@@ -101,7 +101,7 @@ class Claims(Store):
 
         try:
             yield stage
-            with self.transaction() as conn:
+            with self.long_calls(), self.transaction() as conn:
                 # A row is written only when something changed: a rerun of a big job rewrites nothing.
                 # In key order: the three indexes it goes into are ordered by key, and random
                 # inserts into them cost ~5x more (a first run of a million requests: 22 s).

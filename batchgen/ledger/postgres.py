@@ -12,6 +12,12 @@ Every guarantee of the SQLite ledger holds across machines, by PostgreSQL's own 
   holds its lock (`pg_locks`), and only then are its `sending` rows made in_doubt.
 - An answer that cannot be committed (the server unreachable) goes to the journal on this
   machine, named from the database (`local`), and the next command here replays it.
+- A server that stops answering fails a call in seconds, not never: libpq's `connect_timeout`
+  bounds the connection, the server's own `lock_timeout` a wait for a lock, and a watchdog
+  (`_Watchdog`) shuts the socket of a call that outlives its allowance (a stopped backend or a
+  frozen machine keeps the TCP connection up, and psycopg's waits have no deadline). A
+  session idle inside a transaction for a minute is ended by the server, so a writer that
+  froze holding the writers' lock does not hold every other machine with it.
 
 The ledger's SQL keeps SQLite's spelling: this module's connection takes `?` parameters and
 gives rows read by name or position, and the few spellings that differ come from
@@ -25,6 +31,9 @@ import contextlib
 import hashlib
 import os
 import re
+import socket
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -53,7 +62,16 @@ _KEEPALIVES: dict[str, Any] = {
     "keepalives_idle": 30,
     "keepalives_interval": 10,
     "keepalives_count": 3,
+    "connect_timeout": 10,  # seconds: a server that accepts and never answers the start-up
 }
+# How long one call may wait for the server's answer (beyond a lock's wait) before the
+# watchdog calls the server gone. The ledger's statements take milliseconds; the long ones
+# (linking a big job, copying a ledger, streaming a big read) ask for `LONG_ALLOWANCE`.
+ALLOWANCE = 10.0
+LONG_ALLOWANCE = 900.0
+# The server ends a session idle inside a transaction this long (a frozen writer).
+_IDLE_IN_TRANSACTION = "60s"
+_LOCK_STATEMENT = "SELECT pg_advisory_xact_lock(%s, 0)"
 
 
 class Row:
@@ -101,13 +119,80 @@ def _parameters(parameters: Iterable[Any]) -> tuple[Any, ...] | None:
     return values or None
 
 
+class _Watchdog:
+    """Shuts a connection's socket when one call on it has waited past its allowance.
+
+    A backend that is stopped, or a server whose machine froze, keeps its TCP connection up
+    (the kernel still answers keepalives), and psycopg waits for its answer with no deadline:
+    without this a run's workers, and a second Ctrl-C's exit, would wait forever. A shut socket
+    makes the waiting call fail at once, as a lost connection (then `LedgerFailed`: rows stay
+    `sending` for the next command, received task ids go to the journal)."""
+
+    def __init__(self, raw: Any):
+        self._raw = raw
+        self._guard = threading.Lock()
+        self._calls: dict[int, float] = {}  # thread id → deadline of its call on the server
+        self._wake = threading.Event()
+        self._closed = False
+        self.fired: float | None = None  # the allowance a call outlived
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def call(self, allowance: float) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._guard:
+            self._calls[me] = time.monotonic() + allowance
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(
+                    target=self._watch, name="batchgen-ledger-watchdog", daemon=True
+                )
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._guard:
+                self._calls.pop(me, None)
+
+    def _watch(self) -> None:
+        while not self._wake.wait(0.25):
+            with self._guard:
+                overdue = [d for d in self._calls.values() if d < time.monotonic()]
+            if overdue:
+                self._shut()
+                return
+
+    def _shut(self) -> None:
+        with self._guard:
+            self.fired = max(self._calls.values(), default=0.0)
+        with contextlib.suppress(OSError, psycopg.Error):
+            # Through a duplicate of its descriptor: psycopg still owns (and closes) its own.
+            duplicate = socket.socket(fileno=os.dup(self._raw.fileno()))
+            try:
+                duplicate.shutdown(socket.SHUT_RDWR)
+            finally:
+                duplicate.close()
+
+    def close(self) -> None:
+        with self._guard:
+            self._closed = True
+        self._wake.set()
+
+
 @contextlib.contextmanager
-def _as_ledger_failures() -> Iterator[None]:
+def _as_ledger_failures(watchdog: _Watchdog | None = None) -> Iterator[None]:
+    # Every psycopg error becomes the ledger's own; and so does an error no driver should
+    # raise but a dead connection can (a broken pipe, a closed socket), so that a caller that
+    # catches `ledger.FAILURES` is never passed a failure it cannot name.
     try:
         yield
     except (pg_errors.LockNotAvailable, pg_errors.QueryCanceled) as e:
         raise LedgerBusy(f"the ledger is busy: {_first_line(e)}") from e
-    except psycopg.Error as e:
+    except (psycopg.Error, OSError) as e:
+        if watchdog is not None and watchdog.fired is not None:
+            raise LedgerFailed(
+                "the ledger's server stopped answering (a call waited past its allowance):"
+                " the connection was closed"
+            ) from e
         raise LedgerFailed(_first_line(e)) from e
 
 
@@ -118,17 +203,19 @@ def _first_line(error: BaseException) -> str:
 class Cursor:
     """A psycopg cursor that takes and gives what a sqlite3 cursor does."""
 
-    def __init__(self, raw: Any):
+    def __init__(self, raw: Any, connection: Connection):
         self._raw = raw
+        self._connection = connection
         self.row_factory: Any = Row  # None: plain tuples, as sqlite3's spelling has it
 
     def execute(self, sql: str, parameters: Iterable[Any] = (), /) -> Cursor:
         self._raw.row_factory = tuple_row if self.row_factory is None else _named_rows
         values = _parameters(parameters)
-        with _as_ledger_failures():
-            # Without parameters, psycopg reads the SQL as it is (a script of several
-            # statements, a `%` in a function's body).
-            self._raw.execute(sql if values is None else _spelled(sql), values)
+        # Without parameters, psycopg reads the SQL as it is (a script of several statements,
+        # a `%` in a function's body).
+        spelled = sql if values is None else _spelled(sql)
+        with self._connection.on_server(spelled):
+            self._raw.execute(spelled, values)
         return self
 
     @property
@@ -136,15 +223,15 @@ class Cursor:
         return int(self._raw.rowcount)
 
     def fetchone(self) -> Any:
-        with _as_ledger_failures():
+        with self._connection.on_server():
             return self._raw.fetchone()
 
     def fetchall(self) -> list[Any]:
-        with _as_ledger_failures():
+        with self._connection.on_server():
             return list(self._raw.fetchall())
 
     def fetchmany(self, size: int = 1, /) -> list[Any]:
-        with _as_ledger_failures():
+        with self._connection.on_server():
             return list(self._raw.fetchmany(size))
 
     def __iter__(self) -> Iterator[Any]:
@@ -155,8 +242,11 @@ class Connection:
     """A psycopg connection (in autocommit: the ledger's SQL says where transactions are)
     that takes the calls the ledger makes of a sqlite3 one."""
 
-    def __init__(self, raw: Any):
+    def __init__(self, raw: Any, *, lock_wait: float = 30.0):
         self.raw = raw
+        self.watchdog = _Watchdog(raw)
+        self.lock_wait = lock_wait  # the server's lock_timeout, in seconds
+        self.allowance = ALLOWANCE  # see `long_calls`
 
     def execute(self, sql: str, parameters: Iterable[Any] = (), /) -> Cursor:
         if sql == "BEGIN IMMEDIATE":  # a transaction that writes: writers take turns
@@ -166,19 +256,39 @@ class Connection:
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> Cursor:
         cursor = self.cursor()
-        with _as_ledger_failures():
+        with self.on_server():
             cursor._raw.executemany(_spelled(sql), (_parameters(row) or () for row in parameters))
         return cursor
 
     def cursor(self) -> Cursor:
-        return Cursor(self.raw.cursor())
+        with self.on_server():  # a closed connection raises here, not only at execute
+            return Cursor(self.raw.cursor(), self)
+
+    @contextlib.contextmanager
+    def on_server(self, sql: str = "") -> Iterator[None]:
+        """A call on the server: its errors as the ledger's (`LedgerFailed`), its wait for an
+        answer bounded by the watchdog (a lock's wait, which the server bounds itself, on top)."""
+        allowance = self.allowance + (self.lock_wait if sql == _LOCK_STATEMENT else 0.0)
+        with _as_ledger_failures(self.watchdog), self.watchdog.call(allowance):
+            yield
+
+    @contextlib.contextmanager
+    def long_calls(self) -> Iterator[None]:
+        """Calls that may rightly take minutes (a big job's links, a ledger's copy)."""
+        before, self.allowance = self.allowance, LONG_ALLOWANCE
+        try:
+            yield
+        finally:
+            self.allowance = before
 
     @property
     def in_transaction(self) -> bool:
         return bool(self.raw.info.transaction_status != TransactionStatus.IDLE)
 
     def close(self) -> None:
-        self.raw.close()
+        self.watchdog.close()
+        with contextlib.suppress(psycopg.Error, OSError):
+            self.raw.close()
 
 
 class AdvisoryHold:
@@ -214,14 +324,27 @@ class PostgresLedger:
             )
         self.location = url
         self.shown = shown(url)
-        settings = {
-            k: v for k, v in _KEEPALIVES.items() if k not in psycopg.conninfo.conninfo_to_dict(url)
-        }
+        try:
+            # A second `@` means a password not %-encoded: the driver would take part of it
+            # for the host, and quote that in its message.
+            if url.split("://", 1)[-1].split("?", 1)[0].count("@") > 1:
+                raise ValueError("two @ in the URL's authority")
+            given = psycopg.conninfo.conninfo_to_dict(url)
+        except (psycopg.Error, ValueError):
+            # psycopg's message quotes the URL, password and all.
+            raise UsageError(
+                f"{self.shown}: not a PostgreSQL URL batchgen can read"
+                " (postgresql://user@host:port/database; a password's special characters %-encoded)"
+            ) from None
+        settings = {k: v for k, v in _KEEPALIVES.items() if k not in given}
         try:
             raw = psycopg.connect(url, autocommit=True, application_name="batchgen", **settings)
         except psycopg.Error as e:
-            raise UsageError(f"{self.shown}: cannot open the ledger ({_first_line(e)})") from None
-        self.conn: connections.Connection = Connection(raw)
+            raise UsageError(
+                f"{self.shown}: cannot open the ledger ({redact(_first_line(e), url)})"
+            ) from None
+        self._pg = Connection(raw, lock_wait=busy_timeout)
+        self.conn: connections.Connection = self._pg
         info = raw.info
         # This machine's own files for the ledger (the journal) are named from the database,
         # not from the URL's spelling: two spellings of one database share one journal.
@@ -272,7 +395,19 @@ class PostgresLedger:
         return int(self.conn.execute("SELECT count(*) FROM tasks").fetchone()[0])
 
     def set_patience(self, seconds: float) -> None:
-        self.conn.execute(f"SET lock_timeout = {int(seconds * 1000)}")
+        self._pg.lock_wait = seconds
+        self.conn.execute(
+            f"SET lock_timeout = {int(seconds * 1000)};"
+            f" SET idle_in_transaction_session_timeout = '{_IDLE_IN_TRANSACTION}'"
+        )
+
+    def long_calls(self) -> contextlib.AbstractContextManager[None]:
+        return self._pg.long_calls()
+
+    # A second signal quits without a word to the server: it may be the very thing not
+    # answering. The session's end (the process's) releases the run's lock, and the next
+    # command makes its rows in_doubt.
+    touch_on_quit = False
 
     def hold_run(self, run_id: int) -> AdvisoryHold:
         return AdvisoryHold(self.conn, run_id)
@@ -296,6 +431,28 @@ class PostgresLedger:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def redact(text: str, url: str) -> str:
+    """`text` without the password `url` carries, in any spelling the driver may quote it."""
+    from urllib.parse import unquote
+
+    for secret in _passwords(url):
+        for spelling in {secret, unquote(secret)}:
+            if spelling:
+                text = text.replace(spelling, "…")
+    return text
+
+
+def _passwords(url: str) -> list[str]:
+    rest = url.split("://", 1)[-1].split("?", 1)
+    found = []
+    at = rest[0].rfind("@")
+    if at >= 0 and ":" in rest[0][:at]:
+        found.append(rest[0][:at].split(":", 1)[1])
+    if len(rest) > 1:
+        found += re.findall(r"(?i)(?:^|&)password=([^&]*)", rest[1])
+    return found
 
 
 def _state_folder() -> Path:

@@ -151,13 +151,13 @@ class Queries(Store):
     def _stream(self, sql: str, params: list[Any], *, plain: bool = False) -> Iterator[Any]:
         # Streamed, a batch at a time: `tasks --json` of a million rows holds one batch, not
         # a million. (Not for use while another thread writes through this ledger.)
-        with self._locked() as conn:
+        with self._locked() as conn, self.long_calls():
             cursor = conn.cursor()
             if plain:
                 cursor.row_factory = None
             cursor.execute(sql, params)
         while True:
-            with self._locked():
+            with self._locked(), self.long_calls():
                 batch = cursor.fetchmany(_BATCH)
             if not batch:
                 return

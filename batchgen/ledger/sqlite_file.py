@@ -4,6 +4,7 @@ sound. A run's liveness is a lock on a file beside it (run_locks.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -20,6 +21,7 @@ class SqliteFile:
 
     dialect = SQLITE
     single_statement_commits = True
+    touch_on_quit = True  # a local file: its lock is waited for at most `Store.quitting`'s wait
 
     def __init__(self, path: Path, *, create: bool, busy_timeout: float):
         self.local = _real_name(path)
@@ -116,6 +118,9 @@ class SqliteFile:
     def size_hint(self) -> int:
         # The largest rowid: rows are never renumbered, and a count would read the table.
         return int(self.conn.execute("SELECT coalesce(max(rowid), 0) FROM tasks").fetchone()[0])
+
+    def long_calls(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()  # a file's calls are bounded by its busy timeout
 
     def set_patience(self, seconds: float) -> None:
         self.conn.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")

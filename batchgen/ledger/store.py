@@ -57,11 +57,11 @@ class Store:
         self.db = Database(self.backend.conn)
         self._lock = threading.RLock()
         self._patience: float | None = None  # set by `quitting`
+        self._quit = False  # set by `quitting`: see there
         self._group = GroupCommit(
             self.backend.conn,
             self._lock,
             single_statements=self.backend.single_statement_commits,
-            failures=FAILURES,
         )
 
     @property
@@ -93,7 +93,7 @@ class Store:
         """Show run `run_id` as going to every other process, until released (or until this
         process dies): before its first claim, so a run with `sending` rows always shows."""
         with self._locked():
-            return self.backend.hold_run(run_id)
+            return _Held(self, self.backend.hold_run(run_id))
 
     def run_is_alive(self, run_id: int) -> bool:
         with self._locked():
@@ -109,6 +109,8 @@ class Store:
             self.backend.sync_run_ids()
 
     def close(self) -> None:
+        if self._quit and not self.backend.touch_on_quit:
+            return  # the process's exit closes the connection, without waiting on the server
         try:
             with self._locked():
                 self.backend.close()
@@ -120,12 +122,24 @@ class Store:
         now on a statement waits at most `wait` seconds for the ledger, not the busy timeout.
         A worker may hold the ledger that long, waiting on another process's write lock, and
         the user asked to quit at once. What is not written in time, the next command settles:
-        rows left `sending` become in_doubt, and received task ids are in the journal."""
+        rows left `sending` become in_doubt, and received task ids are in the journal.
+
+        A ledger on a server is not touched at all from then on (`Backend.touch_on_quit`): the
+        server may be what stopped answering, and its session's end does what is needed."""
         self._patience = wait
+        self._quit = True
+
+    def long_calls(self) -> contextlib.AbstractContextManager[None]:
+        """Statements inside may rightly take minutes (see `Backend.long_calls`)."""
+        return self.backend.long_calls()
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[Connection]:
         """The connection, with the lock every statement runs under (see `quitting`)."""
+        if self._quit and not self.backend.touch_on_quit:
+            raise LedgerBusy(
+                "the ledger is busy: the process is quitting, and does not wait for its server"
+            )
         if not self._lock.acquire(timeout=-1 if self._patience is None else self._patience):
             raise LedgerBusy("the ledger is busy: another thread is waiting on it")
         try:
@@ -161,6 +175,20 @@ class Store:
     def columns(self, table: str = "tasks") -> list[str]:
         with self._locked():
             return self.backend.columns(table)
+
+
+class _Held:
+    """A run's hold, let go with the ledger's other business: not at all when the process quits
+    at once on a ledger it must not touch then (`Store.quitting`: its end lets it go)."""
+
+    def __init__(self, store: Store, hold: RunHold):
+        self._store = store
+        self._hold = hold
+
+    def release(self) -> None:
+        if self._store._quit and not self._store.backend.touch_on_quit:
+            return
+        self._hold.release()
 
 
 def open_backend(location: str | Path, *, create: bool, busy_timeout: float) -> Backend:
