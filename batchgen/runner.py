@@ -32,6 +32,7 @@ from .run_report import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_IDENTICAL_ERRORS,
     DEFAULT_RPM,
+    RunReport,
     RunSettings,
 )
 from .session import (
@@ -334,14 +335,14 @@ def _send(
     console: Console,
 ) -> tuple[int, int]:
     """Send, with the run recorded in `runs`: (exit code, run id)."""
-    run_id = ledger.runs.start(
+    # Held from the row's own transaction, before the first claim: see backend.py.
+    run_id, lock = ledger.runs.begin(
         name,
         options.job_file,
         target.identity_base,
         options.flags() | {"rpm": settings.rpm, "concurrency": settings.concurrency},
     )
     ledger.runs.record_balance(run_id, before=budget.balance_before)
-    lock = ledger.hold_run(run_id)  # before the first claim: see backend.py
     journal.reserve(ledger.path)
     progress = ProgressDisplay(len(to_send))
     try:
@@ -375,53 +376,83 @@ def _send(
                     ledger.runs.end(run_id, {"interrupted": "twice"}, exit_code)
                 console.err("quit: calls in flight are in_doubt")
                 return exit_code, run_id
-        after = (
-            client.balance().credits
-            if budget.balance_before is not None and report.calls
-            else budget.balance_before
-        )
-        ledger.runs.record_balance(run_id, after=after)
-        standing = ledger.standing(name)
-        states = Counter(standing.states)
-        for line in summary_lines(
-            name, options.job_file, report, states, standing.last_due, standing.unsent
-        ):
-            console.out(line)
-        console.out(credits.spend_line(report, budget.balance_before, after))
-        if report.capped:
-            console.out(f"stopped at the spend cap: {report.capped}; the rest was not sent")
-        learned = credits.learn_price(
-            ledger, run_id, target.identity_base, report, budget.balance_before, after
-        )
-        if learned:
-            console.err(learned)
-        unresolved = sum(
-            states.get(s, 0) for s in ("rejected", "failed", "in_doubt", "generation_failed")
-        )
-        exit_code = report.exit_code(unresolved)
-        if report.unrecorded:
-            exit_code = EXIT_ABORTED
-        by_balance = (
-            budget.balance_before - after
-            if budget.balance_before is not None and after is not None
-            else None
-        )
-        ledger.runs.end(
-            run_id,
-            dict(report.outcomes)
-            | {
-                "calls": report.calls,
-                "aborted": report.aborted,
-                "capped": report.capped,
-                "spent": report.spent,
-                "spent_by_balance": by_balance,
-            },
-            exit_code,
-        )
-        return exit_code, run_id
+        try:
+            exit_code = _record_end(
+                ledger, client, options, name, target, report, budget, run_id, console
+            )
+            return exit_code, run_id
+        except LEDGER_FAILURES as e:
+            # The ledger failed under the run (a server gone, a disk full): what the run did is
+            # said from its own report; the task ids it could not record are in the journal.
+            for line in summary_lines(name, options.job_file, report, Counter(), None, 0)[:-1]:
+                console.out(line)
+            console.err(
+                f"error: the ledger failed: {e}. The next batchgen command records what the journal"
+                " keeps, and makes the calls that were in flight in_doubt"
+            )
+            return EXIT_ABORTED, run_id
     finally:
         journal.release_reserve(ledger.path)
         lock.release()
+
+
+def _record_end(
+    ledger: Ledger,
+    client: Provider,
+    options: RunOptions,
+    name: str,
+    target: Target,
+    report: RunReport,
+    budget: Budget,
+    run_id: int,
+    console: Console,
+) -> int:
+    """The run's end in the ledger and on the terminal: the balance after, the summary, a
+    price learned, the exit code."""
+    after = (
+        client.balance().credits
+        if budget.balance_before is not None and report.calls
+        else budget.balance_before
+    )
+    ledger.runs.record_balance(run_id, after=after)
+    standing = ledger.standing(name)
+    states = Counter(standing.states)
+    for line in summary_lines(
+        name, options.job_file, report, states, standing.last_due, standing.unsent
+    ):
+        console.out(line)
+    console.out(credits.spend_line(report, budget.balance_before, after))
+    if report.capped:
+        console.out(f"stopped at the spend cap: {report.capped}; the rest was not sent")
+    learned = credits.learn_price(
+        ledger, run_id, target.identity_base, report, budget.balance_before, after
+    )
+    if learned:
+        console.err(learned)
+    unresolved = sum(
+        states.get(s, 0) for s in ("rejected", "failed", "in_doubt", "generation_failed")
+    )
+    exit_code = report.exit_code(unresolved)
+    if report.unrecorded:
+        exit_code = EXIT_ABORTED
+    by_balance = (
+        budget.balance_before - after
+        if budget.balance_before is not None and after is not None
+        else None
+    )
+    ledger.runs.end(
+        run_id,
+        dict(report.outcomes)
+        | {
+            "calls": report.calls,
+            "aborted": report.aborted,
+            "capped": report.capped,
+            "spent": report.spent,
+            "spent_by_balance": by_balance,
+        },
+        exit_code,
+    )
+    return exit_code
 
 
 def _after_sending(
@@ -437,7 +468,7 @@ def _after_sending(
     if options.wait and exit_code in (0, EXIT_INCOMPLETE):
         waited = wait_until_done(ledger, target, name, limiter, console)
         exit_code = waited if waited >= 128 else max(exit_code, waited)
-    folder = output_folder(name)
+    folder = output_folder(name, api_base=target.identity_base)
     if options.download and exit_code in (0, EXIT_INCOMPLETE):
         if not options.wait:  # one look at the tasks, so that what is done now is downloaded now
             tasks = pending(ledger, name, due_only=False)
@@ -452,7 +483,16 @@ def _after_sending(
                 with target.connect() as client:
                     poll(ledger, client, tasks, limiter=limiter, on_progress=show)
         exit_code = max(
-            exit_code, download_job(ledger, name, folder, target, console, bounds=options.bounds)
+            exit_code,
+            download_job(
+                ledger,
+                name,
+                folder,
+                target,
+                console,
+                bounds=options.bounds,
+                api_base=target.identity_base,
+            ),
         )
     if options.gallery and exit_code in (0, EXIT_INCOMPLETE):
         write_gallery(ledger, name, folder, console)

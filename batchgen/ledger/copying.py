@@ -43,13 +43,23 @@ class Copied(NamedTuple):
 
 
 def copy_ledger(source: Ledger, destination: Ledger) -> Copied:
-    """Copy every row of `source` into `destination`, which must hold no ledger yet."""
-    sending = source._query("SELECT DISTINCT run_id FROM tasks WHERE state = 'sending'")
-    live = [row[0] for row in sending if row[0] is not None and source.run_is_alive(row[0])]
-    if live:
-        raise UsageError(
-            f"run {live[0]} is still sending from {source.shown}: copy the ledger once it ends"
-        )
+    """Copy every row of `source` into `destination`, which must hold no ledger yet.
+
+    Under the source's write lock throughout: no run starts or claims on it while it is
+    copied. A run already going is refused, whatever its rows say at this instant (a run
+    paced by --rpm has no `sending` row between two claims, and would go on sending requests
+    the copy does not know of)."""
+    with source.transaction():
+        live = source.runs.alive()
+        if live:
+            raise UsageError(
+                f"run {live[0]} is still going on {source.shown}: copy the ledger once it ends"
+                " (a run's requests sent after the copy would be unknown to it, and sent again from it)"
+            )
+        return _copy_into(source, destination)
+
+
+def _copy_into(source: Ledger, destination: Ledger) -> Copied:
     held = {
         table: int(destination._query(f"SELECT count(*) FROM {table}")[0][0])
         for table in ("tasks", "runs", "job_tasks")
@@ -61,7 +71,7 @@ def copy_ledger(source: Ledger, destination: Ledger) -> Copied:
             " only into an empty one, and never merges two"
         )
     copied: dict[str, int] = {}
-    with destination.transaction() as conn:
+    with destination.long_calls(), destination.transaction() as conn:
         for table in TABLES:
             columns = source.columns(table)
             names = ", ".join(f'"{name}"' for name in columns)

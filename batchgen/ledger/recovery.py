@@ -32,12 +32,44 @@ class Recovery(Store):
             )
 
     def recover(self) -> int:
-        """Rows left `sending` by a run that is gone (crashed, killed) become `in_doubt`.
+        """Rows left `sending` by a run that is gone (crashed, killed) become `in_doubt`, and
+        the run's own row is closed (`close_gone_runs`).
 
         Their request may have gone out, so they are not resent without --resubmit-in-doubt.
         A run is gone when nothing holds it (`Store.hold_run`: a lock, see backend.py): rows of a run still going
         in another process, in whatever PID namespace, are left alone.
         """
+        recovered = self._recover_sending()
+        self.close_gone_runs()
+        return recovered
+
+    def close_gone_runs(self) -> int:
+        """The `runs` rows of runs that ended without recording their end (killed, their
+        machine or the ledger's server gone) get one: an end time, no exit code, and why. Left
+        open, each would read as a run still going, overlapping every later one (so no price
+        would ever be learned again). A live run's row is never touched: its hold is taken in
+        the row's own transaction (`Runs.begin`)."""
+        if not self._query("SELECT 1 FROM runs WHERE ended_at IS NULL LIMIT 1"):
+            return 0  # the usual case: one cheap look, no write lock
+        closed = 0
+        with self.transaction() as conn:
+            for (run,) in conn.execute("SELECT id FROM runs WHERE ended_at IS NULL").fetchall():
+                if self.run_is_alive(run):
+                    continue
+                conn.execute(
+                    "UPDATE runs SET ended_at = ?, counts = ? WHERE id = ? AND ended_at IS NULL",
+                    (
+                        timestamp(),
+                        json.dumps(
+                            {"gone": "the run ended without recording its end (killed or crashed)"}
+                        ),
+                        run,
+                    ),
+                )
+                closed += 1
+        return closed
+
+    def _recover_sending(self) -> int:
         runs = [
             row[0]
             for row in self._query("SELECT DISTINCT run_id FROM tasks WHERE state = 'sending'")

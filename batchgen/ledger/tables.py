@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from ..connections import Connection
 from ..times import timestamp
+from .backend import RunHold
 from .store import Store, current
 
 
@@ -155,14 +156,39 @@ class Runs(Table):
         return [dict(r) for r in self.store._query(sql, [job, limit] if job else [limit])]
 
     def start(self, job: str, job_file: str, api_base: str, flags: dict[str, Any]) -> int:
+        """A run's row, without its hold (see `begin`, which a run uses)."""
         with self.store.transaction() as conn:
-            conn.execute(
-                "INSERT INTO runs (started_at, job, job_file, api_base, flags, pid) VALUES (?, ?, ?, ?, ?, ?)",
-                (timestamp(), job, job_file, api_base, json.dumps(flags), os.getpid()),
-            )
-            # Read back in its transaction, which writes alone (in either engine): the spelling
-            # both share, where a cursor's lastrowid is SQLite's own.
-            return int(conn.execute("SELECT max(id) FROM runs").fetchone()[0])
+            return self._insert(conn, job, job_file, api_base, flags)
+
+    @staticmethod
+    def _insert(
+        conn: Connection, job: str, job_file: str, api_base: str, flags: dict[str, Any]
+    ) -> int:
+        conn.execute(
+            "INSERT INTO runs (started_at, job, job_file, api_base, flags, pid) VALUES (?, ?, ?, ?, ?, ?)",
+            (timestamp(), job, job_file, api_base, json.dumps(flags), os.getpid()),
+        )
+        # Read back in its transaction, which writes alone (in either engine): the spelling
+        # both share, where a cursor's lastrowid is SQLite's own.
+        return int(conn.execute("SELECT max(id) FROM runs").fetchone()[0])
+
+    def begin(
+        self, job: str, job_file: str, api_base: str, flags: dict[str, Any]
+    ) -> tuple[int, RunHold]:
+        """A run's row, and its hold (`Store.hold_run`) taken in the row's own transaction: no
+        other process ever sees the row of a live run without its hold, and takes it for gone
+        (`Recovery.recover`)."""
+        with self.store.transaction() as conn:
+            run_id = self._insert(conn, job, job_file, api_base, flags)
+            return run_id, self.store.hold_run(run_id)
+
+    def open_ids(self) -> list[int]:
+        """The runs whose end is not recorded: going, or gone without a word (killed)."""
+        return [int(r[0]) for r in self.store._query("SELECT id FROM runs WHERE ended_at IS NULL")]
+
+    def alive(self) -> list[int]:
+        """The runs going now, in any process on any machine (each holds its lock)."""
+        return [run for run in self.open_ids() if self.store.run_is_alive(run)]
 
     def end(self, run_id: int, counts: dict[str, Any], exit_code: int) -> None:
         with self.store.transaction() as conn:
