@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import PRO_DEFAULTS, job_text, prompts
+from helpers import PRO_DEFAULTS, job_text, prompts, wait_for_runs_to_end
 
 FAST = ("--yes", "--rpm", "0")
 
@@ -45,6 +45,7 @@ def test_runs_lists_the_history_newest_first(shared_world, write_job):
         "started",
         "(UTC)",
         "job",
+        "api",
         "did",
         "spent",
         "(prices",
@@ -60,6 +61,7 @@ def test_runs_lists_the_history_newest_first(shared_world, write_job):
         and "1,000 → 960" in lines[2]
     )
     assert "0 / 40" in lines[2]  # no price declared: only the balance knows what it cost
+    assert env.sandbox.base_url.split("://")[1] in lines[2]  # the API the run sent to
     history = [json.loads(line) for line in env.cli("runs", "--json").stdout.splitlines()]
     assert [r["id"] for r in history] == [2, 1]
     assert history[1]["counts"]["submitted"] == 2 and history[1]["flags"]["limit"] is None
@@ -356,3 +358,23 @@ def test_ctrl_c_while_batchgen_starts_is_a_quiet_exit_130(tmp_path):
         and "Traceback" not in result.stderr
         and "interrupted" in result.stderr
     )
+
+
+@pytest.mark.slow
+def test_a_killed_run_s_row_is_closed_and_the_next_run_learns_its_price(shared_world, write_job):
+    """A killed run's row stayed 'running' forever, and every later run said 'no price learned:
+    another run on this ledger overlapped this one'."""
+    env = shared_world(credits=10_000, latency_ms=200)
+    killed = env.popen("run", write_job(job_text(prompts(20, "killed"), name="killed")), *FAST)
+    assert env.sandbox.wait_answered(1, timeout=60)
+    killed.kill()
+    killed.communicate(timeout=60)
+    wait_for_runs_to_end(env.ledger_path)
+    learner = write_job(job_text(prompts(2, "learner"), name="learner"), name="learner.yaml")
+    result = env.cli("run", learner, *FAST)
+    assert result.exit_code == 0, result.output
+    assert "learned: " in result.stderr, result.stderr
+    history = [json.loads(line) for line in env.cli("runs", "--json").stdout.splitlines()]
+    assert history[1]["job"] == "killed" and history[1]["ended_at"] is not None
+    assert history[1]["exit_code"] is None and "gone" in history[1]["counts"]
+    assert "gone" in env.cli("runs", "killed").stdout.splitlines()[1]

@@ -274,3 +274,60 @@ def test_a_bad_project_config_is_named_with_its_line(world, write_job, tmp_path,
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:S3cr%zz@127.0.0.1:1/db",  # a bad %-escape: psycopg's message quotes it
+        "postgresql://u:S3cret@[::1",  # an IPv6 host never closed
+        "postgresql://u:S3c@ret@127.0.0.1:1/db",  # an `@` in the password, not %-encoded
+    ],
+)
+def test_a_malformed_ledger_url_is_refused_without_its_password(cli, url):
+    result = cli("--ledger", url, "status")
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert "S3c" not in result.output and "ret@" not in result.output
+    assert "not a PostgreSQL URL batchgen can read" in result.output
+
+
+def test_on_done_is_given_the_ledger_without_its_password(world, new_database, write_job):
+    """The server takes any password here (trust): the URL with one works, and the command
+    run at the end is told the ledger without it."""
+    url = new_database().replace("://batchgen@", "://batchgen:S3cret@")
+    assert "S3cret" in url
+    env = world(ledger=url, time_scale=0)
+    job = write_job(job_text(prompts(2), name="secret"))
+    seen = env.tmp / "env.json"
+    command = f"{sys.executable} -c \"import os, json; json.dump(dict(os.environ), open(r'{seen}', 'w'))\""
+    result = env.cli("run", job, *FAST, "--on-done", command)
+    assert result.exit_code == 0, result.output
+    assert "S3cret" not in result.output
+    told = json.loads(seen.read_text())
+    assert told["BATCHGEN_LEDGER"] == shown(url)
+    assert not [k for k, v in told.items() if "S3cret" in v]
+
+
+@pytest.mark.slow
+def test_push_refuses_while_a_run_on_the_source_is_alive_between_its_claims(
+    world, write_job, new_database
+):
+    """A run paced by --rpm has no `sending` row between two claims; a push then copied two
+    tasks, the run sent more, and a clone on the server sent those again. Refused while the run
+    holds its lock; once it is gone (killed here), the push goes and its row is closed."""
+    env = world(time_scale=0)
+    job = write_job(job_text(prompts(5, "paced")))
+    run = env.popen("run", job, "--yes", "--rpm", "6", "--concurrency", "1")  # 10 s apart
+    assert env.sandbox.wait_answered(1, timeout=60)
+    url = new_database()
+    pushed = env.cli("ledger", "push", env.ledger_path, "--to", url)
+    assert pushed.exit_code == 2 and "is still going" in pushed.output, pushed.output
+    run.kill()
+    run.communicate(timeout=60)
+    pushed = env.cli("ledger", "push", env.ledger_path, "--to", url)
+    assert pushed.exit_code == 0, pushed.output
+    with Ledger(url) as ledger:
+        (gone,) = ledger.runs.latest()
+        assert gone["ended_at"] is not None and gone["exit_code"] is None
+        assert "ended without recording its end" in gone["counts"]
