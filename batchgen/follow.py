@@ -78,9 +78,11 @@ def download_job(
     concurrency: int = 4,
     bounds: Bounds = DEFAULT_BOUNDS,
     current_only: bool = True,
+    api_base: str | None = None,
 ) -> int:
     """Download the completed videos of `name` (its current requests', unless not
-    `current_only`) into `folder`; say what is still processing. The exit code."""
+    `current_only`; those sent to `api_base` only, when given) into `folder`; say what is
+    still processing. The exit code."""
     prepare_folder(folder)
     rebase: Callable[[str], str] = target.rebase if target else (lambda url: url)
     report = download(
@@ -91,6 +93,7 @@ def download_job(
         bounds=bounds,
         rebase=rebase,
         current_only=current_only,
+        api_base=api_base,
     )
     console.out(
         f"{folder}: {report.downloaded} downloaded ({report.bytes:,} bytes), {report.skipped} already there; manifest.csv"
@@ -156,7 +159,8 @@ def on_done(
 ) -> None:
     """Run `command` (a shell command) once, with what became of the job in its environment:
     BATCHGEN_JOB, BATCHGEN_JOB_FILE, BATCHGEN_EXIT, BATCHGEN_LEDGER, BATCHGEN_COUNTS (JSON) and
-    BATCHGEN_SUBMITTED / _COMPLETED / _FAILED / _PROCESSING. The API key is not passed on."""
+    BATCHGEN_SUBMITTED / _COMPLETED / _FAILED / _PROCESSING. The API key is not passed on, nor
+    a password the ledger's URL holds."""
     if not command:
         return
     try:
@@ -170,7 +174,7 @@ def on_done(
         BATCHGEN_JOB=job,
         BATCHGEN_JOB_FILE=job_file or "",
         BATCHGEN_EXIT=str(exit_code),
-        BATCHGEN_LEDGER=ledger.location,
+        BATCHGEN_LEDGER=ledger.shown,  # never a password (the command is not ours)
         BATCHGEN_COUNTS=json.dumps({"states": states, "generation": generation}, sort_keys=True),
         BATCHGEN_SUBMITTED=str(states.get("submitted", 0) + states.get("generation_failed", 0)),
         BATCHGEN_COMPLETED=str(generation["completed"]),

@@ -33,12 +33,21 @@ def is_url(location: str | Path) -> bool:
 
 
 def shown(location: str | Path) -> str:
-    """A ledger's location as messages name it: a URL's password is left out."""
+    """A ledger's location as messages name it (and as it is passed on, to `--on-done`): a
+    URL's password is left out, however the URL is spelled, even one that does not parse (a
+    password may hold `@`, `/` or a bad %-escape: everything up to the last `@` before the
+    query is the user and password)."""
     text = str(location)
     if not is_url(text):
         return text
-    text = re.sub(r"(://[^/@:]*):[^/@]*@", r"\1@", text)
-    return re.sub(r"(?i)([?&]password=)[^&]*", r"\1…", text)
+    scheme, rest = text.split("://", 1)
+    authority, mark, query = rest.partition("?")
+    at = authority.rfind("@")
+    if at >= 0:
+        user = authority[:at].split(":", 1)[0]
+        authority = f"{user}@{authority[at + 1 :]}"
+    query = re.sub(r"(?i)((?:^|&)password=)[^&]*", r"\1…", query)
+    return f"{scheme}://{authority}{mark}{query}"
 
 
 @dataclass(frozen=True)
