@@ -14,6 +14,8 @@ Prices are typed in by people, so the cap does not trust them: it holds against 
 - Each reading compares the drop with what the declared prices say was created. If the drop is
   more than even the calls in flight could explain, every price is scaled up by the ratio for
   the rest of the run, the user is told, and the balance is read again after the next create.
+  A price that cannot be scaled (0) is held to a floor instead: each request counts at least
+  what the balance showed one costs on average.
 - Otherwise it is re-read every `CHECK_EVERY` seconds or `CHECK_AFTER` creates (another run or
   another client may be spending on the account).
 - A request is claimed only if what the balance shows spent, plus what was created since that
@@ -70,6 +72,10 @@ class Budget:
         )
         self.stopped: str | None = None  # why sending must stop
         self.scale = 1.0  # the balance's drop over the declared cost, once it showed more
+        # What the balance showed a request costs on average, once the declared prices could
+        # not explain its drop: the least any request is counted at. A price of 0 cannot be
+        # scaled up; without this floor it would let every request through the cap.
+        self.floor = 0
         self.balance_spent: int | None = None  # the drop at the last reading
         self._settled = 0  # of `committed`: created or in doubt (the rest is in flight)
         self._declared_committed = 0  # `committed` and `_settled` at the declared prices
@@ -105,7 +111,7 @@ class Budget:
                 self._changed.wait(_WAKE)
             if self.stopped:
                 return None
-            credits = math.ceil(declared * self.scale)
+            credits = max(math.ceil(declared * self.scale), self.floor)
             if self._spent_estimate() + self._in_flight() + credits > self.cap:
                 self.stopped = (
                     f"the cap of {self.cap:,} credits is reached ({self._describe_spent()})"
@@ -167,6 +173,7 @@ class Budget:
             shown = set(self._created_classes)  # created before the reading: the balance shows them
             settled, declared_settled = self._settled, self._declared_settled
             declared_in_flight = self._declared_committed - declared_settled
+            creates = self._creates
         balance = self.read_balance()
         with self._changed:
             try:
@@ -178,16 +185,25 @@ class Budget:
                 drop = self.balance_before - balance
                 # More than the created and in-flight requests could cost at the declared
                 # prices: the prices are wrong, or someone else spends on the account.
-                if declared_settled and drop > math.ceil(
+                if creates and drop > math.ceil(
                     (declared_settled + declared_in_flight) * self.scale
                 ):
-                    scale = drop / declared_settled
-                    if scale > self.scale:
-                        self.notice(
-                            f"the balance fell by {drop:,} credits for requests whose prices add up to {declared_settled:,}: "
-                            f"the cap now counts each price x{scale:.2f} (are the declared prices too low? see batchgen prices)"
-                        )
-                        self.scale = scale
+                    if declared_settled:
+                        scale = drop / declared_settled
+                        if scale > self.scale:
+                            self.notice(
+                                f"the balance fell by {drop:,} credits for requests whose prices add up to {declared_settled:,}: "
+                                f"the cap now counts each price x{scale:.2f} (are the declared prices too low? see batchgen prices)"
+                            )
+                            self.scale = scale
+                    floor = math.ceil(drop / creates)
+                    if floor > self.floor:
+                        if not declared_settled:
+                            self.notice(
+                                f"the balance fell by {drop:,} credits for {creates} requests declared free: the cap now counts"
+                                f" each request at least {floor:,} credits (is a declared price 0? see batchgen prices)"
+                            )
+                        self.floor = floor
                     self._recheck = True
                 else:
                     self._recheck = False

@@ -490,3 +490,14 @@ def test_the_issue_s_job_priced_8x_too_low_stops_within_its_cap(world, write_job
     result = env.cli("run", job, *FAST, "--concurrency", "8")
     assert result.exit_code == 1 and "x8.00" in result.stderr, result.output
     assert 10_000 - env.sandbox.balance <= 100
+
+
+def test_a_declared_price_of_zero_does_not_let_the_cap_through(world, write_job):
+    """prices: a price of 0 where the API charges 20, --max-credits 100: it spent 30 requests'
+    worth (600) with exit 0. The balance shows the first request's cost, and the cap holds."""
+    env = world(latency_ms=20, credits=10_000)
+    job = write_job(priced_job(30, prices=PRO_PRICE.replace("20", "0")))
+    result = env.cli("run", job, *FAST, "--concurrency", "4", "--max-credits", "100")
+    assert result.exit_code == 1, result.output
+    assert 10_000 - env.sandbox.balance <= 100
+    assert "declared free" in result.stderr and "stopped at the spend cap" in result.output
