@@ -35,6 +35,9 @@ _OPTION_DEFS: dict[str, dict[str, Any]] = {
     "fix_camera": {"type": "boolean", "description": "true: the camera does not move."},
 }
 
+PROMPT_MAX = 10_000  # characters
+PROMPT_PATTERN = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f\\ud800-\\udfff]*$"
+
 
 def request_schema() -> dict[str, Any]:
     catalogue = models.catalogue()
@@ -70,7 +73,16 @@ def request_schema() -> dict[str, Any]:
         },
         "allOf": [_model_rules(model, names, most_images) for model in catalogue],
         "$defs": {
-            "prompt": {"type": "string", "minLength": 1, "description": "What the video shows."},
+            "prompt": {
+                "type": "string",
+                "minLength": 1,
+                # Longer than any model reads; a 30 MB prompt was sent before this bound.
+                "maxLength": PROMPT_MAX,
+                # No control characters but tab and line breaks (a NUL is taken by SQLite and
+                # refused by PostgreSQL), and no lone surrogate (no UTF-8 spells one).
+                "pattern": PROMPT_PATTERN,
+                "description": f"What the video shows: text of 1 to {PROMPT_MAX:,} characters, no control characters but tab and line breaks.",
+            },
             "model_id": {
                 "description": ", ".join(f"{m.id} {m.display}" for m in catalogue)
                 + " (catalogue: schemas/models/)",

@@ -11,6 +11,7 @@ import difflib
 import functools
 import json
 import os
+import re
 from collections.abc import Hashable, Iterable, Iterator
 from importlib import resources
 from pathlib import Path
@@ -210,7 +211,28 @@ def describe(error: ValidationError) -> tuple[str, str | None]:
             )
     if error.validator == "not" and not _rule(error):
         return custom or "this field is not allowed here", None
+    if error.validator == "pattern" and isinstance(error.instance, str):
+        return custom or _unmatched(error.instance, _rule(error)), None
+    if error.validator in ("maxLength", "minLength") and isinstance(error.instance, str):
+        # The value itself is not quoted: it may be megabytes.
+        length = len(error.instance)
+        if error.validator == "minLength" and length == 0:
+            return custom or "must not be empty", None
+        bound = "at most" if error.validator == "maxLength" else "at least"
+        return custom or f"{length:,} characters; {bound} {_rule(error):,} are allowed", None
     return custom or error.message, None
+
+
+def _unmatched(text: str, pattern: str) -> str:
+    """Why `text` does not match a pattern of characters it may not hold: the first one, named."""
+    allowed = re.compile(pattern.removeprefix("^").removesuffix("*$"))
+    for at, character in enumerate(text):
+        if not allowed.fullmatch(character):
+            return (
+                f"holds the control character U+{ord(character):04X} at character {at + 1}"
+                " (only tab and line breaks are allowed)"
+            )
+    return f"does not match {pattern}"
 
 
 def _json_type(value: object) -> str:
@@ -256,7 +278,6 @@ class RequestChecker:
         self.body_validator = validator("request")
         self.prompt_validator = validator("request", "/$defs/prompt")
         self.memo: dict[Hashable, list[ValidationError]] = {}
-        self.prompt_memo: dict[int, bool] = {}  # a text prompt's length → its verdict
 
     def errors(self, body: dict[str, Any], shape: Hashable | None = None) -> list[ValidationError]:
         """The leaf errors of `body`; `shape`, when given, stands for the body without its
@@ -279,16 +300,27 @@ class RequestChecker:
         return found
 
     def _prompt_ok(self, prompt: Any) -> bool:
-        if type(prompt) is not str:  # rare, and always an error: no memo
+        if type(prompt) is not str:  # rare, and always an error
             return bool(self.prompt_validator.is_valid(prompt))
-        ok = self.prompt_memo.get(len(prompt))
-        if ok is None:
-            ok = self.prompt_memo[len(prompt)] = self.prompt_validator.is_valid(prompt)
-        return ok
+        return plain_prompt(prompt)  # one scan in C, not the validator's walk
 
     @staticmethod
     def _leaves(errors: Iterator[ValidationError]) -> list[ValidationError]:
         return [leaf for error in errors for leaf in leaf_errors(error)]
+
+
+@functools.cache
+def _prompt_rules() -> tuple[int, re.Pattern[str]]:
+    schema = validator("request", "/$defs/prompt").schema
+    assert isinstance(schema, dict)
+    return int(schema["maxLength"]), re.compile(schema["pattern"])
+
+
+def plain_prompt(text: str) -> bool:
+    """Whether a prompt's text is within its bounds (length, characters): its verdict is then
+    that of any other such text."""
+    longest, pattern = _prompt_rules()
+    return 0 < len(text) <= longest and pattern.search(text) is not None
 
 
 def _memo_key(has_prompt: bool, rest: dict[str, Any]) -> tuple[bool, str]:

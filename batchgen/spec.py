@@ -168,9 +168,10 @@ def check_structure(job: Job) -> Iterator[Problem]:
     """Step 1: the file against `job.schema.json`, every error located.
 
     A job of 100,000 explicit entries would cost a jsonschema walk each (~200 µs). Entries that
-    differ only in their prompt get the same verdict (the prompt's own subschema only reads its
-    type and whether it is empty), so the file is checked with one stand-in entry, and each
-    distinct entry shape on its own, once; errors are then located at each entry's index."""
+    differ only in their prompt get the same verdict (the prompt's own subschema reads its type,
+    length and characters), so the file is checked with one stand-in entry, and each
+    distinct entry shape on its own, once; errors are then located at each entry's index. (A
+    prompt too long or holding a control character is checked with its entry, as it is.)"""
     data = job.data
     entries = data.get("requests") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
@@ -197,6 +198,8 @@ def _shape(entry: Any) -> str | None:
     if not isinstance(entry, dict):
         return None
     prompt = entry.get("prompt")
+    if isinstance(prompt, str) and not schemas.plain_prompt(prompt):
+        return None  # its own errors (the character, the length) are its own
     kind = f"{type(prompt).__name__}:{bool(prompt)}" if "prompt" in entry else "-"
     # repr() tells apart every two values the schema could judge differently (True from 1).
     return kind + repr({k: v for k, v in entry.items() if k != "prompt"})

@@ -66,6 +66,13 @@ CASES = {
     "prompt_not_text.yaml": ("prompt_not_text.yaml", 6, "put it in quotes"),
     "yes_is_not_a_boolean.yaml": ("yes_is_not_a_boolean.yaml", 4, "a boolean is true or false"),
     "repeat_zero.yaml": ("repeat_zero.yaml", 7, "less than the minimum of 1"),
+    # Sent on SQLite, refused by PostgreSQL at the claim (the job stuck there forever).
+    "prompt_nul.yaml": ("prompt_nul.yaml", 7, "holds the control character U+0000 at character 6"),
+    "prompt_control_from_template.yaml": (
+        "prompt_control_from_template.yaml",
+        7,
+        "holds the control character U+0007 at character 7",
+    ),
 }
 
 

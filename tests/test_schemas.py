@@ -61,10 +61,24 @@ def test_no_request_rule_reads_the_prompt_except_its_own_subschema():
     assert sorted(found) == sorted([("required", 0), ("properties", "prompt"), ("$defs", "prompt")])
 
 
-def test_the_prompt_rule_depends_only_on_type_and_length():
-    # schemas.RequestChecker remembers the prompt's verdict per (type, length).
+def test_the_prompt_rule_is_read_whole_by_its_shortcut():
+    # schemas.plain_prompt stands in for the prompt's subschema on every text prompt (one scan
+    # in C): it reads the rules it knows of, and agrees with the validator.
     prompt = schemas.schema("request")["$defs"]["prompt"]
-    assert set(prompt) <= {"type", "minLength", "maxLength", "description", "title", "errorMessage"}
+    assert set(prompt) <= {"type", "minLength", "maxLength", "pattern", "description", "title"}
+    validator = schemas.validator("request", "/$defs/prompt")
+    for text in [
+        "",
+        "a cat",
+        "tab\there\r\nand line",
+        "\x00",
+        "bell\a",
+        "\x85",
+        "\ud800",
+        "é" * 10_000,
+        "é" * 10_001,
+    ]:
+        assert schemas.plain_prompt(text) == validator.is_valid(text), repr(text[:20])
 
 
 def test_the_example_job_shows_every_feature_of_the_format():
@@ -117,3 +131,19 @@ def test_check_jsonschema_rejects_a_broken_job():
         text=True,
     )
     assert result.returncode == 1
+
+
+def test_a_prompt_past_its_length_is_refused_without_being_printed(cli, write_job):
+    """A 30 MB prompt was sent; now a prompt is at most 10,000 characters, and the message
+    names its length, not its text."""
+    long = "a cat " * 2_000  # 12,000 characters
+    job = write_job(
+        "version: 1\n"
+        "defaults:\n  model: wan2.2-pro\n"
+        '  options: {prompt_optimization: true, aspect_ratio: "16:9", resolution: 480p, duration: 5}\n'
+        f"requests:\n  - prompt: {long.strip()}\n  - prompt: a short one\n"
+    )
+    result = cli("validate", job)
+    assert result.exit_code == 2
+    assert "requests[0].prompt: 11,999 characters; at most 10,000 are allowed" in result.output
+    assert "a cat a cat" not in result.output and "requests[1]" not in result.output
