@@ -132,12 +132,16 @@ def download(
     on_progress: Callable[[int, int], None] = lambda done, total: None,
     stop: threading.Event | None = None,
     current_only: bool = True,
+    api_base: str | None = None,
 ) -> DownloadReport:
     """Save every completed task's videos under `out`; record their paths; write the manifest.
 
     `rebase` maps a recorded URL to the one to fetch (`download --sandbox` points the
     sandbox's file URLs at the sandbox serving now)."""
-    work = result_files(ledger.completed_tasks(job, current_only=current_only), out)
+    completed = ledger.completed_tasks(job, current_only=current_only)
+    if api_base is not None:  # a rehearsal's videos and the real ones never share a folder
+        completed = [row for row in completed if row["api_base"] == api_base]
+    work = result_files(completed, out)
     # A file on disk is this task's only if no other task's row records it: a ledger written
     # when two tasks could share a name may hold either video there (fetched again, then).
     recorded: dict[str, set[str]] = {}

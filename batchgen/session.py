@@ -167,10 +167,27 @@ def open_ledger(project: Project, console: Console, *, create: bool) -> Ledger:
     return ledger
 
 
-def output_folder(name: str, out: str | None = None) -> Path:
+def output_folder(name: str, out: str | None = None, api_base: str | None = None) -> Path:
     """Where a job's videos, manifest and gallery go: `--out`, else outputs/<job>/ of the
-    folder the command runs in."""
-    return Path(out) if out else Path("outputs") / name
+    folder the command runs in, for the API the job is paid on (the provider's own); a
+    rehearsal's go elsewhere, so that its clips never land among the real videos:
+    outputs/sandbox/<job>/ for the built-in sandbox, outputs/<host>/<job>/ for another API."""
+    if out:
+        return Path(out)
+    return Path("outputs", *api_folder(api_base), name)
+
+
+def api_folder(api_base: str | None) -> tuple[str, ...]:
+    """The folder under outputs/ that holds the results of `api_base` (none for the API that
+    is paid for)."""
+    provider = providers.named()
+    if api_base is None or api_base == provider.default_base_url:
+        return ()
+    if api_base == provider.sandbox_identity:
+        return ("sandbox",)
+    parts = urlsplit(api_base)
+    host = (parts.hostname or "other").replace(":", "_")
+    return (host + (f"-{parts.port}" if parts.port else ""),)
 
 
 def resolve_job(ledger: Ledger, job: str | None) -> str | None:

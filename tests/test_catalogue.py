@@ -271,7 +271,7 @@ def test_num_outputs_makes_that_many_files_in_the_downloads_manifest_and_gallery
     )
     result = env.cli("run", job, "--yes", "--rpm", "0", "--wait", "--download", "--gallery")
     assert result.exit_code == 0, result.output
-    folder = env.tmp / "outputs" / "many"
+    folder = env.outputs("many")
     assert sorted(p.name for p in folder.glob("*.mp4")) == [
         "fox-kling.mp4",
         "fox_1.mp4",
@@ -321,7 +321,7 @@ def test_the_comparison_job_runs_four_models_into_one_gallery(world, monkeypatch
         "run", "jobs/models.yaml", "--yes", "--rpm", "0", "--wait", "--download", "--gallery"
     )
     assert result.exit_code == 0, result.output
-    page = (env.tmp / "outputs" / "compare-models" / "index.html").read_text()
+    page = (env.outputs("compare-models") / "index.html").read_text()
     header = re.search(r"<thead>(.*?)</thead>", page, re.S).group(1)
     columns = re.findall(r"<th scope=col>([^<]+)</th>", header)[
         1:

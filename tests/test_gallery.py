@@ -56,8 +56,9 @@ def gallery_run(world, write_job, monkeypatch):
     monkeypatch.chdir(env.tmp)
     result = env.cli("run", job, "--yes", "--rpm", "0", "--wait", "--download", "--gallery")
     assert result.exit_code in (0, 1), result.output
-    assert "gallery: outputs/gallery/index.html" in result.output
-    return env, env.tmp / "outputs" / "gallery"
+    folder = env.outputs("gallery")
+    assert f"gallery: {folder.relative_to(env.tmp)}/index.html" in result.output
+    return env, folder
 
 
 def test_the_page_shows_every_file_and_every_task(gallery_run):

@@ -42,7 +42,7 @@ def test_the_main_command_leaves_playable_videos_and_a_manifest(tmp_path):
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    out = tmp_path / "outputs" / "garden-cats"
+    out = tmp_path / "outputs" / "sandbox" / "garden-cats"  # a rehearsal: not among real videos
     videos = sorted(out.glob("*.mp4"))
     assert len(videos) == 21
     assert all(v.read_bytes()[4:8] == b"ftyp" for v in videos)

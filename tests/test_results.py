@@ -104,7 +104,7 @@ def test_download_defaults_to_outputs_job(world, write_job, monkeypatch):
     done_job(env, write_job, n=1)
     monkeypatch.chdir(env.tmp)
     assert env.cli("download", "shots").exit_code == 0
-    assert len(list((env.tmp / "outputs" / "shots").glob("*.mp4"))) == 1
+    assert len(list(env.outputs("shots").glob("*.mp4"))) == 1
 
 
 def unreachable_wait(env, write_job, n: int, name: str):

@@ -89,7 +89,7 @@ def served(drafts, monkeypatch):
     """The review page of the drafts, served on a free port: (env, base URL, token)."""
     env, _ = drafts
     monkeypatch.setattr(review, "WRITE_TIMEOUT", 0.3)
-    session = review.open_session(env.ledger_path, "drafts", env.tmp / "outputs" / "drafts")
+    session = review.open_session(env.ledger_path, "drafts", env.outputs("drafts"))
     with session.ledger, review.serving(session) as server:
         yield env, server.url, session.token
 
@@ -279,7 +279,7 @@ def test_the_gallery_shows_marks_short_headers_and_each_videos_shape(drafts):
         ledger.reviews.record("drafts", keys["s1-wan2.2-fast"], {"pick": 1, "rating": 3})
         ledger.reviews.record("drafts", keys["s3-wan2.2-fast"], {"pick": 0, "note": "blurry"})
     assert env.cli("gallery", "drafts").exit_code == 0
-    text = (env.tmp / "outputs" / "drafts" / "index.html").read_text()
+    text = (env.outputs("drafts") / "index.html").read_text()
     assert (
         len(re.findall(r'<figure[^>]*data-pick="1"', text)) == 1
         and len(re.findall(r'<figure[^>]*data-pick="0"', text)) == 1
@@ -309,7 +309,7 @@ def test_a_sparse_grid_is_laid_out_as_rows_of_cards_without_empty_cells(
         + entries
     )
     assert env.cli("run", job, *FAST, "--wait", "--download", "--gallery").exit_code == 0
-    text = (env.tmp / "outputs" / "sparse" / "index.html").read_text()
+    text = (env.outputs("sparse") / "index.html").read_text()
     assert "<table>" not in text and text.count("<section class=row>") == 6
     assert text.count("<figure") == 6 and "<td></td>" not in text
 

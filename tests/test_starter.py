@@ -33,7 +33,7 @@ def test_after_init_and_a_run_git_sees_only_the_job_and_the_gitignore(world):
     ran = env.cli("run", job, *RUN, env=own_ledger)
     assert ran.exit_code == 0, ran.output
     assert "(found above the job's folder)" in ran.output  # init's ledger made films/ the project
-    assert len(list((env.tmp / "outputs" / "first").glob("*.mp4"))) == 2
+    assert len(list(env.outputs("first").glob("*.mp4"))) == 2
 
     # The ledger, its WAL, the liveness folder, the journal's reserve: none of it shows.
     (project / "outputs").mkdir()

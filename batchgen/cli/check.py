@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .. import schemas
+from .. import providers, schemas
 from ..errors import (
     EXIT_USAGE,
     JobError,
@@ -69,16 +69,26 @@ def validate(jobs: tuple[str, ...], fmt: str, base_url: str, allow_unverified: b
     type=click.Path(dir_okay=False),
     help="Price rules (a YAML file with prices: [...]), beside the job's.",
 )
+@click.option(
+    "--sandbox",
+    is_flag=True,
+    help="Plan as a run with --sandbox would: a rehearsal's requests are not the real API's.",
+)
 @api_base_option
 @unverified_option
 def plan(
-    job: str, as_json: bool, base_url: str, prices_file: str | None, allow_unverified: bool
+    job: str,
+    as_json: bool,
+    sandbox: bool,
+    base_url: str,
+    prices_file: str | None,
+    allow_unverified: bool,
 ) -> None:
     """Show what a run of JOB would send and what it would cost: counts by model and by action
     (new, done, failed, rejected, in_doubt) from what the ledger knows. Sends and writes nothing."""
     show_plan(
         job,
-        canonical_base_url(base_url),
+        providers.named().sandbox_identity if sandbox else canonical_base_url(base_url),
         project_of(job),
         Terminal(),
         sys.stdout,

@@ -13,9 +13,10 @@ from ..run_report import DEFAULT_RPM
 from ..session import api_target, named_job, open_ledger, output_folder, resolve_job
 from .common import project_of
 from .options import (
-    DEFAULT_API_BASE,
     all_option,
+    api_base_option,
     bounds_of,
+    chosen_api,
     download_options,
     field_list,
     page_options,
@@ -82,12 +83,21 @@ def poll(
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
-    help="Folder for the videos (default outputs/<job>/).",
+    help="Folder for the videos (default outputs/<job>/; a rehearsal's: outputs/sandbox/<job>/).",
 )
-@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option(
-    "--sandbox", is_flag=True, help="Serve the built-in sandbox's result files while downloading."
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Files downloaded at once, at most.",
 )
+@click.option(
+    "--sandbox",
+    is_flag=True,
+    help="The videos of the rehearsal on the built-in sandbox (served while downloading).",
+)
+@api_base_option
 @download_options
 @all_option
 def download(
@@ -95,18 +105,21 @@ def download(
     out: str | None,
     concurrency: int,
     sandbox: bool,
+    base_url: str,
     include_superseded: bool,
     **flags: Any,
 ) -> None:
-    """Save every completed task's videos, atomically; skip those already on disk."""
+    """Save every completed task's videos, atomically; skip those already on disk. Only the
+    tasks sent to one API: the one --base-url names (the real one by default), or the
+    sandbox's with --sandbox, each into a folder of its own."""
     console = Terminal()
     bounds = bounds_of(flags)
     with api_target(
-        sandbox=sandbox, base_url=DEFAULT_API_BASE, api_key_file=None, need_key=False
+        sandbox=sandbox, base_url=base_url, api_key_file=None, need_key=False
     ) as target:
         with open_ledger(project_of(job), console, create=False) as ledger:
             name = named_job(resolve_job(ledger, job))
-            folder = output_folder(name, out)
+            folder = output_folder(name, out, target.identity_base)
             sys.exit(
                 download_job(
                     ledger,
@@ -117,6 +130,7 @@ def download(
                     concurrency=concurrency,
                     bounds=bounds,
                     current_only=not include_superseded,
+                    api_base=target.identity_base,
                 )
             )
 
@@ -132,16 +146,19 @@ def gallery(
     rows: str | None,
     cols: str | None,
     open_it: bool,
+    sandbox: bool,
+    base_url: str,
     include_superseded: bool,
 ) -> None:
     """Write a page showing the job's videos side by side: index.html beside them."""
     console = Terminal()
+    api = chosen_api(sandbox, base_url)
     with open_ledger(project_of(job), console, create=False) as ledger:
         name = named_job(resolve_job(ledger, job))
         path = write_gallery(
             ledger,
             name,
-            output_folder(name, out),
+            output_folder(name, out, api),
             console,
             field_list(rows),
             field_list(cols),

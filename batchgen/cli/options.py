@@ -19,6 +19,7 @@ from ..download_bounds import (
     DEFAULT_STALL_TIMEOUT,
     Bounds,
 )
+from ..urls import canonical_base_url
 
 DEFAULT_API_BASE = providers.named().default_base_url  # as expand.py's, without loading it
 
@@ -134,11 +135,23 @@ def page_options(command: Callable[..., Any]) -> Callable[..., Any]:
     command = click.option("--rows", help="Comma-separated fields for rows (default: prompt).")(
         command
     )
+    command = click.option(
+        "--sandbox",
+        is_flag=True,
+        help="The rehearsal on the built-in sandbox: its folder, outputs/sandbox/<job>/.",
+    )(command)
+    command = api_base_option(command)
     return click.option(
         "--out",
         type=click.Path(file_okay=False),
-        help="The job's download folder (default outputs/<job>/).",
+        help="The job's download folder (default outputs/<job>/ for the API it is paid on).",
     )(command)
+
+
+def chosen_api(sandbox: bool, base_url: str) -> str:
+    """The API whose results a command shows (`--sandbox`, else `--base-url`), as the ledger
+    records it: each has its own output folder (`session.output_folder`)."""
+    return providers.named().sandbox_identity if sandbox else canonical_base_url(base_url)
 
 
 def field_list(text: str | None) -> list[str] | None:

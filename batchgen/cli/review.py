@@ -14,7 +14,7 @@ from ..output.console import Terminal
 from ..session import named_job, open_ledger, output_folder, resolve_job
 from ..web import review_server as review_mod
 from .common import project_of
-from .options import field_list, page_options
+from .options import chosen_api, field_list, page_options
 
 
 @click.command()
@@ -29,7 +29,14 @@ from .options import field_list, page_options
 @page_options
 @click.option("--no-open", is_flag=True, help="Don't open the page in a browser.")
 def review(
-    job: str, port: int, out: str | None, rows: str | None, cols: str | None, no_open: bool
+    job: str,
+    port: int,
+    out: str | None,
+    sandbox: bool,
+    base_url: str,
+    rows: str | None,
+    cols: str | None,
+    no_open: bool,
 ) -> None:
     """Serve the job's videos live on 127.0.0.1 to pick, reject, rate and note each one."""
     console = Terminal()
@@ -39,7 +46,7 @@ def review(
     session = review_mod.open_session(
         project.ledger,
         name,
-        output_folder(name, out),
+        output_folder(name, out, chosen_api(sandbox, base_url)),
         field_list(rows),
         field_list(cols),
     )

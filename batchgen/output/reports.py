@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .. import models
+from .. import models, providers
 from ..errors import Problem
 from ..prices import NO_PRICES, PriceBook, describe_class
 from .progress import streamed_table, table, when_due
@@ -184,15 +184,39 @@ def runs_report(rows: list[dict[str, Any]], *, as_json: bool) -> list[str]:
                 row["id"],
                 (row["started_at"] or "")[:19].replace("T", " "),
                 row["job"],
+                api_name(row.get("api_base")),
                 did or "-",
                 spent,
                 credits,
-                "running" if row["ended_at"] is None else row["exit_code"],
+                "running"
+                if row["ended_at"] is None
+                else "gone"
+                if row["exit_code"] is None
+                else row["exit_code"],
             )
         )
     return table(
-        shown, ("run", "started (UTC)", "job", "did", "spent (prices / balance)", "balance", "exit")
+        shown,
+        (
+            "run",
+            "started (UTC)",
+            "job",
+            "api",
+            "did",
+            "spent (prices / balance)",
+            "balance",
+            "exit",
+        ),
     )
+
+
+def api_name(api_base: str | None) -> str:
+    """The API a run sent to, as a person names it: `sandbox` for the built-in one."""
+    if not api_base:
+        return "?"
+    if api_base == providers.named().sandbox_identity:
+        return "sandbox"
+    return api_base.split("://", 1)[-1]
 
 
 _CREDIT_COUNTS = ("spent", "spent_by_balance")

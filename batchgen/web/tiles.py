@@ -124,10 +124,15 @@ def files_on_disk(row: dict[str, Any], out: Path) -> list[str]:
 def _locate(recorded: str, out: Path) -> str | None:
     # Paths are recorded as download saw them (relative to where it ran); the gallery may be
     # written from elsewhere, so a file is also looked for by name in the gallery's folder.
-    if os.path.exists(recorded):
+    # A file elsewhere is not this folder's (a rehearsal's clip, in outputs/sandbox/).
+    if os.path.exists(recorded) and _inside(recorded, out):
         return recorded
     beside = out / os.path.basename(recorded)
     return str(beside) if beside.exists() else None
+
+
+def _inside(path: str, folder: Path) -> bool:
+    return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(folder))
 
 
 def varying_axes(found: list[Tile]) -> list[str]:
