@@ -267,3 +267,23 @@ def test_an_answer_about_a_task_the_request_no_longer_holds_is_not_recorded(tmp_
         assert report.failed == 1  # what the API said of t-1
         row = ledger.task(request.key)
     assert row["task_id"] == "t-2" and row["status"] == "processing" and row["error"] is None
+
+
+@pytest.mark.slow
+def test_a_rehearsal_s_videos_never_land_among_another_api_s(world, write_job, monkeypatch):
+    """A run against the API the job is configured for, then the same job on the built-in
+    sandbox: each API's videos in a folder of its own, and `runs` says which API each used."""
+    env = world(time_scale=0)
+    monkeypatch.chdir(env.tmp)
+    job = write_job(job_text(prompts(2), name="rehearsed"))
+    assert env.cli("run", job, "--yes", "--rpm", "0", "--wait", "--download").exit_code == 0
+    assert env.cli("plan", job, "--sandbox").output.count("new 2") == 1  # not the same requests
+    rehearsal = env.cli("run", job, "--sandbox", "--yes", "--rpm", "0", "--wait", "--download")
+    assert rehearsal.exit_code == 0, rehearsal.output
+    real, sandbox = env.outputs("rehearsed"), env.tmp / "outputs" / "sandbox" / "rehearsed"
+    assert real != sandbox
+    assert len(list(real.glob("*.mp4"))) == 2 and len(list(sandbox.glob("*.mp4"))) == 2
+    assert env.cli("download", "rehearsed").exit_code == 0  # the configured API's only
+    assert len(list(real.glob("*.mp4"))) == 2
+    runs = env.cli("runs", "rehearsed").stdout.splitlines()
+    assert "sandbox" in runs[1] and env.sandbox.base_url.split("://")[1] in runs[2]
