@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +24,11 @@ _MARKERS = ("{{", "{%", "{#")
 # What one template may make: a prompt is text a person wrote, and a job file may come from
 # anyone. `{{ 'x' * 10**9 }}` took 3.9 GB and a minute before it was refused.
 MAX_TEXT = 10_000  # characters (or items) in the output and in any value made on the way
+# And how much work it may take: three nested `range(9999)` loops ran for minutes in
+# `validate`. Every loop iteration and every call is a step; a render has a budget of steps and
+# of time, checked as it goes (see `_counted`).
+MAX_STEPS = 100_000
+MAX_SECONDS = 2.0
 _MAX_POWER_BITS = 256  # `a ** b` no bigger than this
 _WIDE_FORMAT = re.compile(r"\d{6,}")  # a width or precision of 100,000 or more in a format string
 
@@ -43,6 +50,7 @@ def _env() -> Any:
             return _bounded(super().call_binop(context, operator, left, right))
 
         def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+            _step()  # a macro calling itself twice over would double its work per level
             _check_arguments(__obj, args, kwargs)
             return _bounded(super().call(__context, __obj, *args, **kwargs))
 
@@ -57,7 +65,36 @@ def _env() -> Any:
         del env.globals[name]
     for name, function in list(env.filters.items()):
         env.filters[name] = _bounded_filter(function)
+    env.globals[_LOOP] = _counted
     return env
+
+
+class _Budget(threading.local):
+    """The steps and time left to the render under way in this thread (`render` sets them)."""
+
+    steps = MAX_STEPS
+    deadline = float("inf")
+
+
+_budget = _Budget()
+_LOOP = "batchgen_counted_loop"  # what every `{% for %}` iterates through (see `_compiled`)
+
+
+def _step() -> None:
+    _budget.steps -= 1
+    if _budget.steps < 0:
+        raise TooBig(
+            f"a template may take at most {MAX_STEPS:,} steps (loop iterations and calls) per prompt"
+        )
+    if _budget.steps % 1024 == 0 and time.monotonic() > _budget.deadline:
+        raise TooBig(f"a template may take at most {MAX_SECONDS:g} seconds per prompt")
+
+
+def _counted(iterable: Any) -> Any:
+    """A loop's items, each a step of the render's budget."""
+    for item in iterable:
+        _step()
+        yield item
 
 
 class TooBig(Exception):
@@ -163,8 +200,14 @@ def is_template(text: object) -> bool:
 def _compiled(source: str) -> jinja2.Template:
     import jinja2
 
+    from jinja2 import nodes
+
     try:
-        template: jinja2.Template = _env().from_string(source)
+        parsed = _env().parse(source)
+        # Every loop iterates through `_counted`, which charges each item to the render's budget.
+        for loop in parsed.find_all(nodes.For):
+            loop.iter = nodes.Call(nodes.Name(_LOOP, "load"), [loop.iter], [], None, None)
+        template: jinja2.Template = _env().from_string(parsed)
         return template
     except jinja2.TemplateSyntaxError as e:
         unstable = any(f"No filter named {name!r}" in str(e.message) for name in _UNSTABLE_FILTERS)
@@ -190,6 +233,7 @@ def render(source: str, values: dict[str, Any]) -> str:
     import jinja2
 
     template = _compiled(source)
+    _budget.steps, _budget.deadline = MAX_STEPS, time.monotonic() + MAX_SECONDS
     try:
         made, length = [], 0
         for chunk in template.generate(

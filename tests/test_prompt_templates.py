@@ -214,13 +214,36 @@ def test_a_template_that_would_make_gigabytes_is_refused_at_once(cli, write_job,
     )
 
 
+@pytest.mark.parametrize(
+    "template",
+    [
+        # Three nested loops ran for over 120 s in `validate`; two took 11 s, and were sent.
+        "{% for i in range(9999) %}{% for j in range(9999) %}{% for k in range(9999) %}{% endfor %}{% endfor %}{% endfor %}",
+        "{% for i in range(9999) %}{% for j in range(9999) %}{% endfor %}{% endfor %}",
+        # No loop: a macro calling itself twice, 2^40 calls.
+        "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(40) }}",
+    ],
+)
+def test_a_template_that_would_work_for_minutes_is_refused_in_a_second(cli, write_job, template):
+    job = write_job(
+        "version: 1\n" + PRO_DEFAULTS + f"requests:\n  - prompt: {json.dumps(template)}\n"
+    )
+    result = cli("validate", job)
+    assert result.exit_code == 2, result.output
+    assert (
+        "job.yaml:7:13: error: requests[0].prompt:" in result.stderr
+        and "a template may take at most 100,000 steps" in result.stderr
+    )
+
+
 def test_ordinary_templates_are_not_bounded_by_the_limit(load):
     job = load(
         "version: 1\n"
         + PRO_DEFAULTS
-        + "requests:\n  - prompt: \"{{ ('la ' * 3) | title }}{{ '%s-%02d' % ('shot', 7) }} {{ 2 ** 10 }}\"\n"
+        + "requests:\n  - prompt: \"{{ ('la ' * 3) | title }}{{ '%s-%02d' % ('shot', 7) }} {{ 2 ** 10 }}"
+        + "{% for c in 'abc' %} {{ c }}{{ loop.length }}{% endfor %}\"\n"
     )
-    assert [r.body["prompt"] for r in expand(job)] == ["La La La shot-07 1024"]
+    assert [r.body["prompt"] for r in expand(job)] == ["La La La shot-07 1024 a3 b3 c3"]
 
 
 def test_ids_that_become_one_file_name_are_refused_where_they_are_written(cli, write_job):
