@@ -227,16 +227,18 @@ def _job_text(
 ) -> str:
     lines = [
         f"# Promoted by `batchgen promote` at {timestamp()}",
-        f"# from job {job!r}"
-        + (f" ({job_file})" if job_file else "")
-        + f": the requests {_choice(picked, rating_at_least)} in its review",
+        _comment(
+            f"from job {job!r}"
+            + (f" ({job_file})" if job_file else "")
+            + f": the requests {_choice(picked, rating_at_least)} in its review"
+        ),
     ]
     if overrides:
-        # As JSON strings: a value with a newline (`--set $'x=a\nname: evil'`) stays on the
-        # comment's line instead of starting a line of YAML.
         lines.append(
-            "# with "
-            + " ".join(f"--set {json.dumps(o.text, ensure_ascii=False)}" for o in overrides)
+            _comment(
+                "with "
+                + " ".join(f"--set {json.dumps(o.text, ensure_ascii=False)}" for o in overrides)
+            )
         )
     document: dict[str, Any] = {"version": 1}
     if source_job is not None:
@@ -256,6 +258,16 @@ def _job_text(
         document, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100
     )
     return "\n".join(lines) + "\n" + body
+
+
+def _comment(text: str) -> str:
+    """A comment line holding `text`, which stays on it: a character that ends a line for YAML,
+    for an editor or for Python (a newline, U+0085, U+2028, U+2029, ...) or any other that does
+    not print is written as its escape, so no `--set` value or file name can start a line of
+    YAML (a `prices:` planted in a comment, invisibly)."""
+    return "# " + "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
 
 
 def _changes_the_class(override: Override) -> bool:

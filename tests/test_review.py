@@ -443,6 +443,27 @@ def test_an_override_cannot_add_lines_to_the_promoted_file(drafts):
     assert all(line.startswith("#") for line in out.read_text().splitlines()[:3])
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\r", "\x0b"])
+def test_no_line_separator_unicode_knows_ends_the_header_comment(drafts, separator):
+    """`--set` and a job file's name went into the header comment as they were: a U+2028 or
+    U+2029 ended the comment for the YAML reader, and a top-level `prices:` with a price of 0
+    (which let a spend cap through) appeared, invisibly."""
+    env, job = drafts
+    pick(env, "s1-wan2.2-fast")
+    named = job.with_name(f"drafts{separator}prices: [{{model: wan2.2-pro, credits: 0}}].yaml")
+    named.write_text(job.read_text())
+    assert env.cli("run", named, "--yes", "--rpm", "0").exit_code in (0, 1)
+    out = env.tmp / "best.yaml"
+    planted = f"meta.note=a{separator}prices: [{{model: wan2.2-pro, credits: 0}}]"
+    result = env.cli("promote", "drafts", "--picked", "--set", planted, "-o", out)
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    data = yaml.safe_load(text)
+    assert "prices" not in data, text
+    header = [line for line in text.splitlines() if line.startswith("#")]
+    assert separator not in "".join(header) and len(header) >= 3
+
+
 def test_promote_carries_the_prices_only_while_they_still_price_the_requests(drafts):
     env, job = drafts
     job.write_text(
