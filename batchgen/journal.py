@@ -88,27 +88,29 @@ _reserves: dict[Path, Reserve] = {}  # ledger → this process's run's reserve
 _reserves_lock = threading.Lock()
 
 
-def reserve(ledger: Path) -> None:
+def reserve(ledger: Path) -> str | None:
     """Set disk space aside for the journal while a run sends (see `Reserve`). On a disk too
-    full for even that, the run goes on without (as it would without a journal)."""
+    full for even that, the run goes on without (as it would without a journal), and this says
+    why, for the run to tell the user; None when the space is set aside."""
     path = ledger.with_name(f"{ledger.name}.journal.reserve-{time.time_ns():020d}-{os.getpid()}")
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError:
-        return
+    except OSError as e:
+        return e.strerror or str(e)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         _allocate(fd, RESERVE)
         os.fsync(fd)
-    except OSError:
+    except OSError as e:
         os.close(fd)
         path.unlink(missing_ok=True)
-        return
+        return e.strerror or str(e)
     with _reserves_lock:
         old = _reserves.pop(ledger, None)
         _reserves[ledger] = Reserve(path, fd)
     if old is not None:
         old.close()
+    return None
 
 
 def _allocate(fd: int, size: int) -> None:

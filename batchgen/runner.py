@@ -343,7 +343,13 @@ def _send(
         options.flags() | {"rpm": settings.rpm, "concurrency": settings.concurrency},
     )
     ledger.runs.record_balance(run_id, before=budget.balance_before)
-    journal.reserve(ledger.path)
+    unreserved = journal.reserve(ledger.path)
+    if unreserved is not None:
+        console.err(
+            f"warning: no space set aside for the journal beside {ledger.path} ({unreserved}):"
+            f" if the disk fills, a task id the ledger cannot record may be kept only on this"
+            f" terminal. Free {journal.RESERVE // 1024} KiB or more there"
+        )
     progress = ProgressDisplay(len(to_send))
     try:
         with signals_as_interrupts():

@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from helpers import FakeClock
+from helpers import FakeClock, job_text, prompts
 
 from batchgen import journal
 from batchgen.ledger import Ledger
@@ -438,3 +438,22 @@ def test_disk_full_while_recording_keeps_the_task_id(tmp_path):
         assert row["state"] == "submitted" and row["task_id"] == "task-disk-full"
     finally:
         subprocess.run(["umount", "-l", str(small)], capture_output=True)
+
+
+def test_a_run_on_a_disk_too_full_for_the_journal_s_reserve_says_so(world, write_job, monkeypatch):
+    """With less free than the journal's reserve, a run started with none, and said nothing:
+    it still sends (as it would without a journal), and warns once, before sending."""
+    import errno
+
+    from batchgen import journal
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    env = world(time_scale=0)
+    job = write_job(job_text(prompts(2)))
+    monkeypatch.setattr(journal.os, "posix_fallocate", full)
+    result = env.cli("run", job, "--yes", "--rpm", "0")
+    assert result.exit_code == 0, result.output
+    assert "warning: no space set aside for the journal" in result.stderr
+    assert "No space left on device" in result.stderr
