@@ -49,3 +49,33 @@ def test_the_main_command_leaves_playable_videos_and_a_manifest(tmp_path):
     with open(out / "manifest.csv", newline="") as f:
         assert sorted(r["file"] for r in csv.DictReader(f)) == [v.name for v in videos]
     assert (tmp_path / "batchgen.db").exists()
+
+
+def _install_lines() -> list[tuple[str, str]]:
+    """(page, line) for every `pip install`, `pipx install` or `uv tool install` the README and
+    the docs show."""
+    found = []
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for line in page.read_text(encoding="utf-8").splitlines():
+            for match in re.finditer(r"(?:pip|pipx|uv tool) install ([^`&|#]+)", line):
+                found.append((page.name, match.group(1).strip()))
+    return found
+
+
+def test_no_install_line_can_fetch_a_package_of_another_owner():
+    """`pip install 'batchgen[postgres]'` installed someone else's empty `batchgen 0.0.0` from
+    the package index. Every install line installs this clone (or a URL of it), never a name."""
+    lines = _install_lines()
+    assert len(lines) >= 4
+    for page, target in lines:
+        for requirement in shlex.split(target):
+            if requirement.startswith("-"):
+                continue
+            assert requirement.startswith((".", "git+", "./")), f"{page}: pip install {target}"
+
+
+def test_the_distribution_is_not_named_as_the_stranger_on_the_index():
+    import tomllib
+
+    name = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["name"]
+    assert name != "batchgen"  # taken on the index by an unrelated, empty package

@@ -49,7 +49,7 @@ try:
     from psycopg import errors as pg_errors
     from psycopg.pq import TransactionStatus
     from psycopg.rows import tuple_row
-except ImportError:  # an extra: `pip install 'batchgen[postgres]'`
+except ImportError:  # an extra: `pip install '.[postgres]'` in batchgen's folder
     psycopg = None  # type: ignore[assignment]
 
 # Advisory lock keys (two int4s: a namespace, then an id), batchgen's own in the database.
@@ -320,7 +320,7 @@ class PostgresLedger:
     def __init__(self, url: str, *, create: bool, busy_timeout: float):
         if psycopg is None:
             raise UsageError(
-                f"{shown(url)}: a PostgreSQL ledger needs psycopg: pip install 'batchgen[postgres]'"
+                f"{shown(url)}: a PostgreSQL ledger needs psycopg 3: install batchgen with its postgres extra (pip install '.[postgres]' in batchgen's folder)"
             )
         self.location = url
         self.shown = shown(url)
