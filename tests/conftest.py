@@ -185,33 +185,75 @@ def world(tmp_path, monkeypatch):
 # -- the ledger's two backends: the shared suite runs against both ----------------------------
 
 POSTGRES_URL = os.environ.get("BATCHGEN_TEST_POSTGRES")
-_NO_POSTGRES = (
-    "no PostgreSQL server for the tests: BATCHGEN_TEST_POSTGRES is not set"
-    " (.ci/run starts one with .ci/start-postgres and sets it)"
-)
 _databases = itertools.count()
 
 
+def start_postgres() -> tuple[Path, str]:
+    """A throwaway PostgreSQL server from the machine's binaries (`.ci/start-postgres`, which
+    installs nothing here): (its folder, its URL); skips, saying why, when none can start."""
+    import shutil
+    import tempfile
+
+    script = REPO / ".ci" / "start-postgres"
+    if not script.exists():
+        pytest.skip(
+            "no PostgreSQL server: BATCHGEN_TEST_POSTGRES is not set, and .ci/start-postgres"
+            " (in a clone) is not here to start one"
+        )
+    # Straight under the temporary folder: the server runs as the postgres user when the
+    # tests run as root, and must reach it (pytest's own folders are root's alone).
+    folder = Path(tempfile.mkdtemp(prefix="batchgen-pg-"))
+    started = subprocess.run(
+        [script, folder],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "BATCHGEN_NO_INSTALL": "1"},
+    )
+    if started.returncode != 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        reason = started.stderr.strip().splitlines()[-1:] or ["it did not start"]
+        pytest.skip(f"no PostgreSQL server could start here: {reason[0]}")
+    return folder, started.stdout.strip()
+
+
+def stop_postgres(folder: Path) -> None:
+    import shutil
+
+    subprocess.run([folder / "stop"], capture_output=True, timeout=60)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def postgres_admin():
+def postgres_url():
+    """The server the PostgreSQL tests use: BATCHGEN_TEST_POSTGRES's, else one the suite starts
+    (and stops) itself from the machine's PostgreSQL binaries."""
+    if POSTGRES_URL:
+        yield POSTGRES_URL
+        return
+    folder, url = start_postgres()
+    yield url
+    stop_postgres(folder)
+
+
+@pytest.fixture(scope="session")
+def postgres_admin(postgres_url):
     """A connection to the test server, to make and drop databases; skips, saying why, when
     there is none."""
-    if not POSTGRES_URL:
-        pytest.skip(_NO_POSTGRES)
     try:
         import psycopg
     except ImportError:
         pytest.skip("psycopg is not installed: pip install '.[test]'")
     try:
-        conn = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=10)
+        conn = psycopg.connect(postgres_url, autocommit=True, connect_timeout=10)
     except psycopg.Error as e:
-        pytest.skip(f"the PostgreSQL server BATCHGEN_TEST_POSTGRES names cannot be reached: {e}")
+        pytest.skip(f"the PostgreSQL server for the tests cannot be reached: {e}")
     yield conn
     conn.close()
 
 
 @pytest.fixture
-def new_database(postgres_admin, tmp_path, monkeypatch):
+def new_database(postgres_admin, postgres_url, tmp_path, monkeypatch):
     """() → the URL of a new, empty PostgreSQL database, dropped after the test. This
     machine's files for it (the journal) go under tmp_path."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
@@ -221,7 +263,7 @@ def new_database(postgres_admin, tmp_path, monkeypatch):
         name = f"batchgen_test_{os.getpid()}_{next(_databases)}"
         postgres_admin.execute(f"CREATE DATABASE {name}")
         made.append(name)
-        return urlsplit(POSTGRES_URL)._replace(path=f"/{name}").geturl()
+        return urlsplit(postgres_url)._replace(path=f"/{name}").geturl()
 
     yield make
     for name in made:
@@ -248,32 +290,9 @@ class PrivateServer:
 def private_postgres():
     """A throwaway PostgreSQL server for one test (which may crash it); skips, saying why, when
     none can start here."""
-    import shutil
-    import tempfile
-
-    if POSTGRES_URL is None and shutil.which("initdb") is None:
-        pytest.skip(
-            "no PostgreSQL binaries on this machine (initdb) for a server of the test's own"
-        )
-    # Straight under the temporary folder: the server runs as the postgres user, who must
-    # reach it (pytest's own folders are root's alone).
-    folder = Path(tempfile.mkdtemp(prefix="batchgen-pg-"))
-    started = subprocess.run(
-        [REPO / ".ci" / "start-postgres", folder],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "BATCHGEN_NO_INSTALL": "1"},
-    )
-    if started.returncode != 0:
-        shutil.rmtree(folder, ignore_errors=True)
-        pytest.skip(
-            f"a PostgreSQL server of the test's own did not start: {started.stderr.strip()}"
-        )
-    server = PrivateServer(folder, started.stdout.strip())
-    yield server
-    subprocess.run([folder / "stop"], capture_output=True, timeout=60)
-    shutil.rmtree(folder, ignore_errors=True)
+    folder, url = start_postgres()
+    yield PrivateServer(folder, url)
+    stop_postgres(folder)
 
 
 @pytest.fixture
