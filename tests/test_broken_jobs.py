@@ -139,3 +139,36 @@ def test_json_format_lists_problems_with_their_location(cli, monkeypatch):
         "defaults.options.aspect_ratio",
     )
     assert problem["hint"] == "did you mean '16:9'?"
+
+
+def test_a_typo_in_defaults_a_typo_in_options_and_a_bad_value_are_reported_in_one_pass(
+    cli, write_job
+):
+    """A typo in `defaults` stopped the check there, and a typo beside a bad value in one
+    options map hid the value until the next pass. The typos are mended as their hints say for
+    the rest of the check (and still reported); nothing is sent."""
+    job = write_job(
+        "version: 1\n"
+        "defaults:\n"
+        "  modle: wan2.2-pro\n"
+        "requests:\n"
+        "  - prompt: A cat\n"
+        "    model: wan2.2-pro\n"
+        '    options: {prompt_optimization: true, aspect_ration: "16:9", resolution: 480p, duration: 10}\n'
+    )
+    result = cli("validate", job)
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3, result.stderr
+    assert (
+        "job.yaml:3:3: error: defaults.modle: unknown field 'modle'; did you mean 'model'?"
+        in lines[0]
+    )
+    assert (
+        "requests[0].options.aspect_ration: unknown field" in lines[1]
+        and "did you mean 'aspect_ratio'?" in lines[1]
+    )
+    assert (
+        "job.yaml:7:" in lines[2]
+        and "requests[0].options.duration: WAN 2.2 Pro (2-9) takes duration 5 or 8" in lines[2]
+    )
