@@ -90,29 +90,43 @@ def learn_price(
         return None
     drop = before - after
     if len(report.submitted_classes) > 1:
-        return f"no price learned: the run submitted {len(report.submitted_classes)} classes of request"
+        return (
+            f"no price learned: the run sent {len(report.submitted_classes)} kinds of request, and one balance"
+            " drop cannot tell their prices apart; declare them (prices: in the job), or run one kind alone to learn its price"
+        )
     if report.outcomes["in_doubt"]:
-        return "no price learned: some requests are in doubt (created or not, unknown)"
+        return "no price learned: some requests are in doubt (created or not, unknown), so the drop may not be theirs alone"
     if ledger.runs.overlapping(run_id):
-        return "no price learned: another run on this ledger overlapped this one"
+        return "no price learned: another run on this ledger was sending at the same time, so the drop may not be this run's alone"
     if drop <= 0 or drop % submitted:
-        return f"no price learned: the balance fell by {drop:,} for {submitted} requests, not a multiple"
+        return f"no price learned: the balance fell by {drop:,} for {submitted} requests, which is not a whole price each"
     (cls,) = report.submitted_classes
     ledger.prices.record(api_base, cls, drop // submitted, run_id, submitted)
     return f"learned: {describe_class(cls)} costs {drop // submitted:,} credits (run {run_id}: {submitted} requests, balance {before:,} → {after:,})"
 
 
 def spend_line(report: RunReport, before: int | None, after: int | None) -> str:
-    spent = f"credits: {report.spent:,} committed at known prices"
+    """What the run spent, as a person says it: by the balance when it was read (the only
+    true figure), then what the prices known for what it sent say, and what has no price."""
+    if before is not None and after is not None:
+        spent = before - after
+        line = f"spent: {spent:,} credits, by the balance ({before:,} → {after:,})"
+        if report.unpriced:
+            line += f"; {report.unpriced} of the requests sent have no known price" + (
+                f" (the others cost {report.spent:,} at their prices)" if report.spent else ""
+            )
+            line += ": declare them (prices: in the job), or see what batchgen learned (batchgen prices)"
+        elif report.spent == spent:
+            line += ", as the prices say"
+        elif spent > report.spent:
+            line += f"; the prices say {report.spent:,}: check them (batchgen prices)"
+        else:
+            line += f"; the prices say {report.spent:,}"
+        return line
+    line = f"spent: {report.spent:,} credits at known prices (the balance could not be read)"
     if report.unpriced:
-        spent += f" (+{report.unpriced} requests of unknown price)"
-    if before is not None:
-        spent += f"; balance {before:,} before" + (
-            f", {after:,} after ({before - after:,} spent)" if after is not None else ""
-        )
-        if after is not None and before - after > report.spent and not report.unpriced:
-            spent += "; the balance fell by more than the prices say: check them (batchgen prices)"
-    return spent
+        line += f", and {report.unpriced} requests of unknown price"
+    return line
 
 
 def price_report(

@@ -173,12 +173,15 @@ def runs_report(rows: list[dict[str, Any]], *, as_json: bool) -> list[str]:
         )
         before, after = row.get("credits_before"), row.get("credits_after")
         credits = f"{before:,} → {after:,}" if before is not None and after is not None else ""
-        # What the prices said the run spent, and what the balance says: they differ when a
-        # price is wrong (or another client spent meanwhile).
-        by_balance = f"{before - after:,}" if before is not None and after is not None else "?"
-        spent = (
-            f"{counts['spent']:,} / {by_balance}" if isinstance(counts.get("spent"), int) else ""
-        )
+        # What the balance says the run spent (the true figure), and what the prices said
+        # when they differ: a price is wrong (or another client spent meanwhile).
+        priced = counts.get("spent") if isinstance(counts.get("spent"), int) else None
+        if before is not None and after is not None:
+            spent = f"{before - after:,}" + (
+                f" (prices: {priced:,})" if priced is not None and priced != before - after else ""
+            )
+        else:
+            spent = f"{priced:,} at prices" if priced is not None else ""
         shown.append(
             (
                 row["id"],
@@ -203,7 +206,7 @@ def runs_report(rows: list[dict[str, Any]], *, as_json: bool) -> list[str]:
             "job",
             "api",
             "did",
-            "spent (prices / balance)",
+            "spent",
             "balance",
             "exit",
         ),
