@@ -199,7 +199,6 @@ def is_template(text: object) -> bool:
 @functools.lru_cache(maxsize=4096)
 def _compiled(source: str) -> jinja2.Template:
     import jinja2
-
     from jinja2 import nodes
 
     try:

@@ -24,6 +24,7 @@ from .ledger_location import Project, is_url
 from .limits import Backoff, RateLimiter
 from .output.progress import ProgressDisplay, summary_lines
 from .output.reports import problem_lines
+from .output.words import count
 from .plan import Plan, ToSend, no_ledger, prepare_run
 from .prices import PriceBook
 from .providers import Provider
@@ -203,7 +204,7 @@ def _run_planned(
             console.err(f"warning: {warning}")
         if to_send and len(to_send) > CONFIRM_ABOVE and not options.yes and console.interactive:
             if not console.confirm(
-                f"send {len(to_send)} requests ({_cost_and_balance(to_send, balance)}; each may be billed)?"
+                f"send {count(len(to_send), 'request')} ({_cost_and_balance(to_send, balance)}; each may be billed)?"
             ):
                 console.err("nothing sent")
                 return EXIT_INCOMPLETE
@@ -319,7 +320,7 @@ def _plan_line(plan: Plan, sending: int, settings: RunSettings, target: Target) 
     where = target.identity_base + (
         f" (the sandbox, serving at {target.base_url})" if target.sandbox_files else ""
     )
-    return f"{plan.job}: {sum(plan.counts.values())} requests ({counts}); sending {sending} to {where} ({rpm}, concurrency {settings.concurrency})"
+    return f"{plan.job}: {count(sum(plan.counts.values()), 'request')} ({counts}); sending {sending} to {where} ({rpm}, concurrency {settings.concurrency})"
 
 
 def _send(
@@ -368,7 +369,7 @@ def _send(
 
             def on_interrupt(in_flight: int) -> None:
                 console.err(
-                    f"\nstopping: waiting for {in_flight} calls in flight (a second Ctrl-C quits at once)"
+                    f"\nstopping: waiting for {count(in_flight, 'call')} in flight (a second Ctrl-C quits at once)"
                 )
 
             try:
@@ -479,7 +480,7 @@ def _after_sending(
         if not options.wait:  # one look at the tasks, so that what is done now is downloaded now
             tasks = pending(ledger, name, due_only=False)
             if tasks:
-                console.err(f"checking {len(tasks)} tasks before downloading")
+                console.err(f"checking {count(len(tasks), 'task')} before downloading")
                 show = at_most_every(
                     2.0,
                     lambda report: console.err(

@@ -20,6 +20,7 @@ from .api_keys import check_api_key, remember_secret
 from .errors import EXIT_INTERRUPTED, UsageError
 from .ledger import Ledger
 from .ledger_location import Project
+from .output.words import count
 from .spec import load_job
 from .submit import (
     StopSignal,
@@ -162,7 +163,7 @@ def open_ledger(project: Project, console: Console, *, create: bool) -> Ledger:
         console.err(f"recorded {replayed} task ids kept in the journal by an earlier run")
     if recovered:
         console.err(
-            f"{recovered} requests left 'sending' by an earlier run that ended are now in_doubt"
+            f"{count(recovered, 'request')} left 'sending' by an earlier run that ended {'is' if recovered == 1 else 'are'} now in_doubt"
         )
     return ledger
 

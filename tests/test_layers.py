@@ -31,6 +31,7 @@ LAYERS = [
     "models",
     "model_schema",
     "output.__init__",
+    "output.words",
     "output.progress",
     "job_files",
     "spec",

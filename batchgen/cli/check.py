@@ -16,6 +16,7 @@ from ..output.reports import (
     problem_lines,
     problems_json,
 )
+from ..output.words import count
 from ..preview import show_plan
 from ..urls import canonical_base_url
 from ..validate import validate_job
@@ -29,11 +30,24 @@ from .options import (
 @click.command()
 @click.argument("jobs", nargs=-1, required=True, type=click.Path(dir_okay=True))
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON object per job file, as other commands' --json.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="The same as --json when json (kept for scripts that use it).",
 )
 @api_base_option
 @unverified_option
-def validate(jobs: tuple[str, ...], fmt: str, base_url: str, allow_unverified: bool) -> None:
+def validate(
+    jobs: tuple[str, ...], as_json: bool, fmt: str, base_url: str, allow_unverified: bool
+) -> None:
     """Check job files (both steps: the file, then every request). Sends nothing.
 
     Exit 0 when every file is valid, 2 when any is not.
@@ -47,14 +61,14 @@ def validate(jobs: tuple[str, ...], fmt: str, base_url: str, allow_unverified: b
         except JobError as e:
             problems, valid = e.problems, False
         failed = failed or not valid
-        if fmt == "json":
+        if as_json or fmt == "json":
             click.echo(problems_json(job, problems, valid))
             continue
         for line in problem_lines(problems):
             click.echo(line, err=True)
         if valid:
             by_model = ", ".join(f"{n} {m}" for m, n in sorted(expansion.by_model.items()))
-            click.echo(f"{job}: ok, {expansion.unique} requests ({by_model})")
+            click.echo(f"{job}: ok, {count(expansion.unique, 'request')} ({by_model})")
     sys.exit(EXIT_USAGE if failed else 0)
 
 

@@ -167,4 +167,5 @@ def gallery(
     if open_it:
         import webbrowser
 
-        webbrowser.open(path.resolve().as_uri())
+        if not webbrowser.open(path.resolve().as_uri()):
+            console.err(f"no browser could be opened here: open {path.resolve().as_uri()} yourself")

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from .. import promote as promote_mod
+from ..output import words
 from ..output.console import Terminal
 from ..session import named_job, open_ledger, output_folder, resolve_job
 from ..web import review_server as review_mod
@@ -54,7 +55,8 @@ def review(
         console.out(f"serving {server.url}")
         console.err("marks go to the ledger's reviews table; Ctrl-C to stop")
         if not no_open:
-            webbrowser.open(server.url)
+            if not webbrowser.open(server.url):
+                console.err(f"no browser could be opened here: open {server.url} yourself")
         try:
             while True:
                 time.sleep(3600)
@@ -119,5 +121,5 @@ def promote(
             root=project.root,
         )
     console.out(
-        f"wrote {output}: {count} requests from job {name!r}; check it with: batchgen plan {output}"
+        f"wrote {output}: {words.count(count, 'request')} from job {name!r}; check it with: batchgen plan {output}"
     )

@@ -47,10 +47,13 @@ from .options import (
 @click.option(
     "--download",
     is_flag=True,
-    help="Then download the completed videos to outputs/<job>/ (with --wait).",
+    help="Then download the completed videos to outputs/<job>/ (outputs/sandbox/<job>/ with"
+    " --sandbox): with --wait, once every task has ended; without, what is done by then.",
 )
 @click.option(
-    "--gallery", is_flag=True, help="Then write outputs/<job>/index.html, the videos side by side."
+    "--gallery",
+    is_flag=True,
+    help="Then write index.html beside the downloaded videos, side by side.",
 )
 @click.option(
     "--max-identical-errors",

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:
     from ..run_report import RunReport
 from ..times import now, parse_timestamp
+from .words import count
 
 
 class ProgressDisplay:
@@ -122,7 +123,7 @@ def summary_lines(
     did = (
         ", ".join(f"{n} {state}" for state, n in sorted(report.outcomes.items())) or "nothing sent"
     )
-    lines.append(f"run {verb}: {report.calls} create calls; {did}")
+    lines.append(f"run {verb}: {count(report.calls, 'create call')}; {did}")
     width = max([14, *map(len, report.by_model)])  # model names line up, however long
     for model, counts in sorted(report.by_model.items()):
         lines.append(

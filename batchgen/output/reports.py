@@ -12,6 +12,7 @@ from .. import models, providers
 from ..errors import Problem
 from ..prices import NO_PRICES, PriceBook, describe_class
 from .progress import streamed_table, table, when_due
+from .words import count
 
 if TYPE_CHECKING:
     from ..plan import Plan, StateLookup
@@ -23,7 +24,7 @@ def problem_lines(problems: Iterable[Problem]) -> list[str]:
     for problem in problems:
         line = str(problem)
         if problem.count > 1:
-            line += f" [{problem.count} requests]"
+            line += f" [{count(problem.count, 'request')}]"
         lines.append(line)
     return lines
 
@@ -36,7 +37,9 @@ def problems_json(file: str, problems: list[Problem], valid: bool) -> str:
 
 
 def plan_lines(result: Plan) -> list[str]:
-    lines = [f"job {result.job} against {result.api_base}: {sum(result.counts.values())} requests"]
+    lines = [
+        f"job {result.job} against {result.api_base}: {count(sum(result.counts.values()), 'request')}"
+    ]
     width = max([14, *map(len, result.by_model)])  # model names line up, however long
     for model, counts in sorted(result.by_model.items()):
         lines.append(
@@ -105,7 +108,7 @@ def status_report(
         ("model", "state", "status", "count"),
     )
     if unsent:
-        lines.append(f"{unsent} requests of {name} not sent yet")
+        lines.append(f"{count(unsent, 'request')} of {name} not sent yet")
     if due:
         lines.append(f"last task due: {when_due(due)}")
     return lines
