@@ -104,6 +104,8 @@ def test_the_page_shows_every_request_with_controls_and_the_token(served):
     assert page.status_code == 200 and f'content="{token}"' in page.text
     assert page.text.count("<figure") == 4 and page.text.count("class=pick") == 4
     assert "A cat crosses the garden, shot s2" in page.text  # the rendered prompt
+    # The local image by its file's name, not the upload URL (dead once the sandbox stops).
+    assert "fox.png" in page.text and "/_sandbox/uploads/" not in page.text
     tiles = httpx.get(url + "api/tiles", headers={"X-Batchgen-Token": token}).json()
     assert {t["outcome"] for t in tiles["tiles"]} == {"completed"} and len(tiles["tiles"]) == 4
     assert all(

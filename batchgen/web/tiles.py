@@ -91,6 +91,15 @@ def tiles(
         rows = ledger.rows_of(job, keys, current_only=current_only)
         reviews = ledger.reviews.of(job, keys)
     found = []
+    # A local image is shown by its file's name, not by the URL it was uploaded to (a
+    # rehearsal's upload URL is dead once its sandbox stops).
+    image_names: dict[str, str] = {}
+
+    def shown(url: str) -> str:
+        if url not in image_names:
+            image_names[url] = ledger.uploads.name_of(url) or url
+        return image_names[url]
+
     for row in rows:
         body = json.loads(row["request"])
         files = files_on_disk(row, out)
@@ -101,7 +110,7 @@ def tiles(
                 prompt=body.get("prompt", ""),
                 model=models.label(str(body.get("model_id"))),
                 options=body.get("options", {}),
-                image_urls=body.get("image_urls", []),
+                image_urls=[shown(url) for url in body.get("image_urls", [])],
                 variant=row["variant"],
                 task_id=row["task_id"],
                 state=row["state"],
