@@ -103,6 +103,9 @@ def promote(
         str, dict[str, Any]
     ] = {}  # canonical entry → entry (variants of one request become repeat)
     order: list[tuple[int, str]] = []
+    # Each entry as the user knows it: its filled-in id and prompt (the entry may hold
+    # templates), for messages about it.
+    known_as: dict[str, tuple[str | None, str]] = {}
     for row in chosen:
         found = source.get(row["key"])
         if found is not None and source_job is not None:
@@ -118,7 +121,9 @@ def promote(
         else:
             entries[identity] = entry
             order.append((position, identity))
+            known_as[identity] = (row.get("label"), str(row.get("prompt") or ""))
     ordered = [entries[identity] for _, identity in sorted(order)]
+    shown = [known_as[identity] for _, identity in sorted(order)]
     for entry in ordered:
         if entry.get("repeat", 1) > 1 and "id" in entry and "variant" not in str(entry["id"]):
             entry["id"] = (
@@ -133,7 +138,7 @@ def promote(
         rating_at_least=rating_at_least,
         overrides=overrides,
     )
-    _write_validated(text, out, ordered)
+    _write_validated(text, out, shown)
     return len(ordered)
 
 
@@ -290,7 +295,7 @@ def _choice(picked: bool, rating_at_least: int | None) -> str:
     )
 
 
-def _write_validated(text: str, out: Path, entries: list[dict[str, Any]]) -> None:
+def _write_validated(text: str, out: Path, entries: list[tuple[str | None, str]]) -> None:
     """Write `text` to `out` only if it validates (as `batchgen validate` would see it there);
     else JobError naming each request."""
     part = out.with_name(out.name + ".part")
@@ -309,14 +314,14 @@ def _write_validated(text: str, out: Path, entries: list[dict[str, Any]]) -> Non
     os.replace(part, out)
 
 
-def _named(problem: Problem, out: Path, entries: list[dict[str, Any]]) -> Problem:
-    """A problem of the would-be file, told by the request it is about."""
+def _named(problem: Problem, out: Path, entries: list[tuple[str | None, str]]) -> Problem:
+    """A problem of the would-be file, told by the request it is about: its id and prompt as
+    they were filled in (not the templates that make them)."""
     which = None
     if problem.path.startswith("requests["):
         index = int(problem.path[len("requests[") : problem.path.index("]")])
         if 0 <= index < len(entries):
-            entry = entries[index]
-            prompt = str(entry.get("prompt", ""))
-            which = f"request {entry['id']!r}, " if entry.get("id") else "request "
+            label, prompt = entries[index]
+            which = f"request {label!r}, " if label else "request "
             which += f"{prompt[:50]!r}" + ("…" if len(prompt) > 50 else "")
     return replace(problem, file=f"{out} (not written)", origin=which or problem.origin)

@@ -507,6 +507,9 @@ def test_promote_refuses_an_unknown_field_and_a_value_the_model_refuses(drafts):
     refused = env.cli("promote", job, "--picked", "--set", "options.resolution=1080p", "-o", out)
     assert refused.exit_code == 2
     assert "best.yaml (not written)" in refused.output and "request 'fox'" in refused.output
+    # An entry made by a template is named as it was filled in, not by its template.
+    assert "request 's1-wan2.2-fast', 'A cat crosses the garden, shot s1'" in refused.output
+    assert "{{" not in refused.output
     assert (
         "takes resolution 480p or 720p" in refused.output and "1080p is taken by" in refused.output
     )
