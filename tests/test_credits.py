@@ -200,7 +200,8 @@ def test_no_price_is_learned_from_a_run_of_two_classes(world, write_job):
     )
     result = env.cli("run", job, *FAST)
     assert (
-        result.exit_code == 0 and "no price learned: the run sent 2 kinds of request" in result.stderr
+        result.exit_code == 0
+        and "no price learned: the run sent 2 kinds of request" in result.stderr
     )
     with env.ledger() as ledger:
         assert ledger.prices.all() == []

@@ -578,3 +578,19 @@ def test_a_kill_while_a_group_of_answers_waits_for_its_commit_leaves_each_in_dou
     assert_consistent(env)
     assert len(env.sandbox.created()) == 8
     assert sorted(r["state"] for r in env.rows()) == ["in_doubt"] * 4 + ["submitted"] * 4
+
+
+def test_the_summary_says_why_requests_were_skipped():
+    """'3 skipped' in a two-machine run did not say another run had claimed them."""
+    from collections import Counter
+
+    from batchgen.output.progress import summary_lines
+    from batchgen.run_report import RunReport
+
+    report = RunReport(calls=1)
+    report.outcomes.update(submitted=1, skipped=3)
+    first = summary_lines("j", "j.yaml", report, Counter(), None, 0)[0]
+    assert (
+        first
+        == "run done: 1 create call; 3 skipped (another run on this ledger claimed them first), 1 submitted"
+    )

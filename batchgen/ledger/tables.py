@@ -60,7 +60,9 @@ class Uploads(Table):
 
     def name_of(self, image_url: str) -> str | None:
         """The local file an uploaded image came from (as the job named it), if it was one."""
-        rows = self.store._query("SELECT name FROM uploads WHERE image_url = ? LIMIT 1", [image_url])
+        rows = self.store._query(
+            "SELECT name FROM uploads WHERE image_url = ? LIMIT 1", [image_url]
+        )
         return str(rows[0][0]) if rows else None
 
     def record(self, sha256: str, upload_base: str, image_url: str, name: str, size: int) -> None:

@@ -121,7 +121,8 @@ def summary_lines(
     lines = []
     verb = "stopped" if report.interrupted else "aborted" if report.aborted else "done"
     did = (
-        ", ".join(f"{n} {state}" for state, n in sorted(report.outcomes.items())) or "nothing sent"
+        ", ".join(_outcome(state, n) for state, n in sorted(report.outcomes.items()))
+        or "nothing sent"
     )
     lines.append(f"run {verb}: {count(report.calls, 'create call')}; {did}")
     width = max([14, *map(len, report.by_model)])  # model names line up, however long
@@ -162,6 +163,16 @@ def summary_lines(
     for message, n in report.errors.most_common(3):
         lines.append(f"  {n} x {message}")
     return lines
+
+
+def _outcome(state: str, n: int) -> str:
+    if state == "skipped":
+        # Planned as this run's to send, then found claimed when its turn came: another run
+        # (on this machine or another sharing the ledger) sent it, or is sending it.
+        return (
+            f"{n} skipped (another run on this ledger claimed {'it' if n == 1 else 'them'} first)"
+        )
+    return f"{n} {state}"
 
 
 def table(rows: Iterable[Iterable[Any]], header: Iterable[str]) -> list[str]:
