@@ -6,9 +6,11 @@ import contextlib
 import json
 import shutil
 import sqlite3
+import struct
 import subprocess
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -332,3 +334,28 @@ def steps(ledger, read) -> int:
     finally:
         ledger.db.conn.set_progress_handler(None, 100)
     return counted[0]
+
+
+# A job of WAN 2.2 Lite requests (each takes one image), and a small valid PNG to give them.
+LITE = (
+    "version: 1\ndefaults:\n  model: wan2.2-lite\n"
+    "  options: {prompt_optimization: true, aspect_ratio: 16:9, resolution: 720p}\n"
+)
+
+
+def png(width: int = 4, seed: int = 0) -> bytes:
+    """A valid PNG of width x width pixels, its colour from `seed` (distinct seeds, distinct files)."""
+    rows = b"".join(b"\x00" + bytes([seed % 256, 0, 0]) * width for _ in range(width))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, width, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )

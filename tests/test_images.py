@@ -6,36 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
-import zlib
 
 import httpx
 import pytest
+from helpers import LITE, png
 
 from batchgen.providers.pixwith.sandbox import TEST_KEY, running
 
-LITE = (
-    "version: 1\ndefaults:\n  model: wan2.2-lite\n"
-    "  options: {prompt_optimization: true, aspect_ratio: 16:9, resolution: 720p}\n"
-)
 FAST = ("--yes", "--rpm", "0")
-
-
-def png(width: int = 4, seed: int = 0) -> bytes:
-    rows = b"".join(b"\x00" + bytes([seed % 256, 0, 0]) * width for _ in range(width))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    header = struct.pack(">IIBBBBB", width, width, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
 
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 100 + b"\xff\xd9"

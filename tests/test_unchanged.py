@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import helpers
 import pytest
-from helpers import PRO_DEFAULTS
-from test_images import LITE, png
+from helpers import LITE, PRO_DEFAULTS, png
 
 from batchgen import unchanged, validate
 
