@@ -9,10 +9,11 @@ could not keep its promise.
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import NotCovered, UsageError
 from .output.progress import table
+from .output.words import count
 from .plan import ToSend
 from .prices import PriceBook, class_key, describe_class, job_rules, load_rules
 from .providers import Kind, Provider
@@ -129,29 +130,71 @@ def spend_line(report: RunReport, before: int | None, after: int | None) -> str:
     return line
 
 
-def price_report(
+def price_facts(
     job_file: str | None, ledger: Ledger | None, prices_file: str | None, api_base: str
-) -> list[str]:
-    """`batchgen prices`: the declared rules, the learned prices, and with a job file the price
-    of each class of request it asks for, each with where it came from."""
+) -> dict[str, Any]:
+    """`batchgen prices` as data (`--json`): the declared rules, the learned prices, and with a
+    job file the price of each class of request it asks for, each with where it came from."""
     validated = (
         validate_job(job_file, api_base, allow_unverified=True) if job_file else None
     )  # listing prices sends nothing
     rules = (job_rules(validated.job) if validated else []) + (
         load_rules(prices_file) if prices_file else []
     )
+    facts: dict[str, Any] = {
+        "declared": [
+            {"matches": r.describe(), "credits": r.credits, "where": f"{r.where()} ({r.path})"}
+            for r in rules
+        ],
+        "learned": [
+            {
+                "class": describe_class(p["class"]),
+                "credits": p["credits"],
+                "run_id": p["run_id"],
+                "requests": p["requests"],
+                "learned_at": p["learned_at"],
+                "api_base": p["api_base"],
+            }
+            for p in (ledger.prices.all() if ledger is not None else [])
+        ],
+    }
+    if validated is not None:
+        book = price_book(validated, ledger, prices_file)
+        classes: dict[str, dict[str, object]] = {}
+        for request in validated.requests():
+            classes.setdefault(class_key(request.body), request.body)
+        by_class = []
+        for key, body in classes.items():
+            price = book.price(body)
+            by_class.append(
+                {
+                    "class": describe_class(key),
+                    "credits": price.credits if price else None,
+                    "source": price.source if price else "no rule matches, nothing learned",
+                }
+            )
+        facts["job"] = validated.job.name
+        facts["by_class"] = by_class
+        facts["warnings"] = [
+            sentence for sentence in map(book.contradiction, classes.values()) if sentence
+        ]
+    return facts
+
+
+def price_report(facts: dict[str, Any]) -> list[str]:
+    """`batchgen prices` for a person, from `price_facts`."""
+    declared, learned = facts["declared"], facts["learned"]
     lines = ["declared:"] + (
         [
             "  " + line
             for line in table(
-                ((r.describe(), f"{r.credits:,}", f"{r.where()} ({r.path})") for r in rules),
+                ((r["matches"], f"{r['credits']:,}", r["where"]) for r in declared),
                 ("matches", "credits", "where"),
             )
         ]
-        if rules
+        if declared
         else ["  none (prices: in a job file, or --prices FILE)"]
     )
-    learned = ledger.prices.all() if ledger is not None else []
     lines.append("learned from the balance:")
     lines += (
         [
@@ -159,9 +202,9 @@ def price_report(
             for line in table(
                 (
                     (
-                        describe_class(p["class"]),
+                        p["class"],
                         f"{p['credits']:,}",
-                        f"run {p['run_id']} ({p['requests']} requests, {p['learned_at']})",
+                        f"run {p['run_id']} ({count(p['requests'], 'request')}, {p['learned_at']})",
                         p["api_base"],
                     )
                     for p in learned
@@ -172,25 +215,16 @@ def price_report(
         if learned
         else ["  none yet"]
     )
-    if validated is not None:
-        book = price_book(validated, ledger, prices_file)
-        classes: dict[str, dict[str, object]] = {}
-        for request in validated.requests():
-            classes.setdefault(class_key(request.body), request.body)
-        rows = []
-        for key, body in classes.items():
-            price = book.price(body)
-            rows.append(
-                (
-                    describe_class(key),
-                    f"{price.credits:,}" if price else "unknown",
-                    price.source if price else "no rule matches, nothing learned",
-                )
+    if "by_class" in facts:
+        rows = [
+            (
+                c["class"],
+                f"{c['credits']:,}" if c["credits"] is not None else "unknown",
+                c["source"],
             )
-        lines.append(f"{validated.job.name}, by class:")
-        lines += ["  " + line for line in table(rows, ("class", "credits", "source"))]
-        lines += [
-            f"warning: {sentence}"
-            for sentence in filter(None, map(book.contradiction, classes.values()))
+            for c in facts["by_class"]
         ]
+        lines.append(f"{facts['job']}, by class:")
+        lines += ["  " + line for line in table(rows, ("class", "credits", "source"))]
+        lines += [f"warning: {sentence}" for sentence in facts["warnings"]]
     return lines

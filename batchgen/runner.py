@@ -22,6 +22,7 @@ from .ledger import FAILURES as LEDGER_FAILURES
 from .ledger import Ledger
 from .ledger_location import Project, is_url
 from .limits import Backoff, RateLimiter
+from .output.console import QUIET, VERBOSE, verbosity
 from .output.progress import ProgressDisplay, summary_lines
 from .output.reports import problem_lines
 from .output.words import count
@@ -351,7 +352,7 @@ def _send(
             f" if the disk fills, a task id the ledger cannot record may be kept only on this"
             f" terminal. Free {journal.RESERVE // 1024} KiB or more there"
         )
-    progress = ProgressDisplay(len(to_send))
+    progress = ProgressDisplay(len(to_send)) if verbosity() > QUIET else None
     try:
         with signals_as_interrupts():
             submission = Submission(
@@ -365,6 +366,7 @@ def _send(
                 limiter=limiter,
                 notice=console.err,
                 budget=budget,
+                detail=console.detail if verbosity() >= VERBOSE else None,
             )
 
             def on_interrupt(in_flight: int) -> None:
@@ -376,7 +378,8 @@ def _send(
                 report = submission.run(
                     (item.request for item in to_send), on_interrupt=on_interrupt
                 )
-                progress.finish()
+                if progress is not None:
+                    progress.finish()
             except Interrupted as e:
                 exit_code = interrupted_exit(e)
                 with contextlib.suppress(*LEDGER_FAILURES):  # busy: the run is left without its end

@@ -22,6 +22,7 @@ from .ledger import Ledger
 from .ledger_location import Project
 from .output.words import count
 from .spec import load_job
+from .stored_keys import key_for, keys_path
 from .submit import (
     StopSignal,
 )
@@ -40,6 +41,8 @@ class Console(Protocol):
     def out(self, line: str) -> None: ...
 
     def err(self, line: str) -> None: ...
+
+    def detail(self, line: str) -> None: ...
 
     def confirm(self, question: str) -> bool: ...
 
@@ -74,9 +77,9 @@ class Target:
         return url
 
 
-def read_api_key(api_key_file: str | None, variable: str) -> str | None:
-    """The key from --api-key-file, else the provider's variable (PIXWITH_API_KEY), checked;
-    never echoed anywhere."""
+def read_api_key(api_key_file: str | None, variable: str, name: str = "") -> str | None:
+    """The key from --api-key-file, else the provider's variable (PIXWITH_API_KEY), else the
+    one stored for provider `name` (`batchgen keys set`), checked; never echoed anywhere."""
     if api_key_file:
         source = f"--api-key-file {api_key_file}"
         try:
@@ -98,8 +101,12 @@ def read_api_key(api_key_file: str | None, variable: str) -> str | None:
     from_env = os.environ.get(variable) or None
     if from_env is not None:
         remember_secret(from_env)
-        check_api_key(from_env, variable)
-    return from_env
+        return check_api_key(from_env, variable)
+    from_store = key_for(name) if name else None
+    if from_store is not None:
+        remember_secret(from_store)
+        return check_api_key(from_store, f"the stored {name} key ({keys_path()})")
+    return None
 
 
 @contextlib.contextmanager
@@ -110,10 +117,11 @@ def api_target(
     provider = providers.named()
     if not sandbox:
         base = check_api_base(base_url)
-        key = read_api_key(api_key_file, provider.key_variable)
+        key = read_api_key(api_key_file, provider.key_variable, provider.name)
         if need_key and not key:
             raise UsageError(
-                f"no API key: set {provider.key_variable} or pass --api-key-file (or try --sandbox)"
+                f"no API key: set {provider.key_variable}, store one with `batchgen keys set {provider.name}`,"
+                " or pass --api-key-file (or try --sandbox)"
             )
         yield Target(base, base, key or "", provider=provider)
         return

@@ -81,6 +81,7 @@ class Submission:
         rng: random.Random | None = None,
         notice: Notice = _to_stderr,
         budget: Budget | None = None,
+        detail: Notice | None = None,
     ):
         self.ledger = ledger
         self.api = api
@@ -92,6 +93,7 @@ class Submission:
         self.limiter = limiter or RateLimiter(settings.rpm)
         self.rng = rng or random.Random()
         self.notice = notice
+        self.detail = detail  # a line per request as it ends (--verbose)
         self.budget = budget
         self.allow = settings.resendable()
         self.stop = threading.Event()
@@ -300,6 +302,12 @@ class Submission:
         with self._lock:
             self.report.count(request, outcome, price)
         self.progress(self.report)
+        if self.detail is not None:
+            prompt = str(request.body.get("prompt", ""))
+            self.detail(
+                f"  {outcome}: {request.key[:12]} v{request.variant} {request.body.get('model_id')}"
+                f" {prompt[:50]!r}" + ("…" if len(prompt) > 50 else "")
+            )
 
     def _send(self, request: Request, previous: str, slot: float) -> str | Answered | None:
         """Send a claimed request in its rpm `slot`, taken before the claim (retrying what is

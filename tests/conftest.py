@@ -27,6 +27,13 @@ def no_backoff_sleeps():
     yield
 
 
+@pytest.fixture(autouse=True)
+def no_stored_keys_of_the_user(tmp_path, monkeypatch):
+    """The user's own stored keys (`batchgen keys set`) never reach a test: each has an empty
+    config folder of its own."""
+    monkeypatch.setenv("BATCHGEN_USER_DIR", str(tmp_path / "user-config"))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def ctrl_c_reaches_the_runs_the_tests_start():
     """A shell starts a background job (`.ci/run &`) with SIGINT ignored, and its children
@@ -126,10 +133,14 @@ class Env:
             "BATCHGEN_TESTING": "1",  # retries without backoff sleeps (limits.set_testing)
         }
 
-    def cli(self, *args, env: dict[str, str] | None = None):
+    def cli(self, *args, env: dict[str, str] | None = None, input: str | None = None):
         """batchgen in this process (fast); returns click's Result."""
         return self.runner.invoke(
-            main, [str(a) for a in args], env={**self.env, **(env or {})}, catch_exceptions=False
+            main,
+            [str(a) for a in args],
+            env={**self.env, **(env or {})},
+            catch_exceptions=False,
+            input=input,
         )
 
     def popen(self, *args, env: dict[str, str] | None = None) -> subprocess.Popen:

@@ -203,3 +203,32 @@ def test_a_read_command_loads_neither_the_http_client_nor_the_pages(tmp_path):
         check=True,
     )
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_run_prices_and_credits_speak_json_for_scripts(world, write_job):
+    env = world(time_scale=0, credits=1000)
+    job = write_job(job_text(prompts(2), name="scripted"))
+    ran = env.cli("run", job, "--yes", "--rpm", "0", "--json")
+    assert ran.exit_code == 0, ran.output
+    result = json.loads(ran.stdout)  # stdout holds the one object, and nothing else
+    assert result["job"] == "scripted" and result["exit_code"] == 0
+    assert result["run"]["counts"]["submitted"] == 2 and result["run"]["exit_code"] == 0
+    assert "scripted: 2 requests" in ran.stderr  # what people read went to stderr
+    assert json.loads(env.cli("credits", "--json").stdout) == {"credits": 960}
+    prices = json.loads(env.cli("prices", job, "--json").stdout)
+    assert prices["job"] == "scripted" and prices["declared"] == []
+    assert prices["learned"][0]["credits"] == 20  # learned from the run's balance drop
+    assert prices["by_class"][0]["credits"] == 20
+
+
+def test_quiet_says_only_what_went_wrong_and_verbose_a_line_per_request(world, write_job):
+    env = world(time_scale=0)
+    job = write_job(job_text(prompts(2), name="talk"))
+    quiet = env.cli("--quiet", "run", job, "--yes", "--rpm", "0")
+    assert quiet.exit_code == 0 and quiet.stderr == "", quiet.stderr
+    assert "run done: 2 create calls" in quiet.stdout  # the results asked for still come
+    more = write_job(job_text(prompts(3), name="talk"))
+    verbose = env.cli("-v", "run", more, "--yes", "--rpm", "0")
+    assert verbose.exit_code == 0
+    assert [line for line in verbose.stderr.splitlines() if line.startswith("  submitted: ")] != []
+    assert env.cli("-q", "-v", "status").exit_code == 2

@@ -80,6 +80,9 @@ class Quiet:
     def err(self, line: str) -> None:
         self.lines.append(line)
 
+    def detail(self, line: str) -> None:
+        pass
+
     def confirm(self, question: str) -> bool:
         return False
 

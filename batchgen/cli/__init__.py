@@ -18,7 +18,7 @@ from .. import __version__
 from ..api_keys import redact_secrets
 from ..errors import EXIT_ABORTED, BatchgenError, JobError
 from ..ledger import FAILURES as ledger_failures
-from ..output.console import Terminal
+from ..output.console import NORMAL, QUIET, VERBOSE, Terminal, set_verbosity
 from ..output.reports import problem_lines
 from ..session import interrupted_exit
 
@@ -45,6 +45,7 @@ COMMANDS = {
     "promote": "review:promote",
     "models": "models:models_command",
     "ledger": "ledger:ledger_command",
+    "keys": "keys:keys_command",
 }
 
 
@@ -88,6 +89,10 @@ class BatchgenGroup(click.Group):
 @click.group(cls=BatchgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="batchgen")
 @click.option(
+    "--quiet", "-q", is_flag=True, help="Say only errors and warnings (and the results asked for)."
+)
+@click.option("--verbose", "-v", is_flag=True, help="Say more: a line per request as it ends.")
+@click.option(
     "--ledger",
     envvar="BATCHGEN_LEDGER",
     type=click.Path(dir_okay=False),
@@ -95,8 +100,14 @@ class BatchgenGroup(click.Group):
     " one batchgen.yaml names, else batchgen.db of the job's project.",
 )
 @click.pass_context
-def main(ctx: click.Context, ledger: str | None) -> None:
-    """Batch runner for AI video generation: job files in, videos and a ledger out."""
+def main(ctx: click.Context, quiet: bool, verbose: bool, ledger: str | None) -> None:
+    """Batch runner for AI video generation: job files in, videos and a ledger out.
+
+    Shell completion: eval "$(_BATCHGEN_COMPLETE=bash_source batchgen)" in ~/.bashrc
+    (zsh_source in ~/.zshrc, fish_source for fish)."""
+    if quiet and verbose:
+        raise click.UsageError("--quiet and --verbose say opposite things: give one")
+    set_verbosity(QUIET if quiet else VERBOSE if verbose else NORMAL)
     ctx.obj = {"ledger": ledger}
 
 

@@ -104,8 +104,9 @@ def tasks(job: str | None, state: str | None, fmt: str | None, include_supersede
 
 
 @click.command("credits")
+@click.option("--json", "as_json", is_flag=True, help='One JSON object: {"credits": N}.')
 @send_options
-def credits_command(sandbox: bool, api_key_file: str | None, base_url: str) -> None:
+def credits_command(as_json: bool, sandbox: bool, api_key_file: str | None, base_url: str) -> None:
     """The account's balance."""
     with api_target(
         sandbox=sandbox, base_url=base_url, api_key_file=api_key_file, need_key=True
@@ -114,7 +115,7 @@ def credits_command(sandbox: bool, api_key_file: str | None, base_url: str) -> N
             balance, why = credits.read_balance(client)
     if balance is None:
         raise BalanceUnknown(f"the balance could not be read: {why}")
-    click.echo(f"{balance:,} credits")
+    click.echo(json.dumps({"credits": balance}) if as_json else f"{balance:,} credits")
 
 
 @click.command()
@@ -125,18 +126,25 @@ def credits_command(sandbox: bool, api_key_file: str | None, base_url: str) -> N
     type=click.Path(dir_okay=False),
     help="Price rules (a YAML file with prices: [...]).",
 )
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object: declared, learned, by_class."
+)
 @api_base_option
-def prices(job: str | None, prices_file: str | None, base_url: str) -> None:
+def prices(job: str | None, prices_file: str | None, as_json: bool, base_url: str) -> None:
     """Every known price and where it came from: declared (JOB's prices:, --prices) or learned
     from a run's balance. With a job file: the price of each class of request it asks for."""
     ledger = read_only(job if job and os.path.isfile(job) else None)
     with contextlib.ExitStack() as stack:
         if ledger is not None:
             stack.enter_context(ledger)
-        for line in credits.price_report(
+        facts = credits.price_facts(
             job if job and os.path.isfile(job) else None,
             ledger,
             prices_file,
             canonical_base_url(base_url),
-        ):
-            click.echo(line)
+        )
+    if as_json:
+        click.echo(json.dumps(facts, ensure_ascii=False))
+        return
+    for line in credits.price_report(facts):
+        click.echo(line)

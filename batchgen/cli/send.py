@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sys
 from typing import Any
 
 import click
 
+from ..errors import BatchgenError
+from ..ledger import FAILURES as LEDGER_FAILURES
+from ..ledger import Ledger
+from ..ledger_location import Project
 from ..limits import Backoff
 from ..output.console import Terminal
+from ..output.reports import runs_report
 from ..run_report import DEFAULT_CONCURRENCY, DEFAULT_MAX_IDENTICAL_ERRORS, DEFAULT_RPM
 from ..runner import RunOptions, execute_run
 from ..session import api_target
+from ..spec import load_job
 from .common import project_of
 from .options import (
     Finite,
@@ -101,13 +109,39 @@ from .options import (
     "--on-done",
     help="A shell command to run once at the end (BATCHGEN_JOB, BATCHGEN_EXIT, ... in its environment).",
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="At the end, one JSON object on stdout: the run's row of `runs` (as `runs --json`), everything else on stderr.",
+)
 @download_options
 @send_options
 @unverified_option
-def run(job: str, sandbox: bool, api_key_file: str | None, base_url: str, **flags: Any) -> None:
+def run(
+    job: str, as_json: bool, sandbox: bool, api_key_file: str | None, base_url: str, **flags: Any
+) -> None:
     """Validate JOB, then send every request not done yet, recording each in the ledger."""
     options = RunOptions(job_file=job, bounds=bounds_of(flags), **flags)
+    console = Terminal(results_to_stderr=as_json)
+    project = project_of(job)
     with api_target(
         sandbox=sandbox, base_url=base_url, api_key_file=api_key_file, need_key=not options.dry_run
     ) as target:
-        sys.exit(execute_run(options, target, project_of(job), Terminal()))
+        code = execute_run(options, target, project, console)
+    if as_json:
+        console.json(json.dumps(run_result(project, job, code), ensure_ascii=False))
+    sys.exit(code)
+
+
+def run_result(project: Project, job_file: str, exit_code: int) -> dict[str, Any]:
+    """What `run --json` prints: this process's run of the job as `runs` holds it (none for a
+    dry run, or a run refused before it began), and the command's exit code."""
+    name = load_job(job_file, project.root).name
+    row = None
+    if project.ledger_exists():
+        with contextlib.suppress(BatchgenError, *LEDGER_FAILURES):
+            with Ledger(project.ledger, create=False) as ledger:
+                row = ledger.runs.of_this_process(name)
+    shown = runs_report([row], as_json=True)[0] if row else None
+    return {"job": name, "exit_code": exit_code, "run": json.loads(shown) if shown else None}

@@ -179,6 +179,14 @@ class Runs(Table):
         # both share, where a cursor's lastrowid is SQLite's own.
         return int(conn.execute("SELECT max(id) FROM runs").fetchone()[0])
 
+    def of_this_process(self, job: str) -> dict[str, Any] | None:
+        """The latest run of `job` this process made (`run --json` reports it)."""
+        rows = self.store._query(
+            "SELECT * FROM runs WHERE job = ? AND pid = ? ORDER BY id DESC LIMIT 1",
+            [job, os.getpid()],
+        )
+        return dict(rows[0]) if rows else None
+
     def begin(
         self, job: str, job_file: str, api_base: str, flags: dict[str, Any]
     ) -> tuple[int, RunHold]:
