@@ -79,6 +79,7 @@ LAYERS = [
     "web.pages",
     "web.review_server",
     "promote",
+    "providers.pixwith.sandbox.clips",
     "providers.pixwith.sandbox.state",
     "providers.pixwith.sandbox.storage",
     "providers.pixwith.sandbox.server",

@@ -63,7 +63,7 @@ def test_download_fetches_each_file_once_byte_identical_with_a_manifest(world, w
     files = sorted(out.glob("*.mp4"))
     assert len(files) == 4
     for path in files:
-        assert path.read_bytes() == sample_video("2-9")
+        assert path.read_bytes() == sample_video("16:9", 5)
         assert path.name.startswith("wan2.2-pro_p-") and "_v0" in path.name
     served = [c for c in env.sandbox.calls if c.endpoint == "file"]
     assert len(served) == 4
@@ -96,7 +96,7 @@ def test_an_interrupted_download_leaves_no_partial_file_and_the_next_call_comple
     assert list(out.glob("*.mp4")) == [] and list(out.glob("*.part")) == []
     env.sandbox.config.cut_download_rate = 0
     assert env.cli("download", job, "--out", out).exit_code == 0
-    assert [p.read_bytes() == sample_video("2-9") for p in out.glob("*.mp4")] == [True, True]
+    assert [p.read_bytes() == sample_video("16:9", 5) for p in out.glob("*.mp4")] == [True, True]
 
 
 def test_download_defaults_to_outputs_job(world, write_job, monkeypatch):

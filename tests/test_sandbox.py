@@ -412,3 +412,46 @@ def test_two_sandbox_runs_at_once_each_have_their_own_and_keys_stay_the_same(tmp
     assert again.returncode == 0 and "3 done" in again.stdout  # same identities from a new sandbox
     with Ledger(tmp_path / "ledger.db") as ledger:
         assert {r["api_base"] for r in ledger.rows()} == {"http://127.0.0.1:47878"}
+
+
+def _mp4_shape(data: bytes) -> tuple[int, int, float]:
+    """(width, height, seconds) of an MP4, read from its tkhd and mvhd boxes."""
+    import struct
+
+    def boxes(buf: bytes):
+        at = 0
+        while at < len(buf):
+            size, kind = struct.unpack_from(">I4s", buf, at)
+            yield kind, buf[at + 8 : at + size]
+            at += size
+
+    moov = dict(boxes(data))[b"moov"]
+    inside = dict(boxes(moov))
+    scale, duration = struct.unpack_from(">II", inside[b"mvhd"], 12)
+    tkhd = dict(boxes(inside[b"trak"]))[b"tkhd"]
+    width, height = struct.unpack_from(">II", tkhd, 76)  # 16.16 fixed point, version 0
+    return width >> 16, height >> 16, duration / scale
+
+
+@pytest.mark.parametrize(
+    "aspect, seconds, shape",
+    [("9:16", 8, (90, 160, 8.0)), ("16:9", 5, (160, 90, 5.0)), ("1:1", 10, (120, 120, 10.0))],
+)
+def test_a_rehearsal_clip_has_the_aspect_ratio_and_duration_asked_for(
+    world, write_job, aspect, seconds, shape
+):
+    """The sandbox's videos were all 16:9, 2 s, 160x90, whatever the request: a gallery
+    rehearsal did not look like the real batch."""
+    env = world(time_scale=0)
+    model = "wan2.2-pro" if aspect != "1:1" else "kling2.5"
+    job = write_job(
+        "version: 1\nrequests:\n"
+        f"  - {{prompt: A shot, model: {model}, options: {{prompt_optimization: true,"
+        f" aspect_ratio: '{aspect}', duration: {seconds}"
+        + (", resolution: 480p" if model == "wan2.2-pro" else "")
+        + "}}\n"
+    )
+    result = env.cli("run", job, "--yes", "--rpm", "0", "--wait", "--download")
+    assert result.exit_code == 0, result.output
+    (video,) = env.outputs("job").glob("*.mp4")
+    assert _mp4_shape(video.read_bytes()) == shape

@@ -147,8 +147,9 @@ class _Handler(LoopbackHandler):
             record("no_credit")
             self._answer(HTTPStatus.OK, 0, "Credits not enough")
             return
+        options = body.get("options") or {}
         task_id, eta = sandbox.new_task(
-            body["model_id"], int((body.get("options") or {}).get("num_outputs") or 1)
+            body["model_id"], int(options.get("num_outputs") or 1), options
         )
         if sandbox.chance(config.lose_answer_rate):
             record("lost", task_id)
@@ -279,7 +280,7 @@ class _Handler(LoopbackHandler):
         ):
             self._answer(HTTPStatus.NOT_FOUND, 0, "no such file")
             return
-        video = sample_video(task.model_id)
+        video = sample_video(task.aspect_ratio, task.seconds)
         if self.sandbox.chance(self.sandbox.config.cut_download_rate):
             self.sandbox.record(Call(time.time(), "file", "cut", None, task.task_id))
             self.send_response(HTTPStatus.OK)

@@ -19,12 +19,12 @@ import secrets
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from typing import Any
 
 from .... import schemas
 from ....models import catalogue, lookup
 from ..facts import DEFAULT_CREDITS, TEST_KEY
+from . import clips
 
 # What the sandbox charges, how long it takes and which clip it serves, per model: the
 # `sandbox` part of each family file in schemas/models/. The credits are INVENTED (the
@@ -50,7 +50,10 @@ def base_eta(model_id: str) -> float:
 
 # Not a secret: it only makes task ids tamper-evident, so made-up ids are "not found".
 _ID_KEY = b"batchgen sandbox task ids"
-_TASK_ID = re.compile(r"^[0-9a-f]{42}$")
+# 30 hex of state (when, ETA, model, outputs, fails, random) and a 12-hex MAC; ids issued
+# since rehearsal clips took the request's shape carry 3 more (aspect ratio, seconds).
+_TASK_ID = re.compile(r"^[0-9a-f]{42}(?:[0-9a-f]{3})?$")
+_ASPECT_NAMES = list(clips.ASPECTS)
 
 
 @dataclass
@@ -208,14 +211,26 @@ class Sandbox:
 
     # -- task ids -------------------------------------------------------------------------
 
-    def new_task(self, model_id: str, outputs: int = 1) -> tuple[str, int]:
+    def new_task(
+        self, model_id: str, outputs: int = 1, options: dict[str, Any] | None = None
+    ) -> tuple[str, int]:
         """A task id that carries its own state (when it was made, its ETA, its model, how
-        many videos it makes, whether it will fail), and the ETA to announce (whole seconds)."""
+        many videos it makes, whether it will fail, and the shape of its clip: the aspect
+        ratio and seconds `options` ask for), and the ETA to announce (whole seconds)."""
         eta_ms = int(base_eta(model_id) * 1000 * self.config.time_scale)
         fails = self.chance(self.config.fail_fraction)
         model_index = [m.id for m in catalogue()].index(model_id)
-        head = f"{int(time.time() * 1000):012x}{eta_ms:08x}{model_index:02x}{outputs:x}{int(fails):x}{secrets.randbits(24):06x}"
-        return head + _mac(head), math.ceil(eta_ms / 1000)
+        options = options or {}
+        aspect = options.get("aspect_ratio")
+        aspect_index = _ASPECT_NAMES.index(aspect) + 1 if aspect in clips.ASPECTS else 0
+        seconds = options.get("duration")
+        seconds = seconds if isinstance(seconds, int) and 0 < seconds < 256 else 0
+        head = (
+            f"{int(time.time() * 1000):012x}{eta_ms:08x}{model_index:02x}{outputs:x}{int(fails):x}"
+            f"{secrets.randbits(24):06x}"
+        )
+        shape = f"{aspect_index:x}{seconds:02x}"
+        return head + _mac(head + shape) + shape, math.ceil(eta_ms / 1000)
 
 
 def _mac(head: str) -> str:
@@ -230,6 +245,8 @@ class Task:
     model_id: str
     fails: bool
     outputs: int = 1
+    aspect_ratio: str | None = None  # the clip's shape, as the request asked
+    seconds: int | None = None
 
     def status(self, now: float | None = None) -> int:
         now_ms = (time.time() if now is None else now) * 1000
@@ -242,13 +259,14 @@ def parse_task_id(task_id: object) -> Task | None:
     """The task a sandbox id stands for, or None for an id no sandbox issued."""
     if not isinstance(task_id, str) or not _TASK_ID.match(task_id):
         return None
-    head, mac = task_id[:30], task_id[30:]
-    if not hmac.compare_digest(_mac(head), mac):
+    head, mac, shape = task_id[:30], task_id[30:42], task_id[42:]
+    if not hmac.compare_digest(_mac(head + shape), mac):
         return None
     models = catalogue()
     index = int(head[20:22], 16)
     if index >= len(models):
         return None
+    aspect_index = int(shape[0], 16) if shape else 0
     return Task(
         task_id,
         int(head[:12], 16),
@@ -256,6 +274,8 @@ def parse_task_id(task_id: object) -> Task | None:
         models[index].id,
         head[23] == "1",
         int(head[22], 16),
+        _ASPECT_NAMES[aspect_index - 1] if 0 < aspect_index <= len(_ASPECT_NAMES) else None,
+        int(shape[1:], 16) or None if shape else None,
     )
 
 
@@ -263,7 +283,7 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def sample_video(model_id: str) -> bytes:
-    """The small playable MP4 served for a completed task of `model_id`."""
-    sample = str(lookup(model_id).sandbox.get("sample", "sample-pro.mp4"))  # type: ignore[union-attr]
-    return (resources.files("batchgen") / "data" / sample).read_bytes()
+def sample_video(aspect_ratio: str | None = None, seconds: int | None = None) -> bytes:
+    """The small playable MP4 served for a completed task: of the aspect ratio and duration
+    its request asked for (clips.py)."""
+    return clips.clip(aspect_ratio, seconds)
