@@ -10,19 +10,22 @@ command line turns them into a message and an exit code, never a traceback. The 
     │   └── PortBusy (2)          the port asked for (--port) is taken
     ├── NotCovered (3)            the balance does not cover the run, or a cap cannot read it
     ├── LedgerUnsound (3)         the ledger cannot be trusted: deleted, replaced or corrupt
+    ├── LedgerFailed (3)          the ledger's database failed under a command
+    │   └── LedgerBusy (3)        a lock on it not had in time
     ├── BalanceUnknown (1)        `credits` did not get the balance
     ├── NothingChosen (1)         `promote` found nothing picked
     └── PlanChanged (2)           the requests made again to send are not the ones planned
 
-The exceptions a module raises and catches itself (a refused URL, a download to retry, a
-template too big) stay in that module: each is turned into a Problem or one of these before
-it reaches a user. A ledger's database failing under a command (`ledger.FAILURES`) is the
-one other thing the command line catches (exit 3).
+Below the tree, the exceptions batchgen raises and catches itself (a refused URL, a download
+to retry, a template too big, a second signal): each is turned into a Problem or one of these
+before it reaches a user. A SQLite ledger's own error (`sqlite3.Error`, in
+`ledger.FAILURES` with LedgerFailed) is the one other thing the command line catches (exit 3).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1  # some requests rejected, failed or in doubt
@@ -122,9 +125,11 @@ class LedgerUnsound(BatchgenError):
     exit_code = EXIT_ABORTED
 
 
-class LedgerFailed(Exception):
+class LedgerFailed(BatchgenError):
     """The ledger's database failed under a command (its server gone, a lock not had in time):
     a PostgreSQL ledger's errors, as sqlite3.Error is a SQLite one's (`ledger.FAILURES`)."""
+
+    exit_code = EXIT_ABORTED
 
 
 class LedgerBusy(LedgerFailed):
@@ -148,3 +153,78 @@ class PlanChanged(BatchgenError):
     """The job's expansion, made again to send, did not give the requests planned: the rest
     of them are not sent. (An expansion depends only on the job already read; this guards
     that rule, so that nothing is ever sent that was not planned, priced and linked.)"""
+
+
+# -- raised and caught inside batchgen, each turned into a Problem or one of the above -------------
+
+
+class Interrupted(Exception):
+    """A second Ctrl-C (or SIGTERM/SIGHUP): the run exits at once; its calls in flight were
+    marked in_doubt (sending/submit.py)."""
+
+    def __init__(self, signal: int | None = None):
+        super().__init__(signal)
+        self.signal = signal
+
+
+class StopSignal(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C, so a run handles all three
+    the same way (app/session.py's signal handlers)."""
+
+    def __init__(self, signal: int):
+        super().__init__(signal)
+        self.signal = signal
+
+
+class InputRefused(Exception):
+    """Why a file cannot be read as an input (a sentence about the file, without its name):
+    jobs/user_files.py."""
+
+
+class ImageProblem(Exception):
+    """Why a local image cannot be sent (jobs/images.py): a sentence for a Problem."""
+
+
+class TemplateProblem(Exception):
+    """A template that cannot be compiled or rendered, in words for the user (jobs/templates.py)."""
+
+
+class TemplateTooBig(Exception):
+    """A template asked for more than it may make, or take (jobs/templates.py's bounds)."""
+
+
+class PriceTie(Exception):
+    """Two price rules match a request, equally specific (jobs/prices.py): the two rules."""
+
+    def __init__(self, first: Any, second: Any):
+        super().__init__(first, second)
+        self.first, self.second = first, second
+
+
+class UrlRefused(Exception):
+    """A result URL (or a redirect) that batchgen will not fetch, and why (urls.py)."""
+
+
+class DownloadRefused(Exception):
+    """A file that will not be fetched (a rule, not bad luck): not retried (results/download.py)."""
+
+
+class DownloadTransient(Exception):
+    """A download attempt that failed in a way another attempt may not (results/download.py)."""
+
+
+class PageRefused(Exception):
+    """A request to the review server refused, with the HTTP status to answer
+    (web/review_server.py)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class SandboxPortBusy(OSError):
+    """The port asked for the sandbox is taken (providers/pixwith/sandbox)."""
+
+    def __init__(self, port: int, cause: OSError):
+        super().__init__(f"cannot serve the sandbox on 127.0.0.1:{port}: {cause.strerror}")
+        self.port = port

@@ -11,7 +11,7 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit, urlunsplit
 
-from .errors import UsageError
+from .errors import UrlRefused, UsageError
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -93,10 +93,6 @@ def check_api_base(base_url: str) -> str:
             f"base URL {_shown(base_url)}: plain http is only allowed to a loopback host (the key would travel in clear)"
         )
     return canonical
-
-
-class UrlRefused(Exception):
-    """A result URL (or a redirect) that batchgen will not fetch, and why."""
 
 
 def check_result_url(url: str, *, loopback_api: bool) -> None:

@@ -106,8 +106,8 @@ def build(path: Path, rows: int) -> None:
 def build_done(path: Path, job_file: Path, api_base: str) -> int:
     """A ledger in which every request of `job_file` is submitted and linked to its job, as a
     finished run leaves it (the keys are batchgen's own, from the job's expansion)."""
-    from batchgen.spec import load_job
-    from batchgen.validate import ValidatedJob
+    from batchgen.jobs.spec import load_job
+    from batchgen.jobs.validate import ValidatedJob
 
     validated = ValidatedJob(load_job(str(job_file)), api_base)
     name = validated.job.name

@@ -103,11 +103,11 @@ def latency(
 
 def in_process(tmp: Path, n: int, concurrency: int, latency_ms: int) -> tuple[float, float, float]:
     """(batchgen's Submission, bare thread pool) seconds for n requests, both in this process."""
-    from batchgen.expand import Origin, Request, identity
+    from batchgen.jobs.expand import Origin, Request, identity
     from batchgen.ledger import Ledger
     from batchgen.providers.pixwith.client import PixwithApi
-    from batchgen.run_report import RunSettings
-    from batchgen.submit import Submission
+    from batchgen.sending.run_report import RunSettings
+    from batchgen.sending.submit import Submission
 
     tag = f"in-process-{time.monotonic_ns()}"
     requests = [

@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 from helpers import FAULT_TABLE, REPO
 
-from batchgen import limits
 from batchgen.cli import main
+from batchgen.jobs.spec import Job, load_job
 from batchgen.ledger import Ledger
 from batchgen.providers.pixwith.sandbox import TEST_KEY, SandboxConfig, running
-from batchgen.spec import Job, load_job
+from batchgen.sending import limits
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -158,7 +158,7 @@ class Env:
     def outputs(self, job: str) -> Path:
         """Where a job's videos go by default: a folder of this API's own, since the sandbox
         served here is not the API a job is paid on (outputs/127.0.0.1-PORT/<job>/)."""
-        from batchgen.session import output_folder
+        from batchgen.app.session import output_folder
         from batchgen.urls import canonical_base_url
 
         return self.tmp / output_folder(job, api_base=canonical_base_url(self.sandbox.base_url))

@@ -84,7 +84,7 @@ def assert_consistent(env):
 
 
 def _ledger_rows(location, sql: str) -> set[tuple]:
-    from batchgen.ledger import Ledger  # as a user's query would read it, on either backend
+    from batchgen.ledger import Ledger
 
     with Ledger(location, create=False) as ledger:
         return {tuple(row) for row in ledger._query(sql)}

@@ -9,12 +9,12 @@ import httpx
 import pytest
 from helpers import CountingServer, job_text, prompts
 
-from batchgen.api_keys import check_api_key, redact
 from batchgen.errors import UsageError
-from batchgen.http_transport import parse_retry_after
 from batchgen.providers import Kind
+from batchgen.providers.keys import check_api_key, redact
 from batchgen.providers.pixwith.answers import classify
 from batchgen.providers.pixwith.client import PixwithApi
+from batchgen.sending.http_transport import parse_retry_after
 from batchgen.urls import check_api_base as check_base_url
 
 FAST = ("--yes", "--rpm", "60000")

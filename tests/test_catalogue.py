@@ -13,10 +13,10 @@ import jsonschema
 import pytest
 from helpers import REPO
 
-from batchgen import model_schema, models, schemas
 from batchgen.errors import JobError
-from batchgen.expand import identity
-from batchgen.validate import validate_job
+from batchgen.jobs import model_schema, models, schemas
+from batchgen.jobs.expand import identity
+from batchgen.jobs.validate import validate_job
 
 CATALOGUE = models.catalogue()
 REQUEST = jsonschema.Draft202012Validator(schemas.schema("request"))
@@ -45,7 +45,7 @@ def test_every_family_file_is_well_formed():
 
 
 def test_the_committed_schemas_are_derived_from_the_catalogue():
-    # After editing a family file: python -m batchgen.model_schema
+    # After editing a family file: python -m batchgen.jobs.model_schema
     request = (REPO / "schemas" / "request.schema.json").read_text()
     assert request == model_schema.schema_text(model_schema.request_schema())
     job = (REPO / "schemas" / "job.schema.json").read_text()

@@ -89,7 +89,7 @@ def test_the_progress_bar_on_a_terminal_ends_its_line_when_a_run_stops_early():
     import io
 
     from batchgen.output.progress import ProgressDisplay
-    from batchgen.run_report import RunReport
+    from batchgen.sending.run_report import RunReport
 
     stream = io.StringIO()
     bar = ProgressDisplay(10, stream=stream, tty=True)
@@ -110,7 +110,7 @@ def test_plain_progress_lines_off_a_terminal():
     import io
 
     from batchgen.output.progress import ProgressDisplay
-    from batchgen.run_report import RunReport
+    from batchgen.sending.run_report import RunReport
 
     stream = io.StringIO()
     report = RunReport()
@@ -188,7 +188,7 @@ def test_a_read_command_loads_neither_the_http_client_nor_the_pages(tmp_path):
         "for args in (['--version'], ['--ledger', sys.argv[1], 'status'],"
         " ['--ledger', sys.argv[1], 'tasks', '--json']):\n"
         "    assert CliRunner().invoke(main, args).exit_code == 0, args\n"
-        "heavy = {'httpx', 'jinja2', 'batchgen.download', 'batchgen.runner', 'batchgen.web'}\n"
+        "heavy = {'httpx', 'jinja2', 'batchgen.results.download', 'batchgen.app.run', 'batchgen.web'}\n"
         "print(sorted(heavy & {'.'.join(m.split('.')[:2]) if m.startswith('batchgen') else"
         " m.split('.')[0] for m in sys.modules}))\n"
     )

@@ -15,10 +15,10 @@ import threading
 import pytest
 from helpers import PRO_DEFAULTS, job_text, prompts
 
-from batchgen.budget import Budget
-from batchgen.prices import PriceBook, PriceRule
+from batchgen.jobs.prices import PriceBook, PriceRule
 from batchgen.providers import Balance, Kind
 from batchgen.providers.pixwith.client import PixwithApi
+from batchgen.sending.budget import Budget
 
 FAST = ("--yes", "--rpm", "0")
 PRO_PRICE = "prices:\n  - {model: wan2.2-pro, options.resolution: 480p, credits: 20}\n"
@@ -53,7 +53,7 @@ def test_the_sandbox_deducts_at_creation_and_refuses_when_short(world, write_job
 
 def test_the_most_specific_rule_wins():
     def rule(credits, **fields):
-        from batchgen.prices import _rule_fields
+        from batchgen.jobs.prices import _rule_fields
 
         return PriceRule(_rule_fields(fields), credits, "job.yaml", 1, 1, "prices[0]")
 
@@ -130,7 +130,7 @@ def test_a_prices_file_has_the_same_format(world, write_job, tmp_path):
 
 
 def test_editors_know_the_prices_format():
-    from batchgen import schemas
+    from batchgen.jobs import schemas
 
     definition = schemas.schema("job")
     assert definition["properties"]["prices"]["$ref"] == "#/$defs/prices"
@@ -464,7 +464,7 @@ def test_prices_command_without_a_ledger_says_what_is_declared(tmp_path, write_j
 
 
 def test_a_class_key_is_the_same_remembered_or_not_and_an_unhashable_option_is_spelled_afresh():
-    from batchgen.prices import class_key, class_tuple, key_of_tuple
+    from batchgen.jobs.prices import class_key, class_tuple, key_of_tuple
 
     body = {
         "model_id": "2-9",

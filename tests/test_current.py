@@ -92,7 +92,7 @@ def test_on_done_runs_once_with_the_outcome_in_its_environment_and_not_the_key(w
 def test_on_done_is_not_run_on_a_ledger_it_cannot_read_and_says_so(tmp_path):
     import sqlite3
 
-    from batchgen.follow import on_done
+    from batchgen.app.follow import on_done
 
     class Busy:  # a ledger a worker still holds after a second Ctrl-C (Ledger.quitting)
         path = tmp_path / "batchgen.db"
@@ -131,7 +131,7 @@ def test_the_progress_bar_fits_the_terminal_and_shows_the_true_rate():
     import io
 
     from batchgen.output.progress import ProgressDisplay
-    from batchgen.run_report import RunReport
+    from batchgen.sending.run_report import RunReport
 
     stream = io.StringIO()
     bar = ProgressDisplay(500, stream=stream, tty=True, columns=60)
@@ -180,18 +180,18 @@ def test_a_run_checks_plans_and_links_in_one_pass_and_holds_no_request(
     pays for one expansion). What a run sends is held as keys and prices, and the requests
     are made again as they are sent: a first run never holds them all (a million of them were
     ~650 MB); a rerun with nothing to send makes none."""
-    import batchgen.plan
-    import batchgen.validate
+    import batchgen.jobs.validate
+    import batchgen.sending.plan
 
     passes = []
-    real = batchgen.validate.expand
+    real = batchgen.jobs.validate.expand
 
     def counted(*args, **kwargs):
         passes.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(batchgen.validate, "expand", counted)
-    monkeypatch.setattr(batchgen.plan, "expand", counted)
+    monkeypatch.setattr(batchgen.jobs.validate, "expand", counted)
+    monkeypatch.setattr(batchgen.sending.plan, "expand", counted)
     env = world()
     job = write_job(job_text(prompts(3), name="cats"))
     assert env.cli("run", job, *FAST).exit_code == 0  # no ledger yet
@@ -208,8 +208,8 @@ def test_a_request_made_again_unlike_the_plan_is_never_sent(world, write_job, mo
     """Sending makes the requests again from the job already read, which gives the same ones;
     were it not so, nothing unplanned goes out: only the planned requests met before the
     difference are sent, and the run stops saying so (exit 3). The rest stay unsent."""
-    import batchgen.plan
-    from batchgen.expand import expand
+    import batchgen.sending.plan
+    from batchgen.jobs.expand import expand
 
     def changed_at_third(*args, **kwargs):
         for i, request in enumerate(expand(*args, **kwargs)):
@@ -219,7 +219,7 @@ def test_a_request_made_again_unlike_the_plan_is_never_sent(world, write_job, mo
                 else request
             )
 
-    monkeypatch.setattr(batchgen.plan, "expand", changed_at_third)
+    monkeypatch.setattr(batchgen.sending.plan, "expand", changed_at_third)
     env = world()
     job = write_job(job_text(prompts(5), name="cats"))
     result = env.cli("run", job, *FAST, "--concurrency", "1")
@@ -234,9 +234,9 @@ def test_a_request_made_again_unlike_the_plan_is_never_sent(world, write_job, mo
 
 def test_what_a_run_sends_is_held_as_keys_and_prices(load):
     """plan.ToSend: job order, duplicates once, a head, bodies resolved or left out."""
-    from batchgen.plan import no_ledger, prepare_run
-    from batchgen.prices import NO_PRICES
-    from batchgen.validate import ValidatedJob
+    from batchgen.jobs.prices import NO_PRICES
+    from batchgen.jobs.validate import ValidatedJob
+    from batchgen.sending.plan import no_ledger, prepare_run
 
     validated = ValidatedJob(load(job_text(["a", "b", "a", "c", "d"])), "https://api.pixwith.ai")
     plan, to_send = prepare_run(validated, no_ledger, set(), book=NO_PRICES)
@@ -259,9 +259,9 @@ def test_what_a_run_sends_is_held_as_keys_and_prices(load):
 
 
 def test_a_first_run_links_each_request_with_its_id_and_meta_from_the_keys_held(load):
-    from batchgen.expand import expand
-    from batchgen.plan import no_ledger, prepare_run
-    from batchgen.validate import ValidatedJob
+    from batchgen.jobs.expand import expand
+    from batchgen.jobs.validate import ValidatedJob
+    from batchgen.sending.plan import no_ledger, prepare_run
 
     job = load(
         "version: 1\n"

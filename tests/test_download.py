@@ -115,10 +115,10 @@ def hostile():
 
 def fetch(url, tmp_path, *, loopback_api=True, **bounds):
     import httpx
+    from batchgen.results.bounds import Bounds
+    from batchgen.results.download import Files, fetch_file
 
-    from batchgen.download import Files, fetch_file
-    from batchgen.download_bounds import Bounds
-    from batchgen.limits import Backoff
+    from batchgen.sending.limits import Backoff
 
     target = tmp_path / "video.mp4"
     files = Files(

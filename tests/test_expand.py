@@ -11,8 +11,8 @@ from helpers import PRO_DEFAULTS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchgen.expand import expand, identity
-from batchgen.validate import check
+from batchgen.jobs.expand import expand, identity
+from batchgen.jobs.validate import check
 
 PRO_OPTIONS = {
     "prompt_optimization": True,
@@ -285,7 +285,7 @@ def test_the_job_name_is_not_part_of_the_key_but_the_api_base_is(load):
 
 
 def test_the_default_name_is_the_file_stem(write_job):
-    from batchgen.spec import load_job
+    from batchgen.jobs.spec import load_job
 
     path = write_job(
         "version: 1\n" + PRO_DEFAULTS + "requests:\n  - prompt: a\n", name="cat shots (v2).yaml"
@@ -365,7 +365,7 @@ def _reorder(value, rng):
 @settings(max_examples=60, deadline=None)
 @given(data=jobs(), seed=st.randoms(use_true_random=False))
 def test_expansion_is_deterministic_and_independent_of_key_order(tmp_path_factory, data, seed):
-    from batchgen.spec import load_job
+    from batchgen.jobs.spec import load_job
 
     folder = tmp_path_factory.mktemp("job")
     first, second = folder / "a.yaml", folder / "b.yaml"
@@ -455,9 +455,9 @@ def test_the_fast_path_makes_exactly_the_requests_the_general_one_makes(
     tmp_path_factory, monkeypatch_session, data, api
 ):
     """Keys above all: a key that differed would send a request a second time."""
-    import batchgen.expand as expand_mod
+    import batchgen.jobs.expand as expand_mod
     from batchgen.errors import JobError
-    from batchgen.spec import load_job
+    from batchgen.jobs.spec import load_job
 
     path = tmp_path_factory.mktemp("job") / "job.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
@@ -480,7 +480,7 @@ def monkeypatch_session():
 
 
 def test_a_prompts_file_matrix_takes_the_fast_path(load):
-    from batchgen.expand import _prompt_axis
+    from batchgen.jobs.expand import _prompt_axis
 
     files = {"prompts.txt": "a cat\na dog\n"}
     job = load(

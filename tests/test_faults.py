@@ -36,9 +36,10 @@ UNSHARE = can_unshare_pid()
 
 pytestmark = pytest.mark.slow
 
-# CI runs scenarios 0-5; more seeds, for a change near sending:
-#   BATCHGEN_FAULT_SEEDS=6-30 pytest tests/test_faults.py
-_FIRST, _, _LAST = os.environ.get("BATCHGEN_FAULT_SEEDS", "0-6").partition("-")
+# CI runs scenarios 0-3 (the suite's five minutes: the database faults of
+# test_database_faults.py joined them); more seeds, for a change near sending:
+#   BATCHGEN_FAULT_SEEDS=4-30 pytest tests/test_faults.py
+_FIRST, _, _LAST = os.environ.get("BATCHGEN_FAULT_SEEDS", "0-4").partition("-")
 SCENARIOS = range(int(_FIRST), int(_LAST))
 # On PostgreSQL in CI (the suite's five minutes): scenarios 1 and 2, which kill runs, hold the
 # write lock and run in a PID namespace; every one given by BATCHGEN_FAULT_SEEDS.

@@ -18,12 +18,12 @@ from helpers import REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchgen import schemas
 from batchgen.errors import JobError
+from batchgen.jobs import schemas
+from batchgen.jobs.validate import checkable_body, validate_job
 from batchgen.providers import Kind
 from batchgen.providers.pixwith.answers import classify
 from batchgen.providers.pixwith.client import PixwithApi
-from batchgen.validate import checkable_body, validate_job
 
 FUZZ = settings(
     max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -260,11 +260,11 @@ def test_no_answer_crashes_the_classifier_or_passes_for_a_success_without_task_i
 )
 @given(script=st.lists(st.tuples(statuses, answers), min_size=1, max_size=12))
 def test_a_submission_against_garbage_answers_records_nothing_false(tmp_path_factory, script):
-    from batchgen.expand import Origin, Request
+    from batchgen.jobs.expand import Origin, Request
     from batchgen.ledger import Ledger
-    from batchgen.limits import Backoff
-    from batchgen.run_report import RunSettings
-    from batchgen.submit import Submission
+    from batchgen.sending.limits import Backoff
+    from batchgen.sending.run_report import RunSettings
+    from batchgen.sending.submit import Submission
 
     answers_left = list(script)
 

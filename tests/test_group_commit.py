@@ -9,7 +9,7 @@ import threading
 import pytest
 from helpers import wait_until
 
-from batchgen.group_commit import GroupCommit
+from batchgen.ledger.group_commit import GroupCommit
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from batchgen.results.download import Files, fetch_file
 from helpers import CountingServer
 
-from batchgen import http_transport
-from batchgen.download import Files, fetch_file
 from batchgen.providers.pixwith.client import PixwithApi
+from batchgen.sending import http_transport
 
 
 class FileHost(CountingServer):

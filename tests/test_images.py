@@ -255,10 +255,10 @@ def test_the_sandbox_refuses_a_key_on_the_form_a_wrong_type_and_unknown_images()
 
 
 def test_an_image_changed_after_validation_is_not_uploaded(world, images, tmp_path):
-    from batchgen.images import read_image
+    from batchgen.jobs.images import read_image
     from batchgen.ledger import Ledger
     from batchgen.providers.pixwith.client import PixwithApi
-    from batchgen.uploads import upload_all
+    from batchgen.sending.uploads import upload_all
 
     env = world(time_scale=0)
     image = read_image(images / "img" / "cat.png", images)

@@ -15,8 +15,7 @@ import time
 import pytest
 from helpers import FakeClock, job_text, prompts
 
-from batchgen import journal
-from batchgen.ledger import Ledger
+from batchgen.ledger import Ledger, journal
 
 FAST = ("--yes", "--rpm", "60000")
 
@@ -24,11 +23,11 @@ FAST = ("--yes", "--rpm", "60000")
 def submission_against(ledger, handler, n=3, **kwargs):
     import httpx
 
-    from batchgen.expand import Origin, Request
+    from batchgen.jobs.expand import Origin, Request
+    from batchgen.ledger.run_locks import RunLock
     from batchgen.providers.pixwith.client import PixwithApi
-    from batchgen.run_locks import RunLock
-    from batchgen.run_report import RunSettings
-    from batchgen.submit import Submission
+    from batchgen.sending.run_report import RunSettings
+    from batchgen.sending.submit import Submission
 
     notices: list[str] = []
     requests = [
@@ -70,10 +69,11 @@ def cut_short_by_two_ctrl_cs(ledger, handler, ready: threading.Event) -> tuple[l
     must raise Interrupted. (Its notices, the seconds it took.)"""
     import httpx
 
-    from batchgen.expand import Origin, Request
+    from batchgen.jobs.expand import Origin, Request
     from batchgen.providers.pixwith.client import PixwithApi
-    from batchgen.run_report import RunSettings
-    from batchgen.submit import Interrupted, Submission
+    from batchgen.sending.run_report import RunSettings
+    from batchgen.errors import Interrupted
+    from batchgen.sending.submit import Submission
 
     class CtrlCTwice:  # the run's wait for its workers (`Submission._all_done`), cut short
         def wait(self, timeout):
@@ -205,7 +205,7 @@ class GatedClock:
 def test_a_request_waiting_for_its_rpm_slot_is_not_yet_claimed_and_the_task_id_before_it_is_written(
     tmp_path,
 ):
-    from batchgen.limits import RateLimiter
+    from batchgen.sending.limits import RateLimiter
 
     path = tmp_path / "ledger.db"
     clock = GatedClock()
@@ -236,7 +236,7 @@ def test_a_call_whose_claim_took_long_takes_a_new_slot_so_the_rpm_ceiling_holds(
 ):
     import httpx
 
-    from batchgen.limits import LATE, RateLimiter
+    from batchgen.sending.limits import LATE, RateLimiter
 
     clock = FakeClock()
     sent_at: list[float] = []
@@ -270,8 +270,8 @@ def test_a_call_whose_claim_took_long_takes_a_new_slot_so_the_rpm_ceiling_holds(
 
 
 def test_a_task_id_is_written_before_the_spend_cap_re_reads_the_balance(tmp_path, monkeypatch):
-    from batchgen import budget
-    from batchgen.prices import PriceBook, PriceRule
+    from batchgen.jobs.prices import PriceBook, PriceRule
+    from batchgen.sending import budget
 
     path = tmp_path / "ledger.db"
     seen: list = []
@@ -445,7 +445,7 @@ def test_a_run_on_a_disk_too_full_for_the_journal_s_reserve_says_so(world, write
     it still sends (as it would without a journal), and warns once, before sending."""
     import errno
 
-    from batchgen import journal
+    from batchgen.ledger import journal
 
     def full(fd, offset, length):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -13,11 +13,10 @@ import pytest
 import sqlite_utils
 from helpers import canonical, corrupt_index, job_text, prompts, wait_for_calls, wait_until
 
-from batchgen import journal
 from batchgen.errors import LedgerBusy, LedgerUnsound, UsageError
-from batchgen.expand import Origin, Request
-from batchgen.ledger import BUSY_TIMEOUT, FAILURES, Answered, Ledger
-from batchgen.migrations import MIGRATIONS
+from batchgen.jobs.expand import Origin, Request
+from batchgen.ledger import BUSY_TIMEOUT, FAILURES, Answered, Ledger, journal
+from batchgen.ledger.migrations import MIGRATIONS
 
 FAST = ("--yes", "--rpm", "60000")
 
@@ -529,7 +528,7 @@ def test_task_ids_journaled_by_one_process_while_two_others_replay_are_all_recor
     path = tmp_path / "ledger.db"
     Ledger.open(path).close()
     appender = (
-        "import sys, time; from batchgen import journal; from pathlib import Path\n"
+        "import sys, time; from batchgen.ledger import journal; from pathlib import Path\n"
         "folder = Path(sys.argv[1]).parent\n"
         "while len(list(folder.glob('replaying-*'))) < 2: time.sleep(0.01)\n"
         "for i in range(200):\n"
@@ -642,7 +641,7 @@ def test_the_reserve_of_a_run_killed_on_a_full_disk_is_replayed_by_the_next_comm
     killed_run = (
         "import errno, os, sys\n"
         "from pathlib import Path\n"
-        "from batchgen import journal\n"
+        "from batchgen.ledger import journal\n"
         "path = Path(sys.argv[1])\n"
         "journal.reserve(path)\n"
         "def full(p, d): raise OSError(errno.ENOSPC, 'No space left on device')\n"

@@ -7,8 +7,8 @@ import threading
 
 from helpers import FakeClock
 
-from batchgen import limits
-from batchgen.limits import Backoff, RateLimiter, attempts
+from batchgen.sending import limits
+from batchgen.sending.limits import Backoff, RateLimiter, attempts
 
 
 def slots(limiter, clock, n):

@@ -11,8 +11,8 @@ import json
 import pytest
 from helpers import PRO_DEFAULTS
 
-from batchgen.expand import canonical_json, expand
-from batchgen.spec import load_job
+from batchgen.jobs.expand import canonical_json, expand
+from batchgen.jobs.spec import load_job
 
 VARS_JOB = (
     "version: 1\n"

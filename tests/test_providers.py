@@ -11,11 +11,11 @@ import pytest
 from helpers import REPO, job_text, prompts
 
 from batchgen import providers
+from batchgen.app.run import RunOptions, execute_run
+from batchgen.app.session import Target
 from batchgen.errors import UsageError
 from batchgen.ledger import Ledger
-from batchgen.ledger_location import Project
-from batchgen.runner import RunOptions, execute_run
-from batchgen.session import Target
+from batchgen.ledger.location import Project
 
 # A whole provider in one folder: an in-memory API that creates a task per call, answers
 # every get as completed, and charges 7 credits a task. Nothing in it speaks HTTP.

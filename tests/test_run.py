@@ -194,13 +194,13 @@ def test_retry_after_in_seconds_and_as_a_date_pauses_every_call(tmp_path):
 
     import httpx
 
-    from batchgen.expand import Origin, Request
+    from batchgen.jobs.expand import Origin, Request
     from batchgen.ledger import Ledger
-    from batchgen.limits import RateLimiter
+    from batchgen.ledger.run_locks import RunLock
     from batchgen.providers.pixwith.client import PixwithApi
-    from batchgen.run_locks import RunLock
-    from batchgen.run_report import RunSettings
-    from batchgen.submit import Submission
+    from batchgen.sending.limits import RateLimiter
+    from batchgen.sending.run_report import RunSettings
+    from batchgen.sending.submit import Submission
 
     class Clock:
         at = 0.0
@@ -451,9 +451,13 @@ def test_on_a_terminal_a_big_run_asks_first_and_no_sends_nothing(world, write_jo
     env = world()
     job = write_job(job_text(prompts(25)))
     monkeypatch.setattr(batchgen.cli.Terminal, "interactive", True, raising=False)
-    monkeypatch.setattr(
-        batchgen.cli.Terminal, "__init__", lambda self: setattr(self, "_stdout_closed", False)
-    )
+    made = batchgen.cli.Terminal.__init__
+
+    def on_a_terminal(self, **options):
+        made(self, **options)
+        self.interactive = True
+
+    monkeypatch.setattr(batchgen.cli.Terminal, "__init__", on_a_terminal)
     declined = env.runner.invoke(batchgen.cli.main, ["run", str(job)], env=env.env, input="n\n")
     assert (
         "send 25 requests (cost 0 credits at known prices + 25 of unknown price, balance 1,000,000; each may be billed)?"
@@ -585,7 +589,7 @@ def test_the_summary_says_why_requests_were_skipped():
     from collections import Counter
 
     from batchgen.output.progress import summary_lines
-    from batchgen.run_report import RunReport
+    from batchgen.sending.run_report import RunReport
 
     report = RunReport(calls=1)
     report.outcomes.update(submitted=1, skipped=3)

@@ -16,7 +16,7 @@ from helpers import job_text, prompts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchgen import schemas
+from batchgen.jobs import schemas
 from batchgen.ledger import Ledger
 from batchgen.providers.pixwith.sandbox import TEST_KEY, SandboxConfig, parse_task_id, running
 

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 from helpers import REPO
 
-from batchgen import models, schemas
+from batchgen.jobs import models, schemas
 
 
 @pytest.mark.parametrize("name", schemas.SCHEMA_NAMES)

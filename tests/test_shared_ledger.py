@@ -26,7 +26,7 @@ from helpers import (
 
 from batchgen.cli import main
 from batchgen.ledger import Ledger
-from batchgen.ledger_location import shown
+from batchgen.ledger.location import shown
 from batchgen.providers.pixwith.sandbox import TEST_KEY
 
 FAST = ("--yes", "--rpm", "0", "--concurrency", "4")

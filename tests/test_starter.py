@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from batchgen.starter import STARTER_JOB
+from batchgen.app.init import STARTER_JOB
 
 RUN = ("--yes", "--rpm", "0", "--wait", "--download")
 

@@ -8,7 +8,7 @@ import helpers
 import pytest
 from helpers import LITE, PRO_DEFAULTS, png
 
-from batchgen import unchanged, validate
+from batchgen.jobs import unchanged, validate
 
 FAST = ("--yes", "--rpm", "0")
 PROMPTS_JOB = (

@@ -54,7 +54,7 @@ def test_user_info_in_a_base_url_is_refused_without_echoing_it(world, write_job)
 def test_old_ledgers_keep_their_keys_through_the_migration(tmp_path):
     import hashlib
 
-    from batchgen.migrations import m002_canonical_api_base
+    from batchgen.ledger.migrations import m002_canonical_api_base
 
     path = tmp_path / "old.db"
     with Ledger(path) as ledger:

@@ -15,8 +15,8 @@ from helpers import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchgen import yamldoc
 from batchgen.errors import JobError
+from batchgen.jobs import yamldoc
 
 
 def same(a, b) -> bool:

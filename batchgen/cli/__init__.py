@@ -15,12 +15,12 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..api_keys import redact_secrets
+from ..app.session import interrupted_exit
 from ..errors import EXIT_ABORTED, BatchgenError, JobError
 from ..ledger import FAILURES as ledger_failures
 from ..output.console import NORMAL, QUIET, VERBOSE, Terminal, set_verbosity
 from ..output.reports import problem_lines
-from ..session import interrupted_exit
+from ..providers.keys import redact_secrets
 
 # Each command by name, as "module:attribute" under batchgen.cli, in the order help lists them.
 # Imported when it is run (or its help shown): `status` or `--version` need not load what `run`
@@ -29,7 +29,7 @@ from ..session import interrupted_exit
 COMMANDS = {
     "validate": "check:validate",
     "plan": "check:plan",
-    "run": "send:run",
+    "run": "run:run",
     "poll": "follow:poll",
     "download": "follow:download",
     "gallery": "follow:gallery",
@@ -72,18 +72,18 @@ class BatchgenGroup(click.Group):
             for line in problem_lines(e.problems):
                 console.err(redact_secrets(line))
             sys.exit(e.exit_code)
+        except ledger_failures as e:
+            # The ledger failed under us (disk full, locked past the timeout). Rows that were
+            # being sent stay `sending` and become in_doubt at the next command; task ids
+            # received meanwhile are in the journal. (Before BatchgenError: LedgerFailed is one.)
+            console.err(redact_secrets(f"error: the ledger failed: {e}"))
+            sys.exit(EXIT_ABORTED)
         except BatchgenError as e:
             console.err(redact_secrets(f"error: {e}"))
             sys.exit(e.exit_code)
         except KeyboardInterrupt as e:  # outside a run's own handling: nothing was being sent
             console.err("\ninterrupted")
             sys.exit(interrupted_exit(e))
-        except ledger_failures as e:
-            # The ledger failed under us (disk full, locked past the timeout). Rows that were
-            # being sent stay `sending` and become in_doubt at the next command; task ids
-            # received meanwhile are in the journal.
-            console.err(f"error: the ledger failed: {e}")
-            sys.exit(EXIT_ABORTED)
 
 
 @click.group(cls=BatchgenGroup, context_settings={"help_option_names": ["-h", "--help"]})

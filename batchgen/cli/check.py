@@ -6,25 +6,17 @@ import sys
 
 import click
 
-from .. import providers, schemas
-from ..errors import (
-    EXIT_USAGE,
-    JobError,
-)
+from .. import providers
+from ..app.plan import show_plan
+from ..errors import EXIT_USAGE, JobError
+from ..jobs import schemas
+from ..jobs.validate import validate_job
 from ..output.console import Terminal
-from ..output.reports import (
-    problem_lines,
-    problems_json,
-)
+from ..output.reports import problem_lines, problems_json
 from ..output.words import count
-from ..preview import show_plan
 from ..urls import canonical_base_url
-from ..validate import validate_job
 from .common import project_of
-from .options import (
-    api_base_option,
-    unverified_option,
-)
+from .options import api_base_option, unverified_option
 
 
 @click.command()

@@ -7,11 +7,11 @@ from typing import Any
 
 import click
 
+from ..app.session import open_ledger
 from ..errors import NoLedger
 from ..ledger import Ledger
-from ..ledger_location import locate
+from ..ledger.location import locate
 from ..output.console import Terminal
-from ..session import open_ledger
 
 
 def project_of(job: str | None) -> Any:

@@ -7,10 +7,10 @@ from typing import Any
 
 import click
 
-from ..follow import download_job, poll_job, write_gallery
+from ..app.follow import download_job, poll_job, write_gallery
+from ..app.session import api_target, named_job, open_ledger, output_folder, resolve_job
 from ..output.console import Terminal
-from ..run_report import DEFAULT_RPM
-from ..session import api_target, named_job, open_ledger, output_folder, resolve_job
+from ..sending.run_report import DEFAULT_RPM
 from .common import project_of
 from .options import (
     all_option,

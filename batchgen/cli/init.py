@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..starter import STARTER_JOB, init
+from ..app.init import STARTER_JOB, init
 
 
 @click.command("init")

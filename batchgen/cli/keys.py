@@ -8,10 +8,10 @@ import sys
 import click
 
 from .. import providers
-from ..api_keys import check_api_key, remember_secret
 from ..errors import UsageError
 from ..output.console import Terminal
-from ..stored_keys import key_for, keys_path, store, stored
+from ..providers.keys import check_api_key, remember_secret
+from ..providers.stored_keys import key_for, keys_path, store, stored
 
 
 @click.group("keys")

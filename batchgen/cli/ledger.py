@@ -10,7 +10,7 @@ import click
 from ..errors import UsageError
 from ..ledger import Ledger
 from ..ledger.copying import copy_ledger
-from ..ledger_location import is_url, shown
+from ..ledger.location import is_url, shown
 from ..output.console import Terminal
 from .common import project_of
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .. import models
+from ..jobs import models
 from ..output.reports import models_report
 
 

@@ -13,12 +13,7 @@ from typing import Any
 import click
 
 from .. import providers
-from ..download_bounds import (
-    DEFAULT_DEADLINE,
-    DEFAULT_MAX_FILE_SIZE,
-    DEFAULT_STALL_TIMEOUT,
-    Bounds,
-)
+from ..results.bounds import DEFAULT_DEADLINE, DEFAULT_MAX_FILE_SIZE, DEFAULT_STALL_TIMEOUT, Bounds
 from ..urls import canonical_base_url
 
 DEFAULT_API_BASE = providers.named().default_base_url  # as expand.py's, without loading it

@@ -9,25 +9,14 @@ import sys
 
 import click
 
-from .. import credits
-from ..errors import (
-    BalanceUnknown,
-)
+from ..app import spend as credits
+from ..app.session import api_target, resolve_job
+from ..errors import BalanceUnknown
 from ..ledger import STATES
-from ..output.reports import (
-    runs_report,
-    status_report,
-    write_lines,
-    write_tasks,
-)
-from ..session import api_target, resolve_job
+from ..output.reports import runs_report, status_report, write_lines, write_tasks
 from ..urls import canonical_base_url
 from .common import read_only
-from .options import (
-    all_option,
-    api_base_option,
-    send_options,
-)
+from .options import all_option, api_base_option, send_options
 
 
 @click.command()

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import click
 
-from .. import promote as promote_mod
+from ..app import promote as promote_mod
+from ..app.session import named_job, open_ledger, output_folder, resolve_job
 from ..output import words
 from ..output.console import Terminal
-from ..session import named_job, open_ledger, output_folder, resolve_job
 from ..web import review_server as review_mod
 from .common import project_of
 from .options import chosen_api, field_list, page_options

@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
 
-from ..connections import Connection, Dialect
+from .connections import Connection, Dialect
 
 
 class RunHold(Protocol):

@@ -8,13 +8,13 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from ..connections import Connection
 from ..times import later, now, parse_timestamp, timestamp
+from .connections import Connection
 from .store import _EFFECTIVE_STATE, Store
 from .tables import JobInput, JobInputs
 
 if TYPE_CHECKING:
-    from ..expand import Request
+    from ..jobs.expand import Request
 
 # What a run may send, by the state the ledger holds: the other states need a flag.
 RESENDABLE = {"failed"}

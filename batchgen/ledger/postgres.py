@@ -39,10 +39,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .. import connections
-from ..connections import POSTGRESQL
 from ..errors import LedgerBusy, LedgerFailed, NoLedger, UsageError
-from ..ledger_location import shown
+from . import connections
+from .connections import POSTGRESQL
+from .location import shown
 
 try:
     import psycopg

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from ..connections import Connection
 from ..errors import UsageError
-from ..migrations import JOB_COUNT_TRIGGERS, MIGRATIONS, TABLE
+from .connections import Connection
+from .migrations import JOB_COUNT_TRIGGERS, MIGRATIONS, TABLE
 
 # The columns of each table, in SQLite's order and with its affinities (TEXT, INTEGER, REAL),
 # so a query of the README's works in psql as in sqlite3. `task_history` has a `rowid`, the

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from .. import journal
 from ..times import timestamp
+from . import journal
 from .claims import _insert_entry, _set, _submitted
 from .store import Store
 

@@ -10,10 +10,10 @@ import sqlite3
 import time
 from pathlib import Path
 
-from .. import run_locks
-from ..connections import SQLITE, Connection
 from ..errors import LedgerUnsound, NoLedger, UsageError
-from ..migrations import migrate
+from . import run_locks
+from .connections import SQLITE, Connection
+from .migrations import migrate
 
 
 class SqliteFile:

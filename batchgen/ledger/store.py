@@ -10,11 +10,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, Self
 
-from ..connections import Connection
 from ..errors import LedgerBusy, LedgerFailed
-from ..group_commit import GroupCommit
-from ..ledger_location import is_url
 from .backend import Backend, RunHold
+from .connections import Connection
+from .group_commit import GroupCommit
+from .location import is_url
 from .sqlite_file import SqliteFile
 
 _BATCH = 500  # keys per IN (...) query: well under SQLite's variable limit

@@ -10,9 +10,9 @@ import json
 import os
 from typing import Any, NamedTuple
 
-from ..connections import Connection
 from ..times import timestamp
 from .backend import RunHold
+from .connections import Connection
 from .store import Store, current
 
 

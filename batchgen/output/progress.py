@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from ..run_report import RunReport
+    from ..sending.run_report import RunReport
 from ..times import now, parse_timestamp
 from .words import count
 

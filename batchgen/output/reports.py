@@ -8,15 +8,16 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .. import models, providers
+from .. import providers
 from ..errors import Problem
-from ..prices import NO_PRICES, PriceBook, describe_class
+from ..jobs import models
+from ..jobs.prices import NO_PRICES, PriceBook, describe_class
 from .progress import streamed_table, table, when_due
 from .words import count
 
 if TYPE_CHECKING:
-    from ..plan import Plan, StateLookup
-    from ..validate import ValidatedJob
+    from ..jobs.validate import ValidatedJob
+    from ..sending.plan import Plan, StateLookup
 
 
 def problem_lines(problems: Iterable[Problem]) -> list[str]:
@@ -75,7 +76,7 @@ def write_plan_json(
     states: StateLookup,
     book: PriceBook = NO_PRICES,
 ) -> None:
-    from ..plan import planned  # the expansion: loaded by `plan --json`, not by every command
+    from ..sending.plan import planned
 
     # Streamed: the requests are written as they are planned; counts come last in the text.
     out.write(

@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..images import LocalImage
+from ..jobs.images import LocalImage
 
 
 class Kind(enum.Enum):

@@ -23,7 +23,7 @@ from urllib.parse import quote
 import jinja2
 from markupsafe import Markup
 
-from .. import models
+from ..jobs import models
 from ..ledger import Ledger
 from ..times import timestamp
 from .tiles import (

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..errors import LedgerBusy, PortBusy
+from ..errors import LedgerBusy, PageRefused, PortBusy
 from ..ledger import FAILURES as LEDGER_FAILURES
 from ..ledger import Ledger
-from ..local_server import LoopbackHandler, in_background
 from . import pages, tiles
+from .local_server import LoopbackHandler, in_background
 
 MAX_NOTE = 2000  # characters
 MAX_BODY = 16_384  # bytes of a review post
@@ -74,7 +74,7 @@ class Session:
                 number=number,
             )
         except pages.NoSuchPage as e:
-            raise Refused(HTTPStatus.NOT_FOUND, str(e)) from None
+            raise PageRefused(HTTPStatus.NOT_FOUND, str(e)) from None
 
     def tiles(self, number: int = 1) -> dict[str, Any]:
         """The tiles of page `number` as they stand now, for the page to follow."""
@@ -107,32 +107,36 @@ class Session:
         return Path(found[index]) if 0 <= index < len(found) else None
 
     def review(self, posted: Any) -> dict[str, Any]:
-        """Record a mark from the page; raises `Refused` for anything but a valid one."""
+        """Record a mark from the page; raises `PageRefused` for anything but a valid one."""
         if not isinstance(posted, dict) or not isinstance(posted.get("key"), str):
-            raise Refused(
+            raise PageRefused(
                 HTTPStatus.BAD_REQUEST, "a review is a JSON object with the request's key"
             )
         fields = {name: posted[name] for name in ("pick", "rating", "note") if name in posted}
         unknown = set(posted) - {"key", "pick", "rating", "note"}
         if unknown or not fields:
-            raise Refused(
+            raise PageRefused(
                 HTTPStatus.BAD_REQUEST,
                 f"a review sets pick, rating or note (got {', '.join(sorted(unknown)) or 'none'})",
             )
         if "pick" in fields and (
             isinstance(fields["pick"], bool) or fields["pick"] not in (None, 0, 1)
         ):
-            raise Refused(HTTPStatus.BAD_REQUEST, "pick is 1 (picked), 0 (rejected) or null")
+            raise PageRefused(HTTPStatus.BAD_REQUEST, "pick is 1 (picked), 0 (rejected) or null")
         rating = fields.get("rating")
         if rating is not None and (
             isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5
         ):
-            raise Refused(HTTPStatus.BAD_REQUEST, "rating is a whole number from 1 to 5, or null")
+            raise PageRefused(
+                HTTPStatus.BAD_REQUEST, "rating is a whole number from 1 to 5, or null"
+            )
         note = fields.get("note")
         if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
-            raise Refused(HTTPStatus.BAD_REQUEST, f"note is text of at most {MAX_NOTE} characters")
+            raise PageRefused(
+                HTTPStatus.BAD_REQUEST, f"note is text of at most {MAX_NOTE} characters"
+            )
         if not self.ledger.asks_for(self.job, posted["key"]):
-            raise Refused(
+            raise PageRefused(
                 HTTPStatus.NOT_FOUND,
                 f"{posted['key'][:16]}… is not a request of the job {self.job!r}",
             )
@@ -140,7 +144,7 @@ class Session:
             return _review_fields(self.ledger.reviews.record(self.job, posted["key"], fields))
         except LEDGER_FAILURES as e:
             if "locked" in str(e) or "busy" in str(e) or isinstance(e, LedgerBusy):
-                raise Refused(
+                raise PageRefused(
                     HTTPStatus.SERVICE_UNAVAILABLE,
                     "the ledger is busy (a run is writing to it); try again",
                 ) from None
@@ -148,27 +152,23 @@ class Session:
 
 
 def _parsed(body: bytes) -> Any:
-    """A posted body as JSON, or `Refused` (400): not JSON, nested past what Python parses
+    """A posted body as JSON, or `PageRefused` (400): not JSON, nested past what Python parses
     (8,000 levels), or text that is not Unicode (a lone surrogate, `"\\ud800"`, which the
     ledger could not store and the answer could not carry)."""
     try:
         posted = json.loads(body)
         json.dumps(posted, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:  # (a ValueError too: first)
-        raise Refused(
+        raise PageRefused(
             HTTPStatus.BAD_REQUEST, "the body holds text that is not Unicode (a lone surrogate)"
         ) from None
     except (ValueError, UnicodeDecodeError):
-        raise Refused(HTTPStatus.BAD_REQUEST, "the body is not JSON") from None
+        raise PageRefused(HTTPStatus.BAD_REQUEST, "the body is not JSON") from None
     except RecursionError:
-        raise Refused(HTTPStatus.BAD_REQUEST, "the body is nested too deep for a review") from None
+        raise PageRefused(
+            HTTPStatus.BAD_REQUEST, "the body is nested too deep for a review"
+        ) from None
     return posted
-
-
-class Refused(Exception):
-    def __init__(self, status: HTTPStatus, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 def _review_fields(review: dict[str, Any]) -> dict[str, Any]:
@@ -192,12 +192,12 @@ class _Handler(LoopbackHandler):
     def _serve(self, method: Any) -> None:
         try:
             if not self._host_is_ours():
-                raise Refused(
+                raise PageRefused(
                     HTTPStatus.MISDIRECTED_REQUEST,
                     "this server answers only to its own address (127.0.0.1)",
                 )
             method(urlsplit(self.path).path)
-        except Refused as e:
+        except PageRefused as e:
             # A refused POST may leave its body unread: on a kept-alive connection it would be
             # read as the next request. The connection is closed instead.
             self._json(
@@ -225,7 +225,7 @@ class _Handler(LoopbackHandler):
     def _check_token(self) -> None:
         given = self.headers.get("X-Batchgen-Token", "")
         if not secrets.compare_digest(given.encode(), self.session.token.encode()):
-            raise Refused(
+            raise PageRefused(
                 HTTPStatus.FORBIDDEN, "this page belongs to an earlier review session: reload it"
             )
 
@@ -241,35 +241,35 @@ class _Handler(LoopbackHandler):
         elif (found := re.fullmatch(r"/media/([0-9a-f]{64})/(\d{1,3})", path)) is not None:
             file = self.session.file(found.group(1), int(found.group(2)))
             if file is None:
-                raise Refused(HTTPStatus.NOT_FOUND, "no such video")
+                raise PageRefused(HTTPStatus.NOT_FOUND, "no such video")
             self._file(file)
         else:
-            raise Refused(HTTPStatus.NOT_FOUND, "no such page")
+            raise PageRefused(HTTPStatus.NOT_FOUND, "no such page")
 
     def _page_number(self) -> int:
         """`?page=N` of the address (1 without it)."""
         given = parse_qs(urlsplit(self.path).query).get("page", ["1"])
         if len(given) != 1 or not re.fullmatch(r"[1-9][0-9]{0,8}", given[0]):
-            raise Refused(HTTPStatus.NOT_FOUND, "a page is ?page=N, N from 1")
+            raise PageRefused(HTTPStatus.NOT_FOUND, "a page is ?page=N, N from 1")
         return int(given[0])
 
     def _post(self, path: str) -> None:
         if path != "/api/review":
-            raise Refused(HTTPStatus.NOT_FOUND, "no such endpoint")
+            raise PageRefused(HTTPStatus.NOT_FOUND, "no such endpoint")
         self._check_token()
         if (self.headers.get("Content-Type") or "").split(";")[0].strip() != "application/json":
-            raise Refused(
+            raise PageRefused(
                 HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "a review is posted as application/json"
             )
         given = (self.headers.get("Content-Length") or "").strip()
         if not re.fullmatch(r"\d{1,9}", given):
-            raise Refused(
+            raise PageRefused(
                 HTTPStatus.BAD_REQUEST if given else HTTPStatus.LENGTH_REQUIRED,
                 "a review needs a Content-Length in bytes",
             )
         length = int(given)
         if not 0 < length <= MAX_BODY:
-            raise Refused(
+            raise PageRefused(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a review is at most {MAX_BODY} bytes"
             )
         self._json(HTTPStatus.OK, {"review": self.session.review(_parsed(self.rfile.read(length)))})

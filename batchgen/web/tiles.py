@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import models, schemas
 from ..errors import UsageError
+from ..jobs import models, schemas
 from ..ledger import Ledger
 
 # Fields a row or a column can be keyed by; options.<name> are added from the job's requests.

@@ -36,7 +36,7 @@ __all__ = [
 
 def connect(base_url: str, key: str, **options: Any) -> Provider:
     """A client for the API at `base_url` (options: timeout, max_connections, transport)."""
-    from .client import PixwithApi  # httpx is loaded only by commands that call out
+    from .client import PixwithApi
 
     return PixwithApi(base_url, key, **options)
 
@@ -44,7 +44,7 @@ def connect(base_url: str, key: str, **options: Any) -> Provider:
 @contextlib.contextmanager
 def serve_sandbox(time_scale: float) -> Iterator[Served]:
     """A sandbox of this command's own, on a free port."""
-    from . import sandbox as sandbox_package  # only now: most commands never need it
+    from . import sandbox as sandbox_package
 
     config = sandbox_package.SandboxConfig(time_scale=time_scale)
     with sandbox_package.running(config) as served:

@@ -15,7 +15,7 @@ import json
 import math
 from typing import Any
 
-from ...http_transport import parse_retry_after
+from ...sending.http_transport import parse_retry_after
 from ..base import Balance, Kind, Outcome, TaskState
 
 # An `estimated_time` past this (or not a finite number) is recorded as unknown: no generation

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ...images import LOCAL
+from ...jobs.images import LOCAL
 
 
 def images_shown(body: dict[str, Any]) -> Iterator[str]:

@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 
 from ... import __version__
-from ...api_keys import redact, remember_secret
-from ...http_transport import DEFAULT_TIMEOUT, OneConnectionEach, proxy_in_environment
-from ...images import LocalImage
+from ...jobs.images import LocalImage
+from ...sending.http_transport import DEFAULT_TIMEOUT, OneConnectionEach, proxy_in_environment
 from ..base import Balance, Kind, Outcome, Uploaded
+from ..keys import redact, remember_secret
 from . import answers
 
 MAX_ANSWER_BYTES = 1 << 20  # an answer larger than this is not the documented JSON

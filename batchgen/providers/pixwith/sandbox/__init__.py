@@ -1,8 +1,9 @@
 """The sandbox: a local stand-in for the pixwith.ai task API (see server.py), its state
 (state.py) and its storage host (storage.py). Imported only when a command asks for it."""
 
+from ....errors import SandboxPortBusy
 from ..facts import DEFAULT_CREDITS, DEFAULT_PORT, TEST_KEY
-from .server import SandboxPortBusy, SandboxServer, running
+from .server import SandboxServer, running
 from .state import Call, Sandbox, SandboxConfig, Task, parse_task_id, sample_video, sandbox_price
 
 __all__ = [

@@ -24,8 +24,9 @@ from http import HTTPStatus
 from http.server import ThreadingHTTPServer
 from typing import Any
 
-from .... import schemas
-from ....local_server import LoopbackHandler, in_background
+from ....errors import SandboxPortBusy
+from ....jobs import schemas
+from ....web.local_server import LoopbackHandler, in_background
 from . import storage
 from .state import Call, Sandbox, SandboxConfig, parse_task_id, sample_video, sandbox_price
 
@@ -402,9 +403,3 @@ def running(config: SandboxConfig | None = None, port: int = 0) -> Iterator[Sand
         raise SandboxPortBusy(port, e) from None
     with in_background(server, poll_interval=0.05):
         yield sandbox
-
-
-class SandboxPortBusy(OSError):
-    def __init__(self, port: int, cause: OSError):
-        super().__init__(f"cannot serve the sandbox on 127.0.0.1:{port}: {cause.strerror}")
-        self.port = port

@@ -21,8 +21,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .... import schemas
-from ....models import catalogue, lookup
+from ....jobs import schemas
+from ....jobs.models import catalogue, lookup
 from ..facts import DEFAULT_CREDITS, TEST_KEY
 from . import clips
 

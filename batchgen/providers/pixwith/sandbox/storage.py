@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ....images import MAX_IMAGE_SIZE
+from ....jobs.images import MAX_IMAGE_SIZE
 from .state import _ID_KEY
 
 EXTENSIONS = {"image/jpeg": (".jpg", ".jpeg"), "image/png": (".png",)}

@@ -1,0 +1,287 @@
+"""Reading a job file: safe YAML with line marks, checked against `job.schema.json`.
+
+The result is a `Job`: the parsed data, where every value and key stands in the file, and the
+contents of the prompt files, CSV tables and images it refers to, read by job_files.py (so
+expansion needs no I/O).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import JobError, Problem
+from ..ledger.location import find_root
+from . import schemas
+from .images import LocalImage
+from .job_files import PromptFile, Table, load_images, load_referenced_files, read_job_text
+from .yamldoc import YAML11_BOOLEANS, FieldPath, Marks, format_path, parse_yaml
+
+DEFAULT_MAX_REQUESTS = 10_000
+
+
+@dataclass
+class Job:
+    """A job file, parsed and checked against the job schema."""
+
+    path: Path
+    file: str  # as the user named it, for messages
+    name: str
+    data: dict[str, Any]
+    marks: Marks
+    prompt_files: dict[int, PromptFile] = field(default_factory=dict)
+    tables: dict[int, Table] = field(default_factory=dict)
+    images: dict[str, LocalImage] = field(
+        default_factory=dict
+    )  # local image path as written → the file
+    root: Path | None = None  # the project: files the job refers to must lie inside it
+    # Entries set aside for their own mistakes (structure, missing files): the other entries
+    # are still expanded and checked, so one pass reports every mistake (see `load_job`).
+    problems: list[Problem] = field(default_factory=list)
+    set_aside: set[int] = field(default_factory=set)
+    warnings: list[Problem] = field(
+        default_factory=list
+    )  # found while loading (mislabelled images)
+    defaults_layer: dict[str, Any] | None = field(default=None, repr=False)  # expand.py's cache
+    # Each file read as text (the job file, prompts files, CSV tables) → the SHA-256 of its
+    # bytes; with `images`, all its requests are made from (see unchanged.py).
+    read: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def entries(self) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = self.data["requests"]
+        return entries
+
+    @property
+    def limits(self) -> dict[str, int]:
+        return self.data.get("limits") or {}
+
+    @property
+    def max_requests(self) -> int:
+        return self.limits.get("max_requests", DEFAULT_MAX_REQUESTS)
+
+    def repeat_for(self, index: int) -> int:
+        return self.entries[index].get("repeat") or self.data.get("repeat") or 1
+
+    def problem(
+        self, path: FieldPath, message: str, *, hint: str | None = None, key: bool = False
+    ) -> Problem:
+        mark = self.marks.key_at(path) if key else self.marks.at(path)
+        line, column = mark if mark else (None, None)
+        return Problem(self.file, line, column, format_path(path), message, hint)
+
+
+def load_job(path: str | Path, root: Path | None = None) -> Job:
+    """Read, parse and check one job file, with the files it refers to.
+
+    A mistake in the file's overall shape (YAML, `version`, `defaults`, `limits`, `prices`)
+    raises `JobError` here. A mistake inside one entry, or in a file it refers to, sets that
+    entry aside (`job.set_aside`, `job.problems`) so that validation still checks the others
+    and reports everything at once; `validate.check` raises with all of it.
+
+    `root` is the project folder the job's files must lie in (default: found from the job
+    file's folder, as its ledger is; see ledger_location.py)."""
+    file = str(path)
+    path = Path(path)
+    read: dict[str, str] = {}
+    text = read_job_text(path, file, read)
+    data, marks = parse_yaml(text, file)
+    job = Job(path=path, file=file, name=_default_name(path), data=data, marks=marks, read=read)
+    job.root = root or find_root(path.resolve().parent)[0]
+    _refuse_too_many_entries(job)
+    problems = list(check_structure(job))
+    if problems and _mend_unknown_fields(job):
+        # What is still wrong once the typos are mended, said too (once): the typos' fields,
+        # mended, may now break a rule of their own, and what they hid is checked at last.
+        said = {(p.path, p.message) for p in problems}
+        remaining = list(check_structure(job))
+        problems += [p for p in remaining if (p.path, p.message) not in said]
+        broken = _entries_of(remaining)
+    else:
+        broken = _entries_of(problems)
+    if broken is None:  # the file's shape, not one entry's
+        raise JobError(problems)
+    job.name = data.get("name") or job.name
+    by_entry = load_referenced_files(job, skip=broken)
+    shared, image_problems = load_images(job, skip=broken | set(by_entry))
+    for index, found in image_problems.items():
+        by_entry.setdefault(index, []).extend(found)
+    if shared:  # an image in defaults: every entry has it
+        raise JobError(problems + shared + [p for found in by_entry.values() for p in found])
+    job.problems = problems + [p for found in by_entry.values() for p in found]
+    job.set_aside = broken | set(by_entry)
+    if job.set_aside and len(job.set_aside) == len(job.entries):
+        raise JobError(job.problems)
+    return job
+
+
+def _mend_unknown_fields(job: Job) -> bool:
+    """Mend step 1's unknown fields as their hints say: a near miss (`optoins`, `aspect_ration`)
+    renamed to the field it is near, any other left out. So the rest of the file is checked in
+    the same pass (step 1's other rules, then step 2's per-request ones): a typo in `defaults`
+    hid every other problem, and a bad `duration: 10` beside a typo in one options map showed
+    only on the next pass. The typos are still reported, and nothing is sent. True when
+    something was mended (the job's data and marks are changed in place)."""
+    mended = False
+    for _ in range(8):  # a mended key may reveal a typo inside it: a few levels, not forever
+        found = [
+            leaf
+            for error in schemas.validator("job").iter_errors(job.data)
+            for leaf in schemas.leaf_errors(error)
+            if leaf.validator == "additionalProperties" and isinstance(leaf.instance, dict)
+        ]
+        if not found:
+            break
+        for error in found:
+            at = tuple(error.absolute_path)
+            allowed = schemas.allowed_keys(error)
+            mapping: dict[str, Any] = error.instance  # type: ignore[assignment]  # checked above
+            for key in schemas.unexpected_keys(error):
+                hint = schemas.suggest(key, allowed)
+                near = hint.split("'")[1] if hint else None
+                value = mapping.pop(key)
+                if near is not None and near not in mapping:
+                    mapping[near] = value
+                    _move_marks(job.marks, (*at, key), (*at, near))
+                mended = True
+    return mended
+
+
+def _move_marks(marks: Marks, old: FieldPath, new: FieldPath) -> None:
+    for table in (marks.values, marks.keys):
+        for path in [p for p in table if p[: len(old)] == old]:
+            table[new + path[len(old) :]] = table[path]
+
+
+def _entries_of(problems: list[Problem]) -> set[int] | None:
+    """The entries the problems are in, or None if one lies outside every entry."""
+    entries = set()
+    for problem in problems:
+        found = re.match(r"^requests\[(\d+)\]", problem.path)
+        if found is None:
+            return None
+        entries.add(int(found.group(1)))
+    return entries
+
+
+def _default_name(path: Path) -> str:
+    # The name names a folder under outputs/, so the stem is made safe for that.
+    name = re.sub(r"[^A-Za-z0-9._ -]+", "-", path.stem).strip(" .-")
+    return name[:100] or "job"
+
+
+def _refuse_too_many_entries(job: Job) -> None:
+    """Before the schema check walks them all: a plain entry is at least one request, so more
+    plain entries than `limits.max_requests` can only be refused (the count says why)."""
+    if not isinstance(job.data, dict) or not isinstance(job.data.get("requests"), list):
+        return
+    limits = job.data.get("limits")
+    limit = limits.get("max_requests") if isinstance(limits, dict) else None
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        limit = DEFAULT_MAX_REQUESTS
+    plain = sum(
+        1
+        for entry in job.data["requests"]
+        if isinstance(entry, dict) and "matrix" not in entry and "rows" not in entry
+    )
+    if plain > limit:
+        where = (
+            ("limits", "max_requests")
+            if isinstance(limits, dict) and "max_requests" in limits
+            else ("requests",)
+        )
+        raise JobError(
+            [
+                job.problem(
+                    where,
+                    f"the job has {plain:,} request entries, past limits.max_requests ({limit:,}); nothing was sent",
+                    hint="split the job, or raise limits.max_requests if you mean it",
+                )
+            ]
+        )
+
+
+def check_structure(job: Job) -> Iterator[Problem]:
+    """Step 1: the file against `job.schema.json`, every error located.
+
+    A job of 100,000 explicit entries would cost a jsonschema walk each (~200 µs). Entries that
+    differ only in their prompt get the same verdict (the prompt's own subschema reads its type,
+    length and characters), so the file is checked with one stand-in entry, and each
+    distinct entry shape on its own, once; errors are then located at each entry's index. (A
+    prompt too long or holding a control character is checked with its entry, as it is.)"""
+    data = job.data
+    entries = data.get("requests") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not entries:
+        yield from _errors(job, schemas.validator("job").iter_errors(data), ())
+        return
+    yield from _errors(
+        job, schemas.validator("job").iter_errors({**data, "requests": [{"prompt": "x"}]}), ()
+    )
+    entry_validator = schemas.validator("job", "/$defs/entry")
+    verdicts: dict[str, list[Any]] = {}
+    for index, entry in enumerate(entries):
+        key = _shape(entry)
+        errors = verdicts.get(key) if key is not None else None
+        if errors is None:
+            errors = list(entry_validator.iter_errors(entry))
+            if key is not None:
+                verdicts[key] = errors
+        if errors:
+            yield from _errors(job, errors, ("requests", index), entry)
+
+
+def _shape(entry: Any) -> str | None:
+    """What decides an entry's verdict: all of it but its prompt's text (None: no shortcut)."""
+    if not isinstance(entry, dict):
+        return None
+    prompt = entry.get("prompt")
+    if isinstance(prompt, str) and not schemas.plain_prompt(prompt):
+        return None  # its own errors (the character, the length) are its own
+    kind = f"{type(prompt).__name__}:{bool(prompt)}" if "prompt" in entry else "-"
+    # repr() tells apart every two values the schema could judge differently (True from 1).
+    return kind + repr({k: v for k, v in entry.items() if k != "prompt"})
+
+
+def _errors(job: Job, errors: Any, prefix: FieldPath, instance: Any = None) -> Iterator[Problem]:
+    for error in sorted(errors, key=lambda e: list(map(str, e.absolute_path))):
+        for leaf in schemas.leaf_errors(error):
+            yield from _located(job, leaf, prefix, instance)
+
+
+def _located(
+    job: Job, error: Any, prefix: FieldPath = (), instance: Any = None
+) -> Iterator[Problem]:
+    path = prefix + tuple(error.absolute_path)
+    if instance is not None and tuple(error.absolute_path) == ("prompt",):
+        error.instance = instance.get("prompt")  # a remembered verdict: this entry's own prompt
+    unexpected = schemas.unexpected_keys(error)
+    if unexpected:
+        for key in unexpected:
+            yield job.problem(
+                path + (key,),
+                f"unknown field '{key}'",
+                hint=schemas.suggest(key, schemas.allowed_keys(error)) or _allowed_hint(error),
+                key=True,
+            )
+        return
+    message, hint = schemas.describe(error)
+    if not hint and isinstance(error.instance, (bool, int, float)) and "string" in message:
+        hint = "put it in quotes to keep it as text"
+    if (
+        not hint
+        and isinstance(error.instance, str)
+        and error.instance.lower() in YAML11_BOOLEANS
+        and "boolean" in message
+    ):
+        hint = "a boolean is true or false (job files are YAML 1.2, where yes, no, on and off are text)"
+    if path == () and not isinstance(job.data, dict):
+        message, hint = "a job file is a mapping with version: 1 and requests: [...]", None
+    yield job.problem(path, message, hint=hint)
+
+
+def _allowed_hint(error: Any) -> str | None:
+    keys = schemas.allowed_keys(error)
+    return f"allowed here: {', '.join(keys)}" if keys else None
