@@ -115,9 +115,9 @@ def hostile():
 
 def fetch(url, tmp_path, *, loopback_api=True, **bounds):
     import httpx
+
     from batchgen.results.bounds import Bounds
     from batchgen.results.download import Files, fetch_file
-
     from batchgen.sending.limits import Backoff
 
     target = tmp_path / "video.mp4"

@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from batchgen.results.download import Files, fetch_file
 from helpers import CountingServer
 
 from batchgen.providers.pixwith.client import PixwithApi
+from batchgen.results.download import Files, fetch_file
 from batchgen.sending import http_transport
 
 

@@ -69,10 +69,10 @@ def cut_short_by_two_ctrl_cs(ledger, handler, ready: threading.Event) -> tuple[l
     must raise Interrupted. (Its notices, the seconds it took.)"""
     import httpx
 
+    from batchgen.errors import Interrupted
     from batchgen.jobs.expand import Origin, Request
     from batchgen.providers.pixwith.client import PixwithApi
     from batchgen.sending.run_report import RunSettings
-    from batchgen.errors import Interrupted
     from batchgen.sending.submit import Submission
 
     class CtrlCTwice:  # the run's wait for its workers (`Submission._all_done`), cut short

@@ -1,5 +1,6 @@
 """The provider seam: the run speaks only `Provider` (create, get, balance, upload) and
-`Outcome`, so a provider is a folder under batchgen/providers/ exporting a `Description`."""
+`Outcome`, so a provider is any distribution registering a `Description` under the
+`batchgen.providers` entry-point group."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from batchgen.errors import UsageError
 from batchgen.ledger import Ledger
 from batchgen.ledger.location import Project
 
-# A whole provider in one folder: an in-memory API that creates a task per call, answers
+# A whole provider in one module of its own distribution: an in-memory API that creates a task per call, answers
 # every get as completed, and charges 7 credits a task. Nothing in it speaks HTTP.
 MEMORY_PROVIDER = """
 import contextlib
@@ -89,13 +90,22 @@ class Quiet:
 
 @pytest.fixture
 def memory_provider(tmp_path, monkeypatch):
-    folder = tmp_path / "more_providers" / "memory"
-    folder.mkdir(parents=True)
-    (folder / "__init__.py").write_text(textwrap.dedent(MEMORY_PROVIDER))
-    monkeypatch.setattr(providers, "__path__", [*providers.__path__, str(folder.parent)])
-    providers.available.cache_clear()
+    """A provider of another distribution, `batchgen-memory`, installed as pip would lay it out
+    (its package and its .dist-info, whose entry_points.txt registers it) in a folder on the
+    path: batchgen finds it by its entry point, and no file under batchgen/ names it."""
+    site = tmp_path / "site-packages"
+    (site / "batchgen_memory").mkdir(parents=True)
+    (site / "batchgen_memory" / "__init__.py").write_text(textwrap.dedent(MEMORY_PROVIDER))
+    info = site / "batchgen_memory-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: batchgen-memory\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[batchgen.providers]\nmemory = batchgen_memory:PROVIDER\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    providers.refresh()
     yield providers.named("memory")
-    providers.available.cache_clear()
+    providers.refresh()
 
 
 def test_pixwith_is_the_provider_there_is():
@@ -105,10 +115,12 @@ def test_pixwith_is_the_provider_there_is():
         providers.named("nope")
 
 
-def test_a_provider_is_a_folder_and_a_run_needs_nothing_else(memory_provider, tmp_path):
+def test_a_provider_of_another_distribution_is_found_by_entry_point_and_runs_a_job(
+    memory_provider, tmp_path
+):
     import importlib
 
-    module = importlib.import_module("batchgen.providers.memory")
+    module = importlib.import_module("batchgen_memory")
     job = tmp_path / "job.yaml"
     job.write_text(job_text(prompts(3), name="mem"))
     project = Project(tmp_path, tmp_path / "batchgen.db", "test")

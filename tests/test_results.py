@@ -110,9 +110,9 @@ def test_download_defaults_to_outputs_job(world, write_job, monkeypatch):
 def unreachable_wait(env, write_job, n: int, name: str):
     """wait_for against an API that refuses every connection; (report, get calls, fake seconds)."""
     import httpx
-    from batchgen.results.poll import wait_for
 
     from batchgen.providers.pixwith.client import PixwithApi
+    from batchgen.results.poll import wait_for
     from batchgen.sending.limits import RateLimiter
 
     job = write_job(job_text(prompts(n, tag=name), name=name), name=f"{name}.yaml")
@@ -151,9 +151,8 @@ def test_wait_gives_up_on_an_unreachable_api_within_a_bound_that_does_not_grow_w
 def test_a_huge_eta_does_not_keep_wait_from_polling(world, write_job):
     from datetime import timedelta
 
-    from batchgen.results.poll import MAX_SLEEP, REPOLL, wait_for
-
     from batchgen.providers.pixwith.client import PixwithApi
+    from batchgen.results.poll import MAX_SLEEP, REPOLL, wait_for
     from batchgen.sending.limits import RateLimiter
     from batchgen.times import now, timestamp
 
@@ -180,9 +179,8 @@ def test_a_huge_eta_does_not_keep_wait_from_polling(world, write_job):
 def test_a_poll_records_its_answers_in_groups_and_each_answer_once(world, write_job, monkeypatch):
     """A status is re-asked if lost, so a poll commits answers together, not one
     durable commit per task; every answer still lands."""
-    from batchgen.results.poll import RECORD_GROUP
-
     from batchgen.ledger import Ledger
+    from batchgen.results.poll import RECORD_GROUP
 
     env = world(time_scale=0)
     job = write_job(job_text(prompts(100)))
@@ -232,11 +230,11 @@ def test_an_answer_about_a_task_the_request_no_longer_holds_is_not_recorded(tmp_
     answered after the request was sent again, must not land on the new task (a second
     --regenerate-failed would then pay for the request once more)."""
     import httpx
-    from batchgen.results.poll import pending, poll
 
     from batchgen.jobs.expand import Origin, Request
     from batchgen.ledger import Ledger
     from batchgen.providers.pixwith.client import PixwithApi
+    from batchgen.results.poll import pending, poll
     from batchgen.sending.limits import RateLimiter
 
     path = tmp_path / "ledger.db"

@@ -264,9 +264,7 @@ def write(folder: Path) -> list[Path]:
 
 if __name__ == "__main__":  # pragma: no cover - a maintainer's tool, run by hand
     target = (
-        Path(sys.argv[1])
-        if len(sys.argv) > 1
-        else Path(__file__).resolve().parents[2] / "schemas"
+        Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "schemas"
     )
     for path in write(target):
         print(f"rewrote {path}")

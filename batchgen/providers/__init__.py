@@ -1,16 +1,18 @@
-"""The providers batchgen can send to, each a folder here whose package exports `PROVIDER`, a
-`Description` (see base.py for the protocol every provider's client follows).
+"""The providers batchgen can send to: each a `Description` (see base.py for the protocol
+every provider's client follows), found by name.
 
-Only pixwith.ai exists today; `named` finds any other folder by its name, so adding a
-provider is adding a folder. Which provider a command talks to is `DEFAULT` until the command
-line learns to choose (nothing else needs to change for it).
+Providers are plugins, as llm's models are: a distribution registers one under the
+`batchgen.providers` entry-point group (`[project.entry-points."batchgen.providers"]
+memory = "batchgen_memory:PROVIDER"`), and `named` loads it when a command asks for it. pixwith
+is registered the same way from inside the package (as llm's default plugins are), and is the
+one a command talks to (`DEFAULT`) until the command line learns to choose.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
-import pkgutil
+from importlib import metadata
 
 from ..errors import UsageError
 from .base import Balance, Description, Kind, Outcome, Provider, Served, TaskState, Uploaded
@@ -29,20 +31,50 @@ __all__ = [
     "Uploaded",
     "available",
     "named",
+    "refresh",
 ]
 
 
+ENTRY_POINTS = "batchgen.providers"
+_BUILT_IN = {"pixwith": f"{__name__}.pixwith:PROVIDER"}
+
+
 @functools.cache
+def _registered() -> dict[str, str]:
+    """name → where its `Description` is ("module:attribute"): the built-in ones, then those
+    installed distributions register (a built-in name is not taken over)."""
+    found = dict(_BUILT_IN)
+    for entry in metadata.entry_points(group=ENTRY_POINTS):
+        found.setdefault(entry.name, entry.value)
+    return found
+
+
 def available() -> tuple[str, ...]:
-    """The names of the providers in this folder."""
-    return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if m.ispkg))
+    """The names of the providers there are: built in, and registered by entry point."""
+    return tuple(sorted(_registered()))
+
+
+def refresh() -> None:
+    """Look for registered providers again (a distribution installed meanwhile: the tests)."""
+    _registered.cache_clear()
+    _loaded.cache_clear()
 
 
 def named(name: str = DEFAULT) -> Description:
-    """The provider of that name (its folder's `PROVIDER`)."""
-    if name not in available():
+    """The provider of that name, loaded from where it is registered."""
+    if name not in _registered():
         raise UsageError(f"no provider named {name!r} (there are: {', '.join(available())})")
-    description = importlib.import_module(f"{__name__}.{name}").PROVIDER
+    return _loaded(name)
+
+
+@functools.cache
+def _loaded(name: str) -> Description:
+    where = _registered()[name]
+    module, _, attribute = where.partition(":")
+    try:
+        description = getattr(importlib.import_module(module), attribute or "PROVIDER")
+    except (ImportError, AttributeError) as e:
+        raise UsageError(f"the provider {name!r} ({where}) could not be loaded: {e}") from None
     if not isinstance(description, Description):
-        raise TypeError(f"batchgen.providers.{name}.PROVIDER is not a Description")
+        raise UsageError(f"the provider {name!r} ({where}) is not a batchgen Description")
     return description
