@@ -223,7 +223,7 @@ class PageRefused(Exception):
 
 
 class SandboxPortBusy(OSError):
-    """The port asked for the sandbox is taken (providers/pixwith/sandbox)."""
+    """The port asked for a sandbox is taken (a provider's sandbox: `batchgen sandbox --port`)."""
 
     def __init__(self, port: int, cause: OSError):
         super().__init__(f"cannot serve the sandbox on 127.0.0.1:{port}: {cause.strerror}")

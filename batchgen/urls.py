@@ -31,7 +31,7 @@ def canonical_base_url(base_url: str) -> str:
         raise UsageError(f"base URL {_shown(base_url)} is not an http(s) URL")
     if parts.username is not None or parts.password is not None:
         raise UsageError(
-            "a base URL with user info (user:password@) is refused: give the key with PIXWITH_API_KEY"
+            "a base URL with user info (user:password@) is refused: give the key with the provider's key variable or --api-key-file"
         )
     if parts.query or text.endswith("?"):
         raise UsageError(f"base URL {_shown(base_url)} has a query (?...): a base URL has none")

@@ -19,6 +19,10 @@ from batchgen.ledger import Ledger
 from batchgen.providers.pixwith.sandbox import TEST_KEY, SandboxConfig, running
 from batchgen.sending import limits
 
+# A rehearsal (`--sandbox`) in the tests ends its tasks near at once: a tenth of the 5 s a user
+# waits for a 240 s generation. Set before any test starts a batchgen process, which inherits it.
+os.environ.setdefault("BATCHGEN_SANDBOX_TIME_SCALE", "0.002")
+
 
 @pytest.fixture(autouse=True, scope="session")
 def no_backoff_sleeps():

@@ -108,6 +108,7 @@ def test_the_sh_examples_of_a_page_run_as_written(page, tmp_path):
     env.update(
         PATH=f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
         BATCHGEN_TESTING="1",
+        BATCHGEN_SANDBOX_TIME_SCALE=os.environ.get("BATCHGEN_SANDBOX_TIME_SCALE", "0.02"),
     )  # retries without their backoff sleeps
     script = "\n".join(f"# {b.page.name}:{b.line}\n{b.text}" for b in runnable(page))
     result = subprocess.run(

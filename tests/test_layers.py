@@ -40,6 +40,8 @@ LAYERS = [
     "output.console",
     "output.progress",
     "jobs.job_files",
+    "jobs.job",
+    "jobs.referenced",
     "jobs.spec",
     "jobs.templates",
     "jobs.expand",

@@ -153,3 +153,25 @@ def test_only_the_providers_folder_knows_pixwith():
             if isinstance(node, ast.ImportFrom) and "pixwith" in (node.module or ""):
                 naming.add(str(Path(path).relative_to(package)))
     assert naming == {"cli/sandbox.py"}
+
+
+def test_no_provider_s_key_is_passed_to_the_on_done_command(memory_provider, tmp_path, monkeypatch):
+    """--on-done's environment lost only PIXWITH_API_KEY: a second provider's key was passed
+    on. Every registered provider's key variable is left out now."""
+    import json
+    import sys
+
+    monkeypatch.setenv("MEMORY_API_KEY", "key_memory_secret")
+    monkeypatch.setenv("PIXWITH_API_KEY", "key_00000000000000000000000000000000")
+    job = tmp_path / "job.yaml"
+    job.write_text(job_text(prompts(1), name="mem"))
+    project = Project(tmp_path, tmp_path / "batchgen.db", "test")
+    base = memory_provider.default_base_url
+    target = Target(base, base, "key_memory", provider=memory_provider)
+    seen = tmp_path / "env.json"
+    command = f"{sys.executable} -c \"import os, json; json.dump(dict(os.environ), open(r'{seen}', 'w'))\""
+    options = RunOptions(str(job), yes=True, rpm=0, on_done=command)
+    assert execute_run(options, target, project, Quiet()) == 0
+    told = json.loads(seen.read_text())
+    assert "MEMORY_API_KEY" not in told and "PIXWITH_API_KEY" not in told
+    assert told["BATCHGEN_JOB"] == "mem"

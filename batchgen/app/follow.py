@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .. import providers
 from ..errors import EXIT_ABORTED, EXIT_INCOMPLETE, UsageError
 from ..ledger import FAILURES as LEDGER_FAILURES
 from ..ledger import Ledger
@@ -169,7 +170,8 @@ def on_done(
     except LEDGER_FAILURES as e:  # busy after a second Ctrl-C (`Ledger.quitting`), or failing
         console.err(f"--on-done not run: the ledger could not be read ({e})")
         return
-    env = {k: v for k, v in os.environ.items() if k != "PIXWITH_API_KEY"}
+    secret = providers.key_variables()
+    env = {k: v for k, v in os.environ.items() if k not in secret}
     env.update(
         BATCHGEN_JOB=job,
         BATCHGEN_JOB_FILE=job_file or "",

@@ -21,7 +21,8 @@ from ..errors import JobError, NothingChosen, Problem, UsageError
 from ..jobs import models, schemas
 from ..jobs.expand import sourced
 from ..jobs.images import LOCAL, is_local, local_path
-from ..jobs.spec import Job, load_job
+from ..jobs.job import Job
+from ..jobs.spec import load_job
 from ..jobs.validate import validate_job
 from ..jobs.yamldoc import scalar
 from ..ledger import Ledger

@@ -75,7 +75,7 @@ class Target:
 
 
 def read_api_key(api_key_file: str | None, variable: str, name: str = "") -> str | None:
-    """The key from --api-key-file, else the provider's variable (PIXWITH_API_KEY), else the
+    """The key from --api-key-file, else the provider's variable (its `key_variable`), else the
     one stored for provider `name` (`batchgen keys set`), checked; never echoed anywhere."""
     if api_key_file:
         source = f"--api-key-file {api_key_file}"
@@ -122,12 +122,29 @@ def api_target(
             )
         yield Target(base, base, key or "", provider=provider)
         return
-    with provider.sandbox(SANDBOX_TIME_SCALE) as served:
+    with provider.sandbox(sandbox_time_scale()) as served:
         # Its requests are known by one address whatever port serves them, so that their
         # identities stay the same from run to run (and match ledgers made before).
         yield Target(
             provider.sandbox_identity, served.base_url, served.key, served.files_url, provider
         )
+
+
+def sandbox_time_scale() -> float:
+    """How fast `--sandbox`'s tasks end: SANDBOX_TIME_SCALE of a real generation's time, or
+    BATCHGEN_SANDBOX_TIME_SCALE's (0 to 1; the tests make rehearsals near instant)."""
+    given = os.environ.get("BATCHGEN_SANDBOX_TIME_SCALE")
+    if not given:
+        return SANDBOX_TIME_SCALE
+    try:
+        scale = float(given)
+    except ValueError:
+        scale = -1.0
+    if not 0 <= scale <= 1:  # nan fails both
+        raise UsageError(
+            f"BATCHGEN_SANDBOX_TIME_SCALE={given!r}: expected a number from 0 to 1 (a fraction of a real generation's time)"
+        )
+    return scale
 
 
 # -- signals and interruption --------------------------------------------------------------------

@@ -48,10 +48,10 @@ class Finite(click.ParamType):  # type: ignore[type-arg]
 def api_base_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--base-url",
-        envvar="PIXWITH_BASE_URL",
+        envvar=providers.named().base_url_variable or None,
         default=DEFAULT_API_BASE,
         show_default=True,
-        help="The API's base URL (or PIXWITH_BASE_URL). Part of each request's identity.",
+        help=f"The API's base URL (or {providers.named().base_url_variable}). Part of each request's identity.",
     )(command)
 
 
@@ -69,7 +69,7 @@ def send_options(command: Callable[..., Any]) -> Callable[..., Any]:
     command = click.option(
         "--api-key-file",
         type=click.Path(dir_okay=False),
-        help="Read the API key from this file (else PIXWITH_API_KEY).",
+        help=f"Read the API key from this file (else {providers.named().key_variable}, else the stored key).",
     )(command)
     command = click.option(
         "--sandbox", is_flag=True, help="Start the built-in sandbox and use it with the test key."

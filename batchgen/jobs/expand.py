@@ -22,8 +22,8 @@ from ..errors import TemplateProblem
 from . import models
 from . import templates as prompt_templates
 from .images import LocalImage, is_local, local_path
+from .job import Job
 from .job_files import Table
-from .spec import Job
 
 # Where requests go (and are known by) unless --base-url says otherwise: the provider's own.
 DEFAULT_API_BASE = providers.named().default_base_url

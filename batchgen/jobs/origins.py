@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .expand import Origin, axes, split_path
+from .job import Job
 from .job_files import Table
-from .spec import Job
 from .yamldoc import FieldPath, format_path
 
 

@@ -23,8 +23,8 @@ from typing import Any
 
 from ..errors import JobError, PriceTie, Problem
 from . import models, schemas
+from .job import Job
 from .job_files import read_text_file
-from .spec import Job
 from .yamldoc import FieldPath, Marks, parse_yaml
 
 

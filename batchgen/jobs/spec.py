@@ -1,77 +1,26 @@
 """Reading a job file: safe YAML with line marks, checked against `job.schema.json`.
 
 The result is a `Job`: the parsed data, where every value and key stands in the file, and the
-contents of the prompt files, CSV tables and images it refers to, read by job_files.py (so
-expansion needs no I/O).
+contents of the prompt files, CSV tables and images it refers to (job.py holds the `Job`,
+referenced.py reads what it refers to, so expansion needs no I/O).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import JobError, Problem
 from ..ledger.location import find_root
 from . import schemas
-from .images import LocalImage
-from .job_files import PromptFile, Table, load_images, load_referenced_files, read_job_text
-from .yamldoc import YAML11_BOOLEANS, FieldPath, Marks, format_path, parse_yaml
+from .job import DEFAULT_MAX_REQUESTS, Job
+from .job_files import read_job_text
+from .referenced import load_images, load_referenced_files
+from .yamldoc import YAML11_BOOLEANS, FieldPath, Marks, parse_yaml
 
-DEFAULT_MAX_REQUESTS = 10_000
-
-
-@dataclass
-class Job:
-    """A job file, parsed and checked against the job schema."""
-
-    path: Path
-    file: str  # as the user named it, for messages
-    name: str
-    data: dict[str, Any]
-    marks: Marks
-    prompt_files: dict[int, PromptFile] = field(default_factory=dict)
-    tables: dict[int, Table] = field(default_factory=dict)
-    images: dict[str, LocalImage] = field(
-        default_factory=dict
-    )  # local image path as written → the file
-    root: Path | None = None  # the project: files the job refers to must lie inside it
-    # Entries set aside for their own mistakes (structure, missing files): the other entries
-    # are still expanded and checked, so one pass reports every mistake (see `load_job`).
-    problems: list[Problem] = field(default_factory=list)
-    set_aside: set[int] = field(default_factory=set)
-    warnings: list[Problem] = field(
-        default_factory=list
-    )  # found while loading (mislabelled images)
-    defaults_layer: dict[str, Any] | None = field(default=None, repr=False)  # expand.py's cache
-    # Each file read as text (the job file, prompts files, CSV tables) → the SHA-256 of its
-    # bytes; with `images`, all its requests are made from (see unchanged.py).
-    read: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def entries(self) -> list[dict[str, Any]]:
-        entries: list[dict[str, Any]] = self.data["requests"]
-        return entries
-
-    @property
-    def limits(self) -> dict[str, int]:
-        return self.data.get("limits") or {}
-
-    @property
-    def max_requests(self) -> int:
-        return self.limits.get("max_requests", DEFAULT_MAX_REQUESTS)
-
-    def repeat_for(self, index: int) -> int:
-        return self.entries[index].get("repeat") or self.data.get("repeat") or 1
-
-    def problem(
-        self, path: FieldPath, message: str, *, hint: str | None = None, key: bool = False
-    ) -> Problem:
-        mark = self.marks.key_at(path) if key else self.marks.at(path)
-        line, column = mark if mark else (None, None)
-        return Problem(self.file, line, column, format_path(path), message, hint)
+__all__ = ["DEFAULT_MAX_REQUESTS", "Job", "check_structure", "load_job"]
 
 
 def load_job(path: str | Path, root: Path | None = None) -> Job:

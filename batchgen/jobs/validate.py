@@ -27,8 +27,9 @@ from .expand import (
     upper_bound,
 )
 from .images import LOCAL
+from .job import Job
 from .origins import Source, describe_origin, locate
-from .spec import Job, load_job
+from .spec import load_job
 from .yamldoc import FieldPath
 
 if TYPE_CHECKING:

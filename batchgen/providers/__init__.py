@@ -30,6 +30,7 @@ __all__ = [
     "TaskState",
     "Uploaded",
     "available",
+    "key_variables",
     "named",
     "refresh",
 ]
@@ -65,6 +66,17 @@ def named(name: str = DEFAULT) -> Description:
     if name not in _registered():
         raise UsageError(f"no provider named {name!r} (there are: {', '.join(available())})")
     return _loaded(name)
+
+
+def key_variables() -> set[str]:
+    """Every registered provider's key variable (none of them is passed to another program)."""
+    found = set()
+    for name in available():
+        try:
+            found.add(named(name).key_variable)
+        except UsageError:
+            continue  # a provider that cannot be loaded holds no key here
+    return found
 
 
 @functools.cache

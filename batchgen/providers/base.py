@@ -134,3 +134,4 @@ class Description:
     sandbox: Callable[[float], AbstractContextManager[Served]]  # (time_scale)
     sandbox_identity: str  # the base URL sandbox requests are known by, whatever port serves
     sandbox_credits: int
+    base_url_variable: str = ""  # the environment variable naming another base URL, if any

@@ -1,7 +1,7 @@
 """API keys kept for the user, as llm keeps its keys: one JSON file in the user's config folder
 (`BATCHGEN_USER_DIR`, else the platform's, e.g. ~/.config/batchgen/keys.json), readable by the
 user alone (0600), written whole or not at all. A key is read from it only when neither the
-command line (--api-key-file) nor the provider's variable (PIXWITH_API_KEY) gives one, and it
+command line (--api-key-file) nor the provider's key variable gives one, and it
 is never printed: `keys list` shows names only.
 """
 

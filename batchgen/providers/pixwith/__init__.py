@@ -15,6 +15,7 @@ from typing import Any
 from ..base import Description, Provider, Served
 from .bodies import images_shown, with_images
 from .facts import (
+    BASE_URL_VARIABLE,
     DEFAULT_BASE_URL,
     DEFAULT_CREDITS,
     DEFAULT_PORT,
@@ -55,6 +56,7 @@ PROVIDER = Description(
     name="pixwith",
     default_base_url=DEFAULT_BASE_URL,
     key_variable=KEY_VARIABLE,
+    base_url_variable=BASE_URL_VARIABLE,
     connect=connect,
     images_shown=images_shown,
     with_images=with_images,

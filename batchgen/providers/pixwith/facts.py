@@ -4,6 +4,7 @@ each other."""
 
 DEFAULT_BASE_URL = "https://api.pixwith.ai"
 KEY_VARIABLE = "PIXWITH_API_KEY"
+BASE_URL_VARIABLE = "PIXWITH_BASE_URL"
 TEST_KEY = "key_00000000000000000000000000000000"  # the documented test key; the sandbox takes it
 # `run --sandbox` serves on this port, and its requests are known by this address whatever
 # port serves them, so that their identities stay the same from run to run.
