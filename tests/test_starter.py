@@ -90,3 +90,27 @@ def test_init_of_a_file_is_refused(cli, tmp_path):
     result = cli("init", target)
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "notes.txt" in result.output
+
+
+def test_init_with_a_server_writes_batchgen_yaml_and_no_unused_ledger_file(
+    cli, tmp_path, new_database
+):
+    """`init` in a project whose batchgen.yaml names a server wrote an empty batchgen.db that
+    nothing used; `init --ledger URL` writes the batchgen.yaml instead, and makes the tables."""
+    url = new_database()
+    project = tmp_path / "team"
+    made = cli("init", project, "--ledger", url)
+    assert made.exit_code == 0, made.output
+    assert (project / "batchgen.yaml").read_text().endswith(f"ledger: {url}\n")
+    assert not (project / "batchgen.db").exists()
+    assert "commit it, and every clone uses it" in made.output
+    from batchgen.ledger import Ledger
+
+    with Ledger(url, create=False) as ledger:  # the tables are there
+        assert ledger.runs.latest() == []
+    again = cli("init", project / "sub")  # below a project that names a server
+    assert again.exit_code == 0 and not (project / "sub" / "batchgen.db").exists()
+    secret = url.replace("://batchgen@", "://batchgen:S3cret@")
+    refused = cli("init", tmp_path / "other", "--ledger", secret)
+    assert refused.exit_code == 2 and "S3cret" not in refused.output
+    assert "may not hold a password" in refused.output
