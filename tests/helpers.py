@@ -139,7 +139,7 @@ def write_lock_held(location):
     if is_postgres(location):
         import psycopg
 
-        from batchgen.ledger.postgres import WRITERS_LOCK
+        from batchgen.ledger.connections import WRITERS_LOCK
 
         with psycopg.connect(str(location), autocommit=True) as conn:
             conn.execute("BEGIN")

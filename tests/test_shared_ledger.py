@@ -331,3 +331,15 @@ def test_push_refuses_while_a_run_on_the_source_is_alive_between_its_claims(
         (gone,) = ledger.runs.latest()
         assert gone["ended_at"] is not None and gone["exit_code"] is None
         assert "ended without recording its end" in gone["counts"]
+
+
+def test_a_read_as_big_as_the_ledger_is_streamed_from_the_server(new_database):
+    """`tasks --json` of a million rows was fetched whole by the client on PostgreSQL. A big
+    read now goes through a server-side cursor: the rows wait on the server until fetched."""
+    with Ledger(new_database()) as ledger:
+        rows = ledger._stream("SELECT g FROM generate_series(1, 1200) g", [], plain=True)
+        assert next(rows) == (1,)
+        open_cursors = [r[0] for r in ledger._query("SELECT name FROM pg_cursors")]
+        assert any(name.startswith("batchgen_stream_") for name in open_cursors)
+        assert sum(1 for _ in rows) == 1199
+        assert ledger._query("SELECT count(*) FROM pg_cursors")[0][0] == 0  # closed at the end

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from .connections import Connection, Dialect
 
@@ -53,6 +53,10 @@ class Backend(Protocol):
 
     def set_patience(self, seconds: float) -> None:
         """From now on a statement waits at most `seconds` for another process's lock."""
+
+    def streaming_cursor(self) -> Any:
+        """A cursor for a read as big as the ledger: its rows are fetched a batch at a time,
+        never held whole by this process (close it when done)."""
 
     def long_calls(self) -> AbstractContextManager[None]:
         """Calls made inside may rightly take minutes (a big job's links, a ledger's copy):

@@ -1,10 +1,11 @@
 """What the ledger's code needs of a database connection, and the SQL that differs by engine.
 
 The ledger's SQL is written once, in SQLite's spelling (`?` parameters, rows read by name or
-position, `BEGIN IMMEDIATE` for a transaction that writes). A SQLite connection is used as it
-is; a PostgreSQL one is wrapped to take the same calls (ledger/postgres.py). What cannot be
-spelled the same in both engines is not rewritten behind the SQL's back: it is asked of the
-connection's `Dialect`, by name, where the SQL is built.
+position). A SQLite connection is used as it is; a PostgreSQL one is wrapped to take the same
+calls (ledger/postgres.py), turning `?` into psycopg's `%s` (the one thing it rewrites). What
+else cannot be spelled the same in both engines, a transaction that writes among it
+(`Dialect.begin_write`), is asked of the connection's `Dialect`, by name, where the SQL is
+built.
 """
 
 from __future__ import annotations
@@ -53,14 +54,28 @@ class Dialect(NamedTuple):
     distinct: str  # null-safe "is not equal"
     same: str  # null-safe "is equal"
     ordered_join: str  # a join the planner must take in the order written (SQLite's CROSS JOIN)
+    # How a transaction that writes begins, taking the one write lock writers take turns on
+    # (so a claim's check and its write see no other writer between them).
+    begin_write: tuple[str, ...]
 
     def use_index(self, name: str) -> str:
         """The hint to read a table through index `name` (nothing where there is none)."""
         return self.indexed_by.format(index=name)
 
 
+# PostgreSQL's writers take turns on one transaction-level advisory lock (two int4 keys:
+# batchgen's namespace "bgnw", then 0), held until the transaction ends: SQLite's write lock.
+WRITERS_LOCK = 0x62676E77
+
 SQLITE = Dialect(
-    "sqlite", " INDEXED BY {index}", "+", "json_object({fields})", "IS NOT", "IS", "CROSS JOIN"
+    "sqlite",
+    " INDEXED BY {index}",
+    "+",
+    "json_object({fields})",
+    "IS NOT",
+    "IS",
+    "CROSS JOIN",
+    ("BEGIN IMMEDIATE",),
 )
 POSTGRESQL = Dialect(
     "postgresql",
@@ -70,4 +85,5 @@ POSTGRESQL = Dialect(
     "IS DISTINCT FROM",
     "IS NOT DISTINCT FROM",
     "JOIN",
+    ("BEGIN", f"SELECT pg_advisory_xact_lock({WRITERS_LOCK}, 0)"),
 )

@@ -63,10 +63,12 @@ class GroupCommit:
         lock: threading.RLock,
         *,
         single_statements: bool = True,
+        begin_write: tuple[str, ...] = ("BEGIN IMMEDIATE",),
     ):
         self._conn = conn
         self._lock = lock
         self._single_statements = single_statements  # see `write`'s `one_statement`
+        self._begin_write = begin_write  # the statements that begin a transaction that writes
         self._guard = threading.Lock()  # guards `_queued` and `_leading`; never held to wait
         self._queued: list[_Pending[Any]] = []
         self._leading = False  # a thread is committing a group, or has been chosen to
@@ -119,7 +121,8 @@ class GroupCommit:
             if len(group) == 1 and group[0].one_statement and self._single_statements:
                 group[0].result = group[0].write(conn)
             else:
-                conn.execute("BEGIN IMMEDIATE")
+                for statement in self._begin_write:
+                    conn.execute(statement)
                 for pending in group:
                     pending.result = pending.write(conn)
                 conn.execute("COMMIT")

@@ -2,9 +2,8 @@
 
 Every guarantee of the SQLite ledger holds across machines, by PostgreSQL's own means:
 
-- Writers take turns. A transaction that writes (`BEGIN IMMEDIATE` in the ledger's SQL)
-  begins by taking one transaction-level advisory lock, held until it commits: what SQLite's
-  write lock does. So a claim's check and its write see no other writer between them, and a
+- Writers take turns. A transaction that writes (`Dialect.begin_write`) begins by taking one
+  transaction-level advisory lock, held until it commits: what SQLite's write lock does. So a claim's check and its write see no other writer between them, and a
   claim is committed, durably, before its request's bytes go out.
 - A run's liveness is a session-level advisory lock, taken on the run's connection before its
   first claim. The server releases it when that session ends, however the process or its
@@ -53,7 +52,6 @@ except ImportError:  # an extra: `pip install '.[postgres]'` in batchgen's folde
     psycopg = None  # type: ignore[assignment]
 
 # Advisory lock keys (two int4s: a namespace, then an id), batchgen's own in the database.
-WRITERS_LOCK = 0x62676E77  # "bgnw": the one lock writers take turns on
 _NAMESPACE_RUNS = 0x62676E72  # "bgnr": one per run, by its id
 # libpq's keepalives, unless the URL sets its own: a session whose machine vanished (no FIN
 # ever comes) ends in about a minute, and with it its run's lock.
@@ -71,7 +69,7 @@ ALLOWANCE = 10.0
 LONG_ALLOWANCE = 900.0
 # The server ends a session idle inside a transaction this long (a frozen writer).
 _IDLE_IN_TRANSACTION = "60s"
-_LOCK_STATEMENT = "SELECT pg_advisory_xact_lock(%s, 0)"
+_LOCK_STATEMENT = POSTGRESQL.begin_write[-1]  # the writers' lock: waited for up to lock_wait
 
 
 class Row:
@@ -237,6 +235,10 @@ class Cursor:
     def __iter__(self) -> Iterator[Any]:
         return iter(self.fetchall())
 
+    def close(self) -> None:
+        with contextlib.suppress(psycopg.Error, OSError):
+            self._raw.close()
+
 
 class Connection:
     """A psycopg connection (in autocommit: the ledger's SQL says where transactions are)
@@ -247,11 +249,9 @@ class Connection:
         self.watchdog = _Watchdog(raw)
         self.lock_wait = lock_wait  # the server's lock_timeout, in seconds
         self.allowance = ALLOWANCE  # see `long_calls`
+        self._streams = 0  # named cursors made (`streaming_cursor`)
 
     def execute(self, sql: str, parameters: Iterable[Any] = (), /) -> Cursor:
-        if sql == "BEGIN IMMEDIATE":  # a transaction that writes: writers take turns
-            self.cursor().execute("BEGIN")
-            return self.cursor().execute("SELECT pg_advisory_xact_lock(?, 0)", (WRITERS_LOCK,))
         return self.cursor().execute(sql, parameters)
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> Cursor:
@@ -263,6 +263,16 @@ class Connection:
     def cursor(self) -> Cursor:
         with self.on_server():  # a closed connection raises here, not only at execute
             return Cursor(self.raw.cursor(), self)
+
+    def streaming_cursor(self) -> Cursor:
+        """A cursor whose rows stay on the server until fetched (a named cursor, WITH HOLD:
+        it outlives the statement's own transaction): a read as big as the ledger (`tasks
+        --json` of a million rows) holds a batch in this process, not the whole result."""
+        self._streams += 1
+        with self.on_server():
+            return Cursor(
+                self.raw.cursor(name=f"batchgen_stream_{self._streams}", withhold=True), self
+            )
 
     @contextlib.contextmanager
     def on_server(self, sql: str = "") -> Iterator[None]:
@@ -403,6 +413,9 @@ class PostgresLedger:
 
     def long_calls(self) -> contextlib.AbstractContextManager[None]:
         return self._pg.long_calls()
+
+    def streaming_cursor(self) -> Any:
+        return self._pg.streaming_cursor()
 
     # A second signal quits without a word to the server: it may be the very thing not
     # answering. The session's end (the process's) releases the run's lock, and the next

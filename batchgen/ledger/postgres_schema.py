@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from ..errors import UsageError
-from .connections import Connection
+from .connections import POSTGRESQL, Connection
 from .migrations import JOB_COUNT_TRIGGERS, MIGRATIONS, TABLE
 
 # The columns of each table, in SQLite's order and with its affinities (TEXT, INTEGER, REAL),
@@ -114,7 +114,8 @@ def has_schema(conn: Connection) -> bool:
 def create_schema(conn: Connection) -> list[str]:
     """Make the ledger's tables if the database has none; return the migrations recorded.
     Under the writers' lock: two batchgens opening a new database at once make it once."""
-    conn.execute("BEGIN IMMEDIATE")
+    for statement in POSTGRESQL.begin_write:
+        conn.execute(statement)
     try:
         applied = _create(conn)
     except BaseException:

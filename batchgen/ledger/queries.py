@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
-from .store import _BATCH, _EFFECTIVE_STATE, _PROCESSING, Store, current
+from .store import _BATCH, _EFFECTIVE_STATE, _PROCESSING, FAILURES, Store, current
 
 
 class Standing(NamedTuple):
@@ -151,17 +152,22 @@ class Queries(Store):
     def _stream(self, sql: str, params: list[Any], *, plain: bool = False) -> Iterator[Any]:
         # Streamed, a batch at a time: `tasks --json` of a million rows holds one batch, not
         # a million. (Not for use while another thread writes through this ledger.)
-        with self._locked() as conn, self.long_calls():
-            cursor = conn.cursor()
+        with self._locked(), self.long_calls():
+            cursor = self.backend.streaming_cursor()
             if plain:
                 cursor.row_factory = None
             cursor.execute(sql, params)
-        while True:
-            with self._locked(), self.long_calls():
-                batch = cursor.fetchmany(_BATCH)
-            if not batch:
-                return
-            yield from batch
+        try:
+            while True:
+                with self._locked(), self.long_calls():
+                    batch = cursor.fetchmany(_BATCH)
+                if not batch:
+                    return
+                yield from batch
+        finally:
+            with contextlib.suppress(*FAILURES):
+                with self._locked():
+                    cursor.close()
 
     def standing(self, job: str, *, current_only: bool = True) -> Standing:
         """Where the job's requests stand: from its maintained counts (`job_counts`, a few rows

@@ -9,6 +9,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 from ..errors import LedgerUnsound, NoLedger, UsageError
 from . import run_locks
@@ -118,6 +119,9 @@ class SqliteFile:
     def size_hint(self) -> int:
         # The largest rowid: rows are never renumbered, and a count would read the table.
         return int(self.conn.execute("SELECT coalesce(max(rowid), 0) FROM tasks").fetchone()[0])
+
+    def streaming_cursor(self) -> Any:
+        return self.conn.cursor()  # SQLite steps through the rows as they are fetched
 
     def long_calls(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()  # a file's calls are bounded by its busy timeout

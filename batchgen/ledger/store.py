@@ -62,6 +62,7 @@ class Store:
             self.backend.conn,
             self._lock,
             single_statements=self.backend.single_statement_commits,
+            begin_write=self.backend.dialect.begin_write,
         )
 
     @property
@@ -157,9 +158,11 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """BEGIN IMMEDIATE … COMMIT: takes the write lock up front, so reads inside are current."""
+        """A transaction that writes (`Dialect.begin_write`) … COMMIT: takes the write lock up
+        front, so reads inside are current."""
         with self._locked() as conn:
-            conn.execute("BEGIN IMMEDIATE")
+            for statement in self.sql.begin_write:
+                conn.execute(statement)
             try:
                 yield conn
             except BaseException:
