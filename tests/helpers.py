@@ -159,9 +159,14 @@ def write_lock_held(location):
 def wait_for_runs_to_end(location, timeout: float = 30) -> None:
     """Until no run with `sending` rows is alive: a killed run's file lock goes at once, its
     PostgreSQL session when the server reads the closed connection (waited for, not assumed)."""
+    from batchgen.errors import NoLedger
     from batchgen.ledger import Ledger
 
-    with Ledger(location, create=False) as ledger:
+    try:
+        ledger = Ledger(location, create=False)
+    except NoLedger:  # every run was killed before it made the ledger: none to wait for
+        return
+    with ledger:
         runs = [
             r[0] for r in ledger._query("SELECT DISTINCT run_id FROM tasks WHERE state = 'sending'")
         ]

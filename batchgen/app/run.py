@@ -9,6 +9,7 @@ lives here. What people read goes through a `Console`, so this module prints not
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -218,8 +219,10 @@ def _run_planned(
             read_balance=lambda: client.balance().credits,
             notice=console.err,
         )
-        # One limiter for the whole run: get-task calls after the sends share its pace.
-        limiter = RateLimiter(settings.rpm)
+        # One limiter for the whole run: get-task calls after the sends share its pace. On a
+        # server's ledger, every machine's runs on the same key share it too (--rpm holds for
+        # the account, not for each machine).
+        limiter = RateLimiter(settings.rpm, shared=ledger.shared_pace(_account(target)))
         exit_code, run_id = _send(
             ledger,
             client,
@@ -245,6 +248,12 @@ def _run_planned(
             ledger.runs.set_exit_code(run_id, exit_code)
     on_done(options.on_done, ledger, validated.job.name, options.job_file, exit_code, console)
     return exit_code
+
+
+def _account(target: Target) -> str:
+    """The API account a run spends on, as the ledger may name it: a digest of the API and the
+    key (never the key itself)."""
+    return hashlib.sha256(f"{target.identity_base}\0{target.key}".encode()).hexdigest()[:32]
 
 
 def _cost_and_balance(to_send: ToSend, balance: int | None) -> str:

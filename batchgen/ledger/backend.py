@@ -58,6 +58,14 @@ class Backend(Protocol):
         """A cursor for a read as big as the ledger: its rows are fetched a batch at a time,
         never held whole by this process (close it when done)."""
 
+    # Whether processes on other machines can share one pace through this ledger
+    # (`next_slot`): a server's ledger can; a file's processes pace each alone.
+    shares_pace: bool
+
+    def next_slot(self, account: str, spacing: float) -> float:
+        """Take `account`'s next slot, `spacing` seconds after the one before it (or now):
+        the seconds from now until it starts."""
+
     def long_calls(self) -> AbstractContextManager[None]:
         """Calls made inside may rightly take minutes (a big job's links, a ledger's copy):
         not taken for a server that stopped answering."""

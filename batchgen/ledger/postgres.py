@@ -355,6 +355,7 @@ class PostgresLedger:
             ) from None
         self._pg = Connection(raw, lock_wait=busy_timeout)
         self.conn: connections.Connection = self._pg
+        self._pace_table = False  # batchgen_pace known to exist (made at first use)
         info = raw.info
         # This machine's own files for the ledger (the journal) are named from the database,
         # not from the URL's spelling: two spellings of one database share one journal.
@@ -421,6 +422,27 @@ class PostgresLedger:
     # answering. The session's end (the process's) releases the run's lock, and the next
     # command makes its rows in_doubt.
     touch_on_quit = False
+    shares_pace = True
+
+    def next_slot(self, account: str, spacing: float) -> float:
+        # One row per account, its next free slot in the server's clock: every machine's
+        # create calls on one key take their slots from it, so --rpm holds for the key, not
+        # for each machine. A statement of its own (autocommit), apart from the writers' lock:
+        # it locks only that row, for a moment. The table is the pace's, not a ledger table.
+        if not self._pace_table:
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS batchgen_pace (account TEXT PRIMARY KEY, next_at DOUBLE PRECISION NOT NULL)"
+            )
+            self._pace_table = True
+        row = self.conn.execute(
+            "INSERT INTO batchgen_pace AS p (account, next_at)"
+            " VALUES (?, extract(epoch from clock_timestamp()) + ?)"
+            " ON CONFLICT (account) DO UPDATE SET"
+            " next_at = greatest(p.next_at, extract(epoch from clock_timestamp())) + ?"
+            " RETURNING p.next_at - ? - extract(epoch from clock_timestamp())",
+            (account, spacing, spacing, spacing),
+        ).fetchone()
+        return max(0.0, float(row[0]))
 
     def hold_run(self, run_id: int) -> AdvisoryHold:
         return AdvisoryHold(self.conn, run_id)

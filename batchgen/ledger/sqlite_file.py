@@ -22,7 +22,8 @@ class SqliteFile:
 
     dialect = SQLITE
     single_statement_commits = True
-    touch_on_quit = True  # a local file: its lock is waited for at most `Store.quitting`'s wait
+    touch_on_quit = True
+    shares_pace = False  # see next_slot  # a local file: its lock is waited for at most `Store.quitting`'s wait
 
     def __init__(self, path: Path, *, create: bool, busy_timeout: float):
         self.local = _real_name(path)
@@ -119,6 +120,9 @@ class SqliteFile:
     def size_hint(self) -> int:
         # The largest rowid: rows are never renumbered, and a count would read the table.
         return int(self.conn.execute("SELECT coalesce(max(rowid), 0) FROM tasks").fetchone()[0])
+
+    def next_slot(self, account: str, spacing: float) -> float:
+        raise NotImplementedError("a file's processes pace each alone (shares_pace)")
 
     def streaming_cursor(self) -> Any:
         return self.conn.cursor()  # SQLite steps through the rows as they are fetched

@@ -6,7 +6,8 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, Self
 
@@ -95,6 +96,22 @@ class Store:
         process dies): before its first claim, so a run with `sending` rows always shows."""
         with self._locked():
             return _Held(self, self.backend.hold_run(run_id))
+
+    def shared_pace(self, account: str) -> Callable[[float], float] | None:
+        """The pace of `account` (an API key's digest) shared by every process on this ledger,
+        where the backend can share one (a server: `Backend.next_slot`); None on a file.
+
+        The function takes the caller's spacing and returns when the caller's slot starts, on
+        this process's monotonic clock."""
+        if not self.backend.shares_pace:
+            return None
+
+        def slot(spacing: float) -> float:
+            with self._locked():
+                ahead = self.backend.next_slot(account, spacing)
+            return time.monotonic() + ahead
+
+        return slot
 
     def run_is_alive(self, run_id: int) -> bool:
         with self._locked():

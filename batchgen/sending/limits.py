@@ -65,9 +65,19 @@ class RateLimiter:
     window, not only on average. `rpm=None` means no ceiling.
     """
 
-    def __init__(self, rpm: int | None, *, clock: Clock = REAL_CLOCK):
+    def __init__(
+        self,
+        rpm: int | None,
+        *,
+        clock: Clock = REAL_CLOCK,
+        shared: Callable[[float], float] | None = None,
+    ):
         self.spacing = 60.0 / rpm * SPACING_MARGIN if rpm else 0.0
         self.clock = clock
+        # A pace shared with every process on the same account (`shared(spacing)` gives the
+        # start of the next slot of the account, as this clock reads it): see ledger's
+        # `Store.shared_pace`. None: this process paces alone.
+        self.shared = shared
         self.slowdown = 1.0
         self._next = 0.0
         self._paused_until = 0.0
@@ -78,6 +88,9 @@ class RateLimiter:
         with self._lock:
             now = self.clock.now()
             spacing = self._current_spacing()
+            if self.shared is not None and spacing:
+                # The account's next slot, taken in its row, whatever other process shares it.
+                return max(self.shared(spacing), self._paused_until)
             start = max(now, self._next, self._paused_until)
             self._next = start + spacing
             return start
