@@ -430,9 +430,19 @@ class PostgresLedger:
         # for each machine. A statement of its own (autocommit), apart from the writers' lock:
         # it locks only that row, for a moment. The table is the pace's, not a ledger table.
         if not self._pace_table:
-            self.conn.execute(
-                "CREATE TABLE IF NOT EXISTS batchgen_pace (account TEXT PRIMARY KEY, next_at DOUBLE PRECISION NOT NULL)"
-            )
+            # Under the writers' lock: two machines creating it at once would otherwise race
+            # (CREATE TABLE IF NOT EXISTS is not safe against itself in PostgreSQL).
+            for statement in POSTGRESQL.begin_write:
+                self.conn.execute(statement)
+            try:
+                self.conn.execute(
+                    "CREATE TABLE IF NOT EXISTS batchgen_pace (account TEXT PRIMARY KEY, next_at DOUBLE PRECISION NOT NULL)"
+                )
+            except BaseException:
+                with contextlib.suppress(LedgerFailed):
+                    self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
             self._pace_table = True
         row = self.conn.execute(
             "INSERT INTO batchgen_pace AS p (account, next_at)"
