@@ -825,3 +825,30 @@ def test_repair_is_asked_for_and_says_what_it_did(tmp_path):
         assert opened.repaired == (0, 0) and opened.task("k1")["state"] == "sending"
     with Ledger.open(tmp_path / "l.db") as repaired:
         assert repaired.repaired == (0, 1) and repaired.task("k1")["state"] == "in_doubt"
+
+
+def test_a_ledger_made_by_the_previous_release_is_migrated_in_place_and_keeps_every_row(
+    ledger_location,
+):
+    """The previous release's schema is this one without m013 (the index of open runs): made
+    so, with rows in it, it is brought up to date by the next open, on either backend (a
+    PostgreSQL ledger was refused: 'this batchgen cannot add to a PostgreSQL ledger yet')."""
+    with Ledger(ledger_location) as ledger:
+        run = ledger.runs.start("job", "job.yaml", "https://api", {})
+        ledger.claim(request(), "job", "https://api", run, allow=set())
+        ledger.record_submitted("k1", "t-1", 30)
+        ledger.runs.end(run, {"submitted": 1}, 0)
+        with ledger.transaction() as conn:  # back to the previous release's schema
+            conn.execute("DROP INDEX runs_open")
+            conn.execute("DELETE FROM _batchgen_migrations WHERE name = 'm013_runs_open'")
+        rows_before, runs_before = list(ledger.rows()), ledger.runs.latest()
+    with Ledger.open(ledger_location) as ledger:
+        names = [r[0] for r in ledger._query("SELECT name FROM _batchgen_migrations")]
+        assert "m013_runs_open" in names
+        assert list(ledger.rows()) == rows_before and ledger.runs.latest() == runs_before
+        index = (
+            "SELECT 1 FROM pg_indexes WHERE indexname = 'runs_open'"
+            if ledger.sql.name == "postgresql"
+            else "SELECT 1 FROM sqlite_master WHERE name = 'runs_open'"
+        )
+        assert ledger._query(index)

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 Migration = Callable[["sqlite_utils.Database"], None]
 MIGRATIONS: list[tuple[str, Migration]] = []
 TABLE = "_batchgen_migrations"
+# SQL both engines take, shared by a migration and its PostgreSQL step (postgres_schema.STEPS).
+RUNS_OPEN_INDEX = "CREATE INDEX IF NOT EXISTS runs_open ON runs (id) WHERE ended_at IS NULL"
 
 
 def migration(function: Migration) -> Migration:
@@ -373,3 +375,12 @@ def m012_tasks_oldest_first(db: sqlite_utils.Database) -> None:
     db.conn.execute(
         "CREATE INDEX tasks_oldest_first ON tasks (submitted_at IS NULL, submitted_at, key)"
     )
+
+
+@migration
+def m013_runs_open(db: sqlite_utils.Database) -> None:
+    """The runs whose end is not recorded, in an index of their own: every command's recovery
+    looks for them (runs that ended without a word), and a long history of runs is not read
+    to find the few. (The first migration a PostgreSQL ledger is brought up to as well:
+    postgres_schema.STEPS.)"""
+    db.conn.execute(RUNS_OPEN_INDEX)

@@ -370,7 +370,7 @@ class PostgresLedger:
                 raise NoLedger(
                     f"no ledger at {self.shown}: nothing has been sent from this project yet"
                 )
-            create_schema(self.conn)
+            create_schema(self.conn, self.is_alive)
         except BaseException:
             raw.close()
             raise

@@ -2,20 +2,26 @@
 (migrations.py), made at once, with the triggers that keep `task_history` and `job_counts` as
 PL/pgSQL functions running the same statements.
 
-A SQLite ledger is migrated step by step; a PostgreSQL one is made whole by the batchgen
-that first opens it, and records every migration it stands for in `_batchgen_migrations`, so
-that a later batchgen knows what it lacks. A migration added to migrations.py needs its
-PostgreSQL statements here too (`STEPS`): a database made by an older batchgen is brought up
-to date by the steps it has not recorded, and one made by a newer batchgen is refused.
+A SQLite ledger is migrated step by step; a PostgreSQL one is made from the schema of
+`_TABLES` (what SQLite's migrations up to m012 build) and then the `STEPS` since, and records
+every migration it stands for in `_batchgen_migrations`, so that a later batchgen knows what
+it lacks. A migration added to migrations.py needs its PostgreSQL statements in `STEPS`: a
+database made by an older batchgen is brought up to date by the steps it has not recorded
+(under the writers' lock, once no run is going on it), and one made by a newer batchgen is
+refused. A new database takes the same steps, so the two ways cannot differ.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from ..errors import UsageError
 from .connections import POSTGRESQL, Connection
-from .migrations import JOB_COUNT_TRIGGERS, MIGRATIONS, TABLE
+from .migrations import JOB_COUNT_TRIGGERS, MIGRATIONS, RUNS_OPEN_INDEX, TABLE
+
+# Each migration since the schema of `_TABLES`, as PostgreSQL runs it (in MIGRATIONS' order).
+STEPS: dict[str, str] = {"m013_runs_open": RUNS_OPEN_INDEX}
 
 # The columns of each table, in SQLite's order and with its affinities (TEXT, INTEGER, REAL),
 # so a query of the README's works in psql as in sqlite3. `task_history` has a `rowid`, the
@@ -111,13 +117,14 @@ def has_schema(conn: Connection) -> bool:
     return conn.execute("SELECT to_regclass(?)", (TABLE,)).fetchone()[0] is not None
 
 
-def create_schema(conn: Connection) -> list[str]:
-    """Make the ledger's tables if the database has none; return the migrations recorded.
-    Under the writers' lock: two batchgens opening a new database at once make it once."""
+def create_schema(conn: Connection, alive: Callable[[int], bool] = lambda run: False) -> list[str]:
+    """Make the ledger's tables if the database has none, or bring them up to date; return the
+    migrations recorded. Under the writers' lock: two batchgens opening a new database at once
+    make it once. `alive(run)`: whether a run is going (none may be while a ledger migrates)."""
     for statement in POSTGRESQL.begin_write:
         conn.execute(statement)
     try:
-        applied = _create(conn)
+        applied = _create(conn, alive)
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
@@ -126,7 +133,7 @@ def create_schema(conn: Connection) -> list[str]:
     return applied
 
 
-def _create(conn: Connection) -> list[str]:
+def _create(conn: Connection, alive: Callable[[int], bool]) -> list[str]:
     names = [name for name, _ in MIGRATIONS]
     if has_schema(conn):
         done = {row[0] for row in conn.execute(f"SELECT name FROM {TABLE}").fetchall()}
@@ -136,16 +143,40 @@ def _create(conn: Connection) -> list[str]:
                 f"this ledger was made by a newer batchgen (it has {newer[0]}): upgrade batchgen"
             )
         missing = [name for name in names if name not in done]
-        if missing:
+        if not missing:
+            return []
+        unknown = [name for name in missing if name not in STEPS]
+        if unknown:
             raise UsageError(
-                f"this ledger lacks {missing[0]}, which this batchgen cannot add to a"
-                " PostgreSQL ledger yet"
+                f"this ledger lacks {unknown[0]}, which this batchgen cannot add to a"
+                " PostgreSQL ledger"
             )
-        return []
+        going = [
+            row[0] for row in conn.execute("SELECT id FROM runs WHERE ended_at IS NULL").fetchall()
+        ]
+        going = [run for run in going if alive(run)]
+        if going:
+            raise UsageError(
+                f"this ledger needs {missing[0]} (a newer batchgen), and run {going[0]} is still going"
+                " on it: it is brought up to date once no run is going"
+            )
+        return _steps(conn, missing)
     conn.execute(f"CREATE TABLE {TABLE} (name TEXT PRIMARY KEY, applied_at TEXT)")
     for script in (_TABLES, _KEEP_REPLACED_TASK_ID, _job_count_triggers()):
         conn.execute(script)
+    base = [name for name in names if name not in STEPS]
+    _record(conn, base)
+    return base + _steps(conn, [name for name in names if name in STEPS])
+
+
+def _steps(conn: Connection, names: list[str]) -> list[str]:
+    for name in names:
+        conn.execute(STEPS[name])
+    _record(conn, names)
+    return names
+
+
+def _record(conn: Connection, names: list[str]) -> None:
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     for name in names:
         conn.execute(f"INSERT INTO {TABLE} (name, applied_at) VALUES (?, ?)", (name, stamp))
-    return names
