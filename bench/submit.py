@@ -154,10 +154,51 @@ def rerun(tmp: Path) -> float:
         return batchgen("run", str(job), "--yes", base_url=base_url, ledger=ledger)
 
 
+def postgres_vs_sqlite(
+    tmp: Path, url: str, n: int = 2000, concurrency: int = 16
+) -> tuple[float, float, float]:
+    """(ratio, seconds on PostgreSQL, seconds on SQLite): one new job of `n` requests sent to
+    a sandbox answering at once, on a new database of the server `url` names and on a SQLite
+    file, one after the other in the same minute (SPEC §8, issue 46: goal ≤ 1.2)."""
+    import itertools
+
+    import psycopg
+
+    name = f"batchgen_bench_{time.monotonic_ns()}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+        try:
+            server = url.rsplit("/", 1)[0] + f"/{name}"
+            with sandbox() as base_url:
+                job = write_job(tmp, n, f"pg-{next(itertools.count())}-{time.monotonic_ns()}")
+                flags = ("--yes", "--rpm", "0", "--concurrency", str(concurrency))
+                on_server = program(
+                    "-m",
+                    "batchgen",
+                    "run",
+                    str(job),
+                    *flags,
+                    env={
+                        "PIXWITH_BASE_URL": base_url,
+                        "BATCHGEN_LEDGER": server,
+                        "XDG_STATE_HOME": str(tmp / "state"),
+                    },
+                )
+                on_file = send_all(tmp, base_url, n, concurrency)
+        finally:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    return on_server / on_file, on_server, on_file
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", choices=["rate", "overhead", "rerun", "latency", "in-process"])
+    parser.add_argument(
+        "--only", choices=["rate", "overhead", "rerun", "latency", "in-process", "postgres"]
+    )
+    parser.add_argument(
+        "--postgres", help="for --only postgres: a server's URL (a database is made on it per run)"
+    )
     parser.add_argument(
         "--concurrency", type=int, nargs="*", default=[4, 16, 64], help="for latency"
     )
@@ -191,6 +232,16 @@ def main() -> None:
                         f" vs it as a program: {alone[3]:.2f}× ({alone[1]:.2f} s vs {alone[4]:.2f} s) | {goal} |",
                         flush=True,
                     )
+        if args.only == "postgres":
+            if not args.postgres:
+                raise SystemExit(
+                    "--only postgres needs --postgres URL (a server to make databases on)"
+                )
+            results = [postgres_vs_sqlite(tmp, args.postgres) for _ in range(args.runs)]
+            median = sorted(results)[len(results) // 2]
+            print(
+                f"| 2,000 requests, 0 ms, concurrency 16, a PostgreSQL ledger vs a SQLite one | {median[0]:.2f}× ({median[1]:.2f} s vs {median[2]:.2f} s) | ≤ 1.2 |"
+            )
         if args.only == "in-process":
             for ms in args.latency_ms:
                 for concurrency in args.concurrency:
