@@ -212,6 +212,7 @@ def test_a_pushed_ledger_plans_nothing_new_and_a_pull_is_a_local_copy(
     pushed = env.cli("ledger", "push", env.ledger_path, "--to", url)
     assert pushed.exit_code == 0, pushed.output
     assert "5 tasks" in pushed.stdout and "nothing was sent" in pushed.stdout
+    assert_counts_kept(url)  # made from the rows at the copy's end, and kept by triggers again
     on_server = env.cli("--ledger", url, "plan", job, "--base-url", env.sandbox.base_url)
     assert on_server.exit_code == 0 and "done 5" in on_server.output, on_server.output
     rerun = env.cli("--ledger", url, "run", job, *FAST)
@@ -226,6 +227,9 @@ def test_a_pushed_ledger_plans_nothing_new_and_a_pull_is_a_local_copy(
     with Ledger(copy) as local, Ledger(url) as server:
         assert list(local.rows()) == list(server.rows())
         assert local.runs.latest() == server.runs.latest()
+    more = write_job(job_text(prompts(2, "more"), name="more"), name="more.yaml")
+    assert env.cli("--ledger", url, "run", more, *FAST).exit_code == 0
+    assert_counts_kept(url)  # the triggers count again once the copy is made
 
 
 def test_push_refuses_a_ledger_that_is_not_empty_and_changes_nothing(

@@ -303,6 +303,14 @@ def _down_link(row: str) -> str:
 
 # name → (when it fires, on what condition, its statements): SQLite's triggers here, and the
 # same statements in PostgreSQL's functions (ledger/postgres_schema.py).
+# job_counts made from the rows, as the triggers keep it (m010 fills it so; a copied ledger too).
+JOB_COUNTS_FROM_ROWS = (
+    "INSERT INTO job_counts (job, current, model_id, state, status, n)"
+    " SELECT j.job, j.current, coalesce(t.model_id, ''), coalesce(t.state, ''),"
+    " coalesce(t.status, ''), count(*)"
+    " FROM job_tasks j LEFT JOIN tasks t ON t.key = j.key GROUP BY 1, 2, 3, 4, 5"
+)
+
 JOB_COUNT_TRIGGERS: dict[str, tuple[str, str, list[str]]] = {
     "job_counts_link": ("AFTER INSERT ON job_tasks", "", [_up_link("NEW")]),
     "job_counts_unlink": ("AFTER DELETE ON job_tasks", "", [_down_link("OLD")]),
@@ -339,12 +347,7 @@ def m010_job_counts(db: sqlite_utils.Database) -> None:
         " model_id TEXT NOT NULL, state TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,"
         " PRIMARY KEY (job, current, model_id, state, status)) WITHOUT ROWID"
     )
-    conn.execute(
-        "INSERT INTO job_counts (job, current, model_id, state, status, n)"
-        " SELECT j.job, j.current, coalesce(t.model_id, ''), coalesce(t.state, ''),"
-        " coalesce(t.status, ''), count(*)"
-        " FROM job_tasks j LEFT JOIN tasks t ON t.key = j.key GROUP BY 1, 2, 3, 4, 5"
-    )
+    conn.execute(JOB_COUNTS_FROM_ROWS)
     for name, (when, condition, statements) in JOB_COUNT_TRIGGERS.items():
         condition = f" WHEN {condition}" if condition else ""
         conn.execute(
