@@ -192,9 +192,10 @@ def test_a_second_signal_quits_at_once_when_the_server_stopped_answering(world, 
     judged(env, "server stopped answering, two signals (postgresql)", 40, 1, interrupts=2)
 
 
-def test_a_call_to_a_server_that_stopped_answering_fails_in_seconds(new_database):
-    """Without a signal: a call the server never answers fails once it outlives its allowance
-    (the watchdog shuts its socket), as a lost connection would, instead of waiting forever."""
+def test_a_write_to_a_server_that_stopped_answering_fails_in_seconds(new_database):
+    """Without a signal: a writer's call the server never answers fails once it outlives its
+    allowance (the watchdog shuts its socket), as a lost connection would, instead of waiting
+    forever with every other machine's writers behind it."""
     url = new_database()
     with Ledger(url) as ledger:
         (pid,) = ledger._query("SELECT pg_backend_pid()")[0]
@@ -202,6 +203,6 @@ def test_a_call_to_a_server_that_stopped_answering_fails_in_seconds(new_database
         os.kill(pid, signal.SIGSTOP)
         try:
             with pytest.raises(LedgerFailed, match="stopped answering"):
-                ledger.runs.latest()
+                ledger.runs.start("job", "job.yaml", "https://api", {})
         finally:
             os.kill(pid, signal.SIGCONT)

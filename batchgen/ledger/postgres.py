@@ -63,10 +63,13 @@ _KEEPALIVES: dict[str, Any] = {
     "connect_timeout": 10,  # seconds: a server that accepts and never answers the start-up
 }
 # How long one call may wait for the server's answer (beyond a lock's wait) before the
-# watchdog calls the server gone. The ledger's statements take milliseconds; the long ones
-# (linking a big job, copying a ledger, streaming a big read) ask for `LONG_ALLOWANCE`.
+# watchdog calls the server gone. A writer's statements (a claim, an answer, in a transaction
+# that holds the writers' lock: every other machine waits on it) take milliseconds, and get
+# `ALLOWANCE`; the big writes (linking a big job, copying a ledger) ask for `LONG_ALLOWANCE`,
+# which reads get too (a read holds no lock and no money; a big one may rightly take a while).
 ALLOWANCE = 10.0
 LONG_ALLOWANCE = 900.0
+_WRITE_ENDS = ("COMMIT", "ROLLBACK")
 # The server ends a session idle inside a transaction this long (a frozen writer).
 _IDLE_IN_TRANSACTION = "60s"
 _LOCK_STATEMENT = POSTGRESQL.begin_write[-1]  # the writers' lock: waited for up to lock_wait
@@ -250,6 +253,7 @@ class Connection:
         self.lock_wait = lock_wait  # the server's lock_timeout, in seconds
         self.allowance = ALLOWANCE  # see `long_calls`
         self._streams = 0  # named cursors made (`streaming_cursor`)
+        self._writing = False  # inside a transaction that writes (see `on_server`)
 
     def execute(self, sql: str, parameters: Iterable[Any] = (), /) -> Cursor:
         return self.cursor().execute(sql, parameters)
@@ -278,9 +282,17 @@ class Connection:
     def on_server(self, sql: str = "") -> Iterator[None]:
         """A call on the server: its errors as the ledger's (`LedgerFailed`), its wait for an
         answer bounded by the watchdog (a lock's wait, which the server bounds itself, on top)."""
-        allowance = self.allowance + (self.lock_wait if sql == _LOCK_STATEMENT else 0.0)
-        with _as_ledger_failures(self.watchdog), self.watchdog.call(allowance):
-            yield
+        if sql == POSTGRESQL.begin_write[0]:
+            self._writing = True
+        allowance = (self.allowance if self._writing else LONG_ALLOWANCE) + (
+            self.lock_wait if sql == _LOCK_STATEMENT else 0.0
+        )
+        try:
+            with _as_ledger_failures(self.watchdog), self.watchdog.call(allowance):
+                yield
+        finally:
+            if sql in _WRITE_ENDS:
+                self._writing = False
 
     @contextlib.contextmanager
     def long_calls(self) -> Iterator[None]:
