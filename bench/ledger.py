@@ -204,6 +204,10 @@ def main() -> None:
         default=1_000_000,
         help="requests in the first-run benchmark (0: skip it)",
     )
+    parser.add_argument(
+        "--postgres",
+        help="also push the ledger to a new database of this server and read it there (issue 46)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.rerun:
@@ -226,28 +230,59 @@ def main() -> None:
             f"(built a {args.rows:,}-row ledger in {time.perf_counter() - started:.0f} s)",
             flush=True,
         )
-        for what, arguments, goal in (
-            ("status of a 10,000-row job", ["status", "small"], "flat in the ledger's size"),
-            (f"status of a {args.rows - SMALL:,}-row job", ["status", "big"], "flat in memory"),
-            (
-                f"tasks --json of all {args.rows:,} rows",
-                ["tasks", "--json"],
-                "memory flat in the ledger's size",
-            ),
-            (
-                f"tasks --csv of all {args.rows:,} rows",
-                ["tasks", "--csv"],
-                "memory flat in the ledger's size",
-            ),
-            (f"tasks of all {args.rows:,} rows", ["tasks"], "memory flat in the ledger's size"),
-            ("runs", ["runs"], "memory flat in the ledger's size"),
-        ):
-            results = [run_peak(["--ledger", str(ledger), *arguments]) for _ in range(args.runs)]
-            seconds = statistics.median(r[0] for r in results)
-            print(
-                f"| {what} ({args.rows:,}-row ledger) | {seconds:.2f} s, {max(r[1] for r in results):.0f} MB peak RSS | {goal} |",
-                flush=True,
-            )
+        locations = [("SQLite", str(ledger))]
+        if args.postgres:
+            locations.append(("PostgreSQL", pushed(ledger, args.postgres, Path(tmp))))
+        for backend, location in locations:
+            reads(backend, location, args.rows, args.runs)
+
+
+def pushed(ledger: Path, url: str, tmp: Path) -> str:
+    """`ledger` copied into a new database of the server `url` names (`batchgen ledger push`)."""
+    import subprocess
+    import sys
+
+    import psycopg
+
+    name = f"batchgen_bench_{time.monotonic_ns()}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    server = url.rsplit("/", 1)[0] + f"/{name}"
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "batchgen", "ledger", "push", str(ledger), "--to", server],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "XDG_STATE_HOME": str(tmp / "state")},
+    )
+    print(f"(pushed it to PostgreSQL in {time.perf_counter() - started:.0f} s)", flush=True)
+    return server
+
+
+def reads(backend: str, location: str, rows: int, runs: int) -> None:
+    """The read commands' time and peak memory on one ledger."""
+    for what, arguments, goal in (
+        ("status of a 10,000-row job", ["status", "small"], "flat in the ledger's size"),
+        (f"status of a {rows - SMALL:,}-row job", ["status", "big"], "flat in memory"),
+        (
+            f"tasks --json of all {rows:,} rows",
+            ["tasks", "--json"],
+            "memory flat in the ledger's size",
+        ),
+        (
+            f"tasks --csv of all {rows:,} rows",
+            ["tasks", "--csv"],
+            "memory flat in the ledger's size",
+        ),
+        (f"tasks of all {rows:,} rows", ["tasks"], "memory flat in the ledger's size"),
+        ("runs", ["runs"], "memory flat in the ledger's size"),
+    ):
+        results = [run_peak(["--ledger", location, *arguments]) for _ in range(runs)]
+        seconds = statistics.median(r[0] for r in results)
+        print(
+            f"| {what} ({rows:,}-row ledger, {backend}) | {seconds:.2f} s, {max(r[1] for r in results):.0f} MB peak RSS | {goal} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
