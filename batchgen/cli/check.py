@@ -16,7 +16,7 @@ from ..output.reports import problem_lines, problems_json
 from ..output.words import count
 from ..urls import canonical_base_url
 from .common import project_of
-from .options import api_base_option, unverified_option
+from .options import api_base_option, prices_option, unverified_option
 
 
 @click.command()
@@ -69,12 +69,7 @@ def validate(
 @click.option(
     "--json", "as_json", is_flag=True, help="One JSON object: job, api_base, counts, requests."
 )
-@click.option(
-    "--prices",
-    "prices_file",
-    type=click.Path(dir_okay=False),
-    help="Price rules (a YAML file with prices: [...]), beside the job's.",
-)
+@prices_option
 @click.option(
     "--sandbox",
     is_flag=True,

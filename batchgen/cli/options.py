@@ -55,6 +55,16 @@ def api_base_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
+def prices_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--prices FILE`: price rules beside the job's (plan, run, prices)."""
+    return click.option(
+        "--prices",
+        "prices_file",
+        type=click.Path(dir_okay=False),
+        help="Price rules (a YAML file with prices: [...]), beside the job's.",
+    )(command)
+
+
 def unverified_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--allow-unverified-models",

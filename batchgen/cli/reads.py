@@ -16,7 +16,7 @@ from ..ledger import STATES
 from ..output.reports import runs_report, status_report, write_lines, write_tasks
 from ..urls import canonical_base_url
 from .common import read_only
-from .options import all_option, api_base_option, send_options
+from .options import all_option, api_base_option, prices_option, send_options
 
 
 @click.command()
@@ -109,12 +109,7 @@ def credits_command(as_json: bool, sandbox: bool, api_key_file: str | None, base
 
 @click.command()
 @click.argument("job", required=False)
-@click.option(
-    "--prices",
-    "prices_file",
-    type=click.Path(dir_okay=False),
-    help="Price rules (a YAML file with prices: [...]).",
-)
+@prices_option
 @click.option(
     "--json", "as_json", is_flag=True, help="One JSON object: declared, learned, by_class."
 )

@@ -21,7 +21,14 @@ from ..output.reports import runs_report
 from ..sending.limits import Backoff
 from ..sending.run_report import DEFAULT_CONCURRENCY, DEFAULT_MAX_IDENTICAL_ERRORS, DEFAULT_RPM
 from .common import project_of
-from .options import Finite, bounds_of, download_options, send_options, unverified_option
+from .options import (
+    Finite,
+    bounds_of,
+    download_options,
+    prices_option,
+    send_options,
+    unverified_option,
+)
 
 
 @click.command()
@@ -93,12 +100,7 @@ from .options import Finite, bounds_of, download_options, send_options, unverifi
     is_flag=True,
     help="Send again the requests whose generation failed (earlier task ids are kept).",
 )
-@click.option(
-    "--prices",
-    "prices_file",
-    type=click.Path(dir_okay=False),
-    help="Price rules (a YAML file with prices: [...]), beside the job's.",
-)
+@prices_option
 @click.option(
     "--on-done",
     help="A shell command to run once at the end (BATCHGEN_JOB, BATCHGEN_EXIT, ... in its environment).",
