@@ -530,7 +530,9 @@ def test_task_ids_journaled_by_one_process_while_two_others_replay_are_all_recor
     appender = (
         "import sys, time; from batchgen.ledger import journal; from pathlib import Path\n"
         "folder = Path(sys.argv[1]).parent\n"
-        "while len(list(folder.glob('replaying-*'))) < 2: time.sleep(0.01)\n"
+        "deadline = time.monotonic() + 120\n"
+        "while len(list(folder.glob('replaying-*'))) < 2 and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
         "for i in range(200):\n"
         "    journal.append(Path(sys.argv[1]), {'key': f'k{i:03d}', 'task_id': f't{i}', 'estimated_time': 30,"
         " 'received_at': '2026-11-25T10:00:00.000Z', 'job': 'job', 'api_base': 'https://api', 'variant': 0,"
@@ -538,10 +540,13 @@ def test_task_ids_journaled_by_one_process_while_two_others_replay_are_all_recor
         "    time.sleep(0.002)\n"
         "(folder / 'appended').touch()\n"
     )
+    # Each replayer stops once the appender is done, or after two minutes whatever happens (a
+    # failed appender left them looping, and slowing every later test, for good).
     replayer = (
-        "import os, sys; from pathlib import Path; from batchgen.ledger import Ledger\n"
+        "import os, sys, time; from pathlib import Path; from batchgen.ledger import Ledger\n"
         "folder = Path(sys.argv[1]).parent\n"
-        "while True:\n"
+        "deadline = time.monotonic() + 120\n"
+        "while time.monotonic() < deadline:\n"
         "    Ledger.open(Path(sys.argv[1])).close()\n"
         "    (folder / f'replaying-{os.getpid()}').touch()\n"
         "    if (folder / 'appended').exists(): break\n"
@@ -550,7 +555,11 @@ def test_task_ids_journaled_by_one_process_while_two_others_replay_are_all_recor
         subprocess.Popen([sys.executable, "-c", code, str(path)])
         for code in (appender, replayer, replayer)
     ]
-    assert [process.wait(60) for process in processes] == [0, 0, 0]
+    try:
+        assert [process.wait(60) for process in processes] == [0, 0, 0]
+    finally:
+        for process in processes:
+            process.kill()
     with Ledger.open(path) as ledger:
         recorded = ledger.db.conn.execute(
             "SELECT count(*) FROM tasks WHERE task_id IS NOT NULL"
