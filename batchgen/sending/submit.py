@@ -364,31 +364,29 @@ class Submission:
         """Every worker has ended: a task id received and still neither recorded nor journaled
         (an error no handler foresaw cut its worker short) goes to the journal now. A created
         task is paid for; its id is never dropped on the floor."""
-        with self._lock:
-            held = list(self._unwritten.values())
-            self._unwritten.clear()
-        if not held:
-            return
-        where = self._keep_in_journal(held)
-        with self._lock:
-            self.report.unrecorded.extend(answered.task_id for _, answered in held)
-        self.notice(
-            f"{len(held)} task ids received but not recorded ({', '.join(a.task_id for _, a in held)}); {where}"
-        )
-        self._abort("the ledger could not record every task id")
+        journaled = self._journal_unwritten(forget=True)
+        if journaled:
+            with self._lock:
+                self.report.unrecorded.extend(journaled)
+            self._abort("the ledger could not record every task id")
 
-    def _journal_unwritten(self) -> None:
-        """A second signal: the run exits without waiting for its workers. The task ids they
-        hold, received and not yet committed, go to the journal, which the next command
-        records (replaying is idempotent, should a worker commit one meanwhile)."""
+    def _journal_unwritten(self, *, forget: bool = False) -> list[str]:
+        """The task ids received and not yet committed go to the journal, which the next
+        command records, and are printed; returns them. On a second signal the run exits
+        without waiting for its workers (replaying is idempotent, should a worker commit one
+        meanwhile); at the run's end (`forget`) no worker is left to."""
         with self._lock:
             held = list(self._unwritten.values())
+            if forget:
+                self._unwritten.clear()
         if not held:
-            return
+            return []
         where = self._keep_in_journal(held)
+        ids = [answered.task_id for _, answered in held]
         self.notice(
-            f"{len(held)} task ids received but not yet recorded ({', '.join(a.task_id for _, a in held)}); {where}"
+            f"{len(ids)} task ids received but not yet recorded ({', '.join(ids)}); {where}"
         )
+        return ids
 
     def _record_submitted(self, request: Request, answered: Answered) -> bool:
         """Write a task id alone; if the ledger cannot take it, journal it and print it: a task
