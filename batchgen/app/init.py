@@ -44,9 +44,8 @@ def _starter(name: str) -> str:
     return (resources.files("batchgen") / "data" / "starter" / name).read_text(encoding="utf-8")
 
 
-def _existing_ledger(folder: Path) -> Path | None:
-    """The ledger the walk of `find_root` finds at or above `folder`, if there is one."""
-    root, _ = find_root(folder)
+def _existing_ledger(root: Path) -> Path | None:
+    """The ledger of the project `root` (the walk of `find_root` found it), if it has one."""
     return root / LEDGER_NAME if (root / LEDGER_NAME).exists() else None
 
 
@@ -94,7 +93,7 @@ def init(folder: Path, ledger_url: str | None = None) -> Initialized:
             Ledger(done.ledger).close()
             done.ledger_is_new = True
         return done
-    done.ledger = _existing_ledger(folder)
+    done.ledger = _existing_ledger(root)
     if done.ledger is None:
         done.ledger = folder / LEDGER_NAME
         Ledger(done.ledger).close()  # the tables, nothing in them

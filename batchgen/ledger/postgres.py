@@ -135,7 +135,7 @@ class _Watchdog:
         self._calls: dict[int, float] = {}  # thread id → deadline of its call on the server
         self._wake = threading.Event()
         self._closed = False
-        self.fired: float | None = None  # the allowance a call outlived
+        self.fired = False  # a call outlived its allowance, and the socket was shut
         self._thread: threading.Thread | None = None
 
     @contextlib.contextmanager
@@ -163,8 +163,7 @@ class _Watchdog:
                 return
 
     def _shut(self) -> None:
-        with self._guard:
-            self.fired = max(self._calls.values(), default=0.0)
+        self.fired = True
         with contextlib.suppress(OSError, psycopg.Error):
             # Through a duplicate of its descriptor: psycopg still owns (and closes) its own.
             duplicate = socket.socket(fileno=os.dup(self._raw.fileno()))
@@ -189,7 +188,7 @@ def _as_ledger_failures(watchdog: _Watchdog | None = None) -> Iterator[None]:
     except (pg_errors.LockNotAvailable, pg_errors.QueryCanceled) as e:
         raise LedgerBusy(f"the ledger is busy: {_first_line(e)}") from e
     except (psycopg.Error, OSError) as e:
-        if watchdog is not None and watchdog.fired is not None:
+        if watchdog is not None and watchdog.fired:
             raise LedgerFailed(
                 "the ledger's server stopped answering (a call waited past its allowance):"
                 " the connection was closed"

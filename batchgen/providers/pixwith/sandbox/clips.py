@@ -128,11 +128,7 @@ def clip(aspect_ratio: object = None, seconds: object = None) -> bytes:
         b"stsz": _full(0, 0, count, *sizes, fmt=f"II{count}I"),
         b"stco": _full(0, 1, 0, fmt="II"),  # the offset, once the layout is known (below)
     }
-    stbl.children = [
-        child
-        for child in stbl.children or []
-        if child.kind in (b"stsd",) or child.kind not in tables
-    ]
+    stbl.children = [child for child in stbl.children or [] if child.kind not in tables]
     stbl.children += [_Box(kind, payload=payload) for kind, payload in tables.items()]
     moov.children = [child for child in moov.children or [] if child.kind != b"udta"]
     head = ftyp.encode() + moov.encode()
