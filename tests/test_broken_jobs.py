@@ -14,8 +14,8 @@ CASES = {
     "syntax.yaml": ("syntax.yaml", 4, "expected ',' or ']'"),
     "tabs.yaml": ("tabs.yaml", 3, "indent with spaces"),
     "unknown_top_key.yaml": ("unknown_top_key.yaml", 2, "did you mean 'defaults'?"),
-    "option_typo.yaml": ("option_typo.yaml", 4, "did you mean 'aspect_ratio'?"),
-    "wrong_type.yaml": ("wrong_type.yaml", 4, 'expected an integer or null, found string "five"'),
+    "option_typo.yaml": ("option_typo.yaml", 4, "did you mean 'options.aspect_ratio'?"),
+    "wrong_type.yaml": ("wrong_type.yaml", 4, 'expected an integer, found string "five"'),
     "enum_typo.yaml": ("enum_typo.yaml", 4, "did you mean '16:9'?"),
     "model_typo.yaml": ("model_typo.yaml", 6, "did you mean 'wan2.2-pro'?"),
     "lite_duration.yaml": ("lite_duration.yaml", 6, "Lite (2-8) has a fixed duration"),
@@ -166,7 +166,7 @@ def test_a_typo_in_defaults_a_typo_in_options_and_a_bad_value_are_reported_in_on
     )
     assert (
         "requests[0].options.aspect_ration: unknown field" in lines[1]
-        and "did you mean 'aspect_ratio'?" in lines[1]
+        and "did you mean 'options.aspect_ratio'?" in lines[1]
     )
     assert (
         "job.yaml:7:" in lines[2]

@@ -170,11 +170,18 @@ def test_tasks_as_a_table_is_aligned_and_read_a_row_at_a_time():
 def test_each_command_is_loaded_by_the_name_it_is_listed_under():
     import importlib
 
+    from batchgen import providers
     from batchgen.cli import COMMANDS
 
     for name, where in COMMANDS.items():
-        module, attribute = where.split(":")
-        command = getattr(importlib.import_module(f"batchgen.cli.{module}"), attribute)
+        if not where:  # the default provider's own (`sandbox`)
+            where = providers.named().sandbox_command
+            assert where, name
+            module, attribute = where.split(":")
+        else:
+            module, attribute = where.split(":")
+            module = f"batchgen.cli.{module}"
+        command = getattr(importlib.import_module(module), attribute)
         assert command.name == name, where
 
 

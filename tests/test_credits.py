@@ -464,17 +464,19 @@ def test_prices_command_without_a_ledger_says_what_is_declared(tmp_path, write_j
 
 
 def test_a_class_key_is_the_same_remembered_or_not_and_an_unhashable_option_is_spelled_afresh():
-    from batchgen.jobs.prices import class_key, class_tuple, key_of_tuple
+    from batchgen.jobs.prices import class_key
+    from batchgen.providers.pixwith.catalogue import CATALOGUE
 
     body = {
         "model_id": "2-9",
         "prompt": "a",
         "options": {"duration": 5, "prompt_optimization": True},
     }
-    assert class_key(body) == class_key(dict(body, prompt="b")) == key_of_tuple(class_tuple(body))
+    assert class_key(body, CATALOGUE) == class_key(dict(body, prompt="b"), CATALOGUE)
     listed = {"model_id": "2-9", "options": {"duration": 5, "frames": [1, 2]}}  # not hashable
     assert (
-        class_key(listed) == '{"images":0,"model_id":"2-9","options":{"duration":5,"frames":[1,2]}}'
+        class_key(listed, CATALOGUE)
+        == '{"images":0,"model_id":"2-9","options":{"duration":5,"frames":[1,2]}}'
     )
 
 

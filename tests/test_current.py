@@ -234,12 +234,11 @@ def test_a_request_made_again_unlike_the_plan_is_never_sent(world, write_job, mo
 
 def test_what_a_run_sends_is_held_as_keys_and_prices(load):
     """plan.ToSend: job order, duplicates once, a head, bodies resolved or left out."""
-    from batchgen.jobs.prices import NO_PRICES
     from batchgen.jobs.validate import ValidatedJob
     from batchgen.sending.plan import no_ledger, prepare_run
 
     validated = ValidatedJob(load(job_text(["a", "b", "a", "c", "d"])), "https://api.pixwith.ai")
-    plan, to_send = prepare_run(validated, no_ledger, set(), book=NO_PRICES)
+    plan, to_send = prepare_run(validated, no_ledger, set(), book=None)
     assert len(to_send) == 4 and plan.counts["new"] == 4
     assert [item.request.body["prompt"] for item in to_send] == ["a", "b", "c", "d"]
     assert [item.request.body["prompt"] for item in to_send] == [

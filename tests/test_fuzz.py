@@ -19,16 +19,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchgen.errors import JobError
-from batchgen.jobs import schemas
-from batchgen.jobs.validate import checkable_body, validate_job
+from batchgen.jobs.validate import validate_job
 from batchgen.providers import Kind
+from batchgen.providers.pixwith import models
 from batchgen.providers.pixwith.answers import classify
+from batchgen.providers.pixwith.catalogue import _checkable as checkable_body
 from batchgen.providers.pixwith.client import PixwithApi
 
 FUZZ = settings(
     max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-REQUEST = jsonschema.Draft202012Validator(schemas.schema("request"))
+REQUEST = jsonschema.Draft202012Validator(models.load("request.schema.json"))
 
 
 @pytest.fixture(scope="module")

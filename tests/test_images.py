@@ -115,7 +115,7 @@ def test_a_bad_image_is_exit_2_at_its_line(cli, write_job, images, setup, item, 
     result = cli("validate", job)
     assert (
         result.exit_code == 2
-        and "job.yaml:7:31: error: requests[1].image_urls: " in result.stderr
+        and "job.yaml:7:31: error: requests[1].images: " in result.stderr
         and words in result.stderr
     ), result.stderr
     assert str(images) + "/img" not in result.stderr  # named as the job wrote it

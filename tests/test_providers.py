@@ -4,9 +4,8 @@
 
 from __future__ import annotations
 
-import ast
+import re
 import textwrap
-from pathlib import Path
 
 import pytest
 from helpers import REPO, job_text, prompts
@@ -23,6 +22,7 @@ from batchgen.ledger.location import Project
 MEMORY_PROVIDER = """
 import contextlib
 from batchgen.providers.base import Balance, Description, Kind, Outcome, TaskState, Uploaded
+from batchgen.providers.pixwith.catalogue import CATALOGUE  # its models: pixwith's, borrowed
 
 CREATED = []
 
@@ -60,6 +60,7 @@ PROVIDER = Description(
     default_base_url="https://memory.invalid",
     key_variable="MEMORY_API_KEY",
     connect=Memory,
+    catalogue=lambda: CATALOGUE,
     images_shown=lambda body: iter(()),
     with_images=lambda body, urls: body,
     sandbox=lambda time_scale: contextlib.nullcontext(),
@@ -141,18 +142,28 @@ def test_a_provider_of_another_distribution_is_found_by_entry_point_and_runs_a_j
     assert len(module.CREATED) == 3
 
 
-def test_only_the_providers_folder_knows_pixwith():
-    """Outside providers/, pixwith is named only by `batchgen sandbox` (which serves its
-    sandbox): the run, the ledger and the reads speak `Provider` and `Outcome`."""
+def test_only_pixwith_s_folder_knows_pixwith():
+    """The core names no provider: no import, name, environment variable, model id or wire
+    field of pixwith's outside batchgen/providers/pixwith/ (pixwith registers itself by entry
+    point, as any provider does).
+
+    Not yet: the ledger's `model_id` column (the provider's id for the model; renaming a public
+    column needs a migration on both backends), and the starter job `init` writes (pixwith's
+    options), so `model_id` and data/starter/ are left out of this check for now."""
     package = REPO / "batchgen"
+    words = re.compile(r"pixwith|PIXWITH|image_urls|prompt_optimization|\b2-(?:8|9|10)\b")
     naming = set()
-    for path in package.rglob("*.py"):
-        if "providers" in path.relative_to(package).parts:
+    for path in package.rglob("*"):
+        if path.suffix not in (".py", ".html", ".json", ".yaml", ".js", ".css"):
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and "pixwith" in (node.module or ""):
-                naming.add(str(Path(path).relative_to(package)))
-    assert naming == {"cli/sandbox.py"}
+        if ("providers", "pixwith") == path.relative_to(package).parts[:2]:
+            continue
+        if ("data", "starter") == path.relative_to(package).parts[:2]:
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if words.search(line):
+                naming.add(f"{path.relative_to(package)}:{number}: {line.strip()}")
+    assert not naming, sorted(naming)
 
 
 def test_no_provider_s_key_is_passed_to_the_on_done_command(memory_provider, tmp_path, monkeypatch):

@@ -369,7 +369,7 @@ def test_promote_writes_the_picked_requests_with_their_templates_and_the_overrid
         "resolution": "720p",
         "duration": 8,
     }
-    assert fox["image_urls"] == ["../images/fox.png"]  # the same file, from the new job's folder
+    assert fox["images"] == ["../images/fox.png"]  # the same file, from the new job's folder
     assert fox["options"]["aspect_ratio"] == "9:16" and fox["id"] == "fox"
     # The promoted job is a job like any other: the winners, at full quality, labelled anew.
     plan = json.loads(env.cli("plan", out, "--json").stdout)

@@ -16,8 +16,8 @@ from helpers import job_text, prompts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchgen.jobs import schemas
 from batchgen.ledger import Ledger
+from batchgen.providers.pixwith import models as pixwith_models
 from batchgen.providers.pixwith.sandbox import TEST_KEY, SandboxConfig, parse_task_id, running
 
 HEADERS = {"Content-Type": "application/json", "Api-Key": TEST_KEY}
@@ -323,7 +323,7 @@ def test_stats_endpoint_reports_the_record(serve):
 urls = st.sampled_from(["https://e.com/a.jpg", "http://e.com/b.png", "not a url", ""])
 # Every model of the catalogue, every option any of them takes, with values from the union of
 # their sets and a few no model takes: the sandbox and the schema must judge each body alike.
-REQUEST_DEFS = schemas.schema("request")["$defs"]
+REQUEST_DEFS = pixwith_models.load("request.schema.json")["$defs"]
 bodies = st.fixed_dictionaries(
     {},
     optional={
@@ -366,7 +366,9 @@ def shared_client():
 @given(body=bodies)
 def test_the_sandbox_accepts_exactly_what_the_request_schema_accepts(shared_client, body):
     # A plain jsonschema check, without the memo the sandbox (and validate) use.
-    expected = jsonschema.Draft202012Validator(schemas.schema("request")).is_valid(body)
+    expected = jsonschema.Draft202012Validator(pixwith_models.load("request.schema.json")).is_valid(
+        body
+    )
     assert (create(shared_client, body).json()["code"] == 1) == expected
 
 

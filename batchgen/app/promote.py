@@ -17,8 +17,9 @@ from typing import Any
 
 import yaml
 
+from .. import providers
 from ..errors import JobError, NothingChosen, Problem, UsageError
-from ..jobs import models, schemas
+from ..jobs import schemas
 from ..jobs.expand import sourced
 from ..jobs.images import LOCAL, is_local, local_path
 from ..jobs.job import Job
@@ -26,9 +27,10 @@ from ..jobs.spec import load_job
 from ..jobs.validate import validate_job
 from ..jobs.yamldoc import scalar
 from ..ledger import Ledger
+from ..providers import Catalogue
 from ..times import timestamp
 
-ENTRY_FIELDS = ("id", "prompt", "model", "image_urls", "options", "vars", "meta")
+ENTRY_FIELDS = ("id", "prompt", "model", "images", "options", "vars", "meta")
 
 
 @dataclass(frozen=True)
@@ -46,15 +48,16 @@ def parse_override(text: str) -> Override:
     field = field.strip()
     if not equals or not field:
         raise UsageError(f"--set {text!r}: write FIELD=VALUE, like options.resolution=720p")
-    options = list(schemas.schema("request")["properties"]["options"]["properties"])
-    known = ["prompt", "model", "image_urls", "id", *(f"options.{name}" for name in options)]
+    known = ["prompt", "model", "images", "id"]
     path = tuple(field.split("."))
-    if field not in known and not (len(path) == 2 and path[0] in ("vars", "meta") and path[1]):
+    named = len(path) == 2 and path[0] in ("vars", "meta", "options") and bool(path[1])
+    if field not in known and not named:
         hint = (
-            schemas.suggest(field, known) or f"fields: {', '.join(known)}, vars.<name>, meta.<name>"
+            schemas.suggest(field, known)
+            or f"fields: {', '.join(known)}, options.<name>, vars.<name>, meta.<name>"
         )
         raise UsageError(f"--set {text!r}: unknown field {field!r}; {hint}")
-    value: Any = raw.split() if field == "image_urls" else scalar(raw.strip())
+    value: Any = raw.split() if field == "images" else scalar(raw.strip())
     return Override(text, path, value)
 
 
@@ -169,7 +172,7 @@ def _entry_from_fields(fields: dict[str, Any], folder: Path, new_folder: Path) -
             value = {k: v for k, v in value.items() if v is not None}
         if value is None or value == {}:
             continue
-        if name == "image_urls":
+        if name == "images":
             value = [
                 _moved(item, folder, new_folder)
                 for item in (value if isinstance(value, list) else [value])
@@ -186,22 +189,22 @@ def _moved(item: Any, folder: Path, new_folder: Path) -> Any:
 
 
 def _entry_from_ledger(row: dict[str, Any]) -> dict[str, Any]:
-    body = json.loads(row["request"])
+    asked = providers.for_api(row.get("api_base")).catalogue().fields(json.loads(row["request"]))
     entry: dict[str, Any] = {}
     if row.get("label"):
         entry["id"] = row["label"]
-    entry["prompt"] = body.get("prompt")
-    entry["model"] = models.label(str(body.get("model_id")))
-    urls = body.get("image_urls") or []
+    entry["prompt"] = asked.prompt
+    entry["model"] = providers.model_label(str(asked.model))
+    urls = list(asked.images)
     if any(isinstance(url, str) and url.startswith(LOCAL) for url in urls):
         raise UsageError(
             f"request {row.get('label') or row['key'][:12]} used a local image, and its job file ({row.get('job_file')}) "
             "no longer asks for it: promote needs the job file that made it"
         )
     if urls:
-        entry["image_urls"] = urls
-    if body.get("options"):
-        entry["options"] = body["options"]
+        entry["images"] = urls
+    if asked.options:
+        entry["options"] = dict(asked.options)
     if row.get("meta"):
         entry["meta"] = json.loads(row["meta"])
     return entry
@@ -248,10 +251,12 @@ def _job_text(
         )
     document: dict[str, Any] = {"version": 1}
     if source_job is not None:
+        if source_job.data.get("provider"):  # its requests go where the first job's went
+            document["provider"] = source_job.data["provider"]
         if source_job.data.get("limits"):  # the first job's sending limits
             document["limits"] = source_job.data["limits"]
         if source_job.data.get("prices"):
-            if any(_changes_the_class(o) for o in overrides):
+            if any(_changes_the_class(o, source_job.catalogue) for o in overrides):
                 # Its prices were for the drafts' model and options; the winners are other
                 # requests now, and a price that no longer applies would fool a spend cap.
                 lines.append(
@@ -276,12 +281,10 @@ def _comment(text: str) -> str:
     )
 
 
-def _changes_the_class(override: Override) -> bool:
-    """Whether an override can change a request's price class (prices.class_tuple)."""
+def _changes_the_class(override: Override, catalogue: Catalogue) -> bool:
+    """Whether an override can change a request's price class (its provider says)."""
     path = override.path
-    return path[0] in ("model", "image_urls") or (
-        path[0] == "options" and path[-1] != "prompt_optimization"
-    )
+    return path[0] == "images" or catalogue.priced(path)
 
 
 def _choice(picked: bool, rating_at_least: int | None) -> str:

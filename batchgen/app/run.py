@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import EXIT_ABORTED, EXIT_INCOMPLETE, Interrupted, NotCovered
-from ..jobs import models, unchanged
+from ..jobs import unchanged
 from ..jobs.prices import PriceBook
 from ..jobs.spec import load_job
 from ..jobs.validate import ValidatedJob
@@ -26,7 +26,7 @@ from ..output.console import QUIET, VERBOSE, verbosity
 from ..output.progress import ProgressDisplay, summary_lines
 from ..output.reports import problem_lines
 from ..output.words import count
-from ..providers import Provider
+from ..providers import Provider, model_label
 from ..results.bounds import Bounds
 from ..results.poll import pending, poll
 from ..sending import http_transport, uploads
@@ -183,7 +183,7 @@ def _run_planned(
     if options.limit is not None:
         to_send = to_send.head(options.limit)
     if cap:
-        credits.require_prices(to_send, cap)
+        credits.require_prices(to_send, cap, book)
     if options.dry_run:
         return _dry_run(plan, to_send, settings, target, console)
     client = target.connect(
@@ -312,7 +312,7 @@ def _dry_run(
     console.out(_plan_line(plan, len(to_send), settings, target))
     for item in to_send:
         request = item.request
-        model = models.label(request.body["model_id"])
+        model = model_label(str(request.model))
         cost = f" ({item.credits} credits)" if item.credits is not None else ""
         console.out(
             f"  would send {request.key[:12]} v{request.variant} {model}{cost}: {request.body.get('prompt', '')[:60]}"
@@ -378,6 +378,7 @@ def _send(
                 notice=console.err,
                 budget=budget,
                 detail=console.detail if verbosity() >= VERBOSE else None,
+                class_of=budget.book.class_key,
             )
 
             def on_interrupt(in_flight: int) -> None:

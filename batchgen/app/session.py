@@ -17,14 +17,14 @@ from urllib.parse import urlsplit
 
 from .. import providers
 from ..errors import EXIT_INTERRUPTED, InputRefused, StopSignal, UsageError
-from ..jobs.spec import load_job
+from ..jobs.spec import load_job, provider_of
 from ..jobs.user_files import read_regular
 from ..ledger import Ledger
-from ..ledger.location import Project
+from ..ledger.location import Project, configured_provider
 from ..output.words import count
 from ..providers.keys import check_api_key, remember_secret
 from ..providers.stored_keys import key_for, keys_path
-from ..urls import check_api_base
+from ..urls import canonical_base_url, check_api_base
 
 SANDBOX_TIME_SCALE = 0.02  # `--sandbox`: a 240 s generation takes about 5 s
 MAX_KEY_FILE = 4096
@@ -65,12 +65,12 @@ class Target:
 
     def rebase(self, url: str) -> str:
         """A recorded result URL, pointed at the sandbox serving now (for `--sandbox`)."""
-        if (
-            self.sandbox_files
-            and "/_sandbox/files/" in url
-            and urlsplit(url).hostname == "127.0.0.1"
-        ):
-            return self.sandbox_files + url.split("/_sandbox/files/", 1)[1]
+        if not self.sandbox_files:
+            return url
+        # A sandbox's files are under one path whatever port serves them.
+        folder = urlsplit(self.sandbox_files).path
+        if folder in url and urlsplit(url).hostname == "127.0.0.1":
+            return self.sandbox_files + url.split(folder, 1)[1]
         return url
 
 
@@ -106,14 +106,39 @@ def read_api_key(api_key_file: str | None, variable: str, name: str = "") -> str
     return None
 
 
+def job_provider(job: str | None, project: Project | None = None) -> providers.Description:
+    """The provider of a command's job: a job file's (`provider:`, else its project's), else
+    (a job's name, or none) the project's batchgen.yaml's, else the default."""
+    if job is not None and os.path.isfile(job):
+        return provider_of(job, project.root if project else None)
+    return providers.named(configured_provider(project.root) if project else None)
+
+
+def api_base_of(provider: providers.Description, given: str | None) -> str:
+    """The base URL requests go to: `--base-url`, else the provider's variable, else its own."""
+    chosen = given or (
+        os.environ.get(provider.base_url_variable) if provider.base_url_variable else None
+    )
+    return canonical_base_url(chosen or provider.default_base_url)
+
+
 @contextlib.contextmanager
 def api_target(
-    *, sandbox: bool, base_url: str, api_key_file: str | None, need_key: bool
+    *,
+    sandbox: bool,
+    base_url: str | None,
+    api_key_file: str | None,
+    need_key: bool,
+    provider: providers.Description | None = None,
 ) -> Iterator[Target]:
-    """The configured API, or a sandbox of this command's own (on a free port)."""
-    provider = providers.named()
+    """The configured API of `provider` (default: the default one), or a sandbox of this
+    command's own (on a free port)."""
+    provider = provider or providers.named()
     if not sandbox:
-        base = check_api_base(base_url)
+        given = base_url or (
+            os.environ.get(provider.base_url_variable) if provider.base_url_variable else None
+        )
+        base = check_api_base(given or provider.default_base_url)
         key = read_api_key(api_key_file, provider.key_variable, provider.name)
         if need_key and not key:
             raise UsageError(
@@ -203,7 +228,7 @@ def output_folder(name: str, out: str | None = None, api_base: str | None = None
 def api_folder(api_base: str | None) -> tuple[str, ...]:
     """The folder under outputs/ that holds the results of `api_base` (none for the API that
     is paid for)."""
-    provider = providers.named()
+    provider = providers.for_api(api_base)
     if api_base is None or api_base == provider.default_base_url:
         return ()
     if api_base == provider.sandbox_identity:

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from .. import providers
 from ..errors import NotCovered, UsageError
-from ..jobs.prices import PriceBook, class_key, describe_class, job_rules, load_rules
+from ..jobs.prices import PriceBook, describe_class, job_rules, load_rules
 from ..jobs.validate import ValidatedJob, validate_job
 from ..output.progress import table
 from ..output.words import count
@@ -28,18 +29,25 @@ def price_book(
     validated: ValidatedJob, ledger: Ledger | None, prices_file: str | None
 ) -> PriceBook:
     """The job's rules and the `--prices` file's (declared), then what the ledger learned."""
-    rules = job_rules(validated.job) + (load_rules(prices_file) if prices_file else [])
+    job = validated.job
+    rules = job_rules(job) + (
+        load_rules(prices_file, dict(job.provider.field_aliases), job.catalogue)
+        if prices_file
+        else []
+    )
     learned = ledger.prices.learned(validated.api_base) if ledger is not None else {}
-    return PriceBook(rules, learned)
+    return PriceBook(rules, learned, job.catalogue)
 
 
-def require_prices(to_send: ToSend, cap: int) -> None:
+def require_prices(to_send: ToSend, cap: int, book: PriceBook) -> None:
     """A cap needs a known price for every class the run would send (exit 2 naming them)."""
     if all(price is not None for price in to_send.prices()):
         return
-    unknown = Counter(class_key(item.request.body) for item in to_send if item.credits is None)
+    unknown = Counter(book.class_key(item.request.body) for item in to_send if item.credits is None)
     if unknown:
-        classes = "; ".join(f"{describe_class(k)} ({n} requests)" for k, n in unknown.most_common())
+        classes = "; ".join(
+            f"{book.describe_class(k)} ({n} requests)" for k, n in unknown.most_common()
+        )
         raise UsageError(
             f"--max-credits {cap:,} needs a price for every class it would send; none is known for: {classes}. "
             "Declare them (prices: in the job, or --prices FILE), or run once without a cap to learn them"
@@ -103,7 +111,8 @@ def learn_price(
         return f"no price learned: the balance fell by {drop:,} for {submitted} requests, which is not a whole price each"
     (cls,) = report.submitted_classes
     ledger.prices.record(api_base, cls, drop // submitted, run_id, submitted)
-    return f"learned: {describe_class(cls)} costs {drop // submitted:,} credits (run {run_id}: {submitted} requests, balance {before:,} → {after:,})"
+    described = describe_class(cls, providers.for_api(api_base).catalogue())
+    return f"learned: {described} costs {drop // submitted:,} credits (run {run_id}: {submitted} requests, balance {before:,} → {after:,})"
 
 
 def spend_line(report: RunReport, before: int | None, after: int | None) -> str:
@@ -138,17 +147,24 @@ def price_facts(
     validated = (
         validate_job(job_file, api_base, allow_unverified=True) if job_file else None
     )  # listing prices sends nothing
+    provider = validated.job.provider if validated else providers.for_api(api_base)
     rules = (job_rules(validated.job) if validated else []) + (
-        load_rules(prices_file) if prices_file else []
+        load_rules(prices_file, dict(provider.field_aliases), provider.catalogue())
+        if prices_file
+        else []
     )
     facts: dict[str, Any] = {
         "declared": [
-            {"matches": r.describe(), "credits": r.credits, "where": f"{r.where()} ({r.path})"}
+            {
+                "matches": r.describe(provider.catalogue()),
+                "credits": r.credits,
+                "where": f"{r.where()} ({r.path})",
+            }
             for r in rules
         ],
         "learned": [
             {
-                "class": describe_class(p["class"]),
+                "class": describe_class(p["class"], providers.for_api(p["api_base"]).catalogue()),
                 "credits": p["credits"],
                 "run_id": p["run_id"],
                 "requests": p["requests"],
@@ -162,13 +178,13 @@ def price_facts(
         book = price_book(validated, ledger, prices_file)
         classes: dict[str, dict[str, object]] = {}
         for request in validated.requests():
-            classes.setdefault(class_key(request.body), request.body)
+            classes.setdefault(book.class_key(request.body), request.body)
         by_class = []
         for key, body in classes.items():
             price = book.price(body)
             by_class.append(
                 {
-                    "class": describe_class(key),
+                    "class": book.describe_class(key),
                     "credits": price.credits if price else None,
                     "source": price.source if price else "no rule matches, nothing learned",
                 }

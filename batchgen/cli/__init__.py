@@ -1,9 +1,10 @@
 """The command line: parse, call the stage that does the work, print. Nothing else lives here.
 
-One module per family of commands (check, send, follow, reads, review, sandbox, models,
-init, ledger), the options they share in options.py, one console (output.console.Terminal). Errors
-become a message and an exit code in one place, `BatchgenGroup.invoke`; the run's use case
-lives in runner.py; which ledger a command uses is decided by ledger_location.py.
+One module per family of commands (check, run, follow, reads, review, models, init, ledger,
+keys), the options they share in options.py, one console (output.console.Terminal); `sandbox`
+is the default provider's own command. Errors become a message and an exit code in one place,
+`BatchgenGroup.invoke`; the use cases live in app/; which ledger a command uses is decided by
+ledger/location.py.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import click
 
-from .. import __version__
+from .. import __version__, providers
 from ..app.session import interrupted_exit
 from ..errors import EXIT_ABORTED, BatchgenError, JobError
 from ..ledger import FAILURES as ledger_failures
@@ -40,7 +41,7 @@ COMMANDS = {
     "prices": "reads:prices",
     "schema": "check:schema",
     "init": "init:init_command",
-    "sandbox": "sandbox:sandbox_command",
+    "sandbox": "",  # the default provider's own (Description.sandbox_command)
     "review": "review:review",
     "promote": "review:promote",
     "models": "models:models_command",
@@ -60,8 +61,15 @@ class BatchgenGroup(click.Group):
         where = COMMANDS.get(cmd_name)
         if where is None:
             return None
-        module, attribute = where.split(":")
-        command: click.Command = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
+        if not where:  # a provider's: "package.module:attribute", anywhere
+            where = providers.named().sandbox_command
+            if not where:
+                return None
+            module, attribute = where.split(":")
+        else:
+            module, attribute = where.split(":")
+            module = f"{__name__}.{module}"
+        command: click.Command = getattr(importlib.import_module(module), attribute)
         return command
 
     def invoke(self, ctx: click.Context) -> Any:

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 
 import click
 
 from .. import providers
 from ..app.plan import show_plan
-from ..errors import EXIT_USAGE, JobError
+from ..app.session import api_base_of, job_provider
+from ..errors import EXIT_USAGE, JobError, UsageError
 from ..jobs import schemas
 from ..jobs.validate import validate_job
 from ..output.console import Terminal
 from ..output.reports import problem_lines, problems_json
 from ..output.words import count
-from ..urls import canonical_base_url
 from .common import project_of
-from .options import api_base_option, prices_option, unverified_option
+from .options import api_base_option, chosen_api, prices_option, unverified_option
 
 
 @click.command()
@@ -38,17 +40,17 @@ from .options import api_base_option, prices_option, unverified_option
 @api_base_option
 @unverified_option
 def validate(
-    jobs: tuple[str, ...], as_json: bool, fmt: str, base_url: str, allow_unverified: bool
+    jobs: tuple[str, ...], as_json: bool, fmt: str, base_url: str | None, allow_unverified: bool
 ) -> None:
     """Check job files (both steps: the file, then every request). Sends nothing.
 
     Exit 0 when every file is valid, 2 when any is not.
     """
-    base_url = canonical_base_url(base_url)
     failed = False
     for job in jobs:
         try:
-            expansion = validate_job(job, base_url, allow_unverified=allow_unverified)
+            api = api_base_of(job_provider(job), base_url) if os.path.isfile(job) else None
+            expansion = validate_job(job, api, allow_unverified=allow_unverified)
             problems, valid = expansion.warnings, True
         except JobError as e:
             problems, valid = e.problems, False
@@ -81,16 +83,17 @@ def plan(
     job: str,
     as_json: bool,
     sandbox: bool,
-    base_url: str,
+    base_url: str | None,
     prices_file: str | None,
     allow_unverified: bool,
 ) -> None:
     """Show what a run of JOB would send and what it would cost: counts by model and by action
     (new, done, failed, rejected, in_doubt) from what the ledger knows. Sends and writes nothing."""
+    project = project_of(job)
     show_plan(
         job,
-        providers.named().sandbox_identity if sandbox else canonical_base_url(base_url),
-        project_of(job),
+        chosen_api(sandbox, base_url, job_provider(job, project)),
+        project,
         Terminal(),
         sys.stdout,
         prices_file=prices_file,
@@ -100,7 +103,16 @@ def plan(
 
 
 @click.command()
-@click.argument("name", type=click.Choice(list(schemas.SCHEMA_NAMES)))
-def schema(name: str) -> None:
-    """Print the JSON Schema for a job file or a request body."""
-    click.echo(schemas.schema_text(name), nl=False)
+@click.argument("name", type=click.Choice(["job", "request"]))
+@click.option(
+    "--provider", "provider_name", help="Whose request body (default: the default provider's)."
+)
+def schema(name: str, provider_name: str | None) -> None:
+    """Print the JSON Schema for a job file, or for a provider's request body."""
+    if name == "job":
+        click.echo(schemas.schema_text(name), nl=False)
+        return
+    found = providers.named(provider_name).catalogue().request_schema()
+    if found is None:
+        raise UsageError("this provider publishes no request schema")
+    click.echo(json.dumps(found, indent=2, ensure_ascii=False))

@@ -8,7 +8,14 @@ from typing import Any
 import click
 
 from ..app.follow import download_job, poll_job, write_gallery
-from ..app.session import api_target, named_job, open_ledger, output_folder, resolve_job
+from ..app.session import (
+    api_target,
+    job_provider,
+    named_job,
+    open_ledger,
+    output_folder,
+    resolve_job,
+)
 from ..output.console import Terminal
 from ..sending.run_report import DEFAULT_RPM
 from .common import project_of
@@ -58,14 +65,19 @@ def poll(
     on_done: str | None,
     sandbox: bool,
     api_key_file: str | None,
-    base_url: str,
+    base_url: str | None,
 ) -> None:
     """Check submitted tasks that have not ended; record status and result URLs."""
+    project = project_of(job)
     with api_target(
-        sandbox=sandbox, base_url=base_url, api_key_file=api_key_file, need_key=True
+        sandbox=sandbox,
+        base_url=base_url,
+        api_key_file=api_key_file,
+        need_key=True,
+        provider=job_provider(job, project),
     ) as target:
         code = poll_job(
-            project_of(job),
+            project,
             job,
             target,
             Terminal(),
@@ -105,7 +117,7 @@ def download(
     out: str | None,
     concurrency: int,
     sandbox: bool,
-    base_url: str,
+    base_url: str | None,
     include_superseded: bool,
     **flags: Any,
 ) -> None:
@@ -114,10 +126,15 @@ def download(
     sandbox's with --sandbox, each into a folder of its own."""
     console = Terminal()
     bounds = bounds_of(flags)
+    project = project_of(job)
     with api_target(
-        sandbox=sandbox, base_url=base_url, api_key_file=None, need_key=False
+        sandbox=sandbox,
+        base_url=base_url,
+        api_key_file=None,
+        need_key=False,
+        provider=job_provider(job, project),
     ) as target:
-        with open_ledger(project_of(job), console, create=False) as ledger:
+        with open_ledger(project, console, create=False) as ledger:
             name = named_job(resolve_job(ledger, job))
             folder = output_folder(name, out, target.identity_base)
             sys.exit(
@@ -147,13 +164,14 @@ def gallery(
     cols: str | None,
     open_it: bool,
     sandbox: bool,
-    base_url: str,
+    base_url: str | None,
     include_superseded: bool,
 ) -> None:
     """Write a page showing the job's videos side by side: index.html beside them."""
     console = Terminal()
-    api = chosen_api(sandbox, base_url)
-    with open_ledger(project_of(job), console, create=False) as ledger:
+    project = project_of(job)
+    api = chosen_api(sandbox, base_url, job_provider(job, project))
+    with open_ledger(project, console, create=False) as ledger:
         name = named_job(resolve_job(ledger, job))
         path = write_gallery(
             ledger,

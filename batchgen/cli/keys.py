@@ -31,7 +31,7 @@ def _provider(name: str) -> providers.Description:
 @keys_command.command("set")
 @click.argument("name")
 def set_key(name: str) -> None:
-    """Store the key for provider NAME (e.g. pixwith): asked for without echo on a terminal,
+    """Store the key for provider NAME (a registered provider's name): asked for without echo on a terminal,
     else read from standard input. Used when neither --api-key-file nor the provider's
     variable gives one."""
     provider = _provider(name)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..jobs import models
-from ..output.reports import models_report
+from .. import providers
 
 
 @click.command("models")
@@ -18,10 +17,12 @@ from ..output.reports import models_report
 @click.option(
     "--rules", is_flag=True, help="Each model's rules (images and options) under the list."
 )
-def models_command(as_json: bool, rules: bool) -> None:
+@click.option("--provider", "provider_name", help="Whose models (default: the default provider's).")
+def models_command(as_json: bool, rules: bool, provider_name: str | None) -> None:
     """The video models batchgen knows: names, API ids, and what each takes.
 
     A model whose provider page contradicts itself (or another page) is unverified: usable
     only with --allow-unverified-models, and the list says why."""
-    for line in models_report(models.catalogue(), as_json=as_json, rules=rules):
+    catalogue = providers.named(provider_name).catalogue()
+    for line in catalogue.report(as_json=as_json, rules=rules):
         click.echo(line)

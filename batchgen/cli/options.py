@@ -12,11 +12,9 @@ from typing import Any
 
 import click
 
-from .. import providers
+from ..app.session import api_base_of
+from ..providers import Description
 from ..results.bounds import DEFAULT_DEADLINE, DEFAULT_MAX_FILE_SIZE, DEFAULT_STALL_TIMEOUT, Bounds
-from ..urls import canonical_base_url
-
-DEFAULT_API_BASE = providers.named().default_base_url  # as expand.py's, without loading it
 
 
 # click >= 8.2 makes ParamType generic; subscripting it would break click 8.1 at import.
@@ -48,10 +46,8 @@ class Finite(click.ParamType):  # type: ignore[type-arg]
 def api_base_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--base-url",
-        envvar=providers.named().base_url_variable or None,
-        default=DEFAULT_API_BASE,
-        show_default=True,
-        help=f"The API's base URL (or {providers.named().base_url_variable}). Part of each request's identity.",
+        help="The API's base URL (default: the provider's own, or the base-URL variable the"
+        " provider names). Part of each request's identity.",
     )(command)
 
 
@@ -79,7 +75,8 @@ def send_options(command: Callable[..., Any]) -> Callable[..., Any]:
     command = click.option(
         "--api-key-file",
         type=click.Path(dir_okay=False),
-        help=f"Read the API key from this file (else {providers.named().key_variable}, else the stored key).",
+        help="Read the API key from this file (else the provider's key variable, else the"
+        " stored key).",
     )(command)
     command = click.option(
         "--sandbox", is_flag=True, help="Start the built-in sandbox and use it with the test key."
@@ -153,10 +150,11 @@ def page_options(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
-def chosen_api(sandbox: bool, base_url: str) -> str:
-    """The API whose results a command shows (`--sandbox`, else `--base-url`), as the ledger
-    records it: each has its own output folder (`session.output_folder`)."""
-    return providers.named().sandbox_identity if sandbox else canonical_base_url(base_url)
+def chosen_api(sandbox: bool, base_url: str | None, provider: Description) -> str:
+    """The API whose results a command shows (`--sandbox`, else `--base-url`, else the
+    provider's own), as the ledger records it: each has its own output folder
+    (`session.output_folder`)."""
+    return provider.sandbox_identity if sandbox else api_base_of(provider, base_url)
 
 
 def field_list(text: str | None) -> list[str] | None:

@@ -9,13 +9,13 @@ import sys
 
 import click
 
+from .. import providers
 from ..app import spend as credits
-from ..app.session import api_target, resolve_job
+from ..app.session import api_base_of, api_target, job_provider, resolve_job
 from ..errors import BalanceUnknown
 from ..ledger import STATES
 from ..output.reports import runs_report, status_report, write_lines, write_tasks
-from ..urls import canonical_base_url
-from .common import read_only
+from .common import project_of, read_only
 from .options import all_option, api_base_option, prices_option, send_options
 
 
@@ -95,10 +95,26 @@ def tasks(job: str | None, state: str | None, fmt: str | None, include_supersede
 @click.command("credits")
 @click.option("--json", "as_json", is_flag=True, help='One JSON object: {"credits": N}.')
 @send_options
-def credits_command(as_json: bool, sandbox: bool, api_key_file: str | None, base_url: str) -> None:
+@click.option(
+    "--provider", "provider_name", help="Whose account (default: the project's provider)."
+)
+def credits_command(
+    as_json: bool,
+    sandbox: bool,
+    api_key_file: str | None,
+    base_url: str | None,
+    provider_name: str | None,
+) -> None:
     """The account's balance."""
+    provider = (
+        providers.named(provider_name) if provider_name else job_provider(None, project_of(None))
+    )
     with api_target(
-        sandbox=sandbox, base_url=base_url, api_key_file=api_key_file, need_key=True
+        sandbox=sandbox,
+        base_url=base_url,
+        api_key_file=api_key_file,
+        need_key=True,
+        provider=provider,
     ) as target:
         with target.connect() as client:
             balance, why = credits.read_balance(client)
@@ -114,7 +130,7 @@ def credits_command(as_json: bool, sandbox: bool, api_key_file: str | None, base
     "--json", "as_json", is_flag=True, help="One JSON object: declared, learned, by_class."
 )
 @api_base_option
-def prices(job: str | None, prices_file: str | None, as_json: bool, base_url: str) -> None:
+def prices(job: str | None, prices_file: str | None, as_json: bool, base_url: str | None) -> None:
     """Every known price and where it came from: declared (JOB's prices:, --prices) or learned
     from a run's balance. With a job file: the price of each class of request it asks for."""
     ledger = read_only(job if job and os.path.isfile(job) else None)
@@ -125,7 +141,7 @@ def prices(job: str | None, prices_file: str | None, as_json: bool, base_url: st
             job if job and os.path.isfile(job) else None,
             ledger,
             prices_file,
-            canonical_base_url(base_url),
+            api_base_of(job_provider(job, project_of(job)), base_url),
         )
     if as_json:
         click.echo(json.dumps(facts, ensure_ascii=False))

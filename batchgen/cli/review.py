@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ..app import promote as promote_mod
-from ..app.session import named_job, open_ledger, output_folder, resolve_job
+from ..app.session import job_provider, named_job, open_ledger, output_folder, resolve_job
 from ..output import words
 from ..output.console import Terminal
 from ..web import review_server as review_mod
@@ -34,7 +34,7 @@ def review(
     port: int,
     out: str | None,
     sandbox: bool,
-    base_url: str,
+    base_url: str | None,
     rows: str | None,
     cols: str | None,
     no_open: bool,
@@ -47,7 +47,7 @@ def review(
     session = review_mod.open_session(
         project.ledger,
         name,
-        output_folder(name, out, chosen_api(sandbox, base_url)),
+        output_folder(name, out, chosen_api(sandbox, base_url, job_provider(job, project))),
         field_list(rows),
         field_list(cols),
     )

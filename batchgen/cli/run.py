@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ..app.run import RunOptions, execute_run
-from ..app.session import api_target
+from ..app.session import api_target, job_provider
 from ..errors import BatchgenError
 from ..jobs.spec import load_job
 from ..ledger import FAILURES as LEDGER_FAILURES
@@ -115,14 +115,23 @@ from .options import (
 @send_options
 @unverified_option
 def run(
-    job: str, as_json: bool, sandbox: bool, api_key_file: str | None, base_url: str, **flags: Any
+    job: str,
+    as_json: bool,
+    sandbox: bool,
+    api_key_file: str | None,
+    base_url: str | None,
+    **flags: Any,
 ) -> None:
     """Validate JOB, then send every request not done yet, recording each in the ledger."""
     options = RunOptions(job_file=job, bounds=bounds_of(flags), **flags)
     console = Terminal(results_to_stderr=as_json)
     project = project_of(job)
     with api_target(
-        sandbox=sandbox, base_url=base_url, api_key_file=api_key_file, need_key=not options.dry_run
+        sandbox=sandbox,
+        base_url=base_url,
+        api_key_file=api_key_file,
+        need_key=not options.dry_run,
+        provider=job_provider(job, project),
     ) as target:
         code = execute_run(options, target, project, console)
     if as_json:

@@ -17,16 +17,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .. import providers
 from ..errors import TemplateProblem
-from . import models
+from ..providers import Catalogue, Fields
 from . import templates as prompt_templates
 from .images import LocalImage, is_local, local_path
 from .job import Job
 from .job_files import Table
-
-# Where requests go (and are known by) unless --base-url says otherwise: the provider's own.
-DEFAULT_API_BASE = providers.named().default_base_url
 
 Assignment = tuple[tuple[str, ...], Any]
 
@@ -54,6 +50,7 @@ class Request(NamedTuple):
     # Stands for the body without its prompt, when the expansion knows requests that share one
     # (equal shapes: equal rests), so that validation checks each rest once; None: not known.
     shape: tuple[int, ...] | None = None
+    model: str | None = None  # the provider's id for its model, as the ledger records it
 
 
 # One encoder for every call: json.dumps would build a new one each time (hot in big jobs).
@@ -122,27 +119,27 @@ def _copy(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def request_body(
-    merged: dict[str, Any], images: dict[str, LocalImage] | None = None
+    merged: dict[str, Any], catalogue: Catalogue, images: dict[str, LocalImage] | None = None
 ) -> dict[str, Any]:
-    """The API body for merged job fields: model → model_id, no nulls, no empty image_urls,
-    local images as `sha256:<hex>` (their URL once uploaded is put in at sending)."""
-    body: dict[str, Any] = {}
-    if merged.get("prompt") is not None:
-        body["prompt"] = merged["prompt"]
-    model = merged.get("model")
-    if model is not None:
-        body["model_id"] = models.model_id(model)
-    urls = merged.get("image_urls")
+    """The provider's body for merged job fields: no nulls, no empty list of images, local
+    images as `sha256:<hex>` (their URL once uploaded is put in at sending)."""
+    urls = merged.get("images")
     if isinstance(urls, str):
         urls = [urls]
-    if urls:
-        body["image_urls"] = [_image(u, images) for u in urls] if isinstance(urls, list) else urls
+    if isinstance(urls, list):
+        urls = tuple(_image(u, images) for u in urls)
     options = merged.get("options")
     if isinstance(options, dict):
-        body["options"] = {k: v for k, v in options.items() if v is not None}
-    elif options is not None:
-        body["options"] = options
-    return body
+        options = {k: v for k, v in options.items() if v is not None}
+    return catalogue.body(Fields(merged.get("prompt"), merged.get("model"), urls or (), options))
+
+
+def model_of(catalogue: Catalogue, model: Any) -> str | None:
+    """The provider's id for a model a job file names (by name or id), as the ledger records it."""
+    if not isinstance(model, str):
+        return None
+    found = catalogue.lookup(model)
+    return found.id if found is not None else model
 
 
 def _image(item: Any, images: dict[str, LocalImage] | None) -> Any:
@@ -210,8 +207,13 @@ def _combination_layers(
         yield Origin(index), []
 
 
-def _excluded(merged: dict[str, Any], exclude: list[list[Assignment]]) -> bool:
-    return any(all(_same(_get(merged, path), value) for path, value in item) for item in exclude)
+def _excluded(
+    merged: dict[str, Any], exclude: list[list[Assignment]], catalogue: Catalogue
+) -> bool:
+    return any(
+        all(_same(_get(merged, path), value, catalogue, path) for path, value in item)
+        for item in exclude
+    )
 
 
 def _get(merged: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -221,10 +223,12 @@ def _get(merged: dict[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
-def _same(actual: Any, wanted: Any) -> bool:
+def _same(actual: Any, wanted: Any, catalogue: Catalogue, path: tuple[str, ...]) -> bool:
     # Compare as the API will see them: a model by id, one image URL as a one-item list.
+    if path == ("model",):
+        return model_of(catalogue, actual) == model_of(catalogue, wanted)
     if isinstance(actual, str) and isinstance(wanted, str):
-        return models.model_id(actual) == models.model_id(wanted)
+        return actual == wanted
     if isinstance(actual, str):
         actual = [actual]
     if isinstance(wanted, str):
@@ -262,25 +266,29 @@ def merged_requests(
     for origin, layer in _combination_layers(job, index, product):
         merged = _copy(base)
         apply(merged, layer)
-        if origin.combination is not None and exclude and _excluded(merged, exclude):
+        if origin.combination is not None and exclude and _excluded(merged, exclude, job.catalogue):
             continue
         yield origin, merged
 
 
-def expand(job: Job, api_base: str = DEFAULT_API_BASE) -> Iterator[Request]:
+def expand(job: Job, api_base: str | None = None) -> Iterator[Request]:
     """Every request of the job, in file order, duplicates included (see `ValidatedJob`).
 
     A prompt with `{{ placeholders }}` is rendered with the request's `vars`: the rendered
     prompt is what is sent and what the identity is made of. A template that cannot be filled
-    is left as written, with the reason in `Request.problem`, for validation to report."""
+    is left as written, with the reason in `Request.problem`, for validation to report.
+    `api_base`: where the requests go (default: the job's provider's own)."""
     for request, _ in sourced(job, api_base):
         yield request
 
 
-def sourced(job: Job, api_base: str = DEFAULT_API_BASE) -> Iterator[tuple[Request, dict[str, Any]]]:
+def sourced(job: Job, api_base: str | None = None) -> Iterator[tuple[Request, dict[str, Any]]]:
     """`expand`, each request with the job fields it was made from (the merged layers, as
     written: the prompt's template, vars, the id's template, local image paths). Promote
     writes a new job from these. The fields are shared by a request's variants: don't change them."""
+    catalogue = job.catalogue
+    if api_base is None:
+        api_base = job.provider.default_base_url
     api_json = canonical_json(api_base.rstrip("/"))
     for index in range(len(job.entries)):
         if index in job.set_aside:
@@ -288,7 +296,7 @@ def sourced(job: Job, api_base: str = DEFAULT_API_BASE) -> Iterator[tuple[Reques
         repeat = job.repeat_for(index)
         prompts = _prompt_axis(job, index)
         if prompts is not None:
-            yield from _prompt_matrix(job, index, prompts, api_json, repeat)
+            yield from _prompt_matrix(job, index, prompts, api_json, repeat, catalogue)
         for origin, merged in merged_requests(job, index, product=prompts is None):
             if (
                 "vars" not in merged
@@ -297,15 +305,19 @@ def sourced(job: Job, api_base: str = DEFAULT_API_BASE) -> Iterator[tuple[Reques
                 and not prompt_templates.is_template(merged.get("prompt"))
             ):
                 # The common case, kept cheap: nothing to render, name or keep.
-                body = request_body(merged, job.images)
+                body = request_body(merged, catalogue, job.images)
+                model = model_of(catalogue, merged.get("model"))
                 for variant, key in enumerate(_identities(api_json, body, repeat)):
-                    yield Request(key, variant, body, origin), merged
+                    yield Request(key, variant, body, origin, model=model), merged
                 continue
             values = _present(merged.get("vars"))
             rendered, problem, used = _render_prompt(merged, values)
-            body = request_body(merged, job.images)
-            if rendered is not None:
-                body["prompt"] = rendered
+            body = request_body(
+                merged if rendered is None else {**merged, "prompt": rendered},
+                catalogue,
+                job.images,
+            )
+            model = model_of(catalogue, merged.get("model"))
             label_source = merged.get("id")
             label_names = (
                 prompt_templates.names(str(label_source))
@@ -319,12 +331,20 @@ def sourced(job: Job, api_base: str = DEFAULT_API_BASE) -> Iterator[tuple[Reques
             # `-v1`, `-v2`...: without it, every repeat of a row would share one file name.
             numbered = label_source is not None and "variant" not in label_names
             for variant, key in enumerate(_identities(api_json, body, repeat)):
-                label, label_problem = _label(label_source, values, body, variant)
+                label, label_problem = _label(label_source, values, catalogue, model, variant)
                 if numbered and variant and label is not None:
                     label = f"{label}-v{variant}"
                 yield (
                     Request(
-                        key, variant, body, origin, label, meta, problem or label_problem, unused
+                        key,
+                        variant,
+                        body,
+                        origin,
+                        label,
+                        meta,
+                        problem or label_problem,
+                        unused,
+                        model=model,
                     ),
                     merged,
                 )
@@ -363,10 +383,13 @@ def _prompt_axis(job: Job, index: int) -> int | None:
 
 
 def _prompt_matrix(
-    job: Job, index: int, at: int, api_json: str, repeat: int
+    job: Job, index: int, at: int, api_json: str, repeat: int, catalogue: Catalogue
 ) -> Iterator[tuple[Request, dict[str, Any]]]:
     """The matrix's requests in the order `itertools.product` gives (as `merged_requests`),
-    each with its merged fields; `at` is the prompt axis."""
+    each with its merged fields; `at` is the prompt axis.
+
+    A provider whose body holds the prompt as its `prompt` field, after every other field in
+    sorted order, gets the fast way; any other, the general one (each body made whole)."""
     base = _base(job, index)
     all_axes = axes(job, index)
     prompts = all_axes[at].values
@@ -374,7 +397,8 @@ def _prompt_matrix(
     encode = (
         json.encoder.encode_basestring
     )  # the canonical encoder's own string encoding (ensure_ascii=False)
-    rests: dict[tuple[int, ...], tuple[dict[str, Any], dict[str, Any], str, tuple[int, ...]]] = {}
+    Rest = tuple[dict[str, Any], dict[str, Any], str, tuple[int, ...], str | None]
+    rests: dict[tuple[int, ...], Rest] = {}
     for combo in _product([len(axis.values) for axis in all_axes], at):
         others_at = combo[:at] + combo[at + 1 :]
         rest = rests.get(others_at)
@@ -383,7 +407,7 @@ def _prompt_matrix(
             merged_rest.pop("prompt", None)
             for axis, i in zip(others, others_at):
                 apply(merged_rest, axis[i][1])
-            body_rest = request_body(merged_rest, job.images)
+            body_rest = request_body(merged_rest, catalogue, job.images)
             # Canonical JSON sorts keys, and "prompt" sorts after every other body field.
             # The identity document as `_identities` spells it, cut where the prompt goes: kept
             # inline, as a request here costs one encoding and one hash (a shared helper cost
@@ -392,16 +416,33 @@ def _prompt_matrix(
             head = (
                 '{"api":' + api_json + ',"body":' + text + ("," if body_rest else "") + '"prompt":'
             )
-            rest = rests[others_at] = (merged_rest, body_rest, head, (index, *others_at))
-        merged_rest, body_rest, head, shape = rest
+            if not _prompt_last(merged_rest, body_rest, catalogue, job):
+                head = ""  # this provider's body is made whole, request by request
+            model = model_of(catalogue, merged_rest.get("model"))
+            rest = rests[others_at] = (merged_rest, body_rest, head, (index, *others_at), model)
+        merged_rest, body_rest, head, shape, model = rest
         prompt = prompts[combo[at]]
         merged = dict(merged_rest, prompt=prompt)
-        body = {"prompt": prompt, **body_rest}
         origin = Origin(index, combo)
+        if not head:
+            body = request_body(merged, catalogue, job.images)
+            for variant, key in enumerate(_identities(api_json, body, repeat)):
+                yield Request(key, variant, body, origin, shape=shape, model=model), merged
+            continue
+        body = {"prompt": prompt, **body_rest}
         tail = head + encode(prompt) + '},"variant":'
         for variant in range(repeat):
             key = hashlib.sha256(f"{tail}{variant}}}".encode()).hexdigest()
-            yield Request(key, variant, body, origin, shape=shape), merged
+            yield Request(key, variant, body, origin, shape=shape, model=model), merged
+
+
+def _prompt_last(
+    merged_rest: dict[str, Any], body_rest: dict[str, Any], catalogue: Catalogue, job: Job
+) -> bool:
+    """Whether the provider's body for these fields is `body_rest` with the prompt added as
+    its `prompt` field, which sorts after every other: then the fast way spells it right."""
+    probe = request_body(dict(merged_rest, prompt="\x00"), catalogue, job.images)
+    return probe == {**body_rest, "prompt": "\x00"} and all(k < "prompt" for k in body_rest)
 
 
 def _product(sizes: list[int], big: int) -> Iterator[tuple[int, ...]]:
@@ -435,7 +476,7 @@ def _render_prompt(
 
 
 def _label(
-    source: Any, values: dict[str, Any], body: dict[str, Any], variant: int
+    source: Any, values: dict[str, Any], catalogue: Catalogue, model: str | None, variant: int
 ) -> tuple[str | None, tuple[str, str] | None]:
     """The request's `id`: a template sees each var by name, `model` (its name) and `variant`."""
     if source is None:
@@ -445,10 +486,16 @@ def _label(
     try:
         return prompt_templates.render(
             str(source),
-            {**values, "model": models.label(str(body.get("model_id"))), "variant": variant},
+            {**values, "model": model_name(catalogue, model), "variant": variant},
         ), None
     except TemplateProblem as e:
         return None, ("id", str(e))
+
+
+def model_name(catalogue: Catalogue, model: str | None) -> str:
+    """`wan2.2-pro`: the name people know a model by (its id if the catalogue has none)."""
+    found = catalogue.lookup(model) if model is not None else None
+    return found.name if found is not None else str(model)
 
 
 def label_file_stem(label: str) -> str:
@@ -490,7 +537,7 @@ def unused_excludes(job: Job, index: int) -> list[int]:
             continue
         merged = _copy(base)
         apply(merged, layer)
-        used.update(k for k, item in enumerate(items) if _excluded(merged, [item]))
+        used.update(k for k, item in enumerate(items) if _excluded(merged, [item], job.catalogue))
         if len(used) == len(items):
             break
     return [k for k in range(len(items)) if k not in used]

@@ -1,4 +1,4 @@
-"""Local images: an `image_urls` item that is a path (relative to the job file) or `{file: path}`.
+"""Local images: an `images` item that is a path (relative to the job file) or `{file: path}`.
 
 Each distinct file is read and checked when the job is loaded: a regular file inside the
 project, at most 10 MB, a JPEG or a PNG by its bytes (not its name). In a request's identity it
@@ -43,7 +43,7 @@ class LocalImage:
 
 
 def is_local(item: Any) -> bool:
-    """Whether an `image_urls` item names a file rather than a URL."""
+    """Whether an `images` item names a file rather than a URL."""
     if isinstance(item, dict):
         return "file" in item
     return (

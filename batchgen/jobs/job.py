@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import providers
 from ..errors import Problem
 from .images import LocalImage
 from .job_files import PromptFile, Table
@@ -40,6 +41,17 @@ class Job:
     # Each file read as text (the job file, prompts files, CSV tables) → the SHA-256 of its
     # bytes; with `images`, all its requests are made from (see unchanged.py).
     read: dict[str, str] = field(default_factory=dict)
+    # The provider its requests go to (`provider:`, else the project's batchgen.yaml, else the
+    # default): its catalogue makes and checks every body.
+    provider_name: str | None = None
+
+    @property
+    def provider(self) -> providers.Description:
+        return providers.named(self.provider_name)
+
+    @property
+    def catalogue(self) -> providers.Catalogue:
+        return self.provider.catalogue()
 
     @property
     def entries(self) -> list[dict[str, Any]]:

@@ -7,9 +7,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import math
 import re
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
@@ -149,24 +150,29 @@ def _lines(text: str) -> Iterator[str]:
         position = found.end()
 
 
-def _column_types() -> dict[str, str]:
-    """Each CSV header a table may use, and how its cells are typed, from the job schema."""
+def _column_types(option_type: Callable[[str], str | None]) -> dict[str, str]:
+    """Each fixed CSV header a table may use, and how its cells are typed, from the job schema
+    (`options.<name>` columns are typed by the provider's `option_type`)."""
     combination = schemas.schema("job")["$defs"]["combination"]["properties"]
-    request_defs = schemas.schema("request")["$defs"]
     types = {}
     for column in combination:
         if column in ("options", "vars", "meta"):
             continue  # objects: no way to write one in a cell (vars.<name>, meta.<name> are columns)
-        leaf = column.rsplit(".", 1)[-1]
-        types[column] = (
-            "list" if column == "image_urls" else request_defs.get(leaf, {}).get("type", "string")
-        )
+        types[column] = "list" if column == "images" else "string"
     return types
 
 
-def parse_table(display: str, text: str, problems: list[Problem]) -> Table:
-    """A CSV table of requests, its cells typed by the schema; problems located by line."""
-    types = _column_types()
+def parse_table(
+    display: str,
+    text: str,
+    problems: list[Problem],
+    option_type: Callable[[str], str | None] = lambda name: None,
+    aliases: Mapping[str, str] | None = None,
+) -> Table:
+    """A CSV table of requests, its cells typed by the schema and the provider's options
+    (`option_type`); problems located by line. `aliases`: the provider's older spellings of
+    fields, as headers may still write them."""
+    types = _column_types(option_type)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None)
@@ -185,12 +191,19 @@ def parse_table(display: str, text: str, problems: list[Problem]) -> Table:
             )
         )
         return Table(display, [], [])
-    columns = [h.strip() for h in header]
+    columns = [(aliases or {}).get(h.strip(), h.strip()) for h in header]
     for number, column in enumerate(columns, start=1):
         if _NAMED_COLUMN.match(column):
             types[column] = "string"
+        elif _OPTION_COLUMN.match(column):
+            found = option_type(column.split(".", 1)[1])
+            types[column] = found if found in ("integer", "number", "boolean") else "string"
         elif column not in types:
-            hint = schemas.suggest(column, types) or f"columns can be: {', '.join(types)}"
+            leaf = column.rsplit(".", 1)[-1]
+            hint = (
+                schemas.suggest(column, [*types, f"options.{leaf}"])
+                or f"columns can be: {', '.join(types)}, options.<name>"
+            )
             problems.append(Problem(display, 1, number, column, f"unknown column '{column}'", hint))
         elif columns.index(column) != number - 1:
             problems.append(
@@ -226,6 +239,7 @@ def parse_table(display: str, text: str, problems: list[Problem]) -> Table:
     return Table(display, columns, rows)
 
 
+_OPTION_COLUMN = re.compile(r"^options\.[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _NAMED_COLUMN = re.compile(r"^(?:vars|meta)\.[A-Za-z_][A-Za-z0-9_]*$")  # vars.<name>, meta.<name>
 _TRUE = {"true", "yes", "1"}
 _FALSE = {"false", "no", "0"}
@@ -254,4 +268,13 @@ def _cell(
                 Problem(display, line, number, column, f"'{text}' is not a whole number")
             )
             return Table.UNSET
+    if kind == "number":
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            problems.append(Problem(display, line, number, column, f"'{text}' is not a number"))
+            return Table.UNSET
+        return int(value) if value.is_integer() and "." not in text else value
     return text

@@ -35,7 +35,9 @@ def load_referenced_files(job: Job, skip: set[int]) -> dict[int, list[Problem]]:
         if "rows" in entry:
             loaded = _read_referenced(job, ("requests", index, "rows", "file"), problems)
             if loaded is not None:
-                job.tables[index] = parse_table(*loaded, problems)
+                job.tables[index] = parse_table(
+                    *loaded, problems, job.catalogue.option_type, job.provider.field_aliases
+                )
         if problems:
             found[index] = problems
     return found
@@ -69,7 +71,7 @@ def load_images(job: Job, skip: set[int]) -> tuple[list[Problem], dict[int, list
         except ImageProblem as e:
             hint = "a path is relative to the job file; an image URL starts with https://"
             problem = (
-                Problem(cell[0], cell[1], cell[2], "image_urls", str(e), hint)
+                Problem(cell[0], cell[1], cell[2], "images", str(e), hint)
                 if cell
                 else job.problem(path, str(e), hint=hint)
             )
@@ -88,25 +90,25 @@ def load_images(job: Job, skip: set[int]) -> tuple[list[Problem], dict[int, list
             )
 
     defaults = job.data.get("defaults") or {}
-    if "image_urls" in defaults:
-        visit(defaults["image_urls"], ("defaults", "image_urls"), None)
+    if "images" in defaults:
+        visit(defaults["images"], ("defaults", "images"), None)
     for index, entry in enumerate(job.entries):
         if index in skip:
             continue
         places: list[tuple[Any, FieldPath]] = []
-        if "image_urls" in entry:
-            places.append((entry["image_urls"], ("requests", index, "image_urls")))
+        if "images" in entry:
+            places.append((entry["images"], ("requests", index, "images")))
         matrix = entry.get("matrix") or {}
-        if "image_urls" in matrix:
-            places.append((matrix["image_urls"], ("requests", index, "matrix", "image_urls")))
+        if "images" in matrix:
+            places.append((matrix["images"], ("requests", index, "matrix", "images")))
         for k, item in enumerate(entry.get("include") or []):
-            if isinstance(item, dict) and "image_urls" in item:
-                places.append((item["image_urls"], ("requests", index, "include", k, "image_urls")))
+            if isinstance(item, dict) and "images" in item:
+                places.append((item["images"], ("requests", index, "include", k, "images")))
         for value, path in places:
             visit(value, path, index)
         table = job.tables.get(index)
-        if table is not None and "image_urls" in table.columns:
-            column = table.columns.index("image_urls")
+        if table is not None and "images" in table.columns:
+            column = table.columns.index("images")
             for line, values in table.rows:
                 cell = values[column]
                 for item in cell if isinstance(cell, list) else []:

@@ -1,4 +1,5 @@
-"""The shipped JSON Schemas: loaded once, compiled once, and their errors made readable.
+"""JSON Schemas: the job file's (shipped in schemas/), and the tools a provider checks its
+request bodies with (`BodyChecker`), loaded once, compiled once, their errors made readable.
 
 The schemas are the one source of truth for what a job file and a request body may hold;
 this module adds no rules of its own. Hints are derived from the schemas (enum values,
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 # jsonschema (and referencing) are imported where a validator is built, not here: ~50 ms of
 # every start that poll, download, status and tasks, which check no job file, do not need.
 
-SCHEMA_NAMES = ("job", "request")
+SCHEMA_NAMES = ("job",)
 
 
 def schema_dir() -> Path:
@@ -39,20 +40,14 @@ def schema_dir() -> Path:
 
 @functools.cache
 def load(filename: str) -> dict[str, Any]:
-    """The parsed contents of a shipped schema file (`job.schema.json`, `models/wan-2-2.json`, ...)."""
+    """The parsed contents of a shipped schema file (`job.schema.json`)."""
     with open(schema_dir() / filename, encoding="utf-8") as f:
         schema: dict[str, Any] = json.load(f)
     return schema
 
 
-@functools.cache
-def family_files() -> tuple[str, ...]:
-    """The model catalogue's files (`schemas/models/*.json`, one per model family)."""
-    return tuple(sorted(p.name for p in (schema_dir() / "models").glob("*.json")))
-
-
 def schema(name: str) -> dict[str, Any]:
-    """The JSON Schema called `name` (`job` or `request`)."""
+    """The JSON Schema called `name` (`job`)."""
     return load(f"{name}.schema.json")
 
 
@@ -62,7 +57,7 @@ def schema_text(name: str) -> str:
 
 @functools.cache
 def _registry() -> referencing.Registry:
-    # job.schema.json refers to request.schema.json by relative URI, the way an editor or
+    # A schema may refer to another shipped beside it by relative URI, the way an editor or
     # check-jsonschema resolves it from the file beside it.
     import referencing
 
@@ -263,20 +258,30 @@ def _short(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-class RequestChecker:
-    """`request.schema.json` over many bodies, fast.
+class BodyChecker:
+    """A provider's request schema over many bodies, fast.
 
     A jsonschema check of a body costs ~200 µs, too slow for 100,000 requests. Bodies of one
-    job mostly differ only in their prompt, and no rule of the schema reads the prompt except
-    the prompt's own subschema (tests/test_schemas.py asserts this). So the rest of a body is
-    checked once per distinct rest (with a placeholder prompt), and the prompt on its own.
-    The prompt's subschema only constrains its type and length (asserted too), so its verdict
-    is remembered per length (a prompt that is not text is always judged afresh).
+    job mostly differ only in their prompt, and no rule of a request schema may read the prompt
+    except the prompt's own subschema (`prompt_pointer`; each provider's tests assert this). So
+    the rest of a body is checked once per distinct rest (with a placeholder prompt), and the
+    prompt on its own: by one scan when the provider's prompt rule is the job file's own
+    (`plain_prompt`), else by its subschema.
     """
 
-    def __init__(self) -> None:
-        self.body_validator = validator("request")
-        self.prompt_validator = validator("request", "/$defs/prompt")
+    def __init__(self, schema: dict[str, Any], prompt_pointer: str = "/$defs/prompt") -> None:
+        import jsonschema
+        import referencing
+
+        resource = referencing.Resource.from_contents(schema)
+        registry = referencing.Registry().with_resource("request", resource)
+        self.body_validator = jsonschema.Draft202012Validator(schema, registry=registry)
+        self.prompt_validator = jsonschema.Draft202012Validator(
+            {"$ref": f"request#{prompt_pointer}"}, registry=registry
+        )
+        # The job file's own prompt rule, word for word: its verdict is then one C scan.
+        prompt_rule = registry.resolver().lookup(f"request#{prompt_pointer}").contents
+        self.job_prompt_rule = prompt_rule == load("job.schema.json")["$defs"]["prompt"]
         self.memo: dict[Hashable, list[ValidationError]] = {}
 
     def errors(self, body: dict[str, Any], shape: Hashable | None = None) -> list[ValidationError]:
@@ -287,6 +292,8 @@ class RequestChecker:
         memo_key = ("shape", has_prompt, shape) if rest is None else _memo_key(has_prompt, rest)
         found = self.memo.get(memo_key)
         if found is None:
+            if len(self.memo) > 200_000:  # a long-lived checker (many jobs): start afresh
+                self.memo.clear()
             if rest is None:
                 rest = {k: v for k, v in body.items() if k != "prompt"}
             # "x" stands in for any valid prompt: the prompt is checked on its own below.
@@ -300,7 +307,7 @@ class RequestChecker:
         return found
 
     def _prompt_ok(self, prompt: Any) -> bool:
-        if type(prompt) is not str:  # rare, and always an error
+        if type(prompt) is not str or not self.job_prompt_rule:
             return bool(self.prompt_validator.is_valid(prompt))
         return plain_prompt(prompt)  # one scan in C, not the validator's walk
 
@@ -311,14 +318,13 @@ class RequestChecker:
 
 @functools.cache
 def _prompt_rules() -> tuple[int, re.Pattern[str]]:
-    schema = validator("request", "/$defs/prompt").schema
-    assert isinstance(schema, dict)
+    schema = load("job.schema.json")["$defs"]["prompt"]
     return int(schema["maxLength"]), re.compile(schema["pattern"])
 
 
 def plain_prompt(text: str) -> bool:
-    """Whether a prompt's text is within its bounds (length, characters): its verdict is then
-    that of any other such text."""
+    """Whether a prompt's text is within the job file's bounds (length, characters): a provider
+    whose prompt rule is no narrower judges it as any other such text."""
     longest, pattern = _prompt_rules()
     return 0 < len(text) <= longest and pattern.search(text) is not None
 
@@ -330,8 +336,8 @@ def _memo_key(has_prompt: bool, rest: dict[str, Any]) -> tuple[bool, str]:
     return (has_prompt, repr(rest))
 
 
-def body_problems(body: Any, checker: RequestChecker) -> list[str]:
-    """`path: message` for each way a request body breaks request.schema.json (for the sandbox)."""
+def body_problems(body: Any, checker: BodyChecker) -> list[str]:
+    """`path: message` for each way a request body breaks its schema (for a sandbox)."""
     if not isinstance(body, dict):
         return ["the body must be a JSON object"]
     out = []

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import JobError, Problem
-from ..ledger.location import find_root
+from .. import providers
+from ..errors import JobError, Problem, UsageError
+from ..ledger.location import configured_provider, find_root
 from . import schemas
 from .job import DEFAULT_MAX_REQUESTS, Job
 from .job_files import read_job_text
@@ -41,6 +42,7 @@ def load_job(path: str | Path, root: Path | None = None) -> Job:
     job = Job(path=path, file=file, name=_default_name(path), data=data, marks=marks, read=read)
     job.root = root or find_root(path.resolve().parent)[0]
     _refuse_too_many_entries(job)
+    _choose_provider(job)
     problems = list(check_structure(job))
     if problems and _mend_unknown_fields(job):
         # What is still wrong once the typos are mended, said too (once): the typos' fields,
@@ -65,6 +67,91 @@ def load_job(path: str | Path, root: Path | None = None) -> Job:
     if job.set_aside and len(job.set_aside) == len(job.entries):
         raise JobError(job.problems)
     return job
+
+
+def provider_of(path: str | Path, root: Path | None = None) -> providers.Description:
+    """The provider a job file's requests go to, read without loading the job (a command must
+    know where to connect before it reads the whole file): its `provider:`, else its
+    project's batchgen.yaml's, else the default."""
+    path = Path(path)
+    named = None
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""  # loading the job says what is wrong with the file
+    if re.search(r"^provider\s*:", text, re.MULTILINE):
+        try:
+            data, marks = parse_yaml(text, str(path))
+        except JobError:
+            data = None
+        found = data.get("provider") if isinstance(data, dict) else None
+        if isinstance(found, str):
+            if found not in providers.available():
+                line, column = marks.at(("provider",)) or (None, None)
+                raise JobError(
+                    [
+                        Problem(
+                            str(path),
+                            line,
+                            column,
+                            "provider",
+                            f"no provider named {found!r} (there are: {', '.join(providers.available())})",
+                            "a provider is a plugin: install its distribution",
+                        )
+                    ]
+                )
+            named = found
+    if named is None:
+        named = configured_provider(root or find_root(path.resolve().parent)[0])
+    return providers.named(named)
+
+
+def _choose_provider(job: Job) -> None:
+    """The job's provider (its `provider:`, else its project's, else the default), and the
+    provider's older spellings of fields renamed to batchgen's own (see `field_aliases`)."""
+    data = job.data
+    named = data.get("provider") if isinstance(data, dict) else None
+    if named is not None and not isinstance(named, str):
+        return  # step 1 says what is wrong with it
+    name = named or (configured_provider(job.root) if job.root else None)
+    try:
+        provider = providers.named(name)
+    except UsageError as e:
+        where = ("provider",) if named else ()
+        raise JobError(
+            [job.problem(where, str(e), hint="a provider is a plugin: install its distribution")]
+        ) from None
+    job.provider_name = provider.name
+    if provider.field_aliases and isinstance(data, dict):
+        _rename_fields(job, provider.field_aliases)
+
+
+def _rename_fields(job: Job, aliases: Any) -> None:
+    """Rename `aliases`' fields wherever a job file writes request fields (defaults, entries,
+    matrix axes, include and exclude items, price rules), keeping their marks."""
+
+    def rename(mapping: Any, at: FieldPath) -> None:
+        if not isinstance(mapping, dict):
+            return
+        for old, new in aliases.items():
+            if old in mapping and new not in mapping:
+                mapping[new] = mapping.pop(old)
+                _move_marks(job.marks, (*at, old), (*at, new))
+
+    data = job.data
+    rename(data.get("defaults"), ("defaults",))
+    for index, rule in enumerate(data.get("prices") or []):
+        rename(rule, ("prices", index))
+    entries = data.get("requests")
+    for index, entry in enumerate(entries if isinstance(entries, list) else []):
+        if not isinstance(entry, dict):
+            continue
+        rename(entry, ("requests", index))
+        rename(entry.get("matrix"), ("requests", index, "matrix"))
+        for part in ("include", "exclude"):
+            items = entry.get(part)
+            for k, item in enumerate(items if isinstance(items, list) else []):
+                rename(item, ("requests", index, part, k))
 
 
 def _mend_unknown_fields(job: Job) -> bool:

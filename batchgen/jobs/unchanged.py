@@ -90,7 +90,7 @@ def settled_plan(
 ) -> Plan | None:
     """The run's plan from the job's counts, if its inputs are those its links were made from
     and the run would send none of its requests; else None (plan it in full). Fills in what
-    validation would have learned (`unique`, `by_model_id`, `warnings`)."""
+    validation would have learned (`unique`, `by_model_key`, `warnings`)."""
     job = validated.job.name
     recorded = ledger.job_inputs.recorded(job, job_file, made_from) if made_from else None
     if recorded is None:
@@ -113,11 +113,11 @@ def settled_plan(
         if STATE_OF_ACTION.get(action) in allow:
             return None
         plan.counts[action] += row["n"]
-        plan.by_model_id[(row["model_id"], action)] += row["n"]
+        plan.by_model_key[(row["model_id"], action)] += row["n"]
     validated.unique = recorded.requests
-    validated.by_model_id.clear()
-    for (model_id, _), n in plan.by_model_id.items():
-        validated.by_model_id[model_id] += n
+    validated.by_model_key.clear()
+    for (model_key, _), n in plan.by_model_key.items():
+        validated.by_model_key[model_key] += n
     validated.warnings = [Problem(**fields) for fields in recorded.warnings]
     return plan
 

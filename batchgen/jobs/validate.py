@@ -1,4 +1,5 @@
-"""Step 2 of validation: every expanded request against `request.schema.json`.
+"""Step 2 of validation: every expanded request against its provider's rules (its catalogue's
+`check`, for batchgen's own a request schema).
 
 Runs over the whole expansion before anything is sent, reports every problem (grouped when
 many combinations share it), and counts what the job stands for. It keeps only the keys seen,
@@ -7,33 +8,31 @@ never the bodies, so memory stays flat in the number of requests.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import JobError, Problem
+from ..providers import Finding
 from ..urls import canonical_base_url
-from . import models, schemas
 from .expand import (
-    DEFAULT_API_BASE,
     Origin,
     Request,
     expand,
     label_file_stem,
     merged_requests,
+    model_name,
     unused_excludes,
     upper_bound,
 )
-from .images import LOCAL
 from .job import Job
 from .origins import Source, describe_origin, locate
+from .prices import job_rules
 from .spec import load_job
 from .yamldoc import FieldPath
-
-if TYPE_CHECKING:
-    from jsonschema.exceptions import ValidationError
 
 
 @dataclass
@@ -45,13 +44,14 @@ class ValidatedJob:
     api_base: str
     allow_unverified: bool = False  # models the catalogue marks unverified are refused unless set
     unique: int = 0
-    by_model_id: Counter[str] = field(default_factory=Counter)
+    by_model_key: Counter[str] = field(default_factory=Counter)  # by the provider's model id
     warnings: list[Problem] = field(default_factory=list)
 
     @property
     def by_model(self) -> Counter[str]:
         """Distinct requests by model name."""
-        return Counter({models.label(str(m)): n for m, n in self.by_model_id.items()})
+        catalogue = self.job.catalogue
+        return Counter({model_name(catalogue, m): n for m, n in self.by_model_key.items()})
 
     def requests(self) -> Iterator[Request]:
         """The job's distinct requests, in file order (a fresh pass over the expansion)."""
@@ -72,11 +72,14 @@ def seen_key(key: str) -> int:
     return int(key[:22], 16)
 
 
-def check(
-    job: Job, api_base: str = DEFAULT_API_BASE, *, allow_unverified: bool = False
-) -> ValidatedJob:
-    """Validate every request of `job` (step 2); raise `JobError` with every problem found."""
-    result = ValidatedJob(job, canonical_base_url(api_base), allow_unverified)
+_checks = itertools.count()  # each check's own token, for the shapes it names
+
+
+def check(job: Job, api_base: str | None = None, *, allow_unverified: bool = False) -> ValidatedJob:
+    """Validate every request of `job` (step 2); raise `JobError` with every problem found.
+    `api_base`: where its requests go (default: its provider's own)."""
+    base = canonical_base_url(api_base or job.provider.default_base_url)
+    result = ValidatedJob(job, base, allow_unverified)
     for _ in checked(result):
         pass
     return result
@@ -88,7 +91,8 @@ def checked(result: ValidatedJob) -> Iterator[Request]:
     the caller made of the stream is to be discarded then. Fills in `result` as it goes."""
     job, api_base = result.job, result.api_base
     _check_size(job)
-    checker = schemas.RequestChecker()
+    catalogue = job.catalogue
+    token = next(_checks)
     problems: dict[tuple[Any, ...], Problem] = {}
     # The keys seen, as `seen_key` gives them; and each duplicate's key and origin. Which entry
     # asked first, that a duplicate's warning names, is found after the pass (`_duplicates`): a
@@ -123,7 +127,7 @@ def checked(result: ValidatedJob) -> Iterator[Request]:
             continue
         keys.add(digest)
         result.unique += 1
-        result.by_model_id[str(request.body.get("model_id"))] += 1
+        result.by_model_key[str(request.model)] += 1
         if request.label is not None:
             # Compared as the file names they become (`shot/1`, `shot 1` and `Shot-1` are
             # one file on a Mac): two requests under one name would overwrite a paid video.
@@ -151,16 +155,23 @@ def checked(result: ValidatedJob) -> Iterator[Request]:
                     ),
                 )
         if request.variant == 0:
-            for error in checker.errors(checkable_body(request.body), request.shape):
-                _add(problems, _problem(job, request.origin, error))
-            model_id = str(request.body.get("model_id"))
-            if not result.allow_unverified and model_id not in verified:
+            # A shape stands for a rest of this expansion only: made unique to this check.
+            shape = None if request.shape is None else (token, *request.shape)
+            for finding in _worth_saying(catalogue.check(request.body, shape)):
+                _add(problems, _problem(job, request.origin, finding))
+            model_key = str(request.model)
+            if not result.allow_unverified and model_key not in verified:
                 unverified = _unverified(job, request)
                 if unverified is None:
-                    verified.add(model_id)
+                    verified.add(model_key)
                 else:
                     _add(problems, unverified)
         yield request
+    try:  # a price rule naming a model its provider does not have would never match
+        job_rules(job)
+    except JobError as e:
+        for problem in e.problems:
+            _add(problems, problem)
     if problems or job.problems:
         raise JobError(sorted([*job.problems, *problems.values()], key=_order))
     result.warnings = (
@@ -171,9 +182,29 @@ def checked(result: ValidatedJob) -> Iterator[Request]:
     )
 
 
+def _worth_saying(findings: list[Finding]) -> list[Finding]:
+    """One finding a field (its first: its type before its value), and no "missing X" beside a
+    misspelt field whose hint is X: the typo is the one mistake."""
+    meant = {
+        f.hint.split("'")[1]
+        for f in findings
+        if f.message.startswith("unknown field") and f.hint and f.hint.count("'") >= 2
+    }
+    said: set[tuple[str, ...]] = set()
+    kept = []
+    for finding in findings:
+        if finding.field in said or (
+            finding.kind == "missing" and ".".join(finding.field) in meant
+        ):
+            continue
+        said.add(finding.field)
+        kept.append(finding)
+    return kept
+
+
 def _unverified(job: Job, request: Request) -> Problem | None:
     """A request for a model whose page contradicts itself: refused unless allowed."""
-    model = models.lookup(str(request.body.get("model_id")))
+    model = job.catalogue.lookup(str(request.model)) if request.model is not None else None
     if model is None or model.verified:
         return None
     message = f"{model.name} ({model.id}) is unverified: {model.why_unverified}"
@@ -184,25 +215,6 @@ def _unverified(job: Job, request: Request) -> Problem | None:
         message,
         "batchgen models lists what is verified; --allow-unverified-models sends to it anyway",
     )
-
-
-def checkable_body(body: dict[str, Any]) -> dict[str, Any]:
-    """The body as the request schema should judge it: a local image (`sha256:…`, uploaded
-    when sending) stands as a URL."""
-    urls = body.get("image_urls")
-    if not isinstance(urls, list) or not any(
-        isinstance(u, str) and u.startswith(LOCAL) for u in urls
-    ):
-        return body
-    return {
-        **body,
-        "image_urls": [
-            f"https://local.image/{u[len(LOCAL) :]}"
-            if isinstance(u, str) and u.startswith(LOCAL)
-            else u
-            for u in urls
-        ],
-    }
 
 
 def _located(
@@ -278,64 +290,20 @@ def _check_size(job: Job) -> None:
     )
 
 
-def _field_of(body_path: FieldPath) -> FieldPath:
-    """The job-file field for a body path: model_id is written `model`; URLs as a whole list."""
-    if not body_path:
-        return ()
-    if body_path[0] == "model_id":
-        return ("model",)
-    if body_path[0] == "image_urls":
-        return ("image_urls",)
-    return tuple(body_path)
-
-
-def _problem(job: Job, origin: Origin, error: ValidationError) -> Problem:
-    body_path = tuple(error.path)
-    message, hint = schemas.describe(error)
-    field = _field_of(body_path)
-    if error.validator == "required":
-        missing = schemas.missing_property(error)
-        field = _field_of(body_path + (missing,)) if missing else field
-        if not schemas.schema_has_custom(error):
-            message = f"missing {'.'.join(map(str, field))}"
-        hint = "set it in defaults or in this entry"
-    if field == ("model",) and error.validator == "enum":
-        names = [m.name for m in models.catalogue()]
-        hint = schemas.suggest(error.instance, names) or f"models: {', '.join(names)}"
-    source = locate(job, origin, field)
-    if error.validator == "not" and source.layer not in ("missing",):
-        leaf = field[-1] if field else ""
+def _problem(job: Job, origin: Origin, finding: Finding) -> Problem:
+    """A provider's finding, at the place in the file that set the field it is about."""
+    source = locate(job, origin, finding.field)
+    hint = finding.hint
+    if finding.kind == "refused" and source.layer not in ("missing",):
+        leaf = finding.field[-1] if finding.field else ""
         if source.layer == "defaults" or (
             source.layer == "entry" and origin != Origin(origin.entry)
         ):
-            hint = f"set {leaf}: null for this entry (it is inherited from {source.path})"
+            unset = f"set {leaf}: null for this entry (it is inherited from {source.path})"
         else:
-            hint = f"remove {leaf}"
-    return _at(job, origin, source, message, _other_models(field, error, hint))
-
-
-def _other_models(field: FieldPath, error: ValidationError, hint: str | None) -> str | None:
-    """The hint, with the models that would take what this request asked of its own (an
-    option, a value, that many images): derived from the catalogue, as the rules are."""
-    takers: list[models.Model] = []
-    if len(field) == 2 and field[0] == "options":
-        if error.validator == "not":
-            takers = models.accepting(str(field[1]))
-            what = f"{field[1]} is taken by"
-        elif error.validator == "enum" and schemas.schema_has_custom(error):
-            takers = models.accepting(str(field[1]), error.instance)
-            hint = None  # "did you mean" a value this model takes would hide the real choice
-            what = f"{models.value_text(error.instance)} is taken by"
-    elif field == ("image_urls",) and error.validator in ("not", "maxItems", "required"):
-        count = len(error.instance) if isinstance(error.instance, list) else 0
-        takers = models.accepting("", images=count)
-        what = (
-            f"{count} image{'' if count == 1 else 's'}: taken by" if count else "no image: taken by"
-        )
-    if not takers:
-        return hint
-    found = f"{what} {models.names(takers)}"
-    return f"{hint}; {found}" if hint else found
+            unset = f"remove {leaf}"
+        hint = f"{unset}; {hint}" if hint else unset
+    return _at(job, origin, source, finding.message, hint)
 
 
 def _add(problems: dict[tuple[Any, ...], Problem], problem: Problem) -> None:
@@ -402,7 +370,7 @@ def _unused_exclude_warnings(job: Job) -> list[Problem]:
 
 def validate_job(
     path: str,
-    api_base: str = DEFAULT_API_BASE,
+    api_base: str | None = None,
     *,
     root: Path | None = None,
     allow_unverified: bool = False,

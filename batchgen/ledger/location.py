@@ -18,6 +18,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -95,12 +96,15 @@ def locate(job_file: str | None, explicit: str | None) -> Project:
     return Project(root, root / LEDGER_NAME, how)
 
 
-def configured_ledger(config: Path) -> Path | str | None:
-    """The ledger a project's `batchgen.yaml` names (`ledger:`), if it has one."""
+SETTINGS = ("ledger", "provider")  # what a project's batchgen.yaml may say
+
+
+def project_settings(config: Path) -> dict[str, Any]:
+    """What a project's `batchgen.yaml` says (`ledger:`, `provider:`), checked; {} if none."""
     try:
         text = config.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return None
+        return {}
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"{config}: cannot be read ({e})") from None
     try:
@@ -110,23 +114,40 @@ def configured_ledger(config: Path) -> Path | str | None:
         line = f":{mark.line + 1}" if mark is not None else ""
         raise UsageError(f"{config}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
     if settings is None:
-        return None
+        return {}
     if not isinstance(settings, dict):
         raise UsageError(
             f"{config}:1: expected a mapping (ledger: …), got {type(settings).__name__}"
         )
-    unknown = sorted(str(name) for name in settings if name != "ledger")
+    unknown = sorted(str(name) for name in settings if name not in SETTINGS)
     if unknown:
-        raise UsageError(f"{config}: unknown setting {unknown[0]!r} (the one known is 'ledger')")
-    ledger = settings.get("ledger")
+        raise UsageError(
+            f"{config}: unknown setting {unknown[0]!r} (those known are {', '.join(map(repr, SETTINGS))})"
+        )
+    for name, what in (
+        ("ledger", "a postgresql:// URL or a file's path"),
+        ("provider", "a provider's name"),
+    ):
+        value = settings.get(name)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise UsageError(
+                f"{config}:{_line_of(text, name)}: {name}: expected {what}, got {value!r}"
+            )
+    return {name: value for name, value in settings.items() if value is not None}
+
+
+def configured_ledger(config: Path) -> Path | str | None:
+    """The ledger a project's `batchgen.yaml` names (`ledger:`), if it has one."""
+    ledger: str | None = project_settings(config).get("ledger")
     if ledger is None:
         return None
-    if not isinstance(ledger, str) or not ledger.strip():
-        at = _line_of(text, "ledger")
-        raise UsageError(
-            f"{config}:{at}: ledger: expected a postgresql:// URL or a file's path, got {ledger!r}"
-        )
     return ledger if is_url(ledger) else config.parent / ledger
+
+
+def configured_provider(root: Path) -> str | None:
+    """The provider a project's `batchgen.yaml` names for its jobs (`provider:`), if any."""
+    provider: str | None = project_settings(root / CONFIG_NAME).get("provider")
+    return provider
 
 
 def _line_of(text: str, name: str) -> int:

@@ -143,7 +143,7 @@ def m003_credits(db: sqlite_utils.Database) -> None:
     db.table("runs").add_column("credits_after", int)
     db.table("prices").create(
         {
-            "class": str,  # the request class (JSON: model_id, options but prompt_optimization, images)
+            "class": str,  # the request class (JSON: as the provider's catalogue spells it)
             "api_base": str,
             "credits": int,
             "run_id": int,  # the evidence: the run whose balance drop taught it

@@ -153,6 +153,7 @@ class Recovery(Store):
                 "api_base": row["api_base"],
                 "variant": row["variant"],
                 "body": json.loads(row["request"]),
+                "model": row["model_id"],
                 "run_id": row["run_id"],
                 "state": "submitted" if row["task_id"] else "in_doubt",
                 "error": row["error"] or "in doubt when its ledger was lost",

@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .. import providers
 from ..errors import Problem
-from ..jobs import models
-from ..jobs.prices import NO_PRICES, PriceBook, describe_class
+from ..jobs.prices import PriceBook, describe_class
 from .progress import streamed_table, table, when_due
 from .words import count
 
@@ -62,7 +61,8 @@ def plan_lines(result: Plan) -> list[str]:
         )
     elif result.unknown:
         classes = "; ".join(
-            f"{describe_class(k)} ({n})" for k, n in result.unknown_classes.most_common()
+            f"{describe_class(k, result.catalogue)} ({n})"
+            for k, n in result.unknown_classes.most_common()
         )
         lines.append(f"no known price for {result.unknown} of them: {classes}")
     lines += [f"warning: {sentence}" for sentence in result.price_warnings]
@@ -74,7 +74,7 @@ def write_plan_json(
     validated: ValidatedJob,
     result: Plan,
     states: StateLookup,
-    book: PriceBook = NO_PRICES,
+    book: PriceBook | None = None,
 ) -> None:
     from ..sending.plan import planned
 
@@ -100,12 +100,12 @@ def status_report(
 ) -> list[str]:
     """`status`: counts per model, state and status; as a table, or one JSON object."""
     if as_json:
-        counts = [dict(row, model=models.label(row["model_id"])) for row in rows]
+        counts = [dict(row, model=providers.model_label(row["model_id"])) for row in rows]
         return [json.dumps({"job": name, "counts": counts, "not_sent": unsent, "last_due": due})]
     if not rows:
         return [f"nothing in the ledger{' for ' + name if name else ''} yet"]
     lines = table(
-        ((models.label(r["model_id"]), r["state"], r["status"], r["n"]) for r in rows),
+        ((providers.model_label(r["model_id"]), r["state"], r["status"], r["n"]) for r in rows),
         ("model", "state", "status", "count"),
     )
     if unsent:
@@ -137,7 +137,7 @@ def write_tasks(
         for r in rows():
             yield (
                 r.get("label") or r["key"][:12],
-                models.label(r["model_id"] or ""),
+                providers.model_label(r["model_id"] or ""),
                 r["variant"],
                 r["state"],
                 r["status"],
@@ -221,7 +221,7 @@ def api_name(api_base: str | None) -> str:
     """The API a run sent to, as a person names it: `sandbox` for the built-in one."""
     if not api_base:
         return "?"
-    if api_base == providers.named().sandbox_identity:
+    if api_base == providers.for_api(api_base).sandbox_identity:
         return "sandbox"
     return api_base.split("://", 1)[-1]
 
@@ -234,71 +234,3 @@ def _json_or_text(value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) else value
     except ValueError:
         return value
-
-
-def models_report(
-    found: Iterable[models.Model], *, as_json: bool, rules: bool = False
-) -> list[str]:
-    """`batchgen models`: a line per model (with --rules, each model's rules under it), or
-    one JSON object per model."""
-    if as_json:
-        return [json.dumps(_model_dict(m), ensure_ascii=False) for m in found]
-    found = list(found)
-    rows = [
-        (
-            m.name,
-            m.id,
-            m.display,
-            "yes" if m.verified else "NO",
-            m.image_words(),
-            ", ".join(m.options),
-        )
-        for m in found
-    ]
-    lines = table(rows, ("model", "id", "display", "verified", "images", "options"))
-    unverified = [m for m in found if not m.verified]
-    if rules:
-        for model in found:
-            lines += [
-                "",
-                f"{model.name} ({model.id}) {model.display}: {model.page}",
-                f"  images: {model.image_words()}",
-            ]
-            lines += [
-                f"  options.{o.name}: {o.words()}" + _option_note(o) for o in model.options.values()
-            ]
-            lines.append("  options.prompt_optimization: true or false")
-    if unverified:
-        lines.append("")
-        lines += [
-            f"unverified: {m.name}: {m.why_unverified} (--allow-unverified-models to use it)"
-            for m in unverified
-        ]
-    return lines
-
-
-def _option_note(option: models.Option) -> str:
-    if option.text_to_video_only:
-        return " (text-to-video only: with an image it follows the image)"
-    return " (optional)" if option.optional else ""
-
-
-def _model_dict(model: models.Model) -> dict[str, Any]:
-    return {
-        "name": model.name,
-        "id": model.id,
-        "display": model.display,
-        "family": model.family,
-        "page": model.page,
-        "verified": model.verified,
-        "why_unverified": model.why_unverified,
-        "images": {"min": model.images[0], "max": model.images[1]},
-        "options": {
-            o.name: {
-                "values": list(o.values) if o.values is not None else [True, False],
-                "optional": o.optional,
-                "text_to_video_only": o.text_to_video_only,
-            }
-            for o in model.options.values()
-        },
-    }

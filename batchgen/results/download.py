@@ -33,11 +33,11 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from .. import __version__
+from .. import __version__, providers
 from ..errors import DownloadRefused, DownloadTransient, UrlRefused
-from ..jobs import models
 from ..jobs.expand import label_file_stem
 from ..ledger import Ledger
+from ..providers import Catalogue, model_label
 from ..sending.http_transport import OneConnectionEach
 from ..sending.limits import REAL_CLOCK, Clock, attempts
 from ..urls import check_result_url, is_loopback_host
@@ -80,7 +80,7 @@ def file_name(row: dict[str, Any], index: int, count: int) -> str:
     extra = f"_{index + 1}" if count > 1 else ""
     if row.get("label"):
         return f"{label_file_stem(row['label'])}{extra}.mp4"
-    model = models.label(row["model_id"] or "")
+    model = model_label(row["model_id"] or "")
     return f"{model}_{slug(row['prompt'] or '')}_{row['key'][:8]}_v{row['variant']}{extra}.mp4"
 
 
@@ -341,10 +341,10 @@ MANIFEST_COLUMNS = (
     "key",
     "task_id",
     "model",
-    "model_id",
+    "api_model",  # the model as its provider's API names it
     "prompt",
     "options",
-    "image_urls",
+    "images",
     "variant",
     "status",
     "url",
@@ -364,22 +364,26 @@ def write_manifest(files: list[ResultFile], out: Path) -> Path:
     """`manifest.csv`: every downloaded file with its prompt, model, options and task id."""
     path = out / "manifest.csv"
     part = path.with_name("manifest.csv.part")
+    catalogues: dict[str, Catalogue] = {}
     with open(part, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
         writer.writeheader()
         for item in files:
             row = item.row
-            body = json.loads(row["request"])
+            api = row.get("api_base") or ""
+            if api not in catalogues:
+                catalogues[api] = providers.for_api(api).catalogue()
+            asked = catalogues[api].fields(json.loads(row["request"]))
             cells = {
                 "file": item.path.name,
                 "id": row.get("label") or "",
                 "key": row["key"],
                 "task_id": row["task_id"],
-                "model": models.label(row["model_id"]),
-                "model_id": row["model_id"],
+                "model": model_label(row["model_id"] or ""),
+                "api_model": row["model_id"],
                 "prompt": row["prompt"],
-                "options": json.dumps(body.get("options", {}), sort_keys=True),
-                "image_urls": " ".join(body.get("image_urls", [])),
+                "options": json.dumps(dict(asked.options), sort_keys=True),
+                "images": " ".join(asked.images),
                 "variant": row["variant"],
                 "status": row["status"],
                 "url": item.url,

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..jobs.prices import PriceBook, class_key
+from ..jobs.prices import PriceBook
 from .limits import REAL_CLOCK, Clock
 
 CHECK_EVERY = 30.0  # seconds
@@ -103,7 +103,7 @@ class Budget:
         # A run with a cap refused to start unless every class it sends has a price; the cap
         # counts the higher of the declared and the learned one (prices.py).
         declared = self.book.credits_for_cap(body) or 0
-        cls = class_key(body) if self.checks_balance else ""
+        cls = self.book.class_key(body) if self.checks_balance else ""
         with self._changed:
             while self.checks_balance and cls not in self._confirmed and cls in self._probing:
                 if self.stopped or stopping():

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import JobError, PlanChanged, PriceTie
-from ..jobs import models
 from ..jobs.expand import Request, expand
 from ..jobs.origins import describe_origin
-from ..jobs.prices import NO_PRICES, PriceBook, class_key, class_tuple, key_of_tuple, tie_problem
+from ..jobs.prices import PriceBook, no_prices, tie_problem
 from ..jobs.spec import load_job
 from ..jobs.validate import ValidatedJob, checked
+from ..providers import Catalogue, model_label
 from ..urls import canonical_base_url
 
 # What a run does with a request, from the state the ledger holds for its key.
@@ -56,49 +56,52 @@ class Plan:
     job: str
     api_base: str
     counts: Counter[str] = field(default_factory=Counter)
-    by_model_id: Counter[tuple[str, str]] = field(default_factory=Counter)  # (model_id, action)
+    by_model_key: Counter[tuple[str, str]] = field(
+        default_factory=Counter
+    )  # (the provider's model id, action)
     credits: int = 0  # the known cost of what the run would send
     credits_by_model: Counter[str] = field(default_factory=Counter)
     unknown: int = 0  # requests it would send whose price is not known
-    # class (prices.class_tuple) → requests it would send with no known price; None when no
-    # price is known at all (then every class lacks one, and they are not counted)
-    unknown_by_class: Counter[tuple[Any, ...]] | None = field(default_factory=Counter)
+    # class key (PriceBook.class_key) → requests it would send with no known price; None when
+    # no price is known at all (then every class lacks one, and they are not counted)
+    unknown_by_class: Counter[str] | None = field(default_factory=Counter)
     # class key → what contradicts its declared price (the balance taught another), per class
     # the run would send
     contradictions: dict[str, str | None] = field(default_factory=dict)
+    catalogue: Catalogue | None = field(default=None, repr=False)  # the job's provider's
 
     def count(
-        self, planned: PlannedRequest, *, sends: bool | None = None, book: PriceBook = NO_PRICES
+        self, planned: PlannedRequest, *, sends: bool | None = None, book: PriceBook | None = None
     ) -> None:
         """Count a request; `sends`: whether the run sends it (default: a plain run would)."""
-        model_id = str(planned.request.body.get("model_id"))
+        model_key = str(planned.request.model)
         self.counts[planned.action] += 1
-        self.by_model_id[(model_id, planned.action)] += 1
+        self.by_model_key[(model_key, planned.action)] += 1
         if not (planned.action in WOULD_SEND if sends is None else sends):
             return
-        if book.may_contradict:  # a few classes: each asked once
-            cls = class_key(planned.request.body)
+        if book is not None and book.may_contradict:  # a few classes: each asked once
+            cls = book.class_key(planned.request.body)
             if cls not in self.contradictions:
                 self.contradictions[cls] = book.contradiction(planned.request.body)
         if planned.credits is None:
             self.unknown += 1
-            if self.unknown_by_class is not None:
-                self.unknown_by_class[class_tuple(planned.request.body)] += 1
+            if self.unknown_by_class is not None and book is not None:
+                self.unknown_by_class[book.class_key(planned.request.body)] += 1
         else:
             self.credits += planned.credits
-            self.credits_by_model[models.label(model_id)] += planned.credits
+            self.credits_by_model[model_label(model_key)] += planned.credits
 
     @property
     def unknown_classes(self) -> Counter[str]:
         """class key (JSON) → requests the run would send with no known price."""
-        return Counter({key_of_tuple(cls): n for cls, n in (self.unknown_by_class or {}).items()})
+        return Counter(self.unknown_by_class or {})
 
     @property
     def by_model(self) -> dict[str, Counter[str]]:
         """model name → action → count."""
         out: dict[str, Counter[str]] = {}
-        for (model_id, action), n in self.by_model_id.items():
-            out.setdefault(models.label(str(model_id)), Counter())[action] += n
+        for (model_key, action), n in self.by_model_key.items():
+            out.setdefault(model_label(str(model_key)), Counter())[action] += n
         return out
 
     @property
@@ -133,16 +136,16 @@ def plan_job(
     validated = ValidatedJob(
         load_job(path, root), canonical_base_url(api_base), allow_unverified=allow_unverified
     )
-    book = prices(validated) if prices else NO_PRICES
+    book = prices(validated) if prices else no_prices(validated.job.catalogue)
     result = empty_plan(validated, book)
     if (
         book.empty and states is no_ledger
     ):  # every request is new and unpriced: validation's counts are the plan
         for _ in checked(validated):
             pass
-        for model_id, n in validated.by_model_id.items():
+        for model_key, n in validated.by_model_key.items():
             result.counts["new"] += n
-            result.by_model_id[(model_id, "new")] += n
+            result.by_model_key[(model_key, "new")] += n
         result.unknown = validated.unique
         return validated, result
     # One pass: requests are counted as validation checks them; a problem found later raises
@@ -153,18 +156,21 @@ def plan_job(
     return validated, result
 
 
-def empty_plan(validated: ValidatedJob, book: PriceBook = NO_PRICES) -> Plan:
+def empty_plan(validated: ValidatedJob, book: PriceBook | None = None) -> Plan:
     """A plan of the job that counts nothing yet."""
-    result = Plan(validated.job.name, validated.api_base)
-    if book.empty:  # no price known at all: which classes lack one is every class; not counted
+    result = Plan(validated.job.name, validated.api_base, catalogue=validated.job.catalogue)
+    if (
+        book is None or book.empty
+    ):  # no price known at all: which classes lack one is every class; not counted
         result.unknown_by_class = None
     return result
 
 
 def planned(
-    validated: ValidatedJob, states: StateLookup = no_ledger, book: PriceBook = NO_PRICES
+    validated: ValidatedJob, states: StateLookup = no_ledger, book: PriceBook | None = None
 ) -> Iterator[PlannedRequest]:
     """Each distinct request of the job with its action and price, keys looked up in batches."""
+    book = book or no_prices(validated.job.catalogue)
     for chunk in _in_batches(validated.requests()):
         yield from _decide(chunk, states, book, validated)
 
@@ -202,7 +208,7 @@ def prepare_run(
     states: StateLookup,
     allow: set[str],
     *,
-    book: PriceBook = NO_PRICES,
+    book: PriceBook | None = None,
     stage: Callable[[list[Request]], None] | None = None,
 ) -> tuple[Plan, ToSend]:
     """Step 2 of validation and the run's plan, in one pass over the job: the plan, and the
@@ -212,6 +218,7 @@ def prepare_run(
     that a request another job got done counts for this one too). A problem found raises
     `JobError` once the whole job was checked: then the plan and what was staged are void.
     """
+    book = book or no_prices(expansion.job.catalogue)
     result = empty_plan(expansion, book)
     to_send = ToSend(expansion)
     for chunk in _in_batches(checked(expansion)):

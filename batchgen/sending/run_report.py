@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import EXIT_ABORTED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK
-from ..jobs import models
 from ..jobs.expand import Request
-from ..jobs.prices import class_key
 from ..ledger import RESENDABLE
+from ..providers import model_label
 from .limits import Backoff
 
 DEFAULT_CONCURRENCY = 4
@@ -66,6 +66,8 @@ class RunReport:
     submitted_classes: Counter[str] = field(
         default_factory=Counter
     )  # class key → requests submitted
+    # A body's price class as the run's price book spells it (PriceBook.class_key); None: not counted.
+    class_of: Callable[[dict[str, Any]], str] | None = field(default=None, repr=False)
 
     @property
     def done(self) -> int:
@@ -78,9 +80,9 @@ class RunReport:
                 self.unpriced += 1
             else:
                 self.spent += price
-        if outcome == "submitted":
-            self.submitted_classes[class_key(request.body)] += 1
-        model = models.label(str(request.body.get("model_id")))
+        if outcome == "submitted" and self.class_of is not None:
+            self.submitted_classes[self.class_of(request.body)] += 1
+        model = model_label(str(request.model))
         self.by_model.setdefault(model, Counter())[outcome] += 1
 
     def exit_code(self, unresolved_in_job: int = 0) -> int:

@@ -15,7 +15,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sized
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from ..errors import BatchgenError, Interrupted, LedgerUnsound
 from ..jobs.expand import Request
@@ -60,6 +60,7 @@ class Submission:
         notice: Notice = _to_stderr,
         budget: Budget | None = None,
         detail: Notice | None = None,
+        class_of: Callable[[dict[str, Any]], str] | None = None,
     ):
         self.ledger = ledger
         self.api = api
@@ -75,7 +76,7 @@ class Submission:
         self.budget = budget
         self.allow = settings.resendable()
         self.stop = threading.Event()
-        self.report = RunReport()
+        self.report = RunReport(class_of=class_of)  # class_of: the price book's class_key
         self._lock = threading.Lock()
         self._streak: tuple[str, int] = ("", 0)
         self._feed: Iterator[Request] = iter(())
@@ -283,7 +284,7 @@ class Submission:
         if self.detail is not None:
             prompt = str(request.body.get("prompt", ""))
             self.detail(
-                f"  {outcome}: {request.key[:12]} v{request.variant} {request.body.get('model_id')}"
+                f"  {outcome}: {request.key[:12]} v{request.variant} {request.model}"
                 f" {prompt[:50]!r}" + ("…" if len(prompt) > 50 else "")
             )
 
@@ -425,6 +426,7 @@ class Submission:
                 "api_base": self.api_base,
                 "variant": request.variant,
                 "body": request.body,
+                "model": request.model,
                 "run_id": self.run_id,
             }
             for request, answered in held

@@ -23,8 +23,8 @@ from urllib.parse import quote
 import jinja2
 from markupsafe import Markup
 
-from ..jobs import models
 from ..ledger import Ledger
+from ..output.words import value_text
 from ..times import timestamp
 from .tiles import (
     MediaLinks,
@@ -147,7 +147,7 @@ def _same_for_all(found: list[Tile], varying: frozenset[str]) -> str:
     first = found[0]
     same = [first.model] if "model" not in varying else []
     same += [
-        f"{k} {models.value_text(v)}"
+        f"{k} {value_text(v)}"
         for k, v in sorted(first.options.items())
         if f"options.{k}" not in varying
     ]
@@ -175,12 +175,12 @@ def _tile_view(
     varying: frozenset[str],
 ) -> dict[str, Any]:
     """What the tile macro shows of `tile`: plain text, escaped by the template."""
-    options = ", ".join(f"{k} {models.value_text(v)}" for k, v in sorted(tile.options.items()))
+    options = ", ".join(f"{k} {value_text(v)}" for k, v in sorted(tile.options.items()))
     # The caption says what the headers don't, and what is the same for every tile is said once
     # in the page's header instead (`varying`: the fields that differ between tiles).
     shown = set(rows) | set(cols)
     unshown = ", ".join(
-        f"{k} {models.value_text(v)}"
+        f"{k} {value_text(v)}"
         for k, v in sorted(tile.options.items())
         if f"options.{k}" not in shown and f"options.{k}" in varying
     )
@@ -212,7 +212,7 @@ def _tile_view(
         "label": tile.label,
         "variant": tile.variant,
         "unshown": unshown,
-        "images": " ".join(tile.image_urls),
+        "images": " ".join(tile.images),
         "meta": meta,
         "task_id": tile.task_id,
         "media": _media_view(tile),

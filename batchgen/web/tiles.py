@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import providers
 from ..errors import UsageError
-from ..jobs import models, schemas
+from ..jobs import schemas
 from ..ledger import Ledger
+from ..output.words import value_text
+from ..providers import Catalogue
 
 # Fields a row or a column can be keyed by; options.<name> are added from the job's requests.
-BASE_AXES = ("prompt", "model", "variant", "image_urls")
+BASE_AXES = ("prompt", "model", "variant", "images")
 
 
 @dataclass
@@ -27,7 +31,7 @@ class Tile:
     prompt: str
     model: str
     options: dict[str, Any]
-    image_urls: list[str]
+    images: list[str]
     variant: int
     task_id: str | None
     state: str
@@ -45,10 +49,10 @@ class Tile:
             return self.model
         if axis == "variant":
             return f"v{self.variant}"
-        if axis == "image_urls":
-            return " ".join(self.image_urls) or "no image"
+        if axis == "images":
+            return " ".join(self.images) or "no image"
         name = axis.removeprefix("options.")
-        return "-" if name not in self.options else models.value_text(self.options[name])
+        return "-" if name not in self.options else value_text(self.options[name])
 
     @property
     def outcome(self) -> str:
@@ -100,17 +104,21 @@ def tiles(
             image_names[url] = ledger.uploads.name_of(url) or url
         return image_names[url]
 
+    catalogues: dict[str, Catalogue] = {}
     for row in rows:
-        body = json.loads(row["request"])
+        api = row.get("api_base") or ""
+        if api not in catalogues:
+            catalogues[api] = providers.for_api(api).catalogue()
+        asked = catalogues[api].fields(json.loads(row["request"]))
         files = files_on_disk(row, out)
         links = media(row, files) if media else [os.path.relpath(f, out) for f in files]
         found.append(
             Tile(
                 key=row["key"],
-                prompt=body.get("prompt", ""),
-                model=models.label(str(body.get("model_id"))),
-                options=body.get("options", {}),
-                image_urls=[shown(url) for url in body.get("image_urls", [])],
+                prompt=asked.prompt or "",
+                model=providers.model_label(str(asked.model)),
+                options=dict(asked.options),
+                images=[shown(url) for url in asked.images],
                 variant=row["variant"],
                 task_id=row["task_id"],
                 state=row["state"],
@@ -167,7 +175,7 @@ def choose_axes(
         cols = []
         columns = 1
         for axis in varying:
-            if axis in rows or axis in ("variant", "image_urls"):
+            if axis in rows or axis in ("variant", "images"):
                 continue
             split = len({key(tile, [*cols, axis]) for tile in found})
             if split > columns:
@@ -228,14 +236,16 @@ def _meta(text: str | None) -> dict[str, Any]:
 
 
 def axis_names() -> list[str]:
-    """Every field a row or column can be keyed by (the options come from the request schema)."""
-    options = schemas.schema("request")["properties"]["options"]["properties"]
-    return [*BASE_AXES, *(f"options.{name}" for name in options)]
+    """The fields a row or column can be keyed by, besides any `options.<name>`."""
+    return [*BASE_AXES, "options.<name>"]
+
+
+_OPTION_AXIS = re.compile(r"^options\.[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def check_axes(axes: list[str]) -> None:
     known = axis_names()
     for axis in axes:
-        if axis not in known:
+        if axis not in BASE_AXES and not _OPTION_AXIS.match(axis):
             hint = schemas.suggest(axis, known) or f"fields: {', '.join(known)}"
             raise UsageError(f"unknown field {axis!r} for --rows/--cols; {hint}")

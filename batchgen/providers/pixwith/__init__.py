@@ -1,9 +1,11 @@
 """pixwith.ai's task API: what every command knows of it before connecting (`PROVIDER`).
 
 Everything pixwith-specific is in this folder: facts.py (its base URL, key variable, test
-key), answers.py (its envelope and what each answer means), client.py (its calls, uploads
-included), bodies.py (how a body shows images), sandbox/ (the local stand-in). The client and
-the sandbox are imported only when a command connects or asks for the sandbox.
+key), models.py and schemas/ (its model catalogue, as data), catalogue.py (its bodies and their
+rules), model_schema.py (the request schema derived from the catalogue), answers.py (its
+envelope and what each answer means), client.py (its calls, uploads included), bodies.py (how
+a body shows images), sandbox/ (the local stand-in). The catalogue, the client and the sandbox
+are imported only when a command asks for them.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from ..base import Description, Provider, Served
+from ..base import Catalogue, Description, Provider, Served
 from .bodies import images_shown, with_images
 from .facts import (
     BASE_URL_VARIABLE,
@@ -42,6 +44,13 @@ def connect(base_url: str, key: str, **options: Any) -> Provider:
     return PixwithApi(base_url, key, **options)
 
 
+def catalogue() -> Catalogue:
+    """Its models and the rules of its bodies."""
+    from .catalogue import CATALOGUE
+
+    return CATALOGUE
+
+
 @contextlib.contextmanager
 def serve_sandbox(time_scale: float) -> Iterator[Served]:
     """A sandbox of this command's own, on a free port."""
@@ -58,9 +67,14 @@ PROVIDER = Description(
     key_variable=KEY_VARIABLE,
     base_url_variable=BASE_URL_VARIABLE,
     connect=connect,
+    catalogue=catalogue,
     images_shown=images_shown,
     with_images=with_images,
     sandbox=serve_sandbox,
     sandbox_identity=SANDBOX_IDENTITY,
     sandbox_credits=DEFAULT_CREDITS,
+    default=True,
+    sandbox_command=f"{__name__}.sandbox.command:sandbox_command",
+    # Job files written before batchgen had words of its own named images as pixwith does.
+    field_aliases={"image_urls": "images"},
 )

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ....jobs import schemas
-from ....jobs.models import catalogue, lookup
 from ..facts import DEFAULT_CREDITS, TEST_KEY
+from ..models import catalogue, load, lookup
 from . import clips
 
 # What the sandbox charges, how long it takes and which clip it serves, per model: the
@@ -114,7 +114,7 @@ class Sandbox:
         self.balance = self.config.credits
         self.images: dict[str, tuple[str, bytes]] = {}  # object key → (content type, bytes)
         self._targets_issued = 0
-        self.checker = schemas.RequestChecker()
+        self.checker = schemas.BodyChecker(load("request.schema.json"))
         self._open_connections = 0
         self._idle = threading.Condition(self._lock)
         self.tasks_answered = 0  # create calls whose task id was written back to the client

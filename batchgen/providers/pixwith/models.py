@@ -1,6 +1,6 @@
-"""The model catalogue: every video model of the provider, as data.
+"""pixwith's model catalogue: every video model it offers, as data.
 
-One file per model family in `schemas/models/` (its models' names, API ids, the page their
+One file per model family in `schemas/models/` beside this module (its models' names, API ids, the page their
 rules were read from, whether that page can be trusted, the rules themselves, and what the
 sandbox makes of them). Everything else is derived from these files: the request schema and
 the job schema's model names (model_schema.py, checked against the committed schemas by the
@@ -16,9 +16,25 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from . import schemas
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
+
+
+@functools.cache
+def load(filename: str) -> dict[str, Any]:
+    """A file of the catalogue (`request.schema.json`, `models/wan-2-2.json`, ...), parsed."""
+    with open(SCHEMAS / filename, encoding="utf-8") as f:
+        data: dict[str, Any] = json.load(f)
+    return data
+
+
+@functools.cache
+def family_files() -> tuple[str, ...]:
+    """The catalogue's family files (`schemas/models/*.json`)."""
+    return tuple(sorted(p.name for p in (SCHEMAS / "models").glob("*.json")))
+
 
 # Options in the order they are listed everywhere (schemas, `batchgen models`, hints).
 OPTION_ORDER = (
@@ -89,12 +105,12 @@ class Model:
 def catalogue() -> tuple[Model, ...]:
     """Every model, WAN 2.2 first (the sandbox's task ids number them in this order)."""
     families = sorted(
-        schemas.family_files(),
+        family_files(),
         key=lambda name: (name != "wan-2-2.json", name.removesuffix(".json")),
     )
     found: list[Model] = []
     for filename in families:
-        found.extend(_family(schemas.load(f"models/{filename}")))
+        found.extend(_family(load(f"models/{filename}")))
     return tuple(found)
 
 
@@ -142,10 +158,7 @@ def _family(data: dict[str, Any]) -> list[Model]:
 
 def families() -> dict[str, dict[str, Any]]:
     """family → its file's contents (for the examples and the page)."""
-    return {
-        data["family"]: data
-        for data in (schemas.load(f"models/{f}") for f in schemas.family_files())
-    }
+    return {data["family"]: data for data in (load(f"models/{f}") for f in family_files())}
 
 
 @functools.cache

@@ -1,11 +1,11 @@
-"""The schemas' model rules, derived from the model catalogue (models.py).
+"""pixwith's request schema, derived from its model catalogue (models.py).
 
-`request.schema.json` is generated whole from the family files in `schemas/models/`; in
-`job.schema.json` only the model names and the option fields are. Both are committed (editors
-and check-jsonschema read them as files), and a test fails if either differs from what this
-module derives, so the catalogue stays the one source of truth. After editing a family file:
+`schemas/request.schema.json` (beside this module) is generated whole from the family files in
+`schemas/models/`. It is committed (editors and check-jsonschema read it as a file), and a test
+fails if it differs from what this module derives, so the catalogue stays the one source of
+truth. After editing a family file:
 
-    python -m batchgen.jobs.model_schema      # rewrites schemas/request.schema.json and job.schema.json
+    python -m batchgen.providers.pixwith.model_schema   # rewrites schemas/request.schema.json
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def request_schema() -> dict[str, Any]:
         "title": "pixwith.ai create-task request body",
         "description": (
             "One body for POST /api/task/create. Generated from the model catalogue (schemas/models/*.json) by "
-            "`python -m batchgen.jobs.model_schema`: edit those files, not this one. The per-model rules are the if/then "
+            "`python -m batchgen.providers.pixwith.model_schema`: edit those files, not this one. The per-model rules are the if/then "
             "blocks under allOf; errorMessage gives each rule in words."
         ),
         "type": "object",
@@ -85,7 +85,7 @@ def request_schema() -> dict[str, Any]:
             },
             "model_id": {
                 "description": ", ".join(f"{m.id} {m.display}" for m in catalogue)
-                + " (catalogue: schemas/models/)",
+                + " (catalogue: batchgen/providers/pixwith/schemas/models/)",
                 "enum": [m.id for m in catalogue],
             },
             "image_url": {
@@ -212,59 +212,21 @@ def _text_to_video_only(model: models.Model, rule: models.Option) -> dict[str, A
     }
 
 
-def job_schema(current: dict[str, Any]) -> dict[str, Any]:
-    """`current` (job.schema.json) with the model names and option fields of the catalogue."""
-    catalogue = models.catalogue()
-    names = models.option_names()
-    schema: dict[str, Any] = json.loads(json.dumps(current))  # a deep copy, plain JSON
-    defs = schema["$defs"]
-    defs["model"] = {
-        "description": "A model name or its API id (`batchgen models` lists them).",
-        "enum": [m.name for m in catalogue] + [m.id for m in catalogue],
-    }
-    defs["option_values"] = {name: {"$ref": f"request.schema.json#/$defs/{name}"} for name in names}
-
-    def value(name: str) -> dict[str, Any]:
-        return {"anyOf": [{"$ref": f"#/$defs/option_values/{name}"}, {"type": "null"}]}
-
-    defs["options"]["properties"] = {name: value(name) for name in names}
-    for where, make in (
-        ("combination", value),
-        ("price_rule", value),
-        ("matrix", lambda n: {"$ref": "#/$defs/axis", "items": value(n)}),
-    ):
-        properties = defs[where]["properties"]
-        kept = {k: v for k, v in properties.items() if not k.startswith("options.")}
-        rebuilt: dict[str, Any] = {}
-        for key, rule in kept.items():
-            rebuilt[key] = rule
-            if key == "options":
-                rebuilt.update({f"options.{name}": make(name) for name in names})
-        defs[where]["properties"] = rebuilt
-    return schema
-
-
 def schema_text(schema: dict[str, Any]) -> str:
     return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
 
 def write(folder: Path) -> list[Path]:
-    """Rewrite the two schemas in `folder` from the catalogue; return the files changed."""
-    changed = []
-    job_path, request_path = folder / "job.schema.json", folder / "request.schema.json"
-    for path, text in (
-        (request_path, schema_text(request_schema())),
-        (job_path, schema_text(job_schema(json.loads(job_path.read_text(encoding="utf-8"))))),
-    ):
-        if path.read_text(encoding="utf-8") != text:
-            path.write_text(text, encoding="utf-8")
-            changed.append(path)
-    return changed
+    """Rewrite the request schema in `folder` from the catalogue; return the files changed."""
+    path = folder / "request.schema.json"
+    text = schema_text(request_schema())
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+        return [path]
+    return []
 
 
 if __name__ == "__main__":  # pragma: no cover - a maintainer's tool, run by hand
-    target = (
-        Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "schemas"
-    )
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else models.SCHEMAS
     for path in write(target):
         print(f"rewrote {path}")

@@ -1,4 +1,5 @@
-"""`batchgen sandbox`: serve the built-in stand-in for the API, with its faults on demand."""
+"""`batchgen sandbox`: serve pixwith's stand-in, with its faults on demand (the default
+provider's sandbox command; see `Description.sandbox_command`)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from typing import Any
 
 import click
 
-from ..errors import UsageError
-from ..providers.pixwith.facts import DEFAULT_CREDITS, DEFAULT_PORT
-from .options import Finite
+from ....cli.options import Finite
+from ....errors import UsageError
+from ..facts import DEFAULT_CREDITS, DEFAULT_PORT
 
 RATE = Finite(0, 1)
 
@@ -111,8 +112,7 @@ def sandbox_command(port: int, keys: tuple[str, ...], **settings: Any) -> None:
     Same endpoints and rules as the real API; accepts the test key
     key_00000000000000000000000000000000. GET /_sandbox/stats shows what it received.
     """
-    # pixwith's sandbox (the one provider there is), imported only by the command that serves it
-    from ..providers.pixwith import sandbox as sandbox_mod
+    from .. import sandbox as sandbox_mod
 
     config = sandbox_mod.SandboxConfig(keys=(sandbox_mod.TEST_KEY, *keys), **settings)
     try:
