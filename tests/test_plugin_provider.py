@@ -121,3 +121,16 @@ def test_a_job_names_an_unknown_provider(studio, cli):
 
 def studio_outputs():
     return Path("outputs", "sandbox")  # a rehearsal's folder, whichever provider's sandbox
+
+
+def test_a_run_refuses_a_job_whose_provider_it_did_not_connect_to(studio, cli):
+    # `run` connects by the job's `provider:` line before it loads the file: a provider given
+    # only in flow style is not on such a line, and the run sends nothing.
+    with open("flow.yaml", "w") as f:
+        f.write(
+            '{version: 1, provider: studio, requests: [{prompt: "A lighthouse",'
+            " model: studio-fast, options: {frames: 24}}]}\n"
+        )
+    ran = cli("run", "flow.yaml", "--sandbox", "--yes")
+    assert ran.exit_code == 2, ran.output
+    assert "the job's provider is 'studio', but this command connected to 'pixwith'" in ran.stderr

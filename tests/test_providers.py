@@ -123,7 +123,7 @@ def test_a_provider_of_another_distribution_is_found_by_entry_point_and_runs_a_j
 
     module = importlib.import_module("batchgen_memory")
     job = tmp_path / "job.yaml"
-    job.write_text(job_text(prompts(3), name="mem"))
+    job.write_text(job_text(prompts(3), name="mem") + "provider: memory\n")
     project = Project(tmp_path, tmp_path / "batchgen.db", "test")
     base = memory_provider.default_base_url
     target = Target(base, base, "key_memory", provider=memory_provider)
@@ -175,7 +175,7 @@ def test_no_provider_s_key_is_passed_to_the_on_done_command(memory_provider, tmp
     monkeypatch.setenv("MEMORY_API_KEY", "key_memory_secret")
     monkeypatch.setenv("PIXWITH_API_KEY", "key_00000000000000000000000000000000")
     job = tmp_path / "job.yaml"
-    job.write_text(job_text(prompts(1), name="mem"))
+    job.write_text(job_text(prompts(1), name="mem") + "provider: memory\n")
     project = Project(tmp_path, tmp_path / "batchgen.db", "test")
     base = memory_provider.default_base_url
     target = Target(base, base, "key_memory", provider=memory_provider)

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..errors import EXIT_ABORTED, EXIT_INCOMPLETE, Interrupted, NotCovered
+from ..errors import EXIT_ABORTED, EXIT_INCOMPLETE, Interrupted, NotCovered, UsageError
 from ..jobs import unchanged
 from ..jobs.prices import PriceBook
 from ..jobs.spec import load_job
@@ -114,6 +114,15 @@ def execute_run(options: RunOptions, target: Target, project: Project, console: 
         target.identity_base,
         allow_unverified=options.allow_unverified,
     )
+    if validated.job.provider_name != target.provider.name:
+        # The command connects before it loads the job, by the job's `provider:` line
+        # (spec.provider_of); the parsed file may say otherwise (a flow-style mapping, an
+        # alias). Nothing is sent to a provider the job does not name.
+        raise UsageError(
+            f"{options.job_file}: the job's provider is {validated.job.provider_name!r}, but this"
+            f" command connected to {target.provider.name!r}; write the job's provider as a line"
+            " of its own at the top of the file (`provider: NAME`)"
+        )
     settings = options.settings(validated.job.limits)
     allow = settings.resendable()
     if not project.ledger_exists():
@@ -447,7 +456,7 @@ def _record_end(
     if report.capped:
         console.out(f"stopped at the spend cap: {report.capped}; the rest was not sent")
     learned = credits.learn_price(
-        ledger, run_id, target.identity_base, report, budget.balance_before, after
+        ledger, run_id, target.identity_base, report, budget.balance_before, after, budget.book
     )
     if learned:
         console.err(learned)

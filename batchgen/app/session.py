@@ -115,11 +115,14 @@ def job_provider(job: str | None, project: Project | None = None) -> providers.D
 
 
 def api_base_of(provider: providers.Description, given: str | None) -> str:
-    """The base URL requests go to: `--base-url`, else the provider's variable, else its own."""
-    chosen = given or (
-        os.environ.get(provider.base_url_variable) if provider.base_url_variable else None
-    )
-    return canonical_base_url(chosen or provider.default_base_url)
+    """The base URL requests go to, canonical (see `_base_url`)."""
+    return canonical_base_url(_base_url(provider, given))
+
+
+def _base_url(provider: providers.Description, given: str | None) -> str:
+    """`--base-url` as given, else the provider's variable, else the provider's own URL."""
+    variable = provider.base_url_variable
+    return given or (os.environ.get(variable) if variable else None) or provider.default_base_url
 
 
 @contextlib.contextmanager
@@ -135,10 +138,7 @@ def api_target(
     command's own (on a free port)."""
     provider = provider or providers.named()
     if not sandbox:
-        given = base_url or (
-            os.environ.get(provider.base_url_variable) if provider.base_url_variable else None
-        )
-        base = check_api_base(given or provider.default_base_url)
+        base = check_api_base(_base_url(provider, base_url))
         key = read_api_key(api_key_file, provider.key_variable, provider.name)
         if need_key and not key:
             raise UsageError(

@@ -89,8 +89,10 @@ def learn_price(
     report: RunReport,
     before: int | None,
     after: int | None,
+    book: PriceBook,
 ) -> str | None:
-    """Learn a price from the run's balance drop, when it can only mean one thing: the run
+    """Learn a price from the run's balance drop (`book`: the run's, which says its classes),
+    when it can only mean one thing: the run
     submitted requests of one class only, none is in doubt, no other run on this ledger
     overlapped it, and the drop divides exactly. Returns what it learned, or why not (None when
     there was nothing to learn from)."""
@@ -111,8 +113,7 @@ def learn_price(
         return f"no price learned: the balance fell by {drop:,} for {submitted} requests, which is not a whole price each"
     (cls,) = report.submitted_classes
     ledger.prices.record(api_base, cls, drop // submitted, run_id, submitted)
-    described = describe_class(cls, providers.for_api(api_base).catalogue())
-    return f"learned: {described} costs {drop // submitted:,} credits (run {run_id}: {submitted} requests, balance {before:,} → {after:,})"
+    return f"learned: {book.describe_class(cls)} costs {drop // submitted:,} credits (run {run_id}: {submitted} requests, balance {before:,} → {after:,})"
 
 
 def spend_line(report: RunReport, before: int | None, after: int | None) -> str:

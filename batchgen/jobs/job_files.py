@@ -150,9 +150,9 @@ def _lines(text: str) -> Iterator[str]:
         position = found.end()
 
 
-def _column_types(option_type: Callable[[str], str | None]) -> dict[str, str]:
+def _column_types() -> dict[str, str]:
     """Each fixed CSV header a table may use, and how its cells are typed, from the job schema
-    (`options.<name>` columns are typed by the provider's `option_type`)."""
+    (`options.<name>` columns are typed by the provider: see `parse_table`)."""
     combination = schemas.schema("job")["$defs"]["combination"]["properties"]
     types = {}
     for column in combination:
@@ -172,7 +172,7 @@ def parse_table(
     """A CSV table of requests, its cells typed by the schema and the provider's options
     (`option_type`); problems located by line. `aliases`: the provider's older spellings of
     fields, as headers may still write them."""
-    types = _column_types(option_type)
+    types = _column_types()
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None)

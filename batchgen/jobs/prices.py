@@ -54,8 +54,7 @@ class PriceRule:
 
     def matches(self, fields: Fields, catalogue: Catalogue) -> bool:
         return all(
-            _value(fields, path, catalogue) == _wanted(path, value, catalogue)
-            for path, value in self.fields
+            _value(fields, path) == _wanted(path, value, catalogue) for path, value in self.fields
         )
 
     def where(self) -> str:
@@ -79,7 +78,7 @@ class Price:
     source: str  # "declared at jobs/x.yaml:12" or "learned from run 7"
 
 
-def _value(fields: Fields, path: tuple[str, ...], catalogue: Catalogue) -> Any:
+def _value(fields: Fields, path: tuple[str, ...]) -> Any:
     """What a request has at a job-file field path."""
     head = path[0]
     if head == "prompt":

@@ -8,7 +8,7 @@ referenced.py reads what it refers to, so expansion needs no I/O).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from . import schemas
 from .job import DEFAULT_MAX_REQUESTS, Job
 from .job_files import read_job_text
 from .referenced import load_images, load_referenced_files
-from .yamldoc import YAML11_BOOLEANS, FieldPath, Marks, parse_yaml
+from .yamldoc import YAML11_BOOLEANS, FieldPath, Marks, parse_yaml, scalar
 
 __all__ = ["DEFAULT_MAX_REQUESTS", "Job", "check_structure", "load_job"]
 
@@ -69,41 +69,45 @@ def load_job(path: str | Path, root: Path | None = None) -> Job:
     return job
 
 
+# A job file's top-level `provider:` line: what a command reads before it loads the job.
+_PROVIDER_LINE = re.compile(r"^provider[ \t]*:[ \t]*([^#\n]*?)[ \t]*(?:#.*)?$", re.MULTILINE)
+
+
 def provider_of(path: str | Path, root: Path | None = None) -> providers.Description:
     """The provider a job file's requests go to, read without loading the job (a command must
-    know where to connect before it reads the whole file): its `provider:`, else its
-    project's batchgen.yaml's, else the default."""
+    know where to connect before it reads the whole file, which a big job takes seconds to
+    parse): its top-level `provider:` line, else its project's batchgen.yaml's, else the
+    default. `load_job` reads the same from the parsed file; a run refuses a job whose two
+    readings differ (a `provider:` this line does not show: flow style, an alias)."""
     path = Path(path)
-    named = None
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         text = ""  # loading the job says what is wrong with the file
-    if re.search(r"^provider\s*:", text, re.MULTILINE):
-        try:
-            data, marks = parse_yaml(text, str(path))
-        except JobError:
-            data = None
-        found = data.get("provider") if isinstance(data, dict) else None
-        if isinstance(found, str):
-            if found not in providers.available():
-                line, column = marks.at(("provider",)) or (None, None)
-                raise JobError(
-                    [
-                        Problem(
-                            str(path),
-                            line,
-                            column,
-                            "provider",
-                            f"no provider named {found!r} (there are: {', '.join(providers.available())})",
-                            "a provider is a plugin: install its distribution",
-                        )
-                    ]
-                )
-            named = found
-    if named is None:
-        named = configured_provider(root or find_root(path.resolve().parent)[0])
-    return providers.named(named)
+    found = _PROVIDER_LINE.search(text)
+    named = scalar(found[1].strip("\"'")) if found else None
+    line = text.count("\n", 0, found.start()) + 1 if found else None
+    return _provider(
+        named if isinstance(named, str) else None,
+        root or find_root(path.resolve().parent)[0],
+        lambda message: Problem(
+            str(path), line, 1 if line else None, "provider" if found else "", message, _PLUGIN
+        ),
+    )
+
+
+_PLUGIN = "a provider is a plugin: install its distribution"
+
+
+def _provider(
+    named: str | None, root: Path | None, problem: Callable[[str], Problem]
+) -> providers.Description:
+    """The provider `named` (else the project's at `root`, else the default); one that is not
+    registered is a `JobError` said by `problem`."""
+    try:
+        return providers.named(named or (configured_provider(root) if root else None))
+    except UsageError as e:
+        raise JobError([problem(str(e))]) from None
 
 
 def _choose_provider(job: Job) -> None:
@@ -113,14 +117,8 @@ def _choose_provider(job: Job) -> None:
     named = data.get("provider") if isinstance(data, dict) else None
     if named is not None and not isinstance(named, str):
         return  # step 1 says what is wrong with it
-    name = named or (configured_provider(job.root) if job.root else None)
-    try:
-        provider = providers.named(name)
-    except UsageError as e:
-        where = ("provider",) if named else ()
-        raise JobError(
-            [job.problem(where, str(e), hint="a provider is a plugin: install its distribution")]
-        ) from None
+    where = ("provider",) if named else ()
+    provider = _provider(named, job.root, lambda message: job.problem(where, message, hint=_PLUGIN))
     job.provider_name = provider.name
     if provider.field_aliases and isinstance(data, dict):
         _rename_fields(job, provider.field_aliases)
@@ -135,7 +133,7 @@ def _rename_fields(job: Job, aliases: Any) -> None:
             return
         for old, new in aliases.items():
             if old in mapping and new not in mapping:
-                mapping[new] = mapping.pop(old)
+                _rename_key(mapping, old, new)  # in place: a matrix's axes keep their order
                 _move_marks(job.marks, (*at, old), (*at, new))
 
     data = job.data
@@ -184,6 +182,13 @@ def _mend_unknown_fields(job: Job) -> bool:
                     _move_marks(job.marks, (*at, key), (*at, near))
                 mended = True
     return mended
+
+
+def _rename_key(mapping: dict[str, Any], old: str, new: str) -> None:
+    """`old` renamed `new` where it stands in `mapping`'s order."""
+    items = [(new if key == old else key, value) for key, value in mapping.items()]
+    mapping.clear()
+    mapping.update(items)
 
 
 def _move_marks(marks: Marks, old: FieldPath, new: FieldPath) -> None:

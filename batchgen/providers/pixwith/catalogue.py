@@ -14,6 +14,7 @@ from ...jobs import schemas
 from ...jobs.images import LOCAL
 from ...jobs.yamldoc import YAML11_BOOLEANS
 from ...output.progress import table
+from ...output.words import value_text
 from ..base import Fields, Finding
 from . import models
 from .models import Model
@@ -198,7 +199,7 @@ def _other_models(field: tuple[str, ...], error: ValidationError, hint: str | No
         elif error.validator == "enum" and schemas.schema_has_custom(error):
             takers = models.accepting(str(field[1]), error.instance)
             hint = None  # "did you mean" a value this model takes would hide the real choice
-            what = f"{models.value_text(error.instance)} is taken by"
+            what = f"{value_text(error.instance)} is taken by"
     elif field == ("images",) and error.validator in ("not", "maxItems", "required"):
         count = len(error.instance) if isinstance(error.instance, list) else 0
         takers = models.accepting("", images=count)

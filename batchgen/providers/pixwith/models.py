@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...output.words import value_text
+
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 
 
@@ -229,11 +231,6 @@ def names(found: list[Model], limit: int = 6) -> str:
     shown = [m.name for m in found[:limit]]
     more = len(found) - len(shown)
     return ", ".join(shown) + (f" and {more} more" if more else "")
-
-
-def value_text(value: Any) -> str:
-    """`16:9`, `5`, `true`: an option's value as a job file writes it (no JSON quotes)."""
-    return json.dumps(value, ensure_ascii=False).strip('"')
 
 
 def _either(values: tuple[Any, ...]) -> str:
