@@ -44,7 +44,7 @@ def write_submitted(
         rows = iter(rows)
         while batch := list(itertools.islice(rows, 50_000)):
             conn.executemany(
-                "INSERT INTO tasks (key, job, api_base, model_id, prompt, request, variant, state, task_id, submitted_at,"
+                "INSERT INTO tasks (key, job, api_base, model, prompt, request, variant, state, task_id, submitted_at,"
                 " eta_at, attempts, status, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'submitted', ?, ?, ?, 1, ?, ?)",
                 (
                     (

@@ -105,7 +105,7 @@ def counts_recomputed(location) -> set[tuple]:
     """job_counts as a GROUP BY over job_tasks and tasks would give it now."""
     return _ledger_rows(
         location,
-        "SELECT j.job, j.current, coalesce(t.model_id, ''), coalesce(t.state, ''),"
+        "SELECT j.job, j.current, coalesce(t.model, ''), coalesce(t.state, ''),"
         " coalesce(t.status, ''), count(*) FROM job_tasks j LEFT JOIN tasks t ON t.key = j.key"
         " GROUP BY 1, 2, 3, 4, 5",
     )
@@ -116,7 +116,7 @@ def assert_counts_kept(location) -> None:
     if not str(location).startswith("postgresql://") and not Path(location).exists():
         return
     kept = _ledger_rows(
-        location, "SELECT job, current, model_id, state, status, n FROM job_counts WHERE n != 0"
+        location, "SELECT job, current, model, state, status, n FROM job_counts WHERE n != 0"
     )
     assert kept == counts_recomputed(location)
 

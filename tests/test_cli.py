@@ -129,7 +129,7 @@ def test_tasks_csv_with_no_rows_has_every_column(world, write_job):
     header = env.cli("tasks", "--csv", "--state", "rejected").stdout.splitlines()
     with env.ledger() as ledger:
         assert header == [",".join(ledger.columns())]
-    assert len(header[0].split(",")) == 20
+    assert len(header[0].split(",")) == 21
 
 
 def test_tasks_as_a_table_is_aligned_and_read_a_row_at_a_time():
@@ -150,7 +150,7 @@ def test_tasks_as_a_table_is_aligned_and_read_a_row_at_a_time():
             yield {
                 "key": f"{i:064x}",
                 "label": "a-long-label" if i == 1 else None,
-                "model_id": "2-9",
+                "model": "2-9",
                 "variant": 0,
                 "state": "submitted",
                 "status": "completed",

@@ -18,7 +18,7 @@ def fill(ledger: Ledger, job: str, first: int, n: int, *, eta: str = STAMP) -> N
     conn = ledger.db.conn
     conn.execute("BEGIN")
     conn.executemany(
-        "INSERT INTO tasks (key, job, api_base, model_id, request, variant, state, task_id,"
+        "INSERT INTO tasks (key, job, api_base, model, request, variant, state, task_id,"
         " submitted_at, eta_at, attempts, status) VALUES (?, ?, 'https://api', '2-9', '{}', 0,"
         " 'submitted', ?, ?, ?, 1, ?)",
         (
@@ -115,6 +115,10 @@ def test_a_ledger_made_before_the_counts_gets_them_from_its_rows(tmp_path):
         conn.execute("DROP TABLE job_counts")
         conn.execute("DROP INDEX tasks_processing_eta")
         conn.execute("DELETE FROM _batchgen_migrations WHERE name = 'm010_job_counts'")
+        # and from before m014, which m010 comes before
+        conn.execute("ALTER TABLE tasks RENAME COLUMN model TO model_id")
+        conn.execute("ALTER TABLE tasks DROP COLUMN provider")
+        conn.execute("DELETE FROM _batchgen_migrations WHERE name = 'm014_providers'")
     with Ledger(path) as ledger:
         assert ledger.standing("a").states == {"submitted": 30}
         assert ledger.standing("b").states == {"submitted": 7}

@@ -47,7 +47,7 @@ def test_tables_and_columns_are_exactly_the_documented_ones(ledger):
         "key",
         "job",
         "api_base",
-        "model_id",
+        "model",
         "prompt",
         "request",
         "variant",
@@ -64,6 +64,7 @@ def test_tables_and_columns_are_exactly_the_documented_ones(ledger):
         "files",
         "updated_at",
         "run_id",
+        "provider",
     ]
     assert ledger.columns("job_tasks") == ["job", "job_file", "key", "label", "meta", "current"]
     assert ledger.columns("runs") == [
@@ -861,3 +862,44 @@ def test_a_ledger_made_by_the_previous_release_is_migrated_in_place_and_keeps_ev
             else "SELECT 1 FROM sqlite_master WHERE name = 'runs_open'"
         )
         assert ledger._query(index)
+
+
+def test_a_ledger_of_the_release_before_providers_is_migrated_and_keeps_every_row(
+    ledger_location,
+):
+    """m014 renames `model_id` to `model` (in `tasks` and `job_counts`) and adds
+    `tasks.provider`. A ledger made by the release before it, rows in it, is brought up to date
+    by the next open on either backend: every row kept, and the job's counts still kept by
+    their triggers (PostgreSQL's are functions, whose bodies a rename does not reach)."""
+    from batchgen.ledger import migrations
+
+    step = migrations.MIGRATIONS.pop()  # the release before: the schema without m014
+    assert step[0] == "m014_providers"
+    try:
+        with Ledger(ledger_location) as old:
+            with old.transaction() as conn:
+                conn.execute(
+                    "INSERT INTO tasks (key, job, api_base, model_id, prompt, request, variant, state,"
+                    " attempts, task_id) VALUES ('k1', 'job', 'https://api', '2-9', 'a cat', '{}', 0,"
+                    " 'submitted', 1, 't-1')"
+                )
+                conn.execute(
+                    "INSERT INTO job_tasks (job, job_file, key) VALUES ('job', 'job.yaml', 'k1')"
+                )
+            before = old._query("SELECT key, model_id, task_id FROM tasks")
+            assert [tuple(r) for r in before] == [("k1", "2-9", "t-1")]
+    finally:
+        migrations.MIGRATIONS.append(step)
+    with Ledger.open(ledger_location) as ledger:
+        names = [r[0] for r in ledger._query("SELECT name FROM _batchgen_migrations")]
+        assert "m014_providers" in names
+        row = ledger.task("k1")
+        assert (row["model"], row["provider"], row["task_id"]) == ("2-9", None, "t-1")
+        assert [(c["model"], c["state"], c["n"]) for c in ledger.counts("job")] == [
+            ("2-9", "submitted", 1)
+        ]
+        with ledger.transaction() as conn:  # the counts' triggers follow a move of the model
+            conn.execute("UPDATE tasks SET model = '2-10' WHERE key = 'k1'")
+        assert [(c["model"], c["state"], c["n"]) for c in ledger.counts("job")] == [
+            ("2-10", "submitted", 1)
+        ]

@@ -17,7 +17,7 @@ def fill(ledger: Ledger, job: str, first: int, n: int) -> None:
     conn = ledger.db.conn
     conn.execute("BEGIN")
     conn.executemany(
-        "INSERT INTO tasks (key, job, api_base, model_id, request, variant, state, task_id,"
+        "INSERT INTO tasks (key, job, api_base, model, request, variant, state, task_id,"
         " submitted_at, attempts, status) VALUES (?, ?, 'https://api', '2-9', '{}', 0,"
         " 'submitted', ?, ?, 1, 'completed')",
         (

@@ -4,7 +4,7 @@ It writes three things and changes nothing a user already has:
 
 - `.gitignore` gains the lines that keep the ledger, its side files and `outputs/` out of git
   (lines already there are kept, and none is written twice);
-- `jobs/first.yaml`, a starter job, unless that file exists;
+- `jobs/first.yaml`, the project's provider's starter job, unless that file exists;
 - an empty ledger at the folder, so the folder is the project's root (the walk of
   `ledger.location.find_root` stops there) - unless a ledger is found at or above it already: a second
   ledger would forget what the first one paid for, and its jobs would be sent again. A
@@ -12,7 +12,8 @@ It writes three things and changes nothing a user already has:
   be used); `init --ledger postgresql://…` writes that `batchgen.yaml` (to be committed, so
   every clone uses the server) and makes the ledger's tables there.
 
-The starter files are package data (`batchgen/data/starter/`), not strings in the code.
+The starter files are package data (`batchgen/data/starter/`, and the provider's own job), not
+strings in the code.
 """
 
 from __future__ import annotations
@@ -21,9 +22,18 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from .. import providers
 from ..errors import UsageError
 from ..ledger import Ledger
-from ..ledger.location import CONFIG_NAME, LEDGER_NAME, configured_ledger, find_root, is_url, shown
+from ..ledger.location import (
+    CONFIG_NAME,
+    LEDGER_NAME,
+    configured_ledger,
+    configured_provider,
+    find_root,
+    is_url,
+    shown,
+)
 
 STARTER_JOB = Path("jobs") / "first.yaml"
 
@@ -76,9 +86,11 @@ def init(folder: Path, ledger_url: str | None = None) -> Initialized:
     done = Initialized(folder)
     done.ignored = add_ignores(folder / ".gitignore")
     job = folder / STARTER_JOB
-    if not job.exists():
+    # The project's provider's own first job (its models, its options).
+    starter = providers.named(configured_provider(find_root(folder)[0])).starter_job
+    if not job.exists() and starter is not None:
         job.parent.mkdir(parents=True, exist_ok=True)
-        job.write_text(_starter("first.yaml"), encoding="utf-8")
+        job.write_text(starter(), encoding="utf-8")
         done.job_written = True
     if ledger_url is not None:
         done.config_written = _name_the_server(folder, ledger_url)

@@ -189,7 +189,7 @@ def _moved(item: Any, folder: Path, new_folder: Path) -> Any:
 
 
 def _entry_from_ledger(row: dict[str, Any]) -> dict[str, Any]:
-    asked = providers.for_api(row.get("api_base")).catalogue().fields(json.loads(row["request"]))
+    asked = providers.fields_of(row.get("provider"), json.loads(row["request"]))
     entry: dict[str, Any] = {}
     if row.get("label"):
         entry["id"] = row["label"]

@@ -150,14 +150,14 @@ def price_facts(
     )  # listing prices sends nothing
     provider = validated.job.provider if validated else providers.for_api(api_base)
     rules = (job_rules(validated.job) if validated else []) + (
-        load_rules(prices_file, dict(provider.field_aliases), provider.catalogue())
+        load_rules(prices_file, dict(provider.field_aliases), providers.catalogue_of(provider.name))
         if prices_file
         else []
     )
     facts: dict[str, Any] = {
         "declared": [
             {
-                "matches": r.describe(provider.catalogue()),
+                "matches": r.describe(providers.catalogue_of(provider.name)),
                 "credits": r.credits,
                 "where": f"{r.where()} ({r.path})",
             }

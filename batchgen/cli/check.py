@@ -112,7 +112,7 @@ def schema(name: str, provider_name: str | None) -> None:
     if name == "job":
         click.echo(schemas.schema_text(name), nl=False)
         return
-    found = providers.named(provider_name).catalogue().request_schema()
+    found = providers.catalogue_of(provider_name).request_schema()
     if found is None:
         raise UsageError("this provider publishes no request schema")
     click.echo(json.dumps(found, indent=2, ensure_ascii=False))

@@ -23,6 +23,6 @@ def models_command(as_json: bool, rules: bool, provider_name: str | None) -> Non
 
     A model whose provider page contradicts itself (or another page) is unverified: usable
     only with --allow-unverified-models, and the list says why."""
-    catalogue = providers.named(provider_name).catalogue()
+    catalogue = providers.catalogue_of(provider_name)
     for line in catalogue.report(as_json=as_json, rules=rules):
         click.echo(line)

@@ -51,6 +51,7 @@ class Request(NamedTuple):
     # (equal shapes: equal rests), so that validation checks each rest once; None: not known.
     shape: tuple[int, ...] | None = None
     model: str | None = None  # the provider's id for its model, as the ledger records it
+    provider: str | None = None  # the provider's name (None: the default one)
 
 
 # One encoder for every call: json.dumps would build a new one each time (hot in big jobs).
@@ -286,7 +287,7 @@ def sourced(job: Job, api_base: str | None = None) -> Iterator[tuple[Request, di
     """`expand`, each request with the job fields it was made from (the merged layers, as
     written: the prompt's template, vars, the id's template, local image paths). Promote
     writes a new job from these. The fields are shared by a request's variants: don't change them."""
-    catalogue = job.catalogue
+    catalogue, provider = job.catalogue, job.provider_name
     if api_base is None:
         api_base = job.provider.default_base_url
     api_json = canonical_json(api_base.rstrip("/"))
@@ -308,7 +309,10 @@ def sourced(job: Job, api_base: str | None = None) -> Iterator[tuple[Request, di
                 body = request_body(merged, catalogue, job.images)
                 model = model_of(catalogue, merged.get("model"))
                 for variant, key in enumerate(_identities(api_json, body, repeat)):
-                    yield Request(key, variant, body, origin, model=model), merged
+                    yield (
+                        Request(key, variant, body, origin, model=model, provider=provider),
+                        merged,
+                    )
                 continue
             values = _present(merged.get("vars"))
             rendered, problem, used = _render_prompt(merged, values)
@@ -345,6 +349,7 @@ def sourced(job: Job, api_base: str | None = None) -> Iterator[tuple[Request, di
                         problem or label_problem,
                         unused,
                         model=model,
+                        provider=provider,
                     ),
                     merged,
                 )
@@ -391,6 +396,7 @@ def _prompt_matrix(
     A provider whose body holds the prompt as its `prompt` field, after every other field in
     sorted order, gets the fast way; any other, the general one (each body made whole)."""
     base = _base(job, index)
+    provider = job.provider_name
     all_axes = axes(job, index)
     prompts = all_axes[at].values
     others = [list(enumerate(axis.layers())) for i, axis in enumerate(all_axes) if i != at]
@@ -427,13 +433,21 @@ def _prompt_matrix(
         if not head:
             body = request_body(merged, catalogue, job.images)
             for variant, key in enumerate(_identities(api_json, body, repeat)):
-                yield Request(key, variant, body, origin, shape=shape, model=model), merged
+                yield (
+                    Request(
+                        key, variant, body, origin, shape=shape, model=model, provider=provider
+                    ),
+                    merged,
+                )
             continue
         body = {"prompt": prompt, **body_rest}
         tail = head + encode(prompt) + '},"variant":'
         for variant in range(repeat):
             key = hashlib.sha256(f"{tail}{variant}}}".encode()).hexdigest()
-            yield Request(key, variant, body, origin, shape=shape, model=model), merged
+            yield (
+                Request(key, variant, body, origin, shape=shape, model=model, provider=provider),
+                merged,
+            )
 
 
 def _prompt_last(

@@ -51,7 +51,7 @@ class Job:
 
     @property
     def catalogue(self) -> providers.Catalogue:
-        return self.provider.catalogue()
+        return providers.catalogue_of(self.provider_name)
 
     @property
     def entries(self) -> list[dict[str, Any]]:

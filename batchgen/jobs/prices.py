@@ -198,7 +198,7 @@ _remembered_key = functools.lru_cache(maxsize=1024)(_key_of)
 
 def describe_class(key: str, catalogue: Catalogue | None = None) -> str:
     """`wan2.2-pro 480p 5 s 16:9` for a class key (of the default provider's, if not said)."""
-    return (catalogue or providers.named().catalogue()).describe_class(json.loads(key))
+    return (catalogue or providers.catalogue_of(None)).describe_class(json.loads(key))
 
 
 def tie_problem(tie: PriceTie, origin: str | None = None) -> Problem:
@@ -225,7 +225,7 @@ class PriceBook:
         learned: dict[str, tuple[int, int | None]] | None = None,
         catalogue: Catalogue | None = None,
     ):
-        self.catalogue = catalogue or providers.named().catalogue()
+        self.catalogue = catalogue or providers.catalogue_of(None)
         self.rules = sorted(rules, key=lambda r: -r.specificity)
         self.learned = learned or {}  # class key → (credits, run id)
         self._memo: dict[tuple[Any, ...], Price | None] = {}

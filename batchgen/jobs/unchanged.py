@@ -113,7 +113,7 @@ def settled_plan(
         if STATE_OF_ACTION.get(action) in allow:
             return None
         plan.counts[action] += row["n"]
-        plan.by_model_key[(row["model_id"], action)] += row["n"]
+        plan.by_model_key[(row["model"], action)] += row["n"]
     validated.unique = recorded.requests
     validated.by_model_key.clear()
     for (model_key, _), n in plan.by_model_key.items():

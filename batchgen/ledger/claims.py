@@ -269,12 +269,13 @@ def _insert_claim(
     """Claim a request the ledger has no row for; False if it has one."""
     body = request.body
     inserted = conn.execute(
-        "INSERT INTO tasks (key, job, api_base, model_id, prompt, request, variant, state,"
-        " attempts, updated_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, 'sending', 1, ?, ?) ON CONFLICT (key) DO NOTHING",
+        "INSERT INTO tasks (key, job, api_base, provider, model, prompt, request, variant, state,"
+        " attempts, updated_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'sending', 1, ?, ?) ON CONFLICT (key) DO NOTHING",
         (
             request.key,
             job,
             api_base,
+            request.provider,
             request.model,
             body.get("prompt"),
             sent,
@@ -328,12 +329,13 @@ def _set(conn: Connection, key: str, fields: dict[str, Any], *, task_id: str | N
 def _insert_entry(conn: Connection, entry: dict[str, Any], state: str) -> None:
     body = entry.get("body") or {}
     conn.execute(
-        "INSERT INTO tasks (key, job, api_base, model_id, prompt, request, variant, state, attempts, error,"
-        " updated_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
+        "INSERT INTO tasks (key, job, api_base, provider, model, prompt, request, variant, state,"
+        " attempts, error, updated_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
         (
             entry["key"],
             entry.get("job") or "",
             entry.get("api_base") or "",
+            entry.get("provider"),
             entry.get("model"),
             body.get("prompt"),
             json.dumps(body, ensure_ascii=False),

@@ -244,111 +244,122 @@ def m009_keep_replaced_task_ids(db: sqlite_utils.Database) -> None:
     )
 
 
-# A job's counts: (job, current, model_id, state, status) → how many of its requests stand
+# A job's counts: (job, current, model, state, status) → how many of its requests stand
 # there, kept by triggers in the same transaction as every write, so `status JOB` and a
 # run's summary read a few rows whatever the job's or the ledger's size. A request the job
-# asks for that was never claimed (no tasks row) counts under model_id, state and status ''.
+# asks for that was never claimed (no tasks row) counts under model, state and status ''.
+# The model's column was called `model_id` until m014: the statements are made for either name.
 _COUNT_UP = (
-    "INSERT INTO job_counts (job, current, model_id, state, status, n) {rows}"
-    " ON CONFLICT (job, current, model_id, state, status) DO UPDATE SET n = n + 1;"
+    "INSERT INTO job_counts (job, current, {column}, state, status, n) {rows}"
+    " ON CONFLICT (job, current, {column}, state, status) DO UPDATE SET n = n + 1;"
 )
 _COUNT_DOWN = (
     "UPDATE job_counts SET n = n - 1"
-    " WHERE model_id = {model} AND state = {state} AND status = {status} AND {which};"
+    " WHERE {column} = {model} AND state = {state} AND status = {status} AND {which};"
 )
 _LINKS = "(job, current) IN (SELECT job, current FROM job_tasks WHERE key = {row}.key)"
 _UNSENT = {"model": "''", "state": "''", "status": "''"}
 
 
-def _task(row: str) -> dict[str, str]:
+def _task(row: str, column: str) -> dict[str, str]:
     return {
-        "model": f"coalesce({row}.model_id, '')",
+        "model": f"coalesce({row}.{column}, '')",
         "state": f"{row}.state",
         "status": f"coalesce({row}.status, '')",
     }
 
 
-def _linked(row: str) -> dict[str, str]:
+def _linked(row: str, column: str) -> dict[str, str]:
     """A job_tasks row's tuple, looking its task up (missing: the unsent tuple)."""
     task = f"(SELECT {{}} FROM tasks WHERE key = {row}.key)"
     return {
-        "model": f"coalesce({task.format('model_id')}, '')",
+        "model": f"coalesce({task.format(column)}, '')",
         "state": f"coalesce({task.format('state')}, '')",
         "status": f"coalesce({task.format('status')}, '')",
     }
 
 
-def _up_each_link(row: str, of: dict[str, str]) -> str:
+def _up_each_link(row: str, of: dict[str, str], column: str) -> str:
     rows = (
         f"SELECT job, current, {of['model']}, {of['state']}, {of['status']}, 1"
         f" FROM job_tasks WHERE key = {row}.key"
     )
-    return _COUNT_UP.format(rows=rows)
+    return _COUNT_UP.format(rows=rows, column=column)
 
 
-def _down_each_link(row: str, of: dict[str, str]) -> str:
-    return _COUNT_DOWN.format(**of, which=_LINKS.format(row=row))
+def _down_each_link(row: str, of: dict[str, str], column: str) -> str:
+    return _COUNT_DOWN.format(**of, which=_LINKS.format(row=row), column=column)
 
 
-def _up_link(row: str) -> str:
-    of = _linked(row)
+def _up_link(row: str, column: str) -> str:
+    of = _linked(row, column)
     rows = f"SELECT {row}.job, {row}.current, {of['model']}, {of['state']}, {of['status']}, 1"
-    return _COUNT_UP.format(rows=rows + " WHERE true")
+    return _COUNT_UP.format(rows=rows + " WHERE true", column=column)
 
 
-def _down_link(row: str) -> str:
+def _down_link(row: str, column: str) -> str:
     which = f"job = {row}.job AND current = {row}.current"
-    return _COUNT_DOWN.format(**_linked(row), which=which)
+    return _COUNT_DOWN.format(**_linked(row, column), which=which, column=column)
 
 
-# name → (when it fires, on what condition, its statements): SQLite's triggers here, and the
-# same statements in PostgreSQL's functions (ledger/postgres_schema.py).
-# job_counts made from the rows, as the triggers keep it (m010 fills it so; a copied ledger too).
-JOB_COUNTS_FROM_ROWS = (
-    "INSERT INTO job_counts (job, current, model_id, state, status, n)"
-    " SELECT j.job, j.current, coalesce(t.model_id, ''), coalesce(t.state, ''),"
-    " coalesce(t.status, ''), count(*)"
-    " FROM job_tasks j LEFT JOIN tasks t ON t.key = j.key GROUP BY 1, 2, 3, 4, 5"
-)
+def job_counts_from_rows(column: str = "model") -> str:
+    """job_counts made from the rows, as the triggers keep it (m010 fills it so; a copied
+    ledger too)."""
+    return (
+        f"INSERT INTO job_counts (job, current, {column}, state, status, n)"
+        f" SELECT j.job, j.current, coalesce(t.{column}, ''), coalesce(t.state, ''),"
+        " coalesce(t.status, ''), count(*)"
+        " FROM job_tasks j LEFT JOIN tasks t ON t.key = j.key GROUP BY 1, 2, 3, 4, 5"
+    )
 
-JOB_COUNT_TRIGGERS: dict[str, tuple[str, str, list[str]]] = {
-    "job_counts_link": ("AFTER INSERT ON job_tasks", "", [_up_link("NEW")]),
-    "job_counts_unlink": ("AFTER DELETE ON job_tasks", "", [_down_link("OLD")]),
-    "job_counts_relink": (
-        "AFTER UPDATE OF job, key, current ON job_tasks",
-        "",
-        [_down_link("OLD"), _up_link("NEW")],
-    ),
-    "job_counts_claim": (
-        "AFTER INSERT ON tasks",
-        "",
-        [_down_each_link("NEW", _UNSENT), _up_each_link("NEW", _task("NEW"))],
-    ),
-    "job_counts_forget": (
-        "AFTER DELETE ON tasks",
-        "",
-        [_down_each_link("OLD", _task("OLD")), _up_each_link("OLD", _UNSENT)],
-    ),
-    "job_counts_move": (
-        "AFTER UPDATE OF model_id, state, status ON tasks",
-        "coalesce(OLD.model_id, '') != coalesce(NEW.model_id, '')"
-        " OR OLD.state != NEW.state OR coalesce(OLD.status, '') != coalesce(NEW.status, '')",
-        [_down_each_link("OLD", _task("OLD")), _up_each_link("NEW", _task("NEW"))],
-    ),
-}
+
+def job_count_triggers(column: str = "model") -> dict[str, tuple[str, str, list[str]]]:
+    """name → (when it fires, on what condition, its statements): SQLite's triggers here, and
+    the same statements in PostgreSQL's functions (ledger/postgres_schema.py)."""
+    task_old, task_new = _task("OLD", column), _task("NEW", column)
+    return {
+        "job_counts_link": ("AFTER INSERT ON job_tasks", "", [_up_link("NEW", column)]),
+        "job_counts_unlink": ("AFTER DELETE ON job_tasks", "", [_down_link("OLD", column)]),
+        "job_counts_relink": (
+            "AFTER UPDATE OF job, key, current ON job_tasks",
+            "",
+            [_down_link("OLD", column), _up_link("NEW", column)],
+        ),
+        "job_counts_claim": (
+            "AFTER INSERT ON tasks",
+            "",
+            [_down_each_link("NEW", _UNSENT, column), _up_each_link("NEW", task_new, column)],
+        ),
+        "job_counts_forget": (
+            "AFTER DELETE ON tasks",
+            "",
+            [_down_each_link("OLD", task_old, column), _up_each_link("OLD", _UNSENT, column)],
+        ),
+        "job_counts_move": (
+            f"AFTER UPDATE OF {column}, state, status ON tasks",
+            f"coalesce(OLD.{column}, '') != coalesce(NEW.{column}, '')"
+            " OR OLD.state != NEW.state OR coalesce(OLD.status, '') != coalesce(NEW.status, '')",
+            [_down_each_link("OLD", task_old, column), _up_each_link("NEW", task_new, column)],
+        ),
+    }
+
+
+JOB_COUNTS_FROM_ROWS = job_counts_from_rows()
+JOB_COUNT_TRIGGERS = job_count_triggers()
 
 
 @migration
 def m010_job_counts(db: sqlite_utils.Database) -> None:
     """Counts per job kept by triggers (see `_COUNT_UP`), filled once from what is there."""
     conn = db.conn
+    shipped = "model_id"  # the model's column as it was then (m014 renames it)
     conn.execute(
         "CREATE TABLE job_counts (job TEXT NOT NULL, current INTEGER NOT NULL,"
-        " model_id TEXT NOT NULL, state TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,"
-        " PRIMARY KEY (job, current, model_id, state, status)) WITHOUT ROWID"
+        f" {shipped} TEXT NOT NULL, state TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,"
+        f" PRIMARY KEY (job, current, {shipped}, state, status)) WITHOUT ROWID"
     )
-    conn.execute(JOB_COUNTS_FROM_ROWS)
-    for name, (when, condition, statements) in JOB_COUNT_TRIGGERS.items():
+    conn.execute(job_counts_from_rows(shipped))
+    for name, (when, condition, statements) in job_count_triggers(shipped).items():
         condition = f" WHEN {condition}" if condition else ""
         conn.execute(
             f"CREATE TRIGGER {name} {when} FOR EACH ROW{condition} BEGIN {' '.join(statements)} END"
@@ -387,3 +398,21 @@ def m013_runs_open(db: sqlite_utils.Database) -> None:
     to find the few. (The first migration a PostgreSQL ledger is brought up to as well:
     postgres_schema.STEPS.)"""
     db.conn.execute(RUNS_OPEN_INDEX)
+
+
+# m014: a task's provider, and the model's column named for what it holds in any provider's
+# ledger (the provider's id for the model), not for one provider's wire field.
+PROVIDERS_AND_MODEL = (
+    "ALTER TABLE tasks RENAME COLUMN model_id TO model",
+    "ALTER TABLE job_counts RENAME COLUMN model_id TO model",
+    "ALTER TABLE tasks ADD COLUMN provider TEXT",
+)
+
+
+@migration
+def m014_providers(db: sqlite_utils.Database) -> None:
+    """`tasks.provider` (the provider a request went to; NULL: the default, for rows of the
+    ledgers before it), and `model_id` renamed `model` in `tasks` and `job_counts`. SQLite
+    renames the column in the indexes and triggers that name it, too."""
+    for statement in PROVIDERS_AND_MODEL:
+        db.conn.execute(statement)

@@ -18,10 +18,13 @@ from datetime import UTC, datetime
 
 from ..errors import UsageError
 from .connections import POSTGRESQL, Connection
-from .migrations import JOB_COUNT_TRIGGERS, MIGRATIONS, RUNS_OPEN_INDEX, TABLE
-
-# Each migration since the schema of `_TABLES`, as PostgreSQL runs it (in MIGRATIONS' order).
-STEPS: dict[str, str] = {"m013_runs_open": RUNS_OPEN_INDEX}
+from .migrations import (
+    MIGRATIONS,
+    PROVIDERS_AND_MODEL,
+    RUNS_OPEN_INDEX,
+    TABLE,
+    job_count_triggers,
+)
 
 # The columns of each table, in SQLite's order and with its affinities (TEXT, INTEGER, REAL),
 # so a query of the README's works in psql as in sqlite3. `task_history` has a `rowid`, the
@@ -95,21 +98,45 @@ CREATE TRIGGER tasks_keep_replaced_task_id BEFORE UPDATE OF task_id ON tasks FOR
 """
 
 
+def _job_count_function(name: str, statements: list[str], *, replace: bool = False) -> str:
+    # In PostgreSQL a bare `n` in an upsert's SET could be the existing row's or the one
+    # proposed: it must be named. (SQLite's migration, shipped, is left as it is.)
+    body = " ".join(s.replace("SET n = n + 1", "SET n = job_counts.n + 1") for s in statements)
+    return (
+        f"CREATE {'OR REPLACE ' if replace else ''}FUNCTION {name}() RETURNS trigger"
+        f" LANGUAGE plpgsql AS $$ BEGIN {body} RETURN NULL; END $$;"
+    )
+
+
 def _job_count_triggers() -> str:
-    """migrations.py's m010 triggers, each one function running the same statements."""
+    """migrations.py's m010 triggers (on the model's column as `_TABLES` has it), each one
+    function running the same statements."""
     made = []
-    for name, (when, condition, statements) in JOB_COUNT_TRIGGERS.items():
-        # In PostgreSQL a bare `n` in an upsert's SET could be the existing row's or the one
-        # proposed: it must be named. (SQLite's migration, shipped, is left as it is.)
-        body = " ".join(s.replace("SET n = n + 1", "SET n = job_counts.n + 1") for s in statements)
+    for name, (when, condition, statements) in job_count_triggers("model_id").items():
         made.append(
-            f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            f" {body} RETURN NULL; END $$;"
-            f" CREATE TRIGGER {name} {when} FOR EACH ROW"
+            _job_count_function(name, statements)
+            + f" CREATE TRIGGER {name} {when} FOR EACH ROW"
             + (f" WHEN ({condition})" if condition else "")
             + f" EXECUTE FUNCTION {name}();"
         )
     return "\n".join(made)
+
+
+def _providers_and_model() -> str:
+    """m014: as SQLite's, and the trigger functions' bodies (text, which a rename does not
+    reach; a trigger's column list and condition are renamed with the column) made again."""
+    functions = [
+        _job_count_function(name, statements, replace=True)
+        for name, (_, _, statements) in job_count_triggers("model").items()
+    ]
+    return "\n".join([f"{statement};" for statement in PROVIDERS_AND_MODEL] + functions)
+
+
+# Each migration since the schema of `_TABLES`, as PostgreSQL runs it (in MIGRATIONS' order).
+STEPS: dict[str, str] = {
+    "m013_runs_open": RUNS_OPEN_INDEX,
+    "m014_providers": _providers_and_model(),
+}
 
 
 def has_schema(conn: Connection) -> bool:

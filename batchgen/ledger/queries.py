@@ -191,20 +191,22 @@ class Queries(Store):
         return self.standing(job).states
 
     def status_counts(self, job: str | None, *, current_only: bool = True) -> list[dict[str, Any]]:
-        """(model_id, state, status, n) rows for `job`, or for every task if None."""
+        """(model, state, status, n) rows for `job`, or for every task if None."""
         if job is not None:
             return [
-                {**row, "model_id": row["model_id"] or None}
+                {**row, "model": row["model"] or None}
                 for row in self.counts(job, current_only)
                 if row["state"]
             ]
-        sql = "SELECT t.model_id, t.state, coalesce(t.status, '') AS status, count(*) AS n FROM tasks t"
+        sql = (
+            "SELECT t.model, t.state, coalesce(t.status, '') AS status, count(*) AS n FROM tasks t"
+        )
         return [dict(r) for r in self._query(sql + " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")]
 
     def counts(self, job: str, current_only: bool = True) -> list[dict[str, Any]]:
-        """The job's rows of `job_counts`: (model_id, state, status, n), '' state for unsent."""
+        """The job's rows of `job_counts`: (model, state, status, n), '' state for unsent."""
         sql = (
-            "SELECT model_id, state, status, sum(n) AS n FROM job_counts WHERE job = ?"
+            "SELECT model, state, status, sum(n) AS n FROM job_counts WHERE job = ?"
             + (" AND current = 1" if current_only else "")
             + " GROUP BY 1, 2, 3 HAVING sum(n) > 0 ORDER BY 1, 2, 3"
         )

@@ -100,12 +100,15 @@ def status_report(
 ) -> list[str]:
     """`status`: counts per model, state and status; as a table, or one JSON object."""
     if as_json:
-        counts = [dict(row, model=providers.model_label(row["model_id"])) for row in rows]
+        counts = [
+            dict(row, model=providers.model_label(row["model"] or ""), api_model=row["model"])
+            for row in rows
+        ]
         return [json.dumps({"job": name, "counts": counts, "not_sent": unsent, "last_due": due})]
     if not rows:
         return [f"nothing in the ledger{' for ' + name if name else ''} yet"]
     lines = table(
-        ((providers.model_label(r["model_id"]), r["state"], r["status"], r["n"]) for r in rows),
+        ((providers.model_label(r["model"] or ""), r["state"], r["status"], r["n"]) for r in rows),
         ("model", "state", "status", "count"),
     )
     if unsent:
@@ -137,7 +140,7 @@ def write_tasks(
         for r in rows():
             yield (
                 r.get("label") or r["key"][:12],
-                providers.model_label(r["model_id"] or ""),
+                providers.model_label(r["model"] or ""),
                 r["variant"],
                 r["state"],
                 r["status"],

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import importlib
 from importlib import metadata
+from typing import Any
 
 from ..errors import UsageError
 from .base import (
@@ -46,6 +47,8 @@ __all__ = [
     "Uploaded",
     "available",
     "default_name",
+    "catalogue_of",
+    "fields_of",
     "for_api",
     "key_variables",
     "model_label",
@@ -78,6 +81,7 @@ def refresh() -> None:
     _loaded.cache_clear()
     default_name.cache_clear()
     model_label.cache_clear()
+    catalogue_of.cache_clear()
 
 
 @functools.cache
@@ -146,13 +150,25 @@ def for_api(api_base: str | None) -> Description:
 
 
 @functools.cache
+def catalogue_of(name: str | None) -> Catalogue:
+    """The catalogue of the provider named (None: the default), made once."""
+    return named(name).catalogue()
+
+
+def fields_of(provider: str | None, body: dict[str, Any]) -> Fields:
+    """What a recorded body asked for, in batchgen's words (`provider`: the ledger's
+    `tasks.provider`, None for the default)."""
+    return catalogue_of(provider).fields(body)
+
+
+@functools.cache
 def model_label(model: str) -> str:
     """A model's name as people know it, for its provider's id, from the catalogue of the
     provider that has it (the default's first); the id itself when none has it."""
     names = sorted(available(), key=lambda name: name != default_name())
     for name in names:
         try:
-            found = _loaded(name).catalogue().lookup(model)
+            found = catalogue_of(name).lookup(model)
         except UsageError:
             continue
         if found is not None:

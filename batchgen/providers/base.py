@@ -248,6 +248,7 @@ class Description:
     default: bool = False  # the provider a job goes to when nothing names one
     # "module:attribute" of a click command serving its sandbox on its own (`batchgen sandbox`)
     sandbox_command: str = ""
+    starter_job: Callable[[], str] | None = None  # the text of `init`'s jobs/first.yaml
     # Job-file fields of an older spelling, and what they are now (`{"old": "images"}`):
     # a job written for this provider before batchgen's own words keeps working.
     field_aliases: Mapping[str, str] = field(default_factory=dict)

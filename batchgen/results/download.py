@@ -37,7 +37,7 @@ from .. import __version__, providers
 from ..errors import DownloadRefused, DownloadTransient, UrlRefused
 from ..jobs.expand import label_file_stem
 from ..ledger import Ledger
-from ..providers import Catalogue, model_label
+from ..providers import model_label
 from ..sending.http_transport import OneConnectionEach
 from ..sending.limits import REAL_CLOCK, Clock, attempts
 from ..urls import check_result_url, is_loopback_host
@@ -80,7 +80,7 @@ def file_name(row: dict[str, Any], index: int, count: int) -> str:
     extra = f"_{index + 1}" if count > 1 else ""
     if row.get("label"):
         return f"{label_file_stem(row['label'])}{extra}.mp4"
-    model = model_label(row["model_id"] or "")
+    model = model_label(row["model"] or "")
     return f"{model}_{slug(row['prompt'] or '')}_{row['key'][:8]}_v{row['variant']}{extra}.mp4"
 
 
@@ -364,23 +364,19 @@ def write_manifest(files: list[ResultFile], out: Path) -> Path:
     """`manifest.csv`: every downloaded file with its prompt, model, options and task id."""
     path = out / "manifest.csv"
     part = path.with_name("manifest.csv.part")
-    catalogues: dict[str, Catalogue] = {}
     with open(part, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
         writer.writeheader()
         for item in files:
             row = item.row
-            api = row.get("api_base") or ""
-            if api not in catalogues:
-                catalogues[api] = providers.for_api(api).catalogue()
-            asked = catalogues[api].fields(json.loads(row["request"]))
+            asked = providers.fields_of(row.get("provider"), json.loads(row["request"]))
             cells = {
                 "file": item.path.name,
                 "id": row.get("label") or "",
                 "key": row["key"],
                 "task_id": row["task_id"],
-                "model": model_label(row["model_id"] or ""),
-                "api_model": row["model_id"],
+                "model": model_label(row["model"] or ""),
+                "api_model": row["model"],
                 "prompt": row["prompt"],
                 "options": json.dumps(dict(asked.options), sort_keys=True),
                 "images": " ".join(asked.images),

@@ -427,6 +427,7 @@ class Submission:
                 "variant": request.variant,
                 "body": request.body,
                 "model": request.model,
+                "provider": request.provider,
                 "run_id": self.run_id,
             }
             for request, answered in held

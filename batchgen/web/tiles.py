@@ -17,7 +17,6 @@ from ..errors import UsageError
 from ..jobs import schemas
 from ..ledger import Ledger
 from ..output.words import value_text
-from ..providers import Catalogue
 
 # Fields a row or a column can be keyed by; options.<name> are added from the job's requests.
 BASE_AXES = ("prompt", "model", "variant", "images")
@@ -104,12 +103,8 @@ def tiles(
             image_names[url] = ledger.uploads.name_of(url) or url
         return image_names[url]
 
-    catalogues: dict[str, Catalogue] = {}
     for row in rows:
-        api = row.get("api_base") or ""
-        if api not in catalogues:
-            catalogues[api] = providers.for_api(api).catalogue()
-        asked = catalogues[api].fields(json.loads(row["request"]))
+        asked = providers.fields_of(row.get("provider"), json.loads(row["request"]))
         files = files_on_disk(row, out)
         links = media(row, files) if media else [os.path.relpath(f, out) for f in files]
         found.append(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from importlib import resources
 from typing import Any
 
 from ..base import Catalogue, Description, Provider, Served
@@ -51,6 +52,11 @@ def catalogue() -> Catalogue:
     return CATALOGUE
 
 
+def starter_job() -> str:
+    """`batchgen init`'s jobs/first.yaml: two prompts on WAN 2.2 Fast."""
+    return resources.files(__name__).joinpath("starter.yaml").read_text(encoding="utf-8")
+
+
 @contextlib.contextmanager
 def serve_sandbox(time_scale: float) -> Iterator[Served]:
     """A sandbox of this command's own, on a free port."""
@@ -75,6 +81,7 @@ PROVIDER = Description(
     sandbox_credits=DEFAULT_CREDITS,
     default=True,
     sandbox_command=f"{__name__}.sandbox.command:sandbox_command",
+    starter_job=starter_job,
     # Job files written before batchgen had words of its own named images as pixwith does.
     field_aliases={"image_urls": "images"},
 )
