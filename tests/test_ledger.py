@@ -302,7 +302,7 @@ def test_liveness_is_the_lock_not_the_pid(ledger):
     # but which holds no lock is gone: its rows are recovered. The old PID check kept them
     # `sending` forever.
     run = ledger.runs.start("job", "job.yaml", "https://api", {})
-    ledger.db.conn.execute("UPDATE runs SET pid = 1 WHERE id = ?", [run])
+    ledger.db.conn.execute(f"UPDATE runs SET pid = 1 WHERE id = {ledger.sql.mark}", [run])
     ledger.claim(request(), "job", "https://api", run, allow=set())
     assert ledger.recover() == 1
     assert ledger.task("k1")["state"] == "in_doubt"
@@ -349,7 +349,9 @@ def test_recover_never_touches_a_row_another_run_reclaimed(ledger, monkeypatch):
 
     def reclaimed_meanwhile(run: int) -> bool:
         # Between the check and the update, the live run claims the row.
-        ledger.db.conn.execute("UPDATE tasks SET run_id = ? WHERE key = 'k1'", [live])
+        ledger.db.conn.execute(
+            f"UPDATE tasks SET run_id = {ledger.sql.mark} WHERE key = 'k1'", [live]
+        )
         return run != dead and checked(run)
 
     monkeypatch.setattr(ledger, "run_is_alive", reclaimed_meanwhile)

@@ -72,6 +72,7 @@ class Claims(Store):
         The requests are staged in a temporary table, which takes no lock on the ledger, and
         written in one transaction when the block ends well: a run validates and links in one
         pass over its job, and a job that fails validation links nothing."""
+        q = self.sql.mark  # a parameter's mark, as the engine spells it
         with self._locked() as conn:
             conn.execute(
                 # No key index: appending is several times faster than keeping random keys in
@@ -95,7 +96,7 @@ class Claims(Store):
                     "BEGIN"
                 )  # deferred, and only the temp database is written: no write lock
                 conn.executemany(
-                    "INSERT INTO staged_links (key, label, meta) VALUES (?, ?, ?)", rows
+                    f"INSERT INTO staged_links (key, label, meta) VALUES ({q}, {q}, {q})", rows
                 )
                 conn.execute("COMMIT")
 
@@ -108,7 +109,7 @@ class Claims(Store):
                 differs = self.sql.distinct
                 conn.execute(
                     "INSERT INTO job_tasks (job, job_file, key, label, meta, current)"
-                    " SELECT ?, ?, key, label, meta, 1 FROM staged_links WHERE true ORDER BY key"
+                    f" SELECT {q}, {q}, key, label, meta, 1 FROM staged_links WHERE true ORDER BY key"
                     " ON CONFLICT (job, key) DO UPDATE SET job_file = excluded.job_file, label = excluded.label,"
                     " meta = excluded.meta, current = 1"
                     f" WHERE job_tasks.current = 0 OR job_tasks.job_file {differs} excluded.job_file"
@@ -120,12 +121,12 @@ class Claims(Store):
                 # Every staged key is current now; any other current row is one the file dropped.
                 staged = conn.execute("SELECT count(*) FROM staged_links").fetchone()[0]
                 current = conn.execute(  # kept by triggers: no pass over the job's rows
-                    "SELECT coalesce(sum(n), 0) FROM job_counts WHERE job = ? AND current = 1",
+                    f"SELECT coalesce(sum(n), 0) FROM job_counts WHERE job = {q} AND current = 1",
                     (job,),
                 ).fetchone()[0]
                 if current > staged:
                     conn.execute(
-                        "UPDATE job_tasks SET current = 0 WHERE job = ? AND current = 1"
+                        f"UPDATE job_tasks SET current = 0 WHERE job = {q} AND current = 1"
                         " AND key NOT IN (SELECT key FROM staged_links)",
                         (job,),
                     )
@@ -182,17 +183,18 @@ class Claims(Store):
 
     def release(self, key: str, previous: str) -> None:
         """Undo a claim whose request was never sent (the run stopped first)."""
+        q = self.sql.mark  # a parameter's mark, as the engine spells it
         with self.transaction() as conn:
             if previous == "new":
-                conn.execute("DELETE FROM tasks WHERE key = ? AND state = 'sending'", (key,))
+                conn.execute(f"DELETE FROM tasks WHERE key = {q} AND state = 'sending'", (key,))
             elif previous == "generation_failed":  # put the earlier task back where it was
                 last = conn.execute(
-                    "SELECT rowid, * FROM task_history WHERE key = ? ORDER BY rowid DESC LIMIT 1",
+                    f"SELECT rowid, * FROM task_history WHERE key = {q} ORDER BY rowid DESC LIMIT 1",
                     (key,),
                 ).fetchone()
                 conn.execute(
-                    "UPDATE tasks SET state = 'submitted', attempts = attempts - 1, task_id = ?, submitted_at = ?, status = ?,"
-                    " result_urls = ?, error = ?, updated_at = ? WHERE key = ? AND state = 'sending'",
+                    f"UPDATE tasks SET state = 'submitted', attempts = attempts - 1, task_id = {q}, submitted_at = {q}, status = {q},"
+                    f" result_urls = {q}, error = {q}, updated_at = {q} WHERE key = {q} AND state = 'sending'",
                     (
                         last["task_id"],
                         last["submitted_at"],
@@ -203,10 +205,10 @@ class Claims(Store):
                         key,
                     ),
                 )
-                conn.execute("DELETE FROM task_history WHERE rowid = ?", (last["rowid"],))
+                conn.execute(f"DELETE FROM task_history WHERE rowid = {q}", (last["rowid"],))
             else:
                 conn.execute(
-                    "UPDATE tasks SET state = ?, attempts = attempts - 1, updated_at = ? WHERE key = ? AND state = 'sending'",
+                    f"UPDATE tasks SET state = {q}, attempts = attempts - 1, updated_at = {q} WHERE key = {q} AND state = 'sending'",
                     (previous, timestamp(), key),
                 )
 
@@ -267,10 +269,11 @@ def _insert_claim(
     stamp: str,
 ) -> bool:
     """Claim a request the ledger has no row for; False if it has one."""
+    q = conn.dialect.mark  # a parameter's mark, as the engine spells it
     body = request.body
     inserted = conn.execute(
         "INSERT INTO tasks (key, job, api_base, provider, model, prompt, request, variant, state,"
-        " attempts, updated_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'sending', 1, ?, ?) ON CONFLICT (key) DO NOTHING",
+        f" attempts, updated_at, run_id) VALUES ({q}, {q}, {q}, {q}, {q}, {q}, {q}, {q}, 'sending', 1, {q}, {q}) ON CONFLICT (key) DO NOTHING",
         (
             request.key,
             job,
@@ -292,13 +295,14 @@ def _reclaim(
 ) -> str | None:
     """Claim a request the ledger has a row for, if its state is in `allow`; inside the
     caller's transaction. Returns the state it had, or None."""
+    q = conn.dialect.mark  # a parameter's mark, as the engine spells it
     row = conn.execute(
-        f"SELECT {_EFFECTIVE_STATE} AS state, task_id FROM tasks WHERE key = ?", (request.key,)
+        f"SELECT {_EFFECTIVE_STATE} AS state, task_id FROM tasks WHERE key = {q}", (request.key,)
     ).fetchone()
     if row["state"] not in allow:
         return None
     conn.execute(
-        "UPDATE tasks SET state = 'sending', attempts = attempts + 1, updated_at = ?, run_id = ?, error = NULL WHERE key = ?",
+        f"UPDATE tasks SET state = 'sending', attempts = attempts + 1, updated_at = {q}, run_id = {q}, error = NULL WHERE key = {q}",
         (stamp, run_id, request.key),
     )
     if row["task_id"] is not None:
@@ -306,7 +310,7 @@ def _reclaim(
         # task_history by the tasks_keep_replaced_task_id trigger (migrations.py), not lost.
         conn.execute(
             "UPDATE tasks SET task_id = NULL, estimated_time = NULL, submitted_at = NULL, eta_at = NULL,"
-            " status = NULL, result_urls = NULL, checked_at = NULL, files = NULL WHERE key = ?",
+            f" status = NULL, result_urls = NULL, checked_at = NULL, files = NULL WHERE key = {q}",
             (request.key,),
         )
     return str(row["state"])
@@ -315,22 +319,24 @@ def _reclaim(
 def _set(conn: Connection, key: str, fields: dict[str, Any], *, task_id: str | None = None) -> None:
     """UPDATE the task `key` with `fields` (and `updated_at`), inside the caller's transaction;
     with `task_id`, only if the row still holds that task."""
+    q = conn.dialect.mark  # a parameter's mark, as the engine spells it
     fields = {**fields, "updated_at": timestamp()}
-    assignments = ", ".join(f"{name} = ?" for name in fields)
+    assignments = ", ".join(f"{name} = {q}" for name in fields)
     if task_id is None:
-        conn.execute(f"UPDATE tasks SET {assignments} WHERE key = ?", (*fields.values(), key))
+        conn.execute(f"UPDATE tasks SET {assignments} WHERE key = {q}", (*fields.values(), key))
     else:
         conn.execute(
-            f"UPDATE tasks SET {assignments} WHERE key = ? AND task_id = ?",
+            f"UPDATE tasks SET {assignments} WHERE key = {q} AND task_id = {q}",
             (*fields.values(), key, task_id),
         )
 
 
 def _insert_entry(conn: Connection, entry: dict[str, Any], state: str) -> None:
+    q = conn.dialect.mark  # a parameter's mark, as the engine spells it
     body = entry.get("body") or {}
     conn.execute(
         "INSERT INTO tasks (key, job, api_base, provider, model, prompt, request, variant, state,"
-        " attempts, error, updated_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
+        f" attempts, error, updated_at, run_id) VALUES ({q}, {q}, {q}, {q}, {q}, {q}, {q}, {q}, {q}, 1, {q}, {q}, {q})",
         (
             entry["key"],
             entry.get("job") or "",
@@ -348,7 +354,7 @@ def _insert_entry(conn: Connection, entry: dict[str, Any], state: str) -> None:
     )
     if entry.get("job"):
         conn.execute(
-            "INSERT INTO job_tasks (job, job_file, key) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            f"INSERT INTO job_tasks (job, job_file, key) VALUES ({q}, {q}, {q}) ON CONFLICT DO NOTHING",
             (entry["job"], entry.get("job_file") or "", entry["key"]),
         )
 

@@ -1,11 +1,11 @@
 """What the ledger's code needs of a database connection, and the SQL that differs by engine.
 
-The ledger's SQL is written once, in SQLite's spelling (`?` parameters, rows read by name or
-position). A SQLite connection is used as it is; a PostgreSQL one is wrapped to take the same
-calls (ledger/postgres.py), turning `?` into psycopg's `%s` (the one thing it rewrites). What
-else cannot be spelled the same in both engines, a transaction that writes among it
-(`Dialect.begin_write`), is asked of the connection's `Dialect`, by name, where the SQL is
-built.
+The ledger's SQL is written once, with what the two engines spell differently asked of the
+connection's `Dialect` where the SQL is built: a parameter's mark (`Dialect.mark`: SQLite's
+`?`, psycopg's `%s`), how a transaction that writes begins (`Dialect.begin_write`), and a few
+functions and planner hints. Nothing rewrites SQL on its way to the server. A SQLite
+connection is used as it is; a PostgreSQL one is wrapped to take the same calls and give rows
+read by name or position (ledger/postgres.py).
 """
 
 from __future__ import annotations
@@ -30,7 +30,11 @@ class Cursor(Protocol):
 
 
 class Connection(Protocol):
-    """The calls of `sqlite3.Connection` the ledger makes; rows are read by name or position."""
+    """The calls of `sqlite3.Connection` the ledger makes (rows are read by name or position),
+    and the connection's `Dialect`."""
+
+    @property
+    def dialect(self) -> Dialect: ...
 
     def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
 
@@ -57,6 +61,11 @@ class Dialect(NamedTuple):
     # How a transaction that writes begins, taking the one write lock writers take turns on
     # (so a claim's check and its write see no other writer between them).
     begin_write: tuple[str, ...]
+    mark: str  # a parameter's place in a statement
+
+    def marks(self, count: int) -> str:
+        """`?, ?, ?`: the marks of `count` parameters, as a list of values takes them."""
+        return ", ".join([self.mark] * count)
 
     def use_index(self, name: str) -> str:
         """The hint to read a table through index `name` (nothing where there is none)."""
@@ -76,6 +85,7 @@ SQLITE = Dialect(
     "IS",
     "CROSS JOIN",
     ("BEGIN IMMEDIATE",),
+    "?",
 )
 POSTGRESQL = Dialect(
     "postgresql",
@@ -86,4 +96,5 @@ POSTGRESQL = Dialect(
     "IS NOT DISTINCT FROM",
     "JOIN",
     ("BEGIN", f"SELECT pg_advisory_xact_lock({WRITERS_LOCK}, 0)"),
+    "%s",
 )

@@ -84,7 +84,7 @@ def _copy_into(source: Ledger, destination: Ledger) -> Copied:
         for table in TABLES:
             columns = source.columns(table)
             names = ", ".join(f'"{name}"' for name in columns)
-            marks = ", ".join("?" * len(columns))
+            marks = destination.sql.marks(len(columns))
             insert = f"INSERT INTO {table} ({names}) VALUES ({marks})"
             count = 0
             for chunk in _chunks(source._stream(f"SELECT {names} FROM {table}", [], plain=True)):

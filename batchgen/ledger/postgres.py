@@ -18,9 +18,9 @@ Every guarantee of the SQLite ledger holds across machines, by PostgreSQL's own 
   session idle inside a transaction for a minute is ended by the server, so a writer that
   froze holding the writers' lock does not hold every other machine with it.
 
-The ledger's SQL keeps SQLite's spelling: this module's connection takes `?` parameters and
-gives rows read by name or position, and the few spellings that differ come from
-`connections.POSTGRESQL`. Errors come out as `LedgerFailed` (`LedgerBusy` for a lock not had
+The ledger's SQL is written once, with the few spellings that differ (a parameter's mark
+among them) taken from `connections.POSTGRESQL`; this module's connection passes it to the
+server as it is, and gives rows read by name or position. Errors come out as `LedgerFailed` (`LedgerBusy` for a lock not had
 in time), so that nothing above imports psycopg.
 """
 
@@ -34,7 +34,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -101,17 +100,6 @@ class Row:
 def _named_rows(cursor: Any) -> Any:
     names = {column.name: index for index, column in enumerate(cursor.description or ())}
     return lambda values: Row(values, names)
-
-
-@lru_cache(maxsize=1024)
-def _spelled(sql: str) -> str:
-    """SQLite's `?` parameters as psycopg's `%s` (a `%` of the SQL's own doubled); text in
-    quotes is left as it is."""
-    return re.sub(
-        r"'(?:[^']|'')*'|\?|%",
-        lambda m: {"?": "%s", "%": "%%"}.get(m.group(0), m.group(0)),
-        sql,
-    )
 
 
 def _parameters(parameters: Iterable[Any]) -> tuple[Any, ...] | None:
@@ -210,12 +198,8 @@ class Cursor:
 
     def execute(self, sql: str, parameters: Iterable[Any] = (), /) -> Cursor:
         self._raw.row_factory = tuple_row if self.row_factory is None else _named_rows
-        values = _parameters(parameters)
-        # Without parameters, psycopg reads the SQL as it is (a script of several statements,
-        # a `%` in a function's body).
-        spelled = sql if values is None else _spelled(sql)
-        with self._connection.on_server(spelled):
-            self._raw.execute(spelled, values)
+        with self._connection.on_server(sql):
+            self._raw.execute(sql, _parameters(parameters))
         return self
 
     @property
@@ -246,6 +230,8 @@ class Connection:
     """A psycopg connection (in autocommit: the ledger's SQL says where transactions are)
     that takes the calls the ledger makes of a sqlite3 one."""
 
+    dialect = POSTGRESQL
+
     def __init__(self, raw: Any, *, lock_wait: float = 30.0):
         self.raw = raw
         self.watchdog = _Watchdog(raw)
@@ -260,7 +246,7 @@ class Connection:
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> Cursor:
         cursor = self.cursor()
         with self.on_server():
-            cursor._raw.executemany(_spelled(sql), (_parameters(row) or () for row in parameters))
+            cursor._raw.executemany(sql, (_parameters(row) or () for row in parameters))
         return cursor
 
     def cursor(self) -> Cursor:
@@ -318,7 +304,7 @@ class AdvisoryHold:
     def __init__(self, conn: connections.Connection, run_id: int):
         self._conn: connections.Connection | None = conn
         self._run_id = run_id
-        conn.execute("SELECT pg_advisory_lock(?, ?)", (_NAMESPACE_RUNS, run_id)).fetchone()
+        conn.execute("SELECT pg_advisory_lock(%s, %s)", (_NAMESPACE_RUNS, run_id)).fetchone()
 
     def release(self) -> None:
         if self._conn is None:
@@ -326,7 +312,7 @@ class AdvisoryHold:
         conn, self._conn = self._conn, None
         with contextlib.suppress(LedgerFailed):  # the session is gone: so is its lock
             conn.execute(
-                "SELECT pg_advisory_unlock(?, ?)", (_NAMESPACE_RUNS, self._run_id)
+                "SELECT pg_advisory_unlock(%s, %s)", (_NAMESPACE_RUNS, self._run_id)
             ).fetchone()
 
 
@@ -402,7 +388,7 @@ class PostgresLedger:
     def columns(self, table: str) -> list[str]:
         rows = self.conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
-            " AND table_name = ? AND column_name <> 'rowid' ORDER BY ordinal_position",
+            " AND table_name = %s AND column_name <> 'rowid' ORDER BY ordinal_position",
             (table,),
         ).fetchall()
         return [row[0] for row in rows]
@@ -457,10 +443,10 @@ class PostgresLedger:
             self._pace_table = True
         row = self.conn.execute(
             "INSERT INTO batchgen_pace AS p (account, next_at)"
-            " VALUES (?, extract(epoch from clock_timestamp()) + ?)"
+            " VALUES (%s, extract(epoch from clock_timestamp()) + %s)"
             " ON CONFLICT (account) DO UPDATE SET"
-            " next_at = greatest(p.next_at, extract(epoch from clock_timestamp())) + ?"
-            " RETURNING p.next_at - ? - extract(epoch from clock_timestamp())",
+            " next_at = greatest(p.next_at, extract(epoch from clock_timestamp())) + %s"
+            " RETURNING p.next_at - %s - extract(epoch from clock_timestamp())",
             (account, spacing, spacing, spacing),
         ).fetchone()
         return max(0.0, float(row[0]))
@@ -473,7 +459,7 @@ class PostgresLedger:
         rows = self.conn.execute(
             "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
             " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-            " AND classid = ? AND objid = ? AND objsubid = 2",
+            " AND classid = %s AND objid = %s AND objsubid = 2",
             (_NAMESPACE_RUNS, run_id),
         ).fetchall()
         return bool(rows)

@@ -141,7 +141,8 @@ STEPS: dict[str, str] = {
 
 def has_schema(conn: Connection) -> bool:
     """Whether batchgen's tables are in the database."""
-    return conn.execute("SELECT to_regclass(?)", (TABLE,)).fetchone()[0] is not None
+    q = conn.dialect.mark
+    return conn.execute(f"SELECT to_regclass({q})", (TABLE,)).fetchone()[0] is not None
 
 
 def create_schema(conn: Connection, alive: Callable[[int], bool] = lambda run: False) -> list[str]:
@@ -204,6 +205,7 @@ def _steps(conn: Connection, names: list[str]) -> list[str]:
 
 
 def _record(conn: Connection, names: list[str]) -> None:
+    q = conn.dialect.mark
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     for name in names:
-        conn.execute(f"INSERT INTO {TABLE} (name, applied_at) VALUES (?, ?)", (name, stamp))
+        conn.execute(f"INSERT INTO {TABLE} (name, applied_at) VALUES ({q}, {q})", (name, stamp))

@@ -23,9 +23,9 @@ _WALK_SHARE = 8
 _NO_LIMIT = 2**62  # a LIMIT both engines take for "none" (SQLite's -1 is an error in PostgreSQL)
 
 
-def _linked_to_job(current_only: bool) -> str:
-    """A subquery true of a task `t` the job (the first parameter) asks for."""
-    return "SELECT 1 FROM job_tasks j WHERE j.job = ? AND j.key = t.key" + current(current_only)
+def _linked_to_job(current_only: bool, q: str) -> str:
+    """A subquery true of a task `t` the job (the first parameter, marked `q`) asks for."""
+    return f"SELECT 1 FROM job_tasks j WHERE j.job = {q} AND j.key = t.key" + current(current_only)
 
 
 class Queries(Store):
@@ -41,7 +41,7 @@ class Queries(Store):
             cursor.row_factory = None  # plain tuples: this runs once per request of a plan
             for start in range(0, len(keys), _BATCH):
                 chunk = keys[start : start + _BATCH]
-                marks = ",".join("?" * len(chunk))
+                marks = self.sql.marks(len(chunk))
                 # The index holds what is read: the rows themselves are never touched.
                 found.update(
                     cursor.execute(
@@ -52,7 +52,8 @@ class Queries(Store):
         return found
 
     def task(self, key: str) -> dict[str, Any] | None:
-        rows = self._query("SELECT * FROM tasks WHERE key = ?", [key])
+        q = self.sql.mark  # a parameter's mark, as the engine spells it
+        rows = self._query(f"SELECT * FROM tasks WHERE key = {q}", [key])
         return dict(rows[0]) if rows else None
 
     def job_names(self) -> list[str]:
@@ -93,7 +94,7 @@ class Queries(Store):
         for start in range(0, len(keys), _BATCH):
             chunk = keys[start : start + _BATCH]
             sql, params = self._rows_sql("t.*, j.label, j.meta", job, None, current_only)
-            sql = sql.replace(" ORDER BY", f" AND t.key IN ({','.join('?' * len(chunk))}) ORDER BY")
+            sql = sql.replace(" ORDER BY", f" AND t.key IN ({self.sql.marks(len(chunk))}) ORDER BY")
             found.update((row["key"], dict(row)) for row in self._query(sql, [*params, *chunk]))
         return [found[key] for key in keys if key in found]
 
@@ -107,17 +108,18 @@ class Queries(Store):
         own order (`tasks_oldest_first`), its tasks picked out as they come: a page costs at
         most eight pages' worth of index entries. A smaller job's keys (not its rows, ~1 KB
         each) are sorted: that costs in proportion to the job, a small part of the ledger."""
+        q = self.sql.mark  # a parameter's mark, as the engine spells it
         if self.sent_count(job, current_only=current_only) * _WALK_SHARE >= self.size_hint():
             sql = (
                 f"SELECT t.key FROM tasks t{self.sql.use_index('tasks_oldest_first')}"
-                f" WHERE EXISTS ({_linked_to_job(current_only)})"
+                f" WHERE EXISTS ({_linked_to_job(current_only, q)})"
                 " ORDER BY t.submitted_at IS NULL, t.submitted_at, t.key"
             )
             params: list[Any] = [job]
         else:
             sql, params = self._rows_sql("t.key", job, None, current_only)
         if limit is not None or start:
-            sql += " LIMIT ? OFFSET ?"
+            sql += f" LIMIT {q} OFFSET {q}"
             params += [_NO_LIMIT if limit is None else limit, start]
         for row in self._stream(sql, params, plain=True):
             yield row[0]
@@ -130,15 +132,16 @@ class Queries(Store):
     def _rows_sql(
         self, select: str, job: str | None, state: str | None, current_only: bool
     ) -> tuple[str, list[Any]]:
+        q = self.sql.mark  # a parameter's mark, as the engine spells it
         sql = f"SELECT {select} FROM tasks t"
         params: list[Any] = []
         where = []
         if job is not None:
             sql += " JOIN job_tasks j ON j.key = t.key"
-            where.append("j.job = ?" + current(current_only))
+            where.append(f"j.job = {q}" + current(current_only))
             params.append(job)
         if state is not None:
-            where.append("t.state = ?")
+            where.append(f"t.state = {q}")
             params.append(state)
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -205,8 +208,9 @@ class Queries(Store):
 
     def counts(self, job: str, current_only: bool = True) -> list[dict[str, Any]]:
         """The job's rows of `job_counts`: (model, state, status, n), '' state for unsent."""
+        q = self.sql.mark  # a parameter's mark, as the engine spells it
         sql = (
-            "SELECT model, state, status, sum(n) AS n FROM job_counts WHERE job = ?"
+            f"SELECT model, state, status, sum(n) AS n FROM job_counts WHERE job = {q}"
             + (" AND current = 1" if current_only else "")
             + " GROUP BY 1, 2, 3 HAVING sum(n) > 0 ORDER BY 1, 2, 3"
         )
@@ -219,6 +223,7 @@ class Queries(Store):
         as many as the job has requests: a big job's latest is found at once. Only if none of
         those is the job's are the job's own rows read, so either way the cost is in proportion
         to the job, not to the ledger."""
+        q = self.sql.mark  # a parameter's mark, as the engine spells it
         if job is None:
             sql = f"SELECT max(t.eta_at) FROM tasks t WHERE {_PROCESSING}"
             latest: str | None = self._query(sql)[0][0]
@@ -230,11 +235,11 @@ class Queries(Store):
             for row in counts
         ):
             return None
-        member = _linked_to_job(current_only)
+        member = _linked_to_job(current_only, q)
         rows = self._query(
             f"SELECT t.eta_at FROM (SELECT key, eta_at FROM tasks{self.sql.use_index('tasks_processing_eta')}"
             f" WHERE state = 'submitted' AND coalesce(status, 'processing') = 'processing'"
-            f" ORDER BY eta_at DESC LIMIT ?) t WHERE EXISTS ({member}) LIMIT 1",
+            f" ORDER BY eta_at DESC LIMIT {q}) t WHERE EXISTS ({member}) LIMIT 1",
             [links, job],
         )
         if rows:
@@ -242,7 +247,7 @@ class Queries(Store):
             return found
         sql = (
             f"SELECT max(t.eta_at) FROM job_tasks j JOIN tasks t{self.sql.use_index('tasks_standing')}"
-            f" ON t.key = j.key WHERE j.job = ?{current(current_only)} AND {_PROCESSING}"
+            f" ON t.key = j.key WHERE j.job = {q}{current(current_only)} AND {_PROCESSING}"
         )
         due: str | None = self._query(sql, [job])[0][0]
         return due
@@ -253,8 +258,9 @@ class Queries(Store):
 
     def open_tasks(self, job: str | None, *, current_only: bool = True) -> list[dict[str, Any]]:
         """Submitted tasks (of `job`) whose generation has not ended, soonest ETA first."""
+        q = self.sql.mark  # a parameter's mark, as the engine spells it
         sql = "SELECT t.* FROM tasks t" + (
-            " JOIN job_tasks j ON j.key = t.key AND j.job = ?" + current(current_only)
+            f" JOIN job_tasks j ON j.key = t.key AND j.job = {q}" + current(current_only)
             if job
             else ""
         )
@@ -263,10 +269,11 @@ class Queries(Store):
 
     def completed_tasks(self, job: str, *, current_only: bool = True) -> list[dict[str, Any]]:
         """The job's tasks whose generation completed, in the order they were submitted."""
+        q = self.sql.mark  # a parameter's mark, as the engine spells it
         return [
             dict(r)
             for r in self._query(
-                "SELECT t.*, j.label, j.meta FROM tasks t JOIN job_tasks j ON j.key = t.key AND j.job = ?"
+                f"SELECT t.*, j.label, j.meta FROM tasks t JOIN job_tasks j ON j.key = t.key AND j.job = {q}"
                 + current(current_only)
                 + " WHERE t.state = 'submitted' AND t.status = 'completed' ORDER BY t.submitted_at, t.key",
                 [job],
@@ -275,9 +282,10 @@ class Queries(Store):
 
     def generation_counts(self, job: str | None, *, current_only: bool = True) -> dict[str, int]:
         """processing / completed / failed → how many submitted tasks (of `job`) are in it."""
+        q = self.sql.mark  # a parameter's mark, as the engine spells it
         sql = "SELECT coalesce(t.status, 'processing') AS status, count(*) AS n FROM tasks t"
         sql += (
-            " JOIN job_tasks j ON j.key = t.key AND j.job = ?" + current(current_only)
+            f" JOIN job_tasks j ON j.key = t.key AND j.job = {q}" + current(current_only)
             if job
             else ""
         )
@@ -289,8 +297,9 @@ class Queries(Store):
 
     def unpolled_count(self, job: str, *, current_only: bool = True) -> int:
         """Submitted tasks of `job` that no poll has asked about yet."""
+        q = self.sql.mark  # a parameter's mark, as the engine spells it
         sql = (
-            "SELECT count(*) FROM tasks t JOIN job_tasks j ON j.key = t.key AND j.job = ?"
+            f"SELECT count(*) FROM tasks t JOIN job_tasks j ON j.key = t.key AND j.job = {q}"
             + current(current_only)
         )
         return int(
@@ -298,14 +307,16 @@ class Queries(Store):
         )
 
     def history(self, key: str) -> list[dict[str, Any]]:
+        q = self.sql.mark  # a parameter's mark, as the engine spells it
         return [
             dict(r)
             for r in self._query(
-                "SELECT * FROM task_history WHERE key = ? ORDER BY replaced_at", [key]
+                f"SELECT * FROM task_history WHERE key = {q} ORDER BY replaced_at", [key]
             )
         ]
 
     def asks_for(self, job: str, key: str, *, current_only: bool = True) -> bool:
         """Whether `key` is one of the job's requests (a current one, unless not `current_only`)."""
-        sql = "SELECT 1 FROM job_tasks j WHERE j.job = ? AND j.key = ?" + current(current_only)
+        q = self.sql.mark  # a parameter's mark, as the engine spells it
+        sql = f"SELECT 1 FROM job_tasks j WHERE j.job = {q} AND j.key = {q}" + current(current_only)
         return bool(self._query(sql, [job, key]))

@@ -16,18 +16,20 @@ class Recovery(Store):
 
     def abandon_in_flight(self, run_id: int, reason: str) -> int:
         """This run's `sending` rows become `in_doubt` (it is exiting without their answers)."""
+        q = self.sql.mark  # a parameter's mark, as the engine spells it
         with self.transaction() as conn:
             cursor = conn.execute(
-                "UPDATE tasks SET state = 'in_doubt', error = ?, updated_at = ? WHERE state = 'sending' AND run_id = ?",
+                f"UPDATE tasks SET state = 'in_doubt', error = {q}, updated_at = {q} WHERE state = 'sending' AND run_id = {q}",
                 (reason, timestamp(), run_id),
             )
             return int(cursor.rowcount)
 
     def abandon_one(self, key: str, run_id: int, reason: str) -> None:
         """One of this run's `sending` rows becomes `in_doubt` (and no one else's)."""
+        q = self.sql.mark  # a parameter's mark, as the engine spells it
         with self.transaction() as conn:
             conn.execute(
-                "UPDATE tasks SET state = 'in_doubt', error = ?, updated_at = ? WHERE key = ? AND state = 'sending' AND run_id = ?",
+                f"UPDATE tasks SET state = 'in_doubt', error = {q}, updated_at = {q} WHERE key = {q} AND state = 'sending' AND run_id = {q}",
                 (reason, timestamp(), key, run_id),
             )
 
@@ -49,6 +51,7 @@ class Recovery(Store):
         open, each would read as a run still going, overlapping every later one (so no price
         would ever be learned again). A live run's row is never touched: its hold is taken in
         the row's own transaction (`Runs.begin`)."""
+        q = self.sql.mark  # a parameter's mark, as the engine spells it
         if not self._query("SELECT 1 FROM runs WHERE ended_at IS NULL LIMIT 1"):
             return 0  # the usual case: one cheap look, no write lock
         closed = 0
@@ -57,7 +60,7 @@ class Recovery(Store):
                 if self.run_is_alive(run):
                     continue
                 conn.execute(
-                    "UPDATE runs SET ended_at = ?, counts = ? WHERE id = ? AND ended_at IS NULL",
+                    f"UPDATE runs SET ended_at = {q}, counts = {q} WHERE id = {q} AND ended_at IS NULL",
                     (
                         timestamp(),
                         json.dumps(
@@ -70,6 +73,7 @@ class Recovery(Store):
         return closed
 
     def _recover_sending(self) -> int:
+        q = self.sql.mark  # a parameter's mark, as the engine spells it
         runs = [
             row[0]
             for row in self._query("SELECT DISTINCT run_id FROM tasks WHERE state = 'sending'")
@@ -84,8 +88,8 @@ class Recovery(Store):
                 # since the check belongs to that run now, and is not touched.
                 cursor = conn.execute(
                     "UPDATE tasks SET state = 'in_doubt', error = 'found sending after its run ended"
-                    " (crash or kill): it may or may not have been created', updated_at = ?"
-                    f" WHERE state = 'sending' AND run_id {self.sql.same} ?",
+                    f" (crash or kill): it may or may not have been created', updated_at = {q}"
+                    f" WHERE state = 'sending' AND run_id {self.sql.same} {q}",
                     (timestamp(), run),
                 )
                 recovered += cursor.rowcount
@@ -93,6 +97,7 @@ class Recovery(Store):
 
     def replay_journal(self) -> int:
         """Record the answers a run kept in the journal because the ledger could not take them."""
+        q = self.sql.mark  # a parameter's mark, as the engine spells it
         # Moved aside first: a run in trouble may append to the journal meanwhile, and its
         # lines go to a new journal, for the next command, rather than into one being replayed.
         taken = journal.take(self.path)
@@ -103,7 +108,7 @@ class Recovery(Store):
         with self.transaction() as conn:
             for entry in entries:
                 row = conn.execute(
-                    "SELECT state, task_id FROM tasks WHERE key = ?", (entry["key"],)
+                    f"SELECT state, task_id FROM tasks WHERE key = {q}", (entry["key"],)
                 ).fetchone()
                 if row is not None and row["state"] == "submitted" and row["task_id"]:
                     continue  # recorded after all (or replayed before a crash)

@@ -17,6 +17,12 @@ from .connections import SQLITE, Connection
 from .migrations import migrate
 
 
+class SqliteConnection(sqlite3.Connection):
+    """A sqlite3 connection that says its dialect (`connections.Connection`)."""
+
+    dialect = SQLITE
+
+
 class SqliteFile:
     """An open ledger file (see `backend.Backend`)."""
 
@@ -37,7 +43,11 @@ class SqliteFile:
         self._identity = self._file_identity()
         try:
             conn = sqlite3.connect(
-                self.local, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+                self.local,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=busy_timeout,
+                factory=SqliteConnection,
             )
             conn.row_factory = sqlite3.Row
             mode = _enable_wal(conn, busy_timeout)
