@@ -2,7 +2,7 @@
 it (the tests lay it out in a site-packages folder with its .dist-info and entry point).
 
 Nothing in it is pixwith's: its wire body is `{"engine", "text", "frames", "size"}`, its two
-models and their rules are its own catalogue and JSON Schema, it counts money in "tokens", and
+models and their rules are its own catalogue and JSON Schema, and
 its sandbox is a loopback HTTP server (create, get, balance, and the result files), so that
 `run --sandbox --wait --download`, `poll` and `download` go through batchgen's own HTTP
 downloads as with any provider.
@@ -265,5 +265,4 @@ PROVIDER = Description(
     sandbox=sandbox,
     sandbox_identity="http://127.0.0.1:47990",
     sandbox_credits=500,
-    unit="tokens",
 )

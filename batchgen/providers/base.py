@@ -228,7 +228,8 @@ class Description:
     """A provider as the command line knows it, before anything is connected: its name, the
     base URL requests are sent to (and known by), the environment variables holding its key
     (and another base URL), how to connect, its catalogue, how its bodies show local images,
-    its sandbox, and the unit its money is counted in.
+    and its sandbox. (Money is counted in credits, as pixwith's are, until a provider's own
+    unit comes with the second provider.)
 
     Only this is imported for every command; `connect`, `catalogue` and `sandbox` import the
     provider's client, models and sandbox when called."""
@@ -244,7 +245,6 @@ class Description:
     sandbox_identity: str  # the base URL sandbox requests are known by, whatever port serves
     sandbox_credits: int
     base_url_variable: str = ""  # the environment variable naming another base URL, if any
-    unit: str = "credits"  # what its prices and balance count
     default: bool = False  # the provider a job goes to when nothing names one
     # "module:attribute" of a click command serving its sandbox on its own (`batchgen sandbox`)
     sandbox_command: str = ""
