@@ -228,7 +228,7 @@ class Description:
     """A provider as the command line knows it, before anything is connected: its name, the
     base URL requests are sent to (and known by), the environment variables holding its key
     (and another base URL), how to connect, its catalogue, how its bodies show local images,
-    and its sandbox. (Money is counted in credits, as pixwith's are, until a provider's own
+    and its sandbox. (Money is counted in integer credits until a provider's own
     unit comes with the second provider.)
 
     Only this is imported for every command; `connect`, `catalogue` and `sandbox` import the
