@@ -54,7 +54,8 @@ def test_user_info_in_a_base_url_is_refused_without_echoing_it(world, write_job)
 def test_old_ledgers_keep_their_keys_through_the_migration(tmp_path):
     import hashlib
 
-    from batchgen.ledger.migrations import m002_canonical_api_base
+    from batchgen.ledger.connections import SQLITE
+    from batchgen.ledger.migrations import canonical_api_base  # m002
 
     path = tmp_path / "old.db"
     with Ledger(path) as ledger:
@@ -69,7 +70,7 @@ def test_old_ledgers_keep_their_keys_through_the_migration(tmp_path):
                 [key, api_base, json.dumps(body)],
             )
         before = {r["key"]: r["api_base"] for r in ledger.rows()}
-        m002_canonical_api_base(ledger.db)
+        canonical_api_base(ledger.db.conn, SQLITE)
         assert {
             r["key"]: r["api_base"] for r in ledger.rows()
         } == before  # keys made from a spelling keep it
