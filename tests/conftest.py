@@ -173,7 +173,7 @@ class Env:
 
     def rows(self) -> list[dict]:
         with self.ledger() as ledger:
-            return list(ledger.rows())
+            return list(ledger.tasks.rows())
 
     def created_bodies(self):
         """canonical body → number of tasks the sandbox created for it."""

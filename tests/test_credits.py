@@ -437,8 +437,8 @@ def test_regenerate_failed_keeps_the_earlier_task_and_counts_against_the_cap(wor
     assert len(env.sandbox.created()) == 5  # two more, the cap's worth
     with env.ledger() as ledger:
         for key, old in first_ids.items():
-            history = ledger.history(key)
-            row = ledger.task(key)
+            history = ledger.tasks.history(key)
+            row = ledger.tasks.task(key)
             if row["status"] != "failed":
                 assert [h["task_id"] for h in history] == [old] and row["task_id"] != old
             else:

@@ -94,11 +94,13 @@ def test_on_done_is_not_run_on_a_ledger_it_cannot_read_and_says_so(tmp_path):
 
     from batchgen.app.follow import on_done
 
-    class Busy:  # a ledger a worker still holds after a second Ctrl-C (Ledger.quitting)
-        path = tmp_path / "batchgen.db"
-
+    class BusyTasks:
         def job_states(self, job):
             raise sqlite3.OperationalError("the ledger is busy: another thread is waiting on it")
+
+    class Busy:  # a ledger a worker still holds after a second Ctrl-C (Ledger.quitting)
+        path = tmp_path / "batchgen.db"
+        tasks = BusyTasks()
 
     said: list[str] = []
     console = type(

@@ -292,7 +292,7 @@ def test_a_submission_against_garbage_answers_records_nothing_false(tmp_path_fac
         Submission(
             ledger, api, settings_, job="j", api_base="https://api.pixwith.ai", run_id=run_id
         ).run(requests)
-        rows = list(ledger.rows())
+        rows = list(ledger.tasks.rows())
     for row in rows:
         assert row["state"] in ("submitted", "rejected", "failed", "in_doubt"), row["state"]
         if row["state"] == "submitted":

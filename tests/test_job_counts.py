@@ -35,7 +35,7 @@ def fill(ledger: Ledger, job: str, first: int, n: int, *, eta: str = STAMP) -> N
 
 def test_status_of_a_job_does_not_grow_with_the_rest_of_the_ledger(tmp_path):
     def read(ledger):
-        return ledger.standing("small"), ledger.status_counts("small")
+        return ledger.tasks.standing("small"), ledger.tasks.status_counts("small")
 
     costs = []
     for others in (1_000, 5_000):
@@ -54,10 +54,10 @@ def test_status_of_a_big_job_reads_its_counts_not_its_rows(tmp_path):
     with Ledger(tmp_path / "l.db") as small, Ledger(tmp_path / "m.db") as big:
         fill(small, "job", 0, 100)
         fill(big, "job", 0, 5_000)
-        assert big.standing("job").states == {"submitted": 5_000}
-        assert big.standing("job").last_due == STAMP
-        few = steps(small, lambda: (small.standing("job"), small.status_counts("job")))
-        many = steps(big, lambda: (big.standing("job"), big.status_counts("job")))
+        assert big.tasks.standing("job").states == {"submitted": 5_000}
+        assert big.tasks.standing("job").last_due == STAMP
+        few = steps(small, lambda: (small.tasks.standing("job"), small.tasks.status_counts("job")))
+        many = steps(big, lambda: (big.tasks.standing("job"), big.tasks.status_counts("job")))
     assert many <= 2 * few + 5, (few, many)
 
 
@@ -69,8 +69,8 @@ def test_standing_of_a_job_all_done_looks_for_no_eta(tmp_path):
         with Ledger(tmp_path / f"{size}.db") as ledger:
             fill(ledger, "job", 0, size)
             ledger.db.conn.execute("UPDATE tasks SET status = 'completed'")
-            assert ledger.standing("job").last_due is None
-            costs.append(steps(ledger, lambda ledger=ledger: ledger.standing("job")))
+            assert ledger.tasks.standing("job").last_due is None
+            costs.append(steps(ledger, lambda ledger=ledger: ledger.tasks.standing("job")))
     few, many = costs
     assert many <= 1.5 * few + 5, costs
 
@@ -89,7 +89,7 @@ def test_the_counts_follow_every_way_a_row_changes(shared_world, write_job):
     env.cli("run", job, *FAST, "--limit", "0", "--retry-rejected")
     assert_counts_kept(env.ledger_path)
     with env.ledger() as ledger:
-        standing = ledger.standing("kept")
+        standing = ledger.tasks.standing("kept")
         assert standing.unsent == 3
         assert sum(standing.states.values()) == 12
     env.cli("run", job, *FAST, "--retry-rejected")
@@ -120,7 +120,7 @@ def test_a_ledger_made_before_the_counts_gets_them_from_its_rows(tmp_path):
         conn.execute("ALTER TABLE tasks DROP COLUMN provider")
         conn.execute("DELETE FROM _batchgen_migrations WHERE name = 'm014_providers'")
     with Ledger(path) as ledger:
-        assert ledger.standing("a").states == {"submitted": 30}
-        assert ledger.standing("b").states == {"submitted": 7}
+        assert ledger.tasks.standing("a").states == {"submitted": 30}
+        assert ledger.tasks.standing("b").states == {"submitted": 7}
     assert_counts_kept(path)
     assert counts_recomputed(path)

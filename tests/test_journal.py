@@ -140,9 +140,11 @@ def test_a_task_id_the_locked_ledger_cannot_take_is_journaled_printed_and_replay
     blocker["conn"].close()
     with Ledger.open(path) as ledger:  # the next command records it
         assert ledger.repaired.replayed == 1
-        row = ledger.task(f"{0:064x}")
+        row = ledger.tasks.task(f"{0:064x}")
         assert row["state"] == "submitted" and row["task_id"] == "task-locked-out"
-        assert {r["state"] for r in ledger.rows()} == {"submitted"}  # the rest were never sent
+        assert {r["state"] for r in ledger.tasks.rows()} == {
+            "submitted"
+        }  # the rest were never sent
 
 
 def test_each_task_id_shares_a_commit_with_the_next_claim_and_is_counted_once_written(tmp_path):
@@ -176,7 +178,7 @@ def test_each_task_id_shares_a_commit_with_the_next_claim_and_is_counted_once_wr
         ledger.db.conn.set_trace_callback(trace)
         report, _ = submission_against(ledger, handler, n=3)
         ledger.db.conn.set_trace_callback(None)
-        rows = sorted((row["task_id"], row["state"]) for row in ledger.rows())
+        rows = sorted((row["task_id"], row["state"]) for row in ledger.tasks.rows())
     assert report.outcomes["submitted"] == 3 and report.calls == 3
     assert rows == [("task-1", "submitted"), ("task-2", "submitted"), ("task-3", "submitted")]
     # the run's start | claim 1 | answer 1 + claim 2 | answer 2 + claim 3 | answer 3 alone
@@ -252,13 +254,13 @@ def test_a_call_whose_claim_took_long_takes_a_new_slot_so_the_rpm_ceiling_holds(
     reserve = limiter.reserve
     monkeypatch.setattr(limiter, "reserve", lambda: slots.append(reserve()) or slots[-1])
     with Ledger(tmp_path / "ledger.db") as ledger:
-        claim = ledger.claim
+        claim = ledger.claims.claim
 
         def slow_claim(*args, **kwargs):  # another process holds the ledger's lock a while
             clock.at += 2.0
             return claim(*args, **kwargs)
 
-        monkeypatch.setattr(ledger, "claim", slow_claim)
+        monkeypatch.setattr(ledger.claims, "claim", slow_claim)
         report, _ = submission_against(ledger, handler, n=3, limiter=limiter)
     assert report.outcomes["submitted"] == 3
     # Each call went out in a slot of its own, on time: none late enough to bunch with the next.
@@ -305,7 +307,7 @@ def test_a_second_ctrl_c_journals_the_task_ids_workers_received_but_had_not_writ
     holding, let_go = threading.Event(), threading.Event()
     path = tmp_path / "ledger.db"
     with Ledger(path) as ledger:
-        claim = ledger.claim
+        claim = ledger.claims.claim
 
         def stuck_claim(*args, answered=None, **kwargs):  # the next claim waits on a locked ledger
             if answered is not None:
@@ -313,17 +315,17 @@ def test_a_second_ctrl_c_journals_the_task_ids_workers_received_but_had_not_writ
                 let_go.wait(10)
             return claim(*args, answered=answered, **kwargs)
 
-        monkeypatch.setattr(ledger, "claim", stuck_claim)
+        monkeypatch.setattr(ledger.claims, "claim", stuck_claim)
         notices, _ = cut_short_by_two_ctrl_cs(ledger, creates_each, holding)
         # What the process leaves as it exits: the row in_doubt, as any call it quit on,
         # and the task id in the journal.
-        assert ledger.task(f"{0:064x}")["state"] == "in_doubt"
+        assert ledger.tasks.task(f"{0:064x}")["state"] == "in_doubt"
         assert [e["task_id"] for e in journal.entries(path)] == ["task-p0"]
         assert any("task-p0" in line and ".journal" in line for line in notices)
         let_go.set()  # (in this test the worker lives on: it may write the id too)
         join_senders(10)
     with Ledger(path) as ledger:  # the next command records it
-        row = ledger.task(f"{0:064x}")
+        row = ledger.tasks.task(f"{0:064x}")
         assert row["state"] == "submitted" and row["task_id"] == "task-p0"
 
 
@@ -345,7 +347,7 @@ def test_a_second_ctrl_c_quits_within_seconds_while_a_worker_waits_on_a_ledger_a
         return creates_each(request)
 
     with Ledger(path, busy_timeout=busy_timeout) as ledger:
-        claim, claiming = ledger.claim, threading.Event()
+        claim, claiming = ledger.claims.claim, threading.Event()
 
         def next_claim(*args, answered=None, **kwargs):  # records the answer, claims the next
             if answered is not None:
@@ -362,8 +364,8 @@ def test_a_second_ctrl_c_quits_within_seconds_while_a_worker_waits_on_a_ledger_a
         join_senders(20)
     other_process.close()
     with Ledger(path) as ledger:  # the next command: the task id is recorded, nothing is sending
-        assert ledger.task(f"{0:064x}")["task_id"] == "task-p0"
-        assert [row["state"] for row in ledger.rows()] == ["submitted"]
+        assert ledger.tasks.task(f"{0:064x}")["task_id"] == "task-p0"
+        assert [row["state"] for row in ledger.tasks.rows()] == ["submitted"]
 
 
 @pytest.mark.parametrize("eta", [b"1e308", b"Infinity", b"NaN", b"-1", b"1" + b"0" * 400])
@@ -382,7 +384,7 @@ def test_an_absurd_estimated_time_is_recorded_as_unknown_not_a_crash(tmp_path, e
 
     with Ledger(tmp_path / "ledger.db") as ledger:
         report, _ = submission_against(ledger, handler, n=1)
-        row = next(ledger.rows())
+        row = next(ledger.tasks.rows())
     assert report.outcomes["submitted"] == 1 and not report.unrecorded
     assert row["state"] == "submitted" and row["estimated_time"] is None and row["eta_at"] is None
 
@@ -434,7 +436,7 @@ def test_disk_full_while_recording_keeps_the_task_id(tmp_path):
         filler.unlink()  # space again
         with Ledger.open(path) as ledger:
             assert ledger.repaired.replayed == 1
-            row = ledger.task(f"{0:064x}")
+            row = ledger.tasks.task(f"{0:064x}")
         assert row["state"] == "submitted" and row["task_id"] == "task-disk-full"
     finally:
         subprocess.run(["umount", "-l", str(small)], capture_output=True)

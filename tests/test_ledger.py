@@ -160,29 +160,31 @@ def test_not_a_ledger_is_a_clear_error(tmp_path):
 def test_a_claim_is_taken_once(ledger, tmp_path):
     run = ledger.runs.start("job", "job.yaml", "https://api", {})
     ledger.hold_run(run)  # a live run (the lock goes with the test's process)
-    assert ledger.claim(request(), "job", "https://api", run, allow={"failed"}) == "new"
+    assert ledger.claims.claim(request(), "job", "https://api", run, allow={"failed"}) == "new"
     with Ledger(ledger.location) as other:  # another process, in effect
-        assert other.claim(request(), "job", "https://api", run + 1, allow={"failed"}) is None
-    assert ledger.task("k1")["state"] == "sending"
+        assert (
+            other.claims.claim(request(), "job", "https://api", run + 1, allow={"failed"}) is None
+        )
+    assert ledger.tasks.task("k1")["state"] == "sending"
 
 
 def test_failed_requests_may_be_claimed_again_in_doubt_only_when_allowed(ledger):
     run = ledger.runs.start("job", "job.yaml", "https://api", {})
-    ledger.claim(request(), "job", "https://api", run, allow=set())
-    ledger.record_outcome("k1", "failed", "HTTP 503")
-    assert ledger.claim(request(), "job", "https://api", run, allow={"failed"}) == "failed"
-    ledger.record_outcome("k1", "in_doubt", "read timeout")
-    assert ledger.claim(request(), "job", "https://api", run, allow={"failed"}) is None
+    ledger.claims.claim(request(), "job", "https://api", run, allow=set())
+    ledger.claims.record_outcome("k1", "failed", "HTTP 503")
+    assert ledger.claims.claim(request(), "job", "https://api", run, allow={"failed"}) == "failed"
+    ledger.claims.record_outcome("k1", "in_doubt", "read timeout")
+    assert ledger.claims.claim(request(), "job", "https://api", run, allow={"failed"}) is None
     assert (
-        ledger.claim(request(), "job", "https://api", run, allow={"failed", "in_doubt"})
+        ledger.claims.claim(request(), "job", "https://api", run, allow={"failed", "in_doubt"})
         == "in_doubt"
     )
-    assert ledger.task("k1")["attempts"] == 3
+    assert ledger.tasks.task("k1")["attempts"] == 3
 
 
 def test_a_workers_answer_is_written_in_the_same_commit_as_its_next_claim(ledger):
     run = ledger.runs.start("job", "job.yaml", "https://api", {})
-    ledger.claim(request("k1"), "job", "https://api", run, allow=set())
+    ledger.claims.claim(request("k1"), "job", "https://api", run, allow=set())
     statements: list[str] = []
     tracing = ledger.sql.name == "sqlite"  # which statements went, as SQLite can tell
     if tracing:
@@ -190,7 +192,9 @@ def test_a_workers_answer_is_written_in_the_same_commit_as_its_next_claim(ledger
     answered = Answered("k1", "task-1", 30, "2026-11-30T10:00:00.000Z")
     commits = ledger._group.commits
     assert (
-        ledger.claim(request("k2"), "job", "https://api", run, allow=set(), answered=answered)
+        ledger.claims.claim(
+            request("k2"), "job", "https://api", run, allow=set(), answered=answered
+        )
         == "new"
     )
     assert ledger._group.commits - commits == 1  # one commit for both
@@ -199,9 +203,12 @@ def test_a_workers_answer_is_written_in_the_same_commit_as_its_next_claim(ledger
         # SQLite traces an UPDATE again as it enters the task-history trigger: one statement.
         statements = [s for i, s in enumerate(statements) if i == 0 or s != statements[i - 1]]
         assert [s.split()[0] for s in statements] == ["BEGIN", "UPDATE", "INSERT", "COMMIT"]
-    assert ledger.task("k1")["task_id"] == "task-1" and ledger.task("k1")["state"] == "submitted"
-    assert ledger.task("k1")["eta_at"] == "2026-11-30T10:00:30.000Z"
-    assert ledger.task("k2")["state"] == "sending"
+    assert (
+        ledger.tasks.task("k1")["task_id"] == "task-1"
+        and ledger.tasks.task("k1")["state"] == "submitted"
+    )
+    assert ledger.tasks.task("k1")["eta_at"] == "2026-11-30T10:00:30.000Z"
+    assert ledger.tasks.task("k2")["state"] == "sending"
 
 
 def test_claims_that_queue_behind_a_commit_share_the_next_one(ledger):
@@ -213,7 +220,7 @@ def test_claims_that_queue_behind_a_commit_share_the_next_one(ledger):
     def claim(key: str) -> threading.Thread:
         thread = threading.Thread(
             target=lambda: results.__setitem__(
-                key, ledger.claim(request(key), "job", "https://api", run, allow=set())
+                key, ledger.claims.claim(request(key), "job", "https://api", run, allow=set())
             )
         )
         thread.start()
@@ -230,15 +237,15 @@ def test_claims_that_queue_behind_a_commit_share_the_next_one(ledger):
         thread.join()
     assert results == {"k1": "new", "k2": "new", "k3": "new", "k4": "new"}
     assert ledger._group.commits - before == 2
-    assert {ledger.task(key)["state"] for key in results} == {"sending"}
+    assert {ledger.tasks.task(key)["state"] for key in results} == {"sending"}
 
 
 def test_a_claim_that_cannot_commit_writes_neither_it_nor_the_answer_riding_with_it(
     ledger, tmp_path
 ):
     run = ledger.runs.start("job", "job.yaml", "https://api", {})
-    ledger.claim(request("k1"), "job", "https://api", run, allow=set())
-    ledger.claim(request("k2"), "job", "https://api", run, allow=set())
+    ledger.claims.claim(request("k1"), "job", "https://api", run, allow=set())
+    ledger.claims.claim(request("k2"), "job", "https://api", run, allow=set())
     if ledger.sql.name == "sqlite":
         ledger.db.conn.execute(
             "CREATE TEMP TRIGGER refuse BEFORE INSERT ON tasks WHEN NEW.key = 'k3' BEGIN SELECT RAISE(ABORT, 'disk full'); END"
@@ -251,7 +258,7 @@ def test_a_claim_that_cannot_commit_writes_neither_it_nor_the_answer_riding_with
             " EXECUTE FUNCTION refuse()"
         )
     with pytest.raises(FAILURES, match="disk full"):
-        ledger.claim(
+        ledger.claims.claim(
             request("k3"),
             "job",
             "https://api",
@@ -260,9 +267,9 @@ def test_a_claim_that_cannot_commit_writes_neither_it_nor_the_answer_riding_with
             answered=Answered("k1", "task-1", 30, "2026-11-30T10:00:00.000Z"),
         )
     assert (
-        ledger.task("k1")["state"] == "sending" and ledger.task("k1")["task_id"] is None
+        ledger.tasks.task("k1")["state"] == "sending" and ledger.tasks.task("k1")["task_id"] is None
     )  # rolled back with the claim
-    assert ledger.task("k3") is None
+    assert ledger.tasks.task("k3") is None
     assert not ledger.db.conn.in_transaction
 
 
@@ -272,29 +279,31 @@ def test_a_claim_into_a_ledger_replaced_under_the_run_is_refused(tmp_path):
         run = ledger.runs.start("job", "job.yaml", "https://api", {})
         os.rename(path, tmp_path / "moved.db")
         with pytest.raises(LedgerUnsound, match="deleted"):
-            ledger.claim(request(), "job", "https://api", run, allow=set())
+            ledger.claims.claim(request(), "job", "https://api", run, allow=set())
         with pytest.raises(LedgerUnsound, match="deleted"):
-            ledger.record_submitted("k1", "task-1", 30)
+            ledger.claims.record_submitted("k1", "task-1", 30)
 
 
 def test_release_undoes_a_claim_that_was_never_sent(ledger):
     run = ledger.runs.start("job", "job.yaml", "https://api", {})
-    ledger.claim(request(), "job", "https://api", run, allow=set())
-    ledger.release("k1", "new")
-    assert ledger.task("k1") is None
+    ledger.claims.claim(request(), "job", "https://api", run, allow=set())
+    ledger.claims.release("k1", "new")
+    assert ledger.tasks.task("k1") is None
 
 
 def test_sending_rows_of_a_run_that_is_gone_become_in_doubt(ledger):
     run = ledger.runs.start("job", "job.yaml", "https://api", {})
     lock = ledger.hold_run(run)
-    ledger.claim(request("mine"), "job", "https://api", run, allow=set())
+    ledger.claims.claim(request("mine"), "job", "https://api", run, allow=set())
     dead = ledger.runs.start("job", "job.yaml", "https://api", {})
-    ledger.claim(request("theirs"), "job", "https://api", dead, allow=set())  # it never held a lock
-    assert ledger.recover() == 1
-    assert ledger.task("theirs")["state"] == "in_doubt"
-    assert ledger.task("mine")["state"] == "sending"  # this live run's row is left alone
+    ledger.claims.claim(
+        request("theirs"), "job", "https://api", dead, allow=set()
+    )  # it never held a lock
+    assert ledger.recovery.recover() == 1
+    assert ledger.tasks.task("theirs")["state"] == "in_doubt"
+    assert ledger.tasks.task("mine")["state"] == "sending"  # this live run's row is left alone
     lock.release()
-    assert ledger.recover() == 1 and ledger.task("mine")["state"] == "in_doubt"
+    assert ledger.recovery.recover() == 1 and ledger.tasks.task("mine")["state"] == "in_doubt"
 
 
 def test_liveness_is_the_lock_not_the_pid(ledger):
@@ -303,9 +312,9 @@ def test_liveness_is_the_lock_not_the_pid(ledger):
     # `sending` forever.
     run = ledger.runs.start("job", "job.yaml", "https://api", {})
     ledger.db.conn.execute(f"UPDATE runs SET pid = 1 WHERE id = {ledger.sql.mark}", [run])
-    ledger.claim(request(), "job", "https://api", run, allow=set())
-    assert ledger.recover() == 1
-    assert ledger.task("k1")["state"] == "in_doubt"
+    ledger.claims.claim(request(), "job", "https://api", run, allow=set())
+    assert ledger.recovery.recover() == 1
+    assert ledger.tasks.task("k1")["state"] == "in_doubt"
 
 
 def test_a_run_held_by_another_process_is_alive_until_that_process_is_gone(ledger):
@@ -313,7 +322,7 @@ def test_a_run_held_by_another_process_is_alive_until_that_process_is_gone(ledge
     import sys
 
     run = ledger.runs.start("job", "job.yaml", "https://api", {})
-    ledger.claim(request(), "job", "https://api", run, allow=set())
+    ledger.claims.claim(request(), "job", "https://api", run, allow=set())
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -326,23 +335,23 @@ def test_a_run_held_by_another_process_is_alive_until_that_process_is_gone(ledge
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        assert ledger.recover() == 0  # alive: its row is left alone
-        assert ledger.task("k1")["state"] == "sending"
+        assert ledger.recovery.recover() == 0  # alive: its row is left alone
+        assert ledger.tasks.task("k1")["state"] == "sending"
     finally:
         holder.kill()
         holder.wait()
     # Gone once the kernel released its file lock, or the server ended its session (which it
     # does when it reads the closed connection: waited for, not assumed).
     wait_until(lambda: not ledger.run_is_alive(run))
-    assert ledger.recover() == 1
-    assert ledger.task("k1")["state"] == "in_doubt"
+    assert ledger.recovery.recover() == 1
+    assert ledger.tasks.task("k1")["state"] == "in_doubt"
 
 
 def test_recover_never_touches_a_row_another_run_reclaimed(ledger, monkeypatch):
     # The check and the update are apart: the update names the dead run, so a row some live
     # run claimed in between is not flipped.
     dead = ledger.runs.start("job", "job.yaml", "https://api", {})
-    ledger.claim(request(), "job", "https://api", dead, allow=set())
+    ledger.claims.claim(request(), "job", "https://api", dead, allow=set())
     live = ledger.runs.start("job", "job.yaml", "https://api", {})
     lock = ledger.hold_run(live)
     checked = ledger.run_is_alive
@@ -356,10 +365,10 @@ def test_recover_never_touches_a_row_another_run_reclaimed(ledger, monkeypatch):
 
     monkeypatch.setattr(ledger, "run_is_alive", reclaimed_meanwhile)
     try:
-        assert ledger.recover() == 0
+        assert ledger.recovery.recover() == 0
     finally:
         lock.release()
-    assert ledger.task("k1")["state"] == "sending"
+    assert ledger.tasks.task("k1")["state"] == "sending"
 
 
 def test_a_ledger_with_two_hard_links_is_refused(tmp_path):
@@ -380,12 +389,14 @@ def test_a_ledger_reached_through_a_symlink_is_the_same_ledger_with_the_same_run
     with Ledger.open(project / "batchgen.db") as a:
         run = a.runs.start("job", "job.yaml", "https://api", {})
         lock = a.hold_run(run)  # run A, still going
-        a.claim(request(), "job", "https://api", run, allow=set())
+        a.claims.claim(request(), "job", "https://api", run, allow=set())
         (tmp_path / "elsewhere").symlink_to(project)
         with Ledger.open(tmp_path / "elsewhere" / "batchgen.db") as b:
-            assert b.repaired.recovered == 0 and b.task("k1")["state"] == "sending"
+            assert b.repaired.recovered == 0 and b.tasks.task("k1")["state"] == "sending"
             assert (
-                b.claim(request(), "job", "https://api", run + 1, allow={"failed", "in_doubt"})
+                b.claims.claim(
+                    request(), "job", "https://api", run + 1, allow={"failed", "in_doubt"}
+                )
                 is None
             )
             assert journal.journal_path(b.path) == journal.journal_path(a.path)
@@ -396,14 +407,18 @@ def test_a_task_id_written_over_is_kept_in_the_history(ledger):
     """However a second task id reaches a row (two runs' answers, a journal replayed, a
     reclaim), the first one, a paid video, stays findable in task_history."""
     run = ledger.runs.start("job", "job.yaml", "https://api", {})
-    ledger.claim(request(), "job", "https://api", run, allow=set())
-    ledger.record_submitted("k1", "task-A", 30)
-    ledger.record_submitted("k1", "task-B", 30)
-    assert [h["task_id"] for h in ledger.history("k1")] == ["task-A"]
-    ledger.record_outcome("k1", "in_doubt", "a second answer")  # a row in doubt that holds a task
-    assert ledger.claim(request(), "job", "https://api", run, allow={"in_doubt"}) == "in_doubt"
-    assert [h["task_id"] for h in ledger.history("k1")] == ["task-A", "task-B"]
-    assert ledger.task("k1")["task_id"] is None
+    ledger.claims.claim(request(), "job", "https://api", run, allow=set())
+    ledger.claims.record_submitted("k1", "task-A", 30)
+    ledger.claims.record_submitted("k1", "task-B", 30)
+    assert [h["task_id"] for h in ledger.tasks.history("k1")] == ["task-A"]
+    ledger.claims.record_outcome(
+        "k1", "in_doubt", "a second answer"
+    )  # a row in doubt that holds a task
+    assert (
+        ledger.claims.claim(request(), "job", "https://api", run, allow={"in_doubt"}) == "in_doubt"
+    )
+    assert [h["task_id"] for h in ledger.tasks.history("k1")] == ["task-A", "task-B"]
+    assert ledger.tasks.task("k1")["task_id"] is None
 
 
 def test_a_corrupt_index_is_found_before_sending(tmp_path):
@@ -411,7 +426,7 @@ def test_a_corrupt_index_is_found_before_sending(tmp_path):
     with Ledger(path) as ledger:
         run = ledger.runs.start("job", "job.yaml", "https://api", {})
         for i in range(50):
-            ledger.claim(request(f"k{i:03d}"), "job", "https://api", run, allow=set())
+            ledger.claims.claim(request(f"k{i:03d}"), "job", "https://api", run, allow=set())
         ledger.db.conn.execute("UPDATE tasks SET state = 'submitted'")
         ledger.db.conn.execute("PRAGMA writable_schema = ON")
         # Point the primary key's index at the wrong page: SQLite's own way to a corrupt index.
@@ -439,7 +454,7 @@ def test_the_journal_is_replayed_when_the_ledger_is_next_opened(tmp_path):
     path = tmp_path / "ledger.db"
     with Ledger.open(path) as ledger:
         run = ledger.runs.start("job", "job.yaml", "https://api", {})
-        ledger.claim(request("known"), "job", "https://api", run, allow=set())
+        ledger.claims.claim(request("known"), "job", "https://api", run, allow=set())
     entry = {
         "key": "known",
         "task_id": "t-known",
@@ -464,7 +479,7 @@ def test_the_journal_is_replayed_when_the_ledger_is_next_opened(tmp_path):
         f.write('{"key": "torn')  # a crash mid-write
     with Ledger.open(path) as ledger:
         assert ledger.repaired.replayed == 2
-        known, lost = ledger.task("known"), ledger.task("lost")
+        known, lost = ledger.tasks.task("known"), ledger.tasks.task("lost")
         assert (
             known["state"] == "submitted"
             and known["task_id"] == "t-known"
@@ -475,7 +490,9 @@ def test_the_journal_is_replayed_when_the_ledger_is_next_opened(tmp_path):
             and lost["task_id"] == "t-lost"
             and lost["eta_at"] == "2026-11-25T10:00:31.000Z"
         )
-        assert [r["key"] for r in ledger.rows("job")] == ["lost"]  # rebuilt, and linked to its job
+        assert [r["key"] for r in ledger.tasks.rows("job")] == [
+            "lost"
+        ]  # rebuilt, and linked to its job
     assert not journal.journal_path(path).exists()
     with Ledger.open(path) as ledger:
         assert ledger.repaired.replayed == 0
@@ -513,10 +530,11 @@ def test_a_task_id_journaled_while_another_command_replays_the_journal_is_kept(
 
     monkeypatch.setattr(Ledger, "transaction", racing)
     with Ledger.open(path) as ledger:
-        assert ledger.repaired.replayed == 1 and ledger.task("early")["task_id"] == "t-early"
+        assert ledger.repaired.replayed == 1 and ledger.tasks.task("early")["task_id"] == "t-early"
     with Ledger.open(path) as ledger:  # the next command records it
         assert (
-            ledger.repaired.replayed == 1 and ledger.task("meanwhile")["task_id"] == "t-meanwhile"
+            ledger.repaired.replayed == 1
+            and ledger.tasks.task("meanwhile")["task_id"] == "t-meanwhile"
         )
     assert list(journal.entries(path)) == []
 
@@ -600,8 +618,8 @@ def test_a_journal_taken_by_a_replay_that_then_failed_is_replayed_by_the_next_co
     with Ledger.open(path) as ledger:
         assert ledger.repaired.replayed == 2
         assert (
-            ledger.task("kept")["task_id"] == "t-kept"
-            and ledger.task("later")["task_id"] == "t-later"
+            ledger.tasks.task("kept")["task_id"] == "t-kept"
+            and ledger.tasks.task("later")["task_id"] == "t-later"
         )
     assert sorted(p.name for p in tmp_path.iterdir() if "journal" in p.name) == []
 
@@ -640,7 +658,7 @@ def test_on_a_full_disk_a_received_task_id_goes_into_the_space_the_run_set_aside
     journal.release_reserve(path)  # the run ends: its reserve goes to the next replay
     monkeypatch.undo()
     with Ledger.open(path) as ledger:
-        assert ledger.repaired.replayed == 1 and ledger.task("k1")["task_id"] == "task-1"
+        assert ledger.repaired.replayed == 1 and ledger.tasks.task("k1")["task_id"] == "task-1"
     assert sorted(p.name for p in tmp_path.iterdir() if ".journal" in p.name) == []
 
 
@@ -663,7 +681,7 @@ def test_the_reserve_of_a_run_killed_on_a_full_disk_is_replayed_by_the_next_comm
     )
     subprocess.run([sys.executable, "-c", killed_run, str(path)], check=False, timeout=60)
     with Ledger.open(path) as ledger:
-        assert ledger.repaired.replayed == 1 and ledger.task("k1")["task_id"] == "task-1"
+        assert ledger.repaired.replayed == 1 and ledger.tasks.task("k1")["task_id"] == "task-1"
     assert not [p for p in tmp_path.iterdir() if ".journal" in p.name]
 
 
@@ -691,12 +709,12 @@ def test_files_saved_for_a_task_the_request_no_longer_holds_are_not_recorded_on_
     # A download of t-1's video ends after the request was sent again (t-2): the file is
     # t-1's, and the row must not say t-2's video is on disk.
     run = ledger.runs.start("job", "job.yaml", "https://api", {})
-    ledger.claim(request(), "job", "https://api", run, allow=set())
-    ledger.record_submitted("k1", "t-2", 30)
-    ledger.record_files_of([("k1", "t-1", ["outputs/t-1.mp4"])])
-    assert ledger.task("k1")["files"] is None
-    ledger.record_files_of([("k1", "t-2", ["outputs/t-2.mp4"])])
-    assert ledger.task("k1")["files"] == '["outputs/t-2.mp4"]'
+    ledger.claims.claim(request(), "job", "https://api", run, allow=set())
+    ledger.claims.record_submitted("k1", "t-2", 30)
+    ledger.claims.record_files_of([("k1", "t-1", ["outputs/t-1.mp4"])])
+    assert ledger.tasks.task("k1")["files"] is None
+    ledger.claims.record_files_of([("k1", "t-2", ["outputs/t-2.mp4"])])
+    assert ledger.tasks.task("k1")["files"] == '["outputs/t-2.mp4"]'
 
 
 def test_once_quitting_a_statement_waits_only_briefly_for_a_busy_ledger(ledger):
@@ -715,11 +733,11 @@ def test_once_quitting_a_statement_waits_only_briefly_for_a_busy_ledger(ledger):
     ledger.quitting(0.2)
     started = time.monotonic()
     with pytest.raises(LedgerBusy, match="busy"):
-        ledger.task("k1")
+        ledger.tasks.task("k1")
     with pytest.raises(LedgerBusy, match="busy"):
-        ledger.states(["k1"])
+        ledger.tasks.states(["k1"])
     with pytest.raises(LedgerBusy, match="busy"):
-        list(ledger.rows())
+        list(ledger.tasks.rows())
     with pytest.raises(LedgerBusy, match="busy"):
         ledger.runs.end(1, {}, 130)
     ledger.close()  # gives up too: the process's exit closes it
@@ -737,9 +755,9 @@ def test_reading_never_creates_a_ledger(tmp_path):
 
 def test_submitted_records_the_eta(ledger):
     run = ledger.runs.start("job", "job.yaml", "https://api", {})
-    ledger.claim(request(), "job", "https://api", run, allow=set())
-    ledger.record_submitted("k1", "task-1", 150)
-    row = ledger.task("k1")
+    ledger.claims.claim(request(), "job", "https://api", run, allow=set())
+    ledger.claims.record_submitted("k1", "task-1", 150)
+    row = ledger.tasks.task("k1")
     assert (
         row["state"] == "submitted" and row["status"] == "processing" and row["task_id"] == "task-1"
     )
@@ -832,11 +850,11 @@ def test_repair_is_asked_for_and_says_what_it_did(tmp_path):
     whole, and `repaired` says how: here a row left `sending` by a run that is gone."""
     with Ledger(tmp_path / "l.db") as ledger:
         run = ledger.runs.start("job", "job.yaml", "https://api", {})  # no lock: a run now gone
-        ledger.claim(request(), "job", "https://api", run, allow=set())
+        ledger.claims.claim(request(), "job", "https://api", run, allow=set())
     with Ledger(tmp_path / "l.db") as opened:
-        assert opened.repaired == (0, 0) and opened.task("k1")["state"] == "sending"
+        assert opened.repaired == (0, 0) and opened.tasks.task("k1")["state"] == "sending"
     with Ledger.open(tmp_path / "l.db") as repaired:
-        assert repaired.repaired == (0, 1) and repaired.task("k1")["state"] == "in_doubt"
+        assert repaired.repaired == (0, 1) and repaired.tasks.task("k1")["state"] == "in_doubt"
 
 
 def test_a_ledger_made_by_the_previous_release_is_migrated_in_place_and_keeps_every_row(
@@ -847,17 +865,17 @@ def test_a_ledger_made_by_the_previous_release_is_migrated_in_place_and_keeps_ev
     PostgreSQL ledger was refused: 'this batchgen cannot add to a PostgreSQL ledger yet')."""
     with Ledger(ledger_location) as ledger:
         run = ledger.runs.start("job", "job.yaml", "https://api", {})
-        ledger.claim(request(), "job", "https://api", run, allow=set())
-        ledger.record_submitted("k1", "t-1", 30)
+        ledger.claims.claim(request(), "job", "https://api", run, allow=set())
+        ledger.claims.record_submitted("k1", "t-1", 30)
         ledger.runs.end(run, {"submitted": 1}, 0)
         with ledger.transaction() as conn:  # back to the previous release's schema
             conn.execute("DROP INDEX runs_open")
             conn.execute("DELETE FROM _batchgen_migrations WHERE name = 'm013_runs_open'")
-        rows_before, runs_before = list(ledger.rows()), ledger.runs.latest()
+        rows_before, runs_before = list(ledger.tasks.rows()), ledger.runs.latest()
     with Ledger.open(ledger_location) as ledger:
         names = [r[0] for r in ledger._query("SELECT name FROM _batchgen_migrations")]
         assert "m013_runs_open" in names
-        assert list(ledger.rows()) == rows_before and ledger.runs.latest() == runs_before
+        assert list(ledger.tasks.rows()) == rows_before and ledger.runs.latest() == runs_before
         index = (
             "SELECT 1 FROM pg_indexes WHERE indexname = 'runs_open'"
             if ledger.sql.name == "postgresql"
@@ -895,13 +913,13 @@ def test_a_ledger_of_the_release_before_providers_is_migrated_and_keeps_every_ro
     with Ledger.open(ledger_location) as ledger:
         names = [r[0] for r in ledger._query("SELECT name FROM _batchgen_migrations")]
         assert "m014_providers" in names
-        row = ledger.task("k1")
+        row = ledger.tasks.task("k1")
         assert (row["model"], row["provider"], row["task_id"]) == ("2-9", None, "t-1")
-        assert [(c["model"], c["state"], c["n"]) for c in ledger.counts("job")] == [
+        assert [(c["model"], c["state"], c["n"]) for c in ledger.tasks.counts("job")] == [
             ("2-9", "submitted", 1)
         ]
         with ledger.transaction() as conn:  # the counts' triggers follow a move of the model
             conn.execute("UPDATE tasks SET model = '2-10' WHERE key = 'k1'")
-        assert [(c["model"], c["state"], c["n"]) for c in ledger.counts("job")] == [
+        assert [(c["model"], c["state"], c["n"]) for c in ledger.tasks.counts("job")] == [
             ("2-10", "submitted", 1)
         ]

@@ -33,7 +33,7 @@ def fill(ledger: Ledger, job: str, first: int, n: int) -> None:
 
 
 def page(ledger: Ledger, job: str, number: int) -> list[str]:
-    return list(ledger.keys_in_order(job, start=(number - 1) * PAGE, limit=PAGE))
+    return list(ledger.tasks.keys_in_order(job, start=(number - 1) * PAGE, limit=PAGE))
 
 
 @pytest.mark.parametrize("job", ["small", "big"])  # sorted, and picked from the ledger's order
@@ -45,11 +45,11 @@ def test_the_pages_of_a_job_are_its_rows_in_order_a_page_at_a_time(tmp_path, job
         ledger.db.conn.execute(
             "INSERT INTO job_tasks (job, job_file, key) VALUES ('small', 's', 'unsent')"
         )
-        rows = [row["key"] for row in ledger.rows(job)]
+        rows = [row["key"] for row in ledger.tasks.rows(job)]
         assert rows != sorted(rows)
         pages = [page(ledger, job, n) for n in range(1, len(rows) // PAGE + 2)]
         assert [key for keys in pages for key in keys] == rows
-        assert list(ledger.keys_in_order(job)) == rows
+        assert list(ledger.tasks.keys_in_order(job)) == rows
 
 
 def test_the_first_page_of_a_job_costs_the_same_whatever_its_size(tmp_path):

@@ -296,7 +296,7 @@ def test_download_never_gives_two_tasks_one_file_and_fetches_again_one_the_ledge
     out = env.tmp / "videos"
     out.mkdir()
     with env.ledger() as ledger:  # as an older batchgen left it: both rows named and filed alike
-        keys = [row["key"] for row in ledger.rows()]
+        keys = [row["key"] for row in ledger.tasks.rows()]
         ledger.db.conn.execute("UPDATE job_tasks SET label = 'shot-1'")
         ledger.db.conn.execute(
             "UPDATE tasks SET files = ?", (json.dumps([str(out / "shot-1.mp4")]),)

@@ -134,7 +134,7 @@ def test_a_provider_of_another_distribution_is_found_by_entry_point_and_runs_a_j
     assert code == 0, console.lines
     assert len(module.CREATED) == 3
     with Ledger(project.ledger) as ledger:
-        rows = list(ledger.rows("mem"))
+        rows = list(ledger.tasks.rows("mem"))
         assert sorted(r["task_id"] for r in rows) == ["mem-1", "mem-2", "mem-3"]
         assert {r["status"] for r in rows} == {"completed"}, rows[0]
     # A rerun sends nothing: what the provider created is in the ledger.

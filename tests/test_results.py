@@ -179,21 +179,21 @@ def test_a_huge_eta_does_not_keep_wait_from_polling(world, write_job):
 def test_a_poll_records_its_answers_in_groups_and_each_answer_once(world, write_job, monkeypatch):
     """A status is re-asked if lost, so a poll commits answers together, not one
     durable commit per task; every answer still lands."""
-    from batchgen.ledger import Ledger
+    from batchgen.ledger.claims import Claims
     from batchgen.results.poll import RECORD_GROUP
 
     env = world(time_scale=0)
     job = write_job(job_text(prompts(100)))
     assert env.cli("run", job, "--yes", "--rpm", "0").exit_code == 0
     commits = []
-    real = Ledger.record_statuses
+    real = Claims.record_statuses
 
     def counted(self, found):
         found = list(found)
         commits.append(len(found))
         return real(self, found)
 
-    monkeypatch.setattr(Ledger, "record_statuses", counted)
+    monkeypatch.setattr(Claims, "record_statuses", counted)
     result = env.cli("poll", job, "--all", "--rpm", "0")
     assert "checked 100: 100 completed" in result.output
     assert sum(commits) == 100 and len(commits) <= 100 // RECORD_GROUP + 1
@@ -241,8 +241,8 @@ def test_an_answer_about_a_task_the_request_no_longer_holds_is_not_recorded(tmp_
     request = Request("k" * 64, 0, {"prompt": "p", "model_id": "2-9", "options": {}}, Origin(0))
     with Ledger(path) as ledger:
         first = ledger.runs.start("j", "j.yaml", "https://api", {})
-        ledger.claim(request, "j", "https://api", first, allow=set())
-        ledger.record_submitted(request.key, "t-1", 30)
+        ledger.claims.claim(request, "j", "https://api", first, allow=set())
+        ledger.claims.record_submitted(request.key, "t-1", 30)
         tasks = pending(ledger, None, due_only=False)  # the poll's view: t-1, processing
 
         def answer(call):
@@ -254,10 +254,12 @@ def test_an_answer_about_a_task_the_request_no_longer_holds_is_not_recorded(tmp_
                 )
                 rerun = other.runs.start("j", "j.yaml", "https://api", {})
                 assert (
-                    other.claim(request, "j", "https://api", rerun, allow={"generation_failed"})
+                    other.claims.claim(
+                        request, "j", "https://api", rerun, allow={"generation_failed"}
+                    )
                     == "generation_failed"
                 )
-                other.record_submitted(request.key, "t-2", 30)
+                other.claims.record_submitted(request.key, "t-2", 30)
             return httpx.Response(
                 200, json={"code": 1, "data": {"status": 3, "error": "t-1 failed"}}
             )
@@ -265,7 +267,7 @@ def test_an_answer_about_a_task_the_request_no_longer_holds_is_not_recorded(tmp_
         with PixwithApi("https://api", "key_test", transport=httpx.MockTransport(answer)) as api:
             report = poll(ledger, api, tasks, limiter=RateLimiter(None))
         assert report.failed == 1  # what the API said of t-1
-        row = ledger.task(request.key)
+        row = ledger.tasks.task(request.key)
     assert row["task_id"] == "t-2" and row["status"] == "processing" and row["error"] is None
 
 

@@ -59,7 +59,7 @@ def drafts(world, write_job, monkeypatch):
 
 def keys_by_label(env) -> dict[str, str]:
     with env.ledger() as ledger:
-        return {row["label"]: row["key"] for row in ledger.rows("drafts")}
+        return {row["label"]: row["key"] for row in ledger.tasks.rows("drafts")}
 
 
 # -- the reviews table ----------------------------------------------------------------------------
@@ -379,7 +379,7 @@ def test_promote_writes_the_picked_requests_with_their_templates_and_the_overrid
     } == {("2-9", 8)}
     assert env.cli("run", out, *FAST, "--wait").exit_code == 0
     with env.ledger() as ledger:
-        labels = sorted(row["label"] for row in ledger.rows("best"))
+        labels = sorted(row["label"] for row in ledger.tasks.rows("best"))
     assert labels == ["fox", "s2-wan2.2-pro"]
 
 
@@ -394,7 +394,7 @@ def test_promote_by_rating_and_picked_variants_become_repeat(world, write_job, m
     assert env.cli("run", job, *FAST, "--wait").exit_code == 0
     with env.ledger() as ledger:
         rows = {
-            r["label"]: r["key"] for r in ledger.rows("drafts")
+            r["label"]: r["key"] for r in ledger.tasks.rows("drafts")
         }  # cat, cat-v1, cat-v2 (repeats numbered)
         for label in ("cat", "cat-v2"):
             ledger.reviews.record("drafts", rows[label], {"rating": 5})

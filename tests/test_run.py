@@ -92,8 +92,8 @@ def test_a_copy_of_the_job_under_another_name_sends_nothing(shared_world, write_
     assert result.exit_code == 0 and "3 done" in result.output
     assert len(env.sandbox.created()) == 3
     with env.ledger() as ledger:  # the copy is linked to the same tasks
-        assert len(list(ledger.rows("second"))) == 3
-        assert {r["job"] for r in ledger.rows("second")} == {"first"}
+        assert len(list(ledger.tasks.rows("second"))) == 3
+        assert {r["job"] for r in ledger.tasks.rows("second")} == {"first"}
 
 
 def test_dry_run_sends_and_writes_nothing(world, write_job):
@@ -379,8 +379,8 @@ def test_tasks_json_is_every_row_of_the_ledger_as_it_holds_it(shared_world, writ
     )
     ledger_sql(env.ledger_path, "UPDATE job_tasks SET meta = '{\"shot\": \"ü\"}', label = 'x\ty'")
     with env.ledger() as ledger:
-        every = list(ledger.rows())
-        of_job = list(ledger.rows("cats"))
+        every = list(ledger.tasks.rows())
+        of_job = list(ledger.tasks.rows("cats"))
     for args, expected in ((["tasks", "--json"], every), (["tasks", "cats", "--json"], of_job)):
         lines = env.cli(*args).stdout.splitlines()
         assert [json.loads(line) for line in lines] == expected
@@ -549,7 +549,7 @@ def test_a_kill_after_the_answer_arrived_and_before_its_commit_leaves_it_in_doub
         process.wait()
     wait_for_runs_to_end(env.ledger_path)
     with env.ledger() as ledger:  # opening recovers the row the killed run left sending
-        assert [r["state"] for r in ledger.rows()] == ["in_doubt"]
+        assert [r["state"] for r in ledger.tasks.rows()] == ["in_doubt"]
     _rerun_after_the_kill(env, job)
 
 
@@ -576,7 +576,7 @@ def test_a_kill_while_a_group_of_answers_waits_for_its_commit_leaves_each_in_dou
         process.wait()
     wait_for_runs_to_end(env.ledger_path)
     with env.ledger() as ledger:
-        assert [r["state"] for r in ledger.rows()] == ["in_doubt"] * 4
+        assert [r["state"] for r in ledger.tasks.rows()] == ["in_doubt"] * 4
     rerun = env.cli("run", job, "--yes", "--rpm", "60000")
     assert rerun.exit_code == 1 and "4 in_doubt" in rerun.output, rerun.output
     assert_consistent(env)

@@ -413,7 +413,7 @@ def test_two_sandbox_runs_at_once_each_have_their_own_and_keys_stay_the_same(tmp
     )
     assert again.returncode == 0 and "3 done" in again.stdout  # same identities from a new sandbox
     with Ledger(tmp_path / "ledger.db") as ledger:
-        assert {r["api_base"] for r in ledger.rows()} == {"http://127.0.0.1:47878"}
+        assert {r["api_base"] for r in ledger.tasks.rows()} == {"http://127.0.0.1:47878"}
 
 
 def _mp4_shape(data: bytes) -> tuple[int, int, float]:

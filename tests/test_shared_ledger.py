@@ -148,7 +148,7 @@ def test_two_machines_at_once_with_kills_and_lost_answers_create_once_and_lose_n
 
     created = env.created_bodies()  # counted by the server's own log of create calls
     with Ledger.open(url) as ledger:
-        rows = {canonical(json.loads(r["request"])): r for r in ledger.rows()}
+        rows = {canonical(json.loads(r["request"])): r for r in ledger.tasks.rows()}
     duplicates, lost = duplicates_and_lost(created, rows)
     FAULT_TABLE.append(
         {
@@ -183,17 +183,17 @@ def test_a_killed_runs_rows_wait_for_its_session_to_end(team):
     try:
         with Ledger(url) as ledger:
             wait_until(lambda: len(env.sandbox.created()) == 3, timeout=30)
-            (run,) = {r["run_id"] for r in ledger.rows()}
+            (run,) = {r["run_id"] for r in ledger.tasks.rows()}
             assert ledger.run_is_alive(run)
-            assert ledger.recover() == 0  # a live run's: left sending
+            assert ledger.recovery.recover() == 0  # a live run's: left sending
             ledger._query(  # its connection dies (a network cut, the server restarted)
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE application_name = 'batchgen' AND pid <> pg_backend_pid()"
                 " AND datname = current_database()"
             )
             wait_for_runs_to_end(url)
-            assert ledger.recover() == 3
-            assert {r["state"] for r in ledger.rows()} == {"in_doubt"}
+            assert ledger.recovery.recover() == 3
+            assert {r["state"] for r in ledger.tasks.rows()} == {"in_doubt"}
     finally:
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=30)
@@ -225,7 +225,7 @@ def test_a_pushed_ledger_plans_nothing_new_and_a_pull_is_a_local_copy(
     pulled = env.cli("ledger", "pull", copy, "--from", url)
     assert pulled.exit_code == 0, pulled.output
     with Ledger(copy) as local, Ledger(url) as server:
-        assert list(local.rows()) == list(server.rows())
+        assert list(local.tasks.rows()) == list(server.tasks.rows())
         assert local.runs.latest() == server.runs.latest()
     more = write_job(job_text(prompts(2, "more"), name="more"), name="more.yaml")
     assert env.cli("--ledger", url, "run", more, *FAST).exit_code == 0
@@ -244,7 +244,7 @@ def test_push_refuses_a_ledger_that_is_not_empty_and_changes_nothing(
     assert again.exit_code == 2
     assert "already holds a ledger (2 tasks, 1 runs, 2 job_tasks)" in again.output
     with Ledger(url) as ledger:
-        assert len(list(ledger.rows())) == 2
+        assert len(list(ledger.tasks.rows())) == 2
 
 
 def test_push_needs_a_server_to_push_to(world, write_job):
@@ -341,7 +341,7 @@ def test_a_read_as_big_as_the_ledger_is_streamed_from_the_server(new_database):
     """`tasks --json` of a million rows was fetched whole by the client on PostgreSQL. A big
     read now goes through a server-side cursor: the rows wait on the server until fetched."""
     with Ledger(new_database()) as ledger:
-        rows = ledger._stream("SELECT g FROM generate_series(1, 1200) g", [], plain=True)
+        rows = ledger.tasks._stream("SELECT g FROM generate_series(1, 1200) g", [], plain=True)
         assert next(rows) == (1,)
         open_cursors = [r[0] for r in ledger._query("SELECT name FROM pg_cursors")]
         assert any(name.startswith("batchgen_stream_") for name in open_cursors)

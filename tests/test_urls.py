@@ -69,8 +69,8 @@ def test_old_ledgers_keep_their_keys_through_the_migration(tmp_path):
                 "INSERT INTO tasks (key, job, api_base, request, variant, state, attempts) VALUES (?, 'j', ?, ?, 0, 'submitted', 1)",
                 [key, api_base, json.dumps(body)],
             )
-        before = {r["key"]: r["api_base"] for r in ledger.rows()}
+        before = {r["key"]: r["api_base"] for r in ledger.tasks.rows()}
         canonical_api_base(ledger.db.conn, SQLITE)
         assert {
-            r["key"]: r["api_base"] for r in ledger.rows()
+            r["key"]: r["api_base"] for r in ledger.tasks.rows()
         } == before  # keys made from a spelling keep it

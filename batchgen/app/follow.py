@@ -103,8 +103,8 @@ def download_job(
         console.err(f"  failed: {failure}")
     # Only what a poll saw completed is downloaded: a task never polled since it was sent may
     # be done already. Said, so that "0 downloaded" is not taken for "nothing to get".
-    processing = ledger.generation_counts(name, current_only=current_only)["processing"]
-    unpolled = ledger.unpolled_count(name, current_only=current_only)
+    processing = ledger.tasks.generation_counts(name, current_only=current_only)["processing"]
+    unpolled = ledger.tasks.unpolled_count(name, current_only=current_only)
     if processing:
         never = f" ({unpolled} never polled since they were sent)" if unpolled else ""
         console.out(
@@ -165,8 +165,8 @@ def on_done(
     if not command:
         return
     try:
-        states = ledger.job_states(job)
-        generation = ledger.generation_counts(job)
+        states = ledger.tasks.job_states(job)
+        generation = ledger.tasks.generation_counts(job)
     except LEDGER_FAILURES as e:  # busy after a second Ctrl-C (`Ledger.quitting`), or failing
         console.err(f"--on-done not run: the ledger could not be read ({e})")
         return

@@ -38,7 +38,7 @@ def show_plan(
     with contextlib.ExitStack() as stack:
         if ledger is not None:
             stack.enter_context(ledger)
-        states = ledger.states if ledger else no_ledger
+        states = ledger.tasks.states if ledger else no_ledger
         if as_json:
             validated = validate_job(
                 job, base_url, root=project.root, allow_unverified=allow_unverified

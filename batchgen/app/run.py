@@ -142,7 +142,7 @@ def execute_run(options: RunOptions, target: Target, project: Project, console: 
         with open_ledger(project, console, create=True) as ledger:
             ledger.quick_check()  # another run may have made it meanwhile: checked as any other
             inputs = unchanged.inputs(validated, unchanged.digest(validated, options.job_file))
-            with ledger.linking(plan.job, options.job_file, inputs) as stage:
+            with ledger.claims.linking(plan.job, options.job_file, inputs) as stage:
                 stage(to_send.links())  # no ledger yet: every request of the job is new, so planned
             return _run_planned(
                 ledger, validated, plan, to_send, book, options, settings, target, console
@@ -159,11 +159,13 @@ def execute_run(options: RunOptions, target: Target, project: Project, console: 
         if settled is not None:  # nothing changed and nothing to send: its requests not made
             plan, to_send = settled, ToSend(validated)
         elif options.dry_run:
-            plan, to_send = prepare_run(validated, ledger.states, allow, book=book)
+            plan, to_send = prepare_run(validated, ledger.tasks.states, allow, book=book)
         else:
             inputs = unchanged.inputs(validated, made_from)
-            with ledger.linking(validated.job.name, options.job_file, inputs) as stage:
-                plan, to_send = prepare_run(validated, ledger.states, allow, book=book, stage=stage)
+            with ledger.claims.linking(validated.job.name, options.job_file, inputs) as stage:
+                plan, to_send = prepare_run(
+                    validated, ledger.tasks.states, allow, book=book, stage=stage
+                )
         _warn(validated, console)
         return _run_planned(
             ledger, validated, plan, to_send, book, options, settings, target, console
@@ -446,7 +448,7 @@ def _record_end(
         else budget.balance_before
     )
     ledger.runs.record_balance(run_id, after=after)
-    standing = ledger.standing(name)
+    standing = ledger.tasks.standing(name)
     states = Counter(standing.states)
     for line in summary_lines(
         name, options.job_file, report, states, standing.last_due, standing.unsent

@@ -244,9 +244,9 @@ def resolve_job(ledger: Ledger, job: str | None) -> str | None:
         return None
     if os.path.isfile(job):
         return load_job(job).name
-    if job in ledger.job_names():
+    if job in ledger.tasks.job_names():
         return job
-    known = ", ".join(ledger.job_names()) or "none yet"
+    known = ", ".join(ledger.tasks.job_names()) or "none yet"
     raise UsageError(
         f"no job file or job named {job!r} in the ledger {ledger.shown} (jobs: {known})"
     )

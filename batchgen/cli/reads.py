@@ -54,11 +54,15 @@ def status(job: str | None, as_json: bool, include_superseded: bool) -> None:
         return
     with ledger:
         name = resolve_job(ledger, job)
-        rows = ledger.status_counts(name, current_only=current_only)
+        rows = ledger.tasks.status_counts(name, current_only=current_only)
         standing = (
-            ledger.standing(name, current_only=current_only) if name else None
+            ledger.tasks.standing(name, current_only=current_only) if name else None
         )  # a job's last due and unsent, in one pass
-        due = standing.last_due if standing else ledger.last_due(None, current_only=current_only)
+        due = (
+            standing.last_due
+            if standing
+            else ledger.tasks.last_due(None, current_only=current_only)
+        )
         unsent = standing.unsent if standing else 0
     for line in status_report(name, rows, unsent, due, as_json=as_json):
         click.echo(line)
@@ -79,14 +83,16 @@ def tasks(job: str | None, state: str | None, fmt: str | None, include_supersede
     with ledger:
         name = resolve_job(ledger, job)
         if fmt == "json":
-            write_lines(sys.stdout, ledger.rows_as_json(name, state, current_only=current_only))
+            write_lines(
+                sys.stdout, ledger.tasks.rows_as_json(name, state, current_only=current_only)
+            )
             return
         columns = ledger.columns() + (
             ["label", "meta"] if name is not None else []
         )  # the job gives these
         write_tasks(
             sys.stdout,
-            lambda: ledger.rows(name, state, current_only=current_only),
+            lambda: ledger.tasks.rows(name, state, current_only=current_only),
             columns,
             fmt or "text",
         )

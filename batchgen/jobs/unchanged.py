@@ -97,7 +97,7 @@ def settled_plan(
         return None
     # Read after the digest: a run that links the job in between deletes the digest first, and
     # whatever the counts then say, this plan sends nothing.
-    rows = ledger.counts(job)
+    rows = ledger.tasks.counts(job)
     if sum(row["n"] for row in rows) != recorded.requests:
         return None  # a link added or dropped since (a journal replayed, a hand edit)
     plan = empty_plan(validated, book)

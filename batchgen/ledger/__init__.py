@@ -9,10 +9,12 @@ one ledger can never both claim a request. A worker's task id is written in the 
 of its next claim; the answers left over are committed in groups (see group_commit.py), each
 still durable before it is counted.
 
-The package is split by what each part holds: store.py (the file, the connection, the lock,
-transactions, file identity), queries.py (reads), claims.py (claims and records), tables.py
-(prices, uploads, reviews, runs) and recovery.py (the journal replayed, the rows of runs that
-are gone). `Ledger` is all of them.
+The package is split by what each part holds: store.py (the file or server, the connection,
+the lock, transactions, file identity), and the parts composed on it, as sqlite-utils composes
+a `Table` on its `Database`: queries.py (`ledger.tasks`: what is known of each request, read),
+claims.py (`ledger.claims`: claims and records), recovery.py (`ledger.recovery`: the journal
+replayed, the rows of runs that are gone) and tables.py (`ledger.prices`, `uploads`,
+`reviews`, `runs`, `job_inputs`). `Ledger` is the store with its parts.
 """
 
 from __future__ import annotations
@@ -43,10 +45,10 @@ __all__ = [
 ]
 
 
-class Ledger(Recovery, Claims, Queries):
-    """An open ledger: the store (store.py) with its read queries (queries.py), its claims and
-    records (claims.py) and recovery (recovery.py); its small tables are objects of their own
-    (tables.py): `prices`, `uploads`, `reviews`, `runs`, `job_inputs`.
+class Ledger(Store):
+    """An open ledger: the store (store.py) and its parts, each an object of its own: `tasks`
+    (reads, queries.py), `claims` (claims and records, claims.py), `recovery` (recovery.py),
+    and the small tables (tables.py): `prices`, `uploads`, `reviews`, `runs`, `job_inputs`.
 
     Making it whole again after a run that ended badly is asked for, not done behind the
     caller's back: `Ledger.open` (what every command uses) opens and repairs, and says what it
@@ -57,6 +59,9 @@ class Ledger(Recovery, Claims, Queries):
         self, path: str | Path, *, create: bool = True, busy_timeout: float = BUSY_TIMEOUT
     ):
         super().__init__(path, create=create, busy_timeout=busy_timeout)
+        self.tasks = Queries(self)
+        self.claims = Claims(self)
+        self.recovery = Recovery(self)
         self.prices = Prices(self)
         self.uploads = Uploads(self)
         self.reviews = Reviews(self)
@@ -81,7 +86,9 @@ class Ledger(Recovery, Claims, Queries):
         """Make the ledger whole: answers kept in the journal are recorded, and rows left
         `sending` by runs that are gone become `in_doubt`. Before anything is planned or sent
         from it: a task id only the journal holds would otherwise look unsent."""
-        self.repaired = Repaired(replayed=self.replay_journal(), recovered=self.recover())
+        self.repaired = Repaired(
+            replayed=self.recovery.replay_journal(), recovered=self.recovery.recover()
+        )
         return self.repaired
 
 

@@ -36,7 +36,7 @@ class Link(Protocol):
 
 
 class Answered(NamedTuple):
-    """A create call's answer that gave a task id, not yet written (see `Ledger.claim`)."""
+    """A create call's answer that gave a task id, not yet written (see `Claims.claim`)."""
 
     key: str
     task_id: str
@@ -45,7 +45,7 @@ class Answered(NamedTuple):
 
 
 class Checked(NamedTuple):
-    """What get-task said of one task, to record (see `Ledger.record_statuses`)."""
+    """What get-task said of one task, to record (see `Claims.record_statuses`)."""
 
     key: str
     task_id: str  # the task asked about: the row may hold another by the time it is recorded
@@ -54,8 +54,11 @@ class Checked(NamedTuple):
     error: str | None
 
 
-class Claims(Store):
+class Claims:
     """Claiming requests, linking them to a job, recording what became of them."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
     @contextlib.contextmanager
     def linking(
@@ -72,8 +75,8 @@ class Claims(Store):
         The requests are staged in a temporary table, which takes no lock on the ledger, and
         written in one transaction when the block ends well: a run validates and links in one
         pass over its job, and a job that fails validation links nothing."""
-        q = self.sql.mark  # a parameter's mark, as the engine spells it
-        with self._locked() as conn:
+        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        with self.store._locked() as conn:
             conn.execute(
                 # No key index: appending is several times faster than keeping random keys in
                 # order, and the two statements below each need one pass over the table.
@@ -91,7 +94,7 @@ class Claims(Store):
                 )
                 for r in requests
             )
-            with self._locked() as conn, self.long_calls():
+            with self.store._locked() as conn, self.store.long_calls():
                 conn.execute(
                     "BEGIN"
                 )  # deferred, and only the temp database is written: no write lock
@@ -102,11 +105,11 @@ class Claims(Store):
 
         try:
             yield stage
-            with self.long_calls(), self.transaction() as conn:
+            with self.store.long_calls(), self.store.transaction() as conn:
                 # A row is written only when something changed: a rerun of a big job rewrites nothing.
                 # In key order: the three indexes it goes into are ordered by key, and random
                 # inserts into them cost ~5x more (a first run of a million requests: 22 s).
-                differs = self.sql.distinct
+                differs = self.store.sql.distinct
                 conn.execute(
                     "INSERT INTO job_tasks (job, job_file, key, label, meta, current)"
                     f" SELECT {q}, {q}, key, label, meta, 1 FROM staged_links WHERE true ORDER BY key"
@@ -131,7 +134,7 @@ class Claims(Store):
                         (job,),
                     )
         finally:
-            with self._locked() as conn:
+            with self.store._locked() as conn:
                 conn.execute("DELETE FROM staged_links")
 
     def claim(
@@ -178,13 +181,13 @@ class Claims(Store):
 
         # Checked before joining a group, as `record_submitted` does: raised inside one, it
         # would fail the other workers' claims and answers committed with it.
-        self.check_same_file()
-        return self._group.write(claim_in)
+        self.store.check_same_file()
+        return self.store._group.write(claim_in)
 
     def release(self, key: str, previous: str) -> None:
         """Undo a claim whose request was never sent (the run stopped first)."""
-        q = self.sql.mark  # a parameter's mark, as the engine spells it
-        with self.transaction() as conn:
+        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        with self.store.transaction() as conn:
             if previous == "new":
                 conn.execute(f"DELETE FROM tasks WHERE key = {q} AND state = 'sending'", (key,))
             elif previous == "generation_failed":  # put the earlier task back where it was
@@ -217,7 +220,7 @@ class Claims(Store):
     ) -> None:
         """Write a task id (committed in a group with other workers' answers). Raises
         `LedgerUnsound` if the ledger file was deleted or replaced (see `claim`)."""
-        self.check_same_file()
+        self.store.check_same_file()
         self._update(key, **_submitted(task_id, estimated_time, submitted_at))
 
     def record_outcome(self, key: str, state: str, error: str) -> None:
@@ -237,7 +240,7 @@ class Claims(Store):
         if not found:  # nothing to write: the write lock is not taken
             return
         checked_at = timestamp()
-        with self.transaction() as conn:
+        with self.store.transaction() as conn:
             for checked in found:
                 fields: dict[str, Any] = {"status": checked.status, "checked_at": checked_at}
                 if checked.result_urls is not None:
@@ -249,14 +252,14 @@ class Claims(Store):
     def record_files_of(self, found: Iterable[tuple[str, str, list[str]]]) -> None:
         """The files a download saved, (key, task id, paths) per task, in one commit (a
         download's end); only on rows that still hold that task (see `record_statuses`)."""
-        with self.transaction() as conn:
+        with self.store.transaction() as conn:
             for key, task_id, files in found:
                 _set(conn, key, {"files": json.dumps(files)}, task_id=task_id)
 
     def _update(self, key: str, **fields: Any) -> None:
         # Answers not riding with a claim (a worker's last task id, rejections, failures) are
         # committed in groups (group_commit.py), as claims are (`claim`).
-        self._group.write(lambda conn: _set(conn, key, fields), one_statement=True)
+        self.store._group.write(lambda conn: _set(conn, key, fields), one_statement=True)
 
 
 def _insert_claim(

@@ -87,7 +87,9 @@ def _copy_into(source: Ledger, destination: Ledger) -> Copied:
             marks = destination.sql.marks(len(columns))
             insert = f"INSERT INTO {table} ({names}) VALUES ({marks})"
             count = 0
-            for chunk in _chunks(source._stream(f"SELECT {names} FROM {table}", [], plain=True)):
+            for chunk in _chunks(
+                source.tasks._stream(f"SELECT {names} FROM {table}", [], plain=True)
+            ):
                 conn.executemany(insert, chunk)
                 count += len(chunk)
             copied[table] = count

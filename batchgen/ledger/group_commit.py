@@ -3,7 +3,7 @@
 A run's claims must each be durable before their request is sent, and its answers (a task
 id, a rejection) before they are counted; one commit each costs an fsync (~0.2 ms on the
 machine measured) taken under the ledger's one lock, which every other worker waits for.
-(Most task ids ride in the transaction of their worker's next claim, `Ledger.claim`.)
+(Most task ids ride in the transaction of their worker's next claim, `Claims.claim`.)
 
 Here a write joins a queue. A writer that finds no commit under way leads: it commits
 everything queued so far in one transaction ("leader" group commit, as database logs do it),

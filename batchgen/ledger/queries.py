@@ -28,37 +28,41 @@ def _linked_to_job(current_only: bool, q: str) -> str:
     return f"SELECT 1 FROM job_tasks j WHERE j.job = {q} AND j.key = t.key" + current(current_only)
 
 
-class Queries(Store):
+class Queries:
     """What the ledger knows, read."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
     def states(self, keys: Iterable[str]) -> dict[str, str]:
         """key → state, for the keys the ledger knows; a submitted task whose generation failed
         reads `generation_failed` (sent again only with --regenerate-failed)."""
         found: dict[str, str] = {}
         keys = list(keys)
-        with self._locked() as conn:
+        with self.store._locked() as conn:
             cursor = conn.cursor()
             cursor.row_factory = None  # plain tuples: this runs once per request of a plan
             for start in range(0, len(keys), _BATCH):
                 chunk = keys[start : start + _BATCH]
-                marks = self.sql.marks(len(chunk))
+                marks = self.store.sql.marks(len(chunk))
                 # The index holds what is read: the rows themselves are never touched.
                 found.update(
                     cursor.execute(
-                        f"SELECT key, {_EFFECTIVE_STATE} FROM tasks{self.sql.use_index('tasks_standing')} WHERE key IN ({marks})",
+                        f"SELECT key, {_EFFECTIVE_STATE} FROM tasks{self.store.sql.use_index('tasks_standing')} WHERE key IN ({marks})",
                         chunk,
                     )
                 )
         return found
 
     def task(self, key: str) -> dict[str, Any] | None:
-        q = self.sql.mark  # a parameter's mark, as the engine spells it
-        rows = self._query(f"SELECT * FROM tasks WHERE key = {q}", [key])
+        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        rows = self.store._query(f"SELECT * FROM tasks WHERE key = {q}", [key])
         return dict(rows[0]) if rows else None
 
     def job_names(self) -> list[str]:
         return [
-            row["job"] for row in self._query("SELECT DISTINCT job FROM job_tasks ORDER BY job")
+            row["job"]
+            for row in self.store._query("SELECT DISTINCT job FROM job_tasks ORDER BY job")
         ]
 
     def rows(
@@ -76,12 +80,12 @@ class Queries(Store):
         million rows in seconds, where a dict and `json.dumps` for each took ~15 s. Text is
         kept as text (`request`, `result_urls` and `meta` are JSON inside a string, as
         `rows` gives them)."""
-        columns = [("t", name) for name in self.columns()]
+        columns = [("t", name) for name in self.store.columns()]
         if job is not None:
             columns += [("j", "label"), ("j", "meta")]  # the job gives these
         fields = ", ".join(f"'{name}', {table}.\"{name}\"" for table, name in columns)
         sql, params = self._rows_sql(
-            self.sql.json_object.format(fields=fields), job, state, current_only
+            self.store.sql.json_object.format(fields=fields), job, state, current_only
         )
         for row in self._stream(sql, params, plain=True):
             yield row[0]
@@ -94,8 +98,12 @@ class Queries(Store):
         for start in range(0, len(keys), _BATCH):
             chunk = keys[start : start + _BATCH]
             sql, params = self._rows_sql("t.*, j.label, j.meta", job, None, current_only)
-            sql = sql.replace(" ORDER BY", f" AND t.key IN ({self.sql.marks(len(chunk))}) ORDER BY")
-            found.update((row["key"], dict(row)) for row in self._query(sql, [*params, *chunk]))
+            sql = sql.replace(
+                " ORDER BY", f" AND t.key IN ({self.store.sql.marks(len(chunk))}) ORDER BY"
+            )
+            found.update(
+                (row["key"], dict(row)) for row in self.store._query(sql, [*params, *chunk])
+            )
         return [found[key] for key in keys if key in found]
 
     def keys_in_order(
@@ -108,10 +116,10 @@ class Queries(Store):
         own order (`tasks_oldest_first`), its tasks picked out as they come: a page costs at
         most eight pages' worth of index entries. A smaller job's keys (not its rows, ~1 KB
         each) are sorted: that costs in proportion to the job, a small part of the ledger."""
-        q = self.sql.mark  # a parameter's mark, as the engine spells it
-        if self.sent_count(job, current_only=current_only) * _WALK_SHARE >= self.size_hint():
+        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        if self.sent_count(job, current_only=current_only) * _WALK_SHARE >= self.store.size_hint():
             sql = (
-                f"SELECT t.key FROM tasks t{self.sql.use_index('tasks_oldest_first')}"
+                f"SELECT t.key FROM tasks t{self.store.sql.use_index('tasks_oldest_first')}"
                 f" WHERE EXISTS ({_linked_to_job(current_only, q)})"
                 " ORDER BY t.submitted_at IS NULL, t.submitted_at, t.key"
             )
@@ -132,7 +140,7 @@ class Queries(Store):
     def _rows_sql(
         self, select: str, job: str | None, state: str | None, current_only: bool
     ) -> tuple[str, list[Any]]:
-        q = self.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
         sql = f"SELECT {select} FROM tasks t"
         params: list[Any] = []
         where = []
@@ -148,28 +156,28 @@ class Queries(Store):
         # Every task: read in this order from its index (migration 12), not sorted in a temporary
         # b-tree (a million rows of ~1 KB each). A job's tasks: found by the job and sorted; the
         # unary + keeps the planner from walking the whole ledger's index to find them.
-        plus = "" if job is None else self.sql.unary_plus
+        plus = "" if job is None else self.store.sql.unary_plus
         order = f"{plus}t.submitted_at IS NULL, {plus}t.submitted_at"
         return sql + f" ORDER BY {order}, t.key", params
 
     def _stream(self, sql: str, params: list[Any], *, plain: bool = False) -> Iterator[Any]:
         # Streamed, a batch at a time: `tasks --json` of a million rows holds one batch, not
         # a million. (Not for use while another thread writes through this ledger.)
-        with self._locked(), self.long_calls():
-            cursor = self.backend.streaming_cursor()
+        with self.store._locked(), self.store.long_calls():
+            cursor = self.store.backend.streaming_cursor()
             if plain:
                 cursor.row_factory = None
             cursor.execute(sql, params)
         try:
             while True:
-                with self._locked(), self.long_calls():
+                with self.store._locked(), self.store.long_calls():
                     batch = cursor.fetchmany(_BATCH)
                 if not batch:
                     return
                 yield from batch
         finally:
             with contextlib.suppress(*FAILURES):
-                with self._locked():
+                with self.store._locked():
                     cursor.close()
 
     def standing(self, job: str, *, current_only: bool = True) -> Standing:
@@ -204,17 +212,17 @@ class Queries(Store):
         sql = (
             "SELECT t.model, t.state, coalesce(t.status, '') AS status, count(*) AS n FROM tasks t"
         )
-        return [dict(r) for r in self._query(sql + " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")]
+        return [dict(r) for r in self.store._query(sql + " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")]
 
     def counts(self, job: str, current_only: bool = True) -> list[dict[str, Any]]:
         """The job's rows of `job_counts`: (model, state, status, n), '' state for unsent."""
-        q = self.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
         sql = (
             f"SELECT model, state, status, sum(n) AS n FROM job_counts WHERE job = {q}"
             + (" AND current = 1" if current_only else "")
             + " GROUP BY 1, 2, 3 HAVING sum(n) > 0 ORDER BY 1, 2, 3"
         )
-        return [dict(r) for r in self._query(sql, [job])]
+        return [dict(r) for r in self.store._query(sql, [job])]
 
     def last_due(self, job: str | None, *, current_only: bool = True) -> str | None:
         """The latest ETA among the submitted tasks (of `job`) still processing.
@@ -223,10 +231,10 @@ class Queries(Store):
         as many as the job has requests: a big job's latest is found at once. Only if none of
         those is the job's are the job's own rows read, so either way the cost is in proportion
         to the job, not to the ledger."""
-        q = self.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
         if job is None:
             sql = f"SELECT max(t.eta_at) FROM tasks t WHERE {_PROCESSING}"
-            latest: str | None = self._query(sql)[0][0]
+            latest: str | None = self.store._query(sql)[0][0]
             return latest
         counts = self.counts(job, current_only)
         links = sum(row["n"] for row in counts)
@@ -236,8 +244,8 @@ class Queries(Store):
         ):
             return None
         member = _linked_to_job(current_only, q)
-        rows = self._query(
-            f"SELECT t.eta_at FROM (SELECT key, eta_at FROM tasks{self.sql.use_index('tasks_processing_eta')}"
+        rows = self.store._query(
+            f"SELECT t.eta_at FROM (SELECT key, eta_at FROM tasks{self.store.sql.use_index('tasks_processing_eta')}"
             f" WHERE state = 'submitted' AND coalesce(status, 'processing') = 'processing'"
             f" ORDER BY eta_at DESC LIMIT {q}) t WHERE EXISTS ({member}) LIMIT 1",
             [links, job],
@@ -246,10 +254,10 @@ class Queries(Store):
             found: str | None = rows[0][0]
             return found
         sql = (
-            f"SELECT max(t.eta_at) FROM job_tasks j JOIN tasks t{self.sql.use_index('tasks_standing')}"
+            f"SELECT max(t.eta_at) FROM job_tasks j JOIN tasks t{self.store.sql.use_index('tasks_standing')}"
             f" ON t.key = j.key WHERE j.job = {q}{current(current_only)} AND {_PROCESSING}"
         )
-        due: str | None = self._query(sql, [job])[0][0]
+        due: str | None = self.store._query(sql, [job])[0][0]
         return due
 
     def unsent_count(self, job: str) -> int:
@@ -258,21 +266,21 @@ class Queries(Store):
 
     def open_tasks(self, job: str | None, *, current_only: bool = True) -> list[dict[str, Any]]:
         """Submitted tasks (of `job`) whose generation has not ended, soonest ETA first."""
-        q = self.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
         sql = "SELECT t.* FROM tasks t" + (
             f" JOIN job_tasks j ON j.key = t.key AND j.job = {q}" + current(current_only)
             if job
             else ""
         )
         sql += f" WHERE {_PROCESSING} ORDER BY t.eta_at"
-        return [dict(r) for r in self._query(sql, [job] if job else [])]
+        return [dict(r) for r in self.store._query(sql, [job] if job else [])]
 
     def completed_tasks(self, job: str, *, current_only: bool = True) -> list[dict[str, Any]]:
         """The job's tasks whose generation completed, in the order they were submitted."""
-        q = self.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
         return [
             dict(r)
-            for r in self._query(
+            for r in self.store._query(
                 f"SELECT t.*, j.label, j.meta FROM tasks t JOIN job_tasks j ON j.key = t.key AND j.job = {q}"
                 + current(current_only)
                 + " WHERE t.state = 'submitted' AND t.status = 'completed' ORDER BY t.submitted_at, t.key",
@@ -282,7 +290,7 @@ class Queries(Store):
 
     def generation_counts(self, job: str | None, *, current_only: bool = True) -> dict[str, int]:
         """processing / completed / failed → how many submitted tasks (of `job`) are in it."""
-        q = self.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
         sql = "SELECT coalesce(t.status, 'processing') AS status, count(*) AS n FROM tasks t"
         sql += (
             f" JOIN job_tasks j ON j.key = t.key AND j.job = {q}" + current(current_only)
@@ -291,32 +299,34 @@ class Queries(Store):
         )
         sql += " WHERE t.state = 'submitted' GROUP BY 1"
         counts = {"processing": 0, "completed": 0, "failed": 0}
-        for row in self._query(sql, [job] if job else []):
+        for row in self.store._query(sql, [job] if job else []):
             counts[row["status"]] = row["n"]
         return counts
 
     def unpolled_count(self, job: str, *, current_only: bool = True) -> int:
         """Submitted tasks of `job` that no poll has asked about yet."""
-        q = self.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
         sql = (
             f"SELECT count(*) FROM tasks t JOIN job_tasks j ON j.key = t.key AND j.job = {q}"
             + current(current_only)
         )
         return int(
-            self._query(sql + " WHERE t.state = 'submitted' AND t.checked_at IS NULL", [job])[0][0]
+            self.store._query(sql + " WHERE t.state = 'submitted' AND t.checked_at IS NULL", [job])[
+                0
+            ][0]
         )
 
     def history(self, key: str) -> list[dict[str, Any]]:
-        q = self.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
         return [
             dict(r)
-            for r in self._query(
+            for r in self.store._query(
                 f"SELECT * FROM task_history WHERE key = {q} ORDER BY replaced_at", [key]
             )
         ]
 
     def asks_for(self, job: str, key: str, *, current_only: bool = True) -> bool:
         """Whether `key` is one of the job's requests (a current one, unless not `current_only`)."""
-        q = self.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
         sql = f"SELECT 1 FROM job_tasks j WHERE j.job = {q} AND j.key = {q}" + current(current_only)
-        return bool(self._query(sql, [job, key]))
+        return bool(self.store._query(sql, [job, key]))

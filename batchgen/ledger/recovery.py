@@ -11,13 +11,16 @@ from .claims import _insert_entry, _set, _submitted
 from .store import Store
 
 
-class Recovery(Store):
+class Recovery:
     """Making the ledger whole after a run that ended badly."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
     def abandon_in_flight(self, run_id: int, reason: str) -> int:
         """This run's `sending` rows become `in_doubt` (it is exiting without their answers)."""
-        q = self.sql.mark  # a parameter's mark, as the engine spells it
-        with self.transaction() as conn:
+        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        with self.store.transaction() as conn:
             cursor = conn.execute(
                 f"UPDATE tasks SET state = 'in_doubt', error = {q}, updated_at = {q} WHERE state = 'sending' AND run_id = {q}",
                 (reason, timestamp(), run_id),
@@ -26,8 +29,8 @@ class Recovery(Store):
 
     def abandon_one(self, key: str, run_id: int, reason: str) -> None:
         """One of this run's `sending` rows becomes `in_doubt` (and no one else's)."""
-        q = self.sql.mark  # a parameter's mark, as the engine spells it
-        with self.transaction() as conn:
+        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        with self.store.transaction() as conn:
             conn.execute(
                 f"UPDATE tasks SET state = 'in_doubt', error = {q}, updated_at = {q} WHERE key = {q} AND state = 'sending' AND run_id = {q}",
                 (reason, timestamp(), key, run_id),
@@ -51,13 +54,13 @@ class Recovery(Store):
         open, each would read as a run still going, overlapping every later one (so no price
         would ever be learned again). A live run's row is never touched: its hold is taken in
         the row's own transaction (`Runs.begin`)."""
-        q = self.sql.mark  # a parameter's mark, as the engine spells it
-        if not self._query("SELECT 1 FROM runs WHERE ended_at IS NULL LIMIT 1"):
+        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        if not self.store._query("SELECT 1 FROM runs WHERE ended_at IS NULL LIMIT 1"):
             return 0  # the usual case: one cheap look, no write lock
         closed = 0
-        with self.transaction() as conn:
+        with self.store.transaction() as conn:
             for (run,) in conn.execute("SELECT id FROM runs WHERE ended_at IS NULL").fetchall():
-                if self.run_is_alive(run):
+                if self.store.run_is_alive(run):
                     continue
                 conn.execute(
                     f"UPDATE runs SET ended_at = {q}, counts = {q} WHERE id = {q} AND ended_at IS NULL",
@@ -73,23 +76,25 @@ class Recovery(Store):
         return closed
 
     def _recover_sending(self) -> int:
-        q = self.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
         runs = [
             row[0]
-            for row in self._query("SELECT DISTINCT run_id FROM tasks WHERE state = 'sending'")
+            for row in self.store._query(
+                "SELECT DISTINCT run_id FROM tasks WHERE state = 'sending'"
+            )
         ]
-        gone = [run for run in runs if run is None or not self.run_is_alive(run)]
+        gone = [run for run in runs if run is None or not self.store.run_is_alive(run)]
         if not gone:
             return 0
         recovered = 0
-        with self.transaction() as conn:
+        with self.store.transaction() as conn:
             for run in gone:
                 # `run_id IS ?` and the state in the WHERE: a row another run reclaimed
                 # since the check belongs to that run now, and is not touched.
                 cursor = conn.execute(
                     "UPDATE tasks SET state = 'in_doubt', error = 'found sending after its run ended"
                     f" (crash or kill): it may or may not have been created', updated_at = {q}"
-                    f" WHERE state = 'sending' AND run_id {self.sql.same} {q}",
+                    f" WHERE state = 'sending' AND run_id {self.store.sql.same} {q}",
                     (timestamp(), run),
                 )
                 recovered += cursor.rowcount
@@ -97,15 +102,15 @@ class Recovery(Store):
 
     def replay_journal(self) -> int:
         """Record the answers a run kept in the journal because the ledger could not take them."""
-        q = self.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
         # Moved aside first: a run in trouble may append to the journal meanwhile, and its
         # lines go to a new journal, for the next command, rather than into one being replayed.
-        taken = journal.take(self.path)
+        taken = journal.take(self.store.path)
         entries = list(journal.read(taken))
         if not entries:
             journal.discard(taken)
             return 0
-        with self.transaction() as conn:
+        with self.store.transaction() as conn:
             for entry in entries:
                 row = conn.execute(
                     f"SELECT state, task_id FROM tasks WHERE key = {q}", (entry["key"],)
@@ -143,7 +148,7 @@ class Recovery(Store):
         """Copy every row that holds money (a task id, or a request in doubt) from the open
         ledger file into the journal. For a run whose ledger was deleted or replaced: the file
         it still has open is the only record left of what was paid for."""
-        rows = self._query(
+        rows = self.store._query(
             "SELECT t.*, (SELECT j.job_file FROM job_tasks j WHERE j.key = t.key LIMIT 1) AS job_file FROM tasks t"
             " WHERE t.task_id IS NOT NULL OR t.state IN ('in_doubt', 'sending')"
         )
@@ -167,5 +172,5 @@ class Recovery(Store):
             for row in rows
         ]
         if entries:
-            journal.append(self.path, *entries)
+            journal.append(self.store.path, *entries)
         return len(entries)

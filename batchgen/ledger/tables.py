@@ -270,7 +270,7 @@ class JobInput(NamedTuple):
 
 class JobInputs(Table):
     """The `job_inputs` table: per job, what its current links were made from. It is written
-    only by linking, in the links' own transaction (`Ledger.linking`)."""
+    only by linking, in the links' own transaction (`Claims.linking`)."""
 
     def recorded(self, job: str, job_file: str, digest: str) -> JobInput | None:
         """What was recorded for `job` linked from `job_file`, if it was made from `digest`."""

@@ -119,7 +119,7 @@ def status_report(
 
 
 def write_lines(out: TextIO, lines: Iterable[str]) -> None:
-    """`tasks --json`: the rows, each already one JSON object (`Ledger.rows_as_json`), one a
+    """`tasks --json`: the rows, each already one JSON object (`Queries.rows_as_json`), one a
     line, streamed."""
     out.writelines(line + "\n" for line in lines)
 

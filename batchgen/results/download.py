@@ -132,7 +132,7 @@ def download(
 
     `rebase` maps a recorded URL to the one to fetch (`download --sandbox` points the
     sandbox's file URLs at the sandbox serving now)."""
-    completed = ledger.completed_tasks(job, current_only=current_only)
+    completed = ledger.tasks.completed_tasks(job, current_only=current_only)
     if api_base is not None:  # a rehearsal's videos and the real ones never share a folder
         completed = [row for row in completed if row["api_base"] == api_base]
     work = result_files(completed, out)
@@ -188,7 +188,7 @@ def download(
         by_task.setdefault(item.row["key"], (item.row, []))
     for item in present:
         by_task[item.row["key"]][1].append(str(item.path))
-    ledger.record_files_of(
+    ledger.claims.record_files_of(
         (row["key"], row["task_id"], paths)
         for row, paths in by_task.values()
         if paths != _recorded_files(row)

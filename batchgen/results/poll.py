@@ -56,7 +56,7 @@ def is_due(row: dict[str, Any], at: Any = None) -> bool:
 
 def pending(ledger: Ledger, job: str | None, *, due_only: bool) -> list[dict[str, Any]]:
     """Submitted tasks whose generation has not ended (only those due if `due_only`)."""
-    rows = ledger.open_tasks(job)
+    rows = ledger.tasks.open_tasks(job)
     if due_only:
         at = now()
         rows = [r for r in rows if is_due(r, at)]
@@ -120,19 +120,19 @@ def poll(
             if group:
                 answers.clear()
         if group:
-            ledger.record_statuses(group)
+            ledger.claims.record_statuses(group)
 
     answers: list[Checked] = []
     try:
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             list(pool.map(check, tasks))
     finally:
-        ledger.record_statuses(answers)  # the last group, whatever ended the round
+        ledger.claims.record_statuses(answers)  # the last group, whatever ended the round
     return report
 
 
 def _record(row: dict[str, Any], outcome: Outcome, report: PollReport) -> Checked | None:
-    """Count an answer; what to record of it (for `Ledger.record_statuses`), if anything."""
+    """Count an answer; what to record of it (for `Claims.record_statuses`), if anything."""
     report.checked += 1
     if outcome.kind is Kind.AUTH:
         report.aborted = f"the API refused the key ({outcome.message})"
@@ -191,7 +191,7 @@ def wait_for(
         open_tasks = [
             r for r in pending(ledger, job, due_only=False) if r["task_id"] not in unknown
         ]
-        on_progress(ledger.generation_counts(job))
+        on_progress(ledger.tasks.generation_counts(job))
         if not open_tasks:
             break
         at = now()
@@ -225,7 +225,7 @@ def wait_for(
         if clock.sleep(delay, stop):
             break
     total.unknown = sorted(unknown)
-    counts = ledger.generation_counts(job)
+    counts = ledger.tasks.generation_counts(job)
     total.completed, total.failed, total.processing = (
         counts["completed"],
         counts["failed"],

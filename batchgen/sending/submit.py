@@ -132,7 +132,7 @@ class Submission:
         self._journal_left_over()
         if self._lost:
             try:
-                rescued = self.ledger.rescue_to_journal()
+                rescued = self.ledger.recovery.rescue_to_journal()
                 self.notice(
                     f"copied {rescued} rows that hold money from the lost ledger into {self.ledger.path}.journal;"
                     " the next batchgen command records them"
@@ -147,7 +147,7 @@ class Submission:
         self._journal_unwritten()
         self.ledger.quitting()
         try:
-            self.ledger.abandon_in_flight(
+            self.ledger.recovery.abandon_in_flight(
                 self.run_id, "the run was stopped (a second signal) before the answer came"
             )
         except LEDGER_FAILURES as error:
@@ -169,7 +169,7 @@ class Submission:
 
     def _work(self) -> None:
         # A task id is not written at once: it rides with this worker's next claim, one commit
-        # for both (Ledger.claim), and is counted once that commit is made. The worker's last
+        # for both (Claims.claim), and is counted once that commit is made. The worker's last
         # one (none is left, the run stopped) is written alone.
         carried: tuple[Request, Answered] | None = None
         failed: str | None = (
@@ -202,7 +202,7 @@ class Submission:
                     self._refund(reservation)  # stopped: nothing claimed, nothing sent
                     return
                 try:
-                    previous = self.ledger.claim(
+                    previous = self.ledger.claims.claim(
                         request,
                         self.job,
                         self.api_base,
@@ -314,10 +314,10 @@ class Submission:
             if outcome.throttled:
                 self.limiter.throttled(outcome.retry_after)
         if outcome is None:  # stopped before the first call: it never went out
-            self.ledger.release(request.key, previous)
+            self.ledger.claims.release(request.key, previous)
             return None
         # Refused before processing every time (or stopped between tries): never created.
-        self.ledger.record_outcome(
+        self.ledger.claims.record_outcome(
             request.key, "failed", f"{outcome.message} (after {tries} attempts)"
         )
         self._note_error(outcome.message)
@@ -335,7 +335,7 @@ class Submission:
             return answered
         if outcome.kind in (Kind.AUTH, Kind.NO_CREDIT):
             # Nothing was created: `failed`, so the next run (with a good key) sends it.
-            self.ledger.record_outcome(key, "failed", outcome.message)
+            self.ledger.claims.record_outcome(key, "failed", outcome.message)
             reason = (
                 "the API refused the key"
                 if outcome.kind is Kind.AUTH
@@ -344,7 +344,7 @@ class Submission:
             self._abort(f"{reason} ({outcome.message})")
             return "failed"
         state = "in_doubt" if outcome.kind is Kind.IN_DOUBT else "rejected"
-        self.ledger.record_outcome(key, state, outcome.message)
+        self.ledger.claims.record_outcome(key, state, outcome.message)
         self._note_error(outcome.message)
         return state
 
@@ -393,7 +393,7 @@ class Submission:
         """Write a task id alone; if the ledger cannot take it, journal it and print it: a task
         that was created is paid for, and its id must never be lost. True if it was written."""
         try:  # raises LedgerUnsound if the ledger was deleted or replaced
-            self.ledger.record_submitted(
+            self.ledger.claims.record_submitted(
                 answered.key, answered.task_id, answered.estimated_time, answered.received_at
             )
             return True
@@ -476,6 +476,6 @@ class Submission:
 
     def _safe_in_doubt(self, request: Request, message: str) -> None:
         try:
-            self.ledger.abandon_one(request.key, self.run_id, message)
+            self.ledger.recovery.abandon_one(request.key, self.run_id, message)
         except LEDGER_FAILURES:  # the ledger itself is failing: the row stays `sending`, which
             pass  # the next run turns into in_doubt (never resent silently either way)

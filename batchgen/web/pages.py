@@ -305,12 +305,12 @@ def page(
     """Page `number` of `job` from the ledger as it is now (its tiles only are read: a page
     of a job of any size is a few hundred rows, in time and in memory)."""
     check_axes((rows or []) + (cols or []))
-    total = ledger.sent_count(job, current_only=current_only)
+    total = ledger.tasks.sent_count(job, current_only=current_only)
     pages = page_count(total)
     if not 1 <= number <= pages:
         raise NoSuchPage(f"the job {job!r} has {pages} page{'s' if pages > 1 else ''}")
     keys = list(
-        ledger.keys_in_order(
+        ledger.tasks.keys_in_order(
             job, start=(number - 1) * PAGE_TILES, limit=PAGE_TILES, current_only=current_only
         )
     )
@@ -358,9 +358,9 @@ def write(
     more than a page of tiles (each page made and written in turn: memory stays that of one
     page). Return the first page's path."""
     check_axes((rows or []) + (cols or []))
-    total = ledger.sent_count(job, current_only=current_only)
+    total = ledger.tasks.sent_count(job, current_only=current_only)
     pages = page_count(total)
-    keys = ledger.keys_in_order(job, current_only=current_only)
+    keys = ledger.tasks.keys_in_order(job, current_only=current_only)
     for number in range(1, pages + 1):
         chunk = list(itertools.islice(keys, PAGE_TILES))
         paging = _paging(number, pages, len(chunk), total, page_file)

@@ -79,7 +79,7 @@ class Session:
     def tiles(self, number: int = 1) -> dict[str, Any]:
         """The tiles of page `number` as they stand now, for the page to follow."""
         keys = list(
-            self.ledger.keys_in_order(
+            self.ledger.tasks.keys_in_order(
                 self.job, start=(number - 1) * pages.PAGE_TILES, limit=pages.PAGE_TILES
             )
         )
@@ -100,8 +100,8 @@ class Session:
 
     def file(self, key: str, index: int) -> Path | None:
         """A downloaded video of one of the job's tasks (nothing else is served)."""
-        task = self.ledger.task(key)
-        if task is None or not self.ledger.asks_for(self.job, key):
+        task = self.ledger.tasks.task(key)
+        if task is None or not self.ledger.tasks.asks_for(self.job, key):
             return None
         found = tiles.files_on_disk(task, self.out)
         return Path(found[index]) if 0 <= index < len(found) else None
@@ -135,7 +135,7 @@ class Session:
             raise PageRefused(
                 HTTPStatus.BAD_REQUEST, f"note is text of at most {MAX_NOTE} characters"
             )
-        if not self.ledger.asks_for(self.job, posted["key"]):
+        if not self.ledger.tasks.asks_for(self.job, posted["key"]):
             raise PageRefused(
                 HTTPStatus.NOT_FOUND,
                 f"{posted['key'][:16]}… is not a request of the job {self.job!r}",

@@ -88,10 +88,10 @@ def tiles(
     gives the links for a row's videos (the files found on disk, as paths); by default, paths
     relative to `out` (the static page's folder)."""
     if keys is None:
-        rows: Iterable[dict[str, Any]] = ledger.rows(job, current_only=current_only)
+        rows: Iterable[dict[str, Any]] = ledger.tasks.rows(job, current_only=current_only)
         reviews = ledger.reviews.of(job)
     else:
-        rows = ledger.rows_of(job, keys, current_only=current_only)
+        rows = ledger.tasks.rows_of(job, keys, current_only=current_only)
         reviews = ledger.reviews.of(job, keys)
     found = []
     # A local image is shown by its file's name, not by the URL it was uploaded to (a
@@ -189,10 +189,10 @@ def job_summary(ledger: Ledger, job: str, *, current_only: bool = True) -> str:
     """The same of the whole job, from its maintained counts: a page shows some of its tiles,
     and says what all of them are."""
     outcomes: Counter[str] = Counter()
-    for row in ledger.counts(job, current_only):
+    for row in ledger.tasks.counts(job, current_only):
         if row["state"]:
             outcomes[outcome_of(row["state"], row["status"] or None)] += row["n"]
-    standing = ledger.standing(job, current_only=current_only)
+    standing = ledger.tasks.standing(job, current_only=current_only)
     return _summary(
         outcomes, standing.unsent, ledger.reviews.picked(job, current_only=current_only)
     )
