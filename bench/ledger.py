@@ -40,12 +40,14 @@ def write_submitted(
     written = 0
     with Ledger(path) as ledger:
         conn = ledger.db.conn
+        marks = ledger.sql.marks  # `?, ?` or `%s, %s`, as the engine spells a parameter
         conn.execute("BEGIN")
         rows = iter(rows)
         while batch := list(itertools.islice(rows, 50_000)):
             conn.executemany(
                 "INSERT INTO tasks (key, job, api_base, model, prompt, request, variant, state, task_id, submitted_at,"
-                " eta_at, attempts, status, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'submitted', ?, ?, ?, 1, ?, ?)",
+                " eta_at, attempts, status, updated_at)"
+                f" VALUES ({marks(7)}, 'submitted', {marks(3)}, 1, {marks(2)})",
                 (
                     (
                         key,
@@ -65,7 +67,7 @@ def write_submitted(
                 ),
             )
             conn.executemany(
-                "INSERT INTO job_tasks (job, job_file, key, label) VALUES (?, ?, ?, ?)",
+                f"INSERT INTO job_tasks (job, job_file, key, label) VALUES ({marks(4)})",
                 ((job, job_file, key, label) for key, job, job_file, _, _, _, _, label in batch),
             )
             written += len(batch)
