@@ -170,20 +170,24 @@ def handler_for(fake: Fake):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             if CATALOGUE.check(body):
                 return self._json(422, {"error": "invalid"})
-            self._json(200, {"task": fake.create(body)})
+            task = fake.create(body)
+            # A task's status is under its engine's path: its id alone does not find it.
+            self._json(200, {"task": task, "status_url": f"/queue/{body['engine']}/status/{task}"})
 
         def do_GET(self):
             host = f"http://127.0.0.1:{self.server.server_address[1]}"
             if self.path == "/balance":
                 return self._json(200, {"tokens": fake.tokens})
-            if self.path.startswith("/tasks/"):
-                task = fake.tasks.get(self.path.split("/")[-1])
+            if self.path.startswith("/queue/"):
+                _, _, engine, _, name = self.path.split("/")
+                task = fake.tasks.get(name)
+                if task is not None and task["body"]["engine"] != engine:
+                    task = None
                 if task is None:
                     return self._json(404, {})
                 task["looks"] += 1
                 if task["looks"] < 2:
                     return self._json(200, {"state": "running"})
-                name = self.path.split("/")[-1]
                 return self._json(200, {"state": "done", "video": f"{host}/files/{name}.mp4"})
             if self.path.startswith("/files/"):
                 self.send_response(200)
@@ -210,11 +214,20 @@ class Client:
             return Outcome(Kind.IN_DOUBT, str(e))
         if answer.status_code == 422:
             return Outcome(Kind.REJECTED, "invalid", http_status=422)
-        return Outcome(Kind.OK, task_id=answer.json()["task"], estimated_time=1.0, http_status=200)
+        data = answer.json()
+        return Outcome(
+            Kind.OK,
+            task_id=data["task"],
+            estimated_time=1.0,
+            http_status=200,
+            handle=data["status_url"],
+        )
 
-    def get(self, task_id):
+    def get(self, task_id, handle=None):
+        if handle is None:  # the id alone finds nothing here
+            return Outcome(Kind.OK, task=TaskState("failed", error="no status URL recorded"))
         try:
-            data = self.http.get(f"/tasks/{task_id}").json()
+            data = self.http.get(handle).json()
         except httpx.HTTPError as e:
             return Outcome(Kind.RETRY, str(e))
         if data["state"] == "done":

@@ -129,7 +129,7 @@ def test_tasks_csv_with_no_rows_has_every_column(world, write_job):
     header = env.cli("tasks", "--csv", "--state", "rejected").stdout.splitlines()
     with env.ledger() as ledger:
         assert header == [",".join(ledger.columns())]
-    assert len(header[0].split(",")) == 21
+    assert len(header[0].split(",")) == 22
 
 
 def test_tasks_as_a_table_is_aligned_and_read_a_row_at_a_time():

@@ -65,6 +65,7 @@ def test_tables_and_columns_are_exactly_the_documented_ones(ledger):
         "updated_at",
         "run_id",
         "provider",
+        "task_handle",
     ]
     assert ledger.columns("job_tasks") == ["job", "job_file", "key", "label", "meta", "current"]
     assert ledger.columns("runs") == [
@@ -893,8 +894,9 @@ def test_a_ledger_of_the_release_before_providers_is_migrated_and_keeps_every_ro
     their triggers (PostgreSQL's are functions, whose bodies a rename does not reach)."""
     from batchgen.ledger import migrations
 
-    step = migrations.MIGRATIONS.pop()  # the release before: the schema without m014
-    assert step[0] == "m014_providers"
+    since = migrations.MIGRATIONS[13:]  # the release before: the schema without m014 on
+    del migrations.MIGRATIONS[13:]
+    assert since[0][0] == "m014_providers"
     try:
         with Ledger(ledger_location) as old:
             with old.transaction() as conn:
@@ -909,7 +911,7 @@ def test_a_ledger_of_the_release_before_providers_is_migrated_and_keeps_every_ro
             before = old._query("SELECT key, model_id, task_id FROM tasks")
             assert [tuple(r) for r in before] == [("k1", "2-9", "t-1")]
     finally:
-        migrations.MIGRATIONS.append(step)
+        migrations.MIGRATIONS.extend(since)
     with Ledger.open(ledger_location) as ledger:
         names = [r[0] for r in ledger._query("SELECT name FROM _batchgen_migrations")]
         assert "m014_providers" in names
@@ -923,3 +925,23 @@ def test_a_ledger_of_the_release_before_providers_is_migrated_and_keeps_every_ro
         assert [(c["model"], c["state"], c["n"]) for c in ledger.tasks.counts("job")] == [
             ("2-10", "submitted", 1)
         ]
+
+
+def test_a_journaled_answer_keeps_its_handle_model_and_provider(tmp_path):
+    """A task id kept in the journal (the ledger could not take it) comes back with what the
+    provider answered beside it (its status URL, `task_handle`) and what the request was for:
+    a provider whose tasks are found by that URL could not be asked after the task without it."""
+    path = tmp_path / "ledger.db"
+    Ledger.open(path).close()
+    journal.append(
+        path,
+        {**answer("k"), "handle": "/queue/eng/status/t-k", "model": "eng", "provider": "studio"},
+    )
+    with Ledger.open(path) as ledger:
+        row = ledger.tasks.task("k")
+    assert (row["task_id"], row["task_handle"], row["model"], row["provider"]) == (
+        "t-k",
+        "/queue/eng/status/t-k",
+        "eng",
+        "studio",
+    )

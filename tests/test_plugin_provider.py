@@ -13,6 +13,7 @@ import pytest
 from helpers import REPO
 
 from batchgen import providers
+from batchgen.ledger import Ledger
 
 
 @pytest.fixture
@@ -80,6 +81,13 @@ def test_a_provider_of_its_own_distribution_runs_a_job_end_to_end(studio, cli):
     assert len(videos) == 3 and all(n.startswith("studio-") for n in videos), videos
     for path in (studio_outputs() / "reel").glob("*.mp4"):
         assert path.read_bytes() == studio.CLIP
+
+    with Ledger("batchgen.db") as ledger:  # each task's status URL, which its id cannot make
+        rows = list(ledger.tasks.rows("reel"))
+    assert {r["provider"] for r in rows} == {"studio"}
+    assert {r["task_handle"] for r in rows} == {
+        f"/queue/{r['model']}/status/{r['task_id']}" for r in rows
+    }
 
     again = cli("run", job, "--sandbox", "--yes")  # a rerun sends nothing
     assert again.exit_code == 0, again.output

@@ -36,7 +36,7 @@ class Memory:
         self.credits -= 7
         return Outcome(Kind.OK, task_id=f"mem-{len(CREATED)}", estimated_time=0.0)
 
-    def get(self, task_id):
+    def get(self, task_id, handle=None):
         return Outcome(Kind.OK, task=TaskState("completed", (f"https://memory/{task_id}.mp4",)))
 
     def balance(self):

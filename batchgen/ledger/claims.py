@@ -42,6 +42,7 @@ class Answered(NamedTuple):
     task_id: str
     estimated_time: float | None
     received_at: str
+    handle: str | None = None  # `Outcome.handle`
 
 
 class Checked(NamedTuple):
@@ -173,7 +174,12 @@ class Claims:
                 _set(
                     conn,
                     answered.key,
-                    _submitted(answered.task_id, answered.estimated_time, answered.received_at),
+                    _submitted(
+                        answered.task_id,
+                        answered.estimated_time,
+                        answered.received_at,
+                        answered.handle,
+                    ),
                 )
             if _insert_claim(conn, request, sent, job, api_base, run_id, stamp):
                 return "new"
@@ -216,12 +222,18 @@ class Claims:
                 )
 
     def record_submitted(
-        self, key: str, task_id: str, estimated_time: float | None, submitted_at: str | None = None
+        self,
+        key: str,
+        task_id: str,
+        estimated_time: float | None,
+        submitted_at: str | None = None,
+        handle: str | None = None,
     ) -> None:
-        """Write a task id (committed in a group with other workers' answers). Raises
-        `LedgerUnsound` if the ledger file was deleted or replaced (see `claim`)."""
+        """Write a task id, and its `handle` if the provider gave one (committed in a group
+        with other workers' answers). Raises `LedgerUnsound` if the ledger file was deleted or
+        replaced (see `claim`)."""
         self.store.check_same_file()
-        self._update(key, **_submitted(task_id, estimated_time, submitted_at))
+        self._update(key, **_submitted(task_id, estimated_time, submitted_at, handle))
 
     def record_outcome(self, key: str, state: str, error: str) -> None:
         """A request that did not get a task id: `rejected`, `failed` or `in_doubt`."""
@@ -363,14 +375,18 @@ def _insert_entry(conn: Connection, entry: dict[str, Any], state: str) -> None:
 
 
 def _submitted(
-    task_id: str, estimated_time: float | None, submitted_at: str | None
+    task_id: str,
+    estimated_time: float | None,
+    submitted_at: str | None,
+    handle: str | None = None,
 ) -> dict[str, Any]:
-    """The fields of a row whose create call answered with `task_id`."""
+    """The fields of a row whose create call answered with `task_id` (and `handle`)."""
     submitted = parse_timestamp(submitted_at) if submitted_at else now()
     eta = later(submitted, estimated_time)
     return {
         "state": "submitted",
         "task_id": task_id,
+        "task_handle": handle,
         "estimated_time": estimated_time if eta is not None else None,
         "submitted_at": timestamp(submitted),
         "eta_at": timestamp(eta) if eta is not None else None,

@@ -534,3 +534,6 @@ migration(
         ),
     ),
 )
+# What a provider's create answered beside the task id that its get needs to find the task
+# again (`Outcome.handle`: a status URL, where a provider's URLs name more than the id).
+migration("m015_task_handles", Column("tasks", "task_handle", str))

@@ -138,7 +138,10 @@ class Recovery:
                     conn,
                     entry["key"],
                     _submitted(
-                        entry["task_id"], entry.get("estimated_time"), entry.get("received_at")
+                        entry["task_id"],
+                        entry.get("estimated_time"),
+                        entry.get("received_at"),
+                        entry.get("handle"),
                     ),
                 )
         journal.discard(taken)  # only once committed: until then they are replayed again
@@ -156,6 +159,7 @@ class Recovery:
             {
                 "key": row["key"],
                 "task_id": row["task_id"],
+                "handle": row["task_handle"],
                 "estimated_time": row["estimated_time"],
                 "received_at": row["submitted_at"],
                 "job": row["job"],

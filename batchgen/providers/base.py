@@ -162,6 +162,9 @@ class Outcome:
     data: dict[str, Any] | None = None
     http_status: int | None = None  # None when no answer came
     task: TaskState | None = None  # get's answer, when OK
+    # create's: what `get` needs beside the task id to find the task again (a status URL, for
+    # a provider whose URLs name more than the id), recorded with it; opaque to the core
+    handle: str | None = None
 
     @property
     def throttled(self) -> bool:
@@ -195,8 +198,9 @@ class Provider(Protocol):
         """Ask for a task. Never raises for anything the network does."""
         ...
 
-    def get(self, task_id: str) -> Outcome:
-        """A task's state. Safe to repeat, so no answer at all is RETRY."""
+    def get(self, task_id: str, handle: str | None = None) -> Outcome:
+        """A task's state (`handle`: what its create answered beside the id, if anything).
+        Safe to repeat, so no answer at all is RETRY."""
         ...
 
     def balance(self) -> Balance:

@@ -93,7 +93,7 @@ def poll(
         for _ in attempts(backoff, wait=wait):
             if stopped() or not limiter.wait(round_over):
                 return
-            outcome = api.get(row["task_id"])
+            outcome = api.get(row["task_id"], row.get("task_handle"))
             if outcome.kind is not Kind.RETRY:
                 break
             if outcome.throttled:

@@ -329,7 +329,9 @@ class Submission:
             self.limiter.succeeded()
             with self._lock:
                 self._streak = ("", 0)
-            answered = Answered(key, outcome.task_id, outcome.estimated_time, timestamp())
+            answered = Answered(
+                key, outcome.task_id, outcome.estimated_time, timestamp(), outcome.handle
+            )
             with self._lock:
                 self._unwritten[key] = (request, answered)
             return answered
@@ -394,7 +396,11 @@ class Submission:
         that was created is paid for, and its id must never be lost. True if it was written."""
         try:  # raises LedgerUnsound if the ledger was deleted or replaced
             self.ledger.claims.record_submitted(
-                answered.key, answered.task_id, answered.estimated_time, answered.received_at
+                answered.key,
+                answered.task_id,
+                answered.estimated_time,
+                answered.received_at,
+                answered.handle,
             )
             return True
         except LedgerUnsound as e:
@@ -420,6 +426,7 @@ class Submission:
             {
                 "key": request.key,
                 "task_id": answered.task_id,
+                "handle": answered.handle,
                 "estimated_time": answered.estimated_time,
                 "received_at": answered.received_at,
                 "job": self.job,

@@ -88,8 +88,9 @@ class PixwithApi:
         """POST /api/task/create, classified. Never raises for anything the network does."""
         return self._call("/api/task/create", body, creating=True)
 
-    def get(self, task_id: str) -> Outcome:
-        """POST /api/task/get. Safe to repeat, so every transport error is RETRY."""
+    def get(self, task_id: str, handle: str | None = None) -> Outcome:
+        """POST /api/task/get (the id is all it needs: `handle` is never set for pixwith).
+        Safe to repeat, so every transport error is RETRY."""
         outcome = self._call("/api/task/get", {"task_id": task_id}, creating=False)
         if outcome.kind is not Kind.OK:
             return outcome
