@@ -354,7 +354,7 @@ def test_a_second_ctrl_c_quits_within_seconds_while_a_worker_waits_on_a_ledger_a
                 claiming.set()  # and now waits for the lock the other process holds
             return claim(*args, answered=answered, **kwargs)
 
-        ledger.claim = next_claim  # type: ignore[method-assign]
+        ledger.claims.claim = next_claim  # type: ignore[method-assign]
         notices, quit_after = cut_short_by_two_ctrl_cs(ledger, handler, claiming)
         # Not the busy timeout: QUIT_WAIT, with a margin that no loaded machine comes near.
         assert quit_after < busy_timeout / 2, (quit_after, QUIT_WAIT)
