@@ -73,7 +73,7 @@ def test_a_provider_of_its_own_distribution_runs_a_job_end_to_end(studio, cli):
     }
     assert {b["engine"] for b in bodies} == {"eng-fast", "eng-best"}  # the studio's own words
 
-    ran = cli("run", job, "--sandbox", "--yes", "--wait", "--download")
+    ran = cli("run", job, "--sandbox", "--yes", "--wait", "--download", "--rpm", "0")
     assert ran.exit_code == 0, ran.output
     fake = studio.SERVED[-1]
     assert len(fake.tasks) == 3
@@ -99,7 +99,7 @@ def test_a_provider_of_its_own_distribution_runs_a_job_end_to_end(studio, cli):
         ("studio-fast", "completed", 1),
         ("studio-best", "completed", 2),
     }
-    polled = cli("poll", job, "--sandbox")
+    polled = cli("poll", job, "--sandbox", "--rpm", "0")
     assert polled.exit_code == 0, polled.output
     (studio_outputs() / "reel" / videos[0]).unlink()
     fetched = cli("download", job, "--sandbox")
