@@ -49,6 +49,7 @@ class Request(NamedTuple):
     unused_vars: frozenset[str] = frozenset()  # vars neither its prompt nor its id reads
     # Stands for the body without its prompt, when the expansion knows requests that share one
     # (equal shapes: equal rests), so that validation checks each rest once; None: not known.
+    # Unique to its expansion (its first item), so that no two jobs' shapes are ever equal.
     shape: tuple[int, ...] | None = None
     model: str | None = None  # the provider's id for its model, as the ledger records it
     provider: str | None = None  # the provider's name (None: the default one)
@@ -397,6 +398,7 @@ def _prompt_matrix(
     sorted order, gets the fast way; any other, the general one (each body made whole)."""
     base = _base(job, index)
     provider = job.provider_name
+    expansion = next(_EXPANSIONS)
     all_axes = axes(job, index)
     prompts = all_axes[at].values
     others = [list(enumerate(axis.layers())) for i, axis in enumerate(all_axes) if i != at]
@@ -425,7 +427,8 @@ def _prompt_matrix(
             if not _prompt_last(merged_rest, body_rest, catalogue, job):
                 head = ""  # this provider's body is made whole, request by request
             model = model_of(catalogue, merged_rest.get("model"))
-            rest = rests[others_at] = (merged_rest, body_rest, head, (index, *others_at), model)
+            shape_of = (expansion, index, *others_at)
+            rest = rests[others_at] = (merged_rest, body_rest, head, shape_of, model)
         merged_rest, body_rest, head, shape, model = rest
         prompt = prompts[combo[at]]
         merged = dict(merged_rest, prompt=prompt)
@@ -448,6 +451,9 @@ def _prompt_matrix(
                 Request(key, variant, body, origin, shape=shape, model=model, provider=provider),
                 merged,
             )
+
+
+_EXPANSIONS = itertools.count()  # each prompt matrix expanded: the first item of its shapes
 
 
 def _prompt_last(

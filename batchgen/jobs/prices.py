@@ -188,6 +188,11 @@ def class_key(body: dict[str, Any], catalogue: Catalogue) -> str:
         return _key_of(cls, catalogue)
 
 
+def class_key_of(cls: tuple[Any, ...], catalogue: Catalogue) -> str:
+    """A price class (the catalogue's `price_class`) as its key."""
+    return _key_of(cls, catalogue)
+
+
 def _key_of(cls: tuple[Any, ...], catalogue: Any) -> str:
     return json.dumps(catalogue.class_document(cls), sort_keys=True, separators=(",", ":"))
 

@@ -8,7 +8,6 @@ never the bodies, so memory stays flat in the number of requests.
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -72,9 +71,6 @@ def seen_key(key: str) -> int:
     return int(key[:22], 16)
 
 
-_checks = itertools.count()  # each check's own token, for the shapes it names
-
-
 def check(job: Job, api_base: str | None = None, *, allow_unverified: bool = False) -> ValidatedJob:
     """Validate every request of `job` (step 2); raise `JobError` with every problem found.
     `api_base`: where its requests go (default: its provider's own)."""
@@ -92,7 +88,6 @@ def checked(result: ValidatedJob) -> Iterator[Request]:
     job, api_base = result.job, result.api_base
     _check_size(job)
     catalogue = job.catalogue
-    token = next(_checks)
     problems: dict[tuple[Any, ...], Problem] = {}
     # The keys seen, as `seen_key` gives them; and each duplicate's key and origin. Which entry
     # asked first, that a duplicate's warning names, is found after the pass (`_duplicates`): a
@@ -155,9 +150,8 @@ def checked(result: ValidatedJob) -> Iterator[Request]:
                     ),
                 )
         if request.variant == 0:
-            # A shape stands for a rest of this expansion only: made unique to this check.
-            shape = None if request.shape is None else (token, *request.shape)
-            for finding in _worth_saying(catalogue.check(request.body, shape)):
+            findings = catalogue.check(request.body, request.shape)
+            for finding in _worth_saying(findings) if findings else ():
                 _add(problems, _problem(job, request.origin, finding))
             model_key = str(request.model)
             if not result.allow_unverified and model_key not in verified:

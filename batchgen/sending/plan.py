@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from ..errors import JobError, PlanChanged, PriceTie
 from ..jobs.expand import Request, expand
 from ..jobs.origins import describe_origin
-from ..jobs.prices import PriceBook, no_prices, tie_problem
+from ..jobs.prices import PriceBook, class_key_of, no_prices, tie_problem
 from ..jobs.spec import load_job
 from ..jobs.validate import ValidatedJob, checked
 from ..providers import Catalogue, model_label
@@ -62,9 +62,10 @@ class Plan:
     credits: int = 0  # the known cost of what the run would send
     credits_by_model: Counter[str] = field(default_factory=Counter)
     unknown: int = 0  # requests it would send whose price is not known
-    # class key (PriceBook.class_key) → requests it would send with no known price; None when
-    # no price is known at all (then every class lacks one, and they are not counted)
-    unknown_by_class: Counter[str] | None = field(default_factory=Counter)
+    # class (the catalogue's price_class, spelled as a key only in `unknown_classes`) → requests
+    # it would send with no known price; None when no price is known at all (then every class
+    # lacks one, and they are not counted)
+    unknown_by_class: Counter[Any] | None = field(default_factory=Counter)
     # class key → what contradicts its declared price (the balance taught another), per class
     # the run would send
     contradictions: dict[str, str | None] = field(default_factory=dict)
@@ -86,7 +87,10 @@ class Plan:
         if planned.credits is None:
             self.unknown += 1
             if self.unknown_by_class is not None and book is not None:
-                self.unknown_by_class[book.class_key(planned.request.body)] += 1
+                try:
+                    self.unknown_by_class[book.catalogue.price_class(planned.request.body)] += 1
+                except TypeError:  # an option value that cannot be hashed: spelled at once
+                    self.unknown_by_class[book.class_key(planned.request.body)] += 1
         else:
             self.credits += planned.credits
             self.credits_by_model[model_label(model_key)] += planned.credits
@@ -94,7 +98,13 @@ class Plan:
     @property
     def unknown_classes(self) -> Counter[str]:
         """class key (JSON) → requests the run would send with no known price."""
-        return Counter(self.unknown_by_class or {})
+        found: Counter[str] = Counter()
+        for cls, n in (self.unknown_by_class or {}).items():
+            if isinstance(cls, str) or self.catalogue is None:
+                found[str(cls)] += n
+            else:
+                found[class_key_of(cls, self.catalogue)] += n
+        return found
 
     @property
     def by_model(self) -> dict[str, Counter[str]]:
