@@ -113,21 +113,35 @@ def _create(conn: Connection, alive: Callable[[int], bool]) -> list[str]:
 
 
 def _apply(conn: Connection, names: list[str]) -> list[str]:
-    """The steps of the migrations `names`, in MIGRATIONS' order; each recorded."""
+    """The steps of the migrations `names`, in MIGRATIONS' order; each recorded. Statements go
+    to the server as one script between passes over the rows (a new ledger's ~40 statements
+    cost one round trip, not forty)."""
+    script: list[str] = []
     for name, steps in MIGRATIONS:
         if name not in names:
             continue
         for step in steps:
             if isinstance(step, Rows):
+                _run(conn, script)
                 step.function(conn, POSTGRESQL)
             elif statement := spelled(step):
-                conn.execute(statement)
+                script.append(statement)
+    _run(conn, script)
     _record(conn, names)
     return names
+
+
+def _run(conn: Connection, script: list[str]) -> None:
+    """The statements as one script (no parameters: the server takes several at once)."""
+    if script:
+        conn.execute(";\n".join(script))
+        script.clear()
 
 
 def _record(conn: Connection, names: list[str]) -> None:
     q = conn.dialect.mark
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
-    for name in names:
-        conn.execute(f"INSERT INTO {TABLE} (name, applied_at) VALUES ({q}, {q})", (name, stamp))
+    if names:  # one statement for them all
+        rows = ", ".join(f"({q}, {q})" for _ in names)
+        values = [value for name in names for value in (name, stamp)]
+        conn.execute(f"INSERT INTO {TABLE} (name, applied_at) VALUES {rows}", values)
