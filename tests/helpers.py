@@ -364,3 +364,17 @@ def png(width: int = 4, seed: int = 0) -> bytes:
         + chunk(b"IDAT", zlib.compress(rows))
         + chunk(b"IEND", b"")
     )
+
+
+def install_provider(site: Path, name: str, source: str) -> None:
+    """A provider's distribution `batchgen-<name>` laid out in `site` as pip would lay it out:
+    its package `batchgen_<name>` (holding `source`) and its .dist-info, whose
+    entry_points.txt registers `batchgen_<name>:PROVIDER` under `batchgen.providers`. Put
+    `site` on the path and call `providers.refresh()` for batchgen to find it."""
+    package = f"batchgen_{name}"
+    (site / package).mkdir(parents=True)
+    (site / package / "__init__.py").write_text(source)
+    info = site / f"{package}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: batchgen-{name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[batchgen.providers]\n{name} = {package}:PROVIDER\n")

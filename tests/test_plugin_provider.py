@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import REPO
+from helpers import REPO, install_provider
 
 from batchgen import providers
 from batchgen.ledger import Ledger
@@ -19,15 +19,7 @@ from batchgen.ledger import Ledger
 @pytest.fixture
 def studio(tmp_path, monkeypatch):
     site = tmp_path / "site-packages"
-    (site / "batchgen_studio").mkdir(parents=True)
-    source = (REPO / "tests" / "plugin_studio.py").read_text()
-    (site / "batchgen_studio" / "__init__.py").write_text(source)
-    info = site / "batchgen_studio-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: batchgen-studio\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[batchgen.providers]\nstudio = batchgen_studio:PROVIDER\n"
-    )
+    install_provider(site, "studio", (REPO / "tests" / "plugin_studio.py").read_text())
     monkeypatch.syspath_prepend(str(site))
     providers.refresh()
     project = tmp_path / "project"

@@ -8,7 +8,7 @@ import re
 import textwrap
 
 import pytest
-from helpers import REPO, job_text, prompts
+from helpers import REPO, install_provider, job_text, prompts
 
 from batchgen import providers
 from batchgen.app.run import RunOptions, execute_run
@@ -95,14 +95,7 @@ def memory_provider(tmp_path, monkeypatch):
     (its package and its .dist-info, whose entry_points.txt registers it) in a folder on the
     path: batchgen finds it by its entry point, and no file under batchgen/ names it."""
     site = tmp_path / "site-packages"
-    (site / "batchgen_memory").mkdir(parents=True)
-    (site / "batchgen_memory" / "__init__.py").write_text(textwrap.dedent(MEMORY_PROVIDER))
-    info = site / "batchgen_memory-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: batchgen-memory\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[batchgen.providers]\nmemory = batchgen_memory:PROVIDER\n"
-    )
+    install_provider(site, "memory", textwrap.dedent(MEMORY_PROVIDER))
     monkeypatch.syspath_prepend(str(site))
     providers.refresh()
     yield providers.named("memory")

@@ -76,7 +76,7 @@ class Claims:
         The requests are staged in a temporary table, which takes no lock on the ledger, and
         written in one transaction when the block ends well: a run validates and links in one
         pass over its job, and a job that fails validation links nothing."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         with self.store._locked() as conn:
             conn.execute(
                 # No key index: appending is several times faster than keeping random keys in
@@ -192,7 +192,7 @@ class Claims:
 
     def release(self, key: str, previous: str) -> None:
         """Undo a claim whose request was never sent (the run stopped first)."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         with self.store.transaction() as conn:
             if previous == "new":
                 conn.execute(f"DELETE FROM tasks WHERE key = {q} AND state = 'sending'", (key,))
@@ -284,7 +284,7 @@ def _insert_claim(
     stamp: str,
 ) -> bool:
     """Claim a request the ledger has no row for; False if it has one."""
-    q = conn.dialect.mark  # a parameter's mark, as the engine spells it
+    q = conn.dialect.mark
     body = request.body
     inserted = conn.execute(
         "INSERT INTO tasks (key, job, api_base, provider, model, prompt, request, variant, state,"
@@ -310,7 +310,7 @@ def _reclaim(
 ) -> str | None:
     """Claim a request the ledger has a row for, if its state is in `allow`; inside the
     caller's transaction. Returns the state it had, or None."""
-    q = conn.dialect.mark  # a parameter's mark, as the engine spells it
+    q = conn.dialect.mark
     row = conn.execute(
         f"SELECT {_EFFECTIVE_STATE} AS state, task_id FROM tasks WHERE key = {q}", (request.key,)
     ).fetchone()
@@ -334,7 +334,7 @@ def _reclaim(
 def _set(conn: Connection, key: str, fields: dict[str, Any], *, task_id: str | None = None) -> None:
     """UPDATE the task `key` with `fields` (and `updated_at`), inside the caller's transaction;
     with `task_id`, only if the row still holds that task."""
-    q = conn.dialect.mark  # a parameter's mark, as the engine spells it
+    q = conn.dialect.mark
     fields = {**fields, "updated_at": timestamp()}
     assignments = ", ".join(f"{name} = {q}" for name in fields)
     if task_id is None:
@@ -347,7 +347,7 @@ def _set(conn: Connection, key: str, fields: dict[str, Any], *, task_id: str | N
 
 
 def _insert_entry(conn: Connection, entry: dict[str, Any], state: str) -> None:
-    q = conn.dialect.mark  # a parameter's mark, as the engine spells it
+    q = conn.dialect.mark
     body = entry.get("body") or {}
     conn.execute(
         "INSERT INTO tasks (key, job, api_base, provider, model, prompt, request, variant, state,"

@@ -61,7 +61,7 @@ class Dialect(NamedTuple):
     # How a transaction that writes begins, taking the one write lock writers take turns on
     # (so a claim's check and its write see no other writer between them).
     begin_write: tuple[str, ...]
-    mark: str  # a parameter's place in a statement
+    mark: str  # a parameter's place in a statement (`q` where a statement is built)
 
     def marks(self, count: int) -> str:
         """`?, ?, ?`: the marks of `count` parameters, as a list of values takes them."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from ..errors import UsageError
 from .connections import POSTGRESQL, Connection
@@ -23,12 +22,9 @@ def _type(kind: type, wide: bool) -> str:
     return "BIGINT" if wide and kind is int else _TYPES[kind]
 
 
-def _literal(value: Any) -> str:
-    return (
-        str(int(value))
-        if isinstance(value, (bool, int))
-        else "'" + str(value).replace("'", "''") + "'"
-    )
+def _literal(value: int) -> str:
+    """A column's default: the ledger's are numbers."""
+    return str(int(value))
 
 
 def spelled(step: Step) -> str:

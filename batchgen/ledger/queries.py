@@ -55,7 +55,7 @@ class Queries:
         return found
 
     def task(self, key: str) -> dict[str, Any] | None:
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         rows = self.store._query(f"SELECT * FROM tasks WHERE key = {q}", [key])
         return dict(rows[0]) if rows else None
 
@@ -116,7 +116,7 @@ class Queries:
         own order (`tasks_oldest_first`), its tasks picked out as they come: a page costs at
         most eight pages' worth of index entries. A smaller job's keys (not its rows, ~1 KB
         each) are sorted: that costs in proportion to the job, a small part of the ledger."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         if self.sent_count(job, current_only=current_only) * _WALK_SHARE >= self.store.size_hint():
             sql = (
                 f"SELECT t.key FROM tasks t{self.store.sql.use_index('tasks_oldest_first')}"
@@ -140,7 +140,7 @@ class Queries:
     def _rows_sql(
         self, select: str, job: str | None, state: str | None, current_only: bool
     ) -> tuple[str, list[Any]]:
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         sql = f"SELECT {select} FROM tasks t"
         params: list[Any] = []
         where = []
@@ -216,7 +216,7 @@ class Queries:
 
     def counts(self, job: str, current_only: bool = True) -> list[dict[str, Any]]:
         """The job's rows of `job_counts`: (model, state, status, n), '' state for unsent."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         sql = (
             f"SELECT model, state, status, sum(n) AS n FROM job_counts WHERE job = {q}"
             + (" AND current = 1" if current_only else "")
@@ -231,7 +231,7 @@ class Queries:
         as many as the job has requests: a big job's latest is found at once. Only if none of
         those is the job's are the job's own rows read, so either way the cost is in proportion
         to the job, not to the ledger."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         if job is None:
             sql = f"SELECT max(t.eta_at) FROM tasks t WHERE {_PROCESSING}"
             latest: str | None = self.store._query(sql)[0][0]
@@ -266,7 +266,7 @@ class Queries:
 
     def open_tasks(self, job: str | None, *, current_only: bool = True) -> list[dict[str, Any]]:
         """Submitted tasks (of `job`) whose generation has not ended, soonest ETA first."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         sql = "SELECT t.* FROM tasks t" + (
             f" JOIN job_tasks j ON j.key = t.key AND j.job = {q}" + current(current_only)
             if job
@@ -277,7 +277,7 @@ class Queries:
 
     def completed_tasks(self, job: str, *, current_only: bool = True) -> list[dict[str, Any]]:
         """The job's tasks whose generation completed, in the order they were submitted."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         return [
             dict(r)
             for r in self.store._query(
@@ -290,7 +290,7 @@ class Queries:
 
     def generation_counts(self, job: str | None, *, current_only: bool = True) -> dict[str, int]:
         """processing / completed / failed → how many submitted tasks (of `job`) are in it."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         sql = "SELECT coalesce(t.status, 'processing') AS status, count(*) AS n FROM tasks t"
         sql += (
             f" JOIN job_tasks j ON j.key = t.key AND j.job = {q}" + current(current_only)
@@ -305,7 +305,7 @@ class Queries:
 
     def unpolled_count(self, job: str, *, current_only: bool = True) -> int:
         """Submitted tasks of `job` that no poll has asked about yet."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         sql = (
             f"SELECT count(*) FROM tasks t JOIN job_tasks j ON j.key = t.key AND j.job = {q}"
             + current(current_only)
@@ -317,7 +317,7 @@ class Queries:
         )
 
     def history(self, key: str) -> list[dict[str, Any]]:
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         return [
             dict(r)
             for r in self.store._query(
@@ -327,6 +327,6 @@ class Queries:
 
     def asks_for(self, job: str, key: str, *, current_only: bool = True) -> bool:
         """Whether `key` is one of the job's requests (a current one, unless not `current_only`)."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         sql = f"SELECT 1 FROM job_tasks j WHERE j.job = {q} AND j.key = {q}" + current(current_only)
         return bool(self.store._query(sql, [job, key]))

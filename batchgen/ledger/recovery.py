@@ -19,7 +19,7 @@ class Recovery:
 
     def abandon_in_flight(self, run_id: int, reason: str) -> int:
         """This run's `sending` rows become `in_doubt` (it is exiting without their answers)."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         with self.store.transaction() as conn:
             cursor = conn.execute(
                 f"UPDATE tasks SET state = 'in_doubt', error = {q}, updated_at = {q} WHERE state = 'sending' AND run_id = {q}",
@@ -29,7 +29,7 @@ class Recovery:
 
     def abandon_one(self, key: str, run_id: int, reason: str) -> None:
         """One of this run's `sending` rows becomes `in_doubt` (and no one else's)."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         with self.store.transaction() as conn:
             conn.execute(
                 f"UPDATE tasks SET state = 'in_doubt', error = {q}, updated_at = {q} WHERE key = {q} AND state = 'sending' AND run_id = {q}",
@@ -54,7 +54,7 @@ class Recovery:
         open, each would read as a run still going, overlapping every later one (so no price
         would ever be learned again). A live run's row is never touched: its hold is taken in
         the row's own transaction (`Runs.begin`)."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         if not self.store._query("SELECT 1 FROM runs WHERE ended_at IS NULL LIMIT 1"):
             return 0  # the usual case: one cheap look, no write lock
         closed = 0
@@ -76,7 +76,7 @@ class Recovery:
         return closed
 
     def _recover_sending(self) -> int:
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         runs = [
             row[0]
             for row in self.store._query(
@@ -102,7 +102,7 @@ class Recovery:
 
     def replay_journal(self) -> int:
         """Record the answers a run kept in the journal because the ledger could not take them."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         # Moved aside first: a run in trouble may append to the journal meanwhile, and its
         # lines go to a new journal, for the next command, rather than into one being replayed.
         taken = journal.take(self.store.path)

@@ -29,7 +29,7 @@ class Prices(Table):
 
     def learned(self, api_base: str) -> dict[str, tuple[int, int | None]]:
         """class key → (credits, the run that taught it), for one API."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         rows = self.store._query(
             f"SELECT class, credits, run_id FROM prices WHERE api_base = {q}", [api_base]
         )
@@ -39,7 +39,7 @@ class Prices(Table):
         return [dict(r) for r in self.store._query("SELECT * FROM prices ORDER BY api_base, class")]
 
     def record(self, api_base: str, cls: str, credits: int, run_id: int, requests: int) -> None:
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         with self.store.transaction() as conn:
             conn.execute(
                 f"INSERT INTO prices (class, api_base, credits, run_id, requests, learned_at) VALUES ({q}, {q}, {q}, {q}, {q}, {q})"
@@ -54,7 +54,7 @@ class Uploads(Table):
 
     def find(self, sha256: str, upload_base: str) -> str | None:
         """The URL a local image was uploaded to (at this API), if it was."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         rows = self.store._query(
             f"SELECT image_url FROM uploads WHERE sha256 = {q} AND upload_base = {q}",
             [sha256, upload_base],
@@ -63,14 +63,14 @@ class Uploads(Table):
 
     def name_of(self, image_url: str) -> str | None:
         """The local file an uploaded image came from (as the job named it), if it was one."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         rows = self.store._query(
             f"SELECT name FROM uploads WHERE image_url = {q} LIMIT 1", [image_url]
         )
         return str(rows[0][0]) if rows else None
 
     def record(self, sha256: str, upload_base: str, image_url: str, name: str, size: int) -> None:
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         with self.store.transaction() as conn:
             conn.execute(
                 f"INSERT INTO uploads (sha256, upload_base, image_url, name, size, uploaded_at) VALUES ({q}, {q}, {q}, {q}, {q}, {q})"
@@ -86,7 +86,7 @@ class Reviews(Table):
     def of(self, job: str, keys: list[str] | None = None) -> dict[str, dict[str, Any]]:
         """key → the job's review of it (pick, rating, note, updated_at); of `keys` only, if
         given (a page of the job)."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         sql = f"SELECT key, pick, rating, note, updated_at FROM reviews WHERE job = {q}"
         if keys is None:
             return {row["key"]: dict(row) for row in self.store._query(sql, [job])}
@@ -101,7 +101,7 @@ class Reviews(Table):
     def picked(self, job: str, *, current_only: bool = True) -> int:
         """How many of the job's requests are picked (its current ones, unless not
         `current_only`)."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         rows = self.store._query(
             # CROSS JOIN: from the job's reviews (a few) to their links, not from its links (all)
             f"SELECT count(*) FROM reviews r {self.store.sql.ordered_join} job_tasks j"
@@ -114,7 +114,7 @@ class Reviews(Table):
     def record(self, job: str, key: str, fields: dict[str, Any]) -> dict[str, Any]:
         """Set some of `pick`, `rating`, `note` of the job's review of `key` (the others are
         kept); return the review as it now stands. `key` must be one of the job's requests."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         unknown = set(fields) - {"pick", "rating", "note"}
         if unknown:
             raise ValueError(f"not a review field: {', '.join(sorted(unknown))}")
@@ -146,7 +146,7 @@ class Reviews(Table):
     ) -> list[dict[str, Any]]:
         """The job's current requests a review chose (picked, and/or rated at least N), with
         their label and meta, in the order they were submitted."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         where = []
         params: list[Any] = [job]
         if picked:
@@ -169,7 +169,7 @@ class Runs(Table):
 
     def latest(self, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """The latest runs (of `job`), newest first."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         sql = (
             "SELECT * FROM runs"
             + (f" WHERE job = {q}" if job else "")
@@ -186,7 +186,7 @@ class Runs(Table):
     def _insert(
         conn: Connection, job: str, job_file: str, api_base: str, flags: dict[str, Any]
     ) -> int:
-        q = conn.dialect.mark  # a parameter's mark, as the engine spells it
+        q = conn.dialect.mark
         conn.execute(
             f"INSERT INTO runs (started_at, job, job_file, api_base, flags, pid) VALUES ({q}, {q}, {q}, {q}, {q}, {q})",
             (timestamp(), job, job_file, api_base, json.dumps(flags), os.getpid()),
@@ -197,7 +197,7 @@ class Runs(Table):
 
     def of_this_process(self, job: str) -> dict[str, Any] | None:
         """The latest run of `job` this process made (`run --json` reports it)."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         rows = self.store._query(
             f"SELECT * FROM runs WHERE job = {q} AND pid = {q} ORDER BY id DESC LIMIT 1",
             [job, os.getpid()],
@@ -223,7 +223,7 @@ class Runs(Table):
         return [run for run in self.open_ids() if self.store.run_is_alive(run)]
 
     def end(self, run_id: int, counts: dict[str, Any], exit_code: int) -> None:
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         with self.store.transaction() as conn:
             conn.execute(
                 f"UPDATE runs SET ended_at = {q}, counts = {q}, exit_code = {q} WHERE id = {q}",
@@ -232,14 +232,14 @@ class Runs(Table):
 
     def set_exit_code(self, run_id: int, exit_code: int) -> None:
         """The command's exit code, once what came after the sending (wait, download) ended."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         with self.store.transaction() as conn:
             conn.execute(f"UPDATE runs SET exit_code = {q} WHERE id = {q}", (exit_code, run_id))
 
     def record_balance(
         self, run_id: int, *, before: int | None = None, after: int | None = None
     ) -> None:
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         with self.store.transaction() as conn:
             if before is not None:
                 conn.execute(
@@ -250,7 +250,7 @@ class Runs(Table):
 
     def overlapping(self, run_id: int) -> int:
         """How many other runs on this ledger were going at any time during run `run_id`."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         row = self.store._query(
             f"SELECT count(*) FROM runs o, runs r WHERE r.id = {q} AND o.id != r.id"
             " AND o.started_at <= coalesce(r.ended_at, o.started_at) AND coalesce(o.ended_at, '9999') >= r.started_at",
@@ -274,7 +274,7 @@ class JobInputs(Table):
 
     def recorded(self, job: str, job_file: str, digest: str) -> JobInput | None:
         """What was recorded for `job` linked from `job_file`, if it was made from `digest`."""
-        q = self.store.sql.mark  # a parameter's mark, as the engine spells it
+        q = self.store.sql.mark
         rows = self.store._query(
             f"SELECT requests, warnings FROM job_inputs WHERE job = {q} AND job_file = {q} AND digest = {q}",
             [job, job_file, digest],
@@ -287,7 +287,7 @@ class JobInputs(Table):
     def write(conn: Connection, job: str, job_file: str, made: JobInput | None) -> None:
         """Replace the job's row, within the caller's transaction; None leaves it without one
         (its next run is planned in full)."""
-        q = conn.dialect.mark  # a parameter's mark, as the engine spells it
+        q = conn.dialect.mark
         conn.execute(f"DELETE FROM job_inputs WHERE job = {q}", (job,))
         if made is not None:
             conn.execute(
